@@ -1,0 +1,120 @@
+//! The file layer of the configuration: serde structs that mirror the TOML exactly.
+//!
+//! Every table denies unknown keys, so a typo is an error with a line number instead
+//! of a silently ignored setting. Nothing here is validated beyond its TOML type;
+//! `config::compile` turns these into the checked [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    pub tls: Option<TlsListenerFile>,
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    #[serde(default = "default_max_body")]
+    pub max_body: String,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: String,
+    /// Worker threads of the proxy service; 0 or absent = one per core.
+    pub threads: Option<usize>,
+    /// How long a client may take to send the request head or the next body chunk.
+    pub client_timeout: Option<String>,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: default_listen(),
+            tls: None,
+            admin: default_admin(),
+            max_body: default_max_body(),
+            trusted_proxies: Vec::new(),
+            shutdown_grace: default_shutdown_grace(),
+            threads: None,
+            client_timeout: None,
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["0.0.0.0:8080".to_string()]
+}
+fn default_admin() -> String {
+    "127.0.0.1:9090".to_string()
+}
+fn default_max_body() -> String {
+    "1MiB".to_string()
+}
+fn default_shutdown_grace() -> String {
+    "5s".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerFile {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub targets: Vec<String>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub health: Option<HealthFile>,
+    pub tls: Option<UpstreamTlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// HTTP health check path; a TCP connect check when absent.
+    pub path: Option<String>,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    pub sni: String,
+}
+
+/// `upstream = "name"` or `upstream = ["a", "b"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamRef {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub upstream: UpstreamRef,
+    pub max_body: Option<String>,
+}

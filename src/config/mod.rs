@@ -1,0 +1,523 @@
+//! Configuration: the TOML file (`file`), its validation into the compiled
+//! [`Config`] the gateway runs on, and errors that name the file, line and key.
+//!
+//! Owns parsing, defaults and cross-checks (routes name existing upstreams, paths
+//! are well formed, units parse). Nothing downstream re-parses a string. It does
+//! not own the runtime objects built from a `Config` (pools, route table): those
+//! live in `upstream` and `routing`.
+
+pub mod file;
+mod locate;
+mod problem;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+
+pub use problem::Problem;
+
+use crate::units::{parse_duration, parse_size};
+use file::{FileConfig, RouteFile, UpstreamFile, UpstreamRef};
+
+/// The validated configuration the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from (or a label such as `<embedded demo>`).
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsListener>,
+    pub admin: SocketAddr,
+    pub max_body: u64,
+    pub trusted_proxies: Vec<IpNet>,
+    pub shutdown_grace: Duration,
+    pub threads: usize,
+    pub client_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    /// Resolved target addresses, in config order.
+    pub targets: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    /// Bound on each read and write to the upstream, and on waiting for its response head.
+    pub timeout: Duration,
+    /// How long an idle pooled connection to a target is kept.
+    pub idle_timeout: Duration,
+    pub health: HealthSettings,
+    /// TLS to the targets, with this SNI, when set.
+    pub tls_sni: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// `None`: TCP connect check; `Some(path)`: HTTP GET expecting 2xx.
+    pub http_path: Option<String>,
+    pub interval: Duration,
+}
+
+/// How a route's path matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// `"/webhooks/stripe"` matches only that path.
+    Exact(String),
+    /// `"/webhooks/github/*"` matches `/webhooks/github` and everything below it.
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub name: String,
+    pub host: Option<String>,
+    pub path: PathPattern,
+    /// Allowed methods; `None` allows any.
+    pub methods: Option<Vec<Method>>,
+    /// The upstream that answers the sender.
+    pub upstream: String,
+    pub max_body: u64,
+}
+
+/// Every problem found in one configuration file, each with its line where known.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<LocatedProblem>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocatedProblem {
+    pub line: Option<usize>,
+    pub problem: Problem,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(
+            f,
+            "{}: {count} configuration problem{}",
+            self.file.display(),
+            if count == 1 { "" } else { "s" }
+        )?;
+        for located in &self.problems {
+            match located.line {
+                Some(line) => writeln!(f, "  {}:{line}: {}", self.file.display(), located.problem)?,
+                None => writeln!(f, "  {}: {}", self.file.display(), located.problem)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![LocatedProblem {
+                line: None,
+                problem: Problem::new("", format!("cannot read the file: {e}")),
+            }],
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates `text`; `source` names it in errors and anchors relative paths.
+    pub fn from_toml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems: Vec<LocatedProblem>| ConfigError {
+            file: source.to_path_buf(),
+            problems,
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| locate::line_at(text, span.start));
+            fail(vec![LocatedProblem {
+                line,
+                problem: Problem::new("", e.message().trim().to_string()),
+            }])
+        })?;
+        let base_dir = source.parent().unwrap_or(Path::new("."));
+        compile(file, source, base_dir).map_err(|problems| {
+            fail(
+                problems
+                    .into_iter()
+                    .map(|problem| LocatedProblem {
+                        line: locate::line_of(text, &problem.key),
+                        problem,
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    pub fn route(&self, name: &str) -> Option<&RouteSettings> {
+        self.routes.iter().find(|route| route.name == name)
+    }
+}
+
+/// Collects problems while compiling, so every one is reported at once.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem::new(key, message));
+    }
+
+    /// Keeps the value, or records the problem under `key` and returns `None`.
+    fn take<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.push(key, message)).ok()
+    }
+}
+
+fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let server = compile_server(file.server, base_dir, &mut problems);
+    let upstreams: BTreeMap<String, UpstreamSettings> = file
+        .upstreams
+        .into_iter()
+        .filter_map(|(name, upstream)| {
+            compile_upstream(&name, upstream, &mut problems).map(|u| (name, u))
+        })
+        .collect();
+    let upstream_names: Vec<String> = upstreams.keys().cloned().collect();
+    let mut seen_names = HashSet::new();
+    let mut routes = Vec::new();
+    for (index, route) in file.routes.into_iter().enumerate() {
+        let key = format!("routes[{index}]");
+        if !seen_names.insert(route.name.clone()) {
+            problems.push(
+                format!("{key}.name"),
+                format!("route name {:?} is used twice; route names must be unique because metrics and logs use them", route.name),
+            );
+        }
+        if let Some(route) =
+            compile_route(&key, route, &upstream_names, server.as_ref(), &mut problems)
+        {
+            routes.push(route);
+        }
+    }
+    check_route_overlaps(&routes, &mut problems);
+    match server {
+        Some(server) if problems.0.is_empty() => Ok(Config {
+            source: source.to_path_buf(),
+            server,
+            upstreams,
+            routes,
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+fn compile_server(
+    server: file::ServerFile,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<ServerSettings> {
+    let listen: Vec<SocketAddr> = server
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, addr)| {
+            problems.take(&format!("server.listen[{i}]"), parse_listen_addr(addr))
+        })
+        .collect();
+    if server.listen.is_empty() {
+        problems.push(
+            "server.listen",
+            "at least one listen address is needed, e.g. listen = [\"0.0.0.0:8080\"]",
+        );
+    }
+    let tls = server.tls.and_then(|tls| {
+        let listen = problems.take("server.tls.listen", parse_listen_addr(&tls.listen));
+        let cert = problems.take("server.tls.cert", existing_file(base_dir, &tls.cert));
+        let key = problems.take("server.tls.key", existing_file(base_dir, &tls.key));
+        Some(TlsListener {
+            listen: listen?,
+            cert: cert?,
+            key: key?,
+        })
+    });
+    let admin = problems.take("server.admin", parse_listen_addr(&server.admin));
+    let max_body = problems.take("server.max_body", parse_size(&server.max_body));
+    let trusted_proxies: Vec<IpNet> = server
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cidr)| {
+            problems.take(&format!("server.trusted_proxies[{i}]"), parse_cidr(cidr))
+        })
+        .collect();
+    let shutdown_grace = problems.take(
+        "server.shutdown_grace",
+        parse_duration(&server.shutdown_grace),
+    );
+    let client_timeout = match &server.client_timeout {
+        Some(text) => problems.take("server.client_timeout", parse_duration(text)),
+        None => Some(Duration::from_secs(60)),
+    };
+    let threads = match server.threads {
+        Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) => n,
+    };
+    Some(ServerSettings {
+        listen,
+        tls,
+        admin: admin?,
+        max_body: max_body?,
+        trusted_proxies,
+        shutdown_grace: shutdown_grace?,
+        threads,
+        client_timeout: client_timeout?,
+    })
+}
+
+fn compile_upstream(
+    name: &str,
+    upstream: UpstreamFile,
+    problems: &mut Problems,
+) -> Option<UpstreamSettings> {
+    let key = format!("upstreams.{name}");
+    if upstream.targets.is_empty() {
+        problems.push(
+            format!("{key}.targets"),
+            "an upstream needs at least one target, e.g. targets = [\"127.0.0.1:9000\"]",
+        );
+    }
+    let targets: Vec<SocketAddr> = upstream
+        .targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, target)| {
+            problems.take(&format!("{key}.targets[{i}]"), resolve_target(target))
+        })
+        .collect();
+    let mut duration = |field: &str, value: &Option<String>, default: Duration| match value {
+        Some(text) => problems.take(&format!("{key}.{field}"), parse_duration(text)),
+        None => Some(default),
+    };
+    let connect_timeout = duration(
+        "connect_timeout",
+        &upstream.connect_timeout,
+        Duration::from_secs(1),
+    );
+    let timeout = duration("timeout", &upstream.timeout, Duration::from_secs(10));
+    let idle_timeout = duration(
+        "idle_timeout",
+        &upstream.idle_timeout,
+        Duration::from_secs(60),
+    );
+    let health_interval = duration(
+        "health.interval",
+        &upstream.health.as_ref().and_then(|h| h.interval.clone()),
+        Duration::from_secs(5),
+    );
+    let http_path = upstream.health.and_then(|h| h.path);
+    if let Some(path) = &http_path {
+        if !path.starts_with('/') {
+            problems.push(
+                format!("{key}.health.path"),
+                format!("health check path {path:?} must start with '/'"),
+            );
+        }
+    }
+    Some(UpstreamSettings {
+        name: name.to_string(),
+        targets,
+        connect_timeout: connect_timeout?,
+        timeout: timeout?,
+        idle_timeout: idle_timeout?,
+        health: HealthSettings {
+            http_path,
+            interval: health_interval?,
+        },
+        tls_sni: upstream.tls.map(|tls| tls.sni),
+    })
+}
+
+fn compile_route(
+    key: &str,
+    route: RouteFile,
+    upstream_names: &[String],
+    server: Option<&ServerSettings>,
+    problems: &mut Problems,
+) -> Option<RouteSettings> {
+    if route.name.is_empty()
+        || !route
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        problems.push(
+            format!("{key}.name"),
+            format!("route name {:?} must be non-empty and use only letters, digits, '-', '_' or '.' (it becomes a metric label)", route.name),
+        );
+    }
+    let path = problems.take(&format!("{key}.path"), parse_path_pattern(&route.path));
+    let methods = match route.methods {
+        None => Some(None),
+        Some(list) => {
+            let parsed: Vec<Option<Method>> = list
+                .iter()
+                .enumerate()
+                .map(|(i, m)| problems.take(&format!("{key}.methods[{i}]"), parse_method(m)))
+                .collect();
+            if list.is_empty() {
+                problems.push(format!("{key}.methods"), "an empty method list would refuse every request; remove the key to allow any method");
+            }
+            parsed.into_iter().collect::<Option<Vec<_>>>().map(Some)
+        }
+    };
+    let upstream = match route.upstream {
+        UpstreamRef::One(name) => Some(name),
+        UpstreamRef::Many(names) if names.len() == 1 => names.into_iter().next(),
+        UpstreamRef::Many(_) => {
+            problems.push(
+                format!("{key}.upstream"),
+                "fan-out to several upstreams is not supported yet; name one upstream",
+            );
+            None
+        }
+    };
+    if let Some(name) = &upstream {
+        if !upstream_names.contains(name) {
+            problems.push(
+                format!("{key}.upstream"),
+                format!(
+                    "unknown upstream {name:?}; defined upstreams: {}",
+                    list_or_none(upstream_names)
+                ),
+            );
+        }
+    }
+    let max_body = match &route.max_body {
+        Some(text) => problems.take(&format!("{key}.max_body"), parse_size(text)),
+        None => server.map(|s| s.max_body),
+    };
+    let host = route.host.map(|h| h.to_ascii_lowercase());
+    Some(RouteSettings {
+        name: route.name,
+        host,
+        path: path?,
+        methods: methods?,
+        upstream: upstream?,
+        max_body: max_body?,
+    })
+}
+
+/// Two routes with the same host, path and overlapping methods would make the second unreachable.
+fn check_route_overlaps(routes: &[RouteSettings], problems: &mut Problems) {
+    for (i, route) in routes.iter().enumerate() {
+        let shadowed_by = routes[..i].iter().find(|earlier| {
+            earlier.host == route.host
+                && earlier.path == route.path
+                && match (&earlier.methods, &route.methods) {
+                    (None, _) | (_, None) => true,
+                    (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+                }
+        });
+        if let Some(earlier) = shadowed_by {
+            problems.push(
+                format!("routes[{i}].path"),
+                format!("route {:?} has the same host, path and methods as route {:?} and could never match", route.name, earlier.name),
+            );
+        }
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("invalid listen address {text:?}; use IP:PORT such as \"0.0.0.0:8080\" or \"[::]:8080\"")
+    })
+}
+
+fn resolve_target(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!("target {text:?} needs a port, e.g. \"{text}:80\""));
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve target {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("target {text:?} resolves to no address"))
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("invalid CIDR {text:?}; use a network such as \"10.0.0.0/8\" or an address")
+        })
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    let upper = text.to_ascii_uppercase();
+    match upper.as_str() {
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => {
+            Method::from_bytes(upper.as_bytes()).map_err(|e| e.to_string())
+        }
+        _ => Err(format!(
+            "unknown method {text:?}; use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS"
+        )),
+    }
+}
+
+fn parse_path_pattern(text: &str) -> Result<PathPattern, String> {
+    if !text.starts_with('/') {
+        return Err(format!("path {text:?} must start with '/'"));
+    }
+    if text.contains(['?', '#']) || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "path {text:?} must be a plain path without query, fragment or spaces"
+        ));
+    }
+    match text.strip_suffix("/*") {
+        Some(prefix) if prefix.contains('*') => Err(format!(
+            "path {text:?}: '*' is only allowed as a final \"/*\""
+        )),
+        Some(prefix) => Ok(PathPattern::Prefix(prefix.to_string())),
+        None if text.contains('*') => Err(format!(
+            "path {text:?}: '*' is only allowed as a final \"/*\""
+        )),
+        None => Ok(PathPattern::Exact(text.to_string())),
+    }
+}
+
+fn existing_file(base_dir: &Path, text: &str) -> Result<PathBuf, String> {
+    let path = base_dir.join(text);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("file {} does not exist", path.display()))
+    }
+}
