@@ -1,5 +1,17 @@
-//! hookgate: a webhook gateway built on Pingora. See README.md for the request path.
+//! hookgate: a webhook gateway built on Pingora. The request path is described
+//! in `proxy`; the README has the user-facing contract.
 
-pub mod config;
-pub mod secret;
-pub mod units;
+pub mod admin; // /metrics /healthz /readyz
+pub mod cli; // command-line definition
+pub mod config; // TOML file -> validated Config, errors with line and key
+pub mod demo; // `hookgate demo`
+pub mod echo; // built-in echo upstream for the demo
+pub mod health; // background health checks
+pub mod metrics; // every metric name and its registration
+pub mod proxy; // the Pingora ProxyHttp implementation
+pub mod routing; // host + path + method -> route
+pub mod secret; // redacted secret newtype
+pub mod server; // assembling and running the Pingora server
+pub mod state; // the atomically swapped runtime snapshot
+pub mod units; // "5s", "1MiB"
+pub mod upstream; // upstream pools, round robin, health

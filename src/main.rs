@@ -1,1 +1,53 @@
-fn main() {}
+//! The `hookgate` binary: parses the command line, sets up logging and calls the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hookgate::cli::{Cli, Command, EXIT_CONFIG, EXIT_START};
+use hookgate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOOKGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Check => match Config::load(&cli.config) {
+            Ok(config) => {
+                print!("{}", config.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
+        Command::Serve => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            match hookgate::server::run(config, Default::default()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hookgate: {e}");
+                    ExitCode::from(EXIT_START as u8)
+                }
+            }
+        }
+        Command::Demo => match hookgate::demo::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hookgate demo: {e}");
+                ExitCode::from(EXIT_START as u8)
+            }
+        },
+    }
+}

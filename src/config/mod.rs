@@ -521,3 +521,46 @@ fn existing_file(base_dir: &Path, text: &str) -> Result<PathBuf, String> {
         Err(format!("file {} does not exist", path.display()))
     }
 }
+
+impl Config {
+    /// A human-readable summary for `hookgate check`: listeners and the route table.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let server = &self.server;
+        let _ = writeln!(out, "{}: OK", self.source.display());
+        let listen: Vec<String> = server.listen.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "listen: {}", listen.join(", "));
+        if let Some(tls) = &server.tls {
+            let _ = writeln!(out, "tls:    {} (cert {})", tls.listen, tls.cert.display());
+        }
+        let _ = writeln!(out, "admin:  {}", server.admin);
+        let _ = writeln!(out, "routes:");
+        for route in &self.routes {
+            let path = match &route.path {
+                PathPattern::Exact(path) => path.clone(),
+                PathPattern::Prefix(prefix) => format!("{prefix}/*"),
+            };
+            let methods = route.methods.as_ref().map_or("*".to_string(), |ms| {
+                ms.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
+            });
+            let host = route.host.as_deref().unwrap_or("*");
+            let targets = self
+                .upstreams
+                .get(&route.upstream)
+                .map_or(String::new(), |u| {
+                    u.targets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (max_body {} B)",
+                route.name, methods, route.upstream, route.max_body
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,36 @@
+//! The command line: `serve` (default), `check` and `demo`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const DEFAULT_CONFIG: &str = "conf/hookgate.toml";
+
+/// Exit status for a configuration error (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit status when the gateway cannot start (ports taken, TLS files unusable).
+pub const EXIT_START: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "A webhook gateway: verify, allow, limit and route webhooks in front of your apps"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Configuration file (for `serve`, the default command).
+    #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default command).
+    Serve,
+    /// Validate the configuration and print the route table; exit 0, or 78 listing every error.
+    Check,
+    /// Run the gateway on the embedded demo config with a built-in echo upstream and send sample deliveries.
+    Demo,
+}

@@ -1,0 +1,191 @@
+//! Every metric hookgate exports: names, help texts, label sets and buckets,
+//! registered in one [`Metrics`] registry served by the admin listener.
+//!
+//! Labels are bounded: `route` is a configured route name (or `_unmatched`),
+//! `outcome` one of [`Outcome`]'s codes, `upstream` a configured upstream name,
+//! `class` one of `1xx`..`5xx`. Never a raw path, address or header value.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "hookgate_request_duration_seconds";
+pub const REQUEST_BODY_BYTES: &str = "hookgate_request_body_bytes";
+pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
+pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
+pub const UPSTREAM_TARGETS_HEALTHY: &str = "hookgate_upstream_targets_healthy";
+pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
+pub const BUILD_INFO: &str = "hookgate_build_info";
+
+/// The route label for requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "_unmatched";
+
+/// Latency buckets for a proxy: 100 µs to 30 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Body size buckets: 256 B to 16 MiB.
+const BODY_BUCKETS: &[f64] = &[
+    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
+/// How one request ended, as counted in `hookgate_requests_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    NoRoute,
+    MethodNotAllowed,
+    BodyTooLarge,
+    BadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::NoRoute => "no_route",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::BodyTooLarge => "body_too_large",
+            Outcome::BadRequest => "bad_request",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+}
+
+/// The registry and every metric handle.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub request_body_bytes: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_responses: IntCounterVec,
+    pub upstream_targets_healthy: IntGaugeVec,
+    pub inflight: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                REQUESTS_TOTAL,
+                "Requests received, by route and how they ended",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                REQUEST_DURATION_SECONDS,
+                "Whole request time at the gateway, from request head to the last byte answered",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let request_body_bytes = HistogramVec::new(
+            HistogramOpts::new(REQUEST_BODY_BYTES, "Size of request bodies read, by route")
+                .buckets(BODY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                UPSTREAM_DURATION_SECONDS,
+                "Time from connecting to the upstream to its response head",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "upstream"],
+        )
+        .expect("valid metric");
+        let upstream_responses = IntCounterVec::new(
+            Opts::new(
+                UPSTREAM_RESPONSES_TOTAL,
+                "Upstream responses by status class",
+            ),
+            &["route", "upstream", "class"],
+        )
+        .expect("valid metric");
+        let upstream_targets_healthy = IntGaugeVec::new(
+            Opts::new(
+                UPSTREAM_TARGETS_HEALTHY,
+                "Targets of each upstream that pass their health check",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let inflight = IntGauge::new(INFLIGHT_REQUESTS, "Requests being handled right now")
+            .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                BUILD_INFO,
+                "Always 1; the version label says which build runs",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(request_body_bytes.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(upstream_responses.clone()),
+            Box::new(upstream_targets_healthy.clone()),
+            Box::new(inflight.clone()),
+            Box::new(build_info),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            request_body_bytes,
+            upstream_duration,
+            upstream_responses,
+            upstream_targets_healthy,
+            inflight,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// `2xx` style class of an HTTP status.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

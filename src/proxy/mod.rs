@@ -1,0 +1,302 @@
+//! The Pingora `ProxyHttp` implementation: the request path, in order.
+//!
+//! ```text
+//! 1. match the route by host + path (+ method)     -> 404 no_route / 405 method_not_allowed
+//! 2. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
+//! 3. forward the exact bytes to a healthy target    -> 503 upstream_unavailable / 502 / 504
+//! 4. relay the upstream's answer to the sender
+//! 5. metrics + one access-log line (logging phase)
+//! ```
+//! The phases only delegate: matching is `routing`, target choice `upstream`,
+//! body reading `body`, the exchange `forward`, answers `reply`. Everything is
+//! done in `request_filter`, which always answers and returns `Ok(true)`, so
+//! Pingora's own upstream phases never run (DESIGN.md §2).
+
+mod body;
+mod forward;
+mod headers;
+mod reply;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::metrics::{status_class, Metrics, Outcome, UNMATCHED_ROUTE};
+use crate::routing::RouteMatch;
+use crate::state::{SharedState, Snapshot};
+use body::BodyError;
+use forward::ForwardError;
+pub use reply::Reply;
+
+/// The gateway service: shared state, metrics and the upstream connector.
+pub struct Gateway {
+    state: SharedState,
+    metrics: Arc<Metrics>,
+    connector: Connector,
+    client_timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(state: SharedState, metrics: Arc<Metrics>) -> Self {
+        let client_timeout = state.load().config.server.client_timeout;
+        Gateway {
+            state,
+            metrics,
+            connector: Connector::new(None),
+            client_timeout,
+        }
+    }
+}
+
+/// Per-request state, carried from `request_filter` to `logging`.
+pub struct RequestContext {
+    started: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    request_id: String,
+    client: Option<IpAddr>,
+    outcome: Option<Outcome>,
+    status: Option<u16>,
+    body_bytes: usize,
+    upstream: Option<String>,
+    target: Option<SocketAddr>,
+    upstream_status: Option<u16>,
+    upstream_time: Option<Duration>,
+    detail: Option<String>,
+    _inflight: InflightGuard,
+}
+
+impl RequestContext {
+    fn route_name(&self) -> Option<&str> {
+        let snapshot = self.snapshot.as_ref()?;
+        self.route.map(|index| snapshot.routes[index].name())
+    }
+}
+
+/// Counts a request in `hookgate_inflight_requests` for as long as it lives.
+struct InflightGuard(prometheus::IntGauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> Self::CTX {
+        self.metrics.inflight.inc();
+        RequestContext {
+            started: Instant::now(),
+            snapshot: None,
+            route: None,
+            request_id: String::new(),
+            client: None,
+            outcome: None,
+            status: None,
+            body_bytes: 0,
+            upstream: None,
+            target: None,
+            upstream_status: None,
+            upstream_time: None,
+            detail: None,
+            _inflight: InflightGuard(self.metrics.inflight.clone()),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let snapshot = self.state.load_full();
+        ctx.snapshot = Some(snapshot.clone());
+        ctx.client = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        ctx.request_id = headers::sender_request_id(session.req_header())
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+
+        // 1. Route.
+        let head = session.req_header();
+        let host = head
+            .headers
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .or_else(|| head.uri.host());
+        let index = match snapshot.table.find(host, head.uri.path(), &head.method) {
+            RouteMatch::Found(index) => index,
+            RouteMatch::NoRoute => return self.reject(session, ctx, &Reply::NO_ROUTE).await,
+            RouteMatch::MethodNotAllowed(index) => {
+                ctx.route = Some(index);
+                return self.reject(session, ctx, &Reply::METHOD_NOT_ALLOWED).await;
+            }
+        };
+        ctx.route = Some(index);
+        let route = &snapshot.routes[index];
+
+        // 2. Body.
+        session.set_read_timeout(Some(self.client_timeout));
+        let body = match body::read_bounded(session, route.settings.max_body).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                ctx.detail = Some(format!("body over max_body {}", route.settings.max_body));
+                return self.reject(session, ctx, &Reply::BODY_TOO_LARGE).await;
+            }
+            Err(BodyError::Malformed(why)) => {
+                ctx.detail = Some(why.to_string());
+                return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
+            }
+            Err(BodyError::Read(e)) => {
+                ctx.outcome = Some(Outcome::BadRequest);
+                ctx.detail = Some(format!("reading the request body: {e}"));
+                return Err(e);
+            }
+        };
+        ctx.body_bytes = body.len();
+        self.metrics
+            .request_body_bytes
+            .with_label_values(&[route.name()])
+            .observe(body.len() as f64);
+
+        // 3. Forward.
+        let tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        let request = headers::upstream_request(
+            session.req_header(),
+            body.len(),
+            &headers::Forwarding {
+                client: ctx.client,
+                tls,
+                request_id: &ctx.request_id,
+                route: route.name(),
+            },
+        )?;
+        let pool = route.upstream.clone();
+        ctx.upstream = Some(pool.name().to_string());
+        let result = forward::forward(
+            &self.connector,
+            session,
+            &pool,
+            request,
+            body,
+            &ctx.request_id,
+            &mut ctx.target,
+        )
+        .await;
+        match result {
+            Ok(forwarded) => {
+                ctx.outcome = Some(Outcome::Forwarded);
+                ctx.status = Some(forwarded.status);
+                ctx.upstream_status = Some(forwarded.status);
+                ctx.upstream_time = Some(forwarded.upstream_time);
+                Ok(true)
+            }
+            Err(ForwardError::Unavailable) => {
+                ctx.detail = Some("no healthy target".to_string());
+                self.reject(session, ctx, &Reply::UPSTREAM_UNAVAILABLE)
+                    .await
+            }
+            Err(ForwardError::Failed(e)) => {
+                ctx.detail = Some(e.to_string());
+                self.reject(session, ctx, &Reply::UPSTREAM_ERROR).await
+            }
+            Err(ForwardError::TimedOut(e)) => {
+                ctx.detail = Some(e.to_string());
+                self.reject(session, ctx, &Reply::UPSTREAM_TIMEOUT).await
+            }
+            Err(ForwardError::Interrupted(e)) => {
+                ctx.outcome = Some(Outcome::UpstreamError);
+                ctx.detail = Some(format!("response interrupted: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // request_filter always answers; reaching this is a bug, not a request to proxy.
+        Error::e_explain(
+            ErrorType::InternalError,
+            "hookgate forwards in request_filter",
+        )
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        let outcome = ctx.outcome.unwrap_or(Outcome::BadRequest);
+        let route = ctx.route_name().unwrap_or(UNMATCHED_ROUTE).to_string();
+        let elapsed = ctx.started.elapsed();
+        let metrics = &self.metrics;
+        metrics
+            .requests
+            .with_label_values(&[&route, outcome.as_str()])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[&route])
+            .observe(elapsed.as_secs_f64());
+        if let (Some(upstream), Some(status)) = (&ctx.upstream, ctx.upstream_status) {
+            metrics
+                .upstream_responses
+                .with_label_values(&[&route, upstream, status_class(status)])
+                .inc();
+            if let Some(time) = ctx.upstream_time {
+                metrics
+                    .upstream_duration
+                    .with_label_values(&[&route, upstream])
+                    .observe(time.as_secs_f64());
+            }
+        }
+        let head = session.req_header();
+        tracing::info!(
+            target: "hookgate::access",
+            request_id = %ctx.request_id,
+            route = %route,
+            client = %ctx.client.map(|ip| ip.to_string()).unwrap_or_default(),
+            method = %head.method,
+            path = %head.uri.path(),
+            status = ctx.status.or_else(|| session.response_written().map(|r| r.status.as_u16())).unwrap_or(0),
+            outcome = outcome.as_str(),
+            upstream = ctx.upstream.as_deref().unwrap_or(""),
+            target = %ctx.target.map(|t| t.to_string()).unwrap_or_default(),
+            upstream_status = ctx.upstream_status.unwrap_or(0),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms = ctx.upstream_time.map_or(0.0, |t| t.as_secs_f64() * 1000.0),
+            body_bytes = ctx.body_bytes,
+            detail = ctx.detail.as_deref().or(error.map(|_| "connection error")).unwrap_or(""),
+        );
+    }
+}
+
+impl Gateway {
+    /// Answers a rejection or failure with its JSON body. The connection is closed
+    /// when the request body may still be unread.
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        reply: &Reply,
+    ) -> Result<bool> {
+        ctx.outcome = Some(reply.outcome);
+        ctx.status = Some(reply.status);
+        let body_unread = !session.is_body_done();
+        reply::send(
+            session,
+            reply,
+            ctx.route_name(),
+            &ctx.request_id,
+            body_unread,
+        )
+        .await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,108 @@
+//! Answers the gateway writes itself: the fixed JSON error body for every
+//! rejection and upstream failure.
+//!
+//! Bodies are `{"error":"<code>","route":"<name>","request_id":"<id>"}` and carry
+//! nothing else: no detail, no secret, no expected signature. Details go to the log.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::metrics::Outcome;
+
+/// A rejection or failure the gateway answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub error: &'static str,
+    pub outcome: Outcome,
+}
+
+impl Reply {
+    pub const NO_ROUTE: Reply = Reply::new(404, "no_route", Outcome::NoRoute);
+    pub const METHOD_NOT_ALLOWED: Reply =
+        Reply::new(405, "method_not_allowed", Outcome::MethodNotAllowed);
+    pub const BODY_TOO_LARGE: Reply = Reply::new(413, "body_too_large", Outcome::BodyTooLarge);
+    pub const BAD_REQUEST: Reply = Reply::new(400, "bad_request", Outcome::BadRequest);
+    pub const UPSTREAM_ERROR: Reply = Reply::new(502, "upstream_error", Outcome::UpstreamError);
+    pub const UPSTREAM_UNAVAILABLE: Reply =
+        Reply::new(503, "upstream_unavailable", Outcome::UpstreamUnavailable);
+    pub const UPSTREAM_TIMEOUT: Reply =
+        Reply::new(504, "upstream_timeout", Outcome::UpstreamTimeout);
+
+    const fn new(status: u16, error: &'static str, outcome: Outcome) -> Reply {
+        Reply {
+            status,
+            error,
+            outcome,
+        }
+    }
+}
+
+/// The JSON body of a reply. Route names and request ids are restricted to
+/// characters that need no JSON escaping (config validation and `request_id`).
+pub fn json_body(reply: &Reply, route: Option<&str>, request_id: &str) -> Bytes {
+    let mut body = String::with_capacity(96);
+    body.push_str("{\"error\":\"");
+    body.push_str(reply.error);
+    body.push('"');
+    if let Some(route) = route {
+        body.push_str(",\"route\":\"");
+        body.push_str(route);
+        body.push('"');
+    }
+    body.push_str(",\"request_id\":\"");
+    body.push_str(request_id);
+    body.push_str("\"}");
+    Bytes::from(body)
+}
+
+/// Writes `reply` as the whole response. When `close` is set the connection is
+/// not kept alive (the request body was not read, so the stream is not reusable).
+pub async fn send(
+    session: &mut Session,
+    reply: &Reply,
+    route: Option<&str>,
+    request_id: &str,
+    close: bool,
+) -> Result<()> {
+    let body = json_body(reply, route, request_id);
+    let mut header = ResponseHeader::build(reply.status, Some(4))?;
+    header.insert_header("Content-Type", "application/json")?;
+    header.insert_header("Content-Length", body.len())?;
+    header.insert_header("X-Request-Id", request_id)?;
+    if reply.status == 405 {
+        // The route's methods are not disclosed; POST is what webhooks use.
+        header.insert_header("Allow", "POST")?;
+    }
+    if close {
+        session.set_keepalive(None);
+        header.insert_header("Connection", "close")?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_valid_json_with_the_fixed_fields() {
+        let body = json_body(&Reply::NO_ROUTE, None, "abc");
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"error": "no_route", "request_id": "abc"})
+        );
+        let body = json_body(&Reply::UPSTREAM_TIMEOUT, Some("stripe"), "r-1");
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"error": "upstream_timeout", "route": "stripe", "request_id": "r-1"})
+        );
+    }
+}

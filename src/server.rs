@@ -1,0 +1,209 @@
+//! Assembling and running the Pingora server from a [`Config`]: the proxy
+//! service on every listener (plain and TLS), the admin service, the health
+//! checker, and optionally the demo's echo upstream.
+//!
+//! Owns start-up checks (every port is bindable, so a taken port is a clear
+//! error and a non-zero exit instead of a panicking service in a live process)
+//! and shutdown: SIGTERM/SIGQUIT stop accepting and exit as soon as in-flight
+//! requests finish, at the latest after `shutdown_grace`; SIGINT exits at once.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::echo::Echo;
+use crate::health::HealthChecker;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::state::{self, Snapshot};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({role}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        role: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Extras for a run beyond the config.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Serve the built-in echo upstream on this address (for `hookgate demo`).
+    pub echo: Option<SocketAddr>,
+}
+
+/// Builds every service and blocks until shutdown.
+pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
+    check_ports(&config, &options)?;
+    let grace = config.server.shutdown_grace;
+    let threads = config.server.threads;
+    let tls = config.server.tls.clone();
+    let listen = config.server.listen.clone();
+    let admin_addr = config.server.admin;
+
+    let snapshot = Snapshot::build(config).map_err(StartError::Setup)?;
+    let state = state::shared(snapshot);
+    let metrics = Arc::new(Metrics::new());
+
+    let server_conf = ServerConf {
+        threads,
+        // The drain watcher below ends the process as soon as requests finish;
+        // Pingora's grace period is only the upper bound.
+        grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let mut proxy = http_proxy_service_with_name(
+        &conf,
+        Gateway::new(state.clone(), metrics.clone()),
+        "hookgate proxy",
+    );
+    for addr in &listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    if let Some(tls) = &tls {
+        proxy
+            .add_tls(
+                &tls.listen.to_string(),
+                &tls.cert.to_string_lossy(),
+                &tls.key.to_string_lossy(),
+            )
+            .map_err(|e| StartError::Setup(format!("TLS listener {}: {e}", tls.listen)))?;
+    }
+    server.add_service(proxy);
+
+    let health_known = Arc::new(AtomicBool::new(false));
+    let mut admin = Service::new(
+        "hookgate admin".to_string(),
+        HttpServer::new_app(Admin::new(
+            state.clone(),
+            metrics.clone(),
+            health_known.clone(),
+        )),
+    );
+    admin.add_tcp(&admin_addr.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker::new(state.clone(), metrics.clone(), health_known),
+    ));
+
+    if let Some(echo_addr) = options.echo {
+        let mut echo = Service::new("demo echo upstream".to_string(), HttpServer::new_app(Echo));
+        echo.add_tcp(&echo_addr.to_string());
+        echo.threads = Some(1);
+        server.add_service(echo);
+    }
+
+    let draining = Arc::new(AtomicBool::new(false));
+    spawn_drain_watcher(draining.clone(), metrics, grace);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { draining }),
+    });
+    Ok(())
+}
+
+/// Binds and releases every address, so a taken port fails the start with a clear error.
+fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> {
+    let server = &config.server;
+    let mut wanted: Vec<(SocketAddr, &'static str)> = server
+        .listen
+        .iter()
+        .map(|addr| (*addr, "proxy listener"))
+        .collect();
+    if let Some(tls) = &server.tls {
+        wanted.push((tls.listen, "TLS listener"));
+    }
+    wanted.push((server.admin, "admin listener"));
+    if let Some(echo) = options.echo {
+        wanted.push((echo, "demo echo upstream"));
+    }
+    for (addr, role) in wanted {
+        TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, role, source })?;
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGQUIT: graceful; SIGINT: immediate.
+struct Signals {
+    draining: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut quit), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        let graceful = tokio::select! {
+            _ = term.recv() => true,
+            _ = quit.recv() => true,
+            _ = int.recv() => false,
+        };
+        if graceful {
+            tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
+            self.draining.store(true, Ordering::SeqCst);
+            ShutdownSignal::GracefulTerminate
+        } else {
+            tracing::info!("interrupted: shutting down now");
+            ShutdownSignal::FastShutdown
+        }
+    }
+}
+
+/// Once draining, exits the process as soon as no request is in flight, or when
+/// the grace period is over, whichever comes first.
+fn spawn_drain_watcher(draining: Arc<AtomicBool>, metrics: Arc<Metrics>, grace: Duration) {
+    std::thread::spawn(move || {
+        while !draining.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let started = Instant::now();
+        // Let the listeners close before sampling the in-flight gauge.
+        std::thread::sleep(Duration::from_millis(100));
+        while metrics.inflight.get() > 0 && started.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = metrics.inflight.get();
+        if left > 0 {
+            tracing::warn!(
+                requests = left,
+                "grace period over; dropping in-flight requests"
+            );
+        } else {
+            tracing::info!(
+                after_ms = started.elapsed().as_millis() as u64,
+                "drained; exiting"
+            );
+        }
+        std::process::exit(0);
+    });
+}
