@@ -193,6 +193,8 @@ impl Problems {
 fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
     let server = compile_server(file.server, base_dir, &mut problems);
+    // Declared names, so an upstream with a bad field does not also fail every route naming it.
+    let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
         .upstreams
         .into_iter()
@@ -200,7 +202,6 @@ fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, V
             compile_upstream(&name, upstream, &mut problems).map(|u| (name, u))
         })
         .collect();
-    let upstream_names: Vec<String> = upstreams.keys().cloned().collect();
     let mut seen_names = HashSet::new();
     let mut routes = Vec::new();
     for (index, route) in file.routes.into_iter().enumerate() {

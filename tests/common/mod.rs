@@ -1,0 +1,498 @@
+//! Test kit for end-to-end tests: the real `hookgate` binary on a temp config,
+//! recording upstreams on 127.0.0.1 that keep the exact bytes they received,
+//! and a raw HTTP/1.1 client so tests control framing byte for byte.
+//!
+//! Every wait is bounded in time; every loop in count or time.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Polls `condition` every 20 ms until it holds or `within` passes.
+pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+// ---------------------------------------------------------------- gateway
+
+/// A running `hookgate serve` process, killed on drop.
+pub struct Gateway {
+    child: Option<Child>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the gateway with a generated `[server]` section plus `rest`
+    /// (upstreams and routes), and waits until `/readyz` answers 200.
+    pub fn start(rest: &str) -> Gateway {
+        Gateway::start_with_server("", rest)
+    }
+
+    /// Like [`Gateway::start`], with extra lines inside `[server]`.
+    pub fn start_with_server(server_extra: &str, rest: &str) -> Gateway {
+        let gateway = Gateway::spawn(server_extra, rest);
+        let ready = wait_until(Duration::from_secs(20), || {
+            get(gateway.admin, "/readyz").is_ok_and(|r| r.status == 200)
+        });
+        assert!(ready, "gateway not ready in 20 s; log:\n{}", gateway.log());
+        gateway
+    }
+
+    /// Starts the process without waiting for readiness.
+    pub fn spawn(server_extra: &str, rest: &str) -> Gateway {
+        let proxy = addr(free_port());
+        let admin = addr(free_port());
+        let config = format!(
+            "[server]\nlisten = [\"{proxy}\"]\nadmin = \"{admin}\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n\n{rest}"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("hookgate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let child = spawn_binary(&["serve", "-c", config_path.to_str().unwrap()], &dir);
+        Gateway {
+            child: Some(child),
+            proxy,
+            admin,
+            dir,
+            config_path,
+        }
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `within` for the process to exit; its exit code if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `metric("hookgate_requests_total", &[("route","a"),("outcome","forwarded")])`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = String::from_utf8(get(self.admin, "/metrics").expect("scrape").body).unwrap();
+        metric_value(&text, name, labels).unwrap_or(0.0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the binary with `args`, output to `dir/gateway.log`.
+pub fn spawn_binary(args: &[&str], dir: &tempfile::TempDir) -> Child {
+    let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
+    Command::new(BIN)
+        .args(args)
+        .env("HOOKGATE_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn hookgate")
+}
+
+/// Finds `name{labels...} value` in Prometheus text; labels may be a subset.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric == name
+                && labels.iter().all(|(k, v)| {
+                    label_text
+                        .split(',')
+                        .any(|pair| pair == format!("{k}=\"{v}\""))
+                }))
+            .then(|| value.parse::<f64>().ok())?
+        })
+        .reduce(|a, b| a + b)
+}
+
+// ---------------------------------------------------------------- upstream
+
+/// What a recording upstream received, exactly.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub target: String,
+    /// Header names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a recording upstream answers.
+#[derive(Debug, Clone)]
+pub struct Behavior {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Close the connection after reading the request instead of answering.
+    pub hang_up: bool,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Behavior {
+            status: 200,
+            body: b"{\"ok\":true}".to_vec(),
+            delay: Duration::ZERO,
+            hang_up: false,
+        }
+    }
+}
+
+/// An HTTP/1.1 upstream on 127.0.0.1 that records every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    accept_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The longest a test upstream lives, whatever the test does.
+const UPSTREAM_LIFETIME: Duration = Duration::from_secs(300);
+
+impl Upstream {
+    pub fn start(name: &str) -> Upstream {
+        Upstream::with(name, Behavior::default())
+    }
+
+    pub fn with(name: &str, behavior: Behavior) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_received = received.clone();
+        let thread_stop = stop.clone();
+        let thread_name = name.to_string();
+        let accept_thread = std::thread::spawn(move || {
+            let born = Instant::now();
+            while !thread_stop.load(Ordering::SeqCst) && born.elapsed() < UPSTREAM_LIFETIME {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let received = thread_received.clone();
+                        let behavior = behavior.clone();
+                        let name = thread_name.clone();
+                        let stop = thread_stop.clone();
+                        std::thread::spawn(move || {
+                            serve_connection(stream, &name, &behavior, &received, &stop)
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Upstream {
+            addr,
+            name: name.to_string(),
+            received,
+            stop,
+            accept_thread: Some(accept_thread),
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Stops accepting and closes the port (existing connections end at their next request).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.accept_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    name: &str,
+    behavior: &Behavior,
+    received: &Mutex<Vec<Received>>,
+    stop: &AtomicBool,
+) {
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    // Bounded: one connection serves at most this many requests.
+    for _ in 0..10_000 {
+        let Some(request) = read_request(&mut reader) else {
+            return;
+        };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        received.lock().unwrap().push(request);
+        if behavior.hang_up {
+            return;
+        }
+        std::thread::sleep(behavior.delay);
+        let head = format!(
+            "HTTP/1.1 {} Test\r\nContent-Length: {}\r\nContent-Type: application/json\r\nX-Upstream: {name}\r\n\r\n",
+            behavior.status,
+            behavior.body.len()
+        );
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&behavior.body).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Received> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let headers = read_headers(reader)?;
+    let body = read_body(reader, &headers, false)?;
+    Some(Received {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+fn read_headers<R: BufRead>(reader: &mut R) -> Option<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    for _ in 0..1000 {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            return Some(headers);
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    None
+}
+
+/// Reads a body framed by Content-Length or chunked; `to_close` reads to EOF otherwise.
+fn read_body<R: BufRead>(
+    reader: &mut R,
+    headers: &[(String, String)],
+    to_close: bool,
+) -> Option<Vec<u8>> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        let mut body = Vec::new();
+        for _ in 0..1_000_000 {
+            let mut size_line = String::new();
+            reader.read_line(&mut size_line).ok()?;
+            let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                return Some(body);
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+        return None;
+    }
+    if let Some(length) = header("content-length") {
+        let mut body = vec![0; length.parse().ok()?];
+        reader.read_exact(&mut body).ok()?;
+        return Some(body);
+    }
+    let mut body = Vec::new();
+    if to_close {
+        reader.read_to_end(&mut body).ok()?;
+    }
+    Some(body)
+}
+
+// ---------------------------------------------------------------- client
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Writes `request` on a new connection and reads one response.
+pub fn send_raw(to: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
+    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    writer.write_all(request)?;
+    read_response(&mut BufReader::new(stream))
+}
+
+pub fn read_response<R: BufRead>(reader: &mut R) -> std::io::Result<Response> {
+    let bad = |what: &str| std::io::Error::other(what.to_string());
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
+    let headers = read_headers(reader).ok_or_else(|| bad("bad headers"))?;
+    let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
+    let body = if bodiless {
+        Vec::new()
+    } else {
+        read_body(reader, &headers, true).ok_or_else(|| bad("bad body"))?
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `POST path` with `Content-Length` framing and extra headers.
+pub fn post(to: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    send_raw(to, &bytes).expect("POST exchange")
+}
+
+/// `POST path` with chunked framing, `chunk` bytes per chunk.
+pub fn post_chunked(to: SocketAddr, path: &str, body: &[u8], chunk: usize) -> Response {
+    let mut bytes = format!("POST {path} HTTP/1.1\r\nHost: {to}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    for piece in body.chunks(chunk.max(1)) {
+        bytes.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        bytes.extend_from_slice(piece);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"0\r\n\r\n");
+    send_raw(to, &bytes).expect("chunked POST exchange")
+}
+
+pub fn get(to: SocketAddr, path: &str) -> std::io::Result<Response> {
+    send_raw(
+        to,
+        format!("GET {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Deterministic pseudo-random bytes (all 256 values appear), for body fidelity tests.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,164 @@
+//! `hookgate check` and config loading: exit codes, errors that name the file,
+//! line and key, and every shipped file in `conf/` loads.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::BIN;
+use hookgate::config::Config;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(BIN)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_valid_file_exits_0_and_prints_the_route_table() {
+    let (code, stdout, stderr) = check(
+        r#"
+[upstreams.app]
+targets = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "stripe"
+path = "/webhooks/stripe"
+methods = ["POST"]
+upstream = "app"
+"#,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(
+        stdout.contains("stripe") && stdout.contains("/webhooks/stripe -> app [127.0.0.1:9000]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_with_its_line_and_key_and_exit_78() {
+    let text = r#"[server]
+listen = ["0.0.0.0:8080"]
+max_body = "1 megabyte"
+
+[upstreams.app]
+targets = ["127.0.0.1:9000"]
+timeout = "10"
+
+[[routes]]
+name = "stripe"
+path = "/webhooks/stripe"
+upstream = "biling"
+
+[[routes]]
+name = "stripe"
+path = "webhooks/github"
+upstream = "app"
+"#;
+    let (code, stdout, stderr) = check(text);
+    assert_eq!(code, 78, "stdout: {stdout}\nstderr: {stderr}");
+    let expected = [
+        ("test.toml:3: server.max_body", "invalid size"),
+        ("test.toml:7: upstreams.app.timeout", "invalid duration"),
+        (
+            "test.toml:12: routes[0].upstream",
+            "unknown upstream \"biling\"; defined upstreams: app",
+        ),
+        ("test.toml:15: routes[1].name", "used twice"),
+        ("test.toml:16: routes[1].path", "must start with '/'"),
+    ];
+    for (location, message) in expected {
+        let line = stderr.lines().find(|line| line.contains(location));
+        assert!(
+            line.is_some_and(|l| l.contains(message)),
+            "missing {location} … {message} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("5 configuration problems"), "{stderr}");
+}
+
+#[test]
+fn syntax_errors_and_unknown_keys_name_their_line() {
+    let (code, _, stderr) = check("[server]\nlisten = [\"0.0.0.0:8080\"]\nlisten_port = 8080\n");
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("test.toml:3:") && stderr.contains("unknown field `listen_port`"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = check("[[routes]]\nname = \"a\"\npath = \"/a\n");
+    assert_eq!(code, 78);
+    assert!(stderr.contains("test.toml:3:"), "{stderr}");
+
+    let (code, _, stderr) = check("[[routes]]\nname = \"a\"\npath = \"/a\"\n");
+    assert_eq!(code, 78);
+    assert!(stderr.contains("missing field `upstream`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_a_config_error() {
+    let output = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/hookgate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the file"));
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[routes]]\nname = \"a\"\npath = \"/a\"\nupstream = \"nope\"\n",
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml:4: routes[0].upstream"));
+}
+
+/// Every shipped configuration loads; the glob must find them.
+#[test]
+fn every_file_in_conf_loads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut files = Vec::new();
+    collect_toml(&root, &mut files);
+    assert!(
+        files.len() >= 2,
+        "expected conf/hookgate.toml and conf/demo.toml at least, found {files:?}"
+    );
+    for file in &files {
+        if let Err(e) = Config::load(file) {
+            panic!("{e}");
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("hookgate.toml")));
+    assert!(files.iter().any(|f| f.ends_with("demo.toml")));
+}
+
+fn collect_toml(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_toml(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! End to end through the real gateway binary: body fidelity, routing, round
+//! robin, failures and their JSON answers, admin endpoints, signals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn one_route(upstream: &Upstream, extra_route_lines: &str) -> String {
+    format!(
+        "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = \"app\"\n{extra_route_lines}\n",
+        upstream.addr
+    )
+}
+
+#[test]
+fn bodies_arrive_byte_identical_with_content_length_and_chunked() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start_with_server("max_body = \"6MiB\"", &one_route(&upstream, ""));
+    let sizes = [0usize, 1024, 100 * 1024, 5 * 1024 * 1024];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let body = bytes(size, i as u64);
+        let answered = post(
+            gateway.proxy,
+            "/hooks/cl",
+            &[("Content-Type", "application/octet-stream")],
+            &body,
+        );
+        assert_eq!(answered.status, 200, "{size} B with Content-Length");
+        assert_eq!(answered.body, b"{\"ok\":true}");
+        assert_eq!(answered.header("x-upstream"), Some("app"));
+        let answered = post_chunked(gateway.proxy, "/hooks/chunked", &body, 16 * 1024 + 7);
+        assert_eq!(answered.status, 200, "{size} B chunked");
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 8);
+    for (i, size) in sizes.into_iter().enumerate() {
+        let expected = bytes(size, i as u64);
+        for request in &received[i * 2..i * 2 + 2] {
+            assert_eq!(request.method, "POST");
+            assert_eq!(request.body.len(), size, "{} length", request.target);
+            assert!(
+                request.body == expected,
+                "{} body differs at {size} B",
+                request.target
+            );
+            assert_eq!(
+                request.header("content-length"),
+                Some(size.to_string().as_str())
+            );
+            assert_eq!(
+                request.header("transfer-encoding"),
+                None,
+                "framing is re-set from the body"
+            );
+        }
+        assert_eq!(received[i * 2].target, "/hooks/cl");
+        assert_eq!(received[i * 2 + 1].target, "/hooks/chunked");
+    }
+}
+
+#[test]
+fn gateway_headers_are_added_and_the_senders_request_id_kept() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let answered = post(
+        gateway.proxy,
+        "/hooks/a?x=1&y=%20",
+        &[
+            ("X-Request-Id", "sender-id-42"),
+            ("X-Custom", "kept"),
+            ("Connection", "close, X-Custom-Hop"),
+            ("X-Custom-Hop", "dropped"),
+        ],
+        b"{}",
+    );
+    assert_eq!(answered.status, 200);
+    assert_eq!(answered.header("x-request-id"), Some("sender-id-42"));
+    let received = &upstream.received()[0];
+    assert_eq!(received.target, "/hooks/a?x=1&y=%20");
+    assert_eq!(received.header("x-request-id"), Some("sender-id-42"));
+    assert_eq!(received.header("x-hookgate-route"), Some("hooks"));
+    assert_eq!(received.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(received.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(received.header("x-custom"), Some("kept"));
+    assert_eq!(received.header("x-custom-hop"), None);
+    assert_eq!(received.header("connection"), None);
+
+    let answered = post(
+        gateway.proxy,
+        "/hooks/b",
+        &[("X-Request-Id", "has spaces \" and quotes")],
+        b"{}",
+    );
+    let generated = answered.header("x-request-id").unwrap().to_string();
+    assert_eq!(generated.len(), 36, "a UUID replaces an unusable sender id");
+    assert_eq!(
+        upstream.received()[1].header("x-request-id"),
+        Some(generated.as_str())
+    );
+}
+
+#[test]
+fn two_paths_route_to_two_pools() {
+    let billing = Upstream::start("billing");
+    let ci = Upstream::start("ci");
+    let gateway = Gateway::start(&format!(
+        r#"
+[upstreams.billing]
+targets = ["{}"]
+[upstreams.ci]
+targets = ["{}"]
+
+[[routes]]
+name = "stripe"
+path = "/webhooks/stripe"
+methods = ["POST"]
+upstream = "billing"
+
+[[routes]]
+name = "github"
+path = "/webhooks/github/*"
+upstream = "ci"
+"#,
+        billing.addr, ci.addr
+    ));
+    assert_eq!(
+        post(gateway.proxy, "/webhooks/stripe", &[], b"s").header("x-upstream"),
+        Some("billing")
+    );
+    assert_eq!(
+        post(gateway.proxy, "/webhooks/github", &[], b"g1").header("x-upstream"),
+        Some("ci")
+    );
+    assert_eq!(
+        post(gateway.proxy, "/webhooks/github/org/repo", &[], b"g2").header("x-upstream"),
+        Some("ci")
+    );
+    assert_eq!(
+        billing
+            .received()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect::<Vec<_>>(),
+        vec![b"s".to_vec()]
+    );
+    assert_eq!(
+        ci.received()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect::<Vec<_>>(),
+        vec![b"g1".to_vec(), b"g2".to_vec()]
+    );
+
+    let wrong_method = get(gateway.proxy, "/webhooks/stripe").unwrap();
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.json()["error"], "method_not_allowed");
+    assert_eq!(wrong_method.json()["route"], "stripe");
+
+    let unknown = post(gateway.proxy, "/webhooks/unknown", &[], b"x");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.header("content-type"), Some("application/json"));
+    let json = unknown.json();
+    assert_eq!(json["error"], "no_route");
+    assert_eq!(json["request_id"].as_str().unwrap().len(), 36);
+    assert_eq!(
+        billing.count() + ci.count(),
+        3,
+        "rejections forward nothing"
+    );
+    assert_eq!(
+        gateway.metric(
+            "hookgate_requests_total",
+            &[("route", "_unmatched"), ("outcome", "no_route")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        gateway.metric(
+            "hookgate_requests_total",
+            &[("route", "stripe"), ("outcome", "method_not_allowed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        gateway.metric(
+            "hookgate_requests_total",
+            &[("route", "github"), ("outcome", "forwarded")]
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn round_robin_across_targets_and_a_dead_target_is_skipped() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let dead = addr(free_port());
+    let gateway = Gateway::start(&format!(
+        "[upstreams.app]\ntargets = [\"{}\", \"{}\", \"{dead}\"]\nhealth = {{ interval = \"1h\" }}\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n",
+        a.addr, b.addr
+    ));
+    for i in 0..10 {
+        let answered = post(gateway.proxy, "/hooks", &[], format!("n{i}").as_bytes());
+        assert_eq!(
+            answered.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&answered.body)
+        );
+    }
+    assert_eq!(a.count(), 5);
+    assert_eq!(b.count(), 5);
+    assert_eq!(
+        gateway.metric("hookgate_upstream_targets_healthy", &[("upstream", "app")]),
+        2.0
+    );
+}
+
+#[test]
+fn a_target_that_refuses_after_its_health_check_passed_is_retried_on_the_next() {
+    let mut a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let gateway = Gateway::start(&format!(
+        "[upstreams.app]\ntargets = [\"{}\", \"{}\"]\nhealth = {{ interval = \"1h\" }}\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n",
+        a.addr, b.addr
+    ));
+    a.stop();
+    for i in 0..6 {
+        let answered = post(gateway.proxy, "/hooks", &[], format!("n{i}").as_bytes());
+        assert_eq!(answered.status, 200, "request {i}");
+    }
+    assert_eq!(b.count(), 6);
+}
+
+#[test]
+fn body_over_the_limit_is_refused_declared_or_chunked_and_nothing_is_forwarded() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&one_route(&upstream, "max_body = \"1KiB\""));
+    // Declared: answered from the head alone, the body is never sent.
+    let declared = send_raw(
+        gateway.proxy,
+        format!(
+            "POST /hooks/x HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+            10 * 1024 * 1024
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(declared.status, 413);
+    assert_eq!(declared.json()["error"], "body_too_large");
+    assert_eq!(declared.json()["route"], "hooks");
+    assert_eq!(declared.header("connection"), Some("close"));
+    // Chunked: counted while reading.
+    let chunked = post_chunked(gateway.proxy, "/hooks/x", &bytes(1025, 1), 512);
+    assert_eq!(chunked.status, 413);
+    assert_eq!(chunked.json()["error"], "body_too_large");
+    // Exactly at the limit passes.
+    assert_eq!(
+        post(gateway.proxy, "/hooks/x", &[], &bytes(1024, 2)).status,
+        200
+    );
+    assert_eq!(upstream.count(), 1);
+    assert_eq!(upstream.received()[0].body, bytes(1024, 2));
+    assert_eq!(
+        gateway.metric(
+            "hookgate_requests_total",
+            &[("route", "hooks"), ("outcome", "body_too_large")]
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    use std::io::{BufReader, Write};
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let stream = std::net::TcpStream::connect(gateway.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    writer
+        .write_all(b"POST /hooks/e HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let interim = read_response(&mut reader).unwrap();
+    assert_eq!(interim.status, 100);
+    writer.write_all(b"hello").unwrap();
+    let last = read_response(&mut reader).unwrap();
+    assert_eq!(last.status, 200);
+    let received = &upstream.received()[0];
+    assert_eq!(received.body, b"hello");
+    assert_eq!(received.header("expect"), None);
+}
+
+#[test]
+fn upstream_failures_answer_502_503_504_in_json() {
+    let hangs_up = Upstream::with(
+        "hangs-up",
+        Behavior {
+            hang_up: true,
+            ..Behavior::default()
+        },
+    );
+    let slow = Upstream::with(
+        "slow",
+        Behavior {
+            delay: Duration::from_secs(3),
+            ..Behavior::default()
+        },
+    );
+    let down = addr(free_port());
+    let gateway = Gateway::start(&format!(
+        r#"
+[upstreams.broken]
+targets = ["{}"]
+[upstreams.slow]
+targets = ["{}"]
+timeout = "500ms"
+[upstreams.down]
+targets = ["{down}"]
+
+[[routes]]
+name = "broken"
+path = "/broken"
+upstream = "broken"
+[[routes]]
+name = "slow"
+path = "/slow"
+upstream = "slow"
+[[routes]]
+name = "down"
+path = "/down"
+upstream = "down"
+"#,
+        hangs_up.addr, slow.addr
+    ));
+    let cases = [
+        ("/broken", 502, "upstream_error"),
+        ("/slow", 504, "upstream_timeout"),
+        ("/down", 503, "upstream_unavailable"),
+    ];
+    for (path, status, error) in cases {
+        let started = std::time::Instant::now();
+        let answered = post(gateway.proxy, path, &[], b"{}");
+        assert_eq!(answered.status, status, "{path}");
+        assert_eq!(answered.json()["error"], error, "{path}");
+        assert_eq!(answered.json()["route"], &path[1..]);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path} answered within its timeout"
+        );
+    }
+    assert_eq!(hangs_up.count(), 1);
+    assert_eq!(
+        gateway.metric(
+            "hookgate_requests_total",
+            &[("outcome", "upstream_timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        gateway.metric(
+            "hookgate_requests_total",
+            &[("outcome", "upstream_unavailable")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        gateway.metric("hookgate_requests_total", &[("outcome", "upstream_error")]),
+        1.0
+    );
+    assert_eq!(
+        gateway.metric("hookgate_upstream_targets_healthy", &[("upstream", "down")]),
+        0.0
+    );
+}
+
+#[test]
+fn admin_endpoints_answer() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&one_route(&upstream, ""));
+    post(gateway.proxy, "/hooks/m", &[], b"12345");
+    let health = get(gateway.admin, "/healthz").unwrap();
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let ready = get(gateway.admin, "/readyz").unwrap();
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
+    );
+    let metrics = get(gateway.admin, "/metrics").unwrap();
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert_eq!(
+        metric_value(
+            &text,
+            "hookgate_requests_total",
+            &[("route", "hooks"), ("outcome", "forwarded")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "hookgate_request_duration_seconds_count",
+            &[("route", "hooks")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "hookgate_request_body_bytes_sum",
+            &[("route", "hooks")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "hookgate_upstream_responses_total",
+            &[("route", "hooks"), ("upstream", "app"), ("class", "2xx")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric_value(&text, "hookgate_build_info", &[]), Some(1.0));
+    assert_eq!(get(gateway.admin, "/nope").unwrap().status, 404);
+}
+
+#[test]
+fn a_taken_port_fails_the_start_with_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let gateway = Gateway::spawn("", "");
+    // Re-write the config so the proxy listens on the taken port.
+    let config = std::fs::read_to_string(&gateway.config_path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("taken.toml");
+    std::fs::write(
+        &path,
+        config.replace(&gateway.proxy.to_string(), &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (proxy listener)"
+        )),
+        "{stderr}"
+    );
+    drop(gateway);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits() {
+    let slow = Upstream::with(
+        "slow",
+        Behavior {
+            delay: Duration::from_millis(800),
+            ..Behavior::default()
+        },
+    );
+    let mut gateway = Gateway::start(&one_route(&slow, ""));
+    let proxy = gateway.proxy;
+    let in_flight = std::thread::spawn(move || post(proxy, "/hooks/slow", &[], b"in flight"));
+    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1));
+    gateway.signal("TERM");
+    let answered = in_flight.join().unwrap();
+    assert_eq!(answered.status, 200, "the in-flight request completes");
+    let code = gateway.wait_exit(Duration::from_secs(3));
+    assert_eq!(
+        code,
+        Some(0),
+        "exits soon after draining, well before the 3 s grace; log:\n{}",
+        gateway.log()
+    );
+}
