@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -82,13 +83,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         proxy.add_tcp(&addr.to_string());
     }
     if let Some(tls) = &tls {
-        proxy
-            .add_tls(
-                &tls.listen.to_string(),
-                &tls.cert.to_string_lossy(),
-                &tls.key.to_string_lossy(),
-            )
-            .map_err(|e| StartError::Setup(format!("TLS listener {}: {e}", tls.listen)))?;
+        let mut settings =
+            TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
+                .map_err(|e| StartError::Setup(format!("TLS listener {}: {e}", tls.listen)))?;
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
     }
     server.add_service(proxy);
 

@@ -1,0 +1,65 @@
+//! The TLS listener end to end: HTTP/1.1 and h2 (by ALPN) through rustls, with
+//! the exact body at the upstream and `X-Forwarded-Proto: https`.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn tls_listener_serves_http1_and_h2() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let cert_path = certs.path().join("cert.pem");
+    let key_path = certs.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
+
+    let upstream = Upstream::start("app");
+    let tls_addr = addr(free_port());
+    let gateway = Gateway::start_with_server(
+        &format!(
+            "tls = {{ listen = \"{tls_addr}\", cert = \"{}\", key = \"{}\" }}",
+            cert_path.display(),
+            key_path.display()
+        ),
+        &format!(
+            "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n",
+            upstream.addr
+        ),
+    );
+    let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let body = bytes(70_000, 7);
+    for (http2, version) in [
+        (false, reqwest::Version::HTTP_11),
+        (true, reqwest::Version::HTTP_2),
+    ] {
+        let mut builder = reqwest::blocking::Client::builder()
+            .add_root_certificate(root.clone())
+            .resolve("localhost", tls_addr);
+        if !http2 {
+            builder = builder.http1_only();
+        }
+        let client = builder.build().unwrap();
+        let response = client
+            .post(format!("https://localhost:{}/hooks", tls_addr.port()))
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), version);
+        assert_eq!(response.text().unwrap(), "{\"ok\":true}");
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    for request in &received {
+        assert!(request.body == body, "body differs");
+        assert_eq!(request.header("x-forwarded-proto"), Some("https"));
+        assert_eq!(request.header("content-length"), Some("70000"));
+        assert_eq!(
+            request.header("host"),
+            Some(format!("localhost:{}", tls_addr.port()).as_str())
+        );
+    }
+    // The plain listener still answers.
+    assert_eq!(post(gateway.proxy, "/hooks", &[], b"plain").status, 200);
+}
