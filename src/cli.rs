@@ -8,6 +8,8 @@ pub const DEFAULT_CONFIG: &str = "conf/hookgate.toml";
 
 /// Exit status for a configuration error (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
+/// Exit status for a command used wrongly, e.g. an unknown route (sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
 /// Exit status when the gateway cannot start (ports taken, TLS files unusable).
 pub const EXIT_START: i32 = 1;
 
@@ -33,4 +35,16 @@ pub enum Command {
     Check,
     /// Run the gateway on the embedded demo config with a built-in echo upstream and send sample deliveries.
     Demo,
+    /// Print the headers of a correctly signed test delivery for a route, and a ready curl line.
+    Sign {
+        /// The route (by name) whose `verify` settings sign the delivery.
+        #[arg(long)]
+        route: String,
+        /// The body to sign; a small JSON sample when omitted.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Where the curl line sends it (default: the first listener + the route's path).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }

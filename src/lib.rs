@@ -12,6 +12,8 @@ pub mod proxy; // the Pingora ProxyHttp implementation
 pub mod routing; // host + path + method -> route
 pub mod secret; // redacted secret newtype
 pub mod server; // assembling and running the Pingora server
+pub mod sign; // `hookgate sign`
 pub mod state; // the atomically swapped runtime snapshot
 pub mod units; // "5s", "1MiB"
 pub mod upstream; // upstream pools, round robin, health
+pub mod verify; // signature and token verification, one file per scheme

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hookgate::cli::{Cli, Command, EXIT_CONFIG, EXIT_START};
+use hookgate::cli::{Cli, Command, EXIT_CONFIG, EXIT_START, EXIT_USAGE};
 use hookgate::config::Config;
 
 fn main() -> ExitCode {
@@ -39,6 +39,39 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("hookgate: {e}");
                     ExitCode::from(EXIT_START as u8)
+                }
+            }
+        }
+        Command::Sign { route, body, url } => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            match hookgate::sign::sign(
+                &config,
+                &route,
+                body.as_deref(),
+                url.as_deref(),
+                std::time::SystemTime::now(),
+            ) {
+                Ok(signed) => {
+                    println!("# a delivery for route {route:?}, signed now; timestamps expire with the route's tolerance");
+                    for (name, value) in &signed.headers {
+                        println!("{name}: {value}");
+                    }
+                    println!(
+                        "
+{}",
+                        signed.curl
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hookgate sign: {e}");
+                    ExitCode::from(EXIT_USAGE)
                 }
             }
         }

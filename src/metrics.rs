@@ -13,6 +13,7 @@ use prometheus::{
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "hookgate_request_duration_seconds";
 pub const REQUEST_BODY_BYTES: &str = "hookgate_request_body_bytes";
+pub const SIGNATURE_FAILURES_TOTAL: &str = "hookgate_signature_failures_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
 pub const UPSTREAM_TARGETS_HEALTHY: &str = "hookgate_upstream_targets_healthy";
@@ -40,6 +41,7 @@ pub enum Outcome {
     NoRoute,
     MethodNotAllowed,
     BodyTooLarge,
+    SignatureInvalid,
     BadRequest,
     UpstreamError,
     UpstreamTimeout,
@@ -53,6 +55,7 @@ impl Outcome {
             Outcome::NoRoute => "no_route",
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::BodyTooLarge => "body_too_large",
+            Outcome::SignatureInvalid => "signature_invalid",
             Outcome::BadRequest => "bad_request",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
@@ -67,6 +70,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub request_body_bytes: HistogramVec,
+    pub signature_failures: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_responses: IntCounterVec,
     pub upstream_targets_healthy: IntGaugeVec,
@@ -97,6 +101,14 @@ impl Metrics {
             HistogramOpts::new(REQUEST_BODY_BYTES, "Size of request bodies read, by route")
                 .buckets(BODY_BUCKETS.to_vec()),
             &["route"],
+        )
+        .expect("valid metric");
+        let signature_failures = IntCounterVec::new(
+            Opts::new(
+                SIGNATURE_FAILURES_TOTAL,
+                "Deliveries refused by signature or token verification, by scheme and reason (missing, malformed, mismatch, expired)",
+            ),
+            &["route", "scheme", "reason"],
         )
         .expect("valid metric");
         let upstream_duration = HistogramVec::new(
@@ -141,6 +153,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(request_body_bytes.clone()),
+            Box::new(signature_failures.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(upstream_responses.clone()),
             Box::new(upstream_targets_healthy.clone()),
@@ -156,6 +169,7 @@ impl Metrics {
             requests,
             request_duration,
             request_body_bytes,
+            signature_failures,
             upstream_duration,
             upstream_responses,
             upstream_targets_healthy,

@@ -131,6 +131,7 @@ mod tests {
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().unwrap()).collect()),
             upstream: "u".to_string(),
             max_body: 1024,
+            verifier: std::sync::Arc::new(crate::verify::Verifier::disabled()),
         }
     }
 

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::verify::VerifySpec;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -117,4 +119,6 @@ pub struct RouteFile {
     pub methods: Option<Vec<String>>,
     pub upstream: UpstreamRef,
     pub max_body: Option<String>,
+    /// Signature or token verification; the route forwards unverified requests when absent.
+    pub verify: Option<VerifySpec>,
 }

@@ -9,11 +9,13 @@
 pub mod file;
 mod locate;
 mod problem;
+pub mod secrets;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
@@ -22,6 +24,7 @@ use ipnet::IpNet;
 pub use problem::Problem;
 
 use crate::units::{parse_duration, parse_size};
+use crate::verify::Verifier;
 use file::{FileConfig, RouteFile, UpstreamFile, UpstreamRef};
 
 /// The validated configuration the gateway runs on.
@@ -94,6 +97,8 @@ pub struct RouteSettings {
     /// The upstream that answers the sender.
     pub upstream: String,
     pub max_body: u64,
+    /// Compiled with its secrets resolved; `Verifier::disabled()` when the route has no `verify`.
+    pub verifier: Arc<Verifier>,
 }
 
 /// Every problem found in one configuration file, each with its line where known.
@@ -212,9 +217,14 @@ fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, V
                 format!("route name {:?} is used twice; route names must be unique because metrics and logs use them", route.name),
             );
         }
-        if let Some(route) =
-            compile_route(&key, route, &upstream_names, server.as_ref(), &mut problems)
-        {
+        if let Some(route) = compile_route(
+            &key,
+            route,
+            &upstream_names,
+            server.as_ref(),
+            base_dir,
+            &mut problems,
+        ) {
             routes.push(route);
         }
     }
@@ -361,6 +371,7 @@ fn compile_route(
     route: RouteFile,
     upstream_names: &[String],
     server: Option<&ServerSettings>,
+    base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<RouteSettings> {
     if route.name.is_empty()
@@ -416,6 +427,22 @@ fn compile_route(
         None => server.map(|s| s.max_body),
     };
     let host = route.host.map(|h| h.to_ascii_lowercase());
+    let verifier = match &route.verify {
+        None => Some(Verifier::disabled()),
+        Some(spec) => {
+            let resolve = |reference: &str| secrets::resolve(reference, base_dir);
+            match Verifier::compile(spec, &resolve) {
+                Ok(verifier) => Some(verifier),
+                Err(found) => {
+                    let prefix = format!("{key}.verify");
+                    problems
+                        .0
+                        .extend(found.into_iter().map(|p| p.within(&prefix)));
+                    None
+                }
+            }
+        }
+    };
     Some(RouteSettings {
         name: route.name,
         host,
@@ -423,6 +450,7 @@ fn compile_route(
         methods: methods?,
         upstream: upstream?,
         max_body: max_body?,
+        verifier: Arc::new(verifier?),
     })
 }
 
@@ -558,8 +586,12 @@ impl Config {
                 });
             let _ = writeln!(
                 out,
-                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (max_body {} B)",
-                route.name, methods, route.upstream, route.max_body
+                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, max_body {} B)",
+                route.name,
+                methods,
+                route.upstream,
+                route.verifier.scheme(),
+                route.max_body
             );
         }
         out

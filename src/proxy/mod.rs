@@ -3,12 +3,15 @@
 //! ```text
 //! 1. match the route by host + path (+ method)     -> 404 no_route / 405 method_not_allowed
 //! 2. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
-//! 3. forward the exact bytes to a healthy target    -> 503 upstream_unavailable / 502 / 504
-//! 4. relay the upstream's answer to the sender
-//! 5. metrics + one access-log line (logging phase)
+//! 3. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
+//!                                                      | timestamp_out_of_range
+//! 4. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
+//! 5. relay the upstream's answer to the sender
+//! 6. metrics + one access-log line (logging phase)
 //! ```
-//! The phases only delegate: matching is `routing`, target choice `upstream`,
-//! body reading `body`, the exchange `forward`, answers `reply`. Everything is
+//! The phases only delegate: matching is `routing`, verification `verify`,
+//! target choice `upstream`, body reading `body`, the exchange `forward`,
+//! answers `reply`. Only a [`Verified`] body can be forwarded (typestate). Everything is
 //! done in `request_filter`, which always answers and returns `Ok(true)`, so
 //! Pingora's own upstream phases never run (DESIGN.md §2).
 
@@ -19,7 +22,7 @@ mod reply;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
@@ -29,6 +32,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::metrics::{status_class, Metrics, Outcome, UNMATCHED_ROUTE};
 use crate::routing::RouteMatch;
 use crate::state::{SharedState, Snapshot};
+use crate::verify::{self, Verified};
 use body::BodyError;
 use forward::ForwardError;
 pub use reply::Reply;
@@ -164,13 +168,41 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[route.name()])
             .observe(body.len() as f64);
 
-        // 3. Forward.
+        // 3. Verify.
+        let verified = {
+            let head = session.req_header();
+            let request = verify::Request {
+                method: head.method.as_str(),
+                path_and_query: std::str::from_utf8(head.raw_path())
+                    .unwrap_or_else(|_| head.uri.path_and_query().map_or("/", |pq| pq.as_str())),
+                headers: &head.headers,
+                body: &body,
+            };
+            match route.settings.verifier.verify(&request, SystemTime::now()) {
+                Ok(verified) => forwardable(&body, &verified),
+                Err(error) => {
+                    self.metrics
+                        .signature_failures
+                        .with_label_values(&[
+                            route.name(),
+                            route.settings.verifier.scheme(),
+                            error.reason(),
+                        ])
+                        .inc();
+                    ctx.detail = Some(error.to_string());
+                    let reply = Reply::for_verify_error(&error);
+                    return self.reject(session, ctx, &reply).await;
+                }
+            }
+        };
+
+        // 4. Forward.
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
         let request = headers::upstream_request(
             session.req_header(),
-            body.len(),
+            verified.len(),
             &headers::Forwarding {
                 client: ctx.client,
                 tls,
@@ -185,7 +217,7 @@ impl ProxyHttp for Gateway {
             session,
             &pool,
             request,
-            body,
+            verified,
             &ctx.request_id,
             &mut ctx.target,
         )
@@ -275,6 +307,13 @@ impl ProxyHttp for Gateway {
             detail = ctx.detail.as_deref().or(error.map(|_| "connection error")).unwrap_or(""),
         );
     }
+}
+
+/// The bytes to forward: exactly the ones the verifier vouched for, shared with
+/// the buffered body rather than copied. Taking a [`Verified`] is what makes an
+/// unverified body impossible to forward.
+fn forwardable(body: &bytes::Bytes, verified: &Verified<'_>) -> bytes::Bytes {
+    body.slice_ref(verified.body())
 }
 
 impl Gateway {

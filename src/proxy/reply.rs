@@ -10,6 +10,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::metrics::Outcome;
+use crate::verify::VerifyError;
 
 /// A rejection or failure the gateway answers itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +26,26 @@ impl Reply {
         Reply::new(405, "method_not_allowed", Outcome::MethodNotAllowed);
     pub const BODY_TOO_LARGE: Reply = Reply::new(413, "body_too_large", Outcome::BodyTooLarge);
     pub const BAD_REQUEST: Reply = Reply::new(400, "bad_request", Outcome::BadRequest);
+    pub const SIGNATURE_MISSING: Reply =
+        Reply::new(401, "signature_missing", Outcome::SignatureInvalid);
+    pub const SIGNATURE_INVALID: Reply =
+        Reply::new(401, "signature_invalid", Outcome::SignatureInvalid);
+    pub const TIMESTAMP_OUT_OF_RANGE: Reply =
+        Reply::new(401, "timestamp_out_of_range", Outcome::SignatureInvalid);
     pub const UPSTREAM_ERROR: Reply = Reply::new(502, "upstream_error", Outcome::UpstreamError);
     pub const UPSTREAM_UNAVAILABLE: Reply =
         Reply::new(503, "upstream_unavailable", Outcome::UpstreamUnavailable);
     pub const UPSTREAM_TIMEOUT: Reply =
         Reply::new(504, "upstream_timeout", Outcome::UpstreamTimeout);
+
+    /// The 401 answer for a verification failure.
+    pub fn for_verify_error(error: &VerifyError) -> Reply {
+        match error {
+            VerifyError::Missing(_) => Reply::SIGNATURE_MISSING,
+            VerifyError::Malformed(_) | VerifyError::Mismatch(_) => Reply::SIGNATURE_INVALID,
+            VerifyError::Expired(_) => Reply::TIMESTAMP_OUT_OF_RANGE,
+        }
+    }
 
     const fn new(status: u16, error: &'static str, outcome: Outcome) -> Reply {
         Reply {
