@@ -93,6 +93,16 @@ mod tests {
     }
 
     #[test]
+    fn compile_errors() {
+        assert_problem(
+            "scheme = \"linear\"\nsecrets = [\"${A}\"]\nheader = \"Linear-Signature\"",
+            "header",
+            "does not use it",
+        );
+        assert_problem("scheme = \"linear\"", "secrets", "signing secret");
+    }
+
+    #[test]
     fn body_timestamp_rules() {
         let v = compile("scheme = \"linear\"\nsecrets = [\"${A}\"]");
         let signed = |b: &[u8]| {

@@ -57,6 +57,20 @@ mod tests {
     }
 
     #[test]
+    fn compile_errors() {
+        assert_problem(
+            "scheme = \"paddle\"\nsecrets = [\"${A}\"]\ntolerance = \"0s\"",
+            "tolerance",
+            "the paddle default is 5s",
+        );
+        assert_problem(
+            "scheme = \"paddle\"\nsecrets = [\"${A}\", \"${EMPTY}\"]",
+            "secrets[1]",
+            "empty value",
+        );
+    }
+
+    #[test]
     fn comma_separator_is_malformed() {
         let v = compile("scheme = \"paddle\"\nsecrets = [\"${A}\"]");
         let base = Msg::post("/paddle", b"{}");

@@ -49,6 +49,20 @@ mod tests {
     }
 
     #[test]
+    fn compile_errors() {
+        assert_problem(
+            "scheme = \"square\"\nsecrets = [\"${A}\"]",
+            "public_url",
+            "set public_url",
+        );
+        assert_problem(
+            &format!("{SPEC}\nsecrets = [\"${{A}}\"]\ntolerance = \"5m\""),
+            "tolerance",
+            "no signed timestamp",
+        );
+    }
+
+    #[test]
     fn trailing_slash_differs_and_legacy_header_is_missing() {
         let v = compile(&format!("{SPEC}\nsecrets = [\"${{A}}\"]"));
         let base = Msg::post("/hook", b"{}");

@@ -56,6 +56,20 @@ mod tests {
     }
 
     #[test]
+    fn compile_errors() {
+        assert_problem(
+            "scheme = \"twitch\"\nsecrets = []",
+            "secrets",
+            "EventSub subscription",
+        );
+        assert_problem(
+            "scheme = \"twitch\"\nsecrets = [\"${A}\"]\npublic_url = \"https://a.b\"",
+            "public_url",
+            "does not use it",
+        );
+    }
+
+    #[test]
     fn signed_id_and_timestamp_format() {
         let v = compile("scheme = \"twitch\"\nsecrets = [\"${A}\"]");
         let base = Msg::post("/twitch", b"{}");

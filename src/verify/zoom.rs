@@ -38,6 +38,16 @@ mod tests {
     }
 
     #[test]
+    fn compile_errors() {
+        assert_problem("scheme = \"zoom\"", "secrets", "Secret Token");
+        assert_problem(
+            "scheme = \"zoom\"\nsecrets = [\"${A}\"]\ntolerance = \"five minutes\"",
+            "tolerance",
+            "invalid duration",
+        );
+    }
+
+    #[test]
     fn url_validation_only_for_zoom() {
         let v = compile("scheme = \"zoom\"\nsecrets = [\"${A}\"]");
         assert_eq!(v.zoom_url_validation("abc").map(|s| s.len()), Some(64));
