@@ -2,13 +2,16 @@
 //! in `proxy`; the README has the user-facing contract.
 
 pub mod admin; // /metrics /healthz /readyz
+pub mod allowlist; // CIDR sets, trusted proxies, client address
 pub mod cli; // command-line definition
 pub mod config; // TOML file -> validated Config, errors with line and key
 pub mod demo; // `hookgate demo`
 pub mod echo; // built-in echo upstream for the demo
 pub mod health; // background health checks
+pub mod housekeeping; // periodic pruning of per-key limiter state
 pub mod metrics; // every metric name and its registration
 pub mod proxy; // the Pingora ProxyHttp implementation
+pub mod ratelimit; // governor limiters with bounded keyed state, in-flight cap
 pub mod routing; // host + path + method -> route
 pub mod secret; // redacted secret newtype
 pub mod server; // assembling and running the Pingora server

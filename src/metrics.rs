@@ -13,6 +13,7 @@ use prometheus::{
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "hookgate_request_duration_seconds";
 pub const REQUEST_BODY_BYTES: &str = "hookgate_request_body_bytes";
+pub const RATE_LIMIT_KEYS: &str = "hookgate_rate_limit_keys";
 pub const SIGNATURE_FAILURES_TOTAL: &str = "hookgate_signature_failures_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
@@ -40,6 +41,9 @@ pub enum Outcome {
     Forwarded,
     NoRoute,
     MethodNotAllowed,
+    IpDenied,
+    RateLimited,
+    Overloaded,
     BodyTooLarge,
     SignatureInvalid,
     BadRequest,
@@ -54,6 +58,9 @@ impl Outcome {
             Outcome::Forwarded => "forwarded",
             Outcome::NoRoute => "no_route",
             Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::IpDenied => "ip_denied",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Overloaded => "overloaded",
             Outcome::BodyTooLarge => "body_too_large",
             Outcome::SignatureInvalid => "signature_invalid",
             Outcome::BadRequest => "bad_request",
@@ -71,6 +78,7 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub request_body_bytes: HistogramVec,
     pub signature_failures: IntCounterVec,
+    pub rate_limit_keys: IntGaugeVec,
     pub upstream_duration: HistogramVec,
     pub upstream_responses: IntCounterVec,
     pub upstream_targets_healthy: IntGaugeVec,
@@ -109,6 +117,14 @@ impl Metrics {
                 "Deliveries refused by signature or token verification, by scheme and reason (missing, malformed, mismatch, expired)",
             ),
             &["route", "scheme", "reason"],
+        )
+        .expect("valid metric");
+        let rate_limit_keys = IntGaugeVec::new(
+            Opts::new(
+                RATE_LIMIT_KEYS,
+                "Keys (client addresses or header values) held by each route's per-key rate limiter",
+            ),
+            &["route"],
         )
         .expect("valid metric");
         let upstream_duration = HistogramVec::new(
@@ -154,6 +170,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(request_body_bytes.clone()),
             Box::new(signature_failures.clone()),
+            Box::new(rate_limit_keys.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(upstream_responses.clone()),
             Box::new(upstream_targets_healthy.clone()),
@@ -170,6 +187,7 @@ impl Metrics {
             request_duration,
             request_body_bytes,
             signature_failures,
+            rate_limit_keys,
             upstream_duration,
             upstream_responses,
             upstream_targets_healthy,

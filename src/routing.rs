@@ -131,6 +131,8 @@ mod tests {
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().unwrap()).collect()),
             upstream: "u".to_string(),
             max_body: 1024,
+            allow: crate::allowlist::Allowlist::any(),
+            rate_limit: None,
             verifier: std::sync::Arc::new(crate::verify::Verifier::disabled()),
         }
     }

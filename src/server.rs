@@ -25,6 +25,7 @@ use crate::admin::Admin;
 use crate::config::Config;
 use crate::echo::Echo;
 use crate::health::HealthChecker;
+use crate::housekeeping::Housekeeping;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::state::{self, Snapshot};
@@ -107,6 +108,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(state.clone(), metrics.clone(), health_known),
+    ));
+
+    server.add_service(background_service(
+        "housekeeping",
+        Housekeeping::new(state.clone(), metrics.clone()),
     ));
 
     if let Some(echo_addr) = options.echo {

@@ -11,13 +11,15 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, RouteSettings};
+use crate::ratelimit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::upstream::UpstreamPool;
 
-/// A route ready to serve: its settings and its upstream pool.
+/// A route ready to serve: its settings, its upstream pool and its limiter state.
 pub struct Route {
     pub settings: RouteSettings,
     pub upstream: Arc<UpstreamPool>,
+    pub limiter: Option<Arc<RouteLimiter>>,
 }
 
 impl Route {
@@ -55,6 +57,10 @@ impl Snapshot {
                 Ok(Route {
                     settings: settings.clone(),
                     upstream,
+                    limiter: settings
+                        .rate_limit
+                        .as_ref()
+                        .map(|limit| Arc::new(RouteLimiter::new(limit))),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -133,15 +133,25 @@ fn serve_refuses_to_start_on_a_bad_config() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml:4: routes[0].upstream"));
 }
 
-/// Every shipped configuration loads; the glob must find them.
+/// Every shipped configuration loads; the glob must find them. The examples
+/// reference secrets by environment variable: `conf/examples/example.env` holds
+/// placeholder values of the right shape.
 #[test]
 fn every_file_in_conf_loads() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let placeholders = std::fs::read_to_string(root.join("examples/example.env")).unwrap();
+    for line in placeholders
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (name, value) = line.split_once('=').expect("NAME=value lines");
+        std::env::set_var(name, value);
+    }
     let mut files = Vec::new();
     collect_toml(&root, &mut files);
     assert!(
-        files.len() >= 2,
-        "expected conf/hookgate.toml and conf/demo.toml at least, found {files:?}"
+        files.len() >= 20,
+        "expected the default, demo and provider example configs, found {files:?}"
     );
     for file in &files {
         if let Err(e) = Config::load(file) {
@@ -150,6 +160,21 @@ fn every_file_in_conf_loads() {
     }
     assert!(files.iter().any(|f| f.ends_with("hookgate.toml")));
     assert!(files.iter().any(|f| f.ends_with("demo.toml")));
+    for provider in [
+        "github",
+        "stripe",
+        "slack",
+        "shopify",
+        "standard-webhooks",
+        "twilio",
+        "discord",
+    ] {
+        let wanted = format!("examples/{provider}.toml");
+        assert!(
+            files.iter().any(|f| f.ends_with(&wanted)),
+            "no example for {provider}"
+        );
+    }
 }
 
 fn collect_toml(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -169,26 +169,20 @@ upstream = "ci"
         3,
         "rejections forward nothing"
     );
-    assert_eq!(
-        gateway.metric(
-            "hookgate_requests_total",
-            &[("route", "_unmatched"), ("outcome", "no_route")]
-        ),
-        1.0
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "_unmatched"), ("outcome", "no_route")],
+        1.0,
     );
-    assert_eq!(
-        gateway.metric(
-            "hookgate_requests_total",
-            &[("route", "stripe"), ("outcome", "method_not_allowed")]
-        ),
-        1.0
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "stripe"), ("outcome", "method_not_allowed")],
+        1.0,
     );
-    assert_eq!(
-        gateway.metric(
-            "hookgate_requests_total",
-            &[("route", "github"), ("outcome", "forwarded")]
-        ),
-        2.0
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "github"), ("outcome", "forwarded")],
+        2.0,
     );
 }
 
@@ -212,9 +206,10 @@ fn round_robin_across_targets_and_a_dead_target_is_skipped() {
     }
     assert_eq!(a.count(), 5);
     assert_eq!(b.count(), 5);
-    assert_eq!(
-        gateway.metric("hookgate_upstream_targets_healthy", &[("upstream", "app")]),
-        2.0
+    gateway.assert_metric(
+        "hookgate_upstream_targets_healthy",
+        &[("upstream", "app")],
+        2.0,
     );
 }
 
@@ -263,12 +258,10 @@ fn body_over_the_limit_is_refused_declared_or_chunked_and_nothing_is_forwarded()
     );
     assert_eq!(upstream.count(), 1);
     assert_eq!(upstream.received()[0].body, bytes(1024, 2));
-    assert_eq!(
-        gateway.metric(
-            "hookgate_requests_total",
-            &[("route", "hooks"), ("outcome", "body_too_large")]
-        ),
-        2.0
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "hooks"), ("outcome", "body_too_large")],
+        2.0,
     );
 }
 
@@ -355,27 +348,25 @@ upstream = "down"
         );
     }
     assert_eq!(hangs_up.count(), 1);
-    assert_eq!(
-        gateway.metric(
-            "hookgate_requests_total",
-            &[("outcome", "upstream_timeout")]
-        ),
-        1.0
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("outcome", "upstream_timeout")],
+        1.0,
     );
-    assert_eq!(
-        gateway.metric(
-            "hookgate_requests_total",
-            &[("outcome", "upstream_unavailable")]
-        ),
-        1.0
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("outcome", "upstream_unavailable")],
+        1.0,
     );
-    assert_eq!(
-        gateway.metric("hookgate_requests_total", &[("outcome", "upstream_error")]),
-        1.0
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("outcome", "upstream_error")],
+        1.0,
     );
-    assert_eq!(
-        gateway.metric("hookgate_upstream_targets_healthy", &[("upstream", "down")]),
-        0.0
+    gateway.assert_metric(
+        "hookgate_upstream_targets_healthy",
+        &[("upstream", "down")],
+        0.0,
     );
 }
 

@@ -494,20 +494,18 @@ fn every_scheme_forwards_valid_deliveries_and_refuses_the_rest() {
             before,
             "{route}: a refused delivery reached the upstream"
         );
-        let failures = gateway.metric("hookgate_signature_failures_total", &[("route", route)]);
-        assert_eq!(
-            failures,
+        gateway.assert_metric(
+            "hookgate_signature_failures_total",
+            &[("route", route)],
             refusals.len() as f64,
-            "{route}: signature failure metric"
         );
     }
     assert_eq!(upstream.count(), expected_forwards);
-    assert_eq!(
-        gateway.metric(
-            "hookgate_requests_total",
-            &[("outcome", "signature_invalid")]
-        ),
-        gateway.metric("hookgate_signature_failures_total", &[])
+    let failures = gateway.metric("hookgate_signature_failures_total", &[]);
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("outcome", "signature_invalid")],
+        failures,
     );
     let log = gateway.log();
     for scheme in &schemes {

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::allowlist::IpSetsFile;
+use crate::ratelimit::RateLimitSpec;
 use crate::verify::VerifySpec;
 
 #[derive(Debug, Deserialize)]
@@ -15,6 +17,9 @@ use crate::verify::VerifySpec;
 pub struct FileConfig {
     #[serde(default)]
     pub server: ServerFile,
+    /// Named CIDR lists (inline or from files) that `allow` and `trusted_proxies` can name.
+    #[serde(default)]
+    pub ip_sets: IpSetsFile,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
@@ -33,6 +38,10 @@ pub struct ServerFile {
     pub max_body: String,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Default allowlist for routes without their own `allow`; any address when absent.
+    pub allow: Option<Vec<String>>,
+    /// Most requests handled at once; more are answered 503 `overloaded`. Unlimited when absent.
+    pub max_inflight: Option<usize>,
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: String,
     /// Worker threads of the proxy service; 0 or absent = one per core.
@@ -49,6 +58,8 @@ impl Default for ServerFile {
             admin: default_admin(),
             max_body: default_max_body(),
             trusted_proxies: Vec::new(),
+            allow: None,
+            max_inflight: None,
             shutdown_grace: default_shutdown_grace(),
             threads: None,
             client_timeout: None,
@@ -119,6 +130,9 @@ pub struct RouteFile {
     pub methods: Option<Vec<String>>,
     pub upstream: UpstreamRef,
     pub max_body: Option<String>,
+    /// Client addresses allowed on this route (CIDRs or `[ip_sets]` names); `[server] allow` when absent.
+    pub allow: Option<Vec<String>>,
+    pub rate_limit: Option<RateLimitSpec>,
     /// Signature or token verification; the route forwards unverified requests when absent.
     pub verify: Option<VerifySpec>,
 }

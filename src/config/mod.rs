@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use ipnet::IpNet;
 
 pub use problem::Problem;
 
+use crate::allowlist::{Allowlist, IpSet, IpSets};
+use crate::ratelimit::RateLimit;
 use crate::units::{parse_duration, parse_size};
 use crate::verify::Verifier;
 use file::{FileConfig, RouteFile, UpstreamFile, UpstreamRef};
@@ -43,7 +44,11 @@ pub struct ServerSettings {
     pub tls: Option<TlsListener>,
     pub admin: SocketAddr,
     pub max_body: u64,
-    pub trusted_proxies: Vec<IpNet>,
+    /// Peers whose `X-Forwarded-For` is believed (see `allowlist::client_addr`).
+    pub trusted_proxies: IpSet,
+    /// The allowlist of routes that set none.
+    pub allow: Allowlist,
+    pub max_inflight: Option<usize>,
     pub shutdown_grace: Duration,
     pub threads: usize,
     pub client_timeout: Duration,
@@ -97,6 +102,8 @@ pub struct RouteSettings {
     /// The upstream that answers the sender.
     pub upstream: String,
     pub max_body: u64,
+    pub allow: Allowlist,
+    pub rate_limit: Option<RateLimit>,
     /// Compiled with its secrets resolved; `Verifier::disabled()` when the route has no `verify`.
     pub verifier: Arc<Verifier>,
 }
@@ -189,6 +196,16 @@ impl Problems {
         self.0.push(Problem::new(key, message));
     }
 
+    /// Records problems of a section compiler, keyed under `prefix`.
+    fn extend(&mut self, prefix: &str, found: Vec<Problem>) {
+        self.0.extend(found.into_iter().map(|p| p.within(prefix)));
+    }
+
+    /// Keeps the value, or records the problems and returns `None`.
+    fn take_all<T>(&mut self, result: Result<T, Vec<Problem>>) -> Option<T> {
+        result.map_err(|found| self.0.extend(found)).ok()
+    }
+
     /// Keeps the value, or records the problem under `key` and returns `None`.
     fn take<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
         result.map_err(|message| self.push(key, message)).ok()
@@ -197,7 +214,14 @@ impl Problems {
 
 fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
-    let server = compile_server(file.server, base_dir, &mut problems);
+    let ip_sets = match IpSets::compile(&file.ip_sets, base_dir) {
+        Ok(sets) => sets,
+        Err(found) => {
+            problems.extend("ip_sets", found);
+            IpSets::default()
+        }
+    };
+    let server = compile_server(file.server, base_dir, &ip_sets, &mut problems);
     // Declared names, so an upstream with a bad field does not also fail every route naming it.
     let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
@@ -222,6 +246,7 @@ fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, V
             route,
             &upstream_names,
             server.as_ref(),
+            &ip_sets,
             base_dir,
             &mut problems,
         ) {
@@ -243,6 +268,7 @@ fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, V
 fn compile_server(
     server: file::ServerFile,
     base_dir: &Path,
+    ip_sets: &IpSets,
     problems: &mut Problems,
 ) -> Option<ServerSettings> {
     let listen: Vec<SocketAddr> = server
@@ -271,14 +297,19 @@ fn compile_server(
     });
     let admin = problems.take("server.admin", parse_listen_addr(&server.admin));
     let max_body = problems.take("server.max_body", parse_size(&server.max_body));
-    let trusted_proxies: Vec<IpNet> = server
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, cidr)| {
-            problems.take(&format!("server.trusted_proxies[{i}]"), parse_cidr(cidr))
-        })
-        .collect();
+    let trusted_proxies =
+        problems.take_all(ip_sets.resolve("server.trusted_proxies", &server.trusted_proxies));
+    let allow = problems.take_all(ip_sets.allowlist(
+        "server.allow",
+        server.allow.as_deref(),
+        &Allowlist::any(),
+    ));
+    if server.max_inflight == Some(0) {
+        problems.push(
+            "server.max_inflight",
+            "0 would refuse every request; remove the key for no limit",
+        );
+    }
     let shutdown_grace = problems.take(
         "server.shutdown_grace",
         parse_duration(&server.shutdown_grace),
@@ -296,7 +327,9 @@ fn compile_server(
         tls,
         admin: admin?,
         max_body: max_body?,
-        trusted_proxies,
+        trusted_proxies: trusted_proxies?,
+        allow: allow?,
+        max_inflight: server.max_inflight,
         shutdown_grace: shutdown_grace?,
         threads,
         client_timeout: client_timeout?,
@@ -371,6 +404,7 @@ fn compile_route(
     route: RouteFile,
     upstream_names: &[String],
     server: Option<&ServerSettings>,
+    ip_sets: &IpSets,
     base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<RouteSettings> {
@@ -427,6 +461,22 @@ fn compile_route(
         None => server.map(|s| s.max_body),
     };
     let host = route.host.map(|h| h.to_ascii_lowercase());
+    let default_allow = server.map_or_else(Allowlist::any, |s| s.allow.clone());
+    let allow = problems.take_all(ip_sets.allowlist(
+        &format!("{key}.allow"),
+        route.allow.as_deref(),
+        &default_allow,
+    ));
+    let rate_limit = match &route.rate_limit {
+        None => Some(None),
+        Some(spec) => match spec.compile() {
+            Ok(limit) => Some(Some(limit)),
+            Err(found) => {
+                problems.extend(&format!("{key}.rate_limit"), found);
+                None
+            }
+        },
+    };
     let verifier = match &route.verify {
         None => Some(Verifier::disabled()),
         Some(spec) => {
@@ -450,6 +500,8 @@ fn compile_route(
         methods: methods?,
         upstream: upstream?,
         max_body: max_body?,
+        allow: allow?,
+        rate_limit: rate_limit?,
         verifier: Arc::new(verifier?),
     })
 }
@@ -499,14 +551,6 @@ fn resolve_target(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve target {text:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("target {text:?} resolves to no address"))
-}
-
-fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            format!("invalid CIDR {text:?}; use a network such as \"10.0.0.0/8\" or an address")
-        })
 }
 
 fn parse_method(text: &str) -> Result<Method, String> {

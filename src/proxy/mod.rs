@@ -1,15 +1,21 @@
 //! The Pingora `ProxyHttp` implementation: the request path, in order.
 //!
 //! ```text
+//! 0. take an in-flight slot                          -> 503 overloaded ([server] max_inflight)
 //! 1. match the route by host + path (+ method)     -> 404 no_route / 405 method_not_allowed
-//! 2. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
-//! 3. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
+//! 2. client address: the peer, or X-Forwarded-For through trusted proxies only
+//! 3. the route's IP allowlist                       -> 403 ip_not_allowed
+//! 4. the route's rate limit                         -> 429 rate_limited + Retry-After
+//! 5. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
+//! 6. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
 //!                                                      | timestamp_out_of_range
-//! 4. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
-//! 5. relay the upstream's answer to the sender
-//! 6. metrics + one access-log line (logging phase)
+//! 7. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
+//! 8. relay the upstream's answer to the sender
+//! 9. metrics + one access-log line (logging phase)
 //! ```
-//! The phases only delegate: matching is `routing`, verification `verify`,
+//! Steps 0–4 cost no body read: a refused request closes its connection.
+//! The phases only delegate: matching is `routing`, client address and
+//! allowlists `allowlist`, limits `ratelimit`, verification `verify`,
 //! target choice `upstream`, body reading `body`, the exchange `forward`,
 //! answers `reply`. Only a [`Verified`] body can be forwarded (typestate). Everything is
 //! done in `request_filter`, which always answers and returns `Ok(true)`, so
@@ -29,7 +35,9 @@ use pingora::connectors::http::Connector;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use crate::allowlist;
 use crate::metrics::{status_class, Metrics, Outcome, UNMATCHED_ROUTE};
+use crate::ratelimit::{InflightGuard as InflightSlot, InflightLimit};
 use crate::routing::RouteMatch;
 use crate::state::{SharedState, Snapshot};
 use crate::verify::{self, Verified};
@@ -43,16 +51,22 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     connector: Connector,
     client_timeout: Duration,
+    inflight_limit: InflightLimit,
 }
 
 impl Gateway {
     pub fn new(state: SharedState, metrics: Arc<Metrics>) -> Self {
-        let client_timeout = state.load().config.server.client_timeout;
+        let server = &state.load().config.server;
+        let client_timeout = server.client_timeout;
+        let inflight_limit = server
+            .max_inflight
+            .map_or_else(InflightLimit::unlimited, InflightLimit::new);
         Gateway {
             state,
             metrics,
             connector: Connector::new(None),
             client_timeout,
+            inflight_limit,
         }
     }
 }
@@ -63,6 +77,9 @@ pub struct RequestContext {
     snapshot: Option<Arc<Snapshot>>,
     route: Option<usize>,
     request_id: String,
+    /// The TCP peer.
+    peer: Option<IpAddr>,
+    /// The client by the X-Forwarded-For rule (the peer unless it is a trusted proxy).
     client: Option<IpAddr>,
     outcome: Option<Outcome>,
     status: Option<u16>,
@@ -73,6 +90,7 @@ pub struct RequestContext {
     upstream_time: Option<Duration>,
     detail: Option<String>,
     _inflight: InflightGuard,
+    _slot: Option<InflightSlot>,
 }
 
 impl RequestContext {
@@ -102,6 +120,7 @@ impl ProxyHttp for Gateway {
             snapshot: None,
             route: None,
             request_id: String::new(),
+            peer: None,
             client: None,
             outcome: None,
             status: None,
@@ -112,19 +131,29 @@ impl ProxyHttp for Gateway {
             upstream_time: None,
             detail: None,
             _inflight: InflightGuard(self.metrics.inflight.clone()),
+            _slot: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let snapshot = self.state.load_full();
         ctx.snapshot = Some(snapshot.clone());
-        ctx.client = session
+        ctx.peer = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
         ctx.request_id = headers::sender_request_id(session.req_header())
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+
+        // 0. In-flight cap.
+        match self.inflight_limit.try_acquire() {
+            Some(slot) => ctx._slot = Some(slot),
+            None => {
+                ctx.detail = Some("max_inflight reached".to_string());
+                return self.reject(session, ctx, &Reply::OVERLOADED).await;
+            }
+        }
 
         // 1. Route.
         let head = session.req_header();
@@ -144,7 +173,40 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(index);
         let route = &snapshot.routes[index];
 
-        // 2. Body.
+        // 2. Client address.
+        let head = session.req_header();
+        let client = match ctx.peer {
+            Some(peer) => allowlist::client_addr(
+                peer,
+                head.headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .map(|v| v.as_bytes()),
+                &snapshot.config.server.trusted_proxies,
+            ),
+            // A Unix socket peer: only an allow-all list lets it in.
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        ctx.client = Some(client);
+
+        // 3. Allowlist.
+        if !route.settings.allow.permits(client) {
+            ctx.detail = Some(format!("client {client} not in the route's allowlist"));
+            return self.reject(session, ctx, &Reply::IP_NOT_ALLOWED).await;
+        }
+
+        // 4. Rate limit.
+        if let Some(limiter) = &route.limiter {
+            if let Err(limited) = limiter.check(client, &head.headers) {
+                ctx.detail = Some(limited.to_string());
+                let retry_after = [("Retry-After", limited.retry_after_secs().to_string())];
+                return self
+                    .reject_with(session, ctx, &Reply::RATE_LIMITED, &retry_after)
+                    .await;
+            }
+        }
+
+        // 5. Body.
         session.set_read_timeout(Some(self.client_timeout));
         let body = match body::read_bounded(session, route.settings.max_body).await {
             Ok(body) => body,
@@ -168,7 +230,7 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[route.name()])
             .observe(body.len() as f64);
 
-        // 3. Verify.
+        // 6. Verify.
         let verified = {
             let head = session.req_header();
             let request = verify::Request {
@@ -196,7 +258,7 @@ impl ProxyHttp for Gateway {
             }
         };
 
-        // 4. Forward.
+        // 7. Forward.
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
@@ -204,7 +266,7 @@ impl ProxyHttp for Gateway {
             session.req_header(),
             verified.len(),
             &headers::Forwarding {
-                client: ctx.client,
+                client: ctx.peer,
                 tls,
                 request_id: &ctx.request_id,
                 route: route.name(),
@@ -325,6 +387,17 @@ impl Gateway {
         ctx: &mut RequestContext,
         reply: &Reply,
     ) -> Result<bool> {
+        self.reject_with(session, ctx, reply, &[]).await
+    }
+
+    /// [`Gateway::reject`] with extra response headers.
+    async fn reject_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        reply: &Reply,
+        extra: &[(&'static str, String)],
+    ) -> Result<bool> {
         ctx.outcome = Some(reply.outcome);
         ctx.status = Some(reply.status);
         let body_unread = !session.is_body_done();
@@ -334,6 +407,7 @@ impl Gateway {
             ctx.route_name(),
             &ctx.request_id,
             body_unread,
+            extra,
         )
         .await?;
         Ok(true)

@@ -24,6 +24,9 @@ impl Reply {
     pub const NO_ROUTE: Reply = Reply::new(404, "no_route", Outcome::NoRoute);
     pub const METHOD_NOT_ALLOWED: Reply =
         Reply::new(405, "method_not_allowed", Outcome::MethodNotAllowed);
+    pub const IP_NOT_ALLOWED: Reply = Reply::new(403, "ip_not_allowed", Outcome::IpDenied);
+    pub const RATE_LIMITED: Reply = Reply::new(429, "rate_limited", Outcome::RateLimited);
+    pub const OVERLOADED: Reply = Reply::new(503, "overloaded", Outcome::Overloaded);
     pub const BODY_TOO_LARGE: Reply = Reply::new(413, "body_too_large", Outcome::BodyTooLarge);
     pub const BAD_REQUEST: Reply = Reply::new(400, "bad_request", Outcome::BadRequest);
     pub const SIGNATURE_MISSING: Reply =
@@ -74,14 +77,16 @@ pub fn json_body(reply: &Reply, route: Option<&str>, request_id: &str) -> Bytes 
     Bytes::from(body)
 }
 
-/// Writes `reply` as the whole response. When `close` is set the connection is
-/// not kept alive (the request body was not read, so the stream is not reusable).
+/// Writes `reply` as the whole response, with `extra` headers (e.g. `Retry-After`).
+/// When `close` is set the connection is not kept alive (the request body was not
+/// read, so the stream is not reusable).
 pub async fn send(
     session: &mut Session,
     reply: &Reply,
     route: Option<&str>,
     request_id: &str,
     close: bool,
+    extra: &[(&'static str, String)],
 ) -> Result<()> {
     let body = json_body(reply, route, request_id);
     let mut header = ResponseHeader::build(reply.status, Some(4))?;
@@ -91,6 +96,9 @@ pub async fn send(
     if reply.status == 405 {
         // The route's methods are not disclosed; POST is what webhooks use.
         header.insert_header("Allow", "POST")?;
+    }
+    for (name, value) in extra {
+        header.insert_header(*name, value.as_str())?;
     }
     if close {
         session.set_keepalive(None);

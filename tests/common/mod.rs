@@ -60,7 +60,16 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra lines inside `[server]`.
     pub fn start_with_server(server_extra: &str, rest: &str) -> Gateway {
-        let gateway = Gateway::spawn(server_extra, rest);
+        Gateway::start_with_listeners(&[], server_extra, rest)
+    }
+
+    /// Like [`Gateway::start_with_server`], with more proxy listeners than the default one.
+    pub fn start_with_listeners(
+        extra_listeners: &[SocketAddr],
+        server_extra: &str,
+        rest: &str,
+    ) -> Gateway {
+        let gateway = Gateway::spawn_listening(extra_listeners, server_extra, rest);
         let ready = wait_until(Duration::from_secs(20), || {
             get(gateway.admin, "/readyz").is_ok_and(|r| r.status == 200)
         });
@@ -70,10 +79,19 @@ impl Gateway {
 
     /// Starts the process without waiting for readiness.
     pub fn spawn(server_extra: &str, rest: &str) -> Gateway {
+        Gateway::spawn_listening(&[], server_extra, rest)
+    }
+
+    fn spawn_listening(extra_listeners: &[SocketAddr], server_extra: &str, rest: &str) -> Gateway {
         let proxy = addr(free_port());
         let admin = addr(free_port());
+        let listen: Vec<String> = std::iter::once(proxy)
+            .chain(extra_listeners.iter().copied())
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        let listen = listen.join(", ");
         let config = format!(
-            "[server]\nlisten = [\"{proxy}\"]\nadmin = \"{admin}\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n\n{rest}"
+            "[server]\nlisten = [{listen}]\nadmin = \"{admin}\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n\n{rest}"
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("hookgate.toml");
@@ -117,6 +135,16 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Waits (up to 5 s) for a metric to reach `expected`, then asserts it. Metrics
+    /// are recorded in the logging phase, just after the answer reaches the sender.
+    #[track_caller]
+    pub fn assert_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) {
+        wait_until(Duration::from_secs(5), || {
+            self.metric(name, labels) == expected
+        });
+        assert_eq!(self.metric(name, labels), expected, "{name} {labels:?}");
     }
 
     /// The value of one sample in `/metrics`, e.g. `metric("hookgate_requests_total", &[("route","a"),("outcome","forwarded")])`.
@@ -495,4 +523,50 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
             (state >> 33) as u8
         })
         .collect()
+}
+
+// ---------------------------------------------------------------- source addresses
+
+/// `POST path` from a chosen source address (e.g. 127.0.0.2 or ::1) to `to`.
+pub fn post_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    use socket2::{Domain, Socket, Type};
+    let domain = if source.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind the source address");
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect from the source address");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {to}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let mut writer = stream.try_clone().unwrap();
+    writer.write_all(request.as_bytes()).unwrap();
+    writer.write_all(body).unwrap();
+    read_response(&mut BufReader::new(stream)).expect("response")
+}
+
+/// Whether `::1` can be bound on this machine.
+pub fn ipv6_loopback_available() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
 }

@@ -1,0 +1,299 @@
+//! IP allowlists, trusted proxies and rate limits end to end, with real source
+//! addresses on loopback (127.0.0.2, 127.0.0.3, 127.0.0.4 and ::1).
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::*;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn allowlists_admit_and_deny_by_source_address_before_reading_the_body() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&format!(
+        r#"
+[ip_sets]
+partners = ["127.0.0.2/32", "2001:db8::/32"]
+
+[upstreams.app]
+targets = ["{}"]
+
+[[routes]]
+name = "partners"
+path = "/partners"
+allow = ["partners"]
+upstream = "app"
+
+[[routes]]
+name = "v6"
+path = "/v6"
+allow = ["::1/128"]
+upstream = "app"
+"#,
+        upstream.addr
+    ));
+    let allowed = post_from(ip("127.0.0.2"), gateway.proxy, "/partners", &[], b"from .2");
+    assert_eq!(allowed.status, 200);
+    let denied = post_from(ip("127.0.0.3"), gateway.proxy, "/partners", &[], b"from .3");
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.json()["error"], "ip_not_allowed");
+    assert_eq!(denied.json()["route"], "partners");
+    assert_eq!(
+        denied.header("connection"),
+        Some("close"),
+        "the unread body is not kept"
+    );
+    // A spoofed X-Forwarded-For from an untrusted peer changes nothing.
+    let spoofed = post_from(
+        ip("127.0.0.3"),
+        gateway.proxy,
+        "/partners",
+        &[("X-Forwarded-For", "127.0.0.2")],
+        b"spoof",
+    );
+    assert_eq!(spoofed.status, 403);
+    assert_eq!(
+        upstream
+            .received()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect::<Vec<_>>(),
+        vec![b"from .2".to_vec()]
+    );
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "partners"), ("outcome", "ip_denied")],
+        2.0,
+    );
+
+    if ipv6_loopback_available() {
+        let v6_upstream = Upstream::start("v6");
+        let v6_listener: std::net::SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
+        let v6_gateway = Gateway::start_with_listeners(
+            &[v6_listener],
+            "",
+            &format!(
+                "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"v6\"\npath = \"/v6\"\nallow = [\"::1/128\"]\nupstream = \"app\"\n",
+                v6_upstream.addr
+            ),
+        );
+        assert_eq!(
+            post_from(ip("::1"), v6_listener, "/v6", &[], b"v6").status,
+            200
+        );
+        assert_eq!(
+            post_from(ip("127.0.0.2"), v6_gateway.proxy, "/v6", &[], b"v4").status,
+            403
+        );
+        assert_eq!(v6_upstream.count(), 1);
+        assert_eq!(
+            v6_upstream.received()[0].header("x-forwarded-for"),
+            Some("::1")
+        );
+    }
+}
+
+#[test]
+fn forwarded_for_is_believed_only_through_trusted_proxies() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start_with_server(
+        "trusted_proxies = [\"127.0.0.4/32\", \"10.0.0.0/8\"]",
+        &format!(
+            "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nallow = [\"192.0.2.7/32\"]\nupstream = \"app\"\n",
+            upstream.addr
+        ),
+    );
+    // Through the trusted proxy .4: the client is the XFF entry.
+    let through_proxy = post_from(
+        ip("127.0.0.4"),
+        gateway.proxy,
+        "/hooks",
+        &[("X-Forwarded-For", "192.0.2.7")],
+        b"a",
+    );
+    assert_eq!(through_proxy.status, 200);
+    // A chain through two trusted proxies (10.1.1.1, then .4) picks the right-most untrusted entry.
+    let chain = post_from(
+        ip("127.0.0.4"),
+        gateway.proxy,
+        "/hooks",
+        &[("X-Forwarded-For", "203.0.113.9, 192.0.2.7, 10.1.1.1")],
+        b"b",
+    );
+    assert_eq!(chain.status, 200);
+    // A client spoofing the left-most entry does not get through.
+    let spoofed = post_from(
+        ip("127.0.0.4"),
+        gateway.proxy,
+        "/hooks",
+        &[("X-Forwarded-For", "192.0.2.7, 203.0.113.9")],
+        b"c",
+    );
+    assert_eq!(spoofed.status, 403);
+    // The same header from an untrusted peer is ignored.
+    let untrusted = post_from(
+        ip("127.0.0.3"),
+        gateway.proxy,
+        "/hooks",
+        &[("X-Forwarded-For", "192.0.2.7")],
+        b"d",
+    );
+    assert_eq!(untrusted.status, 403);
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    // The upstream sees the chain with the TCP peer appended.
+    assert_eq!(
+        received[0].header("x-forwarded-for"),
+        Some("192.0.2.7, 127.0.0.4")
+    );
+}
+
+#[test]
+fn exactly_burst_requests_pass_then_429_with_retry_after() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&format!(
+        "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\nrate_limit = {{ rate = \"1/min\", burst = 3, per = \"route\" }}\n",
+        upstream.addr
+    ));
+    for i in 0..3 {
+        assert_eq!(
+            post(gateway.proxy, "/hooks", &[], b"x").status,
+            200,
+            "request {i} within the burst"
+        );
+    }
+    let limited = post(gateway.proxy, "/hooks", &[], b"x");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["error"], "rate_limited");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (59..=60).contains(&retry_after),
+        "one token a minute: Retry-After {retry_after}"
+    );
+    assert_eq!(upstream.count(), 3);
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("outcome", "rate_limited")],
+        1.0,
+    );
+}
+
+#[test]
+fn per_ip_and_per_header_limits_are_independent_and_recover() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&format!(
+        r#"
+[upstreams.app]
+targets = ["{}"]
+
+[[routes]]
+name = "per-ip"
+path = "/ip"
+upstream = "app"
+rate_limit = {{ rate = "5/s", burst = 2, per = "ip" }}
+
+[[routes]]
+name = "per-shop"
+path = "/shop"
+upstream = "app"
+rate_limit = {{ rate = "1/h", burst = 1, per = "header:X-Shop-Domain" }}
+"#,
+        upstream.addr
+    ));
+    let (a, b) = (ip("127.0.0.2"), ip("127.0.0.3"));
+    for source in [a, a] {
+        assert_eq!(
+            post_from(source, gateway.proxy, "/ip", &[], b"x").status,
+            200
+        );
+    }
+    assert_eq!(post_from(a, gateway.proxy, "/ip", &[], b"x").status, 429);
+    // Another address has its own bucket.
+    assert_eq!(post_from(b, gateway.proxy, "/ip", &[], b"x").status, 200);
+    // 5/s refills one token every 200 ms: the limit recovers.
+    let recovered = wait_until(Duration::from_secs(3), || {
+        post_from(a, gateway.proxy, "/ip", &[], b"x").status == 200
+    });
+    assert!(recovered, "the per-IP limit did not recover");
+
+    let shop =
+        |domain: &str| post(gateway.proxy, "/shop", &[("X-Shop-Domain", domain)], b"s").status;
+    assert_eq!(shop("one.myshopify.com"), 200);
+    assert_eq!(shop("one.myshopify.com"), 429);
+    assert_eq!(shop("two.myshopify.com"), 200);
+    assert_eq!(shop("two.myshopify.com"), 429);
+}
+
+#[test]
+fn the_inflight_cap_sheds_load_with_503() {
+    let slow = Upstream::with(
+        "slow",
+        Behavior {
+            delay: Duration::from_millis(1500),
+            ..Behavior::default()
+        },
+    );
+    let gateway = Gateway::start_with_server(
+        "max_inflight = 1",
+        &format!("[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n", slow.addr),
+    );
+    let proxy = gateway.proxy;
+    let first = std::thread::spawn(move || post(proxy, "/hooks", &[], b"first"));
+    assert!(wait_until(Duration::from_secs(5), || slow.count() == 1));
+    let shed = post(gateway.proxy, "/hooks", &[], b"second");
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.json()["error"], "overloaded");
+    assert_eq!(first.join().unwrap().status, 200);
+    assert_eq!(
+        post(gateway.proxy, "/hooks", &[], b"third").status,
+        200,
+        "the slot is released"
+    );
+}
+
+#[test]
+fn bad_allow_and_rate_limit_settings_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[ip_sets]
+office = ["10.0.0.1/8"]
+
+[upstreams.app]
+targets = ["127.0.0.1:9"]
+
+[[routes]]
+name = "a"
+path = "/a"
+upstream = "app"
+allow = ["office", "githubb"]
+rate_limit = { rate = "100/fortnight", per = "cookie" }
+"#,
+    )
+    .unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "bad.toml:2: ip_sets.office[0]",
+        "host bits",
+        "routes[0].allow[1]",
+        "unknown IP set \"githubb\"",
+        "routes[0].rate_limit.rate",
+        "routes[0].rate_limit.per",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
