@@ -29,9 +29,10 @@ pub fn run() -> Result<(), DemoError> {
         .ok_or(DemoError::NoEchoUpstream)?;
     let proxy = config.server.listen[0];
     let admin = config.server.admin;
+    let samples = samples(&config, proxy)?;
     std::thread::spawn(move || {
         if wait_ready(admin, Duration::from_secs(10)) {
-            send_samples(proxy, admin);
+            send_samples(&samples, proxy, admin);
         } else {
             eprintln!("demo: the gateway did not become ready within 10 s");
         }
@@ -48,6 +49,8 @@ pub enum DemoError {
     Start(#[from] StartError),
     #[error("the demo config has no upstream named \"echo\"")]
     NoEchoUpstream,
+    #[error("signing the demo delivery: {0}")]
+    Sign(String),
 }
 
 fn wait_ready(admin: SocketAddr, within: Duration) -> bool {
@@ -66,12 +69,44 @@ fn wait_ready(admin: SocketAddr, within: Duration) -> bool {
     false
 }
 
-fn send_samples(proxy: SocketAddr, admin: SocketAddr) {
-    let order =
-        r#"{"event_type":"order.created","order":{"id":1001,"total":"49.90","currency":"EUR"}}"#;
-    let samples: [(&str, String); 3] = [
+/// The sample deliveries: (what it shows, the raw HTTP/1.1 request).
+fn samples(config: &Config, proxy: SocketAddr) -> Result<Vec<(&'static str, String)>, DemoError> {
+    let push = r#"{"ref":"refs/heads/main","repository":{"full_name":"octo/demo"},"pusher":{"name":"octo"}}"#;
+    // Signed with the route's own verifier, as `hookgate sign` would.
+    let route = config
+        .route("github")
+        .ok_or_else(|| DemoError::Sign("the demo config has no route named \"github\"".to_string()))?;
+    let headers = http::HeaderMap::new();
+    let request = crate::verify::Request {
+        method: "POST",
+        path_and_query: "/webhooks/github",
+        headers: &headers,
+        body: push.as_bytes(),
+    };
+    let signed = route
+        .verifier
+        .sign(&request, std::time::SystemTime::now())
+        .map_err(DemoError::Sign)?;
+    let signature: String = signed.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    let tampered = push.replace("octo/demo", "evil/demo");
+    let order = r#"{"event_type":"order.created","order":{"id":1001,"total":"49.90","currency":"EUR"}}"#;
+    Ok(vec![
         (
-            "a JSON delivery to the orders route",
+            "a signed GitHub push (verified, then forwarded to the echo upstream)",
+            format!(
+                "POST /webhooks/github HTTP/1.1\r\nHost: {proxy}\r\nX-GitHub-Event: push\r\nContent-Type: application/json\r\n{signature}Content-Length: {}\r\nConnection: close\r\n\r\n{push}",
+                push.len()
+            ),
+        ),
+        (
+            "the same push with its body altered (the signature no longer matches)",
+            format!(
+                "POST /webhooks/github HTTP/1.1\r\nHost: {proxy}\r\nX-GitHub-Event: push\r\nContent-Type: application/json\r\n{signature}Content-Length: {}\r\nConnection: close\r\n\r\n{tampered}",
+                tampered.len()
+            ),
+        ),
+        (
+            "an unsigned JSON delivery to the orders route (no verification configured)",
             format!(
                 "POST /webhooks/orders HTTP/1.1\r\nHost: {proxy}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{order}",
                 order.len()
@@ -85,7 +120,10 @@ fn send_samples(proxy: SocketAddr, admin: SocketAddr) {
             "a delivery to a path no route serves",
             format!("POST /nowhere HTTP/1.1\r\nHost: {proxy}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"),
         ),
-    ];
+    ])
+}
+
+fn send_samples(samples: &[(&str, String)], proxy: SocketAddr, admin: SocketAddr) {
     println!("\nhookgate demo: gateway on http://{proxy}, admin on http://{admin}\n");
     for (what, request) in samples {
         println!("--> {what}");
@@ -98,8 +136,9 @@ fn send_samples(proxy: SocketAddr, admin: SocketAddr) {
         }
     }
     println!("Try it yourself:");
+    println!("  cargo run --release -- sign -c conf/demo.toml --route github    # prints a signed curl line");
     println!("  curl -i -X POST http://{proxy}/webhooks/orders -H 'Content-Type: application/json' -d '{{\"event_type\":\"hello\"}}'");
-    println!("  curl http://{admin}/metrics | grep hookgate_requests_total");
+    println!("  curl -s http://{admin}/metrics | grep hookgate_");
     println!("Ctrl-C stops the demo.\n");
 }
 
