@@ -73,9 +73,9 @@ fn wait_ready(admin: SocketAddr, within: Duration) -> bool {
 fn samples(config: &Config, proxy: SocketAddr) -> Result<Vec<(&'static str, String)>, DemoError> {
     let push = r#"{"ref":"refs/heads/main","repository":{"full_name":"octo/demo"},"pusher":{"name":"octo"}}"#;
     // Signed with the route's own verifier, as `hookgate sign` would.
-    let route = config
-        .route("github")
-        .ok_or_else(|| DemoError::Sign("the demo config has no route named \"github\"".to_string()))?;
+    let route = config.route("github").ok_or_else(|| {
+        DemoError::Sign("the demo config has no route named \"github\"".to_string())
+    })?;
     let headers = http::HeaderMap::new();
     let request = crate::verify::Request {
         method: "POST",
@@ -87,9 +87,13 @@ fn samples(config: &Config, proxy: SocketAddr) -> Result<Vec<(&'static str, Stri
         .verifier
         .sign(&request, std::time::SystemTime::now())
         .map_err(DemoError::Sign)?;
-    let signature: String = signed.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    let signature: String = signed
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     let tampered = push.replace("octo/demo", "evil/demo");
-    let order = r#"{"event_type":"order.created","order":{"id":1001,"total":"49.90","currency":"EUR"}}"#;
+    let order =
+        r#"{"event_type":"order.created","order":{"id":1001,"total":"49.90","currency":"EUR"}}"#;
     Ok(vec![
         (
             "a signed GitHub push (verified, then forwarded to the echo upstream)",

@@ -20,7 +20,9 @@ fn demo_shows_forwarded_refused_and_rejected_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_binary(&["demo"], &dir);
     let log = || std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
-    let finished = wait_until(Duration::from_secs(30), || log().contains("Ctrl-C stops the demo"));
+    let finished = wait_until(Duration::from_secs(30), || {
+        log().contains("Ctrl-C stops the demo")
+    });
     let output = log();
     let _ = child.kill();
     let _ = child.wait();
@@ -29,8 +31,18 @@ fn demo_shows_forwarded_refused_and_rejected_deliveries() {
         .lines()
         .filter_map(|line| line.strip_prefix("<-- the sender got HTTP "))
         .collect();
-    assert_eq!(statuses, ["200:", "401:", "200:", "405:", "404:"], "{output}");
-    assert!(output.contains("\"x-hookgate-route\": \"github\""), "the echo shows the forwarded headers:\n{output}");
+    assert_eq!(
+        statuses,
+        ["200:", "401:", "200:", "405:", "404:"],
+        "{output}"
+    );
+    assert!(
+        output.contains("\"x-hookgate-route\": \"github\""),
+        "the echo shows the forwarded headers:\n{output}"
+    );
     assert!(output.contains("\"error\":\"signature_invalid\""));
-    assert!(!output.contains("demo-secret-not-for-production"), "the secret never appears");
+    assert!(
+        !output.contains("demo-secret-not-for-production"),
+        "the secret never appears"
+    );
 }
