@@ -46,5 +46,9 @@ pub enum Command {
         /// Where the curl line sends it (default: the first listener + the route's path).
         #[arg(long)]
         url: Option<String>,
+        /// The event type, sent in the provider's event header (GitHub, GitLab, Shopify,
+        /// Linear, Twitch); providers that carry it in the body take it from `--body`.
+        #[arg(long)]
+        event: Option<String>,
     },
 }

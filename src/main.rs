@@ -42,7 +42,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Sign { route, body, url } => {
+        Command::Sign {
+            route,
+            body,
+            url,
+            event,
+        } => {
             let config = match Config::load(&cli.config) {
                 Ok(config) => config,
                 Err(e) => {
@@ -50,13 +55,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             };
-            match hookgate::sign::sign(
-                &config,
-                &route,
-                body.as_deref(),
-                url.as_deref(),
-                std::time::SystemTime::now(),
-            ) {
+            let options = hookgate::sign::SignOptions {
+                body: body.as_deref(),
+                url: url.as_deref(),
+                event: event.as_deref(),
+            };
+            match hookgate::sign::sign(&config, &route, &options, std::time::SystemTime::now()) {
                 Ok(signed) => {
                     println!("# a delivery for route {route:?}, signed now; timestamps expire with the route's tolerance");
                     for (name, value) in &signed.headers {

@@ -22,14 +22,25 @@ pub struct Signed {
     pub curl: String,
 }
 
-/// Signs `body_file` (or the sample) for `route_name` as of `now`.
+/// What to sign beyond the route: all optional.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SignOptions<'a> {
+    /// The body file; [`SAMPLE_BODY`] when absent.
+    pub body: Option<&'a Path>,
+    /// The URL the curl line targets; the first listener + the route's path when absent.
+    pub url: Option<&'a str>,
+    /// The event type, for schemes whose provider sends it in a header.
+    pub event: Option<&'a str>,
+}
+
+/// Signs the body (or the sample) for `route_name` as of `now`.
 pub fn sign(
     config: &Config,
     route_name: &str,
-    body_file: Option<&Path>,
-    url: Option<&str>,
+    options: &SignOptions<'_>,
     now: SystemTime,
 ) -> Result<Signed, String> {
+    let (body_file, url) = (options.body, options.url);
     let route = config.route(route_name).ok_or_else(|| {
         let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
         format!(
@@ -65,12 +76,32 @@ pub fn sign(
     {
         signed.push(("Content-Type".to_string(), content_type.to_string()));
     }
+    if let Some(event) = options.event {
+        signed.push(event_header(route.verifier.scheme(), event)?);
+    }
     let curl = curl_line(&url, &signed, body_file, &body);
     Ok(Signed {
         headers: signed,
         url,
         curl,
     })
+}
+
+/// The header a provider carries its event type in (none of them is covered by the signature).
+fn event_header(scheme: &str, event: &str) -> Result<(String, String), String> {
+    let name = match scheme {
+        "github" => "X-GitHub-Event",
+        "gitlab" => "X-Gitlab-Event",
+        "shopify" => "X-Shopify-Topic",
+        "linear" => "Linear-Event",
+        "twitch" => "Twitch-Eventsub-Subscription-Type",
+        other => {
+            return Err(format!(
+                "scheme {other:?} carries the event type in the body; put it in the file given to --body"
+            ))
+        }
+    };
+    Ok((name.to_string(), event.to_string()))
 }
 
 fn default_url(config: &Config, route: &RouteSettings) -> String {

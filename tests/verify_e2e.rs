@@ -588,6 +588,35 @@ fn hookgate_sign_produces_deliveries_the_gateway_accepts() {
             assert!(upstream.received().last().unwrap().body == body);
         }
     }
+    // --event sets the provider's event header where the provider uses one.
+    let with_event = std::process::Command::new(BIN)
+        .args([
+            "sign",
+            "-c",
+            gateway.config_path.to_str().unwrap(),
+            "--route",
+            "github",
+            "--event",
+            "pull_request",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&with_event.stdout).contains("X-GitHub-Event: pull_request"));
+    let in_body = std::process::Command::new(BIN)
+        .args([
+            "sign",
+            "-c",
+            gateway.config_path.to_str().unwrap(),
+            "--route",
+            "stripe",
+            "--event",
+            "charge.succeeded",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(in_body.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&in_body.stderr).contains("carries the event type in the body"));
+
     let unknown = sign("no-such-route", "http://127.0.0.1:1/");
     assert_eq!(unknown.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no route named"));
