@@ -1,7 +1,10 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (config loaded and every proxy listener accepting).
+//! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (the
+//! process answers), `GET /readyz` (config loaded, first health checks done,
+//! every proxy listener accepting), `GET /config` (the active config, secrets
+//! redacted, with its load time and hash) and `POST /reload`.
 //!
-//! Owns only these answers; what the metrics are is `metrics`' business.
+//! Owns only these answers; what the metrics are is `metrics`' business and
+//! how a reload works is `reload`'s.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +17,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::state::SharedState;
 
 /// How long `/readyz` waits for each proxy listener to accept a probe connection.
@@ -23,15 +27,44 @@ pub struct Admin {
     state: SharedState,
     metrics: Arc<Metrics>,
     health_known: Arc<AtomicBool>,
+    reloader: Arc<Reloader>,
 }
 
 impl Admin {
     /// `health_known`: the first round of upstream health checks has completed.
-    pub fn new(state: SharedState, metrics: Arc<Metrics>, health_known: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        state: SharedState,
+        metrics: Arc<Metrics>,
+        health_known: Arc<AtomicBool>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
         Admin {
             state,
             metrics,
             health_known,
+            reloader,
+        }
+    }
+
+    fn active_config(&self) -> serde_json::Value {
+        let snapshot = self.state.load_full();
+        let mut config = snapshot.config.to_redacted_json();
+        config["loaded_at"] = humantime::format_rfc3339_seconds(snapshot.loaded_at)
+            .to_string()
+            .into();
+        config
+    }
+
+    async fn reload(&self) -> Response<Vec<u8>> {
+        match self.reloader.reload("admin").await {
+            Ok(report) => json(
+                StatusCode::OK,
+                serde_json::json!({"status": "reloaded", "report": report}),
+            ),
+            Err(error) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"status": "refused", "error": error}),
+            ),
         }
     }
 
@@ -96,13 +129,19 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if session.req_header().method != http::Method::GET {
-            return json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                serde_json::json!({"error": "method_not_allowed"}),
-            );
+        let head = session.req_header();
+        match (&head.method, head.uri.path()) {
+            (&http::Method::POST, "/reload") => return self.reload().await,
+            (&http::Method::GET, _) => {}
+            _ => {
+                return json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    serde_json::json!({"error": "method_not_allowed"}),
+                )
+            }
         }
         match session.req_header().uri.path() {
+            "/config" => json(StatusCode::OK, self.active_config()),
             "/metrics" => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -118,7 +157,7 @@ impl ServeHttp for Admin {
             },
             _ => json(
                 StatusCode::NOT_FOUND,
-                serde_json::json!({"error": "not_found", "endpoints": ["/metrics", "/healthz", "/readyz"]}),
+                serde_json::json!({"error": "not_found", "endpoints": ["GET /metrics", "GET /healthz", "GET /readyz", "GET /config", "POST /reload"]}),
             ),
         }
     }

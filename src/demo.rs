@@ -37,7 +37,11 @@ pub fn run() -> Result<(), DemoError> {
             eprintln!("demo: the gateway did not become ready within 10 s");
         }
     });
-    server::run(config, RunOptions { echo: Some(echo) })?;
+    let options = RunOptions {
+        config_path: None,
+        echo: Some(echo),
+    };
+    server::run(config, options)?;
     Ok(())
 }
 

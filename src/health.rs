@@ -16,6 +16,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::metrics::Metrics;
 use crate::state::SharedState;
+use crate::upstream::UpstreamPool;
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -40,23 +41,34 @@ impl HealthChecker {
     }
 
     /// Runs the checks that are due; returns when each due pool was checked once.
-    async fn check_due(&self, last_run: &mut HashMap<String, Instant>) {
+    /// A pool replaced by a reload (same name, new settings) is due at once.
+    async fn check_due(&self, last_run: &mut HashMap<String, (Arc<UpstreamPool>, Instant)>) {
         let snapshot = self.state.load_full();
         for (name, pool) in &snapshot.pools {
-            let due = last_run
-                .get(name)
-                .is_none_or(|last| last.elapsed() >= pool.health_interval());
+            let due = last_run.get(name).is_none_or(|(checked, last)| {
+                !Arc::ptr_eq(checked, pool) || last.elapsed() >= pool.health_interval()
+            });
             if !due {
                 continue;
             }
             pool.check_health().await;
-            last_run.insert(name.clone(), Instant::now());
+            last_run.insert(name.clone(), (pool.clone(), Instant::now()));
             self.metrics
                 .upstream_targets_healthy
                 .with_label_values(&[name])
                 .set(pool.healthy_targets() as i64);
         }
-        last_run.retain(|name, _| snapshot.pools.contains_key(name));
+        // Upstreams removed by a reload stop being published.
+        last_run.retain(|name, _| {
+            let kept = snapshot.pools.contains_key(name);
+            if !kept {
+                let _ = self
+                    .metrics
+                    .upstream_targets_healthy
+                    .remove_label_values(&[name]);
+            }
+            kept
+        });
     }
 }
 

@@ -12,6 +12,7 @@ pub mod housekeeping; // periodic pruning of per-key limiter state
 pub mod metrics; // every metric name and its registration
 pub mod proxy; // the Pingora ProxyHttp implementation
 pub mod ratelimit; // governor limiters with bounded keyed state, in-flight cap
+pub mod reload; // SIGHUP / file watch / POST /reload -> validate -> swap
 pub mod routing; // host + path + method -> route
 pub mod secret; // redacted secret newtype
 pub mod server; // assembling and running the Pingora server

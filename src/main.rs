@@ -34,7 +34,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             };
-            match hookgate::server::run(config, Default::default()) {
+            let options = hookgate::server::RunOptions {
+                config_path: Some(cli.config.clone()),
+                echo: None,
+            };
+            match hookgate::server::run(config, options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hookgate: {e}");

@@ -20,6 +20,9 @@ pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
 pub const UPSTREAM_TARGETS_HEALTHY: &str = "hookgate_upstream_targets_healthy";
 pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
 pub const BUILD_INFO: &str = "hookgate_build_info";
+pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "hookgate_config_last_reload_success_timestamp_seconds";
 
 /// The route label for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "_unmatched";
@@ -83,6 +86,8 @@ pub struct Metrics {
     pub upstream_responses: IntCounterVec,
     pub upstream_targets_healthy: IntGaugeVec,
     pub inflight: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -154,6 +159,19 @@ impl Metrics {
         .expect("valid metric");
         let inflight = IntGauge::new(INFLIGHT_REQUESTS, "Requests being handled right now")
             .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                CONFIG_RELOADS_TOTAL,
+                "Configuration reloads by result (success, failure)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_last_reload_success = prometheus::Gauge::new(
+            CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+            "Unix time of the last configuration load that took effect (start or reload)",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 BUILD_INFO,
@@ -175,6 +193,8 @@ impl Metrics {
             Box::new(upstream_responses.clone()),
             Box::new(upstream_targets_healthy.clone()),
             Box::new(inflight.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_reload_success.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -192,6 +212,8 @@ impl Metrics {
             upstream_responses,
             upstream_targets_healthy,
             inflight,
+            config_reloads,
+            config_last_reload_success,
         }
     }
 

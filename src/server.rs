@@ -8,6 +8,7 @@
 //! requests finish, at the latest after `shutdown_grace`; SIGINT exits at once.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ use crate::health::HealthChecker;
 use crate::housekeeping::Housekeeping;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::ratelimit::InflightLimit;
+use crate::reload::{ReloadTriggers, Reloader};
 use crate::state::{self, Snapshot};
 
 /// Why the gateway could not start.
@@ -46,6 +49,8 @@ pub enum StartError {
 /// Extras for a run beyond the config.
 #[derive(Default)]
 pub struct RunOptions {
+    /// The file the config came from, for reloads; `None` for an embedded config.
+    pub config_path: Option<PathBuf>,
     /// Serve the built-in echo upstream on this address (for `hookgate demo`).
     pub echo: Option<SocketAddr>,
 }
@@ -58,10 +63,21 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let tls = config.server.tls.clone();
     let listen = config.server.listen.clone();
     let admin_addr = config.server.admin;
+    let watch = config.server.watch;
+    let inflight = config
+        .server
+        .max_inflight
+        .map_or_else(InflightLimit::unlimited, InflightLimit::new);
 
     let snapshot = Snapshot::build(config).map_err(StartError::Setup)?;
     let state = state::shared(snapshot);
     let metrics = Arc::new(Metrics::new());
+    let reloader = Arc::new(Reloader::new(
+        options.config_path.clone(),
+        state.clone(),
+        metrics.clone(),
+        inflight.clone(),
+    ));
 
     let server_conf = ServerConf {
         threads,
@@ -77,7 +93,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     let mut proxy = http_proxy_service_with_name(
         &conf,
-        Gateway::new(state.clone(), metrics.clone()),
+        Gateway::new(state.clone(), metrics.clone(), inflight),
         "hookgate proxy",
     );
     for addr in &listen {
@@ -99,6 +115,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             state.clone(),
             metrics.clone(),
             health_known.clone(),
+            reloader.clone(),
         )),
     );
     admin.add_tcp(&admin_addr.to_string());
@@ -108,6 +125,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(state.clone(), metrics.clone(), health_known),
+    ));
+
+    server.add_service(background_service(
+        "config reload",
+        ReloadTriggers::new(reloader, watch),
     ));
 
     server.add_service(background_service(

@@ -3,10 +3,14 @@
 //! so a request keeps the snapshot it started with.
 //!
 //! Owns building a snapshot and holding the current one; loading files is
-//! `config`'s job and reacting to edits will be `reload`'s.
+//! `config`'s job and reacting to edits is `reload`'s. A snapshot built to
+//! replace another keeps what did not change: the pool (with its health state
+//! and pooled connections) of an upstream whose settings are equal, and the
+//! limiter (with its buckets) of a route of the same name and rate limit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -35,14 +39,35 @@ pub struct Snapshot {
     /// In the config's order; `RouteMatch::Found(i)` indexes this.
     pub routes: Vec<Route>,
     pub pools: BTreeMap<String, Arc<UpstreamPool>>,
+    pub loaded_at: SystemTime,
 }
 
 impl Snapshot {
+    /// A first snapshot.
     pub fn build(config: Config) -> Result<Snapshot, String> {
+        Snapshot::build_from(config, None)
+    }
+
+    /// A snapshot replacing `previous`, keeping its unchanged pools and limiters.
+    pub fn rebuild(config: Config, previous: &Snapshot) -> Result<Snapshot, String> {
+        Snapshot::build_from(config, Some(previous))
+    }
+
+    fn build_from(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
         let pools = config
             .upstreams
             .iter()
-            .map(|(name, settings)| Ok((name.clone(), Arc::new(UpstreamPool::new(settings)?))))
+            .map(|(name, settings)| {
+                let kept = previous
+                    .and_then(|p| p.pools.get(name))
+                    .filter(|pool| pool.settings() == settings)
+                    .cloned();
+                let pool = match kept {
+                    Some(pool) => pool,
+                    None => Arc::new(UpstreamPool::new(settings)?),
+                };
+                Ok((name.clone(), pool))
+            })
             .collect::<Result<BTreeMap<_, _>, String>>()?;
         let routes = config
             .routes
@@ -54,13 +79,20 @@ impl Snapshot {
                         settings.name, settings.upstream
                     )
                 })?;
+                let kept_limiter = previous
+                    .and_then(|p| p.routes.iter().find(|r| r.settings.name == settings.name))
+                    .and_then(|r| r.limiter.clone())
+                    .filter(|limiter| Some(limiter.config()) == settings.rate_limit.as_ref());
+                let limiter = kept_limiter.or_else(|| {
+                    settings
+                        .rate_limit
+                        .as_ref()
+                        .map(|limit| Arc::new(RouteLimiter::new(limit)))
+                });
                 Ok(Route {
                     settings: settings.clone(),
                     upstream,
-                    limiter: settings
-                        .rate_limit
-                        .as_ref()
-                        .map(|limit| Arc::new(RouteLimiter::new(limit))),
+                    limiter,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -69,6 +101,7 @@ impl Snapshot {
             routes,
             pools,
             config,
+            loaded_at: SystemTime::now(),
         })
     }
 }

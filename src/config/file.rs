@@ -48,6 +48,9 @@ pub struct ServerFile {
     pub threads: Option<usize>,
     /// How long a client may take to send the request head or the next body chunk.
     pub client_timeout: Option<String>,
+    /// Reload when the config file changes on disk (SIGHUP and `POST /reload` always work).
+    #[serde(default = "default_watch")]
+    pub watch: bool,
 }
 
 impl Default for ServerFile {
@@ -63,6 +66,7 @@ impl Default for ServerFile {
             shutdown_grace: default_shutdown_grace(),
             threads: None,
             client_timeout: None,
+            watch: default_watch(),
         }
     }
 }
@@ -75,6 +79,9 @@ fn default_admin() -> String {
 }
 fn default_max_body() -> String {
     "1MiB".to_string()
+}
+fn default_watch() -> bool {
+    true
 }
 fn default_shutdown_grace() -> String {
     "5s".to_string()

@@ -8,6 +8,7 @@
 
 pub mod file;
 mod locate;
+mod present;
 mod problem;
 pub mod secrets;
 
@@ -33,6 +34,8 @@ use file::{FileConfig, RouteFile, UpstreamFile, UpstreamRef};
 pub struct Config {
     /// The file it was loaded from (or a label such as `<embedded demo>`).
     pub source: PathBuf,
+    /// SHA-256 (hex) of the text it was compiled from, to tell versions apart.
+    pub source_hash: String,
     pub server: ServerSettings,
     pub upstreams: BTreeMap<String, UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
@@ -52,16 +55,18 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub threads: usize,
     pub client_timeout: Duration,
+    /// Reload when the config file changes on disk.
+    pub watch: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListener {
     pub listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     pub name: String,
     /// Resolved target addresses, in config order.
@@ -169,7 +174,8 @@ impl Config {
             }])
         })?;
         let base_dir = source.parent().unwrap_or(Path::new("."));
-        compile(file, source, base_dir).map_err(|problems| {
+        let source_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+        compile(file, source, base_dir, source_hash).map_err(|problems| {
             fail(
                 problems
                     .into_iter()
@@ -212,7 +218,12 @@ impl Problems {
     }
 }
 
-fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+fn compile(
+    file: FileConfig,
+    source: &Path,
+    base_dir: &Path,
+    source_hash: String,
+) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
     let ip_sets = match IpSets::compile(&file.ip_sets, base_dir) {
         Ok(sets) => sets,
@@ -257,6 +268,7 @@ fn compile(file: FileConfig, source: &Path, base_dir: &Path) -> Result<Config, V
     match server {
         Some(server) if problems.0.is_empty() => Ok(Config {
             source: source.to_path_buf(),
+            source_hash,
             server,
             upstreams,
             routes,
@@ -333,6 +345,7 @@ fn compile_server(
         shutdown_grace: shutdown_grace?,
         threads,
         client_timeout: client_timeout?,
+        watch: server.watch,
     })
 }
 

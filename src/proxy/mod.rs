@@ -50,22 +50,16 @@ pub struct Gateway {
     state: SharedState,
     metrics: Arc<Metrics>,
     connector: Connector,
-    client_timeout: Duration,
     inflight_limit: InflightLimit,
 }
 
 impl Gateway {
-    pub fn new(state: SharedState, metrics: Arc<Metrics>) -> Self {
-        let server = &state.load().config.server;
-        let client_timeout = server.client_timeout;
-        let inflight_limit = server
-            .max_inflight
-            .map_or_else(InflightLimit::unlimited, InflightLimit::new);
+    /// `inflight_limit` is shared with the reloader, which adjusts its maximum.
+    pub fn new(state: SharedState, metrics: Arc<Metrics>, inflight_limit: InflightLimit) -> Self {
         Gateway {
             state,
             metrics,
             connector: Connector::new(None),
-            client_timeout,
             inflight_limit,
         }
     }
@@ -207,7 +201,7 @@ impl ProxyHttp for Gateway {
         }
 
         // 5. Body.
-        session.set_read_timeout(Some(self.client_timeout));
+        session.set_read_timeout(Some(snapshot.config.server.client_timeout));
         let body = match body::read_bounded(session, route.settings.max_body).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {

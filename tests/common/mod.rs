@@ -49,6 +49,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The generated `[server]` section, kept for rewrites.
+    server_section: String,
 }
 
 impl Gateway {
@@ -90,9 +92,10 @@ impl Gateway {
             .map(|a| format!("\"{a}\""))
             .collect();
         let listen = listen.join(", ");
-        let config = format!(
-            "[server]\nlisten = [{listen}]\nadmin = \"{admin}\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n\n{rest}"
+        let server_section = format!(
+            "[server]\nlisten = [{listen}]\nadmin = \"{admin}\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n"
         );
+        let config = format!("{server_section}\n{rest}");
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("hookgate.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -103,7 +106,32 @@ impl Gateway {
             admin,
             dir,
             config_path,
+            server_section,
         }
+    }
+
+    /// Replaces the config file the way editors do (write a temp file, rename it
+    /// over the old one), keeping the `[server]` section and using `rest` after it.
+    pub fn rewrite(&self, rest: &str) {
+        self.rewrite_whole(&format!("{}\n{rest}", self.server_section));
+    }
+
+    /// Replaces the whole config file with `text` (atomic rename).
+    pub fn rewrite_whole(&self, text: &str) {
+        let temp = self.dir.path().join(".hookgate.toml.swp");
+        std::fs::write(&temp, text).expect("write the new config");
+        std::fs::rename(&temp, &self.config_path).expect("rename over the config");
+    }
+
+    /// The `[server]` section this gateway was started with.
+    pub fn server_section(&self) -> &str {
+        &self.server_section
+    }
+
+    /// `POST /reload` on the admin listener.
+    pub fn post_reload(&self) -> Response {
+        send_raw(self.admin, b"POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("POST /reload")
     }
 
     /// Everything the process wrote to stdout and stderr so far.

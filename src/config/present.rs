@@ -1,0 +1,77 @@
+//! The active configuration as JSON for `GET /config`: every setting that
+//! shapes traffic, and no secret. Verification shows only its scheme, because
+//! the compiled verifier keeps nothing else that is safe to show.
+
+use serde_json::{json, Value};
+
+use super::{Config, PathPattern};
+
+impl Config {
+    /// The configuration as JSON, secrets left out.
+    pub fn to_redacted_json(&self) -> Value {
+        let server = &self.server;
+        let millis = |d: std::time::Duration| d.as_millis() as u64;
+        let upstreams: serde_json::Map<String, Value> = self
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let value = json!({
+                    "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "connect_timeout_ms": millis(u.connect_timeout),
+                    "timeout_ms": millis(u.timeout),
+                    "idle_timeout_ms": millis(u.idle_timeout),
+                    "health": { "path": u.health.http_path, "interval_ms": millis(u.health.interval) },
+                    "tls_sni": u.tls_sni,
+                });
+                (name.clone(), value)
+            })
+            .collect();
+        let routes: Vec<Value> = self
+            .routes
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "host": r.host,
+                    "path": match &r.path {
+                        PathPattern::Exact(path) => path.clone(),
+                        PathPattern::Prefix(prefix) => format!("{prefix}/*"),
+                    },
+                    "methods": r.methods.as_ref().map(|ms| ms.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
+                    "upstream": r.upstream,
+                    "max_body": r.max_body,
+                    "allow": r.allow.to_string(),
+                    "rate_limit": r.rate_limit.as_ref().map(|l| json!({
+                        "rate": l.rate.to_string(),
+                        "burst": l.burst,
+                        "per": l.by.to_string(),
+                        "max_keys": l.max_keys,
+                    })),
+                    "verify": { "scheme": r.verifier.scheme() },
+                })
+            })
+            .collect();
+        json!({
+            "source": self.source.display().to_string(),
+            "sha256": self.source_hash,
+            "server": {
+                "listen": server.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "tls": server.tls.as_ref().map(|t| json!({
+                    "listen": t.listen.to_string(),
+                    "cert": t.cert.display().to_string(),
+                })),
+                "admin": server.admin.to_string(),
+                "max_body": server.max_body,
+                "trusted_proxies": server.trusted_proxies.to_string(),
+                "allow": server.allow.to_string(),
+                "max_inflight": server.max_inflight,
+                "shutdown_grace_ms": millis(server.shutdown_grace),
+                "threads": server.threads,
+                "client_timeout_ms": millis(server.client_timeout),
+                "watch": server.watch,
+            },
+            "upstreams": upstreams,
+            "routes": routes,
+        })
+    }
+}
