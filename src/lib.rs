@@ -9,6 +9,7 @@ pub mod demo; // `hookgate demo`
 pub mod echo; // built-in echo upstream for the demo
 pub mod health; // background health checks
 pub mod housekeeping; // periodic pruning of per-key limiter state
+pub mod logging; // text or JSON log lines
 pub mod metrics; // every metric name and its registration
 pub mod proxy; // the Pingora ProxyHttp implementation
 pub mod ratelimit; // governor limiters with bounded keyed state, in-flight cap

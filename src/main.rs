@@ -5,17 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use hookgate::cli::{Cli, Command, EXIT_CONFIG, EXIT_START, EXIT_USAGE};
 use hookgate::config::Config;
+use hookgate::logging::{self, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOOKGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve) {
+        logging::init(LogFormat::Text);
+    }
+    match command {
         Command::Check => match Config::load(&cli.config) {
             Ok(config) => {
                 print!("{}", config.describe());
@@ -34,6 +32,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             };
+            // The log format is a config setting: set up logging once the config loaded.
+            logging::init(config.server.log_format);
             let options = hookgate::server::RunOptions {
                 config_path: Some(cli.config.clone()),
                 echo: None,

@@ -182,6 +182,9 @@ fn restart_required(old: &ServerSettings, new: &ServerSettings) -> Vec<&'static 
     if old.watch != new.watch {
         changed.push("server.watch");
     }
+    if old.log_format != new.log_format {
+        changed.push("server.log_format");
+    }
     changed
 }
 

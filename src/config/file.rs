@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::allowlist::IpSetsFile;
+use crate::logging::LogFormat;
 use crate::ratelimit::RateLimitSpec;
 use crate::verify::VerifySpec;
 
@@ -51,6 +52,9 @@ pub struct ServerFile {
     /// Reload when the config file changes on disk (SIGHUP and `POST /reload` always work).
     #[serde(default = "default_watch")]
     pub watch: bool,
+    /// `"text"` (default) or `"json"`: one JSON object per log line.
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
 
 impl Default for ServerFile {
@@ -67,6 +71,7 @@ impl Default for ServerFile {
             threads: None,
             client_timeout: None,
             watch: default_watch(),
+            log_format: LogFormat::default(),
         }
     }
 }

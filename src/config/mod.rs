@@ -24,6 +24,7 @@ use http::Method;
 pub use problem::Problem;
 
 use crate::allowlist::{Allowlist, IpSet, IpSets};
+use crate::logging::LogFormat;
 use crate::ratelimit::RateLimit;
 use crate::units::{parse_duration, parse_size};
 use crate::verify::Verifier;
@@ -57,6 +58,7 @@ pub struct ServerSettings {
     pub client_timeout: Duration,
     /// Reload when the config file changes on disk.
     pub watch: bool,
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,6 +348,7 @@ fn compile_server(
         threads,
         client_timeout: client_timeout?,
         watch: server.watch,
+        log_format: server.log_format,
     })
 }
 

@@ -69,6 +69,7 @@ impl Config {
                 "threads": server.threads,
                 "client_timeout_ms": millis(server.client_timeout),
                 "watch": server.watch,
+                "log_format": format!("{:?}", server.log_format).to_lowercase(),
             },
             "upstreams": upstreams,
             "routes": routes,

@@ -1,0 +1,295 @@
+//! Metrics and the access log after a scripted mix of traffic: every counter
+//! moves by exactly the expected amount, and every request leaves one JSON
+//! access-log line with the documented fields and no secret.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use hmac::{Hmac, Mac};
+
+const SECRET: &str = "observability-secret-xyz";
+
+fn signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn a_scripted_mix_moves_each_counter_exactly_and_logs_one_json_line_each() {
+    let ok = Upstream::start("ok");
+    let failing = Upstream::with(
+        "failing",
+        Behavior {
+            status: 503,
+            ..Behavior::default()
+        },
+    );
+    let hangs_up = Upstream::with(
+        "hangs-up",
+        Behavior {
+            hang_up: true,
+            ..Behavior::default()
+        },
+    );
+    let slow = Upstream::with(
+        "slow",
+        Behavior {
+            delay: Duration::from_secs(2),
+            ..Behavior::default()
+        },
+    );
+    let down = addr(free_port());
+    let gateway = Gateway::start_with_server(
+        "log_format = \"json\"",
+        &format!(
+            r#"
+[upstreams.ok]
+targets = ["{ok}"]
+[upstreams.failing]
+targets = ["{failing}"]
+[upstreams.broken]
+targets = ["{hangs_up}"]
+[upstreams.slow]
+targets = ["{slow}"]
+timeout = "300ms"
+[upstreams.down]
+targets = ["{down}"]
+
+[[routes]]
+name = "open"
+path = "/open"
+methods = ["POST"]
+upstream = "ok"
+[[routes]]
+name = "private"
+path = "/private"
+allow = ["10.0.0.0/8"]
+upstream = "ok"
+[[routes]]
+name = "limited"
+path = "/limited"
+rate_limit = {{ rate = "1/h", burst = 1 }}
+upstream = "ok"
+[[routes]]
+name = "small"
+path = "/small"
+max_body = "16"
+upstream = "ok"
+[[routes]]
+name = "signed"
+path = "/signed"
+verify = {{ scheme = "github", secrets = ["{SECRET}"] }}
+upstream = "ok"
+[[routes]]
+name = "failing"
+path = "/failing"
+upstream = "failing"
+[[routes]]
+name = "broken"
+path = "/broken"
+upstream = "broken"
+[[routes]]
+name = "slow"
+path = "/slow"
+upstream = "slow"
+[[routes]]
+name = "down"
+path = "/down"
+upstream = "down"
+"#,
+            ok = ok.addr,
+            failing = failing.addr,
+            hangs_up = hangs_up.addr,
+            slow = slow.addr,
+        ),
+    );
+
+    let body = br#"{"action":"opened"}"#;
+    let script: Vec<(&str, &str, Vec<(&str, String)>, &[u8], u16)> = vec![
+        ("POST", "/open", vec![], body, 200),
+        ("POST", "/open", vec![], body, 200),
+        ("POST", "/open", vec![], b"", 200),
+        ("GET", "/open", vec![], b"", 405),
+        ("POST", "/nowhere", vec![], body, 404),
+        ("POST", "/private", vec![], body, 403),
+        ("POST", "/limited", vec![], body, 200),
+        ("POST", "/limited", vec![], body, 429),
+        ("POST", "/small", vec![], &[b'x'; 17], 413),
+        (
+            "POST",
+            "/signed",
+            vec![("X-Hub-Signature-256", signature(body))],
+            body,
+            200,
+        ),
+        ("POST", "/signed", vec![], body, 401),
+        (
+            "POST",
+            "/signed",
+            vec![("X-Hub-Signature-256", signature(b"other"))],
+            body,
+            401,
+        ),
+        (
+            "POST",
+            "/signed",
+            vec![("X-Hub-Signature-256", "sha256=zz".to_string())],
+            body,
+            401,
+        ),
+        ("POST", "/failing", vec![], body, 503),
+        ("POST", "/broken", vec![], body, 502),
+        ("POST", "/slow", vec![], body, 504),
+        ("POST", "/down", vec![], body, 503),
+    ];
+    for (method, path, headers, sent, expected) in &script {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\nConnection: close\r\n",
+            sent.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(sent);
+        let response = send_raw(gateway.proxy, &bytes).unwrap();
+        assert_eq!(
+            response.status,
+            *expected,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+
+    let outcomes = [
+        ("open", "forwarded", 3.0),
+        ("open", "method_not_allowed", 1.0),
+        ("_unmatched", "no_route", 1.0),
+        ("private", "ip_denied", 1.0),
+        ("limited", "forwarded", 1.0),
+        ("limited", "rate_limited", 1.0),
+        ("small", "body_too_large", 1.0),
+        ("signed", "forwarded", 1.0),
+        ("signed", "signature_invalid", 3.0),
+        ("failing", "forwarded", 1.0),
+        ("broken", "upstream_error", 1.0),
+        ("slow", "upstream_timeout", 1.0),
+        ("down", "upstream_unavailable", 1.0),
+    ];
+    for (route, outcome, count) in outcomes {
+        gateway.assert_metric(
+            "hookgate_requests_total",
+            &[("route", route), ("outcome", outcome)],
+            count,
+        );
+    }
+    let total: f64 = outcomes.iter().map(|(_, _, n)| n).sum();
+    gateway.assert_metric("hookgate_requests_total", &[], total);
+    gateway.assert_metric("hookgate_request_duration_seconds_count", &[], total);
+    for (reason, count) in [("missing", 1.0), ("mismatch", 1.0), ("malformed", 1.0)] {
+        gateway.assert_metric(
+            "hookgate_signature_failures_total",
+            &[
+                ("route", "signed"),
+                ("scheme", "github"),
+                ("reason", reason),
+            ],
+            count,
+        );
+    }
+    gateway.assert_metric(
+        "hookgate_upstream_responses_total",
+        &[("route", "open"), ("upstream", "ok"), ("class", "2xx")],
+        3.0,
+    );
+    gateway.assert_metric(
+        "hookgate_upstream_responses_total",
+        &[
+            ("route", "failing"),
+            ("upstream", "failing"),
+            ("class", "5xx"),
+        ],
+        1.0,
+    );
+    gateway.assert_metric(
+        "hookgate_upstream_duration_seconds_count",
+        &[("route", "open")],
+        3.0,
+    );
+    // Bodies read: open 19+19+0, limited 19, signed 4×19, failing/broken/slow/down 19 each.
+    let read = 19.0 * (2.0 + 1.0 + 4.0 + 4.0);
+    gateway.assert_metric("hookgate_request_body_bytes_sum", &[], read);
+    gateway.assert_metric("hookgate_inflight_requests", &[], 0.0);
+    gateway.assert_metric(
+        "hookgate_upstream_targets_healthy",
+        &[("upstream", "down")],
+        0.0,
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        0.0,
+    );
+
+    // One JSON access-log line per request, with the documented fields.
+    let log = gateway.log();
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "hookgate::access")
+        .collect();
+    assert_eq!(
+        access.len(),
+        script.len(),
+        "one access line per request:\n{log}"
+    );
+    for line in &access {
+        for field in [
+            "timestamp",
+            "request_id",
+            "route",
+            "client",
+            "method",
+            "path",
+            "status",
+            "outcome",
+            "upstream",
+            "upstream_status",
+            "duration_ms",
+            "body_bytes",
+        ] {
+            assert!(
+                line.get(field).is_some(),
+                "access line without {field}: {line}"
+            );
+        }
+    }
+    let by_outcome: BTreeMap<String, usize> =
+        access.iter().fold(BTreeMap::new(), |mut counts, line| {
+            *counts
+                .entry(line["outcome"].as_str().unwrap().to_string())
+                .or_default() += 1;
+            counts
+        });
+    assert_eq!(by_outcome["forwarded"], 6);
+    assert_eq!(by_outcome["signature_invalid"], 3);
+    let forwarded = access
+        .iter()
+        .find(|l| l["route"] == "signed" && l["outcome"] == "forwarded")
+        .unwrap();
+    assert_eq!(forwarded["status"], 200);
+    assert_eq!(forwarded["upstream"], "ok");
+    assert_eq!(forwarded["upstream_status"], 200);
+    assert_eq!(forwarded["client"], "127.0.0.1");
+    assert_eq!(forwarded["body_bytes"], 19);
+    assert!(!log.contains(SECRET), "the secret appears in the log");
+    assert!(
+        !log.contains(&signature(body)),
+        "a signature appears in the log"
+    );
+}
