@@ -286,6 +286,7 @@ upstream = "down"
     assert_eq!(forwarded["upstream"], "ok");
     assert_eq!(forwarded["upstream_status"], 200);
     assert_eq!(forwarded["client"], "127.0.0.1");
+    assert_eq!(forwarded["upstream_target"], ok.addr.to_string());
     assert_eq!(forwarded["body_bytes"], 19);
     assert!(!log.contains(SECRET), "the secret appears in the log");
     assert!(

@@ -355,7 +355,7 @@ impl ProxyHttp for Gateway {
             status = ctx.status.or_else(|| session.response_written().map(|r| r.status.as_u16())).unwrap_or(0),
             outcome = outcome.as_str(),
             upstream = ctx.upstream.as_deref().unwrap_or(""),
-            target = %ctx.target.map(|t| t.to_string()).unwrap_or_default(),
+            upstream_target = %ctx.target.map(|t| t.to_string()).unwrap_or_default(),
             upstream_status = ctx.upstream_status.unwrap_or(0),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream_ms = ctx.upstream_time.map_or(0.0, |t| t.as_secs_f64() * 1000.0),
