@@ -477,3 +477,38 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
         gateway.log()
     );
 }
+
+#[test]
+fn a_broken_chunked_body_or_a_stalled_sender_gets_a_json_4xx_and_nothing_is_forwarded() {
+    use std::io::Write;
+    let upstream = Upstream::start("app");
+    let gateway =
+        Gateway::start_with_server("client_timeout = \"500ms\"", &one_route(&upstream, ""));
+    let broken = send_raw(
+        gateway.proxy,
+        b"POST /hooks/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(broken.status, 400);
+    assert_eq!(broken.json()["error"], "bad_request");
+    assert_eq!(broken.json()["route"], "hooks");
+
+    // Declares 10 bytes, sends 3, then stalls.
+    let stream = std::net::TcpStream::connect(gateway.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(b"POST /hooks/x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let stalled = read_response(&mut std::io::BufReader::new(stream)).unwrap();
+    assert_eq!(stalled.status, 408);
+    assert_eq!(stalled.json()["error"], "request_timeout");
+    assert_eq!(upstream.count(), 0);
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "hooks"), ("outcome", "bad_request")],
+        2.0,
+    );
+}

@@ -213,9 +213,16 @@ impl ProxyHttp for Gateway {
                 return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
             }
             Err(BodyError::Read(e)) => {
-                ctx.outcome = Some(Outcome::BadRequest);
                 ctx.detail = Some(format!("reading the request body: {e}"));
-                return Err(e);
+                let reply = match e.etype() {
+                    ErrorType::ReadTimedout => Reply::REQUEST_TIMEOUT,
+                    _ => Reply::BAD_REQUEST,
+                };
+                // The sender may be gone; answering is best effort.
+                if self.reject(session, ctx, &reply).await.is_err() {
+                    ctx.outcome = Some(reply.outcome);
+                }
+                return Ok(true);
             }
         };
         ctx.body_bytes = body.len();

@@ -29,6 +29,7 @@ impl Reply {
     pub const OVERLOADED: Reply = Reply::new(503, "overloaded", Outcome::Overloaded);
     pub const BODY_TOO_LARGE: Reply = Reply::new(413, "body_too_large", Outcome::BodyTooLarge);
     pub const BAD_REQUEST: Reply = Reply::new(400, "bad_request", Outcome::BadRequest);
+    pub const REQUEST_TIMEOUT: Reply = Reply::new(408, "request_timeout", Outcome::BadRequest);
     pub const SIGNATURE_MISSING: Reply =
         Reply::new(401, "signature_missing", Outcome::SignatureInvalid);
     pub const SIGNATURE_INVALID: Reply =
