@@ -18,6 +18,31 @@ fn signature(body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// One scripted request and the status it must get.
+struct Step {
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    status: u16,
+}
+
+fn step(
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: &[u8],
+    status: u16,
+) -> Step {
+    Step {
+        method,
+        path,
+        headers,
+        body: body.to_vec(),
+        status,
+    }
+}
+
 #[test]
 fn a_scripted_mix_moves_each_counter_exactly_and_logs_one_json_line_each() {
     let ok = Upstream::start("ok");
@@ -109,44 +134,51 @@ upstream = "down"
     );
 
     let body = br#"{"action":"opened"}"#;
-    let script: Vec<(&str, &str, Vec<(&str, String)>, &[u8], u16)> = vec![
-        ("POST", "/open", vec![], body, 200),
-        ("POST", "/open", vec![], body, 200),
-        ("POST", "/open", vec![], b"", 200),
-        ("GET", "/open", vec![], b"", 405),
-        ("POST", "/nowhere", vec![], body, 404),
-        ("POST", "/private", vec![], body, 403),
-        ("POST", "/limited", vec![], body, 200),
-        ("POST", "/limited", vec![], body, 429),
-        ("POST", "/small", vec![], &[b'x'; 17], 413),
-        (
+    let script: Vec<Step> = vec![
+        step("POST", "/open", vec![], body, 200),
+        step("POST", "/open", vec![], body, 200),
+        step("POST", "/open", vec![], b"", 200),
+        step("GET", "/open", vec![], b"", 405),
+        step("POST", "/nowhere", vec![], body, 404),
+        step("POST", "/private", vec![], body, 403),
+        step("POST", "/limited", vec![], body, 200),
+        step("POST", "/limited", vec![], body, 429),
+        step("POST", "/small", vec![], &[b'x'; 17], 413),
+        step(
             "POST",
             "/signed",
             vec![("X-Hub-Signature-256", signature(body))],
             body,
             200,
         ),
-        ("POST", "/signed", vec![], body, 401),
-        (
+        step("POST", "/signed", vec![], body, 401),
+        step(
             "POST",
             "/signed",
             vec![("X-Hub-Signature-256", signature(b"other"))],
             body,
             401,
         ),
-        (
+        step(
             "POST",
             "/signed",
             vec![("X-Hub-Signature-256", "sha256=zz".to_string())],
             body,
             401,
         ),
-        ("POST", "/failing", vec![], body, 503),
-        ("POST", "/broken", vec![], body, 502),
-        ("POST", "/slow", vec![], body, 504),
-        ("POST", "/down", vec![], body, 503),
+        step("POST", "/failing", vec![], body, 503),
+        step("POST", "/broken", vec![], body, 502),
+        step("POST", "/slow", vec![], body, 504),
+        step("POST", "/down", vec![], body, 503),
     ];
-    for (method, path, headers, sent, expected) in &script {
+    for Step {
+        method,
+        path,
+        headers,
+        body: sent,
+        status: expected,
+    } in &script
+    {
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\nConnection: close\r\n",
             sent.len()

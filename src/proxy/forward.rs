@@ -18,6 +18,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::headers;
+use super::VerifiedBody;
 use crate::upstream::UpstreamPool;
 
 /// Why no upstream response could be relayed.
@@ -51,7 +52,7 @@ pub async fn forward(
     session: &mut Session,
     pool: &UpstreamPool,
     request: RequestHeader,
-    body: Bytes,
+    body: VerifiedBody,
     request_id: &str,
     last_target: &mut LastTarget,
 ) -> Result<Forwarded, ForwardError> {
@@ -77,7 +78,7 @@ pub async fn forward(
         // The connector does not apply the peer's read/write timeouts to the session.
         upstream.set_read_timeout(Some(pool.settings().timeout));
         upstream.set_write_timeout(Some(pool.settings().timeout));
-        if let Err(e) = send_request(&mut upstream, &request, &body).await {
+        if let Err(e) = send_request(&mut upstream, &request, body.bytes()).await {
             upstream.shutdown().await;
             if !reused {
                 tried.push(target);

@@ -83,8 +83,10 @@ pub struct RequestContext {
     upstream_status: Option<u16>,
     upstream_time: Option<Duration>,
     detail: Option<String>,
-    _inflight: InflightGuard,
-    _slot: Option<InflightSlot>,
+    /// Counts the request in `hookgate_inflight_requests` while it lives.
+    _counted: InflightGuard,
+    /// Its admission under `[server] max_inflight`, released on drop.
+    admission: Option<InflightSlot>,
 }
 
 impl RequestContext {
@@ -124,8 +126,8 @@ impl ProxyHttp for Gateway {
             upstream_status: None,
             upstream_time: None,
             detail: None,
-            _inflight: InflightGuard(self.metrics.inflight.clone()),
-            _slot: None,
+            _counted: InflightGuard(self.metrics.inflight.clone()),
+            admission: None,
         }
     }
 
@@ -142,7 +144,7 @@ impl ProxyHttp for Gateway {
 
         // 0. In-flight cap.
         match self.inflight_limit.try_acquire() {
-            Some(slot) => ctx._slot = Some(slot),
+            Some(slot) => ctx.admission = Some(slot),
             None => {
                 ctx.detail = Some("max_inflight reached".to_string());
                 return self.reject(session, ctx, &Reply::OVERLOADED).await;
@@ -242,7 +244,7 @@ impl ProxyHttp for Gateway {
                 body: &body,
             };
             match route.settings.verifier.verify(&request, SystemTime::now()) {
-                Ok(verified) => forwardable(&body, &verified),
+                Ok(verified) => VerifiedBody::new(&body, &verified),
                 Err(error) => {
                     self.metrics
                         .signature_failures
@@ -372,11 +374,29 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// The bytes to forward: exactly the ones the verifier vouched for, shared with
-/// the buffered body rather than copied. Taking a [`Verified`] is what makes an
-/// unverified body impossible to forward.
-fn forwardable(body: &bytes::Bytes, verified: &Verified<'_>) -> bytes::Bytes {
-    body.slice_ref(verified.body())
+/// The bytes to forward: exactly the ones a verifier vouched for, shared with
+/// the buffered body rather than copied. It can only be made from a
+/// [`Verified`], which only `verify` can make, and [`forward::forward`] takes
+/// nothing else: an unverified body cannot reach an upstream.
+pub struct VerifiedBody(bytes::Bytes);
+
+impl VerifiedBody {
+    fn new(body: &bytes::Bytes, verified: &Verified<'_>) -> Self {
+        VerifiedBody(body.slice_ref(verified.body()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes, for writing upstream.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.0
+    }
 }
 
 impl Gateway {
