@@ -1,6 +1,6 @@
 //! Periodic upkeep of per-key state: every 10 s, prune the keyed rate limiters of
 //! the current snapshot (dropping keys whose buckets are full again) and publish
-//! `hookgate_rate_limit_keys`.
+//! `hookgate_rate_limit_keys`, `hookgate_dedupe_entries` and `hookgate_fanout_queued`.
 //!
 //! Owns the schedule only; what pruning means is `ratelimit`'s business.
 
@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 
@@ -19,16 +20,28 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 pub struct Housekeeping {
     state: SharedState,
     metrics: Arc<Metrics>,
+    fanout: Arc<Fanout>,
 }
 
 impl Housekeeping {
-    pub fn new(state: SharedState, metrics: Arc<Metrics>) -> Self {
-        Housekeeping { state, metrics }
+    pub fn new(state: SharedState, metrics: Arc<Metrics>, fanout: Arc<Fanout>) -> Self {
+        Housekeeping {
+            state,
+            metrics,
+            fanout,
+        }
     }
 
-    fn prune_limiters(&self) {
+    fn upkeep(&self) {
         let snapshot = self.state.load_full();
+        self.metrics.fanout_queued.set(self.fanout.held() as i64);
         for route in &snapshot.routes {
+            if let Some(store) = &route.dedupe {
+                self.metrics
+                    .dedupe_entries
+                    .with_label_values(&[route.name()])
+                    .set(store.stats().entries as i64);
+            }
             if let Some(limiter) = &route.limiter {
                 limiter.prune();
                 self.metrics
@@ -46,7 +59,7 @@ impl BackgroundService for Housekeeping {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(PRUNE_EVERY) => self.prune_limiters(),
+                _ = tokio::time::sleep(PRUNE_EVERY) => self.upkeep(),
             }
         }
     }

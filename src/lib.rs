@@ -5,8 +5,11 @@ pub mod admin; // /metrics /healthz /readyz
 pub mod allowlist; // CIDR sets, trusted proxies, client address
 pub mod cli; // command-line definition
 pub mod config; // TOML file -> validated Config, errors with line and key
+pub mod dedupe; // duplicate-delivery suppression, bounded
 pub mod demo; // `hookgate demo`
 pub mod echo; // built-in echo upstream for the demo
+pub mod events; // event extraction and event-based routing rules
+pub mod fanout; // background copies to secondary upstreams, bounded, with retries
 pub mod health; // background health checks
 pub mod housekeeping; // periodic pruning of per-key limiter state
 pub mod logging; // text or JSON log lines

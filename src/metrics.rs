@@ -14,6 +14,11 @@ pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "hookgate_request_duration_seconds";
 pub const REQUEST_BODY_BYTES: &str = "hookgate_request_body_bytes";
 pub const RATE_LIMIT_KEYS: &str = "hookgate_rate_limit_keys";
+pub const EVENTS_TOTAL: &str = "hookgate_events_total";
+pub const FANOUT_COPIES_TOTAL: &str = "hookgate_fanout_copies_total";
+pub const FANOUT_DROPPED_TOTAL: &str = "hookgate_fanout_dropped_total";
+pub const FANOUT_QUEUED: &str = "hookgate_fanout_queued";
+pub const DEDUPE_ENTRIES: &str = "hookgate_dedupe_entries";
 pub const SIGNATURE_FAILURES_TOTAL: &str = "hookgate_signature_failures_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
@@ -49,6 +54,9 @@ pub enum Outcome {
     Overloaded,
     BodyTooLarge,
     SignatureInvalid,
+    Duplicate,
+    DuplicateInFlight,
+    EventUnmatched,
     BadRequest,
     UpstreamError,
     UpstreamTimeout,
@@ -66,6 +74,9 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::BodyTooLarge => "body_too_large",
             Outcome::SignatureInvalid => "signature_invalid",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DuplicateInFlight => "duplicate_in_flight",
+            Outcome::EventUnmatched => "event_unmatched",
             Outcome::BadRequest => "bad_request",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
@@ -82,6 +93,11 @@ pub struct Metrics {
     pub request_body_bytes: HistogramVec,
     pub signature_failures: IntCounterVec,
     pub rate_limit_keys: IntGaugeVec,
+    pub events: IntCounterVec,
+    pub fanout_copies: IntCounterVec,
+    pub fanout_dropped: IntCounterVec,
+    pub fanout_queued: IntGauge,
+    pub dedupe_entries: IntGaugeVec,
     pub upstream_duration: HistogramVec,
     pub upstream_responses: IntCounterVec,
     pub upstream_targets_healthy: IntGaugeVec,
@@ -128,6 +144,43 @@ impl Metrics {
             Opts::new(
                 RATE_LIMIT_KEYS,
                 "Keys (client addresses or header values) held by each route's per-key rate limiter",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let events = IntCounterVec::new(
+            Opts::new(
+                EVENTS_TOTAL,
+                "Verified deliveries by event; `event` is the configured pattern that matched, else _other",
+            ),
+            &["route", "event"],
+        )
+        .expect("valid metric");
+        let fanout_copies = IntCounterVec::new(
+            Opts::new(
+                FANOUT_COPIES_TOTAL,
+                "Fan-out copies by what became of them: delivered, retried (one per retry), failed (given up)",
+            ),
+            &["route", "upstream", "result"],
+        )
+        .expect("valid metric");
+        let fanout_dropped = IntCounterVec::new(
+            Opts::new(
+                FANOUT_DROPPED_TOTAL,
+                "Fan-out copies not queued: queue_full, bytes_full or shutting_down",
+            ),
+            &["route", "upstream", "reason"],
+        )
+        .expect("valid metric");
+        let fanout_queued = IntGauge::new(
+            FANOUT_QUEUED,
+            "Fan-out copies held: waiting, being sent or waiting to retry",
+        )
+        .expect("valid metric");
+        let dedupe_entries = IntGaugeVec::new(
+            Opts::new(
+                DEDUPE_ENTRIES,
+                "Delivery ids remembered (or in flight) per route, updated every 10 s",
             ),
             &["route"],
         )
@@ -189,6 +242,11 @@ impl Metrics {
             Box::new(request_body_bytes.clone()),
             Box::new(signature_failures.clone()),
             Box::new(rate_limit_keys.clone()),
+            Box::new(events.clone()),
+            Box::new(fanout_copies.clone()),
+            Box::new(fanout_dropped.clone()),
+            Box::new(fanout_queued.clone()),
+            Box::new(dedupe_entries.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(upstream_responses.clone()),
             Box::new(upstream_targets_healthy.clone()),
@@ -208,6 +266,11 @@ impl Metrics {
             request_body_bytes,
             signature_failures,
             rate_limit_keys,
+            events,
+            fanout_copies,
+            fanout_dropped,
+            fanout_queued,
+            dedupe_entries,
             upstream_duration,
             upstream_responses,
             upstream_targets_healthy,

@@ -185,6 +185,9 @@ fn restart_required(old: &ServerSettings, new: &ServerSettings) -> Vec<&'static 
     if old.log_format != new.log_format {
         changed.push("server.log_format");
     }
+    if old.fanout != new.fanout {
+        changed.push("server.fanout");
+    }
     changed
 }
 

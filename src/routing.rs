@@ -129,7 +129,12 @@ mod tests {
                 None => PathPattern::Exact(path.to_string()),
             },
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().unwrap()).collect()),
-            upstream: "u".to_string(),
+            upstreams: vec!["u".to_string()],
+            events: std::sync::Arc::new(
+                crate::events::EventRouter::compile(None, &[], None, &["u".to_string()], &|_| true)
+                    .unwrap(),
+            ),
+            dedupe: None,
             max_body: 1024,
             allow: crate::allowlist::Allowlist::any(),
             rate_limit: None,

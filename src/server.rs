@@ -25,10 +25,11 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::echo::Echo;
+use crate::fanout::Fanout;
 use crate::health::HealthChecker;
 use crate::housekeeping::Housekeeping;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::proxy::{CopyMetrics, CopySender, Gateway};
 use crate::ratelimit::InflightLimit;
 use crate::reload::{ReloadTriggers, Reloader};
 use crate::state::{self, Snapshot};
@@ -64,6 +65,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let listen = config.server.listen.clone();
     let admin_addr = config.server.admin;
     let watch = config.server.watch;
+    let fanout_config = config.server.fanout;
     let inflight = config
         .server
         .max_inflight
@@ -72,6 +74,20 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let snapshot = Snapshot::build(config).map_err(StartError::Setup)?;
     let state = state::shared(snapshot);
     let metrics = Arc::new(Metrics::new());
+    // Fan-out copies run on their own small runtime, so a slow secondary upstream
+    // never competes with the proxy's workers for scheduling.
+    let copies_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("hookgate-copies")
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Setup(format!("the fan-out runtime: {e}")))?;
+    let fanout = Arc::new(Fanout::start(
+        fanout_config,
+        Arc::new(CopySender::new(state.clone())),
+        Arc::new(CopyMetrics::new(metrics.clone())),
+        copies_runtime.handle().clone(),
+    ));
     let reloader = Arc::new(Reloader::new(
         options.config_path.clone(),
         state.clone(),
@@ -93,7 +109,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     let mut proxy = http_proxy_service_with_name(
         &conf,
-        Gateway::new(state.clone(), metrics.clone(), inflight),
+        Gateway::new(state.clone(), metrics.clone(), inflight, fanout.clone()),
         "hookgate proxy",
     );
     for addr in &listen {
@@ -134,7 +150,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     server.add_service(background_service(
         "housekeeping",
-        Housekeeping::new(state.clone(), metrics.clone()),
+        Housekeeping::new(state.clone(), metrics.clone(), fanout.clone()),
     ));
 
     if let Some(echo_addr) = options.echo {
@@ -145,10 +161,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     }
 
     let draining = Arc::new(AtomicBool::new(false));
-    spawn_drain_watcher(draining.clone(), metrics, grace);
+    spawn_drain_watcher(draining.clone(), metrics, fanout, grace);
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals { draining }),
     });
+    drop(copies_runtime);
     Ok(())
 }
 
@@ -206,9 +223,14 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// Once draining, exits the process as soon as no request is in flight, or when
-/// the grace period is over, whichever comes first.
-fn spawn_drain_watcher(draining: Arc<AtomicBool>, metrics: Arc<Metrics>, grace: Duration) {
+/// Once draining, exits the process as soon as no request is in flight and no
+/// fan-out copy is held, or when the grace period is over, whichever comes first.
+fn spawn_drain_watcher(
+    draining: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    fanout: Arc<Fanout>,
+    grace: Duration,
+) {
     std::thread::spawn(move || {
         while !draining.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
@@ -216,14 +238,16 @@ fn spawn_drain_watcher(draining: Arc<AtomicBool>, metrics: Arc<Metrics>, grace: 
         let started = Instant::now();
         // Let the listeners close before sampling the in-flight gauge.
         std::thread::sleep(Duration::from_millis(100));
-        while metrics.inflight.get() > 0 && started.elapsed() < grace {
+        let busy = || metrics.inflight.get() > 0 || fanout.held() > 0;
+        while busy() && started.elapsed() < grace {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let left = metrics.inflight.get();
-        if left > 0 {
+        let (left, copies) = (metrics.inflight.get(), fanout.held());
+        if left > 0 || copies > 0 {
             tracing::warn!(
                 requests = left,
-                "grace period over; dropping in-flight requests"
+                copies,
+                "grace period over; dropping in-flight requests and fan-out copies"
             );
         } else {
             tracing::info!(

@@ -6,7 +6,9 @@
 //! `config`'s job and reacting to edits is `reload`'s. A snapshot built to
 //! replace another keeps what did not change: the pool (with its health state
 //! and pooled connections) of an upstream whose settings are equal, and the
-//! limiter (with its buckets) of a route of the same name and rate limit.
+//! limiter (with its buckets) of a route of the same name and rate limit, and
+//! the dedupe store (with its remembered ids) of a route of the same name and
+//! dedupe settings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,15 +17,18 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, RouteSettings};
+use crate::dedupe::DedupeStore;
 use crate::ratelimit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::upstream::UpstreamPool;
 
-/// A route ready to serve: its settings, its upstream pool and its limiter state.
+/// A route ready to serve: its settings and its per-route state (limiter
+/// buckets, remembered delivery ids). Upstreams are looked up by name in
+/// [`Snapshot::pools`], since event rules may pick any of them.
 pub struct Route {
     pub settings: RouteSettings,
-    pub upstream: Arc<UpstreamPool>,
     pub limiter: Option<Arc<RouteLimiter>>,
+    pub dedupe: Option<Arc<DedupeStore>>,
 }
 
 impl Route {
@@ -73,14 +78,28 @@ impl Snapshot {
             .routes
             .iter()
             .map(|settings| {
-                let upstream = pools.get(&settings.upstream).cloned().ok_or_else(|| {
-                    format!(
-                        "route {}: unknown upstream {}",
-                        settings.name, settings.upstream
-                    )
-                })?;
-                let kept_limiter = previous
-                    .and_then(|p| p.routes.iter().find(|r| r.settings.name == settings.name))
+                if let Some(missing) = settings
+                    .events
+                    .upstreams()
+                    .find(|u| !pools.contains_key(*u))
+                {
+                    return Err(format!(
+                        "route {}: unknown upstream {missing}",
+                        settings.name
+                    ));
+                }
+                let before = previous
+                    .and_then(|p| p.routes.iter().find(|r| r.settings.name == settings.name));
+                let kept_dedupe = before
+                    .and_then(|r| r.dedupe.clone())
+                    .filter(|store| Some(store.config()) == settings.dedupe.as_ref());
+                let dedupe = kept_dedupe.or_else(|| {
+                    settings
+                        .dedupe
+                        .clone()
+                        .map(|config| Arc::new(DedupeStore::new(config)))
+                });
+                let kept_limiter = before
                     .and_then(|r| r.limiter.clone())
                     .filter(|limiter| Some(limiter.config()) == settings.rate_limit.as_ref());
                 let limiter = kept_limiter.or_else(|| {
@@ -91,8 +110,8 @@ impl Snapshot {
                 });
                 Ok(Route {
                     settings: settings.clone(),
-                    upstream,
                     limiter,
+                    dedupe,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;

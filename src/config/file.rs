@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::allowlist::IpSetsFile;
+use crate::dedupe::DedupeSpec;
+use crate::events::{EventRuleFile, EventSpec};
+use crate::fanout::FanoutSpec;
 use crate::logging::LogFormat;
 use crate::ratelimit::RateLimitSpec;
 use crate::verify::VerifySpec;
@@ -55,6 +58,8 @@ pub struct ServerFile {
     /// `"text"` (default) or `"json"`: one JSON object per log line.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// The background queue that delivers fan-out copies.
+    pub fanout: Option<FanoutSpec>,
 }
 
 impl Default for ServerFile {
@@ -72,6 +77,7 @@ impl Default for ServerFile {
             client_timeout: None,
             watch: default_watch(),
             log_format: LogFormat::default(),
+            fanout: None,
         }
     }
 }
@@ -147,4 +153,13 @@ pub struct RouteFile {
     pub rate_limit: Option<RateLimitSpec>,
     /// Signature or token verification; the route forwards unverified requests when absent.
     pub verify: Option<VerifySpec>,
+    /// Where the event type is: a header, a JSON pointer, a form field or an XML path.
+    pub event: Option<EventSpec>,
+    /// Event rules, first match wins; the route's `upstream` takes the rest.
+    #[serde(default)]
+    pub events: Vec<EventRuleFile>,
+    /// `"default"` (the route's upstream) or `"reject"` (422) for events no rule matches.
+    pub unmatched: Option<String>,
+    /// Duplicate-delivery suppression.
+    pub dedupe: Option<DedupeSpec>,
 }

@@ -24,6 +24,9 @@ use http::Method;
 pub use problem::Problem;
 
 use crate::allowlist::{Allowlist, IpSet, IpSets};
+use crate::dedupe::DedupeConfig;
+use crate::events::EventRouter;
+use crate::fanout::FanoutConfig;
 use crate::logging::LogFormat;
 use crate::ratelimit::RateLimit;
 use crate::units::{parse_duration, parse_size};
@@ -59,6 +62,8 @@ pub struct ServerSettings {
     /// Reload when the config file changes on disk.
     pub watch: bool,
     pub log_format: LogFormat,
+    /// The background queue for fan-out copies.
+    pub fanout: FanoutConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +111,12 @@ pub struct RouteSettings {
     pub path: PathPattern,
     /// Allowed methods; `None` allows any.
     pub methods: Option<Vec<Method>>,
-    /// The upstream that answers the sender.
-    pub upstream: String,
+    /// The route's own upstreams: the first answers the sender, the others get
+    /// background copies (fan-out). Event rules may pick others.
+    pub upstreams: Vec<String>,
+    /// Event extraction and `[[routes.events]]` rules.
+    pub events: Arc<EventRouter>,
+    pub dedupe: Option<DedupeConfig>,
     pub max_body: u64,
     pub allow: Allowlist,
     pub rate_limit: Option<RateLimit>,
@@ -332,6 +341,16 @@ fn compile_server(
         Some(text) => problems.take("server.client_timeout", parse_duration(text)),
         None => Some(Duration::from_secs(60)),
     };
+    let fanout = match &server.fanout {
+        None => Some(FanoutConfig::default()),
+        Some(spec) => match spec.compile() {
+            Ok(fanout) => Some(fanout),
+            Err(found) => {
+                problems.extend("server.fanout", found);
+                None
+            }
+        },
+    };
     let threads = match server.threads {
         Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -349,6 +368,7 @@ fn compile_server(
         client_timeout: client_timeout?,
         watch: server.watch,
         log_format: server.log_format,
+        fanout: fanout?,
     })
 }
 
@@ -450,28 +470,48 @@ fn compile_route(
             parsed.into_iter().collect::<Option<Vec<_>>>().map(Some)
         }
     };
-    let upstream = match route.upstream {
-        UpstreamRef::One(name) => Some(name),
-        UpstreamRef::Many(names) if names.len() == 1 => names.into_iter().next(),
-        UpstreamRef::Many(_) => {
-            problems.push(
-                format!("{key}.upstream"),
-                "fan-out to several upstreams is not supported yet; name one upstream",
-            );
-            None
-        }
+    let upstreams = match route.upstream {
+        UpstreamRef::One(name) => vec![name],
+        UpstreamRef::Many(names) => names,
     };
-    if let Some(name) = &upstream {
+    if upstreams.is_empty() {
+        problems.push(
+            format!("{key}.upstream"),
+            "name at least one upstream; with several, the first answers the sender and the others get copies",
+        );
+    }
+    for (i, name) in upstreams.iter().enumerate() {
+        let at = match route_upstream_is_list(&upstreams) {
+            true => format!("{key}.upstream[{i}]"),
+            false => format!("{key}.upstream"),
+        };
         if !upstream_names.contains(name) {
             problems.push(
-                format!("{key}.upstream"),
+                at,
                 format!(
                     "unknown upstream {name:?}; defined upstreams: {}",
                     list_or_none(upstream_names)
                 ),
             );
+        } else if upstreams[..i].contains(name) {
+            problems.push(at, format!("upstream {name:?} is listed twice"));
         }
     }
+    let is_upstream = |name: &str| upstream_names.iter().any(|n| n == name);
+    let events = EventRouter::compile(
+        route.event.as_ref(),
+        &route.events,
+        route.unmatched.as_deref(),
+        &upstreams,
+        &is_upstream,
+    );
+    let events = match events {
+        Ok(router) => Some(router),
+        Err(found) => {
+            problems.extend(key, found);
+            None
+        }
+    };
     let max_body = match &route.max_body {
         Some(text) => problems.take(&format!("{key}.max_body"), parse_size(text)),
         None => server.map(|s| s.max_body),
@@ -509,17 +549,35 @@ fn compile_route(
             }
         }
     };
+    let verifier = verifier?;
+    let dedupe = match &route.dedupe {
+        None => Some(None),
+        Some(spec) => match spec.compile(verifier.scheme()) {
+            Ok(dedupe) => Some(Some(dedupe)),
+            Err(found) => {
+                problems.extend(&format!("{key}.dedupe"), found);
+                None
+            }
+        },
+    };
     Some(RouteSettings {
         name: route.name,
         host,
         path: path?,
         methods: methods?,
-        upstream: upstream?,
+        upstreams,
+        events: Arc::new(events?),
+        dedupe: dedupe?,
         max_body: max_body?,
         allow: allow?,
         rate_limit: rate_limit?,
-        verifier: Arc::new(verifier?),
+        verifier: Arc::new(verifier),
     })
+}
+
+/// Whether `upstream` was written as a list (problems then name the index).
+fn route_upstream_is_list(upstreams: &[String]) -> bool {
+    upstreams.len() > 1
 }
 
 /// Two routes with the same host, path and overlapping methods would make the second unreachable.
@@ -636,7 +694,7 @@ impl Config {
             let host = route.host.as_deref().unwrap_or("*");
             let targets = self
                 .upstreams
-                .get(&route.upstream)
+                .get(&route.upstreams[0])
                 .map_or(String::new(), |u| {
                     u.targets
                         .iter()
@@ -649,7 +707,7 @@ impl Config {
                 "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, max_body {} B)",
                 route.name,
                 methods,
-                route.upstream,
+                route.upstreams.join("+"),
                 route.verifier.scheme(),
                 route.max_body
             );

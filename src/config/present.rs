@@ -38,7 +38,9 @@ impl Config {
                         PathPattern::Prefix(prefix) => format!("{prefix}/*"),
                     },
                     "methods": r.methods.as_ref().map(|ms| ms.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
-                    "upstream": r.upstream,
+                    "upstream": r.upstreams,
+                    "events": !r.events.labels().collect::<Vec<_>>().is_empty(),
+                    "dedupe": r.dedupe.is_some(),
                     "max_body": r.max_body,
                     "allow": r.allow.to_string(),
                     "rate_limit": r.rate_limit.as_ref().map(|l| json!({

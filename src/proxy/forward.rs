@@ -5,7 +5,8 @@
 //! the body (DESIGN.md §2), so the exchange is done here. A target that cannot be
 //! connected to, or whose pooled connection fails before the request is written,
 //! is retried on the next healthy target: the request was not sent, so a retry
-//! cannot duplicate it. Once the request is written nothing is retried.
+//! cannot duplicate it. Once the request is written nothing is retried here
+//! (background copies have their own retry policy in `fanout`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use super::headers;
@@ -51,11 +53,74 @@ pub async fn forward(
     connector: &Connector,
     session: &mut Session,
     pool: &UpstreamPool,
-    request: RequestHeader,
-    body: VerifiedBody,
+    request: &RequestHeader,
+    body: &VerifiedBody,
     request_id: &str,
     last_target: &mut LastTarget,
 ) -> Result<Forwarded, ForwardError> {
+    let mut exchange = send(connector, pool, request, body.bytes(), last_target).await?;
+    let forwarded = Forwarded {
+        status: exchange.status,
+        upstream_time: exchange.started.elapsed(),
+    };
+    relay_response(session, &mut exchange.upstream, request_id).await?;
+    exchange.release(connector, pool).await;
+    Ok(forwarded)
+}
+
+/// A request written to a target and its response head read; the body is next.
+pub struct Exchange {
+    upstream: HttpSession,
+    peer: HttpPeer,
+    pub status: u16,
+    started: Instant,
+}
+
+impl Exchange {
+    /// The response's `Retry-After` in seconds, when it has one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let head = self.upstream.response_header()?;
+        let value = head.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+        value.trim().parse().ok().map(Duration::from_secs)
+    }
+
+    /// Reads and discards the response body (for copies nobody waits for).
+    pub async fn drain(
+        mut self,
+        connector: &Connector,
+        pool: &UpstreamPool,
+    ) -> Result<(), ForwardError> {
+        // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
+        while upstream_chunk(&mut self.upstream).await?.is_some() {}
+        self.release(connector, pool).await;
+        Ok(())
+    }
+
+    /// Returns the connection to the pool when it can be reused.
+    async fn release(self, connector: &Connector, pool: &UpstreamPool) {
+        connector
+            .release_http_session(
+                self.upstream,
+                &self.peer,
+                Some(pool.settings().idle_timeout),
+            )
+            .await;
+    }
+}
+
+async fn upstream_chunk(upstream: &mut HttpSession) -> Result<Option<Bytes>, ForwardError> {
+    upstream.read_response_body().await.map_err(classify)
+}
+
+/// Writes `request` + `body` to a healthy target of `pool`, retrying the next
+/// target while nothing was sent, and reads the response head.
+pub async fn send(
+    connector: &Connector,
+    pool: &UpstreamPool,
+    request: &RequestHeader,
+    body: &Bytes,
+    last_target: &mut LastTarget,
+) -> Result<Exchange, ForwardError> {
     let started = Instant::now();
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_error: Option<Box<Error>> = None;
@@ -78,7 +143,7 @@ pub async fn forward(
         // The connector does not apply the peer's read/write timeouts to the session.
         upstream.set_read_timeout(Some(pool.settings().timeout));
         upstream.set_write_timeout(Some(pool.settings().timeout));
-        if let Err(e) = send_request(&mut upstream, &request, body.bytes()).await {
+        if let Err(e) = send_request(&mut upstream, request, body).await {
             upstream.shutdown().await;
             if !reused {
                 tried.push(target);
@@ -87,15 +152,12 @@ pub async fn forward(
             continue;
         }
         let status = read_response_head(&mut upstream).await.map_err(classify)?;
-        let forwarded = Forwarded {
+        return Ok(Exchange {
+            upstream,
+            peer,
             status,
-            upstream_time: started.elapsed(),
-        };
-        relay_response(session, &mut upstream, request_id).await?;
-        connector
-            .release_http_session(upstream, &peer, Some(pool.settings().idle_timeout))
-            .await;
-        return Ok(forwarded);
+            started,
+        });
     }
     Err(match last_error {
         None => ForwardError::Unavailable,
@@ -159,6 +221,7 @@ async fn relay_response(
             .await
             .map_err(ForwardError::Interrupted);
     }
+    // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
     while let Some(chunk) = upstream
         .read_response_body()
         .await

@@ -11,6 +11,7 @@ use pingora::Result;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_HOOKGATE_ROUTE: &str = "x-hookgate-route";
+pub const X_HOOKGATE_EVENT: &str = "x-hookgate-event";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
@@ -35,6 +36,8 @@ pub struct Forwarding<'a> {
     pub tls: bool,
     pub request_id: &'a str,
     pub route: &'a str,
+    /// The extracted event type, when the route reads one.
+    pub event: Option<&'a str>,
 }
 
 /// Builds the upstream request head for a buffered body of `body_len` bytes.
@@ -62,7 +65,7 @@ pub fn upstream_request(
                     None => text.into_owned(),
                 });
             }
-            X_FORWARDED_PROTO | X_REQUEST_ID | X_HOOKGATE_ROUTE => {}
+            X_FORWARDED_PROTO | X_REQUEST_ID | X_HOOKGATE_ROUTE | X_HOOKGATE_EVENT => {}
             _ => {
                 request.append_header(name.clone(), value.clone())?;
             }
@@ -88,6 +91,12 @@ pub fn upstream_request(
     )?;
     request.insert_header(X_REQUEST_ID, forwarding.request_id)?;
     request.insert_header(X_HOOKGATE_ROUTE, forwarding.route)?;
+    if let Some(event) = forwarding.event {
+        // Events may be non-ASCII UTF-8 (never control characters): bytes, not str.
+        if let Ok(value) = http::HeaderValue::from_bytes(event.as_bytes()) {
+            request.insert_header(X_HOOKGATE_EVENT, value)?;
+        }
+    }
     if body_len > 0 || sends_body(downstream) {
         request.insert_header(header::CONTENT_LENGTH, body_len)?;
     }
@@ -172,6 +181,7 @@ mod tests {
             tls: false,
             request_id: "req-1",
             route: "stripe",
+            event: None,
         }
     }
 

@@ -9,9 +9,12 @@
 //! 5. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
 //! 6. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
 //!                                                      | timestamp_out_of_range
-//! 7. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
-//! 8. relay the upstream's answer to the sender
-//! 9. metrics + one access-log line (logging phase)
+//! 7. duplicate delivery id (route `dedupe`)         -> 200 duplicate / 409 duplicate_in_flight
+//! 8. event type -> the route's upstream(s)          -> 422 event_unmatched / 400 bad_request
+//! 9. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
+//!    of the primary upstream; relay its answer to the sender; after a 2xx,
+//!    remember the delivery id and queue copies for the fan-out upstreams
+//! 10. metrics + one access-log line (logging phase)
 //! ```
 //! Steps 0–4 cost no body read: a refused request closes its connection.
 //! The phases only delegate: matching is `routing`, client address and
@@ -22,6 +25,7 @@
 //! Pingora's own upstream phases never run (DESIGN.md §2).
 
 mod body;
+mod copies;
 mod forward;
 mod headers;
 mod reply;
@@ -32,16 +36,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::allowlist;
+use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
+use crate::events::Target;
+use crate::fanout::{Fanout, Payload};
 use crate::metrics::{status_class, Metrics, Outcome, UNMATCHED_ROUTE};
 use crate::ratelimit::{InflightGuard as InflightSlot, InflightLimit};
 use crate::routing::RouteMatch;
-use crate::state::{SharedState, Snapshot};
+use crate::state::{Route, SharedState, Snapshot};
 use crate::verify::{self, Verified};
 use body::BodyError;
+pub use copies::{CopyMetrics, CopySender};
 use forward::ForwardError;
 pub use reply::Reply;
 
@@ -51,16 +60,24 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     connector: Connector,
     inflight_limit: InflightLimit,
+    fanout: Arc<Fanout>,
 }
 
 impl Gateway {
-    /// `inflight_limit` is shared with the reloader, which adjusts its maximum.
-    pub fn new(state: SharedState, metrics: Arc<Metrics>, inflight_limit: InflightLimit) -> Self {
+    /// `inflight_limit` is shared with the reloader, which adjusts its maximum;
+    /// `fanout` delivers the background copies.
+    pub fn new(
+        state: SharedState,
+        metrics: Arc<Metrics>,
+        inflight_limit: InflightLimit,
+        fanout: Arc<Fanout>,
+    ) -> Self {
         Gateway {
             state,
             metrics,
             connector: Connector::new(None),
             inflight_limit,
+            fanout,
         }
     }
 }
@@ -83,6 +100,10 @@ pub struct RequestContext {
     upstream_status: Option<u16>,
     upstream_time: Option<Duration>,
     detail: Option<String>,
+    /// Why a 400 was answered, shown to the sender (never secret).
+    reason: Option<String>,
+    /// The event as extracted, for `X-Hookgate-Event` and the access log.
+    event: Option<String>,
     /// Counts the request in `hookgate_inflight_requests` while it lives.
     _counted: InflightGuard,
     /// Its admission under `[server] max_inflight`, released on drop.
@@ -126,6 +147,8 @@ impl ProxyHttp for Gateway {
             upstream_status: None,
             upstream_time: None,
             detail: None,
+            reason: None,
+            event: None,
             _counted: InflightGuard(self.metrics.inflight.clone()),
             admission: None,
         }
@@ -233,8 +256,9 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[route.name()])
             .observe(body.len() as f64);
 
-        // 6. Verify.
-        let verified = {
+        // 6. Verify, 7. duplicate delivery, 8. event: all read the verified body
+        // and the head; the answer is decided first, then written.
+        let admitted = {
             let head = session.req_header();
             let request = verify::Request {
                 method: head.method.as_str(),
@@ -244,7 +268,6 @@ impl ProxyHttp for Gateway {
                 body: &body,
             };
             match route.settings.verifier.verify(&request, SystemTime::now()) {
-                Ok(verified) => VerifiedBody::new(&body, &verified),
                 Err(error) => {
                     self.metrics
                         .signature_failures
@@ -255,34 +278,51 @@ impl ProxyHttp for Gateway {
                         ])
                         .inc();
                     ctx.detail = Some(error.to_string());
-                    let reply = Reply::for_verify_error(&error);
-                    return self.reject(session, ctx, &reply).await;
+                    Err((Reply::for_verify_error(&error), None))
                 }
+                Ok(verified) => self.admit(route, &verified, &body, &head.headers, ctx),
+            }
+        };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err((reply, retry_after)) => {
+                let extra: Vec<(&'static str, String)> = retry_after
+                    .map(|s| ("Retry-After", s.to_string()))
+                    .into_iter()
+                    .collect();
+                return self.reject_with(session, ctx, &reply, &extra).await;
             }
         };
 
-        // 7. Forward.
+        // 9. Forward to the primary upstream.
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
         let request = headers::upstream_request(
             session.req_header(),
-            verified.len(),
+            admitted.body.len(),
             &headers::Forwarding {
                 client: ctx.peer,
                 tls,
                 request_id: &ctx.request_id,
                 route: route.name(),
+                event: ctx.event.as_deref(),
             },
         )?;
-        let pool = route.upstream.clone();
-        ctx.upstream = Some(pool.name().to_string());
+        let Some(pool) = snapshot.pools.get(admitted.primary) else {
+            // Config validation makes this unreachable; answer rather than panic.
+            ctx.detail = Some(format!("upstream {} not in the snapshot", admitted.primary));
+            return self
+                .reject(session, ctx, &Reply::UPSTREAM_UNAVAILABLE)
+                .await;
+        };
+        ctx.upstream = Some(admitted.primary.to_string());
         let result = forward::forward(
             &self.connector,
             session,
-            &pool,
-            request,
-            verified,
+            pool,
+            &request,
+            &admitted.body,
             &ctx.request_id,
             &mut ctx.target,
         )
@@ -293,6 +333,14 @@ impl ProxyHttp for Gateway {
                 ctx.status = Some(forwarded.status);
                 ctx.upstream_status = Some(forwarded.status);
                 ctx.upstream_time = Some(forwarded.upstream_time);
+                if (200..300).contains(&forwarded.status) {
+                    // Only a delivery the primary accepted is remembered and copied:
+                    // after a failure the provider retries, and copies would double.
+                    if let Some(claim) = admitted.claim {
+                        claim.forwarded(Instant::now());
+                    }
+                    self.queue_copies(route.name(), admitted.copies, &request, &admitted.body);
+                }
                 Ok(true)
             }
             Err(ForwardError::Unavailable) => {
@@ -363,6 +411,7 @@ impl ProxyHttp for Gateway {
             path = %head.uri.path(),
             status = ctx.status.or_else(|| session.response_written().map(|r| r.status.as_u16())).unwrap_or(0),
             outcome = outcome.as_str(),
+            event = ctx.event.as_deref().unwrap_or(""),
             upstream = ctx.upstream.as_deref().unwrap_or(""),
             upstream_target = %ctx.target.map(|t| t.to_string()).unwrap_or_default(),
             upstream_status = ctx.upstream_status.unwrap_or(0),
@@ -399,7 +448,102 @@ impl VerifiedBody {
     }
 }
 
+/// A verified request cleared for forwarding.
+struct Admitted<'r> {
+    body: VerifiedBody,
+    /// Remembers the delivery id once the primary accepted it (dedupe).
+    claim: Option<Claim>,
+    primary: &'r str,
+    copies: &'r [String],
+}
+
+/// A refusal decided before anything was written: the reply and its `Retry-After`.
+type Refusal = (Reply, Option<u64>);
+
 impl Gateway {
+    /// Steps 7 and 8 for a verified request: duplicate delivery, then the event
+    /// and the upstreams it routes to.
+    fn admit<'r>(
+        &self,
+        route: &'r Route,
+        verified: &Verified<'_>,
+        body: &bytes::Bytes,
+        headers: &http::HeaderMap,
+        ctx: &mut RequestContext,
+    ) -> Result<Admitted<'r>, Refusal> {
+        let claim = match &route.dedupe {
+            None => None,
+            Some(store) => match store.admit(verified, headers, Instant::now()) {
+                Ok(Admission::Forward(claim)) => claim,
+                Ok(Admission::Duplicate) => {
+                    ctx.detail = Some("delivery id already forwarded".to_string());
+                    return Err((Reply::DUPLICATE, None));
+                }
+                Ok(Admission::InFlight) => {
+                    ctx.detail = Some("the same delivery id is being forwarded".to_string());
+                    return Err((Reply::DUPLICATE_IN_FLIGHT, Some(IN_FLIGHT_RETRY_AFTER_SECS)));
+                }
+                Err(error) => {
+                    ctx.reason = Some(error.to_string());
+                    return Err((Reply::BAD_REQUEST, None));
+                }
+            },
+        };
+        let decision = match route.settings.events.route(verified, headers) {
+            Ok(decision) => decision,
+            Err(error) => {
+                ctx.reason = Some(error.to_string());
+                return Err((Reply::BAD_REQUEST, None));
+            }
+        };
+        if route.settings.events.has_event() {
+            self.metrics
+                .events
+                .with_label_values(&[route.name(), decision.label])
+                .inc();
+        }
+        ctx.event = decision.event.map(|event| event.into_owned());
+        match decision.target {
+            Target::Reject => Err((Reply::EVENT_UNMATCHED, None)),
+            target => Ok(Admitted {
+                body: VerifiedBody::new(body, verified),
+                claim,
+                primary: target.primary().unwrap_or(&route.settings.upstreams[0]),
+                copies: target.copies(),
+            }),
+        }
+    }
+
+    /// Queues one background copy per fan-out upstream; a copy the queue
+    /// cannot take is counted and logged, never silently lost.
+    fn queue_copies(
+        &self,
+        route: &str,
+        copies: &[String],
+        request: &RequestHeader,
+        body: &VerifiedBody,
+    ) {
+        if copies.is_empty() {
+            return;
+        }
+        let payload = Arc::new(Payload {
+            method: request.method.clone(),
+            path_and_query: String::from_utf8_lossy(request.raw_path()).into_owned(),
+            headers: request.headers.clone(),
+            body: body.bytes().clone(),
+        });
+        for upstream in copies {
+            if let Err(dropped) = self.fanout.enqueue(route, upstream, payload.clone()) {
+                let reason = dropped.reason.label();
+                self.metrics
+                    .fanout_dropped
+                    .with_label_values(&[route, upstream, reason])
+                    .inc();
+                tracing::warn!(route, upstream = %upstream, reason, "fan-out copy dropped");
+            }
+        }
+    }
+
     /// Answers a rejection or failure with its JSON body. The connection is closed
     /// when the request body may still be unread.
     async fn reject(
@@ -429,6 +573,7 @@ impl Gateway {
             &ctx.request_id,
             body_unread,
             extra,
+            ctx.reason.as_deref(),
         )
         .await?;
         Ok(true)

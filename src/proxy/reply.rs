@@ -1,8 +1,10 @@
 //! Answers the gateway writes itself: the fixed JSON error body for every
 //! rejection and upstream failure.
 //!
-//! Bodies are `{"error":"<code>","route":"<name>","request_id":"<id>"}` and carry
-//! nothing else: no detail, no secret, no expected signature. Details go to the log.
+//! Bodies are `{"error":"<code>","route":"<name>","request_id":"<id>"}` (a
+//! duplicate delivery gets `{"status":"duplicate",…}`), plus a `reason` only for
+//! 400s about an unparseable body or delivery id. No secret and no expected
+//! signature ever; other details go to the log.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -16,14 +18,23 @@ use crate::verify::VerifyError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
+    /// The code, under `error` (or under `status` for a non-error such as `duplicate`).
     pub error: &'static str,
     pub outcome: Outcome,
+    is_error: bool,
 }
 
 impl Reply {
     pub const NO_ROUTE: Reply = Reply::new(404, "no_route", Outcome::NoRoute);
     pub const METHOD_NOT_ALLOWED: Reply =
         Reply::new(405, "method_not_allowed", Outcome::MethodNotAllowed);
+    pub const DUPLICATE: Reply = Reply {
+        is_error: false,
+        ..Reply::new(200, "duplicate", Outcome::Duplicate)
+    };
+    pub const DUPLICATE_IN_FLIGHT: Reply =
+        Reply::new(409, "duplicate_in_flight", Outcome::DuplicateInFlight);
+    pub const EVENT_UNMATCHED: Reply = Reply::new(422, "event_unmatched", Outcome::EventUnmatched);
     pub const IP_NOT_ALLOWED: Reply = Reply::new(403, "ip_not_allowed", Outcome::IpDenied);
     pub const RATE_LIMITED: Reply = Reply::new(429, "rate_limited", Outcome::RateLimited);
     pub const OVERLOADED: Reply = Reply::new(503, "overloaded", Outcome::Overloaded);
@@ -56,17 +67,32 @@ impl Reply {
             status,
             error,
             outcome,
+            is_error: true,
         }
     }
 }
 
 /// The JSON body of a reply. Route names and request ids are restricted to
-/// characters that need no JSON escaping (config validation and `request_id`).
-pub fn json_body(reply: &Reply, route: Option<&str>, request_id: &str) -> Bytes {
+/// characters that need no JSON escaping (config validation and `request_id`);
+/// a `reason` is escaped.
+pub fn json_body(
+    reply: &Reply,
+    route: Option<&str>,
+    request_id: &str,
+    reason: Option<&str>,
+) -> Bytes {
     let mut body = String::with_capacity(96);
-    body.push_str("{\"error\":\"");
+    body.push_str(if reply.is_error {
+        "{\"error\":\""
+    } else {
+        "{\"status\":\""
+    });
     body.push_str(reply.error);
     body.push('"');
+    if let Some(reason) = reason {
+        body.push_str(",\"reason\":");
+        body.push_str(&serde_json::Value::from(reason).to_string());
+    }
     if let Some(route) = route {
         body.push_str(",\"route\":\"");
         body.push_str(route);
@@ -88,8 +114,9 @@ pub async fn send(
     request_id: &str,
     close: bool,
     extra: &[(&'static str, String)],
+    reason: Option<&str>,
 ) -> Result<()> {
-    let body = json_body(reply, route, request_id);
+    let body = json_body(reply, route, request_id, reason);
     let mut header = ResponseHeader::build(reply.status, Some(4))?;
     header.insert_header("Content-Type", "application/json")?;
     header.insert_header("Content-Length", body.len())?;
@@ -117,17 +144,31 @@ mod tests {
 
     #[test]
     fn bodies_are_valid_json_with_the_fixed_fields() {
-        let body = json_body(&Reply::NO_ROUTE, None, "abc");
+        let body = json_body(&Reply::NO_ROUTE, None, "abc", None);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"error": "no_route", "request_id": "abc"})
         );
-        let body = json_body(&Reply::UPSTREAM_TIMEOUT, Some("stripe"), "r-1");
+        let body = json_body(&Reply::UPSTREAM_TIMEOUT, Some("stripe"), "r-1", None);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"error": "upstream_timeout", "route": "stripe", "request_id": "r-1"})
         );
+        let body = json_body(&Reply::DUPLICATE, Some("gh"), "r-2", None);
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"status": "duplicate", "route": "gh", "request_id": "r-2"})
+        );
+        let body = json_body(
+            &Reply::BAD_REQUEST,
+            Some("gh"),
+            "r-3",
+            Some("body is not valid JSON (\"x\")"),
+        );
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["reason"], "body is not valid JSON (\"x\")");
     }
 }

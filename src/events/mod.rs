@@ -1,0 +1,949 @@
+//! Routing inside a route by the payload's event type: where the event comes from, the
+//! `[[routes.events]]` rules, and the decision the proxy acts on.
+//!
+//! Owns: the file layer of a route's `event = { ... }`, `[[routes.events]]` and `unmatched`
+//! keys ([`EventSpec`], [`EventRuleFile`]); their validation into an [`EventRouter`] (every
+//! problem at once, keyed relative to the route: `"event"`, `"event.json"`,
+//! `"events[1].match"`, `"events[0].upstream"`, `"unmatched"`); extraction of the event from a
+//! [`Verified`] request ([`extract`]); JSON pointers ([`mod@pointer`]); patterns ([`rules`]); the
+//! [`Decision`] with its bounded metric label. Does not own: which route a request belongs to
+//! (`routing`), whether upstream names exist (the loader passes a check to
+//! [`EventRouter::compile`]), answering 400/422, forwarding, fan-out delivery (`fanout`) or
+//! metric registration (`metrics`).
+//!
+//! # Configuration
+//! ```toml
+//! [[routes]]
+//! name = "github"
+//! upstream = "ci"                      # events no rule matches (unmatched = "default")
+//! event = { header = "X-GitHub-Event" }
+//!   [[routes.events]]
+//!   match = ["issues", "issue_comment"]
+//!   upstream = "tracker"
+//!   [[routes.events]]
+//!   match = "pull_request*"            # glob: * any run, ? one character
+//!   upstream = ["ci", "audit"]         # fan-out: ci answers the sender, audit gets a copy
+//! ```
+//! `event` is one of `{ header = "X-GitHub-Event" }`, `{ json = "/type" }` (a JSON pointer,
+//! RFC 6901: `/data/object/object`, `/items/0/type`, `~1` for `/`, `~0` for `~`),
+//! `{ form = "event" }` (a urlencoded field), `{ form = "payload", json = "/type" }` (JSON in a
+//! form field, as Slack interactivity posts it) or `{ xml = "/event/type" }` (element names
+//! from the root; `/notification/@type` for an attribute). `unmatched = "reject"` answers
+//! 422 `event_unmatched`; `"default"` (the default) forwards to the route's `upstream`.
+//!
+//! # Semantics
+//! - Rules are tried in file order; **the first rule with a matching pattern wins**. A pattern
+//!   that could never win — an exact name an earlier pattern matches, or a glob written
+//!   before — is reported as a problem.
+//! - A request without an event (header absent, pointer/path/field not there, JSON `null`,
+//!   an empty value) matches no rule: it goes to the route's upstream, or is rejected with
+//!   `unmatched = "reject"`.
+//! - A body that cannot be parsed far enough to answer, a value that is an object or array,
+//!   a repeated event header, an event over [`MAX_EVENT_LEN`] bytes or with control
+//!   characters is an [`EventError`]: the proxy answers 400 `bad_request` with its text.
+//! - The metric label ([`Decision::label`]) is the text of the pattern that matched, or
+//!   [`OTHER_LABEL`]: a bounded set known at load time ([`EventRouter::labels`]). The event
+//!   itself ([`Decision::event`]) is for the `X-Hookgate-Event` header and the log only; it
+//!   is at most [`MAX_EVENT_LEN`] bytes of visible text, so it is always a valid header value.
+//! - Extraction runs after verification, once per request, and never copies the body; routes
+//!   without `event` never look at the body.
+//!
+//! # Trust
+//! A JSON, form or XML event is inside the signed body. A **header** event is not covered by
+//! most signatures (GitHub signs only the body): whoever can replay a signed body (GitHub
+//! deliveries carry no timestamp) can pick the header and so the upstream. Upstreams that act
+//! differently per event should read the event from the body they receive.
+
+pub mod extract;
+pub mod pointer;
+pub mod rules;
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderName};
+use serde::Deserialize;
+
+use crate::config::Problem;
+use crate::verify::Verified;
+
+pub use extract::{Extractor, XmlPath};
+pub use pointer::{JsonPointer, PointerError};
+pub use rules::Pattern;
+
+/// The metric label of an event no pattern matched (or of a request without an event).
+pub const OTHER_LABEL: &str = "_other";
+
+/// Longest event type accepted, in bytes.
+pub const MAX_EVENT_LEN: usize = 256;
+
+// ---------------------------------------------------------------------------------------------
+// File layer
+
+/// A route's `event = { ... }` table, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    /// `"X-GitHub-Event"`.
+    pub header: Option<String>,
+    /// A JSON pointer into the body, or into the `form` field when both are given.
+    pub json: Option<String>,
+    /// A urlencoded form field.
+    pub form: Option<String>,
+    /// An XML path such as `"/event/type"`.
+    pub xml: Option<String>,
+}
+
+/// One `[[routes.events]]` rule, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRuleFile {
+    /// `"push"`, `["issues", "issue_comment"]`, `"payment_intent.*"`.
+    #[serde(rename = "match")]
+    pub patterns: OneOrMany,
+    /// `"tracker"` or `["ci", "audit"]` (fan-out: the first answers the sender).
+    pub upstream: OneOrMany,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The entries, each with its key suffix relative to the field: `""` for a single
+    /// string, `"[i]"` for list entries.
+    fn entries(&self) -> Vec<(String, &str)> {
+        match self {
+            OneOrMany::One(s) => vec![(String::new(), s.as_str())],
+            OneOrMany::Many(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("[{i}]"), s.as_str()))
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, OneOrMany::Many(list) if list.is_empty())
+    }
+}
+
+impl EventSpec {
+    /// Validates the table into an [`Extractor`]. Problem keys: `"event"` (the combination),
+    /// `"event.header"`, `"event.json"`, `"event.form"`, `"event.xml"`.
+    pub fn compile(&self) -> Result<Extractor, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem::new(format!("event.{key}"), message));
+        };
+        let header = self.header.as_deref().and_then(|name| {
+            HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| {
+                    problem(
+                        "header",
+                        format!("invalid header name {name:?}; write e.g. \"X-GitHub-Event\""),
+                    )
+                })
+                .ok()
+        });
+        let json = self.json.as_deref().and_then(|text| {
+            JsonPointer::parse(text)
+                .map_err(|m| problem("json", m))
+                .ok()
+        });
+        let form = self.form.as_deref().and_then(|field| {
+            if field.is_empty() {
+                problem(
+                    "form",
+                    "empty form field name; write e.g. \"payload\"".into(),
+                );
+                None
+            } else {
+                Some(field.to_string())
+            }
+        });
+        let xml = self
+            .xml
+            .as_deref()
+            .and_then(|text| XmlPath::parse(text).map_err(|m| problem("xml", m)).ok());
+        let given = [
+            self.header.is_some(),
+            self.json.is_some(),
+            self.form.is_some(),
+            self.xml.is_some(),
+        ];
+        let usage = "use one of { header = \"X-GitHub-Event\" }, { json = \"/type\" }, \
+                     { form = \"event\" }, { form = \"payload\", json = \"/type\" }, \
+                     { xml = \"/event/type\" }";
+        let combination_ok = matches!(
+            given,
+            [true, false, false, false]
+                | [false, true, false, false]
+                | [false, false, true, false]
+                | [false, true, true, false]
+                | [false, false, false, true]
+        );
+        if !combination_ok {
+            let message = if given.iter().all(|g| !g) {
+                format!("event says nowhere to find the event type; {usage}")
+            } else {
+                format!(
+                    "event combines sources that cannot go together (only form and json \
+                     combine); {usage}"
+                )
+            };
+            problems.push(Problem::new("event", message));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(match (header, json, form, xml) {
+            (Some(h), None, None, None) => Extractor::Header(h),
+            (None, Some(j), None, None) => Extractor::Json(j),
+            (None, None, Some(f), None) => Extractor::Form(f),
+            (None, Some(j), Some(f), None) => Extractor::FormJson(f, j),
+            (None, None, None, Some(x)) => Extractor::Xml(x),
+            _ => return Err(vec![Problem::new("event", usage)]),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compiled router
+
+/// A route's compiled event routing. Immutable; share it with the route's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRouter {
+    extractor: Option<Extractor>,
+    rules: Vec<Rule>,
+    default: Vec<String>,
+    reject_unmatched: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    patterns: Vec<Pattern>,
+    upstreams: Vec<String>,
+}
+
+/// What to do with a verified request, from its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<'r, 'a> {
+    /// The event as extracted (for `X-Hookgate-Event` and the log, never a metric label):
+    /// at most [`MAX_EVENT_LEN`] bytes, no control characters. `None` when the route has no
+    /// `event` or the request carries none.
+    pub event: Option<Cow<'a, str>>,
+    /// Bounded metric label: the matching pattern's text, else [`OTHER_LABEL`].
+    pub label: &'r str,
+    pub target: Target<'r>,
+}
+
+/// Where the request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'r> {
+    /// Forward to `upstreams[0]` (its answer goes back to the sender) and queue copies for
+    /// `upstreams[1..]`. Never empty. `rule` is the index of the matching
+    /// `[[routes.events]]` rule, `None` for the route's own upstream.
+    Forward {
+        upstreams: &'r [String],
+        rule: Option<usize>,
+    },
+    /// `unmatched = "reject"` and no rule matched: answer 422 `event_unmatched`, forward
+    /// nothing.
+    Reject,
+}
+
+impl<'r> Target<'r> {
+    /// The upstream whose answer goes back to the sender.
+    pub fn primary(&self) -> Option<&'r str> {
+        match self {
+            Target::Forward { upstreams, .. } => upstreams.first().map(String::as_str),
+            Target::Reject => None,
+        }
+    }
+
+    /// The upstreams that get background copies (fan-out); empty when there are none.
+    pub fn copies(&self) -> &'r [String] {
+        match self {
+            Target::Forward { upstreams, .. } => upstreams.get(1..).unwrap_or_default(),
+            Target::Reject => &[],
+        }
+    }
+}
+
+/// Why no decision could be made; the proxy answers 400 `bad_request` with
+/// its `Display` text as the reason and forwards nothing. Messages hold positions and
+/// header names, and at most a short excerpt of XML markup names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("body is not valid JSON ({0})")]
+    Json(String),
+    #[error("body is not valid XML ({0})")]
+    Xml(String),
+    #[error("the event at {pointer} is {kind}, not a string")]
+    NotScalar { pointer: String, kind: &'static str },
+    #[error("header {0} appears more than once")]
+    RepeatedHeader(HeaderName),
+    #[error("header {0} is not visible ASCII text")]
+    HeaderNotText(HeaderName),
+    #[error("the event type is {0} bytes long; at most 256 are accepted")]
+    TooLong(usize),
+    #[error("the event type contains control characters")]
+    ControlCharacters,
+}
+
+impl EventError {
+    /// Client-facing error code.
+    pub fn error_code(&self) -> &'static str {
+        "bad_request"
+    }
+}
+
+impl EventRouter {
+    /// A route without event routing: everything goes to `default`.
+    pub fn passthrough(default: Vec<String>) -> Self {
+        EventRouter {
+            extractor: None,
+            rules: Vec::new(),
+            default,
+            reject_unmatched: false,
+        }
+    }
+
+    /// Validates a route's `event`, `[[routes.events]]` and `unmatched`.
+    ///
+    /// `default` is the route's own (already checked) upstream list; `is_upstream` says
+    /// whether a name is a configured upstream. On failure returns every problem, keyed
+    /// relative to the route (`"event.json"`, `"events[1].match"`, `"events[1].match[0]"`,
+    /// `"events[0].upstream"`, `"unmatched"`); the loader prefixes `"routes[N]"`.
+    pub fn compile(
+        event: Option<&EventSpec>,
+        rules: &[EventRuleFile],
+        unmatched: Option<&str>,
+        default: &[String],
+        is_upstream: &dyn Fn(&str) -> bool,
+    ) -> Result<EventRouter, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let extractor = event.and_then(|spec| spec.compile().map_err(|p| problems.extend(p)).ok());
+        let reject_unmatched = match unmatched.map(str::trim) {
+            None | Some("default") => false,
+            Some("reject") => true,
+            Some(other) => {
+                problems.push(Problem::new(
+                    "unmatched",
+                    format!(
+                        "unknown unmatched = {other:?}; use \"default\" (send to the route's \
+                         upstream) or \"reject\" (answer 422 event_unmatched)"
+                    ),
+                ));
+                false
+            }
+        };
+        if event.is_none() {
+            if !rules.is_empty() {
+                problems.push(Problem::new(
+                    "events",
+                    "[[routes.events]] rules need an event = { ... } saying where the event \
+                     type is, e.g. event = { header = \"X-GitHub-Event\" } or \
+                     event = { json = \"/type\" }",
+                ));
+            }
+            if reject_unmatched {
+                problems.push(Problem::new(
+                    "unmatched",
+                    "unmatched = \"reject\" without an event = { ... } would reject every \
+                     request; add event (and rules) or remove unmatched",
+                ));
+            }
+        }
+        if default.is_empty() && !reject_unmatched {
+            problems.push(Problem::new(
+                "unmatched",
+                "the route has no upstream for events no rule matches; set upstream or \
+                 unmatched = \"reject\"",
+            ));
+        }
+
+        let mut compiled = Vec::with_capacity(rules.len());
+        // Every pattern so far, for unreachable-pattern checks: (rule index, pattern).
+        let mut earlier: Vec<(usize, Pattern)> = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let mut patterns = Vec::new();
+            if rule.patterns.is_empty() {
+                problems.push(Problem::new(
+                    format!("events[{i}].match"),
+                    "empty match list; give at least one event type or glob",
+                ));
+            }
+            for (suffix, text) in rule.patterns.entries() {
+                let key = format!("events[{i}].match{suffix}");
+                let pattern = match Pattern::parse(text) {
+                    Ok(p) => p,
+                    Err(m) => {
+                        problems.push(Problem::new(key, m));
+                        continue;
+                    }
+                };
+                // An exact pattern matched by any earlier pattern, or a glob written
+                // before, can never win.
+                let shadowed = earlier.iter().find(|(_, p)| {
+                    if pattern.is_glob() {
+                        p.as_str() == text
+                    } else {
+                        p.matches(text)
+                    }
+                });
+                if let Some((j, by)) = shadowed {
+                    let place = if *j == i {
+                        "earlier in this rule".to_string()
+                    } else {
+                        format!("by events[{j}]")
+                    };
+                    problems.push(Problem::new(
+                        key,
+                        format!(
+                            "{text:?} is already matched by {:?} {place}; the first \
+                                 matching rule wins, so this never matches (remove it or \
+                                 move it up)",
+                            by.as_str()
+                        ),
+                    ));
+                    continue;
+                }
+                earlier.push((i, pattern.clone()));
+                patterns.push(pattern);
+            }
+            let upstreams = check_upstreams(&rule.upstream, i, is_upstream, &mut problems);
+            compiled.push(Rule {
+                patterns,
+                upstreams,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(EventRouter {
+            extractor,
+            rules: compiled,
+            default: default.to_vec(),
+            reject_unmatched,
+        })
+    }
+
+    /// Whether the route reads an event at all (if not, [`EventRouter::route`] never
+    /// touches the body).
+    pub fn has_event(&self) -> bool {
+        self.extractor.is_some()
+    }
+
+    /// Extracts the event of a verified request and picks its target.
+    pub fn route<'r, 'a>(
+        &'r self,
+        verified: &Verified<'a>,
+        headers: &'a HeaderMap,
+    ) -> Result<Decision<'r, 'a>, EventError> {
+        let event = match &self.extractor {
+            None => None,
+            Some(extractor) => extractor.extract(verified, headers)?,
+        };
+        let event = match event {
+            Some(e) if e.is_empty() => None,
+            Some(e) if e.len() > MAX_EVENT_LEN => return Err(EventError::TooLong(e.len())),
+            Some(e) if e.chars().any(char::is_control) => {
+                return Err(EventError::ControlCharacters)
+            }
+            other => other,
+        };
+        let (label, target) = self.decide(event.as_deref());
+        Ok(Decision {
+            event,
+            label,
+            target,
+        })
+    }
+
+    /// The label and target for an already extracted event (first matching rule wins).
+    pub fn decide(&self, event: Option<&str>) -> (&str, Target<'_>) {
+        if let Some(event) = event {
+            for (index, rule) in self.rules.iter().enumerate() {
+                if let Some(pattern) = rule.patterns.iter().find(|p| p.matches(event)) {
+                    let target = Target::Forward {
+                        upstreams: &rule.upstreams,
+                        rule: Some(index),
+                    };
+                    return (pattern.as_str(), target);
+                }
+            }
+        }
+        let target = if self.reject_unmatched {
+            Target::Reject
+        } else {
+            Target::Forward {
+                upstreams: &self.default,
+                rule: None,
+            }
+        };
+        (OTHER_LABEL, target)
+    }
+
+    /// Every label [`Decision::label`] can take, for pre-registering metrics: each pattern
+    /// in rule order, then [`OTHER_LABEL`].
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.patterns.iter().map(Pattern::as_str))
+            .chain(std::iter::once(OTHER_LABEL))
+    }
+
+    /// Every upstream a decision can name (default first, then rules), with repeats.
+    pub fn upstreams(&self) -> impl Iterator<Item = &str> {
+        self.default
+            .iter()
+            .chain(self.rules.iter().flat_map(|r| r.upstreams.iter()))
+            .map(String::as_str)
+    }
+}
+
+fn check_upstreams(
+    upstream: &OneOrMany,
+    rule: usize,
+    is_upstream: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    if upstream.is_empty() {
+        problems.push(Problem::new(
+            format!("events[{rule}].upstream"),
+            "empty upstream list; name at least one upstream",
+        ));
+    }
+    for (suffix, name) in upstream.entries() {
+        let key = format!("events[{rule}].upstream{suffix}");
+        if !is_upstream(name) {
+            problems.push(Problem::new(
+                key,
+                format!("unknown upstream {name:?}; define it under [upstreams.{name}]"),
+            ));
+        } else if names.iter().any(|n| n == name) {
+            problems.push(Problem::new(
+                key,
+                format!("upstream {name:?} is listed twice; it would get the delivery twice"),
+            ));
+        } else {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{Request, Verifier};
+    use std::time::SystemTime;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RouteFile {
+        #[allow(dead_code)]
+        name: String,
+        upstream: String,
+        event: Option<EventSpec>,
+        #[serde(default)]
+        events: Vec<EventRuleFile>,
+        unmatched: Option<String>,
+    }
+
+    const UPSTREAMS: &[&str] = &["ci", "tracker", "audit", "users", "billing", "slack"];
+
+    fn compile(toml_text: &str) -> Result<EventRouter, Vec<Problem>> {
+        let route: RouteFile = toml::from_str(toml_text).unwrap();
+        EventRouter::compile(
+            route.event.as_ref(),
+            &route.events,
+            route.unmatched.as_deref(),
+            std::slice::from_ref(&route.upstream),
+            &|name| UPSTREAMS.contains(&name),
+        )
+    }
+
+    fn keys(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    fn route<'r>(
+        router: &'r EventRouter,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Option<String>, &'r str, Target<'r>), EventError> {
+        let request = Request {
+            method: "POST",
+            path_and_query: "/hook",
+            headers,
+            body,
+        };
+        let verified = Verifier::disabled()
+            .verify(&request, SystemTime::now())
+            .unwrap();
+        router
+            .route(&verified, headers)
+            .map(|d| (d.event.map(Cow::into_owned), d.label, d.target))
+    }
+
+    const GITHUB: &str = r#"
+        name = "github"
+        upstream = "ci"
+        event = { header = "X-GitHub-Event" }
+        [[events]]
+        match = ["issues", "issue_comment"]
+        upstream = "tracker"
+        [[events]]
+        match = "pull_request*"
+        upstream = ["ci", "audit"]
+        [[events]]
+        match = "*"
+        upstream = "audit"
+    "#;
+
+    fn github_headers(event: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-github-event", event.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn github_rules_first_match_wins() {
+        let router = compile(GITHUB).unwrap();
+        let body = br#"{"action":"opened"}"#;
+        let table: [(&str, &str, &[&str], Option<usize>); 6] = [
+            ("issues", "issues", &["tracker"], Some(0)),
+            ("issue_comment", "issue_comment", &["tracker"], Some(0)),
+            ("pull_request", "pull_request*", &["ci", "audit"], Some(1)),
+            (
+                "pull_request_review",
+                "pull_request*",
+                &["ci", "audit"],
+                Some(1),
+            ),
+            ("push", "*", &["audit"], Some(2)),
+            ("issues2", "*", &["audit"], Some(2)),
+        ];
+        for (event, label, upstreams, rule) in table {
+            let (got_event, got_label, target) =
+                route(&router, &github_headers(event), body).unwrap();
+            assert_eq!(got_event.as_deref(), Some(event));
+            assert_eq!(got_label, label, "{event}");
+            let Target::Forward {
+                upstreams: got,
+                rule: got_rule,
+            } = target
+            else {
+                panic!("{event} rejected");
+            };
+            assert_eq!(got, upstreams, "{event}");
+            assert_eq!(got_rule, rule, "{event}");
+        }
+        let (_, _, t) = route(&router, &github_headers("pull_request"), body).unwrap();
+        assert_eq!(t.primary(), Some("ci"));
+        assert_eq!(t.copies(), ["audit"]);
+        // No header: the route's upstream, label _other.
+        let (event, label, target) = route(&router, &HeaderMap::new(), body).unwrap();
+        assert_eq!((event, label), (None, OTHER_LABEL));
+        assert_eq!(
+            target,
+            Target::Forward {
+                upstreams: &["ci".to_string()],
+                rule: None
+            }
+        );
+        assert_eq!(target.copies(), [] as [String; 0]);
+        assert_eq!(
+            router.labels().collect::<Vec<_>>(),
+            ["issues", "issue_comment", "pull_request*", "*", "_other"]
+        );
+        assert_eq!(
+            router.upstreams().collect::<Vec<_>>(),
+            ["ci", "tracker", "ci", "audit", "audit"]
+        );
+    }
+
+    #[test]
+    fn unmatched_reject_and_default() {
+        let shop = r#"
+            name = "shop"
+            upstream = "ci"
+            event = { json = "/event_type" }
+            unmatched = "reject"
+            [[events]]
+            match = "user_signup"
+            upstream = "users"
+            [[events]]
+            match = "payment_processed"
+            upstream = "billing"
+        "#;
+        let router = compile(shop).unwrap();
+        let h = HeaderMap::new();
+        let (event, label, target) =
+            route(&router, &h, br#"{"event_type":"user_signup"}"#).unwrap();
+        assert_eq!(event.as_deref(), Some("user_signup"));
+        assert_eq!(label, "user_signup");
+        assert_eq!(target.primary(), Some("users"));
+        let (_, label, target) = route(&router, &h, br#"{"event_type":"refund"}"#).unwrap();
+        assert_eq!((label, target), (OTHER_LABEL, Target::Reject));
+        assert_eq!(target.primary(), None);
+        // No event at all is unmatched too.
+        let (_, _, target) = route(&router, &h, br#"{"other":1}"#).unwrap();
+        assert_eq!(target, Target::Reject);
+        let (_, _, target) = route(&router, &h, br#"{"event_type":""}"#).unwrap();
+        assert_eq!(target, Target::Reject);
+        // Unparseable body: an error for a 400, not a rejection.
+        let err = route(&router, &h, b"<xml/>").unwrap_err();
+        assert_eq!(err.error_code(), "bad_request");
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+
+        let default = shop.replace("unmatched = \"reject\"", "unmatched = \"default\"");
+        let router = compile(&default).unwrap();
+        let (_, label, target) = route(&router, &h, br#"{"event_type":"refund"}"#).unwrap();
+        assert_eq!(label, OTHER_LABEL);
+        assert_eq!(target.primary(), Some("ci"));
+        let implicit = shop.replace("unmatched = \"reject\"", "");
+        assert_eq!(compile(&implicit).unwrap(), router);
+    }
+
+    #[test]
+    fn stripe_globs_and_nested_pointer() {
+        let router = compile(
+            r#"
+            name = "stripe"
+            upstream = "billing"
+            event = { json = "/type" }
+            [[events]]
+            match = "payment_intent.*"
+            upstream = ["billing", "audit"]
+            [[events]]
+            match = ["customer.subscription.*", "invoice.paid"]
+            upstream = "users"
+        "#,
+        )
+        .unwrap();
+        let body = br#"{"id":"evt_1","object":"event","data":{"object":{"object":"payment_intent"}},"type":"payment_intent.succeeded"}"#;
+        let (event, label, target) = route(&router, &HeaderMap::new(), body).unwrap();
+        assert_eq!(event.as_deref(), Some("payment_intent.succeeded"));
+        assert_eq!(label, "payment_intent.*");
+        assert_eq!(target.copies(), ["audit"]);
+        let (_, label, _) =
+            route(&router, &HeaderMap::new(), br#"{"type":"invoice.paid"}"#).unwrap();
+        assert_eq!(label, "invoice.paid");
+        let (_, label, target) =
+            route(&router, &HeaderMap::new(), br#"{"type":"charge.refunded"}"#).unwrap();
+        assert_eq!((label, target.primary()), (OTHER_LABEL, Some("billing")));
+        let err = route(&router, &HeaderMap::new(), br#"{"type":{"nested":1}}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the event at /type is an object, not a string"
+        );
+    }
+
+    #[test]
+    fn slack_form_and_xml_routes() {
+        let slack = compile(
+            r#"
+            name = "slack"
+            upstream = "slack"
+            event = { form = "payload", json = "/type" }
+            [[events]]
+            match = "view_submission"
+            upstream = "users"
+        "#,
+        )
+        .unwrap();
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                "payload",
+                r#"{"type":"view_submission","view":{"id":"V1"}}"#,
+            )
+            .finish();
+        let (event, label, _) = route(&slack, &HeaderMap::new(), body.as_bytes()).unwrap();
+        assert_eq!(
+            (event.as_deref(), label),
+            (Some("view_submission"), "view_submission")
+        );
+
+        let xml = compile(
+            r#"
+            name = "xml"
+            upstream = "ci"
+            event = { xml = "/notification/event/type" }
+            [[events]]
+            match = "order.*"
+            upstream = "billing"
+        "#,
+        )
+        .unwrap();
+        let body = br#"<?xml version="1.0"?><notification><event><type>order.created</type></event></notification>"#;
+        let (event, label, target) = route(&xml, &HeaderMap::new(), body).unwrap();
+        assert_eq!(
+            (event.as_deref(), label, target.primary()),
+            (Some("order.created"), "order.*", Some("billing"))
+        );
+    }
+
+    #[test]
+    fn event_values_are_bounded_and_printable() {
+        let router = compile(GITHUB).unwrap();
+        let long = "x".repeat(MAX_EVENT_LEN + 1);
+        assert_eq!(
+            route(&router, &github_headers(&long), b"").unwrap_err(),
+            EventError::TooLong(257)
+        );
+        let ok = "x".repeat(MAX_EVENT_LEN);
+        assert!(route(&router, &github_headers(&ok), b"").is_ok());
+        let json =
+            compile("name = \"j\"\nupstream = \"ci\"\nevent = { json = \"/type\" }").unwrap();
+        let err = route(&json, &HeaderMap::new(), br#"{"type":"a\nb"}"#).unwrap_err();
+        assert_eq!(err, EventError::ControlCharacters);
+    }
+
+    #[test]
+    fn routes_without_event_never_read_the_body() {
+        let router = compile("name = \"plain\"\nupstream = \"ci\"").unwrap();
+        assert!(!router.has_event());
+        let (event, label, target) = route(&router, &HeaderMap::new(), b"\xff not json").unwrap();
+        assert_eq!(
+            (event, label, target.primary()),
+            (None, OTHER_LABEL, Some("ci"))
+        );
+        assert_eq!(EventRouter::passthrough(vec!["ci".into()]), router);
+    }
+
+    #[test]
+    fn event_spec_problems() {
+        let table: [(&str, &[&str]); 10] = [
+            ("event = {}", &["event"]),
+            ("event = { header = \"X-A\", json = \"/type\" }", &["event"]),
+            ("event = { xml = \"/a\", form = \"f\" }", &["event"]),
+            ("event = { header = \"bad header\" }", &["event.header"]),
+            ("event = { json = \"type\" }", &["event.json"]),
+            ("event = { json = \"/a~2\" }", &["event.json"]),
+            ("event = { form = \"\" }", &["event.form"]),
+            (
+                "event = { form = \"payload\", json = \"nope\" }",
+                &["event.json"],
+            ),
+            ("event = { xml = \"event/type\" }", &["event.xml"]),
+            (
+                "event = { header = \"bad header\", json = \"x\" }",
+                &["event.header", "event.json", "event"],
+            ),
+        ];
+        for (event, expected) in table {
+            let text = format!("name = \"r\"\nupstream = \"ci\"\n{event}");
+            let problems = compile(&text).unwrap_err();
+            assert_eq!(keys(&problems), expected, "{event}: {problems:?}");
+        }
+        let p = &compile("name = \"r\"\nupstream = \"ci\"\nevent = { json = \"type\" }")
+            .unwrap_err()[0];
+        assert!(p.message.contains("\"/type\""), "{p}");
+        // Unknown keys are a parse error with the key's name.
+        let err = toml::from_str::<RouteFile>(
+            "name = \"r\"\nupstream = \"ci\"\nevent = { jsonn = \"/t\" }",
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("jsonn"), "{err}");
+        let err = toml::from_str::<RouteFile>(
+            "name = \"r\"\nupstream = \"ci\"\n[[events]]\nmatch = \"a\"\nupstream = \"ci\"\nmatches = \"b\"",
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("matches"), "{err}");
+    }
+
+    #[test]
+    fn rule_problems_all_reported_with_keys() {
+        let problems = compile(
+            r#"
+            name = "r"
+            upstream = "ci"
+            event = { json = "/type" }
+            unmatched = "drop"
+            [[events]]
+            match = ["issues", ""]
+            upstream = "nowhere"
+            [[events]]
+            match = []
+            upstream = []
+            [[events]]
+            match = "issues"
+            upstream = ["ci", "audit", "ci"]
+            [[events]]
+            match = "pull_request*"
+            upstream = "ci"
+            [[events]]
+            match = ["pull_request_review", "pull_request*", "x", "x"]
+            upstream = ["audit", "ghost"]
+        "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&problems),
+            [
+                "unmatched",
+                "events[0].match[1]",
+                "events[0].upstream",
+                "events[1].match",
+                "events[1].upstream",
+                "events[2].match",
+                "events[2].upstream[2]",
+                "events[4].match[0]",
+                "events[4].match[1]",
+                "events[4].match[3]",
+                "events[4].upstream[1]",
+            ],
+            "{problems:#?}"
+        );
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(text[2].contains("[upstreams.nowhere]"), "{}", text[2]);
+        assert!(text[5].contains("by events[0]"), "{}", text[5]);
+        assert!(
+            text[7].contains("\"pull_request*\" by events[3]"),
+            "{}",
+            text[7]
+        );
+        assert!(text[9].contains("earlier in this rule"), "{}", text[9]);
+        // Relative keys compose with the loader's prefix.
+        assert_eq!(
+            problems[1].clone().within("routes[3]").key,
+            "routes[3].events[0].match[1]"
+        );
+    }
+
+    #[test]
+    fn route_level_problems() {
+        let p = compile(
+            "name = \"r\"\nupstream = \"ci\"\n[[events]]\nmatch = \"a\"\nupstream = \"ci\"",
+        )
+        .unwrap_err();
+        assert_eq!(keys(&p), ["events"]);
+        let p = compile("name = \"r\"\nupstream = \"ci\"\nunmatched = \"reject\"").unwrap_err();
+        assert_eq!(keys(&p), ["unmatched"]);
+        let p = EventRouter::compile(None, &[], None, &[], &|_| true).unwrap_err();
+        assert_eq!(keys(&p), ["unmatched"]);
+        // A route with only rules and reject needs no default upstream.
+        let spec = EventSpec {
+            header: Some("X-Event".into()),
+            ..EventSpec::default()
+        };
+        let rule = EventRuleFile {
+            patterns: OneOrMany::One("a".into()),
+            upstream: OneOrMany::One("ci".into()),
+        };
+        let router =
+            EventRouter::compile(Some(&spec), &[rule], Some("reject"), &[], &|_| true).unwrap();
+        assert_eq!(router.decide(Some("b")).1, Target::Reject);
+        assert_eq!(router.decide(Some("a")).1.primary(), Some("ci"));
+    }
+}
