@@ -291,7 +291,12 @@ impl Upstream {
     }
 
     pub fn with(name: &str, behavior: Behavior) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::at(addr(0), name, behavior)
+    }
+
+    /// An upstream on a chosen address (port 0: any free port).
+    pub fn at(at: SocketAddr, name: &str, behavior: Behavior) -> Upstream {
+        let listener = TcpListener::bind(at).expect("bind upstream");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
