@@ -1,0 +1,618 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run (python3 standard library only).
+
+Subcommands:
+  gen DIR                 bodies + signatures for every scenario (manifest.json)
+  render TEMPLATE OUT K=V  fill @K@ placeholders; refuse to leave one unfilled
+  procstat PID...         "<cpu ticks> <peak rss KiB> <pids> <user ticks> <sys ticks>" of the
+                          processes and their children
+  accepts URL             connections the upstream accepted (nginx stub_status / HAProxy stats)
+  check URL BODY SIG STATUS [HEADER=VALUE]
+                          one POST; exit 1 unless the status (and header) match
+  client URL BODY SIG N   N sequential POSTs on one keep-alive connection
+  record ...              one result line (JSON) from a wrk run and /proc readings
+  report RESULTS          the table, the ratios and the per-byte scaling check
+  hashref                 HMAC-SHA256 MB/s of this machine (hashlib/OpenSSL), 1 MiB
+  breakdown FILE          exclusive callgrind cost grouped by crate / library
+  top FILE                top functions of a callgrind_annotate listing, one line each
+  cgtotal FILE            PROGRAM TOTALS of a callgrind_annotate listing
+  strace FILE             syscalls per request from strace -c output
+  cgsplit FILE            Ir per request, of which SHA-256, of a callgrind_annotate listing
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+SIZES = {"1k": 1024, "64k": 64 * 1024, "1m": 1024 * 1024}
+WRONG_SECRET = b"not-the-secret"
+
+
+def github_body(size, action="opened"):
+    """A GitHub pull_request-like JSON delivery of exactly `size` bytes, action first."""
+    doc = {
+        "action": action,
+        "number": 1347,
+        "pull_request": {
+            "url": "https://api.github.com/repos/octocat/Hello-World/pulls/1347",
+            "id": 1,
+            "state": "open",
+            "title": "Amazing new feature",
+            "user": {"login": "octocat", "id": 1, "type": "User"},
+            "body": "Please pull these awesome changes in!",
+            "head": {"ref": "new-topic", "sha": "6dcb09b5b57875f334f61aebed695e2e4193db5e"},
+            "base": {"ref": "master", "sha": "6dcb09b5b57875f334f61aebed695e2e4193db5e"},
+        },
+        "repository": {"id": 1296269, "full_name": "octocat/Hello-World", "private": False},
+        "sender": {"login": "octocat", "id": 1},
+        "padding": "",
+    }
+    base = len(json.dumps(doc, separators=(",", ":")).encode())
+    if size < base:
+        raise SystemExit(f"body size {size} is below the minimal document ({base} bytes)")
+    filler = "abcdefghijklmnopqrstuvwxyz0123456789"
+    need = size - base
+    doc["padding"] = (filler * (need // len(filler) + 1))[:need]
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(data) == size, (len(data), size)
+    return data
+
+
+def sign(secret, body):
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def cmd_gen(args):
+    secret = os.environ["BENCH_GITHUB_SECRET"].encode()
+    os.makedirs(args.dir, exist_ok=True)
+    manifest = {
+        "secret_b64": base64.b64encode(secret).decode(),
+    }
+    bodies = {name: github_body(size) for name, size in SIZES.items()}
+    bodies["closed"] = github_body(1024, action="closed")
+    for name, body in bodies.items():
+        path = os.path.join(args.dir, f"body-{name}.json")
+        with open(path, "wb") as f:
+            f.write(body)
+        manifest[name] = {
+            "file": path,
+            "size": len(body),
+            "sig": sign(secret, body),
+            "bad_sig": sign(WRONG_SECRET, body),
+        }
+    with open(os.path.join(args.dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+
+
+def cmd_get(args):
+    """Print one value of the manifest: get DIR KEY [FIELD]."""
+    with open(os.path.join(args.dir, "manifest.json")) as f:
+        value = json.load(f)[args.key]
+    if args.field:
+        value = value[args.field]
+    print(value)
+
+
+def cmd_render(args):
+    with open(args.template) as f:
+        text = f.read()
+    for kv in args.values:
+        key, _, value = kv.partition("=")
+        text = text.replace(f"@{key}@", value)
+    left = sorted(set(re.findall(r"@[A-Z_0-9]+@", text)))
+    if left:
+        raise SystemExit(f"{args.template}: unfilled placeholders {', '.join(left)}")
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+def children(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    out.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def proc_reading(pid):
+    """(utime+stime ticks incl. all threads, VmHWM KiB, utime, stime) or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat.rsplit(")", 1)[1].split()
+        utime, stime = int(fields[11]), int(fields[12])  # fields 14, 15 of /proc/PID/stat
+        ticks = utime + stime
+        hwm = 0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+        return ticks, hwm, utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cmd_procstat(args):
+    seen, todo = [], [int(p) for p in args.pids]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(children(pid))
+    ticks = rss = user = system = 0
+    for pid in seen:
+        r = proc_reading(pid)
+        if r:
+            ticks += r[0]
+            rss += r[1]
+            user += r[2]
+            system += r[3]
+    print(ticks, rss, ",".join(map(str, sorted(seen))), user, system)
+
+
+def cmd_accepts(args):
+    """Connections accepted so far by the upstream (nginx stub_status or HAProxy stats)."""
+    with urllib.request.urlopen(args.url, timeout=5) as r:
+        text = r.read().decode()
+    if text.startswith("Active connections"):
+        # "Active connections: 1 \nserver accepts handled requests\n 5 5 9 \n..."
+        print(text.splitlines()[2].split()[0])
+        return
+    with urllib.request.urlopen(args.url.rstrip("/") + "/;csv", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    col = header.index("conn_tot") if "conn_tot" in header else header.index("stot")
+    for line in lines[1:]:
+        f = line.split(",")
+        if f[0] == "upstream" and f[1] == "FRONTEND":
+            print(f[col] or 0)
+            return
+    raise SystemExit("no upstream FRONTEND line in the HAProxy stats")
+
+
+def post(conn, path, body, sig):
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "pull_request",
+        "User-Agent": "GitHub-Hookshot/bench",
+    }
+    if sig:
+        headers["X-Hub-Signature-256"] = sig
+    conn.request("POST", path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    return resp, data
+
+
+def cmd_check(args):
+    u = urllib.parse.urlsplit(args.url)
+    with open(args.body, "rb") as f:
+        body = f.read()
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        resp, data = post(conn, u.path, body, args.sig)
+    except OSError as e:
+        raise SystemExit(f"check {args.url}: {e}")
+    ok = resp.status == args.status
+    if ok and args.header:
+        name, _, want = args.header.partition("=")
+        got = resp.getheader(name)
+        ok = got == want
+        if not ok:
+            print(f"check {args.url}: header {name}: {got!r}, want {want!r}", file=sys.stderr)
+    if not ok:
+        print(f"check {args.url}: status {resp.status} (want {args.status}): {data[:200]!r}", file=sys.stderr)
+        sys.exit(1)
+
+
+def cmd_client(args):
+    u = urllib.parse.urlsplit(args.url)
+    with open(args.body, "rb") as f:
+        body = f.read()
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    bad = 0
+    start = time.monotonic()
+    for _ in range(args.n):
+        resp, _ = post(conn, u.path, body, args.sig)
+        if resp.status != args.status:
+            bad += 1
+    took = time.monotonic() - start
+    print(f"{args.n} requests in {took:.1f} s, {bad} with an unexpected status", file=sys.stderr)
+    if bad:
+        sys.exit(1)
+
+
+def cmd_record(args):
+    wrk = None
+    with open(args.wrk_output) as f:
+        for line in f:
+            if line.startswith("WRKJSON "):
+                wrk = json.loads(line[len("WRKJSON "):])
+    if wrk is None:
+        raise SystemExit(f"no WRKJSON line in {args.wrk_output}")
+    row = {
+        "system": args.system,
+        "scenario": args.scenario,
+        "size": args.size,
+        "conns": args.conns,
+        "kind": args.kind,
+        "expect_status": args.expect_status,
+        "cpu_ticks": args.cpu_after - args.cpu_before,
+        "sys_ticks": args.sys_after - args.sys_before,
+        "up_cpu_ticks": args.up_after - args.up_before,
+        "clk_tck": os.sysconf("SC_CLK_TCK"),
+        "rss_kib": args.rss_kib,
+        "up_accepts": args.accepts_after - args.accepts_before,
+        "note": args.note,
+        **wrk,
+    }
+    with open(args.out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(summary_line(row))
+
+
+def derived(row):
+    secs = row["duration_us"] / 1e6
+    n = max(row["requests"], 1)
+    cpu_s = row["cpu_ticks"] / row["clk_tck"]
+    up_s = row["up_cpu_ticks"] / row["clk_tck"]
+    bad = row["connect_errors"] + row["read_errors"] + row["write_errors"] + row["timeouts"]
+    if row["kind"] == "reject":
+        bad += row["requests"] - row["status_errors"]  # every answer must be a 401
+    else:
+        bad += row["status_errors"]
+    return {
+        "rps": row["requests"] / secs,
+        "p50_ms": row["p50_us"] / 1000,
+        "p99_ms": row["p99_us"] / 1000,
+        "cpu_100k": cpu_s / n * 1e5,
+        "cpu_us": cpu_s / n * 1e6,
+        "sys_pct": row.get("sys_ticks", 0) / max(row["cpu_ticks"], 1) * 100,
+        "up_cpu_100k": up_s / n * 1e5,
+        "rss_mib": row["rss_kib"] / 1024,
+        "mbps": row["requests"] * row["size"] / secs / 1e6,
+        "up_conns": row["up_accepts"],
+        "bad": bad,
+    }
+
+
+def summary_line(row):
+    d = derived(row)
+    return (f"  {row['system']:<9} {row['scenario']:<12} {d['rps']:>9.0f} req/s  "
+            f"p50 {d['p50_ms']:.2f} ms  p99 {d['p99_ms']:.2f} ms  "
+            f"cpu {d['cpu_100k']:.2f} s/100k  rss {d['rss_mib']:.1f} MiB"
+            + (f"  ERRORS {d['bad']}" if d["bad"] else ""))
+
+
+SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate"]
+LABEL = {
+    "direct": "upstream direct",
+    "nginx": "nginx proxy_pass",
+    "haproxy": "HAProxy (full job)",
+    "hookgate": "hookgate*",
+}
+
+
+def fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def cmd_report(args):
+    rows = []
+    with open(args.results) as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+    # several rounds: keep each cell's round with the median req/s
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["system"]), []).append(r)
+    cells = {}
+    for key, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["requests"] / r["duration_us"])
+        cells[key] = rs[(len(rs) - 1) // 2]
+    rounds = max(len(rs) for rs in groups.values()) if groups else 0
+    rows = [cells[k] for k in groups]  # one per cell, in first-seen order
+    scenarios = []
+    for r in rows:
+        if r["scenario"] not in scenarios:
+            scenarios.append(r["scenario"])
+
+    out = []
+    if rounds > 1:
+        out.append(f"{rounds} rounds; each cell shows its median-req/s round.")
+        out.append("")
+    out.append("| scenario | system | req/s | p50 ms | p99 ms | CPU s/100k req | of it kernel | upstream CPU s/100k | peak RSS MiB | upstream conns opened | body MB/s | check |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for sc in scenarios:
+        for sysname in SYSTEM_ORDER:
+            r = cells.get((sc, sysname))
+            if not r:
+                continue
+            d = derived(r)
+            check = "ok" if not d["bad"] else f"{d['bad']} bad"
+            up_cpu = "-" if sysname == "direct" else f"{d['up_cpu_100k']:.2f}"
+            out.append(
+                f"| {sc} | {LABEL[sysname]} | {d['rps']:.0f} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | "
+                f"{d['cpu_100k']:.2f} | {d['sys_pct']:.0f}% | {up_cpu} | {d['rss_mib']:.1f} | {d['up_conns']} | "
+                f"{d['mbps']:.0f} | {check} |")
+    out.append("")
+    out.append("\\* hookgate has no event routing yet: it forwards every delivery to one upstream, "
+               "where HAProxy also parses `$.action` out of the body and picks one of two backends. "
+               "nginx and the direct upstream do no verification at all.")
+    out.append("")
+    out.append("Ratios hookgate / peer (req/s: below 1 = hookgate slower; CPU and RSS: above 1 = hookgate costs more):")
+    out.append("")
+    out.append("| scenario | req/s vs HAProxy | CPU/req vs HAProxy | p99 vs HAProxy | RSS vs HAProxy | req/s vs nginx | CPU/req vs nginx | p99 vs nginx |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for sc in scenarios:
+        h = cells.get((sc, "hookgate"))
+        if not h:
+            continue
+        dh = derived(h)
+        vals = []
+        for peer, keys in (("haproxy", ("rps", "cpu_100k", "p99_ms", "rss_mib")),
+                           ("nginx", ("rps", "cpu_100k", "p99_ms"))):
+            p = cells.get((sc, peer))
+            dp = derived(p) if p else {}
+            vals.extend(ratio(dh[k], dp.get(k)) for k in keys)
+        out.append(f"| {sc} | " + " | ".join(fmt(v) for v in vals) + " |")
+
+    # Per-byte scaling: CPU per request against body size, at the lowest concurrency.
+    forwards = [r for r in rows if r["kind"] == "forward"]
+    if forwards:
+        conns = min(r["conns"] for r in forwards)
+        ref = hash_reference()
+        out.append("")
+        out.append(f"Per-byte cost at {conns} connections (CPU of the server process only; "
+                   f"reference: HMAC-SHA256 over 1 MiB in this machine's OpenSSL via hashlib = "
+                   f"{ref:.0f} MB/s, i.e. {1000 / ref:.2f} ns/byte):")
+        out.append("")
+        out.append("| system | CPU µs/req 1 KiB | 64 KiB | 1 MiB | marginal ns/byte 1K→64K | 64K→1M | body MB per CPU-second at 1 MiB | hash share of marginal cost |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for sysname in SYSTEM_ORDER:
+            pts = {}
+            for r in forwards:
+                if r["system"] == sysname and r["conns"] == conns:
+                    pts[r["size"]] = derived(r)["cpu_us"]
+            if len(pts) < 3:
+                continue
+            s1, s2, s3 = sorted(pts)
+            m1 = (pts[s2] - pts[s1]) * 1000 / (s2 - s1)
+            m2 = (pts[s3] - pts[s2]) * 1000 / (s3 - s2)
+            mb_per_cpu_s = s3 / pts[s3]  # bytes per µs == MB per s
+            share = (1000 / ref) / m2 if sysname in ("haproxy", "hookgate") and m2 > 0 else None
+            out.append(f"| {LABEL[sysname]} | {pts[s1]:.1f} | {pts[s2]:.1f} | {pts[s3]:.1f} | "
+                       f"{m1:.2f} | {m2:.2f} | {mb_per_cpu_s:.0f} | "
+                       + (f"{share * 100:.0f}%" if share is not None else "-") + " |")
+    text = "\n".join(out)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+
+
+_HASH_REF = None
+
+
+def hash_reference():
+    """MB/s of HMAC-SHA256 over a 1 MiB buffer (hashlib uses OpenSSL)."""
+    global _HASH_REF
+    if _HASH_REF is None:
+        data = os.urandom(1024 * 1024)
+        key = b"k" * 32
+        best = 0.0
+        for _ in range(3):
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < 0.3:
+                hmac.digest(key, data, "sha256")
+                n += 1
+            best = max(best, n * len(data) / (time.perf_counter() - start) / 1e6)
+        _HASH_REF = best
+    return _HASH_REF
+
+
+def cmd_hashref(_args):
+    print(f"{hash_reference():.0f}")
+
+
+def parse_annotate(path):
+    """(cost, function, object) rows of `callgrind_annotate --threshold=100` output."""
+    line_re = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
+    rows = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = line_re.match(line)
+            if not m or "PROGRAM TOTALS" in m.group(2):
+                continue
+            rest = m.group(2)
+            obj = ""
+            om = re.search(r"\s\[([^\]]*)\]$", rest)
+            if om:
+                obj = os.path.basename(om.group(1))
+                rest = rest[: om.start()]
+            _, _, func = rest.partition(":")  # "file:function"; file paths carry no ':'
+            rows.append((int(m.group(1).replace(",", "")), func or rest, obj))
+    return rows
+
+
+def owner(func, obj):
+    """Which crate or library an exclusive cost belongs to."""
+    f = func
+    m = re.match(r"core::ptr::drop_in_place<(.*)>$", f)
+    if m:
+        f = m.group(1)  # dropping a T is T's crate's cost
+    f = f.lstrip("<&*")
+    f = re.sub(r"^(mut |dyn |const )", "", f)
+    head = re.split(r"::|<|\s", f, maxsplit=1)[0]
+    if obj.startswith("libc") or obj.startswith("ld-linux"):
+        if re.search(r"mem(cpy|move|set|cmp)|str(len|cmp)", func):
+            return "libc memcpy/memset/memcmp"
+        if re.search(r"malloc|free|realloc|calloc|tcache|arena|memalign|consolidate", func):
+            return "libc malloc/free"
+        return "libc (syscall wrappers, pthread, misc)"
+    if "vdso" in obj:
+        return "vdso (clock_gettime)"
+    groups = {
+        "hookgate": "hookgate (our code)",
+        "pingora_core": "pingora", "pingora_proxy": "pingora", "pingora_http": "pingora",
+        "pingora_pool": "pingora", "pingora_error": "pingora", "pingora_timeout": "pingora",
+        "pingora_load_balancing": "pingora", "pingora_runtime": "pingora", "pingora_header_serde": "pingora",
+        "pingora_cache": "pingora", "pingora_limits": "pingora",
+        "tokio": "tokio + mio", "mio": "tokio + mio",
+        "sha2": "sha2/hmac (hashing)", "hmac": "sha2/hmac (hashing)", "digest": "sha2/hmac (hashing)",
+        "block_buffer": "sha2/hmac (hashing)", "subtle": "sha2/hmac (hashing)", "hex": "sha2/hmac (hashing)",
+        "tracing": "tracing", "tracing_core": "tracing", "tracing_subscriber": "tracing",
+        "prometheus": "prometheus",
+        "governor": "governor/quanta (rate limit)", "quanta": "governor/quanta (rate limit)",
+        "httparse": "http/httparse/bytes", "http": "http/httparse/bytes", "bytes": "http/httparse/bytes",
+        "uuid": "uuid/rand", "rand": "uuid/rand", "rand_core": "uuid/rand", "rand_chacha": "uuid/rand",
+        "getrandom": "uuid/rand",
+        "std": "Rust std/core/alloc", "core": "Rust std/core/alloc", "alloc": "Rust std/core/alloc",
+        "hashbrown": "Rust std/core/alloc",
+        "arc_swap": "arc_swap/dashmap", "dashmap": "arc_swap/dashmap",
+        "serde": "serde/json", "serde_json": "serde/json",
+        "ipnet": "hookgate deps (ipnet, smallvec, ...)", "smallvec": "hookgate deps (ipnet, smallvec, ...)",
+    }
+    if head in groups:
+        return groups[head]
+    if "hookgate" in obj:
+        return f"other Rust ({head})" if head else "other Rust"
+    return f"other ({obj or '?'})"
+
+
+def cmd_breakdown(args):
+    """Exclusive callgrind cost grouped by crate / library."""
+    rows = parse_annotate(args.file)
+    total = sum(c for c, _, _ in rows)
+    groups = {}
+    for cost, func, obj in rows:
+        g = owner(func, obj)
+        groups[g] = groups.get(g, 0) + cost
+    n = args.requests or 1
+    print(f"{'group':<40} {'Ir/request':>12} {'share':>7}")
+    rest = 0
+    for name, cost in sorted(groups.items(), key=lambda kv: -kv[1]):
+        if cost / max(total, 1) < 0.005:
+            rest += cost
+            continue
+        print(f"{name:<40} {cost / n:>12,.0f} {cost / max(total, 1) * 100:>6.1f}%")
+    print(f"{'everything else (< 0.5% each)':<40} {rest / n:>12,.0f} {rest / max(total, 1) * 100:>6.1f}%")
+    print(f"{'total':<40} {total / n:>12,.0f}")
+
+
+def cmd_top(args):
+    """Top functions, one line each (max cost per distinct function name)."""
+    best = {}
+    for cost, func, obj in parse_annotate(args.file):
+        if cost > best.get(func, (0, ""))[0]:
+            best[func] = (cost, obj)
+    total = args.total or max((c for c, _ in best.values()), default=1)
+    n = args.requests or 1
+    print(f"{'Ir/request':>11} {'share':>6}  function")
+    for func, (cost, _obj) in sorted(best.items(), key=lambda kv: -kv[1][0])[: args.n]:
+        name = func if len(func) <= 150 else func[:147] + "..."
+        print(f"{cost / n:>11,.0f} {cost / total * 100:>5.1f}%  {name}")
+
+
+SHA_RE = re.compile(r"compress256|sha256_block|sha256_update|SHA256_Update|sha256_final|sha2::|KeyedMac")
+
+
+def cmd_cgsplit(args):
+    """One line: name, Ir per request, of which SHA-256, without SHA-256."""
+    rows = parse_annotate(args.file)
+    total = sum(c for c, _, _ in rows)
+    # stripped libcrypto shows addresses, not names: its cost on this path is the HMAC
+    sha = sum(c for c, f, o in rows if SHA_RE.search(f) or o.startswith("libcrypto"))
+    n = args.requests or 1
+    print(f"{args.name:<9} {total / n:>12,.0f} {sha / n:>12,.0f} {(total - sha) / n:>12,.0f}")
+
+
+def cmd_strace(args):
+    """Syscalls per request from `strace -c` output (timer sleeps of idle threads left out)."""
+    calls = {}
+    with open(args.file) as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+                calls[p[-1]] = int(p[3])
+    idle = {"clock_nanosleep", "restart_syscall", "nanosleep", "futex"}
+    busy = {k: v for k, v in calls.items() if k not in idle}
+    n = args.requests
+    top = ", ".join(f"{k} {v / n:.1f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])
+                    if v / n >= 0.05)
+    print(f"{args.name:<9} syscalls per request: {sum(busy.values()) / n:.1f}  ({top})")
+
+
+def cg_total(path):
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "PROGRAM TOTALS" in line:
+                return int(line.split()[0].replace(",", ""))
+    return 0
+
+
+def cmd_cgtotal(args):
+    print(cg_total(args.file))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("gen"); s.add_argument("dir"); s.set_defaults(fn=cmd_gen)
+    s = sub.add_parser("get"); s.add_argument("dir"); s.add_argument("key"); s.add_argument("field", nargs="?")
+    s.set_defaults(fn=cmd_get)
+    s = sub.add_parser("render"); s.add_argument("template"); s.add_argument("out"); s.add_argument("values", nargs="*")
+    s.set_defaults(fn=cmd_render)
+    s = sub.add_parser("procstat"); s.add_argument("pids", nargs="+"); s.set_defaults(fn=cmd_procstat)
+    s = sub.add_parser("accepts"); s.add_argument("url"); s.set_defaults(fn=cmd_accepts)
+    s = sub.add_parser("check"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
+    s.add_argument("status", type=int); s.add_argument("header", nargs="?"); s.set_defaults(fn=cmd_check)
+    s = sub.add_parser("client"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
+    s.add_argument("n", type=int); s.add_argument("--status", type=int, default=200); s.set_defaults(fn=cmd_client)
+    s = sub.add_parser("record")
+    for name in ("out", "system", "scenario", "kind", "wrk-output", "note"):
+        s.add_argument(f"--{name}", required=name != "note", default="")
+    for name in ("size", "conns", "expect-status", "cpu-before", "cpu-after", "sys-before", "sys-after",
+                 "up-before", "up-after",
+                 "rss-kib", "accepts-before", "accepts-after"):
+        s.add_argument(f"--{name}", type=int, required=True)
+    s.set_defaults(fn=cmd_record)
+    s = sub.add_parser("report"); s.add_argument("results"); s.add_argument("--markdown")
+    s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("hashref"); s.set_defaults(fn=cmd_hashref)
+    s = sub.add_parser("breakdown"); s.add_argument("file"); s.add_argument("--requests", type=int)
+    s.set_defaults(fn=cmd_breakdown)
+    s = sub.add_parser("top"); s.add_argument("file"); s.add_argument("-n", type=int, default=25)
+    s.add_argument("--requests", type=int); s.add_argument("--total", type=int); s.set_defaults(fn=cmd_top)
+    s = sub.add_parser("cgtotal"); s.add_argument("file"); s.set_defaults(fn=cmd_cgtotal)
+    s = sub.add_parser("strace"); s.add_argument("file"); s.add_argument("--requests", type=int, required=True)
+    s.add_argument("--name", default=""); s.set_defaults(fn=cmd_strace)
+    s = sub.add_parser("cgsplit"); s.add_argument("file"); s.add_argument("--requests", type=int)
+    s.add_argument("--name", default=""); s.set_defaults(fn=cmd_cgsplit)
+    args = p.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
