@@ -188,6 +188,9 @@ fn restart_required(old: &ServerSettings, new: &ServerSettings) -> Vec<&'static 
     if old.fanout != new.fanout {
         changed.push("server.fanout");
     }
+    if old.upstream_keepalive_pool != new.upstream_keepalive_pool {
+        changed.push("server.upstream_keepalive_pool");
+    }
     changed
 }
 

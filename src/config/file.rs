@@ -60,6 +60,8 @@ pub struct ServerFile {
     pub log_format: LogFormat,
     /// The background queue that delivers fan-out copies.
     pub fanout: Option<FanoutSpec>,
+    /// Idle keep-alive connections kept to upstreams, across all targets.
+    pub upstream_keepalive_pool: Option<usize>,
 }
 
 impl Default for ServerFile {
@@ -78,6 +80,7 @@ impl Default for ServerFile {
             watch: default_watch(),
             log_format: LogFormat::default(),
             fanout: None,
+            upstream_keepalive_pool: None,
         }
     }
 }

@@ -33,6 +33,10 @@ use crate::units::{parse_duration, parse_size};
 use crate::verify::Verifier;
 use file::{FileConfig, RouteFile, UpstreamFile, UpstreamRef};
 
+/// Idle upstream connections kept by default: enough for a few hundred
+/// concurrent deliveries without reconnecting (Pingora's own default is 128).
+pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL: usize = 1024;
+
 /// The validated configuration the gateway runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -64,6 +68,8 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// The background queue for fan-out copies.
     pub fanout: FanoutConfig,
+    /// Idle keep-alive connections kept to upstreams, across all targets.
+    pub upstream_keepalive_pool: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +375,9 @@ fn compile_server(
         watch: server.watch,
         log_format: server.log_format,
         fanout: fanout?,
+        upstream_keepalive_pool: server
+            .upstream_keepalive_pool
+            .unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE_POOL),
     })
 }
 

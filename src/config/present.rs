@@ -71,6 +71,7 @@ impl Config {
                 "threads": server.threads,
                 "client_timeout_ms": millis(server.client_timeout),
                 "watch": server.watch,
+                "upstream_keepalive_pool": server.upstream_keepalive_pool,
                 "log_format": format!("{:?}", server.log_format).to_lowercase(),
             },
             "upstreams": upstreams,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 
 use super::forward::{self, ForwardError};
@@ -24,9 +25,10 @@ pub struct CopySender {
 
 impl CopySender {
     pub fn new(state: SharedState) -> Self {
+        let pool = state.load().config.server.upstream_keepalive_pool;
         CopySender {
             state,
-            connector: Connector::new(None),
+            connector: Connector::new(Some(ConnectorOptions::new(pool))),
         }
     }
 }

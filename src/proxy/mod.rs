@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -72,10 +73,11 @@ impl Gateway {
         inflight_limit: InflightLimit,
         fanout: Arc<Fanout>,
     ) -> Self {
+        let pool = state.load().config.server.upstream_keepalive_pool;
         Gateway {
             state,
             metrics,
-            connector: Connector::new(None),
+            connector: Connector::new(Some(ConnectorOptions::new(pool))),
             inflight_limit,
             fanout,
         }
