@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::allowlist::IpSetsFile;
 use crate::dedupe::DedupeSpec;
-use crate::events::{EventRuleFile, EventSpec};
+use crate::events::{EventRuleFile, EventSpec, OneOrMany};
 use crate::fanout::FanoutSpec;
 use crate::logging::LogFormat;
 use crate::ratelimit::RateLimitSpec;
@@ -134,14 +134,6 @@ pub struct UpstreamTlsFile {
     pub sni: String,
 }
 
-/// `upstream = "name"` or `upstream = ["a", "b"]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum UpstreamRef {
-    One(String),
-    Many(Vec<String>),
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
@@ -149,7 +141,8 @@ pub struct RouteFile {
     pub path: String,
     pub host: Option<String>,
     pub methods: Option<Vec<String>>,
-    pub upstream: UpstreamRef,
+    /// `"name"` or `["a", "b"]` (fan-out: the first answers the sender).
+    pub upstream: OneOrMany,
     pub max_body: Option<String>,
     /// Client addresses allowed on this route (CIDRs or `[ip_sets]` names); `[server] allow` when absent.
     pub allow: Option<Vec<String>>,

@@ -26,12 +26,13 @@ pub use problem::Problem;
 use crate::allowlist::{Allowlist, IpSet, IpSets};
 use crate::dedupe::DedupeConfig;
 use crate::events::EventRouter;
+use crate::events::OneOrMany;
 use crate::fanout::FanoutConfig;
 use crate::logging::LogFormat;
 use crate::ratelimit::RateLimit;
 use crate::units::{parse_duration, parse_size};
 use crate::verify::Verifier;
-use file::{FileConfig, RouteFile, UpstreamFile, UpstreamRef};
+use file::{FileConfig, RouteFile, UpstreamFile};
 
 /// Idle upstream connections kept by default: enough for a few hundred
 /// concurrent deliveries without reconnecting (Pingora's own default is 128).
@@ -479,9 +480,10 @@ fn compile_route(
             parsed.into_iter().collect::<Option<Vec<_>>>().map(Some)
         }
     };
+    let listed = matches!(route.upstream, OneOrMany::Many(_));
     let upstreams = match route.upstream {
-        UpstreamRef::One(name) => vec![name],
-        UpstreamRef::Many(names) => names,
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
     };
     if upstreams.is_empty() {
         problems.push(
@@ -490,9 +492,10 @@ fn compile_route(
         );
     }
     for (i, name) in upstreams.iter().enumerate() {
-        let at = match route_upstream_is_list(&upstreams) {
-            true => format!("{key}.upstream[{i}]"),
-            false => format!("{key}.upstream"),
+        let at = if listed {
+            format!("{key}.upstream[{i}]")
+        } else {
+            format!("{key}.upstream")
         };
         if !upstream_names.contains(name) {
             problems.push(
@@ -582,11 +585,6 @@ fn compile_route(
         rate_limit: rate_limit?,
         verifier: Arc::new(verifier),
     })
-}
-
-/// Whether `upstream` was written as a list (problems then name the index).
-fn route_upstream_is_list(upstreams: &[String]) -> bool {
-    upstreams.len() > 1
 }
 
 /// Two routes with the same host, path and overlapping methods would make the second unreachable.
