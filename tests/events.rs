@@ -372,13 +372,7 @@ upstream = ["primary", "audit", "late"]
 #[test]
 fn a_full_fan_out_queue_counts_its_drops() {
     let primary = Upstream::start("primary");
-    let slow = Upstream::with(
-        "slow",
-        Behavior {
-            delay: Duration::from_millis(1500),
-            ..Behavior::default()
-        },
-    );
+    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(1500)));
     let gateway = Gateway::start_with_server(
         "fanout = { queue = 1, concurrency = 1 }",
         &format!(
@@ -412,13 +406,7 @@ fn a_full_fan_out_queue_counts_its_drops() {
 #[test]
 fn duplicate_deliveries_are_answered_without_forwarding() {
     let app = Upstream::start("app");
-    let failing = Upstream::with(
-        "failing",
-        Behavior {
-            status: 500,
-            ..Behavior::default()
-        },
-    );
+    let failing = Upstream::with("failing", Behavior::status(500));
     let gateway = Gateway::start(&format!(
         r#"{}
 [[routes]]

@@ -231,13 +231,7 @@ rate_limit = {{ rate = "1/h", burst = 1, per = "header:X-Shop-Domain" }}
 
 #[test]
 fn the_inflight_cap_sheds_load_with_503() {
-    let slow = Upstream::with(
-        "slow",
-        Behavior {
-            delay: Duration::from_millis(3000),
-            ..Behavior::default()
-        },
-    );
+    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(3000)));
     let gateway = Gateway::start_with_server(
         "max_inflight = 1",
         &format!("[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n", slow.addr),

@@ -46,27 +46,9 @@ fn step(
 #[test]
 fn a_scripted_mix_moves_each_counter_exactly_and_logs_one_json_line_each() {
     let ok = Upstream::start("ok");
-    let failing = Upstream::with(
-        "failing",
-        Behavior {
-            status: 503,
-            ..Behavior::default()
-        },
-    );
-    let hangs_up = Upstream::with(
-        "hangs-up",
-        Behavior {
-            hang_up: true,
-            ..Behavior::default()
-        },
-    );
-    let slow = Upstream::with(
-        "slow",
-        Behavior {
-            delay: Duration::from_secs(2),
-            ..Behavior::default()
-        },
-    );
+    let failing = Upstream::with("failing", Behavior::status(503));
+    let hangs_up = Upstream::with("hangs-up", Behavior::hang_up());
+    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(2)));
     let down = addr(free_port());
     let gateway = Gateway::start_with_server(
         "log_format = \"json\"",

@@ -291,20 +291,8 @@ fn expect_100_continue_is_answered_before_the_body() {
 
 #[test]
 fn upstream_failures_answer_502_503_504_in_json() {
-    let hangs_up = Upstream::with(
-        "hangs-up",
-        Behavior {
-            hang_up: true,
-            ..Behavior::default()
-        },
-    );
-    let slow = Upstream::with(
-        "slow",
-        Behavior {
-            delay: Duration::from_secs(3),
-            ..Behavior::default()
-        },
-    );
+    let hangs_up = Upstream::with("hangs-up", Behavior::hang_up());
+    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(3)));
     let down = addr(free_port());
     let gateway = Gateway::start(&format!(
         r#"
@@ -455,13 +443,7 @@ fn a_taken_port_fails_the_start_with_a_clear_message() {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits() {
-    let slow = Upstream::with(
-        "slow",
-        Behavior {
-            delay: Duration::from_millis(800),
-            ..Behavior::default()
-        },
-    );
+    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(800)));
     let mut gateway = Gateway::start(&one_route(&slow, ""));
     let proxy = gateway.proxy;
     let in_flight = std::thread::spawn(move || post(proxy, "/hooks/slow", &[], b"in flight"));

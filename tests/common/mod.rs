@@ -273,6 +273,32 @@ impl Default for Behavior {
     }
 }
 
+impl Behavior {
+    /// Answers after `delay`.
+    pub fn delayed(delay: Duration) -> Behavior {
+        Behavior {
+            delay,
+            ..Behavior::default()
+        }
+    }
+
+    /// Answers with `status`.
+    pub fn status(status: u16) -> Behavior {
+        Behavior {
+            status,
+            ..Behavior::default()
+        }
+    }
+
+    /// Reads the request, then closes the connection without answering.
+    pub fn hang_up() -> Behavior {
+        Behavior {
+            hang_up: true,
+            ..Behavior::default()
+        }
+    }
+}
+
 /// An HTTP/1.1 upstream on 127.0.0.1 that records every request.
 pub struct Upstream {
     pub addr: SocketAddr,
