@@ -300,12 +300,13 @@ def summary_line(row):
             + (f"  ERRORS {d['bad']}" if d["bad"] else ""))
 
 
-SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate"]
+SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate", "baseline"]
 LABEL = {
     "direct": "upstream direct",
     "nginx": "nginx proxy_pass",
     "haproxy": "HAProxy (full job)",
     "hookgate": "hookgate*",
+    "baseline": "hookgate baseline*",
 }
 
 
@@ -376,6 +377,23 @@ def cmd_report(args):
             dp = derived(p) if p else {}
             vals.extend(ratio(dh[k], dp.get(k)) for k in keys)
         out.append(f"| {sc} | " + " | ".join(fmt(v) for v in vals) + " |")
+
+    if any(k[1] == "baseline" for k in cells):
+        out.append("")
+        out.append("hookgate / hookgate baseline (BENCH_BASELINE_BIN), same invocation:")
+        out.append("")
+        out.append("| scenario | req/s | CPU/req | of it kernel (pp) | p99 | upstream CPU/req | RSS |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for sc in scenarios:
+            h, b = cells.get((sc, "hookgate")), cells.get((sc, "baseline"))
+            if not h or not b:
+                continue
+            dh, db = derived(h), derived(b)
+            vals = [ratio(dh[k], db[k]) for k in ("rps", "cpu_100k")]
+            kernel = f"{dh['sys_pct'] - db['sys_pct']:+.0f}"
+            vals2 = [ratio(dh[k], db[k]) for k in ("p99_ms", "up_cpu_100k", "rss_mib")]
+            out.append(f"| {sc} | " + " | ".join(fmt(v) for v in vals) + f" | {kernel} | "
+                       + " | ".join(fmt(v) for v in vals2) + " |")
 
     # Per-byte scaling: CPU per request against body size, at the lowest concurrency.
     forwards = [r for r in rows if r["kind"] == "forward"]
@@ -555,7 +573,7 @@ def cmd_strace(args):
             p = line.split()
             if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
                 calls[p[-1]] = int(p[3])
-    idle = {"clock_nanosleep", "restart_syscall", "nanosleep", "futex"}
+    idle = {"clock_nanosleep", "restart_syscall", "nanosleep"}
     busy = {k: v for k, v in calls.items() if k not in idle}
     n = args.requests
     top = ", ".join(f"{k} {v / n:.1f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])
