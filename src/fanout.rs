@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -240,11 +240,11 @@ impl FanoutConfig {
 /// The request to copy: what was received and verified. Shared by the copies of one request.
 #[derive(Debug, Clone)]
 pub struct Payload {
+    /// The request method (a `HEAD` response is read without a body).
     pub method: Method,
-    /// Origin-form target as received, e.g. `"/webhooks/github?x=1"`.
-    pub path_and_query: String,
-    /// Headers to send (the proxy decides which: forwarded ones plus X-Hookgate-*).
-    pub headers: HeaderMap,
+    /// The request head in HTTP/1.1 wire form, exactly as the primary upstream got
+    /// it (the proxy decides the headers: forwarded ones plus X-Hookgate-*).
+    pub head: Bytes,
     /// The exact verified body.
     pub body: Bytes,
 }
@@ -704,8 +704,7 @@ mod tests {
     fn payload(body: &'static str) -> Arc<Payload> {
         Arc::new(Payload {
             method: Method::POST,
-            path_and_query: "/webhooks/github".into(),
-            headers: HeaderMap::new(),
+            head: Bytes::from_static(b"POST /webhooks/github HTTP/1.1\r\n\r\n"),
             body: Bytes::from_static(body.as_bytes()),
         })
     }

@@ -102,6 +102,38 @@ fn gateway_headers_are_added_and_the_senders_request_id_kept() {
 }
 
 #[test]
+fn a_head_request_is_answered_without_a_body_and_the_route_keeps_working() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&one_route(&upstream, ""));
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let answered = head(gateway.proxy, "/hooks/probe").expect("HEAD exchange");
+        assert_eq!(answered.status, 200);
+        // The framing of the GET answer, relayed; the exchange did not wait for a body.
+        assert_eq!(answered.header("content-length"), Some("11"));
+        assert_eq!(answered.header("x-upstream"), Some("app"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "HEAD waited for a body"
+        );
+    }
+    let answered = post(gateway.proxy, "/hooks/after", &[], b"{\"n\":1}");
+    assert_eq!(answered.status, 200);
+    assert_eq!(answered.body, b"{\"ok\":true}");
+    let received = upstream.received();
+    assert_eq!(received.len(), 4);
+    for request in &received[..3] {
+        assert_eq!(
+            (request.method.as_str(), request.target.as_str()),
+            ("HEAD", "/hooks/probe")
+        );
+        assert_eq!(request.header("content-length"), None);
+        assert!(request.body.is_empty());
+    }
+    assert_eq!(received[3].body, b"{\"n\":1}");
+}
+
+#[test]
 fn two_paths_route_to_two_pools() {
     let billing = Upstream::start("billing");
     let ci = Upstream::start("ci");

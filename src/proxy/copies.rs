@@ -10,9 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
-use pingora::http::RequestHeader;
 
 use super::forward::{self, ForwardError};
+use super::headers::UpstreamHead;
 use crate::fanout::{AttemptOutcome, Deliver, Failure, Job, Observer};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
@@ -44,13 +44,9 @@ impl Deliver for CopySender {
             ));
         };
         let payload = &job.payload;
-        let request = match copy_request(&payload.method, &payload.path_and_query, &payload.headers)
-        {
-            Ok(request) => request,
-            Err(e) => return AttemptOutcome::Io(format!("cannot build the copy: {e}")),
-        };
+        let head = UpstreamHead::from_parts(payload.method.clone(), payload.head.clone());
         let mut target = None;
-        match forward::send(&self.connector, pool, &request, &payload.body, &mut target).await {
+        match forward::send(&self.connector, pool, &head, &payload.body, &mut target).await {
             Ok(exchange) => {
                 let status = exchange.status;
                 let retry_after = exchange.retry_after();
@@ -73,22 +69,6 @@ impl Deliver for CopySender {
             Err(e) => AttemptOutcome::Io(describe(&e)),
         }
     }
-}
-
-fn copy_request(
-    method: &http::Method,
-    path_and_query: &str,
-    headers: &http::HeaderMap,
-) -> pingora::Result<RequestHeader> {
-    let mut request = RequestHeader::build_no_case(
-        method.clone(),
-        path_and_query.as_bytes(),
-        Some(headers.len()),
-    )?;
-    for (name, value) in headers {
-        request.append_header(name.clone(), value.clone())?;
-    }
-    Ok(request)
 }
 
 fn is_connect_error(error: &pingora::Error) -> bool {

@@ -2,7 +2,9 @@
 //! with Pingora's pooled connector, and stream the response back to the sender.
 //!
 //! Pingora's own upstream phases cannot be used once `request_filter` has read
-//! the body (DESIGN.md §2), so the exchange is done here. A target that cannot be
+//! the body (DESIGN.md §2), so the exchange is done here. The serialized head and
+//! the body go out in one vectored write (Pingora's client session would flush
+//! the head on its own first: two packets, and two wake-ups of the upstream). A target that cannot be
 //! connected to, or whose pooled connection fails before the request is written,
 //! is retried on the next healthy target: the request was not sent, so a retry
 //! cannot duplicate it. Once the request is written nothing is retried here
@@ -11,15 +13,16 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use tokio::io::AsyncWriteExt;
 
-use super::headers;
+use super::headers::{self, UpstreamHead};
 use super::VerifiedBody;
 use crate::upstream::UpstreamPool;
 
@@ -53,17 +56,17 @@ pub async fn forward(
     connector: &Connector,
     session: &mut Session,
     pool: &UpstreamPool,
-    request: &RequestHeader,
+    head: &UpstreamHead,
     body: &VerifiedBody,
     request_id: &str,
     last_target: &mut LastTarget,
 ) -> Result<Forwarded, ForwardError> {
-    let mut exchange = send(connector, pool, request, body.bytes(), last_target).await?;
+    let mut exchange = send(connector, pool, head, body.bytes(), last_target).await?;
     let forwarded = Forwarded {
         status: exchange.status,
         upstream_time: exchange.started.elapsed(),
     };
-    relay_response(session, &mut exchange.upstream, request_id).await?;
+    relay_response(session, &mut exchange, request_id).await?;
     exchange.release(connector, pool).await;
     Ok(forwarded)
 }
@@ -74,6 +77,8 @@ pub struct Exchange {
     peer: HttpPeer,
     pub status: u16,
     started: Instant,
+    /// The answer to a `HEAD` has no body, whatever its framing headers say.
+    head_request: bool,
 }
 
 impl Exchange {
@@ -91,13 +96,24 @@ impl Exchange {
         pool: &UpstreamPool,
     ) -> Result<(), ForwardError> {
         // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
-        while upstream_chunk(&mut self.upstream).await?.is_some() {}
+        while !self.head_request && upstream_chunk(&mut self.upstream).await?.is_some() {}
         self.release(connector, pool).await;
         Ok(())
     }
 
+    /// Whether the whole response has been read.
+    fn response_done(&mut self) -> bool {
+        self.head_request || self.upstream.response_done()
+    }
+
     /// Returns the connection to the pool when it can be reused.
-    async fn release(self, connector: &Connector, pool: &UpstreamPool) {
+    async fn release(mut self, connector: &Connector, pool: &UpstreamPool) {
+        if self.head_request {
+            // The session was not told the request was a HEAD, so it would take
+            // the response's framing at its word: close rather than reuse.
+            self.upstream.shutdown().await;
+            return;
+        }
         connector
             .release_http_session(
                 self.upstream,
@@ -112,12 +128,12 @@ async fn upstream_chunk(upstream: &mut HttpSession) -> Result<Option<Bytes>, For
     upstream.read_response_body().await.map_err(classify)
 }
 
-/// Writes `request` + `body` to a healthy target of `pool`, retrying the next
+/// Writes `head` + `body` to a healthy target of `pool`, retrying the next
 /// target while nothing was sent, and reads the response head.
 pub async fn send(
     connector: &Connector,
     pool: &UpstreamPool,
-    request: &RequestHeader,
+    head: &UpstreamHead,
     body: &Bytes,
     last_target: &mut LastTarget,
 ) -> Result<Exchange, ForwardError> {
@@ -132,7 +148,7 @@ pub async fn send(
         };
         *last_target = Some(target);
         let peer = pool.peer(target);
-        let (mut upstream, reused) = match connector.get_http_session(&peer).await {
+        let (upstream, reused) = match connector.get_http_session(&peer).await {
             Ok(connected) => connected,
             Err(e) => {
                 tried.push(target);
@@ -140,23 +156,24 @@ pub async fn send(
                 continue;
             }
         };
-        // The connector does not apply the peer's read/write timeouts to the session.
-        upstream.set_read_timeout(Some(pool.settings().timeout));
-        upstream.set_write_timeout(Some(pool.settings().timeout));
-        if let Err(e) = send_request(&mut upstream, request, body).await {
-            upstream.shutdown().await;
-            if !reused {
-                tried.push(target);
-            }
-            last_error = Some(e);
-            continue;
-        }
+        let mut upstream =
+            match write_request(upstream, &peer, head, body, pool.settings().timeout).await {
+                Ok(upstream) => upstream,
+                Err(e) => {
+                    if !reused {
+                        tried.push(target);
+                    }
+                    last_error = Some(e);
+                    continue;
+                }
+            };
         let status = read_response_head(&mut upstream).await.map_err(classify)?;
         return Ok(Exchange {
             upstream,
             peer,
             status,
             started,
+            head_request: head.method() == http::Method::HEAD,
         });
     }
     Err(match last_error {
@@ -165,18 +182,44 @@ pub async fn send(
     })
 }
 
-async fn send_request(
-    upstream: &mut HttpSession,
-    request: &RequestHeader,
+/// Writes the head and the body in one go (a vectored write when the stream
+/// supports it) and hands back an HTTP/1.1 session ready to read the response.
+/// On failure the connection is dropped, which closes it.
+async fn write_request(
+    upstream: HttpSession,
+    peer: &HttpPeer,
+    head: &UpstreamHead,
     body: &Bytes,
-) -> pingora::Result<()> {
-    upstream
-        .write_request_header(Box::new(request.clone()))
-        .await?;
-    if !body.is_empty() {
-        upstream.write_request_body(body.clone(), true).await?;
+    timeout: Duration,
+) -> pingora::Result<HttpSession> {
+    let HttpSession::H1(session) = upstream else {
+        // Upstream peers offer only HTTP/1.1 in ALPN (`UpstreamPool::peer`).
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "the upstream connection is not HTTP/1.1",
+        );
+    };
+    let mut stream = session.into_inner();
+    let mut bytes = head.wire().clone().chain(body.clone());
+    let write = async {
+        stream.write_all_buf(&mut bytes).await?;
+        stream.flush().await
+    };
+    match pingora::prelude::timeout(timeout, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Error::e_because(ErrorType::WriteError, "writing the request", e),
+        Err(_) => {
+            return Error::e_explain(
+                ErrorType::WriteTimedout,
+                format!("writing the request, timeout {timeout:?}"),
+            )
+        }
     }
-    upstream.finish_request_body().await
+    let mut session = HttpSession::H1(Http1Session::new_with_options(stream, peer));
+    // The connector does not apply the peer's read/write timeouts to the session.
+    session.set_read_timeout(Some(timeout));
+    session.set_write_timeout(Some(timeout));
+    Ok(session)
 }
 
 /// Reads the response head, skipping informational (1xx) responses.
@@ -200,17 +243,18 @@ async fn read_response_head(upstream: &mut HttpSession) -> pingora::Result<u16> 
 
 async fn relay_response(
     session: &mut Session,
-    upstream: &mut HttpSession,
+    exchange: &mut Exchange,
     request_id: &str,
 ) -> Result<(), ForwardError> {
-    let head = upstream.response_header().ok_or_else(|| {
+    let head = exchange.upstream.response_header().ok_or_else(|| {
         ForwardError::Failed(Error::explain(
             ErrorType::InvalidHTTPHeader,
             "no response head",
         ))
     })?;
     let response = headers::downstream_response(head, request_id).map_err(ForwardError::Failed)?;
-    let done = upstream.response_done();
+    let done = exchange.response_done();
+    let upstream = &mut exchange.upstream;
     session
         .write_response_header(Box::new(response), done)
         .await

@@ -1,13 +1,20 @@
 //! The request head sent upstream and the response head sent back: hop-by-hop
 //! headers removed, framing set from the buffered body, and the gateway's own
 //! headers (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Request-Id`,
-//! `X-Hookgate-Route`) added.
+//! `X-Hookgate-Route`, `X-Hookgate-Event`) added.
+//!
+//! The upstream head is serialized once, straight from the sender's parsed head
+//! into HTTP/1.1 wire bytes ([`UpstreamHead`]): no intermediate header map is
+//! built or cloned, and `forward` writes it together with the body in one write.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName};
+use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::Result;
+use pingora::{Error, ErrorType, Result};
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_HOOKGATE_ROUTE: &str = "x-hookgate-route";
@@ -40,89 +47,186 @@ pub struct Forwarding<'a> {
     pub event: Option<&'a str>,
 }
 
-/// Builds the upstream request head for a buffered body of `body_len` bytes.
-pub fn upstream_request(
+/// A request head ready for the upstream: its method (a `HEAD` response has no
+/// body, whatever its framing says) and its HTTP/1.1 wire bytes, shared by the
+/// primary exchange and every fan-out copy.
+#[derive(Debug, Clone)]
+pub struct UpstreamHead {
+    method: Method,
+    wire: Bytes,
+}
+
+impl UpstreamHead {
+    /// A head serialized earlier by [`upstream_head`] (kept by a fan-out copy).
+    pub fn from_parts(method: Method, wire: Bytes) -> Self {
+        UpstreamHead { method, wire }
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// `METHOD target HTTP/1.1\r\n`, the headers, and the empty line.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+}
+
+/// Serializes the upstream request head for a buffered body of `body_len` bytes.
+///
+/// Header values come from the sender's parsed head (the `http` crate has already
+/// refused control characters in them) or from the gateway; each of the
+/// gateway's own is checked the same way before it is written.
+pub fn upstream_head(
     downstream: &RequestHeader,
     body_len: usize,
     forwarding: &Forwarding<'_>,
-) -> Result<RequestHeader> {
-    let mut request = RequestHeader::build_no_case(
-        downstream.method.clone(),
-        downstream.raw_path(),
-        Some(downstream.headers.len() + 5),
-    )?;
-    let listed = connection_listed(&downstream.headers);
-    let mut forwarded_for: Option<String> = None;
-    for (name, value) in downstream.headers.iter() {
-        if is_hop_by_hop(name) || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l)) {
-            continue;
-        }
-        match name.as_str() {
-            X_FORWARDED_FOR => {
-                let text = String::from_utf8_lossy(value.as_bytes());
-                forwarded_for = Some(match forwarded_for {
-                    Some(previous) => format!("{previous}, {text}"),
-                    None => text.into_owned(),
-                });
-            }
-            X_FORWARDED_PROTO | X_REQUEST_ID | X_HOOKGATE_ROUTE | X_HOOKGATE_EVENT => {}
-            _ => {
-                request.append_header(name.clone(), value.clone())?;
-            }
+) -> Result<UpstreamHead> {
+    let target = downstream.raw_path();
+    if target.is_empty()
+        || target
+            .iter()
+            .any(|&b| matches!(b, 0x00 | b'\r' | b'\n' | b' '))
+    {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "the request target cannot be forwarded",
+        );
+    }
+    let headers = &downstream.headers;
+    let listed = connection_listed(headers);
+    let forwarded = |name: &HeaderName| {
+        !is_hop_by_hop(name)
+            && !listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l))
+            && !matches!(
+                name.as_str(),
+                X_FORWARDED_FOR
+                    | X_FORWARDED_PROTO
+                    | X_REQUEST_ID
+                    | X_HOOKGATE_ROUTE
+                    | X_HOOKGATE_EVENT
+            )
+    };
+    // One allocation: the sender's headers plus room for the gateway's own.
+    let size = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + target.len()
+        + 256
+        + forwarding.event.map_or(0, str::len);
+    let mut wire = BytesMut::with_capacity(size);
+    wire.put_slice(downstream.method.as_str().as_bytes());
+    wire.put_u8(b' ');
+    wire.put_slice(target);
+    wire.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers.iter() {
+        if forwarded(name) {
+            put_header(&mut wire, name.as_str(), value.as_bytes());
         }
     }
-    if !downstream.headers.contains_key(header::HOST) {
+    if !headers.contains_key(header::HOST) {
         if let Some(authority) = downstream.uri.authority() {
-            request.insert_header(header::HOST, authority.as_str())?;
+            put_checked(&mut wire, "host", authority.as_str().as_bytes())?;
         }
     }
-    if let Some(client) = forwarding.client {
-        let chain = match forwarded_for {
-            Some(previous) => format!("{previous}, {client}"),
-            None => client.to_string(),
-        };
-        request.insert_header(X_FORWARDED_FOR, chain)?;
-    } else if let Some(previous) = forwarded_for {
-        request.insert_header(X_FORWARDED_FOR, previous)?;
-    }
-    request.insert_header(
+    put_forwarded_for(&mut wire, headers, forwarding.client);
+    put_header(
+        &mut wire,
         X_FORWARDED_PROTO,
-        if forwarding.tls { "https" } else { "http" },
-    )?;
-    request.insert_header(X_REQUEST_ID, forwarding.request_id)?;
-    request.insert_header(X_HOOKGATE_ROUTE, forwarding.route)?;
+        if forwarding.tls { b"https" } else { b"http" },
+    );
+    put_checked(&mut wire, X_REQUEST_ID, forwarding.request_id.as_bytes())?;
+    put_checked(&mut wire, X_HOOKGATE_ROUTE, forwarding.route.as_bytes())?;
     if let Some(event) = forwarding.event {
-        // Events may be non-ASCII UTF-8 (never control characters): bytes, not str.
-        if let Ok(value) = http::HeaderValue::from_bytes(event.as_bytes()) {
-            request.insert_header(X_HOOKGATE_EVENT, value)?;
+        // Events may be non-ASCII UTF-8; one with control characters is not sent.
+        if valid_header_value(event.as_bytes()) {
+            put_header(&mut wire, X_HOOKGATE_EVENT, event.as_bytes());
         }
     }
     if body_len > 0 || sends_body(downstream) {
-        request.insert_header(header::CONTENT_LENGTH, body_len)?;
+        write!(wire, "content-length: {body_len}\r\n").expect("BytesMut grows");
     }
-    Ok(request)
+    wire.put_slice(b"\r\n");
+    Ok(UpstreamHead {
+        method: downstream.method.clone(),
+        wire: wire.freeze(),
+    })
 }
 
-/// Removes connection-level headers from an upstream response before it goes back.
-/// `Content-Length` and `Transfer-Encoding` stay: the downstream writer frames by them.
+/// `X-Forwarded-For`: the sender's chain (every such header, in order), then the peer.
+fn put_forwarded_for(wire: &mut BytesMut, headers: &http::HeaderMap, client: Option<IpAddr>) {
+    let mut previous = headers.get_all(X_FORWARDED_FOR).iter().peekable();
+    if previous.peek().is_none() && client.is_none() {
+        return;
+    }
+    wire.put_slice(X_FORWARDED_FOR.as_bytes());
+    wire.put_slice(b": ");
+    let mut first = true;
+    for value in previous {
+        if !first {
+            wire.put_slice(b", ");
+        }
+        wire.put_slice(value.as_bytes());
+        first = false;
+    }
+    if let Some(client) = client {
+        if !first {
+            wire.put_slice(b", ");
+        }
+        write!(wire, "{client}").expect("BytesMut grows");
+    }
+    wire.put_slice(b"\r\n");
+}
+
+fn put_header(wire: &mut BytesMut, name: &str, value: &[u8]) {
+    wire.put_slice(name.as_bytes());
+    wire.put_slice(b": ");
+    wire.put_slice(value);
+    wire.put_slice(b"\r\n");
+}
+
+/// [`put_header`] for a value the gateway made: refused if it could split the head.
+fn put_checked(wire: &mut BytesMut, name: &str, value: &[u8]) -> Result<()> {
+    if !valid_header_value(value) {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("the {name} header value cannot be sent"),
+        );
+    }
+    put_header(wire, name, value);
+    Ok(())
+}
+
+/// The `http` crate's rule for header values: visible ASCII, tab, space and
+/// obs-text (bytes above 0x7f); no other control characters.
+fn valid_header_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// The upstream's response head without its connection-level headers, for the
+/// sender. `Content-Length` and `Transfer-Encoding` stay: the downstream writer
+/// frames by them. Built fresh rather than cloned and pruned: the upstream head
+/// also carries a header-case map that the answer does not need.
 pub fn downstream_response(upstream: &ResponseHeader, request_id: &str) -> Result<ResponseHeader> {
-    let mut response = upstream.clone();
-    let listed = connection_listed(&upstream.headers);
-    for name in listed {
-        response.remove_header(name.as_str());
+    let headers = &upstream.headers;
+    let listed = connection_listed(headers);
+    let mut response = ResponseHeader::build_no_case(upstream.status, Some(headers.len() + 1))?;
+    let mut has_request_id = false;
+    for (name, value) in headers.iter() {
+        let dropped = matches!(
+            *name,
+            header::CONNECTION | header::UPGRADE | header::TRAILER | header::TE
+        ) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
+            || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l));
+        if !dropped {
+            has_request_id |= name.as_str() == X_REQUEST_ID;
+            response.append_header(name.clone(), value.clone())?;
+        }
     }
-    for name in [
-        header::CONNECTION,
-        header::UPGRADE,
-        header::TRAILER,
-        header::TE,
-    ] {
-        response.remove_header(&name);
-    }
-    for name in HOP_BY_HOP_EXTRA {
-        response.remove_header(*name);
-    }
-    if !response.headers.contains_key(X_REQUEST_ID) {
+    if !has_request_id {
         response.insert_header(X_REQUEST_ID, request_id)?;
     }
     Ok(response)
@@ -185,6 +289,56 @@ mod tests {
         }
     }
 
+    /// The head as an upstream parses it: request line and headers in order.
+    struct Parsed {
+        method: String,
+        target: String,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Parsed {
+        fn all(&self, name: &str) -> Vec<&str> {
+            self.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        }
+
+        fn one(&self, name: &str) -> &str {
+            match self.all(name).as_slice() {
+                [value] => value,
+                other => panic!("{name}: expected one value, got {other:?}"),
+            }
+        }
+    }
+
+    fn parse(head: &UpstreamHead) -> Parsed {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut slots);
+        let status = request.parse(head.wire()).expect("a valid HTTP/1.1 head");
+        assert_eq!(
+            status,
+            httparse::Status::Complete(head.wire().len()),
+            "nothing after the head"
+        );
+        assert_eq!(request.version, Some(1));
+        Parsed {
+            method: request.method.unwrap().to_string(),
+            target: request.path.unwrap().to_string(),
+            headers: request
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8(h.value.to_vec()).unwrap(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn strips_hop_by_hop_and_sets_framing() {
         let downstream = request(&[
@@ -197,9 +351,13 @@ mod tests {
             ("Stripe-Signature", "t=1,v1=ab"),
             ("X-Hookgate-Route", "spoofed"),
         ]);
-        let upstream = upstream_request(&downstream, 11, &forwarding()).unwrap();
-        let h = &upstream.headers;
-        assert_eq!(upstream.raw_path(), b"/hook?x=1");
+        let head = upstream_head(&downstream, 11, &forwarding()).unwrap();
+        assert_eq!(head.method(), Method::POST);
+        let up = parse(&head);
+        assert_eq!(
+            (up.method.as_str(), up.target.as_str()),
+            ("POST", "/hook?x=1")
+        );
         for gone in [
             "connection",
             "x-secret-hop",
@@ -207,15 +365,40 @@ mod tests {
             "transfer-encoding",
             "expect",
         ] {
-            assert!(!h.contains_key(gone), "{gone} forwarded");
+            assert!(up.all(gone).is_empty(), "{gone} forwarded");
         }
-        assert_eq!(h["content-length"], "11");
-        assert_eq!(h["host"], "gw.example");
-        assert_eq!(h["stripe-signature"], "t=1,v1=ab");
-        assert_eq!(h["x-hookgate-route"], "stripe");
-        assert_eq!(h["x-request-id"], "req-1");
-        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(up.one("content-length"), "11");
+        assert_eq!(up.one("host"), "gw.example");
+        assert_eq!(up.one("stripe-signature"), "t=1,v1=ab");
+        assert_eq!(up.one("x-hookgate-route"), "stripe");
+        assert_eq!(up.one("x-request-id"), "req-1");
+        assert_eq!(up.one("x-forwarded-for"), "10.1.2.3");
+        assert_eq!(up.one("x-forwarded-proto"), "http");
+    }
+
+    #[test]
+    fn the_wire_form_is_exact() {
+        let downstream = request(&[("Host", "gw.example"), ("X-A", "1"), ("X-A", "2")]);
+        let forwarding = Forwarding {
+            tls: true,
+            event: Some("push"),
+            ..forwarding()
+        };
+        let head = upstream_head(&downstream, 3, &forwarding).unwrap();
+        assert_eq!(
+            std::str::from_utf8(head.wire()).unwrap(),
+            "POST /hook?x=1 HTTP/1.1\r\n\
+             host: gw.example\r\n\
+             x-a: 1\r\n\
+             x-a: 2\r\n\
+             x-forwarded-for: 10.1.2.3\r\n\
+             x-forwarded-proto: https\r\n\
+             x-request-id: req-1\r\n\
+             x-hookgate-route: stripe\r\n\
+             x-hookgate-event: push\r\n\
+             content-length: 3\r\n\
+             \r\n"
+        );
     }
 
     #[test]
@@ -224,12 +407,82 @@ mod tests {
             ("X-Forwarded-For", "1.1.1.1"),
             ("X-Forwarded-For", "2.2.2.2"),
         ]);
-        let upstream = upstream_request(&downstream, 0, &forwarding()).unwrap();
+        let up = parse(&upstream_head(&downstream, 0, &forwarding()).unwrap());
+        assert_eq!(up.one("x-forwarded-for"), "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        assert_eq!(up.one("content-length"), "0");
+        let unknown_peer = Forwarding {
+            client: None,
+            ..forwarding()
+        };
+        let up = parse(&upstream_head(&downstream, 0, &unknown_peer).unwrap());
+        assert_eq!(up.one("x-forwarded-for"), "1.1.1.1, 2.2.2.2");
+    }
+
+    #[test]
+    fn a_bodiless_get_has_no_framing_and_a_host_from_the_authority() {
+        // As an HTTP/2 sender's head arrives: the authority in the URI, no Host.
+        let (parts, ()) = http::Request::get("https://gw.example:8443/ping?q=1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let downstream = RequestHeader::from(parts);
+        let up = parse(&upstream_head(&downstream, 0, &forwarding()).unwrap());
         assert_eq!(
-            upstream.headers["x-forwarded-for"],
-            "1.1.1.1, 2.2.2.2, 10.1.2.3"
+            (up.method.as_str(), up.target.as_str()),
+            ("GET", "/ping?q=1")
         );
-        assert_eq!(upstream.headers["content-length"], "0");
+        assert!(up.all("content-length").is_empty());
+        assert_eq!(up.one("host"), "gw.example:8443");
+    }
+
+    #[test]
+    fn values_that_could_split_the_head_are_not_written() {
+        let downstream = request(&[("Host", "gw.example")]);
+        let event = Forwarding {
+            event: Some("push\r\nx-injected: 1"),
+            ..forwarding()
+        };
+        let up = parse(&upstream_head(&downstream, 0, &event).unwrap());
+        assert!(up.all("x-hookgate-event").is_empty());
+        assert!(up.all("x-injected").is_empty());
+        let route = Forwarding {
+            route: "a\nb",
+            ..forwarding()
+        };
+        assert!(upstream_head(&downstream, 0, &route).is_err());
+        let event = Forwarding {
+            event: Some("pédé\tcafé"),
+            ..forwarding()
+        };
+        let up = parse(&upstream_head(&downstream, 0, &event).unwrap());
+        assert_eq!(up.one("x-hookgate-event"), "pédé\tcafé");
+    }
+
+    #[test]
+    fn responses_lose_their_connection_headers_only() {
+        let mut upstream = ResponseHeader::build(201, None).unwrap();
+        for (name, value) in [
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Content-Length", "2"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+        ] {
+            upstream.append_header(name, value).unwrap();
+        }
+        let response = downstream_response(&upstream, "req-1").unwrap();
+        let h = &response.headers;
+        assert_eq!(response.status, 201);
+        for gone in ["connection", "x-hop", "keep-alive"] {
+            assert!(!h.contains_key(gone), "{gone} relayed");
+        }
+        assert_eq!(h["content-length"], "2");
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(h["x-request-id"], "req-1");
+        upstream.insert_header("X-Request-Id", "theirs").unwrap();
+        let response = downstream_response(&upstream, "req-1").unwrap();
+        assert_eq!(response.headers["x-request-id"], "theirs");
     }
 
     #[test]

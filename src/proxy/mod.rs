@@ -37,7 +37,6 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
-use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
@@ -53,6 +52,7 @@ use crate::verify::{self, Verified};
 use body::BodyError;
 pub use copies::{CopyMetrics, CopySender};
 use forward::ForwardError;
+use headers::UpstreamHead;
 pub use reply::Reply;
 
 /// The gateway service: shared state, metrics and the upstream connector.
@@ -300,7 +300,7 @@ impl ProxyHttp for Gateway {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        let request = headers::upstream_request(
+        let head = headers::upstream_head(
             session.req_header(),
             admitted.body.len(),
             &headers::Forwarding {
@@ -323,7 +323,7 @@ impl ProxyHttp for Gateway {
             &self.connector,
             session,
             pool,
-            &request,
+            &head,
             &admitted.body,
             &ctx.request_id,
             &mut ctx.target,
@@ -341,7 +341,7 @@ impl ProxyHttp for Gateway {
                     if let Some(claim) = admitted.claim {
                         claim.forwarded(Instant::now());
                     }
-                    self.queue_copies(route.name(), admitted.copies, &request, &admitted.body);
+                    self.queue_copies(route.name(), admitted.copies, &head, &admitted.body);
                 }
                 Ok(true)
             }
@@ -522,16 +522,15 @@ impl Gateway {
         &self,
         route: &str,
         copies: &[String],
-        request: &RequestHeader,
+        head: &UpstreamHead,
         body: &VerifiedBody,
     ) {
         if copies.is_empty() {
             return;
         }
         let payload = Arc::new(Payload {
-            method: request.method.clone(),
-            path_and_query: String::from_utf8_lossy(request.raw_path()).into_owned(),
-            headers: request.headers.clone(),
+            method: head.method().clone(),
+            head: head.wire().clone(),
             body: body.bytes().clone(),
         });
         for upstream in copies {

@@ -400,6 +400,7 @@ fn serve_connection(
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        let head_request = request.method == "HEAD";
         received.lock().unwrap().push(request);
         if behavior.hang_up {
             return;
@@ -410,7 +411,9 @@ fn serve_connection(
             behavior.status,
             behavior.body.len()
         );
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&behavior.body).is_err() {
+        // The answer to a HEAD has the framing of the GET answer, and no body.
+        let body: &[u8] = if head_request { b"" } else { &behavior.body };
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body).is_err() {
             return;
         }
     }
@@ -515,21 +518,40 @@ pub fn send_raw(to: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
     read_response(&mut BufReader::new(stream))
 }
 
-pub fn read_response<R: BufRead>(reader: &mut R) -> std::io::Result<Response> {
-    let bad = |what: &str| std::io::Error::other(what.to_string());
+/// `HEAD path` on a new connection: the status and headers (a HEAD answer has no body).
+pub fn head(to: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut writer = stream.try_clone()?;
+    writer.write_all(format!("HEAD {path} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())?;
+    let (status, headers) = read_response_head(&mut BufReader::new(stream))?;
+    Ok(Response {
+        status,
+        headers,
+        body: Vec::new(),
+    })
+}
+
+/// The status line and headers of a response.
+fn read_response_head<R: BufRead>(reader: &mut R) -> std::io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
-    let headers = read_headers(reader).ok_or_else(|| bad("bad headers"))?;
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let headers = read_headers(reader).ok_or_else(|| std::io::Error::other("bad headers"))?;
+    Ok((status, headers))
+}
+
+pub fn read_response<R: BufRead>(reader: &mut R) -> std::io::Result<Response> {
+    let (status, headers) = read_response_head(reader)?;
     let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
     let body = if bodiless {
         Vec::new()
     } else {
-        read_body(reader, &headers, true).ok_or_else(|| bad("bad body"))?
+        read_body(reader, &headers, true).ok_or_else(|| std::io::Error::other("bad body"))?
     };
     Ok(Response {
         status,
