@@ -5,9 +5,11 @@
 //! `outcome` one of [`Outcome`]'s codes, `upstream` a configured upstream name,
 //! `class` one of `1xx`..`5xx`. Never a raw path, address or header value.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
@@ -64,6 +66,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How many outcomes there are (one cached counter each per route).
+    const COUNT: usize = Outcome::UpstreamUnavailable as usize + 1;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Forwarded => "forwarded",
@@ -297,6 +302,118 @@ impl Default for Metrics {
 }
 
 /// `2xx` style class of an HTTP status.
+/// The per-request series of one route, each looked up in its vector on first
+/// use and then kept: counting a request then costs no label hashing, no map
+/// lookup and no lock. A route's handles live as long as its snapshot's route;
+/// series are created lazily, so `/metrics` shows the same series as without
+/// the cache.
+pub struct RouteHandles {
+    route: String,
+    requests: [OnceLock<IntCounter>; Outcome::COUNT],
+    duration: OnceLock<Histogram>,
+    body_bytes: OnceLock<Histogram>,
+    /// One entry per upstream name the route may send to.
+    upstreams: Box<[UpstreamHandles]>,
+}
+
+struct UpstreamHandles {
+    name: String,
+    /// By status class: 1xx to 5xx.
+    responses: [OnceLock<IntCounter>; 5],
+    duration: OnceLock<Histogram>,
+}
+
+impl RouteHandles {
+    /// Handles for `route`, which may send to the upstreams in `upstreams`.
+    pub fn new<'a>(route: &str, upstreams: impl IntoIterator<Item = &'a str>) -> Self {
+        RouteHandles {
+            route: route.to_string(),
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            duration: OnceLock::new(),
+            body_bytes: OnceLock::new(),
+            upstreams: upstreams
+                .into_iter()
+                .map(|name| UpstreamHandles {
+                    name: name.to_string(),
+                    responses: std::array::from_fn(|_| OnceLock::new()),
+                    duration: OnceLock::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts one request in `hookgate_requests_total`.
+    pub fn count_request(&self, metrics: &Metrics, outcome: Outcome) {
+        self.requests[outcome as usize]
+            .get_or_init(|| {
+                metrics
+                    .requests
+                    .with_label_values(&[&self.route, outcome.as_str()])
+            })
+            .inc();
+    }
+
+    /// Observes `hookgate_request_duration_seconds`.
+    pub fn observe_duration(&self, metrics: &Metrics, seconds: f64) {
+        self.duration
+            .get_or_init(|| metrics.request_duration.with_label_values(&[&self.route]))
+            .observe(seconds);
+    }
+
+    /// Observes `hookgate_request_body_bytes`.
+    pub fn observe_body(&self, metrics: &Metrics, bytes: usize) {
+        self.body_bytes
+            .get_or_init(|| metrics.request_body_bytes.with_label_values(&[&self.route]))
+            .observe(bytes as f64);
+    }
+
+    /// Counts an upstream answer and observes its time (`hookgate_upstream_*`).
+    pub fn upstream_answered(
+        &self,
+        metrics: &Metrics,
+        upstream: &str,
+        status: u16,
+        seconds: Option<f64>,
+    ) {
+        let class = status_class(status);
+        let Some(handles) = self.upstreams.iter().find(|u| u.name == upstream) else {
+            // Not one of the route's upstreams (cannot happen): count it the slow way.
+            let labels = [self.route.as_str(), upstream];
+            metrics
+                .upstream_responses
+                .with_label_values(&[labels[0], labels[1], class])
+                .inc();
+            if let Some(seconds) = seconds {
+                metrics
+                    .upstream_duration
+                    .with_label_values(&labels)
+                    .observe(seconds);
+            }
+            return;
+        };
+        let slot = CLASSES.iter().position(|c| *c == class).unwrap_or(4);
+        handles.responses[slot]
+            .get_or_init(|| {
+                metrics
+                    .upstream_responses
+                    .with_label_values(&[&self.route, upstream, class])
+            })
+            .inc();
+        if let Some(seconds) = seconds {
+            handles
+                .duration
+                .get_or_init(|| {
+                    metrics
+                        .upstream_duration
+                        .with_label_values(&[&self.route, upstream])
+                })
+                .observe(seconds);
+        }
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 pub fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -304,5 +421,66 @@ pub fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_in_the_same_series_as_a_label_lookup() {
+        let metrics = Metrics::new();
+        let handles = RouteHandles::new("github", ["ci", "billing"]);
+        handles.count_request(&metrics, Outcome::Forwarded);
+        handles.count_request(&metrics, Outcome::Forwarded);
+        handles.count_request(&metrics, Outcome::SignatureInvalid);
+        handles.observe_duration(&metrics, 0.002);
+        handles.observe_body(&metrics, 1024);
+        handles.upstream_answered(&metrics, "billing", 503, Some(0.001));
+        handles.upstream_answered(&metrics, "billing", 204, None);
+        handles.upstream_answered(&metrics, "ci", 799, Some(0.001));
+        // An upstream the handles were not made for is still counted.
+        handles.upstream_answered(&metrics, "other", 200, Some(0.001));
+
+        let requests = |outcome| {
+            metrics
+                .requests
+                .with_label_values(&["github", outcome])
+                .get()
+        };
+        assert_eq!(requests("forwarded"), 2);
+        assert_eq!(requests("signature_invalid"), 1);
+        let responses = |upstream, class| {
+            metrics
+                .upstream_responses
+                .with_label_values(&["github", upstream, class])
+                .get()
+        };
+        assert_eq!(responses("billing", "5xx"), 1);
+        assert_eq!(responses("billing", "2xx"), 1);
+        assert_eq!(responses("ci", "5xx"), 1);
+        assert_eq!(responses("other", "2xx"), 1);
+        let timed = |upstream| {
+            metrics
+                .upstream_duration
+                .with_label_values(&["github", upstream])
+                .get_sample_count()
+        };
+        assert_eq!((timed("billing"), timed("ci"), timed("other")), (1, 1, 1));
+        assert_eq!(
+            metrics
+                .request_duration
+                .with_label_values(&["github"])
+                .get_sample_count(),
+            1
+        );
+        assert_eq!(
+            metrics
+                .request_body_bytes
+                .with_label_values(&["github"])
+                .get_sample_sum(),
+            1024.0
+        );
     }
 }

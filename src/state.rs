@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, RouteSettings};
 use crate::dedupe::DedupeStore;
+use crate::metrics::RouteHandles;
 use crate::ratelimit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::upstream::UpstreamPool;
@@ -29,6 +30,8 @@ pub struct Route {
     pub settings: RouteSettings,
     pub limiter: Option<Arc<RouteLimiter>>,
     pub dedupe: Option<Arc<DedupeStore>>,
+    /// Its metric series, resolved once.
+    pub metrics: RouteHandles,
 }
 
 impl Route {
@@ -109,6 +112,7 @@ impl Snapshot {
                         .map(|limit| Arc::new(RouteLimiter::new(limit)))
                 });
                 Ok(Route {
+                    metrics: RouteHandles::new(&settings.name, pools.keys().map(String::as_str)),
                     settings: settings.clone(),
                     limiter,
                     dedupe,

@@ -44,7 +44,7 @@ use crate::allowlist;
 use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
 use crate::events::Target;
 use crate::fanout::{Fanout, Payload};
-use crate::metrics::{status_class, Metrics, Outcome, UNMATCHED_ROUTE};
+use crate::metrics::{Metrics, Outcome, RouteHandles, UNMATCHED_ROUTE};
 use crate::ratelimit::{InflightGuard as InflightSlot, InflightLimit};
 use crate::routing::RouteMatch;
 use crate::state::{Route, SharedState, Snapshot};
@@ -62,6 +62,8 @@ pub struct Gateway {
     connector: Connector,
     inflight_limit: InflightLimit,
     fanout: Arc<Fanout>,
+    /// Metric series of requests that matched no route.
+    unmatched: RouteHandles,
 }
 
 impl Gateway {
@@ -80,6 +82,7 @@ impl Gateway {
             connector: Connector::new(Some(ConnectorOptions::new(pool))),
             inflight_limit,
             fanout,
+            unmatched: RouteHandles::new(UNMATCHED_ROUTE, []),
         }
     }
 }
@@ -253,10 +256,7 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.body_bytes = body.len();
-        self.metrics
-            .request_body_bytes
-            .with_label_values(&[route.name()])
-            .observe(body.len() as f64);
+        route.metrics.observe_body(&self.metrics, body.len());
 
         // 6. Verify, 7. duplicate delivery, 8. event: all read the verified body
         // and the head; the answer is decided first, then written.
@@ -380,29 +380,18 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         let outcome = ctx.outcome.unwrap_or(Outcome::BadRequest);
-        let route = ctx.route_name().unwrap_or(UNMATCHED_ROUTE).to_string();
         let elapsed = ctx.started.elapsed();
-        let metrics = &self.metrics;
-        metrics
-            .requests
-            .with_label_values(&[&route, outcome.as_str()])
-            .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[&route])
-            .observe(elapsed.as_secs_f64());
+        let handles = match (&ctx.snapshot, ctx.route) {
+            (Some(snapshot), Some(index)) => &snapshot.routes[index].metrics,
+            _ => &self.unmatched,
+        };
+        handles.count_request(&self.metrics, outcome);
+        handles.observe_duration(&self.metrics, elapsed.as_secs_f64());
         if let (Some(upstream), Some(status)) = (&ctx.upstream, ctx.upstream_status) {
-            metrics
-                .upstream_responses
-                .with_label_values(&[&route, upstream, status_class(status)])
-                .inc();
-            if let Some(time) = ctx.upstream_time {
-                metrics
-                    .upstream_duration
-                    .with_label_values(&[&route, upstream])
-                    .observe(time.as_secs_f64());
-            }
+            let seconds = ctx.upstream_time.map(|time| time.as_secs_f64());
+            handles.upstream_answered(&self.metrics, upstream, status, seconds);
         }
+        let route = ctx.route_name().unwrap_or(UNMATCHED_ROUTE);
         let head = session.req_header();
         tracing::info!(
             target: "hookgate::access",
