@@ -14,7 +14,7 @@ pub mod health; // background health checks
 pub mod housekeeping; // periodic pruning of per-key limiter state
 pub mod logging; // text or JSON log lines
 pub mod metrics; // every metric name and its registration
-pub mod proxy; // the Pingora ProxyHttp implementation
+pub mod proxy; // the request path: a Pingora HttpServerApp
 pub mod ratelimit; // governor limiters with bounded keyed state, in-flight cap
 pub mod reload; // SIGHUP / file watch / POST /reload -> validate -> swap
 pub mod routing; // host + path + method -> route

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
@@ -110,12 +109,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
-    let conf = server.configuration.clone();
 
-    let mut proxy = http_proxy_service_with_name(
-        &conf,
+    let mut proxy = Service::new(
+        "hookgate proxy".to_string(),
         Gateway::new(state.clone(), metrics.clone(), inflight, fanout.clone()),
-        "hookgate proxy",
     );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());

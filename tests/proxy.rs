@@ -391,6 +391,36 @@ upstream = "down"
 }
 
 #[test]
+fn a_request_head_that_cannot_be_parsed_gets_a_json_400_and_is_counted() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let heads: [&[u8]; 3] = [
+        b"GARBAGE\r\n\r\n",
+        b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+    ];
+    for head in heads {
+        let answered = send_raw(gateway.proxy, head).expect("an answer");
+        let shown = String::from_utf8_lossy(head);
+        assert_eq!(answered.status, 400, "{shown}");
+        assert_eq!(answered.header("content-type"), Some("application/json"));
+        assert_eq!(answered.header("connection"), Some("close"));
+        let body = answered.json();
+        assert_eq!(body["error"], "bad_request", "{shown}");
+        assert_eq!(body["reason"], "the request head is not valid HTTP");
+        assert_eq!(body["request_id"].as_str().map(str::len), Some(36));
+    }
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "_unmatched"), ("outcome", "bad_request")],
+        3.0,
+    );
+    assert_eq!(upstream.count(), 0);
+    // The gateway still serves well-formed requests.
+    assert_eq!(post(gateway.proxy, "/hooks/ok", &[], b"{}").status, 200);
+}
+
+#[test]
 fn admin_endpoints_answer() {
     let upstream = Upstream::start("app");
     let gateway = Gateway::start(&one_route(&upstream, ""));

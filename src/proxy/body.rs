@@ -5,7 +5,7 @@
 //! limit. `Expect: 100-continue` is answered only once the body is acceptable.
 
 use bytes::{Bytes, BytesMut};
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 
 /// Why a body could not be read.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes};
 use pingora::connectors::http::Connector;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as Http1Session;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
@@ -256,12 +256,12 @@ async fn relay_response(
     let done = exchange.response_done();
     let upstream = &mut exchange.upstream;
     session
-        .write_response_header(Box::new(response), done)
+        .write_response_header(Box::new(response))
         .await
         .map_err(ForwardError::Interrupted)?;
     if done {
         return session
-            .write_response_body(None, true)
+            .write_response_body(Bytes::new(), true)
             .await
             .map_err(ForwardError::Interrupted);
     }
@@ -272,12 +272,12 @@ async fn relay_response(
         .map_err(ForwardError::Interrupted)?
     {
         session
-            .write_response_body(Some(chunk), false)
+            .write_response_body(chunk, false)
             .await
             .map_err(ForwardError::Interrupted)?;
     }
     session
-        .write_response_body(None, true)
+        .write_response_body(Bytes::new(), true)
         .await
         .map_err(ForwardError::Interrupted)
 }

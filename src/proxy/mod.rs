@@ -20,9 +20,15 @@
 //! The phases only delegate: matching is `routing`, client address and
 //! allowlists `allowlist`, limits `ratelimit`, verification `verify`,
 //! target choice `upstream`, body reading `body`, the exchange `forward`,
-//! answers `reply`. Only a [`Verified`] body can be forwarded (typestate). Everything is
-//! done in `request_filter`, which always answers and returns `Ok(true)`, so
-//! Pingora's own upstream phases never run (DESIGN.md §2).
+//! answers `reply`. Only a [`Verified`] body can be forwarded (typestate).
+//!
+//! The gateway is a Pingora [`HttpServerApp`], not a `pingora-proxy` `ProxyHttp`:
+//! it reads the body, verifies and forwards in one pass and always answers
+//! itself (DESIGN.md §2), so the proxy framework's phases, modules and its large
+//! per-request futures were pure cost (docs/performance.md). Pingora still
+//! provides the listeners, TLS, HTTP/1 and HTTP/2 sessions, keep-alive reuse and
+//! the pooled upstream connector. A request head Pingora cannot parse gets the
+//! same JSON 400 as any other bad request.
 
 mod body;
 mod copies;
@@ -35,10 +41,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::protocols::http::ServerSession as Session;
+use pingora::server::ShutdownWatch;
 
 use crate::allowlist;
 use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
@@ -113,6 +121,8 @@ pub struct RequestContext {
     _counted: InflightGuard,
     /// Its admission under `[server] max_inflight`, released on drop.
     admission: Option<InflightSlot>,
+    /// Whether the request head was parsed (so `req_header()` may be called).
+    head_read: bool,
 }
 
 impl RequestContext {
@@ -132,10 +142,59 @@ impl Drop for InflightGuard {
 }
 
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestContext;
+impl HttpServerApp for Gateway {
+    /// One request on a new or reused connection: read the head, answer it, log
+    /// it, and hand the connection back for keep-alive when it is reusable.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let mut stopping = shutdown.clone();
+        let read = tokio::select! {
+            // biased: a request already buffered is served rather than dropped
+            biased;
+            read = session.read_request() => read,
+            // shutting down: an idle keep-alive connection is closed
+            _ = stopping.wait_for(|stop| *stop) => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    self.refuse_unparseable(&mut session, &e).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let mut ctx = self.new_ctx();
+        ctx.head_read = true;
+        let error = self.handle(&mut session, &mut ctx).await.err();
+        if error.is_some() && session.response_written().is_none() {
+            // Only a head that cannot be re-serialized gets here; answering is best effort.
+            let _ = session.respond_error(500).await;
+        }
+        self.log_request(&session, error.as_deref(), &ctx);
+        if error.is_some() {
+            return None;
+        }
+        let persistent = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|stream| ReusedHttpStream::from_reusable_stream(stream, persistent))
+    }
+}
 
-    fn new_ctx(&self) -> Self::CTX {
+impl Gateway {
+    fn new_ctx(&self) -> RequestContext {
         self.metrics.inflight.inc();
         RequestContext {
             started: Instant::now(),
@@ -156,10 +215,13 @@ impl ProxyHttp for Gateway {
             event: None,
             _counted: InflightGuard(self.metrics.inflight.clone()),
             admission: None,
+            head_read: false,
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+    /// Steps 0–9 for one request whose head was read. It always answers unless
+    /// the connection broke; `Err` means the connection must not be reused.
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<()> {
         let snapshot = self.state.load_full();
         ctx.snapshot = Some(snapshot.clone());
         ctx.peer = session
@@ -252,7 +314,7 @@ impl ProxyHttp for Gateway {
                 if self.reject(session, ctx, &reply).await.is_err() {
                     ctx.outcome = Some(reply.outcome);
                 }
-                return Ok(true);
+                return Ok(());
             }
         };
         ctx.body_bytes = body.len();
@@ -343,7 +405,7 @@ impl ProxyHttp for Gateway {
                     }
                     self.queue_copies(route.name(), admitted.copies, &head, &admitted.body);
                 }
-                Ok(true)
+                Ok(())
             }
             Err(ForwardError::Unavailable) => {
                 ctx.detail = Some("no healthy target".to_string());
@@ -366,19 +428,25 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Self::CTX,
-    ) -> Result<Box<HttpPeer>> {
-        // request_filter always answers; reaching this is a bug, not a request to proxy.
-        Error::e_explain(
-            ErrorType::InternalError,
-            "hookgate forwards in request_filter",
-        )
+    /// A request head Pingora's parser refused (garbage request line, a bad or
+    /// conflicting `Content-Length`): the JSON 400, counted and logged like every
+    /// other bad request, and the connection closed.
+    async fn refuse_unparseable(&self, session: &mut Session, error: &Error) {
+        let mut ctx = self.new_ctx();
+        ctx.request_id = uuid::Uuid::new_v4().to_string();
+        ctx.detail = Some(error.to_string());
+        let reply = Reply::BAD_REQUEST;
+        ctx.outcome = Some(reply.outcome);
+        ctx.status = Some(reply.status);
+        // Not `reject`: without a parsed head the session cannot tell whether a
+        // body is unread, and the connection is closed anyway.
+        let reason = Some("the request head is not valid HTTP");
+        let _ = reply::send(session, &reply, None, &ctx.request_id, true, &[], reason).await;
+        self.log_request(session, None, &ctx);
     }
 
-    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+    /// Metrics and the access-log line of one request.
+    fn log_request(&self, session: &Session, error: Option<&Error>, ctx: &RequestContext) {
         let outcome = ctx.outcome.unwrap_or(Outcome::BadRequest);
         let elapsed = ctx.started.elapsed();
         let handles = match (&ctx.snapshot, ctx.route) {
@@ -392,14 +460,15 @@ impl ProxyHttp for Gateway {
             handles.upstream_answered(&self.metrics, upstream, status, seconds);
         }
         let route = ctx.route_name().unwrap_or(UNMATCHED_ROUTE);
-        let head = session.req_header();
+        // No head when Pingora could not parse it.
+        let head = ctx.head_read.then(|| session.req_header());
         tracing::info!(
             target: "hookgate::access",
             request_id = %ctx.request_id,
             route = %route,
             client = %ctx.client.map(|ip| ip.to_string()).unwrap_or_default(),
-            method = %head.method,
-            path = %head.uri.path(),
+            method = head.map_or("", |head| head.method.as_str()),
+            path = head.map_or("", |head| head.uri.path()),
             status = ctx.status.or_else(|| session.response_written().map(|r| r.status.as_u16())).unwrap_or(0),
             outcome = outcome.as_str(),
             event = ctx.event.as_deref().unwrap_or(""),
@@ -541,7 +610,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestContext,
         reply: &Reply,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         self.reject_with(session, ctx, reply, &[]).await
     }
 
@@ -552,7 +621,7 @@ impl Gateway {
         ctx: &mut RequestContext,
         reply: &Reply,
         extra: &[(&'static str, String)],
-    ) -> Result<bool> {
+    ) -> Result<()> {
         ctx.outcome = Some(reply.outcome);
         ctx.status = Some(reply.status);
         let body_unread = !session.is_body_done();
@@ -565,7 +634,6 @@ impl Gateway {
             extra,
             ctx.reason.as_deref(),
         )
-        .await?;
-        Ok(true)
+        .await
     }
 }

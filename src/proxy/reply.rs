@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use pingora::Result;
 
 use crate::metrics::Outcome;
@@ -132,10 +132,8 @@ pub async fn send(
         session.set_keepalive(None);
         header.insert_header("Connection", "close")?;
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_header(Box::new(header)).await?;
+    session.write_response_body(body, true).await
 }
 
 #[cfg(test)]
