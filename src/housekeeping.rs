@@ -1,5 +1,6 @@
 //! Periodic upkeep of per-key state: every 10 s, prune the keyed rate limiters of
-//! the current snapshot (dropping keys whose buckets are full again) and publish
+//! the current snapshot (dropping keys whose buckets are full again), close idle
+//! upstream connections past their idle timeout, and publish
 //! `hookgate_rate_limit_keys`, `hookgate_dedupe_entries` and `hookgate_fanout_queued`.
 //!
 //! Owns the schedule only; what pruning means is `ratelimit`'s business.
@@ -13,6 +14,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
+use crate::proxy::UpstreamConnections;
 use crate::state::SharedState;
 
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
@@ -21,18 +23,28 @@ pub struct Housekeeping {
     state: SharedState,
     metrics: Arc<Metrics>,
     fanout: Arc<Fanout>,
+    connections: Vec<Arc<UpstreamConnections>>,
 }
 
 impl Housekeeping {
-    pub fn new(state: SharedState, metrics: Arc<Metrics>, fanout: Arc<Fanout>) -> Self {
+    pub fn new(
+        state: SharedState,
+        metrics: Arc<Metrics>,
+        fanout: Arc<Fanout>,
+        connections: Vec<Arc<UpstreamConnections>>,
+    ) -> Self {
         Housekeeping {
             state,
             metrics,
             fanout,
+            connections,
         }
     }
 
     fn upkeep(&self) {
+        for connections in &self.connections {
+            connections.prune();
+        }
         let snapshot = self.state.load_full();
         self.metrics.fanout_queued.set(self.fanout.held() as i64);
         for route in &snapshot.routes {

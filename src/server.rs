@@ -28,7 +28,7 @@ use crate::fanout::Fanout;
 use crate::health::HealthChecker;
 use crate::housekeeping::Housekeeping;
 use crate::metrics::Metrics;
-use crate::proxy::{CopyMetrics, CopySender, Gateway};
+use crate::proxy::{CopyMetrics, CopySender, Gateway, UpstreamConnections};
 use crate::ratelimit::InflightLimit;
 use crate::reload::{ReloadTriggers, Reloader};
 use crate::state::{self, Snapshot};
@@ -70,6 +70,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         .max_inflight
         .map_or_else(InflightLimit::unlimited, InflightLimit::new);
 
+    // Idle upstream connections: one set for the proxy's workers, one for the
+    // fan-out runtime (a connection stays with the runtime that opened it).
+    let keepalive = config.server.upstream_keepalive_pool;
+    let connections = Arc::new(UpstreamConnections::new(keepalive));
+    let copy_connections = Arc::new(UpstreamConnections::new(keepalive));
     let snapshot = Snapshot::build(config).map_err(StartError::Setup)?;
     let state = state::shared(snapshot);
     let metrics = Arc::new(Metrics::new());
@@ -83,7 +88,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         .map_err(|e| StartError::Setup(format!("the fan-out runtime: {e}")))?;
     let fanout = Arc::new(Fanout::start(
         fanout_config,
-        Arc::new(CopySender::new(state.clone())),
+        Arc::new(CopySender::new(state.clone(), copy_connections.clone())),
         Arc::new(CopyMetrics::new(metrics.clone())),
         copies_runtime.handle().clone(),
     ));
@@ -112,7 +117,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     let mut proxy = Service::new(
         "hookgate proxy".to_string(),
-        Gateway::new(state.clone(), metrics.clone(), inflight, fanout.clone()),
+        Gateway::new(
+            state.clone(),
+            metrics.clone(),
+            inflight,
+            fanout.clone(),
+            connections.clone(),
+        ),
     );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
@@ -152,7 +163,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     server.add_service(background_service(
         "housekeeping",
-        Housekeeping::new(state.clone(), metrics.clone(), fanout.clone()),
+        Housekeeping::new(
+            state.clone(),
+            metrics.clone(),
+            fanout.clone(),
+            vec![connections, copy_connections],
+        ),
     ));
 
     if let Some(echo_addr) = options.echo {

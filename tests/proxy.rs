@@ -134,6 +134,50 @@ fn a_head_request_is_answered_without_a_body_and_the_route_keeps_working() {
 }
 
 #[test]
+fn upstream_connections_are_kept_alive_and_a_closed_one_is_not_reused() {
+    let kept = Upstream::start("kept");
+    let gateway = Gateway::start(&one_route(&kept, ""));
+    for i in 0..5 {
+        let answered = post(gateway.proxy, "/hooks/seq", &[], format!("{i}").as_bytes());
+        assert_eq!(answered.status, 200);
+    }
+    // The health checks open their own connections; the five requests shared one.
+    let health_checks = 2;
+    assert!(
+        kept.connections() <= 1 + health_checks,
+        "{} upstream connections for 5 sequential requests",
+        kept.connections()
+    );
+
+    // An upstream that closes each connection right after answering (its idle
+    // timeout fired): the next request must not be sent into the dead one.
+    let closing = Upstream::with("closing", Behavior::close_after_answer());
+    gateway.rewrite(&one_route(&closing, ""));
+    assert!(wait_until(Duration::from_secs(5), || {
+        post(gateway.proxy, "/hooks/probe", &[], b"{}").header("x-upstream") == Some("closing")
+    }));
+    let before = closing.count();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(50));
+        let answered = post(
+            gateway.proxy,
+            "/hooks/again",
+            &[],
+            format!("{i}").as_bytes(),
+        );
+        assert_eq!(
+            answered.status, 200,
+            "request {i} after a closed connection"
+        );
+    }
+    assert_eq!(
+        closing.count(),
+        before + 5,
+        "each request reached the upstream once"
+    );
+}
+
+#[test]
 fn two_paths_route_to_two_pools() {
     let billing = Upstream::start("billing");
     let ci = Upstream::start("ci");

@@ -8,9 +8,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
 
+use super::connections::UpstreamConnections;
 use super::forward::{self, ForwardError};
 use super::headers::UpstreamHead;
 use crate::fanout::{AttemptOutcome, Deliver, Failure, Job, Observer};
@@ -20,16 +19,13 @@ use crate::state::SharedState;
 /// Sends copies through the upstream pools of whatever snapshot is current.
 pub struct CopySender {
     state: SharedState,
-    connector: Connector,
+    /// Its own connections: copies run on the fan-out runtime.
+    connections: Arc<UpstreamConnections>,
 }
 
 impl CopySender {
-    pub fn new(state: SharedState) -> Self {
-        let pool = state.load().config.server.upstream_keepalive_pool;
-        CopySender {
-            state,
-            connector: Connector::new(Some(ConnectorOptions::new(pool))),
-        }
+    pub fn new(state: SharedState, connections: Arc<UpstreamConnections>) -> Self {
+        CopySender { state, connections }
     }
 }
 
@@ -46,11 +42,11 @@ impl Deliver for CopySender {
         let payload = &job.payload;
         let head = UpstreamHead::from_parts(payload.method.clone(), payload.head.clone());
         let mut target = None;
-        match forward::send(&self.connector, pool, &head, &payload.body, &mut target).await {
+        match forward::send(&self.connections, pool, &head, &payload.body, &mut target).await {
             Ok(exchange) => {
                 let status = exchange.status;
                 let retry_after = exchange.retry_after();
-                match exchange.drain(&self.connector, pool).await {
+                match exchange.drain(&self.connections, pool).await {
                     Ok(()) => AttemptOutcome::Response {
                         status: http::StatusCode::from_u16(status)
                             .unwrap_or(http::StatusCode::BAD_GATEWAY),

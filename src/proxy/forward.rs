@@ -1,5 +1,6 @@
 //! The upstream exchange: send a buffered request to a healthy target of a pool
-//! with Pingora's pooled connector, and stream the response back to the sender.
+//! over a new or kept-alive connection (`connections`), and stream the response
+//! back to the sender.
 //!
 //! Pingora's own upstream phases cannot be used once `request_filter` has read
 //! the body (DESIGN.md §2), so the exchange is done here. The serialized head and
@@ -14,14 +15,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use pingora::connectors::http::Connector;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::protocols::http::ServerSession as Session;
+use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
+use super::connections::UpstreamConnections;
 use super::headers::{self, UpstreamHead};
 use super::VerifiedBody;
 use crate::upstream::UpstreamPool;
@@ -53,7 +55,7 @@ pub type LastTarget = Option<SocketAddr>;
 
 /// Sends `request` + `body` to `pool` and relays the answer to `session`.
 pub async fn forward(
-    connector: &Connector,
+    connections: &UpstreamConnections,
     session: &mut Session,
     pool: &UpstreamPool,
     head: &UpstreamHead,
@@ -61,13 +63,13 @@ pub async fn forward(
     request_id: &str,
     last_target: &mut LastTarget,
 ) -> Result<Forwarded, ForwardError> {
-    let mut exchange = send(connector, pool, head, body.bytes(), last_target).await?;
+    let mut exchange = send(connections, pool, head, body.bytes(), last_target).await?;
     let forwarded = Forwarded {
         status: exchange.status,
         upstream_time: exchange.started.elapsed(),
     };
     relay_response(session, &mut exchange, request_id).await?;
-    exchange.release(connector, pool).await;
+    exchange.release(connections, pool).await;
     Ok(forwarded)
 }
 
@@ -92,12 +94,12 @@ impl Exchange {
     /// Reads and discards the response body (for copies nobody waits for).
     pub async fn drain(
         mut self,
-        connector: &Connector,
+        connections: &UpstreamConnections,
         pool: &UpstreamPool,
     ) -> Result<(), ForwardError> {
         // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
         while !self.head_request && upstream_chunk(&mut self.upstream).await?.is_some() {}
-        self.release(connector, pool).await;
+        self.release(connections, pool).await;
         Ok(())
     }
 
@@ -107,20 +109,22 @@ impl Exchange {
     }
 
     /// Returns the connection to the pool when it can be reused.
-    async fn release(mut self, connector: &Connector, pool: &UpstreamPool) {
+    async fn release(mut self, connections: &UpstreamConnections, pool: &UpstreamPool) {
         if self.head_request {
             // The session was not told the request was a HEAD, so it would take
             // the response's framing at its word: close rather than reuse.
             self.upstream.shutdown().await;
             return;
         }
-        connector
-            .release_http_session(
-                self.upstream,
-                &self.peer,
-                Some(pool.settings().idle_timeout),
-            )
-            .await;
+        let HttpSession::H1(mut session) = self.upstream else {
+            return;
+        };
+        // Keep-alive as the response's version and `Connection` allow, and only
+        // when the response was read exactly to its end.
+        session.respect_keepalive();
+        if let Some(stream) = session.reuse().await {
+            connections.put(&self.peer, stream, pool.settings().idle_timeout);
+        }
     }
 }
 
@@ -131,7 +135,7 @@ async fn upstream_chunk(upstream: &mut HttpSession) -> Result<Option<Bytes>, For
 /// Writes `head` + `body` to a healthy target of `pool`, retrying the next
 /// target while nothing was sent, and reads the response head.
 pub async fn send(
-    connector: &Connector,
+    connections: &UpstreamConnections,
     pool: &UpstreamPool,
     head: &UpstreamHead,
     body: &Bytes,
@@ -148,7 +152,7 @@ pub async fn send(
         };
         *last_target = Some(target);
         let peer = pool.peer(target);
-        let (upstream, reused) = match connector.get_http_session(&peer).await {
+        let (upstream, reused) = match connections.get(&peer).await {
             Ok(connected) => connected,
             Err(e) => {
                 tried.push(target);
@@ -186,20 +190,13 @@ pub async fn send(
 /// supports it) and hands back an HTTP/1.1 session ready to read the response.
 /// On failure the connection is dropped, which closes it.
 async fn write_request(
-    upstream: HttpSession,
+    mut stream: Stream,
     peer: &HttpPeer,
     head: &UpstreamHead,
     body: &Bytes,
     timeout: Duration,
 ) -> pingora::Result<HttpSession> {
-    let HttpSession::H1(session) = upstream else {
-        // Upstream peers offer only HTTP/1.1 in ALPN (`UpstreamPool::peer`).
-        return Error::e_explain(
-            ErrorType::InternalError,
-            "the upstream connection is not HTTP/1.1",
-        );
-    };
-    let mut stream = session.into_inner();
+    // Upstream peers offer only HTTP/1.1 in ALPN (`UpstreamPool::peer`).
     let mut bytes = head.wire().clone().chain(body.clone());
     let write = async {
         stream.write_all_buf(&mut bytes).await?;
@@ -216,7 +213,7 @@ async fn write_request(
         }
     }
     let mut session = HttpSession::H1(Http1Session::new_with_options(stream, peer));
-    // The connector does not apply the peer's read/write timeouts to the session.
+    // Per read and per write, as the pool's `timeout` promises.
     session.set_read_timeout(Some(timeout));
     session.set_write_timeout(Some(timeout));
     Ok(session)

@@ -27,10 +27,11 @@
 //! itself (DESIGN.md §2), so the proxy framework's phases, modules and its large
 //! per-request futures were pure cost (docs/performance.md). Pingora still
 //! provides the listeners, TLS, HTTP/1 and HTTP/2 sessions, keep-alive reuse and
-//! the pooled upstream connector. A request head Pingora cannot parse gets the
+//! upstream connects (`connections` keeps the idle upstream connections). A request head Pingora cannot parse gets the
 //! same JSON 400 as any other bad request.
 
 mod body;
+mod connections;
 mod copies;
 mod forward;
 mod headers;
@@ -42,8 +43,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession as Session;
 use pingora::server::ShutdownWatch;
@@ -58,16 +57,17 @@ use crate::routing::RouteMatch;
 use crate::state::{Route, SharedState, Snapshot};
 use crate::verify::{self, Verified};
 use body::BodyError;
+pub use connections::UpstreamConnections;
 pub use copies::{CopyMetrics, CopySender};
 use forward::ForwardError;
 use headers::UpstreamHead;
 pub use reply::Reply;
 
-/// The gateway service: shared state, metrics and the upstream connector.
+/// The gateway service: shared state, metrics and the upstream connections.
 pub struct Gateway {
     state: SharedState,
     metrics: Arc<Metrics>,
-    connector: Connector,
+    connections: Arc<UpstreamConnections>,
     inflight_limit: InflightLimit,
     fanout: Arc<Fanout>,
     /// Metric series of requests that matched no route.
@@ -76,18 +76,19 @@ pub struct Gateway {
 
 impl Gateway {
     /// `inflight_limit` is shared with the reloader, which adjusts its maximum;
-    /// `fanout` delivers the background copies.
+    /// `fanout` delivers the background copies; `connections` keeps upstream
+    /// connections alive between requests (housekeeping prunes it).
     pub fn new(
         state: SharedState,
         metrics: Arc<Metrics>,
         inflight_limit: InflightLimit,
         fanout: Arc<Fanout>,
+        connections: Arc<UpstreamConnections>,
     ) -> Self {
-        let pool = state.load().config.server.upstream_keepalive_pool;
         Gateway {
             state,
             metrics,
-            connector: Connector::new(Some(ConnectorOptions::new(pool))),
+            connections,
             inflight_limit,
             fanout,
             unmatched: RouteHandles::new(UNMATCHED_ROUTE, []),
@@ -382,7 +383,7 @@ impl Gateway {
         };
         ctx.upstream = Some(admitted.primary.to_string());
         let result = forward::forward(
-            &self.connector,
+            &self.connections,
             session,
             pool,
             &head,

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -260,6 +260,9 @@ pub struct Behavior {
     pub delay: Duration,
     /// Close the connection after reading the request instead of answering.
     pub hang_up: bool,
+    /// Answer (keep-alive framing, no `Connection: close`), then close the
+    /// connection, as an upstream whose idle timeout fires does.
+    pub close_after_answer: bool,
 }
 
 impl Default for Behavior {
@@ -269,6 +272,7 @@ impl Default for Behavior {
             body: b"{\"ok\":true}".to_vec(),
             delay: Duration::ZERO,
             hang_up: false,
+            close_after_answer: false,
         }
     }
 }
@@ -297,6 +301,14 @@ impl Behavior {
             ..Behavior::default()
         }
     }
+
+    /// Answers, then closes the connection the gateway may keep for reuse.
+    pub fn close_after_answer() -> Behavior {
+        Behavior {
+            close_after_answer: true,
+            ..Behavior::default()
+        }
+    }
 }
 
 /// An HTTP/1.1 upstream on 127.0.0.1 that records every request.
@@ -304,6 +316,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     accept_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -328,6 +342,8 @@ impl Upstream {
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread_received = received.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let thread_accepted = accepted.clone();
         let thread_stop = stop.clone();
         let thread_name = name.to_string();
         let accept_thread = std::thread::spawn(move || {
@@ -335,6 +351,7 @@ impl Upstream {
             while !thread_stop.load(Ordering::SeqCst) && born.elapsed() < UPSTREAM_LIFETIME {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        thread_accepted.fetch_add(1, Ordering::SeqCst);
                         let received = thread_received.clone();
                         let behavior = behavior.clone();
                         let name = thread_name.clone();
@@ -351,6 +368,7 @@ impl Upstream {
             addr,
             name: name.to_string(),
             received,
+            accepted,
             stop,
             accept_thread: Some(accept_thread),
         }
@@ -362,6 +380,11 @@ impl Upstream {
 
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and closes the port (existing connections end at their next request).
@@ -414,6 +437,9 @@ fn serve_connection(
         // The answer to a HEAD has the framing of the GET answer, and no body.
         let body: &[u8] = if head_request { b"" } else { &behavior.body };
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body).is_err() {
+            return;
+        }
+        if behavior.close_after_answer {
             return;
         }
     }
