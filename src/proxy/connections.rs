@@ -76,7 +76,10 @@ impl UpstreamConnections {
                 return Ok((idle.stream, true));
             }
         }
-        Ok((self.transport.new_stream(peer).await?, false))
+        // Boxed: connecting (TCP, TLS) is a large future, and kept inline it would
+        // grow every request's future, which is moved in memory once per request.
+        let connect = Box::pin(self.transport.new_stream(peer));
+        Ok((connect.await?, false))
     }
 
     /// Keeps `stream`, whose last exchange with `peer` is complete, for reuse
