@@ -344,13 +344,16 @@ impl RouteHandles {
 
     /// Counts one request in `hookgate_requests_total`.
     pub fn count_request(&self, metrics: &Metrics, outcome: Outcome) {
-        self.requests[outcome as usize]
-            .get_or_init(|| {
-                metrics
-                    .requests
-                    .with_label_values(&[&self.route, outcome.as_str()])
-            })
-            .inc();
+        let lookup = || {
+            metrics
+                .requests
+                .with_label_values(&[&self.route, outcome.as_str()])
+        };
+        match self.requests.get(outcome as usize) {
+            Some(slot) => slot.get_or_init(lookup).inc(),
+            // An outcome added after `COUNT` was last updated: still counted.
+            None => lookup().inc(),
+        }
     }
 
     /// Observes `hookgate_request_duration_seconds`.

@@ -2,13 +2,13 @@
 //! over a new or kept-alive connection (`connections`), and stream the response
 //! back to the sender.
 //!
-//! Pingora's own upstream phases cannot be used once `request_filter` has read
-//! the body (DESIGN.md §2), so the exchange is done here. The serialized head and
-//! the body go out in one vectored write (Pingora's client session would flush
-//! the head on its own first: two packets, and two wake-ups of the upstream). A target that cannot be
-//! connected to, or whose pooled connection fails before the request is written,
-//! is retried on the next healthy target: the request was not sent, so a retry
-//! cannot duplicate it. Once the request is written nothing is retried here
+//! The gateway reads the whole body before it forwards (DESIGN.md §2), so the
+//! exchange is done here rather than by Pingora's proxy phases. The serialized
+//! head and the body go out in one vectored write (Pingora's client session
+//! would flush the head on its own first: two packets, and two wake-ups of the
+//! upstream). A target that cannot be connected to, or whose kept-alive
+//! connection fails before the request is written, is retried on the next
+//! healthy target: the request was not sent, so a retry cannot duplicate it. Once the request is written nothing is retried here
 //! (background copies have their own retry policy in `fanout`).
 
 use std::net::SocketAddr;

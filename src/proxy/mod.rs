@@ -26,9 +26,10 @@
 //! it reads the body, verifies and forwards in one pass and always answers
 //! itself (DESIGN.md §2), so the proxy framework's phases, modules and its large
 //! per-request futures were pure cost (docs/performance.md). Pingora still
-//! provides the listeners, TLS, HTTP/1 and HTTP/2 sessions, keep-alive reuse and
-//! upstream connects (`connections` keeps the idle upstream connections). A request head Pingora cannot parse gets the
-//! same JSON 400 as any other bad request.
+//! provides the listeners, TLS, HTTP/1 and HTTP/2 sessions, keep-alive reuse
+//! with senders, and new upstream connections (`connections` keeps the idle
+//! ones). A request head Pingora cannot parse gets the same JSON 400 as any
+//! other bad request.
 
 mod body;
 mod connections;
