@@ -15,8 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::protocols::http::ServerSession as Session;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
@@ -86,7 +85,7 @@ pub struct Exchange {
 impl Exchange {
     /// The response's `Retry-After` in seconds, when it has one.
     pub fn retry_after(&self) -> Option<Duration> {
-        let head = self.upstream.response_header()?;
+        let head = self.upstream.resp_header()?;
         let value = head.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
         value.trim().parse().ok().map(Duration::from_secs)
     }
@@ -105,7 +104,7 @@ impl Exchange {
 
     /// Whether the whole response has been read.
     fn response_done(&mut self) -> bool {
-        self.head_request || self.upstream.response_done()
+        self.head_request || self.upstream.is_body_done()
     }
 
     /// Returns the connection to the pool when it can be reused.
@@ -116,9 +115,7 @@ impl Exchange {
             self.upstream.shutdown().await;
             return;
         }
-        let HttpSession::H1(mut session) = self.upstream else {
-            return;
-        };
+        let mut session = self.upstream;
         // Keep-alive as the response's version and `Connection` allow, and only
         // when the response was read exactly to its end.
         session.respect_keepalive();
@@ -129,7 +126,7 @@ impl Exchange {
 }
 
 async fn upstream_chunk(upstream: &mut HttpSession) -> Result<Option<Bytes>, ForwardError> {
-    upstream.read_response_body().await.map_err(classify)
+    upstream.read_body_bytes().await.map_err(classify)
 }
 
 /// Writes `head` + `body` to a healthy target of `pool`, retrying the next
@@ -212,10 +209,10 @@ async fn write_request(
             )
         }
     }
-    let mut session = HttpSession::H1(Http1Session::new_with_options(stream, peer));
+    let mut session = HttpSession::new_with_options(stream, peer);
     // Per read and per write, as the pool's `timeout` promises.
-    session.set_read_timeout(Some(timeout));
-    session.set_write_timeout(Some(timeout));
+    session.read_timeout = Some(timeout);
+    session.write_timeout = Some(timeout);
     Ok(session)
 }
 
@@ -223,9 +220,9 @@ async fn write_request(
 async fn read_response_head(upstream: &mut HttpSession) -> pingora::Result<u16> {
     // Bounded: an upstream sending endless 1xx heads is broken.
     for _ in 0..16 {
-        upstream.read_response_header().await?;
+        upstream.read_response().await?;
         let status = upstream
-            .response_header()
+            .resp_header()
             .map(|head| head.status.as_u16())
             .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response head"))?;
         if !(100..200).contains(&status) || status == 101 {
@@ -243,7 +240,7 @@ async fn relay_response(
     exchange: &mut Exchange,
     request_id: &str,
 ) -> Result<(), ForwardError> {
-    let head = exchange.upstream.response_header().ok_or_else(|| {
+    let head = exchange.upstream.resp_header().ok_or_else(|| {
         ForwardError::Failed(Error::explain(
             ErrorType::InvalidHTTPHeader,
             "no response head",
@@ -264,7 +261,7 @@ async fn relay_response(
     }
     // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
     while let Some(chunk) = upstream
-        .read_response_body()
+        .read_body_bytes()
         .await
         .map_err(ForwardError::Interrupted)?
     {
