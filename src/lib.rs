@@ -22,6 +22,7 @@ pub mod secret; // redacted secret newtype
 pub mod server; // assembling and running the Pingora server
 pub mod sign; // `hookgate sign`
 pub mod state; // the atomically swapped runtime snapshot
+pub mod target; // one reading of the request target: canonical path, authority
 pub mod units; // "5s", "1MiB"
 pub mod upstream; // upstream pools, round robin, health
 pub mod verify; // signature and token verification, one file per scheme

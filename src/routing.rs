@@ -6,12 +6,23 @@
 //! A path that matches only routes with other methods is `MethodNotAllowed`.
 //! Event-based routing inside a route comes later in the request path and is not
 //! owned here.
+//!
+//! Requests are matched on the route path that `target` decided (canonical and
+//! decoded), so that every spelling a common backend would send to a route's
+//! handler is held to that route's checks:
+//! - letters match without regard to ASCII case (Express and ASP.NET route that way);
+//! - a trailing slash is ignored (Express, Rails and Spring ignore it too);
+//! - an exact path also matches its format suffixes, `/hooks/github.json`
+//!   (Rails' optional `(.:format)`, Spring's suffix patterns);
+//! - a route without `methods` takes the methods a webhook may use (GET, POST,
+//!   PUT, PATCH, DELETE, HEAD, OPTIONS); others (CONNECT, TRACE, extension
+//!   methods) are `MethodNotAllowed`.
 
 use http::Method;
 
 use crate::config::{PathPattern, RouteSettings};
 
-/// The outcome of matching a request head against the table.
+/// The outcome of matching a request against the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteMatch {
     /// Index of the route in the table (the config's order).
@@ -52,10 +63,14 @@ impl RouteTable {
         RouteTable { order, entries }
     }
 
-    /// Matches `host` (the Host header or :authority, port ignored), `path` (no query) and `method`.
+    /// Matches `host` (the request's host without its port, as `target::Authority::host`),
+    /// `path` (the route path from `target::read_target`) and `method`.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> RouteMatch {
-        let host = host.map(strip_port);
-        let mut method_mismatch = None;
+        let path = match path.strip_suffix('/') {
+            Some(stripped) if !stripped.is_empty() => stripped,
+            _ => path,
+        };
+        let mut method_mismatch: Option<usize> = None;
         for &index in &self.order {
             let entry = &self.entries[index];
             if let Some(wanted) = &entry.host {
@@ -66,12 +81,23 @@ impl RouteTable {
             if !path_matches(&entry.path, path) {
                 continue;
             }
-            match &entry.methods {
-                Some(methods) if !methods.contains(method) => {
-                    method_mismatch.get_or_insert(index);
+            if let Some(first) = method_mismatch {
+                // The most specific host and path decide: a less specific route
+                // never takes a method the specific one refused (a `GET` to a
+                // `POST`-only verified route does not fall through to a catch-all).
+                let first = &self.entries[first];
+                if first.host != entry.host || first.path != entry.path {
+                    break;
                 }
-                _ => return RouteMatch::Found(index),
             }
+            let allowed = match &entry.methods {
+                Some(methods) => methods.contains(method),
+                None => is_webhook_method(method),
+            };
+            if allowed {
+                return RouteMatch::Found(index);
+            }
+            method_mismatch.get_or_insert(index);
         }
         method_mismatch.map_or(RouteMatch::NoRoute, RouteMatch::MethodNotAllowed)
     }
@@ -85,30 +111,39 @@ fn specificity(entry: &Entry) -> (bool, bool, usize) {
     (entry.host.is_some(), exact, length)
 }
 
+/// The methods a route without `methods` accepts.
+fn is_webhook_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::HEAD
+            | Method::OPTIONS
+    )
+}
+
+/// `path` without a leading `pattern`, ignoring ASCII case.
+fn strip_prefix_ignore_case<'p>(path: &'p str, pattern: &str) -> Option<&'p str> {
+    let head = path.as_bytes().get(..pattern.len())?;
+    head.eq_ignore_ascii_case(pattern.as_bytes())
+        .then(|| &path[pattern.len()..])
+}
+
 fn path_matches(pattern: &PathPattern, path: &str) -> bool {
     match pattern {
-        PathPattern::Exact(exact) => path == exact,
-        PathPattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+        PathPattern::Exact(exact) => match strip_prefix_ignore_case(path, exact) {
+            // `exact` itself, or `exact.json` (a format suffix).
+            Some(rest) => rest.is_empty() || (rest.starts_with('.') && !rest.contains('/')),
+            None => false,
+        },
+        PathPattern::Prefix(prefix) => match strip_prefix_ignore_case(path, prefix) {
             Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
             None => false,
         },
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host
-            .split_once(']')
-            .map_or(host, |(h, _)| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    })
 }
 
 #[cfg(test)]
@@ -154,14 +189,38 @@ mod tests {
         let post = Method::POST;
         let table_cases = [
             (None, "/hooks/stripe", &post, RouteMatch::Found(1)),
-            (None, "/hooks/stripe", &Method::GET, RouteMatch::Found(0)),
+            // The specific route refuses GET; the catch-all does not take it.
+            (
+                None,
+                "/hooks/stripe",
+                &Method::GET,
+                RouteMatch::MethodNotAllowed(1),
+            ),
+            (None, "/HOOKS/Stripe", &post, RouteMatch::Found(1)),
+            (None, "/hooks/stripe/", &post, RouteMatch::Found(1)),
+            (None, "/hooks/stripe.json", &post, RouteMatch::Found(1)),
+            (None, "/hooks/stripe.json/x", &post, RouteMatch::Found(0)),
+            (None, "/hooks/stripex", &post, RouteMatch::Found(0)),
+            (None, "/hooks/GitHub/push", &post, RouteMatch::Found(2)),
+            (
+                None,
+                "/hooks/x",
+                &Method::TRACE,
+                RouteMatch::MethodNotAllowed(0),
+            ),
+            (
+                None,
+                "/hooks/x",
+                &Method::CONNECT,
+                RouteMatch::MethodNotAllowed(0),
+            ),
             (None, "/hooks/github/push", &post, RouteMatch::Found(2)),
             (None, "/hooks/github", &post, RouteMatch::Found(2)),
             (None, "/hooks/githubx", &post, RouteMatch::Found(0)),
             (None, "/hooks", &post, RouteMatch::Found(0)),
             (None, "/hooksx", &post, RouteMatch::NoRoute),
             (
-                Some("shop.example:8080"),
+                Some("shop.example"),
                 "/hooks/stripe",
                 &post,
                 RouteMatch::Found(3),
@@ -204,10 +263,24 @@ mod tests {
     }
 
     #[test]
-    fn strips_ports_from_hosts() {
-        assert_eq!(strip_port("a.example:80"), "a.example");
-        assert_eq!(strip_port("a.example"), "a.example");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
+    fn routes_with_the_same_path_and_other_methods_are_all_tried() {
+        let routes = [
+            route("catch-all", None, "/hook/*", None),
+            route("challenge", None, "/hook/zoom", Some(&["GET"])),
+            route("deliveries", None, "/hook/zoom", Some(&["POST"])),
+        ];
+        let table = RouteTable::new(&routes);
+        assert_eq!(
+            table.find(None, "/hook/zoom", &Method::GET),
+            RouteMatch::Found(1)
+        );
+        assert_eq!(
+            table.find(None, "/hook/zoom", &Method::POST),
+            RouteMatch::Found(2)
+        );
+        assert_eq!(
+            table.find(None, "/hook/zoom", &Method::PUT),
+            RouteMatch::MethodNotAllowed(1)
+        );
     }
 }

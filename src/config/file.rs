@@ -62,6 +62,9 @@ pub struct ServerFile {
     pub fanout: Option<FanoutSpec>,
     /// Idle keep-alive connections kept to upstreams, across all targets.
     pub upstream_keepalive_pool: Option<usize>,
+    /// The header that carries the client address hookgate decided on to the
+    /// upstream; `""` sends none. `X-Real-IP` when absent.
+    pub client_header: Option<String>,
 }
 
 impl Default for ServerFile {
@@ -81,6 +84,7 @@ impl Default for ServerFile {
             log_format: LogFormat::default(),
             fanout: None,
             upstream_keepalive_pool: None,
+            client_header: None,
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct ServerSettings {
     pub fanout: FanoutConfig,
     /// Idle keep-alive connections kept to upstreams, across all targets.
     pub upstream_keepalive_pool: usize,
+    /// The header the decided client address is forwarded in; `None` sends none.
+    pub client_header: Option<http::HeaderName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,6 +360,10 @@ fn compile_server(
             }
         },
     };
+    let client_header = problems.take(
+        "server.client_header",
+        parse_client_header(server.client_header.as_deref().unwrap_or("X-Real-IP")),
+    );
     let threads = match server.threads {
         Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -379,7 +385,38 @@ fn compile_server(
         upstream_keepalive_pool: server
             .upstream_keepalive_pool
             .unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE_POOL),
+        client_header: client_header?,
     })
+}
+
+/// `[server] client_header`: a header name hookgate does not set for another purpose.
+fn parse_client_header(text: &str) -> Result<Option<http::HeaderName>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let name = http::HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("{text:?} is not a valid header name"))?;
+    let reserved = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-request-id",
+        "x-hookgate-route",
+        "x-hookgate-event",
+    ];
+    if reserved.contains(&name.as_str()) {
+        return Err(format!(
+            "{text:?} is a header hookgate sets or strips for another purpose; use e.g. \
+             \"X-Real-IP\" or \"X-Client-IP\", or \"\" for none"
+        ));
+    }
+    Ok(Some(name))
 }
 
 fn compile_upstream(
@@ -590,9 +627,19 @@ fn compile_route(
 /// Two routes with the same host, path and overlapping methods would make the second unreachable.
 fn check_route_overlaps(routes: &[RouteSettings], problems: &mut Problems) {
     for (i, route) in routes.iter().enumerate() {
+        // Hosts and paths match without regard to ASCII case (`routing`).
+        let same_host = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let same_path = |a: &PathPattern, b: &PathPattern| match (a, b) {
+            (PathPattern::Exact(a), PathPattern::Exact(b))
+            | (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
         let shadowed_by = routes[..i].iter().find(|earlier| {
-            earlier.host == route.host
-                && earlier.path == route.path
+            same_host(&earlier.host, &route.host)
+                && same_path(&earlier.path, &route.path)
                 && match (&earlier.methods, &route.methods) {
                     (None, _) | (_, None) => true,
                     (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
@@ -601,7 +648,7 @@ fn check_route_overlaps(routes: &[RouteSettings], problems: &mut Problems) {
         if let Some(earlier) = shadowed_by {
             problems.push(
                 format!("routes[{i}].path"),
-                format!("route {:?} has the same host, path and methods as route {:?} and could never match", route.name, earlier.name),
+                format!("route {:?} has the same host, path and methods as route {:?} (letter case aside: paths match without regard to it) and could never match", route.name, earlier.name),
             );
         }
     }
@@ -655,15 +702,37 @@ fn parse_path_pattern(text: &str) -> Result<PathPattern, String> {
             "path {text:?} must be a plain path without query, fragment or spaces"
         ));
     }
-    match text.strip_suffix("/*") {
-        Some(prefix) if prefix.contains('*') => Err(format!(
-            "path {text:?}: '*' is only allowed as a final \"/*\""
+    let (pattern, path) = match text.strip_suffix("/*") {
+        Some(prefix) if prefix.contains('*') => {
+            return Err(format!(
+                "path {text:?}: '*' is only allowed as a final \"/*\""
+            ))
+        }
+        Some(prefix) => (PathPattern::Prefix(prefix.to_string()), prefix),
+        None if text.contains('*') => {
+            return Err(format!(
+                "path {text:?}: '*' is only allowed as a final \"/*\""
+            ))
+        }
+        None => (PathPattern::Exact(text.to_string()), text),
+    };
+    // Requests are routed on their canonical, decoded path (`target`): a route
+    // path must be written in that form to be reachable at all.
+    let canonical = match path {
+        "" => Ok(true),
+        path if path.contains('%') => Ok(false),
+        path => crate::target::canonical_path(path).map(|(_, routed)| routed == path),
+    };
+    match canonical {
+        Ok(true) if path.len() > 1 && path.ends_with('/') => Err(format!(
+            "path {text:?}: write it without the trailing '/'; routes match with or without it"
         )),
-        Some(prefix) => Ok(PathPattern::Prefix(prefix.to_string())),
-        None if text.contains('*') => Err(format!(
-            "path {text:?}: '*' is only allowed as a final \"/*\""
+        Ok(true) => Ok(pattern),
+        Ok(false) => Err(format!(
+            "path {text:?} is not in canonical form: write it decoded (no %-escapes), \
+             without \"//\", \".\" or \"..\" segments; requests are routed on that form"
         )),
-        None => Ok(PathPattern::Exact(text.to_string())),
+        Err(why) => Err(format!("path {text:?} can never match a request: {why}")),
     }
 }
 

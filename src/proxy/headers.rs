@@ -1,7 +1,9 @@
 //! The request head sent upstream and the response head sent back: hop-by-hop
-//! headers removed, framing set from the buffered body, and the gateway's own
-//! headers (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Request-Id`,
-//! `X-Hookgate-Route`, `X-Hookgate-Event`) added.
+//! headers removed, framing set from the buffered body, the target and `Host`
+//! that routing decided on, and the gateway's own headers (`X-Forwarded-For`,
+//! `-Proto`, `-Host`, `-Port`, the client header, `X-Request-Id`,
+//! `X-Hookgate-Route`, `X-Hookgate-Event`) added. The forwarded headers of a
+//! peer outside `trusted_proxies` are replaced, never passed on (see [`Forwarding`]).
 //!
 //! The upstream head is serialized once, straight from the sender's parsed head
 //! into HTTP/1.1 wire bytes ([`UpstreamHead`]): no intermediate header map is
@@ -21,6 +23,9 @@ pub const X_HOOKGATE_ROUTE: &str = "x-hookgate-route";
 pub const X_HOOKGATE_EVENT: &str = "x-hookgate-event";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
+const X_REAL_IP: &str = "x-real-ip";
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus
 /// `Expect` (answered by the gateway) and the framing headers (re-set from the body).
@@ -37,14 +42,52 @@ const HOP_BY_HOP: &[HeaderName] = &[
 ];
 const HOP_BY_HOP_EXTRA: &[&str] = &["keep-alive", "proxy-connection"];
 
-/// What the gateway adds to the forwarded request.
+/// What the gateway decided about a request and adds to the forwarded head.
 pub struct Forwarding<'a> {
+    /// The origin-form target to send: the canonical path and the query
+    /// (`target::RequestTarget::forwarded`).
+    pub target: &'a str,
+    /// The `Host` to send (`target::Authority::header`); `None` sends an empty one.
+    pub authority: Option<&'a str>,
+    /// The TCP peer.
+    pub peer: Option<IpAddr>,
+    /// Whether the peer is in `[server] trusted_proxies`: then its
+    /// `X-Forwarded-For` chain is extended and its `X-Forwarded-Proto`,
+    /// `X-Forwarded-Host`, `X-Forwarded-Port`, `Forwarded` and `X-Real-IP` kept.
+    /// From any other peer they are replaced or removed.
+    pub trusted_peer: bool,
+    /// The client address hookgate decided on (the one the allowlist judged) and
+    /// the header it is sent in (`[server] client_header`); the sender's own
+    /// value of that header is never forwarded.
     pub client: Option<IpAddr>,
+    pub client_header: Option<&'a HeaderName>,
     pub tls: bool,
+    /// The port of the listener the request arrived on.
+    pub local_port: Option<u16>,
     pub request_id: &'a str,
     pub route: &'a str,
     /// The extracted event type, when the route reads one.
     pub event: Option<&'a str>,
+}
+
+impl Forwarding<'_> {
+    /// Whether a sender's header is forwarded as it is.
+    fn keeps(&self, name: &HeaderName, listed: &[String]) -> bool {
+        if is_hop_by_hop(name)
+            || *name == header::HOST
+            || self.client_header == Some(name)
+            || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l))
+        {
+            return false;
+        }
+        match name.as_str() {
+            X_FORWARDED_FOR | X_REQUEST_ID | X_HOOKGATE_ROUTE | X_HOOKGATE_EVENT => false,
+            X_FORWARDED_PROTO | X_FORWARDED_HOST | X_FORWARDED_PORT | X_REAL_IP | "forwarded" => {
+                self.trusted_peer
+            }
+            _ => true,
+        }
+    }
 }
 
 /// A request head ready for the upstream: its method (a `HEAD` response has no
@@ -72,7 +115,9 @@ impl UpstreamHead {
     }
 }
 
-/// Serializes the upstream request head for a buffered body of `body_len` bytes.
+/// Serializes the upstream request head for a buffered body of `body_len` bytes:
+/// the canonical origin-form target and `Host` that routing decided on, the
+/// sender's end-to-end headers, and the gateway's own.
 ///
 /// Header values come from the sender's parsed head (the `http` crate has already
 /// refused control characters in them) or from the gateway; each of the
@@ -82,8 +127,8 @@ pub fn upstream_head(
     body_len: usize,
     forwarding: &Forwarding<'_>,
 ) -> Result<UpstreamHead> {
-    let target = downstream.raw_path();
-    if target.is_empty()
+    let target = forwarding.target.as_bytes();
+    if !target.starts_with(b"/")
         || target
             .iter()
             .any(|&b| matches!(b, 0x00 | b'\r' | b'\n' | b' '))
@@ -95,47 +140,47 @@ pub fn upstream_head(
     }
     let headers = &downstream.headers;
     let listed = connection_listed(headers);
-    let forwarded = |name: &HeaderName| {
-        !is_hop_by_hop(name)
-            && !listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l))
-            && !matches!(
-                name.as_str(),
-                X_FORWARDED_FOR
-                    | X_FORWARDED_PROTO
-                    | X_REQUEST_ID
-                    | X_HOOKGATE_ROUTE
-                    | X_HOOKGATE_EVENT
-            )
-    };
     // One allocation: the sender's headers plus room for the gateway's own.
     let size = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
         + target.len()
-        + 256
+        + 320
         + forwarding.event.map_or(0, str::len);
     let mut wire = BytesMut::with_capacity(size);
     wire.put_slice(downstream.method.as_str().as_bytes());
     wire.put_u8(b' ');
     wire.put_slice(target);
     wire.put_slice(b" HTTP/1.1\r\n");
+    put_checked(
+        &mut wire,
+        "host",
+        forwarding.authority.unwrap_or("").as_bytes(),
+    )?;
     for (name, value) in headers.iter() {
-        if forwarded(name) {
+        if forwarding.keeps(name, &listed) {
             put_header(&mut wire, name.as_str(), value.as_bytes());
         }
     }
-    if !headers.contains_key(header::HOST) {
-        if let Some(authority) = downstream.uri.authority() {
-            put_checked(&mut wire, "host", authority.as_str().as_bytes())?;
-        }
+    put_forwarded_for(&mut wire, headers, forwarding);
+    let kept = |name: &str| forwarding.trusted_peer && headers.contains_key(name);
+    if !kept(X_FORWARDED_PROTO) {
+        put_header(
+            &mut wire,
+            X_FORWARDED_PROTO,
+            if forwarding.tls { b"https" } else { b"http" },
+        );
     }
-    put_forwarded_for(&mut wire, headers, forwarding.client);
-    put_header(
-        &mut wire,
-        X_FORWARDED_PROTO,
-        if forwarding.tls { b"https" } else { b"http" },
-    );
+    if let Some(authority) = forwarding.authority.filter(|_| !kept(X_FORWARDED_HOST)) {
+        put_checked(&mut wire, X_FORWARDED_HOST, authority.as_bytes())?;
+    }
+    if let Some(port) = forwarding.local_port.filter(|_| !kept(X_FORWARDED_PORT)) {
+        write!(wire, "{X_FORWARDED_PORT}: {port}\r\n").expect("BytesMut grows");
+    }
+    if let (Some(name), Some(client)) = (forwarding.client_header, forwarding.client) {
+        write!(wire, "{name}: {client}\r\n").expect("BytesMut grows");
+    }
     put_checked(&mut wire, X_REQUEST_ID, forwarding.request_id.as_bytes())?;
     put_checked(&mut wire, X_HOOKGATE_ROUTE, forwarding.route.as_bytes())?;
     if let Some(event) = forwarding.event {
@@ -154,10 +199,12 @@ pub fn upstream_head(
     })
 }
 
-/// `X-Forwarded-For`: the sender's chain (every such header, in order), then the peer.
-fn put_forwarded_for(wire: &mut BytesMut, headers: &http::HeaderMap, client: Option<IpAddr>) {
-    let mut previous = headers.get_all(X_FORWARDED_FOR).iter().peekable();
-    if previous.peek().is_none() && client.is_none() {
+/// `X-Forwarded-For`: from a trusted proxy, its chain (every such header, in
+/// order) then the peer; from any other peer, the peer alone.
+fn put_forwarded_for(wire: &mut BytesMut, headers: &http::HeaderMap, forwarding: &Forwarding<'_>) {
+    let chain = headers.get_all(X_FORWARDED_FOR);
+    let mut previous = chain.iter().filter(|_| forwarding.trusted_peer).peekable();
+    if previous.peek().is_none() && forwarding.peer.is_none() {
         return;
     }
     wire.put_slice(X_FORWARDED_FOR.as_bytes());
@@ -170,11 +217,11 @@ fn put_forwarded_for(wire: &mut BytesMut, headers: &http::HeaderMap, client: Opt
         wire.put_slice(value.as_bytes());
         first = false;
     }
-    if let Some(client) = client {
+    if let Some(peer) = forwarding.peer {
         if !first {
             wire.put_slice(b", ");
         }
-        write!(wire, "{client}").expect("BytesMut grows");
+        write!(wire, "{peer}").expect("BytesMut grows");
     }
     wire.put_slice(b"\r\n");
 }
@@ -218,7 +265,12 @@ pub fn downstream_response(upstream: &ResponseHeader, request_id: &str) -> Resul
     for (name, value) in headers.iter() {
         let dropped = matches!(
             *name,
-            header::CONNECTION | header::UPGRADE | header::TRAILER | header::TE
+            header::CONNECTION
+                | header::UPGRADE
+                | header::TRAILER
+                | header::TE
+                | header::PROXY_AUTHENTICATE
+                | header::PROXY_AUTHORIZATION
         ) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
             || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l));
         if !dropped {
@@ -281,8 +333,14 @@ mod tests {
 
     fn forwarding() -> Forwarding<'static> {
         Forwarding {
+            target: "/hook?x=1",
+            authority: Some("gw.example"),
+            peer: Some("10.1.2.3".parse().unwrap()),
+            trusted_peer: false,
             client: Some("10.1.2.3".parse().unwrap()),
+            client_header: None,
             tls: false,
+            local_port: None,
             request_id: "req-1",
             route: "stripe",
             event: None,
@@ -393,6 +451,7 @@ mod tests {
              x-a: 2\r\n\
              x-forwarded-for: 10.1.2.3\r\n\
              x-forwarded-proto: https\r\n\
+             x-forwarded-host: gw.example\r\n\
              x-request-id: req-1\r\n\
              x-hookgate-route: stripe\r\n\
              x-hookgate-event: push\r\n\
@@ -402,37 +461,81 @@ mod tests {
     }
 
     #[test]
-    fn appends_to_an_existing_forwarded_for_chain() {
+    fn forwarded_headers_are_kept_from_trusted_proxies_only() {
         let downstream = request(&[
+            ("Host", "spoofed.example"),
             ("X-Forwarded-For", "1.1.1.1"),
             ("X-Forwarded-For", "2.2.2.2"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "lb.example"),
+            ("X-Forwarded-Port", "443"),
+            ("Forwarded", "for=9.9.9.9;proto=https"),
+            ("X-Real-IP", "9.9.9.9"),
+            ("X-Client-IP", "9.9.9.9"),
         ]);
-        let up = parse(&upstream_head(&downstream, 0, &forwarding()).unwrap());
-        assert_eq!(up.one("x-forwarded-for"), "1.1.1.1, 2.2.2.2, 10.1.2.3");
-        assert_eq!(up.one("content-length"), "0");
-        let unknown_peer = Forwarding {
-            client: None,
+        let client_header = HeaderName::from_static("x-client-ip");
+        let untrusted = Forwarding {
+            client_header: Some(&client_header),
+            local_port: Some(8080),
             ..forwarding()
+        };
+        let up = parse(&upstream_head(&downstream, 0, &untrusted).unwrap());
+        assert_eq!(up.one("host"), "gw.example");
+        assert_eq!(up.one("x-forwarded-for"), "10.1.2.3");
+        assert_eq!(up.one("x-forwarded-proto"), "http");
+        assert_eq!(up.one("x-forwarded-host"), "gw.example");
+        assert_eq!(up.one("x-forwarded-port"), "8080");
+        assert_eq!(up.one("x-client-ip"), "10.1.2.3");
+        assert!(up.all("forwarded").is_empty());
+        assert!(up.all("x-real-ip").is_empty());
+        assert_eq!(up.one("content-length"), "0");
+
+        let trusted = Forwarding {
+            trusted_peer: true,
+            client: Some("2.2.2.2".parse().unwrap()),
+            ..untrusted
+        };
+        let up = parse(&upstream_head(&downstream, 0, &trusted).unwrap());
+        assert_eq!(up.one("host"), "gw.example");
+        assert_eq!(up.one("x-forwarded-for"), "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        assert_eq!(up.one("x-forwarded-proto"), "https");
+        assert_eq!(up.one("x-forwarded-host"), "lb.example");
+        assert_eq!(up.one("x-forwarded-port"), "443");
+        assert_eq!(up.one("x-client-ip"), "2.2.2.2");
+        assert_eq!(up.one("forwarded"), "for=9.9.9.9;proto=https");
+        assert_eq!(up.one("x-real-ip"), "9.9.9.9");
+
+        let unknown_peer = Forwarding {
+            peer: None,
+            ..trusted
         };
         let up = parse(&upstream_head(&downstream, 0, &unknown_peer).unwrap());
         assert_eq!(up.one("x-forwarded-for"), "1.1.1.1, 2.2.2.2");
     }
 
     #[test]
-    fn a_bodiless_get_has_no_framing_and_a_host_from_the_authority() {
-        // As an HTTP/2 sender's head arrives: the authority in the URI, no Host.
-        let (parts, ()) = http::Request::get("https://gw.example:8443/ping?q=1")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let downstream = RequestHeader::from(parts);
-        let up = parse(&upstream_head(&downstream, 0, &forwarding()).unwrap());
+    fn a_bodiless_get_has_no_framing_and_the_decided_target_and_host() {
+        let downstream =
+            RequestHeader::build("GET", b"https://gw.example:8443//ping?q=1", None).unwrap();
+        let decided = Forwarding {
+            target: "/ping?q=1",
+            authority: Some("gw.example:8443"),
+            ..forwarding()
+        };
+        let up = parse(&upstream_head(&downstream, 0, &decided).unwrap());
         assert_eq!(
             (up.method.as_str(), up.target.as_str()),
             ("GET", "/ping?q=1")
         );
         assert!(up.all("content-length").is_empty());
         assert_eq!(up.one("host"), "gw.example:8443");
+        let no_host = Forwarding {
+            authority: None,
+            ..decided
+        };
+        let up = parse(&upstream_head(&downstream, 0, &no_host).unwrap());
+        assert_eq!(up.one("host"), "");
+        assert!(up.all("x-forwarded-host").is_empty());
     }
 
     #[test]
@@ -466,6 +569,7 @@ mod tests {
             ("X-Hop", "1"),
             ("Keep-Alive", "timeout=5"),
             ("Content-Length", "2"),
+            ("Proxy-Authenticate", "Basic"),
             ("Set-Cookie", "a=1"),
             ("Set-Cookie", "b=2"),
         ] {
@@ -474,7 +578,7 @@ mod tests {
         let response = downstream_response(&upstream, "req-1").unwrap();
         let h = &response.headers;
         assert_eq!(response.status, 201);
-        for gone in ["connection", "x-hop", "keep-alive"] {
+        for gone in ["connection", "x-hop", "keep-alive", "proxy-authenticate"] {
             assert!(!h.contains_key(gone), "{gone} relayed");
         }
         assert_eq!(h["content-length"], "2");

@@ -1,8 +1,10 @@
-//! The Pingora `ProxyHttp` implementation: the request path, in order.
+//! The gateway's Pingora `HttpServerApp`: the request path, in order.
 //!
 //! ```text
 //! 0. take an in-flight slot                          -> 503 overloaded ([server] max_inflight)
-//! 1. match the route by host + path (+ method)     -> 404 no_route / 405 method_not_allowed
+//! 1. one reading of the request: framing, then the canonical target and the
+//!    authority                                      -> 400 bad_request (+ reason; framing: closed)
+//!    match the route by host + path (+ method)      -> 404 no_route / 405 method_not_allowed
 //! 2. client address: the peer, or X-Forwarded-For through trusted proxies only
 //! 3. the route's IP allowlist                       -> 403 ip_not_allowed
 //! 4. the route's rate limit                         -> 429 rate_limited + Retry-After
@@ -35,6 +37,7 @@ mod body;
 mod connections;
 mod copies;
 mod forward;
+mod framing;
 mod headers;
 mod reply;
 
@@ -56,6 +59,7 @@ use crate::metrics::{Metrics, Outcome, RouteHandles, UNMATCHED_ROUTE};
 use crate::ratelimit::{InflightGuard as InflightSlot, InflightLimit};
 use crate::routing::RouteMatch;
 use crate::state::{Route, SharedState, Snapshot};
+use crate::target::{self, Authority};
 use crate::verify::{self, Verified};
 use body::BodyError;
 pub use connections::UpstreamConnections;
@@ -107,6 +111,18 @@ pub struct RequestContext {
     peer: Option<IpAddr>,
     /// The client by the X-Forwarded-For rule (the peer unless it is a trusted proxy).
     client: Option<IpAddr>,
+    /// Whether the peer is one of `[server] trusted_proxies`.
+    trusted_peer: bool,
+    /// The origin-form target to forward, when it differs from the received one
+    /// (`target`: a canonicalized path or an absolute-form target).
+    forward_target: Option<String>,
+    /// Where the origin-form part of the received target starts (after an
+    /// absolute-form authority): what URL-signing senders signed.
+    origin_at: usize,
+    /// The authority routing decided on (`target::read_authority`).
+    authority: Option<Authority>,
+    /// Framing is in doubt: answer with `Connection: close` and drop the connection.
+    close: bool,
     outcome: Option<Outcome>,
     status: Option<u16>,
     body_bytes: usize,
@@ -182,7 +198,7 @@ impl HttpServerApp for Gateway {
             let _ = session.respond_error(500).await;
         }
         self.log_request(&session, error.as_deref(), &ctx);
-        if error.is_some() {
+        if error.is_some() || ctx.close {
             return None;
         }
         let persistent = HttpPersistentSettings::for_session(&session);
@@ -205,6 +221,11 @@ impl Gateway {
             request_id: String::new(),
             peer: None,
             client: None,
+            trusted_peer: false,
+            forward_target: None,
+            origin_at: 0,
+            authority: None,
+            close: false,
             outcome: None,
             status: None,
             body_bytes: 0,
@@ -243,14 +264,58 @@ impl Gateway {
             }
         }
 
-        // 1. Route.
+        // 2. Client address (decided before routing so that every access line has it).
+        let trusted_proxies = &snapshot.config.server.trusted_proxies;
         let head = session.req_header();
-        let host = head
-            .headers
-            .get(http::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .or_else(|| head.uri.host());
-        let index = match snapshot.table.find(host, head.uri.path(), &head.method) {
+        let client = match ctx.peer {
+            Some(peer) => {
+                ctx.trusted_peer = trusted_proxies.contains(peer.to_canonical());
+                allowlist::client_addr(
+                    peer,
+                    head.headers
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .map(|v| v.as_bytes()),
+                    trusted_proxies,
+                )
+            }
+            // A Unix socket peer: only an allow-all list lets it in.
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        ctx.client = Some(client);
+
+        // 1. One reading of the request: framing, target, authority; then the route.
+        if let Err(reason) = framing::check(session) {
+            ctx.close = true;
+            ctx.reason = Some(reason.to_string());
+            return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
+        }
+        let head = session.req_header();
+        let read = target::read_target(head.raw_path()).and_then(|target| {
+            let authority = target::read_authority(
+                &target,
+                &head.headers,
+                head.uri.authority().map(|a| a.as_str()),
+                head.version,
+            )?;
+            Ok((target, authority))
+        });
+        let (target, authority) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                ctx.reason = Some(error.to_string());
+                return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
+            }
+        };
+        let forwarded = target.forwarded();
+        if forwarded.as_bytes() != head.raw_path() {
+            ctx.forward_target = Some(forwarded.into_owned());
+        }
+        ctx.origin_at = head.raw_path().len() - target.received.len();
+        let host = authority.as_ref().map(|a| a.host.as_str());
+        let found = snapshot.table.find(host, &target.route_path, &head.method);
+        ctx.authority = authority;
+        let index = match found {
             RouteMatch::Found(index) => index,
             RouteMatch::NoRoute => return self.reject(session, ctx, &Reply::NO_ROUTE).await,
             RouteMatch::MethodNotAllowed(index) => {
@@ -261,22 +326,6 @@ impl Gateway {
         ctx.route = Some(index);
         let route = &snapshot.routes[index];
 
-        // 2. Client address.
-        let head = session.req_header();
-        let client = match ctx.peer {
-            Some(peer) => allowlist::client_addr(
-                peer,
-                head.headers
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .map(|v| v.as_bytes()),
-                &snapshot.config.server.trusted_proxies,
-            ),
-            // A Unix socket peer: only an allow-all list lets it in.
-            None => IpAddr::from([0, 0, 0, 0]),
-        };
-        ctx.client = Some(client);
-
         // 3. Allowlist.
         if !route.settings.allow.permits(client) {
             ctx.detail = Some(format!("client {client} not in the route's allowlist"));
@@ -284,6 +333,7 @@ impl Gateway {
         }
 
         // 4. Rate limit.
+        let head = session.req_header();
         if let Some(limiter) = &route.limiter {
             if let Err(limited) = limiter.check(client, &head.headers) {
                 ctx.detail = Some(limited.to_string());
@@ -298,25 +348,11 @@ impl Gateway {
         session.set_read_timeout(Some(snapshot.config.server.client_timeout));
         let body = match body::read_bounded(session, route.settings.max_body).await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                ctx.detail = Some(format!("body over max_body {}", route.settings.max_body));
-                return self.reject(session, ctx, &Reply::BODY_TOO_LARGE).await;
-            }
-            Err(BodyError::Malformed(why)) => {
-                ctx.detail = Some(why.to_string());
-                return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
-            }
-            Err(BodyError::Read(e)) => {
-                ctx.detail = Some(format!("reading the request body: {e}"));
-                let reply = match e.etype() {
-                    ErrorType::ReadTimedout => Reply::REQUEST_TIMEOUT,
-                    _ => Reply::BAD_REQUEST,
-                };
-                // The sender may be gone; answering is best effort.
-                if self.reject(session, ctx, &reply).await.is_err() {
-                    ctx.outcome = Some(reply.outcome);
-                }
-                return Ok(());
+            Err(error) => {
+                // After any body error the rest of the stream cannot be trusted to
+                // start a request, whatever state the session reports: close it.
+                ctx.close = true;
+                return self.refuse_body(session, ctx, route, error).await;
             }
         };
         ctx.body_bytes = body.len();
@@ -328,8 +364,8 @@ impl Gateway {
             let head = session.req_header();
             let request = verify::Request {
                 method: head.method.as_str(),
-                path_and_query: std::str::from_utf8(head.raw_path())
-                    .unwrap_or_else(|_| head.uri.path_and_query().map_or("/", |pq| pq.as_str())),
+                // As received (in origin form): what URL-signing senders signed.
+                path_and_query: raw_target(head).get(ctx.origin_at..).unwrap_or("/"),
                 headers: &head.headers,
                 body: &body,
             };
@@ -364,12 +400,25 @@ impl Gateway {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
+        let downstream = session.req_header();
         let head = headers::upstream_head(
-            session.req_header(),
+            downstream,
             admitted.body.len(),
             &headers::Forwarding {
-                client: ctx.peer,
+                target: ctx
+                    .forward_target
+                    .as_deref()
+                    .unwrap_or(raw_target(downstream)),
+                authority: ctx.authority.as_ref().map(|a| a.header.as_str()),
+                peer: ctx.peer,
+                trusted_peer: ctx.trusted_peer,
+                client: ctx.client,
+                client_header: snapshot.config.server.client_header.as_ref(),
                 tls,
+                local_port: session
+                    .server_addr()
+                    .and_then(|addr| addr.as_inet())
+                    .map(|addr| addr.port()),
                 request_id: &ctx.request_id,
                 route: route.name(),
                 event: ctx.event.as_deref(),
@@ -430,13 +479,63 @@ impl Gateway {
         }
     }
 
+    /// Answers a body that could not be read (step 5).
+    async fn refuse_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        route: &Route,
+        error: BodyError,
+    ) -> Result<()> {
+        let reply = match error {
+            BodyError::TooLarge => {
+                ctx.detail = Some(format!("body over max_body {}", route.settings.max_body));
+                Reply::BODY_TOO_LARGE
+            }
+            BodyError::Malformed(why) => {
+                ctx.reason = Some(why.to_string());
+                Reply::BAD_REQUEST
+            }
+            BodyError::Read(e) => {
+                ctx.detail = Some(format!("reading the request body: {e}"));
+                match e.etype() {
+                    ErrorType::ReadTimedout => Reply::REQUEST_TIMEOUT,
+                    ErrorType::Custom("InvalidChunk") => {
+                        ctx.reason = Some("invalid chunked body".to_string());
+                        Reply::BAD_REQUEST
+                    }
+                    _ => Reply::BAD_REQUEST,
+                }
+            }
+        };
+        // The sender may be gone; answering is best effort.
+        if self.reject(session, ctx, &reply).await.is_err() {
+            ctx.outcome = Some(reply.outcome);
+        }
+        Ok(())
+    }
+
     /// A request head Pingora's parser refused (garbage request line, a bad or
     /// conflicting `Content-Length`): the JSON 400, counted and logged like every
     /// other bad request, and the connection closed.
     async fn refuse_unparseable(&self, session: &mut Session, error: &Error) {
         let mut ctx = self.new_ctx();
         ctx.request_id = uuid::Uuid::new_v4().to_string();
-        ctx.detail = Some(error.to_string());
+        ctx.peer = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        ctx.client = ctx.peer;
+        // Never the error's context: for a parse error it holds up to 2 KiB of the
+        // raw head, signatures and tokens included. Its cause (httparse's kind of
+        // error) or, without one, the fixed explanation is enough.
+        ctx.detail = Some(match &error.cause {
+            Some(cause) => format!("invalid request head: {cause}"),
+            None => format!(
+                "invalid request head: {}",
+                error.context.as_ref().map_or("", |c| c.as_str())
+            ),
+        });
         let reply = Reply::BAD_REQUEST;
         ctx.outcome = Some(reply.outcome);
         ctx.status = Some(reply.status);
@@ -483,6 +582,11 @@ impl Gateway {
             detail = ctx.detail.as_deref().or(error.map(|_| "connection error")).unwrap_or(""),
         );
     }
+}
+
+/// The received request target as text (`target` refused any other).
+fn raw_target(head: &pingora::http::RequestHeader) -> &str {
+    std::str::from_utf8(head.raw_path()).unwrap_or("/")
 }
 
 /// The bytes to forward: exactly the ones a verifier vouched for, shared with
@@ -626,13 +730,13 @@ impl Gateway {
     ) -> Result<()> {
         ctx.outcome = Some(reply.outcome);
         ctx.status = Some(reply.status);
-        let body_unread = !session.is_body_done();
+        let close = ctx.close || !session.is_body_done();
         reply::send(
             session,
             reply,
             ctx.route_name(),
             &ctx.request_id,
-            body_unread,
+            close,
             extra,
             ctx.reason.as_deref(),
         )

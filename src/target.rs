@@ -1,0 +1,625 @@
+//! The request target and the authority as hookgate reads them: one canonical
+//! path and one host per request, decided before routing and forwarded exactly
+//! as decided, so that the route whose checks ran is the route the app serves.
+//!
+//! Owns: splitting the request target into its form (RFC 9112 §3.2: origin,
+//! absolute, authority, asterisk), the canonical path (RFC 3986 §6.2.2),
+//! the path that routes are matched on, the authority rule (absolute-form
+//! authority, then `Host`, then HTTP/2 `:authority`; RFC 9112 §3.2.2), and the
+//! reasons for refusing what cannot be made unambiguous. Does not own: the
+//! route table (`routing`), message framing (`proxy::framing`), the answer.
+//!
+//! # The canonical path
+//! 1. Percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
+//!    decoded; every other escape is kept with upper-case hex (RFC 3986 §6.2.2.1–2).
+//! 2. Dot segments are removed, `..` stopping at the root (RFC 3986 §5.2.4), after
+//!    step 1, so `%2E%2E` is a dot segment too.
+//! 3. Repeated slashes are merged (Envoy's `merge_slashes`).
+//! 4. A trailing slash is kept in the forwarded path; routes match with or
+//!    without it (`routing`).
+//!
+//! Refused with 400, because common backends disagree on what they mean: an
+//! encoded `/` or `\` (`%2F`, `%5C`), a raw `\`, a `;` (path parameters, which
+//! Spring and Tomcat strip), an invalid escape, NUL and control characters, a
+//! byte outside ASCII (raw or encoded), a fragment. Other characters that
+//! RFC 3986 does not allow raw in a path are percent-encoded.
+//!
+//! The *route path* is the canonical path fully decoded: what the app sees
+//! after its own decoding. It is matched without regard to ASCII letter case,
+//! as Express and ASP.NET route by default. The query is forwarded as received.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{HeaderMap, Version};
+
+/// Why a request target or authority was refused; the text is shown to the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetError {
+    /// Neither a path (origin-form) nor an `http(s)://` URL (absolute-form):
+    /// `*` or `host:port` (CONNECT).
+    Form,
+    Fragment,
+    EncodedSlash,
+    Backslash,
+    PathParameter,
+    InvalidEscape,
+    Control,
+    NonAscii,
+    HostMissing,
+    HostInvalid,
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetError::Form => {
+                "the request target must be a path or an http(s) URL (RFC 9112 §3.2)"
+            }
+            TargetError::Fragment => "the request target contains a fragment ('#')",
+            TargetError::EncodedSlash => "the path contains an encoded '/' or '\\' (%2F, %5C)",
+            TargetError::Backslash => "the path contains a '\\'",
+            TargetError::PathParameter => "the path contains a ';' (path parameters)",
+            TargetError::InvalidEscape => "the path contains an invalid percent-escape",
+            TargetError::Control => "the request target contains a control character",
+            TargetError::NonAscii => "the path contains a byte outside ASCII",
+            TargetError::HostMissing => "the Host header is missing (RFC 9112 §3.2)",
+            TargetError::HostInvalid => "the Host is not a valid host[:port]",
+        })
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// A request target read once: what is routed on, what is forwarded, and what
+/// the sender signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget<'a> {
+    /// The canonical path, percent-encoded, starting with `/`: forwarded.
+    pub path: Cow<'a, str>,
+    /// The canonical path decoded: routes are matched on it.
+    pub route_path: Cow<'a, str>,
+    /// The query after `?`, as received; `None` without a `?`.
+    pub query: Option<&'a str>,
+    /// The origin-form target as the sender sent it (path and query; for an
+    /// absolute-form target, the part after the authority): what URL-signing
+    /// providers signed.
+    pub received: &'a str,
+    /// The authority of an absolute-form target, which wins over `Host`.
+    pub absolute_authority: Option<&'a str>,
+}
+
+impl RequestTarget<'_> {
+    /// The origin-form target to forward: the canonical path and the query.
+    pub fn forwarded(&self) -> Cow<'_, str> {
+        match self.query {
+            None => Cow::Borrowed(&*self.path),
+            Some(query) => Cow::Owned(format!("{}?{query}", self.path)),
+        }
+    }
+}
+
+/// Reads a raw request target (`RequestHeader::raw_path()`).
+pub fn read_target(raw: &[u8]) -> Result<RequestTarget<'_>, TargetError> {
+    let raw = std::str::from_utf8(raw).map_err(|_| TargetError::NonAscii)?;
+    let (authority, origin) = if raw.starts_with('/') {
+        (None, raw)
+    } else if let Some(rest) = strip_prefix_ignore_case(raw, "http://")
+        .or_else(|| strip_prefix_ignore_case(raw, "https://"))
+    {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        (Some(&rest[..end]), &rest[end..])
+    } else {
+        return Err(TargetError::Form);
+    };
+    if origin.contains('#') {
+        return Err(TargetError::Fragment);
+    }
+    let (path, query) = match origin.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (origin, None),
+    };
+    if query.is_some_and(|q| q.bytes().any(|b| b.is_ascii_control() || b == b' ')) {
+        return Err(TargetError::Control);
+    }
+    let (path, route_path) = if path.is_empty() {
+        // `http://host` and `http://host?q`: the path is `/` (RFC 9112 §3.2.2).
+        (Cow::Borrowed("/"), Cow::Borrowed("/"))
+    } else {
+        canonical_path(path)?
+    };
+    Ok(RequestTarget {
+        path,
+        route_path,
+        query,
+        received: origin,
+        absolute_authority: authority,
+    })
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// Characters allowed raw in a path segment and kept as they are: RFC 3986
+/// `pchar` without `;` and `%` (`unreserved / sub-delims / ":" / "@"`).
+fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The canonical path and the route path of `path` (which starts with `/`).
+///
+/// Returns both borrowed when `path` is already canonical and has no escapes,
+/// which is the common case and costs one pass over the bytes.
+pub fn canonical_path(path: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), TargetError> {
+    debug_assert!(path.starts_with('/'));
+    if is_already_canonical(path) {
+        return Ok((Cow::Borrowed(path), Cow::Borrowed(path)));
+    }
+    let mut forwarded: Vec<String> = Vec::new();
+    let mut decoded: Vec<String> = Vec::new();
+    let mut trailing = false;
+    for segment in path[1..].split('/') {
+        let (fwd, dec) = decode_segment(segment)?;
+        match dec.as_str() {
+            "" | "." => trailing = true,
+            ".." => {
+                forwarded.pop();
+                decoded.pop();
+                trailing = true;
+            }
+            _ => {
+                forwarded.push(fwd);
+                decoded.push(dec);
+                trailing = false;
+            }
+        }
+    }
+    let join = |segments: &[String]| {
+        let mut out = String::with_capacity(path.len());
+        for segment in segments {
+            out.push('/');
+            out.push_str(segment);
+        }
+        if trailing || segments.is_empty() {
+            out.push('/');
+        }
+        out
+    };
+    Ok((Cow::Owned(join(&forwarded)), Cow::Owned(join(&decoded))))
+}
+
+/// One pass: only plain characters, no empty segment before the last, no dot segment.
+fn is_already_canonical(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut segment_start = 1;
+    for (i, &byte) in bytes.iter().enumerate().skip(1) {
+        if byte == b'/' {
+            let segment = &bytes[segment_start..i];
+            if matches!(segment, b"" | b"." | b"..") {
+                return false;
+            }
+            segment_start = i + 1;
+        } else if !is_plain(byte) {
+            return false;
+        }
+    }
+    !matches!(&bytes[segment_start..], b"." | b"..")
+}
+
+/// A segment in its forwarded (encoded) and decoded forms.
+fn decode_segment(segment: &str) -> Result<(String, String), TargetError> {
+    let bytes = segment.as_bytes();
+    let mut forwarded = String::with_capacity(bytes.len());
+    let mut decoded = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'%' {
+            let value = bytes
+                .get(i + 1..i + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or(TargetError::InvalidEscape)?;
+            i += 3;
+            check_byte(value, true)?;
+            if is_unreserved(value) {
+                forwarded.push(value as char);
+            } else {
+                forwarded.push_str(&format!("%{value:02X}"));
+            }
+            decoded.push(value as char);
+            continue;
+        }
+        check_byte(byte, false)?;
+        if is_plain(byte) {
+            forwarded.push(byte as char);
+        } else {
+            forwarded.push_str(&format!("%{byte:02X}"));
+        }
+        decoded.push(byte as char);
+        i += 1;
+    }
+    Ok((forwarded, decoded))
+}
+
+/// The bytes no path may carry, raw or (`encoded`) percent-escaped.
+fn check_byte(byte: u8, encoded: bool) -> Result<(), TargetError> {
+    match byte {
+        b'/' if encoded => Err(TargetError::EncodedSlash),
+        b'\\' if encoded => Err(TargetError::EncodedSlash),
+        b'\\' => Err(TargetError::Backslash),
+        b';' => Err(TargetError::PathParameter),
+        b'#' if !encoded => Err(TargetError::Fragment),
+        0x80.. => Err(TargetError::NonAscii),
+        _ if byte.is_ascii_control() || (byte == b' ' && !encoded) => Err(TargetError::Control),
+        _ => Ok(()),
+    }
+}
+
+/// The host a request is for: lower-case, without a trailing dot; and the
+/// authority to forward in `Host` (the host and the port as received).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// `example.com`, `127.0.0.1`, `[::1]`: matched against route hosts.
+    pub host: String,
+    /// `host[:port]`, canonical: sent upstream as `Host`.
+    pub header: String,
+}
+
+/// The request's authority by one rule: the absolute-form target's authority,
+/// then the `Host` header, then HTTP/2's `:authority` (RFC 9112 §3.2.2,
+/// RFC 9113 §8.3.1). `Ok(None)` for an empty `Host` or an HTTP/1.0 request
+/// without one; an HTTP/1.1 request without `Host` is refused (RFC 9112 §3.2).
+/// Pingora has already refused several `Host` fields and a `Host` that differs
+/// from the target's authority.
+pub fn read_authority(
+    target: &RequestTarget<'_>,
+    headers: &HeaderMap,
+    uri_authority: Option<&str>,
+    version: Version,
+) -> Result<Option<Authority>, TargetError> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(TargetError::HostInvalid);
+    }
+    let text = match (target.absolute_authority, host_header, uri_authority) {
+        (Some(authority), _, _) => authority,
+        (None, Some(value), _) => value.to_str().map_err(|_| TargetError::HostInvalid)?,
+        (None, None, Some(authority)) => authority,
+        (None, None, None) if version == Version::HTTP_11 => return Err(TargetError::HostMissing),
+        (None, None, None) => return Ok(None),
+    };
+    parse_authority(text)
+}
+
+/// Parses `host[:port]` (RFC 3986 §3.2.2–3): a registered name of letters,
+/// digits, `-`, `.` and `_`, an IPv4 address, or an IPv6 literal in brackets.
+fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (host, port) = if text.starts_with('[') {
+        let end = text.find(']').ok_or(TargetError::HostInvalid)?;
+        let literal = &text[1..end];
+        if literal.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(TargetError::HostInvalid);
+        }
+        (&text[..=end], &text[end + 1..])
+    } else {
+        match text.find(':') {
+            Some(colon) => (&text[..colon], &text[colon..]),
+            None => (text, ""),
+        }
+    };
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => None,
+        None => return Err(TargetError::HostInvalid),
+        // `host:` has an empty port (RFC 3986 §3.2.3): the same as none.
+        Some("") => None,
+        Some(digits) => Some(
+            digits
+                .parse::<u16>()
+                .ok()
+                .filter(|_| digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or(TargetError::HostInvalid)?,
+        ),
+    };
+    let host = if host.starts_with('[') {
+        host.to_ascii_lowercase()
+    } else {
+        let name = host.strip_suffix('.').unwrap_or(host);
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            || name.contains("..")
+        {
+            return Err(TargetError::HostInvalid);
+        }
+        name.to_ascii_lowercase()
+    };
+    let header = match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    Ok(Some(Authority { host, header }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(path: &str) -> Result<(String, String), TargetError> {
+        canonical_path(path).map(|(f, r)| (f.into_owned(), r.into_owned()))
+    }
+
+    #[test]
+    fn canonical_paths() {
+        let ok = [
+            // (sent, forwarded, routed on)
+            ("/webhooks/github", "/webhooks/github", "/webhooks/github"),
+            ("/webhooks/%67ithub", "/webhooks/github", "/webhooks/github"),
+            ("/webhooks//github", "/webhooks/github", "/webhooks/github"),
+            (
+                "//webhooks///github/",
+                "/webhooks/github/",
+                "/webhooks/github/",
+            ),
+            ("/webhooks/./github", "/webhooks/github", "/webhooks/github"),
+            (
+                "/webhooks/x/../github",
+                "/webhooks/github",
+                "/webhooks/github",
+            ),
+            (
+                "/webhooks/x/%2E%2E/github",
+                "/webhooks/github",
+                "/webhooks/github",
+            ),
+            (
+                "/webhooks/x/%2e./github",
+                "/webhooks/github",
+                "/webhooks/github",
+            ),
+            (
+                "/../../webhooks/github",
+                "/webhooks/github",
+                "/webhooks/github",
+            ),
+            (
+                "/webhooks/github/.",
+                "/webhooks/github/",
+                "/webhooks/github/",
+            ),
+            (
+                "/webhooks/github/x/..",
+                "/webhooks/github/",
+                "/webhooks/github/",
+            ),
+            ("/", "/", "/"),
+            ("/..", "/", "/"),
+            ("/a%20b", "/a%20b", "/a b"),
+            ("/a%3ab", "/a%3Ab", "/a:b"),
+            ("/a%25b", "/a%25b", "/a%b"),
+            ("/a|b", "/a%7Cb", "/a|b"),
+            ("/.well-known/x", "/.well-known/x", "/.well-known/x"),
+            ("/a...b/...", "/a...b/...", "/a...b/..."),
+            ("/Webhooks/GitHub", "/Webhooks/GitHub", "/Webhooks/GitHub"),
+            (
+                "/h/a:b@c!$&'()*+,=",
+                "/h/a:b@c!$&'()*+,=",
+                "/h/a:b@c!$&'()*+,=",
+            ),
+        ];
+        for (sent, forwarded, routed) in ok {
+            assert_eq!(
+                canonical(sent),
+                Ok((forwarded.to_string(), routed.to_string())),
+                "{sent}"
+            );
+        }
+        let refused = [
+            ("/webhooks%2Fgithub", TargetError::EncodedSlash),
+            ("/webhooks%2fgithub", TargetError::EncodedSlash),
+            ("/webhooks%5Cgithub", TargetError::EncodedSlash),
+            ("/webhooks\\github", TargetError::Backslash),
+            ("/webhooks/github;a=b", TargetError::PathParameter),
+            ("/webhooks/github%3Bx", TargetError::PathParameter),
+            ("/webhooks/%zz", TargetError::InvalidEscape),
+            ("/webhooks/%4", TargetError::InvalidEscape),
+            ("/webhooks/%", TargetError::InvalidEscape),
+            ("/webhooks/%00", TargetError::Control),
+            ("/webhooks/%0d%0a", TargetError::Control),
+            ("/webhooks/\u{1}", TargetError::Control),
+            ("/webhooks/%C3%A9", TargetError::NonAscii),
+            ("/webhooks/é", TargetError::NonAscii),
+        ];
+        for (sent, error) in refused {
+            assert_eq!(canonical(sent), Err(error), "{sent}");
+        }
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        for path in ["/webhooks/github", "/", "/a/b/", "/.well-known/x"] {
+            let (forwarded, routed) = canonical_path(path).unwrap();
+            assert!(matches!(forwarded, Cow::Borrowed(_)), "{path}");
+            assert!(matches!(routed, Cow::Borrowed(_)), "{path}");
+        }
+    }
+
+    #[test]
+    fn target_forms() {
+        let target = read_target(b"/h/x?a=%40b&c").unwrap();
+        assert_eq!(target.path, "/h/x");
+        assert_eq!(target.query, Some("a=%40b&c"));
+        assert_eq!(target.received, "/h/x?a=%40b&c");
+        assert_eq!(target.absolute_authority, None);
+        assert_eq!(target.forwarded(), "/h/x?a=%40b&c");
+
+        let target = read_target(b"HTTPS://Secure.Example:8443/h//x?q").unwrap();
+        assert_eq!(target.absolute_authority, Some("Secure.Example:8443"));
+        assert_eq!(target.path, "/h/x");
+        assert_eq!(target.received, "/h//x?q");
+        assert_eq!(target.forwarded(), "/h/x?q");
+
+        let target = read_target(b"http://a.example?q=1").unwrap();
+        assert_eq!(target.path, "/");
+        assert_eq!(target.forwarded(), "/?q=1");
+
+        assert_eq!(read_target(b"*"), Err(TargetError::Form));
+        assert_eq!(read_target(b"a.example:443"), Err(TargetError::Form));
+        assert_eq!(read_target(b"ftp://a/b"), Err(TargetError::Form));
+        assert_eq!(read_target(b"/a#frag"), Err(TargetError::Fragment));
+        assert_eq!(read_target(b"/a?x#frag"), Err(TargetError::Fragment));
+        assert_eq!(read_target(b"/a?x\x01"), Err(TargetError::Control));
+        assert_eq!(read_target(b"/a\xff"), Err(TargetError::NonAscii));
+    }
+
+    fn authority(
+        target: &[u8],
+        hosts: &[&str],
+        h2: Option<&str>,
+        version: Version,
+    ) -> Result<Option<(String, String)>, TargetError> {
+        let target = read_target(target).unwrap();
+        let mut headers = HeaderMap::new();
+        for host in hosts {
+            headers.append(http::header::HOST, host.parse().unwrap());
+        }
+        read_authority(&target, &headers, h2, version).map(|a| a.map(|a| (a.host, a.header)))
+    }
+
+    #[test]
+    fn authority_rule() {
+        let v11 = Version::HTTP_11;
+        let some = |h: &str, v: &str| Ok(Some((h.to_string(), v.to_string())));
+        let table = [
+            (
+                &b"/x"[..],
+                &["A.Example"][..],
+                None,
+                v11,
+                some("a.example", "a.example"),
+            ),
+            (
+                b"/x",
+                &["a.example.:8080"],
+                None,
+                v11,
+                some("a.example", "a.example:8080"),
+            ),
+            (
+                b"/x",
+                &["a.example:"],
+                None,
+                v11,
+                some("a.example", "a.example"),
+            ),
+            (b"/x", &["[::1]:9"], None, v11, some("[::1]", "[::1]:9")),
+            (
+                b"/x",
+                &["127.0.0.1"],
+                None,
+                v11,
+                some("127.0.0.1", "127.0.0.1"),
+            ),
+            (
+                b"http://Secure.Example/h/x",
+                &[],
+                None,
+                v11,
+                some("secure.example", "secure.example"),
+            ),
+            (
+                b"/x",
+                &[],
+                Some("h2.example"),
+                Version::HTTP_2,
+                some("h2.example", "h2.example"),
+            ),
+            (b"/x", &[""], None, v11, Ok(None)),
+            (b"/x", &[], None, Version::HTTP_10, Ok(None)),
+            (b"/x", &[], None, v11, Err(TargetError::HostMissing)),
+            (
+                b"/x",
+                &["a.example", "b.example"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["a example"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["a.example:99999"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["a.example:8x"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["a..example"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (b"/x", &["."], None, v11, Err(TargetError::HostInvalid)),
+            (b"/x", &["[zz]"], None, v11, Err(TargetError::HostInvalid)),
+            (
+                b"/x",
+                &["a.example/x"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+        ];
+        for (target, hosts, h2, version, expected) in table {
+            assert_eq!(
+                authority(target, hosts, h2, version),
+                expected,
+                "{:?} {hosts:?}",
+                String::from_utf8_lossy(target)
+            );
+        }
+    }
+}
