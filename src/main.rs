@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         Command::Check => match Config::load(&cli.config) {
             Ok(config) => {
                 print!("{}", config.describe());
+                for warning in hookgate::routing::weaker_neighbours(&config.routes) {
+                    println!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -378,6 +378,11 @@ impl Upstream {
         self.received.lock().unwrap().clone()
     }
 
+    /// Forgets what was received so far.
+    pub fn clear(&self) {
+        self.received.lock().unwrap().clear();
+    }
+
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
     }

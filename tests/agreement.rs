@@ -1,0 +1,404 @@
+//! One reading of every request, end to end through the real binary: what the
+//! gateway checked is what the app receives. Every case asserts what the sender
+//! got and that the recording upstream saw nothing it should not; each HTTP/1
+//! attack is followed by a health check on a fresh connection.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use hmac::{Hmac, Mac};
+
+const GITHUB_SECRET: &str = "agreement-github-secret";
+const TOKEN: &str = "agreement-shared-token";
+
+/// The shipped demo's layout (a verified GitHub route beside an unverified
+/// catch-all), plus a host-bound verified route beside a host-less open one.
+fn config(upstream: &Upstream, secrets: &tempfile::TempDir) -> String {
+    let github = secrets.path().join("github");
+    let token = secrets.path().join("token");
+    std::fs::write(&github, GITHUB_SECRET).unwrap();
+    std::fs::write(&token, TOKEN).unwrap();
+    format!(
+        r#"
+[upstreams.app]
+targets = ["{app}"]
+
+[[routes]]
+name = "github"
+path = "/webhooks/github"
+methods = ["POST"]
+verify = {{ scheme = "github", secrets = ["file:{github}"] }}
+upstream = "app"
+
+[[routes]]
+name = "catch-all"
+path = "/webhooks/*"
+upstream = "app"
+
+[[routes]]
+name = "secure"
+host = "secure.example"
+path = "/h/*"
+verify = {{ scheme = "token", header = "X-Token", secrets = ["file:{token}"] }}
+upstream = "app"
+
+[[routes]]
+name = "open"
+path = "/h/*"
+upstream = "app"
+"#,
+        app = upstream.addr,
+        github = github.display(),
+        token = token.display(),
+    )
+}
+
+fn github_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn start() -> (Upstream, Gateway, tempfile::TempDir) {
+    let upstream = Upstream::start("app");
+    let secrets = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(&config(&upstream, &secrets));
+    (upstream, gateway, secrets)
+}
+
+/// Writes `request` on a new connection; returns the first answer and whether
+/// the gateway then closed the connection (EOF within 3 s, no second answer).
+fn exchange(to: SocketAddr, request: &[u8]) -> (Option<Response>, bool) {
+    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // The gateway may close before reading everything: a failed write is fine.
+    let _ = writer.write_all(request);
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader).ok();
+    let mut rest = [0u8; 1];
+    let closed = matches!(reader.read(&mut rest), Ok(0))
+        || matches!(reader.read(&mut rest), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+    (response, closed)
+}
+
+fn assert_refused(answer: &Response, status: u16, error: &str, reason_has: &str, case: &str) {
+    assert_eq!(answer.status, status, "{case}: {answer:?}");
+    let body = answer.json();
+    assert_eq!(body["error"], error, "{case}: {body}");
+    if !reason_has.is_empty() {
+        let reason = body["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(reason_has),
+            "{case}: reason {reason:?} lacks {reason_has:?}"
+        );
+    }
+}
+
+fn healthy(gateway: &Gateway, upstream: &Upstream, case: &str) {
+    let before = upstream.count();
+    let answer = post(gateway.proxy, "/webhooks/health", &[], b"ok");
+    assert_eq!(answer.status, 200, "health check after {case}");
+    assert_eq!(upstream.count(), before + 1, "health check after {case}");
+}
+
+#[test]
+fn every_spelling_of_a_verified_path_is_held_to_its_checks() {
+    let (upstream, gateway, _secrets) = start();
+    // Breaks when `target::canonical_path` stops decoding, merging or removing
+    // dot segments, or `routing::path_matches` stops ignoring case, the
+    // trailing slash or the format suffix: these then reach the catch-all.
+    let spellings = [
+        "/webhooks/github",
+        "/webhooks/%67ithub",
+        "/webhooks//github",
+        "/webhooks/./github",
+        "/webhooks/x/../github",
+        "/webhooks/x/%2E%2E/github",
+        "/WEBHOOKS/GitHub",
+        "/webhooks/github/",
+        "/webhooks/github.json",
+        "//webhooks///github",
+    ];
+    for path in spellings {
+        let answer = post(gateway.proxy, path, &[], b"{\"unsigned\":true}");
+        assert_refused(&answer, 401, "signature_missing", "", path);
+        assert_eq!(answer.json()["route"], "github", "{path}");
+    }
+    // A GET to the POST-only route is 405, not a pass through the catch-all.
+    let answer = get(gateway.proxy, "/webhooks/github").unwrap();
+    assert_refused(&answer, 405, "method_not_allowed", "", "GET");
+    assert_eq!(upstream.count(), 0, "nothing unverified arrived");
+
+    // Signed, an odd spelling is forwarded in its canonical form.
+    let body = b"{\"zen\":\"Keep it logically awesome.\"}";
+    let signature = github_signature(body);
+    let answer = post(
+        gateway.proxy,
+        "/webhooks/%67ithub?x=%41",
+        &[("X-Hub-Signature-256", &signature)],
+        body,
+    );
+    assert_eq!(answer.status, 200);
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].target, "/webhooks/github?x=%41");
+    assert_eq!(received[0].header("x-hookgate-route"), Some("github"));
+    assert_eq!(received[0].body, body);
+
+    // The catch-all still serves its own paths, canonicalized.
+    let answer = post(gateway.proxy, "/webhooks/other//x/./y", &[], b"a");
+    assert_eq!(answer.status, 200);
+    assert_eq!(upstream.received()[1].target, "/webhooks/other/x/y");
+}
+
+#[test]
+fn paths_that_cannot_be_made_unambiguous_are_refused() {
+    let (upstream, gateway, _secrets) = start();
+    // Breaks when `target::check_byte` lets any of these through.
+    let cases = [
+        ("/webhooks%2Fgithub", "encoded '/'"),
+        ("/webhooks/github%2f", "encoded '/'"),
+        ("/webhooks%5Cgithub", "encoded '/'"),
+        ("/webhooks\\github", "'\\'"),
+        ("/webhooks/github;a=b", "';'"),
+        ("/webhooks/github%3Bx", "';'"),
+        ("/webhooks/git%zzhub", "percent-escape"),
+        ("/webhooks/git%00hub", "control character"),
+        ("/webhooks/git%C3%A9", "outside ASCII"),
+        ("*", "must be a path"),
+    ];
+    for (path, reason) in cases {
+        let answer = post(gateway.proxy, path, &[], b"x");
+        assert_refused(&answer, 400, "bad_request", reason, path);
+    }
+    assert_eq!(upstream.count(), 0);
+    healthy(&gateway, &upstream, "refused paths");
+}
+
+#[test]
+fn the_authority_is_read_once_and_forwarded_as_read() {
+    let (upstream, gateway, _secrets) = start();
+    let proxy = gateway.proxy;
+    // Absolute form without Host: the target's authority picks the verified
+    // route (breaks when `target::read_authority` ignores the absolute form).
+    let (answer, _) = exchange(
+        proxy,
+        b"POST https://secure.example/h/x HTTP/1.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    assert_refused(
+        &answer.unwrap(),
+        401,
+        "signature_missing",
+        "",
+        "absolute form",
+    );
+    // Letter case, a trailing dot and a port do not escape the host either.
+    let (answer, _) = exchange(
+        proxy,
+        b"POST /h/x HTTP/1.1\r\nHost: SECURE.Example.:8443\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    assert_refused(
+        &answer.unwrap(),
+        401,
+        "signature_missing",
+        "",
+        "host spelling",
+    );
+    assert_eq!(upstream.count(), 0);
+
+    // Verified, the upstream gets an origin-form target and the Host.
+    let request = format!(
+        "POST HTTPS://Secure.Example/h//x?q=1 HTTP/1.1\r\nX-Token: {TOKEN}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+    );
+    let (answer, _) = exchange(proxy, request.as_bytes());
+    assert_eq!(answer.unwrap().status, 200);
+    let received = upstream.received();
+    assert_eq!(received[0].target, "/h/x?q=1");
+    assert_eq!(received[0].header("host"), Some("secure.example"));
+    assert_eq!(received[0].header("x-hookgate-route"), Some("secure"));
+
+    // Refused: no Host on HTTP/1.1, two Hosts, a Host that differs from the
+    // absolute-form authority, CONNECT, a method no route configured.
+    let refused: [(&[u8], u16, &str); 5] = [
+        (b"POST /h/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400, "no Host"),
+        (b"POST /h/x HTTP/1.1\r\nHost: a.example\r\nHost: secure.example\r\nContent-Length: 0\r\n\r\n", 400, "two Hosts"),
+        (b"POST http://secure.example/h/x HTTP/1.1\r\nHost: other.example\r\nContent-Length: 0\r\n\r\n", 400, "Host differs"),
+        (b"CONNECT secure.example:443 HTTP/1.1\r\nHost: secure.example:443\r\n\r\n", 400, "CONNECT"),
+        (b"TRACE /h/x HTTP/1.1\r\nHost: a.example\r\n\r\n", 405, "TRACE"),
+    ];
+    for (request, status, case) in refused {
+        let (answer, _) = exchange(proxy, request);
+        let answer = answer.unwrap_or_else(|| panic!("{case}: no answer"));
+        assert_eq!(answer.status, status, "{case}");
+    }
+    assert_eq!(upstream.count(), 1, "nothing else arrived");
+    healthy(&gateway, &upstream, "authority cases");
+}
+
+/// The smuggling classics. Each is refused (400, or 413 for the size case),
+/// its connection closed, and nothing reaches the upstream: neither the
+/// request nor what was smuggled behind it.
+#[test]
+fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let (upstream, gateway, _secrets) = start();
+    let smuggled = "GET /webhooks/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let head =
+        |extra: &str| format!("POST /webhooks/other HTTP/1.1\r\nHost: a.example\r\n{extra}\r\n");
+    let cases: Vec<(&str, String, u16)> = vec![
+        // Breaks when `framing::check` stops reading the raw head for Content-Length.
+        ("CL.TE", format!("{}0\r\n\r\n{smuggled}", head("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n")), 400),
+        ("TE.CL", format!("{}5\r\nhello\r\n0\r\n\r\n{smuggled}", head("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n")), 400),
+        // TE.TE obfuscations: only exactly one `chunked` is accepted.
+        ("TE list", format!("{}0\r\n\r\n{smuggled}", head("Transfer-Encoding: identity, chunked\r\n")), 400),
+        ("TE twice", format!("{}0\r\n\r\n{smuggled}", head("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n")), 400),
+        ("TE xchunked", format!("{}0\r\n\r\n{smuggled}", head("Transfer-Encoding: xchunked\r\n")), 400),
+        ("TE space before colon", format!("{}0\r\n\r\n{smuggled}", head("Transfer-Encoding : chunked\r\n")), 400),
+        ("TE on HTTP/1.0", format!("POST /webhooks/other HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"), 400),
+        ("obs-fold", format!("{}x", head("Content-Length: 1\r\nX-A: 1\r\n 2\r\n")), 400),
+        ("bare LF", format!("POST /webhooks/other HTTP/1.1\nHost: a.example\nContent-Length: 1\n\nx{smuggled}"), 400),
+        ("NUL in value", format!("{}x", head("Content-Length: 1\r\nX-A: a\0b\r\n")), 400),
+        ("CR in value", format!("{}x", head("Content-Length: 1\r\nX-A: a\rb\r\n")), 400),
+        ("CL list", format!("{}abcd", head("Content-Length: 4, 4\r\n")), 400),
+        ("CL sign", format!("{}abcd", head("Content-Length: +4\r\n")), 400),
+        ("CL twice", format!("{}abcd", head("Content-Length: 4\r\nContent-Length: 4\r\n")), 400),
+        ("CL differs", format!("{}abcd", head("Content-Length: 4\r\nContent-Length: 5\r\n")), 400),
+        // Breaks when a body error leaves the connection open (`ctx.close`).
+        ("bad chunk size", format!("{}zz\r\nabc\r\n0\r\n\r\n{smuggled}", head("Transfer-Encoding: chunked\r\n")), 400),
+        ("oversized chunk size", format!("{}fffffffffffffffffffff\r\nabc\r\n0\r\n\r\n{smuggled}", head("Transfer-Encoding: chunked\r\n")), 400),
+        ("chunk without CRLF", format!("{}3\r\nabcX\r\n0\r\n\r\n{smuggled}", head("Transfer-Encoding: chunked\r\n")), 400),
+        // A refusal before the body: the pipelined request behind it is not served.
+        ("behind a 413", format!("{}{smuggled}", head("Content-Length: 99999999\r\n")), 413),
+    ];
+    for (case, request, status) in &cases {
+        let (answer, closed) = exchange(gateway.proxy, request.as_bytes());
+        let answer = answer.unwrap_or_else(|| panic!("{case}: no answer"));
+        assert_eq!(answer.status, *status, "{case}: {answer:?}");
+        assert!(answer.json()["error"].is_string(), "{case}: JSON answer");
+        assert_eq!(answer.header("connection"), Some("close"), "{case}");
+        assert!(closed, "{case}: the connection stayed open");
+        assert_eq!(
+            upstream.count(),
+            0,
+            "{case}: something reached the upstream"
+        );
+        healthy(&gateway, &upstream, case);
+        upstream.clear();
+    }
+}
+
+#[test]
+fn a_request_pipelined_behind_another_is_never_read_as_its_body() {
+    let (upstream, gateway, _secrets) = start();
+    // Two complete requests in one write. The first is answered with exactly
+    // its own body forwarded; pipelining is off (Pingora's default), so the
+    // connection is then closed and the second is left to the client to retry
+    // (RFC 9112 §9.3.2), never forwarded as part of the first.
+    let request = "POST /webhooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nA\
+                   POST /webhooks/b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nB";
+    let (answer, closed) = exchange(gateway.proxy, request.as_bytes());
+    assert_eq!(answer.unwrap().status, 200);
+    assert!(closed, "the connection stayed open");
+    let received = upstream.received();
+    let seen: Vec<(&str, &[u8])> = received
+        .iter()
+        .map(|r| (r.target.as_str(), r.body.as_slice()))
+        .collect();
+    assert_eq!(seen, [("/webhooks/a", &b"A"[..])]);
+    healthy(&gateway, &upstream, "pipelining");
+}
+
+#[test]
+fn forwarded_headers_come_from_trusted_proxies_only() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start_with_server(
+        "trusted_proxies = [\"127.0.0.4/32\"]",
+        &format!(
+            "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nallow = [\"192.0.2.0/24\", \"127.0.0.0/8\"]\nupstream = \"app\"\n",
+            upstream.addr
+        ),
+    );
+    let spoofed = [
+        ("X-Forwarded-For", "192.0.2.7"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "lb.example"),
+        ("X-Forwarded-Port", "443"),
+        ("Forwarded", "for=192.0.2.99;proto=https"),
+        ("X-Real-IP", "192.0.2.99"),
+    ];
+    // From an untrusted peer (127.0.0.5): every forwarded header is replaced.
+    // Breaks when `Forwarding::keeps` passes them on for untrusted peers.
+    let answer = post_from(
+        "127.0.0.5".parse().unwrap(),
+        gateway.proxy,
+        "/hooks",
+        &spoofed,
+        b"a",
+    );
+    assert_eq!(answer.status, 200);
+    let port = gateway.proxy.port().to_string();
+    let host = gateway.proxy.to_string();
+    let first = &upstream.received()[0];
+    assert_eq!(first.header("x-forwarded-for"), Some("127.0.0.5"));
+    assert_eq!(first.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(first.header("x-forwarded-host"), Some(host.as_str()));
+    assert_eq!(first.header("x-forwarded-port"), Some(port.as_str()));
+    assert_eq!(first.header("x-real-ip"), Some("127.0.0.5"));
+    assert_eq!(first.header("forwarded"), None);
+
+    // Through the trusted load balancer (127.0.0.4): its headers are kept, and
+    // X-Real-IP carries the client the allowlist judged.
+    let answer = post_from(
+        "127.0.0.4".parse().unwrap(),
+        gateway.proxy,
+        "/hooks",
+        &spoofed,
+        b"a",
+    );
+    assert_eq!(answer.status, 200);
+    let second = &upstream.received()[1];
+    assert_eq!(
+        second.header("x-forwarded-for"),
+        Some("192.0.2.7, 127.0.0.4")
+    );
+    assert_eq!(second.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(second.header("x-forwarded-host"), Some("lb.example"));
+    assert_eq!(second.header("x-forwarded-port"), Some("443"));
+    assert_eq!(second.header("x-real-ip"), Some("192.0.2.7"));
+    assert_eq!(
+        second.header("forwarded"),
+        Some("for=192.0.2.99;proto=https")
+    );
+}
+
+#[test]
+fn check_warns_about_weaker_routes_beside_stronger_ones() {
+    let upstream = Upstream::start("app");
+    let secrets = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, config(&upstream, &secrets)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Breaks when `routing::weaker_neighbours` is not called by `check`.
+    assert!(
+        stdout.contains(
+            "warning: route \"catch-all\" (/webhooks/*) has no verify unlike route \"github\""
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: route \"open\" (/h/*) has no verify unlike route \"secure\""),
+        "{stdout}"
+    );
+}
