@@ -26,6 +26,8 @@ pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds"
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
 pub const UPSTREAM_TARGETS_HEALTHY: &str = "hookgate_upstream_targets_healthy";
 pub const INFLIGHT_REQUESTS: &str = "hookgate_inflight_requests";
+pub const CLIENT_CONNECTIONS: &str = "hookgate_client_connections";
+pub const CLIENT_LIMIT_HITS_TOTAL: &str = "hookgate_client_limit_hits_total";
 pub const BUILD_INFO: &str = "hookgate_build_info";
 pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
@@ -55,6 +57,7 @@ pub enum Outcome {
     RateLimited,
     Overloaded,
     BodyTooLarge,
+    HeaderTooLarge,
     SignatureInvalid,
     Duplicate,
     DuplicateInFlight,
@@ -78,6 +81,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::Overloaded => "overloaded",
             Outcome::BodyTooLarge => "body_too_large",
+            Outcome::HeaderTooLarge => "header_too_large",
             Outcome::SignatureInvalid => "signature_invalid",
             Outcome::Duplicate => "duplicate",
             Outcome::DuplicateInFlight => "duplicate_in_flight",
@@ -87,6 +91,52 @@ impl Outcome {
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamUnavailable => "upstream_unavailable",
         }
+    }
+}
+
+/// A client limit of `[server]`, the `limit` label of `hookgate_client_limit_hits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLimit {
+    MaxConnections,
+    HeaderTimeout,
+    BodyTimeout,
+    SendTimeout,
+    MaxRequestsPerConnection,
+    MaxHeaderCount,
+    MaxHeadSize,
+}
+
+impl ClientLimit {
+    pub const ALL: [ClientLimit; 7] = [
+        ClientLimit::MaxConnections,
+        ClientLimit::HeaderTimeout,
+        ClientLimit::BodyTimeout,
+        ClientLimit::SendTimeout,
+        ClientLimit::MaxRequestsPerConnection,
+        ClientLimit::MaxHeaderCount,
+        ClientLimit::MaxHeadSize,
+    ];
+
+    /// The `[server]` key, which is also the label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientLimit::MaxConnections => "max_connections",
+            ClientLimit::HeaderTimeout => "header_timeout",
+            ClientLimit::BodyTimeout => "body_timeout",
+            ClientLimit::SendTimeout => "send_timeout",
+            ClientLimit::MaxRequestsPerConnection => "max_requests_per_connection",
+            ClientLimit::MaxHeaderCount => "max_header_count",
+            ClientLimit::MaxHeadSize => "max_head_size",
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one `limit` reached.
+    pub fn client_limit_hit(&self, limit: ClientLimit) {
+        self.client_limit_hits
+            .with_label_values(&[limit.as_str()])
+            .inc();
     }
 }
 
@@ -107,6 +157,10 @@ pub struct Metrics {
     pub upstream_responses: IntCounterVec,
     pub upstream_targets_healthy: IntGaugeVec,
     pub inflight: IntGauge,
+    /// Open client connections.
+    pub client_connections: IntGauge,
+    /// `[server]` client limits reached, by `limit` ([`ClientLimit`]).
+    pub client_limit_hits: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: prometheus::Gauge,
 }
@@ -217,6 +271,20 @@ impl Metrics {
         .expect("valid metric");
         let inflight = IntGauge::new(INFLIGHT_REQUESTS, "Requests being handled right now")
             .expect("valid metric");
+        let client_connections =
+            IntGauge::new(CLIENT_CONNECTIONS, "Client connections open right now")
+                .expect("valid metric");
+        let client_limit_hits = IntCounterVec::new(
+            Opts::new(
+                CLIENT_LIMIT_HITS_TOTAL,
+                "Client limits of [server] reached: the connection was closed or the request refused",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        for limit in ClientLimit::ALL {
+            client_limit_hits.with_label_values(&[limit.as_str()]);
+        }
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 CONFIG_RELOADS_TOTAL,
@@ -256,6 +324,8 @@ impl Metrics {
             Box::new(upstream_responses.clone()),
             Box::new(upstream_targets_healthy.clone()),
             Box::new(inflight.clone()),
+            Box::new(client_connections.clone()),
+            Box::new(client_limit_hits.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_success.clone()),
             Box::new(build_info),
@@ -280,6 +350,8 @@ impl Metrics {
             upstream_responses,
             upstream_targets_healthy,
             inflight,
+            client_connections,
+            client_limit_hits,
             config_reloads,
             config_last_reload_success,
         }

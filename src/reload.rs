@@ -145,7 +145,7 @@ impl Reloader {
         let sha256 = config.source_hash.clone();
         let max_inflight = config.server.max_inflight;
         let snapshot = Snapshot::rebuild(config, &previous)?;
-        self.inflight.set_max(max_inflight.unwrap_or(usize::MAX));
+        self.inflight.set_max(max_inflight);
         self.state.store(Arc::new(snapshot));
         Ok(ReloadReport {
             trigger,
@@ -190,6 +190,9 @@ fn restart_required(old: &ServerSettings, new: &ServerSettings) -> Vec<&'static 
     }
     if old.upstream_keepalive_pool != new.upstream_keepalive_pool {
         changed.push("server.upstream_keepalive_pool");
+    }
+    if old.limits.max_connections != new.limits.max_connections {
+        changed.push("server.max_connections");
     }
     changed
 }

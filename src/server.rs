@@ -28,7 +28,7 @@ use crate::fanout::Fanout;
 use crate::health::HealthChecker;
 use crate::housekeeping::Housekeeping;
 use crate::metrics::Metrics;
-use crate::proxy::{CopyMetrics, CopySender, Gateway, UpstreamConnections};
+use crate::proxy::{ConnectionLimit, CopyMetrics, CopySender, Gateway, UpstreamConnections};
 use crate::ratelimit::InflightLimit;
 use crate::reload::{ReloadTriggers, Reloader};
 use crate::state::{self, Snapshot};
@@ -65,10 +65,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let admin_addr = config.server.admin;
     let watch = config.server.watch;
     let fanout_config = config.server.fanout;
-    let inflight = config
-        .server
-        .max_inflight
-        .map_or_else(InflightLimit::unlimited, InflightLimit::new);
+    let inflight = InflightLimit::new(config.server.max_inflight);
+    let max_connections = config.server.limits.max_connections;
 
     // Idle upstream connections: one set for the proxy's workers, one for the
     // fan-out runtime (a connection stays with the runtime that opened it).
@@ -117,12 +115,16 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     let mut proxy = Service::new(
         "hookgate proxy".to_string(),
-        Gateway::new(
-            state.clone(),
+        ConnectionLimit::new(
+            Gateway::new(
+                state.clone(),
+                metrics.clone(),
+                inflight,
+                fanout.clone(),
+                connections.clone(),
+            ),
+            max_connections,
             metrics.clone(),
-            inflight,
-            fanout.clone(),
-            connections.clone(),
         ),
     );
     for addr in &listen {

@@ -65,6 +65,22 @@ pub struct ServerFile {
     /// The header that carries the client address hookgate decided on to the
     /// upstream; `""` sends none. `X-Real-IP` when absent.
     pub client_header: Option<String>,
+    /// Open client connections at most; more are closed at once. 10000 when absent.
+    pub max_connections: Option<usize>,
+    /// How long an idle keep-alive connection is kept. `"60s"` when absent; `"0s"` disables keep-alive.
+    pub keepalive_timeout: Option<String>,
+    /// Requests served on one connection before it is closed. 1000 when absent.
+    pub max_requests_per_connection: Option<u32>,
+    /// Deadline for a whole request head. `"10s"` when absent.
+    pub header_timeout: Option<String>,
+    /// Deadline for a whole request body. `"30s"` when absent.
+    pub body_timeout: Option<String>,
+    /// Longest wait for each write of an answer to the sender. `"30s"` when absent.
+    pub send_timeout: Option<String>,
+    /// Header fields a request may carry. 100 when absent.
+    pub max_header_count: Option<usize>,
+    /// Bytes a request head may take (request line and headers). `"32KiB"` when absent.
+    pub max_head_size: Option<String>,
 }
 
 impl Default for ServerFile {
@@ -85,6 +101,14 @@ impl Default for ServerFile {
             fanout: None,
             upstream_keepalive_pool: None,
             client_header: None,
+            max_connections: None,
+            keepalive_timeout: None,
+            max_requests_per_connection: None,
+            header_timeout: None,
+            body_timeout: None,
+            send_timeout: None,
+            max_header_count: None,
+            max_head_size: None,
         }
     }
 }
@@ -119,6 +143,8 @@ pub struct UpstreamFile {
     pub targets: Vec<String>,
     pub connect_timeout: Option<String>,
     pub timeout: Option<String>,
+    /// Deadline for the whole response, from the request write to its last byte.
+    pub response_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub health: Option<HealthFile>,
     pub tls: Option<UpstreamTlsFile>,

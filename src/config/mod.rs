@@ -60,7 +60,8 @@ pub struct ServerSettings {
     pub trusted_proxies: IpSet,
     /// The allowlist of routes that set none.
     pub allow: Allowlist,
-    pub max_inflight: Option<usize>,
+    /// Requests handled at once (`DEFAULT_MAX_INFLIGHT` when not configured).
+    pub max_inflight: usize,
     pub shutdown_grace: Duration,
     pub threads: usize,
     pub client_timeout: Duration,
@@ -73,7 +74,52 @@ pub struct ServerSettings {
     pub upstream_keepalive_pool: usize,
     /// The header the decided client address is forwarded in; `None` sends none.
     pub client_header: Option<http::HeaderName>,
+    /// Limits on client connections and requests.
+    pub limits: ClientLimits,
 }
+
+/// Limits on what a client (a sender, or a proxy in front) may hold or take,
+/// in the style of nginx's and HAProxy's timeouts. Each reached limit is
+/// counted in `hookgate_client_limit_hits_total{limit}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Open connections; more are closed at once (restart to change).
+    pub max_connections: usize,
+    /// Idle time allowed between requests on a kept-alive connection; `None`: no keep-alive.
+    pub keepalive_timeout: Option<Duration>,
+    /// Requests on one connection, then `Connection: close`.
+    pub max_requests_per_connection: u32,
+    /// The whole request head, from the connection's start (or, on a kept-alive
+    /// connection, after up to `keepalive_timeout` of idleness).
+    pub header_timeout: Duration,
+    /// The whole request body, from the end of the head.
+    pub body_timeout: Duration,
+    /// Each write of the answer to the sender.
+    pub send_timeout: Duration,
+    /// Header fields in one request.
+    pub max_header_count: usize,
+    /// Bytes of the request head.
+    pub max_head_size: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_connections: 10_000,
+            keepalive_timeout: Some(Duration::from_secs(60)),
+            max_requests_per_connection: 1000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_header_count: 100,
+            max_head_size: 32 * 1024,
+        }
+    }
+}
+
+/// `[server] max_inflight` when absent: with the default `max_body`, at most
+/// 1 GiB of buffered bodies.
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListener {
@@ -90,6 +136,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Bound on each read and write to the upstream, and on waiting for its response head.
     pub timeout: Duration,
+    /// Bound on the whole exchange, from the first write to the response's last byte.
+    pub response_timeout: Duration,
     /// How long an idle pooled connection to a target is kept.
     pub idle_timeout: Duration,
     pub health: HealthSettings,
@@ -317,6 +365,7 @@ fn compile_server(
             "at least one listen address is needed, e.g. listen = [\"0.0.0.0:8080\"]",
         );
     }
+    let limits = compile_limits(&server, problems);
     let tls = server.tls.and_then(|tls| {
         let listen = problems.take("server.tls.listen", parse_listen_addr(&tls.listen));
         let cert = problems.take("server.tls.cert", existing_file(base_dir, &tls.cert));
@@ -375,7 +424,7 @@ fn compile_server(
         max_body: max_body?,
         trusted_proxies: trusted_proxies?,
         allow: allow?,
-        max_inflight: server.max_inflight,
+        max_inflight: server.max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT),
         shutdown_grace: shutdown_grace?,
         threads,
         client_timeout: client_timeout?,
@@ -386,6 +435,86 @@ fn compile_server(
             .upstream_keepalive_pool
             .unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE_POOL),
         client_header: client_header?,
+        limits: limits?,
+    })
+}
+
+fn compile_limits(server: &file::ServerFile, problems: &mut Problems) -> Option<ClientLimits> {
+    let defaults = ClientLimits::default();
+    let mut duration = |key: &str, value: &Option<String>, default: Duration| match value {
+        None => Some(default),
+        Some(text) => {
+            let parsed = problems.take(&format!("server.{key}"), parse_duration(text))?;
+            if parsed.is_zero() && key != "keepalive_timeout" {
+                problems.push(
+                    format!("server.{key}"),
+                    "0 would refuse every request; use a positive duration such as \"10s\"",
+                );
+                return None;
+            }
+            Some(parsed)
+        }
+    };
+    let keepalive_timeout = duration(
+        "keepalive_timeout",
+        &server.keepalive_timeout,
+        defaults.keepalive_timeout.unwrap_or_default(),
+    );
+    let header_timeout = duration(
+        "header_timeout",
+        &server.header_timeout,
+        defaults.header_timeout,
+    );
+    let body_timeout = duration("body_timeout", &server.body_timeout, defaults.body_timeout);
+    let send_timeout = duration("send_timeout", &server.send_timeout, defaults.send_timeout);
+    let max_head_size = match &server.max_head_size {
+        None => Some(defaults.max_head_size),
+        Some(text) => problems
+            .take("server.max_head_size", parse_size(text))
+            .map(|size| size as usize),
+    };
+    let positive =
+        |problems: &mut Problems, key: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => {
+                problems.push(
+                    format!("server.{key}"),
+                    "0 would refuse every connection or request; remove the key for the default",
+                );
+                None
+            }
+            Some(n) => Some(n),
+            None => Some(default),
+        };
+    let max_connections = positive(
+        problems,
+        "max_connections",
+        server.max_connections,
+        defaults.max_connections,
+    );
+    let max_header_count = positive(
+        problems,
+        "max_header_count",
+        server.max_header_count,
+        defaults.max_header_count,
+    );
+    let max_requests = positive(
+        problems,
+        "max_requests_per_connection",
+        server.max_requests_per_connection.map(|n| n as usize),
+        defaults.max_requests_per_connection as usize,
+    );
+    Some(ClientLimits {
+        max_connections: max_connections?,
+        // Whole seconds: Pingora keeps the keep-alive timeout in seconds.
+        keepalive_timeout: keepalive_timeout
+            .map(|t| Duration::from_secs(t.as_secs_f64().ceil() as u64))
+            .filter(|t| !t.is_zero()),
+        max_requests_per_connection: max_requests? as u32,
+        header_timeout: header_timeout?,
+        body_timeout: body_timeout?,
+        send_timeout: send_timeout?,
+        max_header_count: max_header_count?,
+        max_head_size: max_head_size?,
     })
 }
 
@@ -449,6 +578,11 @@ fn compile_upstream(
         Duration::from_secs(1),
     );
     let timeout = duration("timeout", &upstream.timeout, Duration::from_secs(10));
+    let response_timeout = duration(
+        "response_timeout",
+        &upstream.response_timeout,
+        Duration::from_secs(60),
+    );
     let idle_timeout = duration(
         "idle_timeout",
         &upstream.idle_timeout,
@@ -473,6 +607,7 @@ fn compile_upstream(
         targets,
         connect_timeout: connect_timeout?,
         timeout: timeout?,
+        response_timeout: response_timeout?,
         idle_timeout: idle_timeout?,
         health: HealthSettings {
             http_path,

@@ -3,9 +3,12 @@
 //! A declared `Content-Length` over the limit is refused before a byte is read;
 //! a chunked body is counted while reading and refused as soon as it crosses the
 //! limit. `Expect: 100-continue` is answered only once the body is acceptable.
+//! The whole body must arrive by a deadline (`[server] body_timeout`), so a
+//! sender trickling bytes cannot hold an in-flight slot for longer.
 
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession as Session;
+use tokio::time::Instant;
 
 /// Why a body could not be read.
 #[derive(Debug)]
@@ -14,12 +17,18 @@ pub enum BodyError {
     TooLarge,
     /// `Content-Length` is not a number, or framing is contradictory.
     Malformed(&'static str),
-    /// The client went away or was too slow.
+    /// The client went away or was too slow for one read (`client_timeout`).
     Read(Box<pingora::Error>),
+    /// The whole body did not arrive by the deadline (`body_timeout`).
+    Late,
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes.
-pub async fn read_bounded(session: &mut Session, limit: u64) -> Result<Bytes, BodyError> {
+/// Reads the whole request body by `deadline`, refusing more than `limit` bytes.
+pub async fn read_bounded(
+    session: &mut Session,
+    limit: u64,
+    deadline: Instant,
+) -> Result<Bytes, BodyError> {
     let declared = declared_length(session)?;
     if declared.is_some_and(|length| length > limit) {
         return Err(BodyError::TooLarge);
@@ -34,7 +43,7 @@ pub async fn read_bounded(session: &mut Session, limit: u64) -> Result<Bytes, Bo
     let mut first: Option<Bytes> = None;
     let mut buffer: Option<BytesMut> = None;
     let mut total: u64 = 0;
-    while let Some(chunk) = session.read_request_body().await.map_err(BodyError::Read)? {
+    while let Some(chunk) = read_chunk(session, deadline).await? {
         total += chunk.len() as u64;
         if total > limit {
             return Err(BodyError::TooLarge);
@@ -55,6 +64,14 @@ pub async fn read_bounded(session: &mut Session, limit: u64) -> Result<Bytes, Bo
         Some(buffer) => buffer.freeze(),
         None => first.unwrap_or_default(),
     })
+}
+
+/// The next piece of the body, unless the deadline passes first.
+async fn read_chunk(session: &mut Session, deadline: Instant) -> Result<Option<Bytes>, BodyError> {
+    match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+        Ok(read) => read.map_err(BodyError::Read),
+        Err(_) => Err(BodyError::Late),
+    }
 }
 
 fn declared_length(session: &Session) -> Result<Option<u64>, BodyError> {

@@ -78,9 +78,7 @@ fn is_connect_error(error: &pingora::Error) -> bool {
 fn describe(error: &ForwardError) -> String {
     match error {
         ForwardError::Unavailable => "no healthy target".to_string(),
-        ForwardError::Failed(e) | ForwardError::TimedOut(e) | ForwardError::Interrupted(e) => {
-            e.to_string()
-        }
+        ForwardError::Failed(e) | ForwardError::TimedOut(e) => e.to_string(),
     }
 }
 

@@ -8,8 +8,15 @@
 //! would flush the head on its own first: two packets, and two wake-ups of the
 //! upstream). A target that cannot be connected to, or whose kept-alive
 //! connection fails before the request is written, is retried on the next
-//! healthy target: the request was not sent, so a retry cannot duplicate it. Once the request is written nothing is retried here
-//! (background copies have their own retry policy in `fanout`).
+//! healthy target: the request was not sent, so a retry cannot duplicate it.
+//! Once the request is written nothing is retried here (background copies
+//! have their own retry policy in `fanout`).
+//!
+//! Deadlines (linkerd2-proxy's typed stream timeouts, svix's whole-request
+//! deadline): the upstream's `timeout` bounds each connect, read and write; its
+//! `response_timeout` bounds the whole exchange, from the first write to the
+//! response's last byte, so an upstream that drips its answer cannot hold a
+//! request without end.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -34,19 +41,23 @@ pub enum ForwardError {
     Unavailable,
     /// Connection refused or broken, or an invalid response (502).
     Failed(Box<Error>),
-    /// Connect, write or response timeout (504).
+    /// Connect, write or response-head timeout, or `response_timeout` passed
+    /// before the response head (504).
     TimedOut(Box<Error>),
-    /// The response had started when the upstream or the sender failed; the
-    /// connection is closed and nothing more can be answered.
-    Interrupted(Box<Error>),
 }
 
-/// What the sender got, for metrics and the access log.
-#[derive(Debug, Clone, Copy)]
+/// The upstream's answer, for dedupe, fan-out, metrics and the access log.
+#[derive(Debug)]
 pub struct Forwarded {
+    /// The upstream's status: it received the request and answered this,
+    /// whether or not the answer then reached the sender whole.
     pub status: u16,
     /// From starting to connect to the upstream's response head.
     pub upstream_time: Duration,
+    /// Why the answer did not reach the sender whole, once it had started: the
+    /// upstream or the sender broke off, or `response_timeout` passed. The
+    /// connection to the sender must then be closed.
+    pub interrupted: Option<Box<Error>>,
 }
 
 /// The last target tried, set even when forwarding fails.
@@ -62,14 +73,46 @@ pub async fn forward(
     request_id: &str,
     last_target: &mut LastTarget,
 ) -> Result<Forwarded, ForwardError> {
-    let mut exchange = send(connections, pool, head, body.bytes(), last_target).await?;
-    let forwarded = Forwarded {
+    let limit = pool.settings().response_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    let sent = tokio::time::timeout_at(
+        deadline,
+        send(connections, pool, head, body.bytes(), last_target),
+    );
+    let Ok(sent) = sent.await else {
+        return Err(ForwardError::TimedOut(Error::explain(
+            ErrorType::ReadTimedout,
+            format!("no response head within response_timeout {limit:?}"),
+        )));
+    };
+    let mut exchange = sent?;
+    let mut forwarded = Forwarded {
         status: exchange.status,
         upstream_time: exchange.started.elapsed(),
+        interrupted: None,
     };
-    relay_response(session, &mut exchange, request_id).await?;
-    exchange.release(connections, pool).await;
+    match tokio::time::timeout_at(deadline, relay_response(session, &mut exchange, request_id))
+        .await
+    {
+        Ok(Ok(())) => exchange.release(connections, pool).await,
+        Ok(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),
+        Ok(Err(Relay::Interrupted(e))) => forwarded.interrupted = Some(e),
+        Err(_) => {
+            forwarded.interrupted = Some(Error::explain(
+                ErrorType::ReadTimedout,
+                format!("response not complete within response_timeout {limit:?}"),
+            ))
+        }
+    }
     Ok(forwarded)
+}
+
+/// Why relaying a response failed.
+enum Relay {
+    /// Before anything was written to the sender: it can still be answered.
+    NotStarted(Box<Error>),
+    /// After the response head was written.
+    Interrupted(Box<Error>),
 }
 
 /// A request written to a target and its response head read; the body is next.
@@ -239,41 +282,41 @@ async fn relay_response(
     session: &mut Session,
     exchange: &mut Exchange,
     request_id: &str,
-) -> Result<(), ForwardError> {
+) -> Result<(), Relay> {
     let head = exchange.upstream.resp_header().ok_or_else(|| {
-        ForwardError::Failed(Error::explain(
+        Relay::NotStarted(Error::explain(
             ErrorType::InvalidHTTPHeader,
             "no response head",
         ))
     })?;
-    let response = headers::downstream_response(head, request_id).map_err(ForwardError::Failed)?;
+    let response = headers::downstream_response(head, request_id).map_err(Relay::NotStarted)?;
     let done = exchange.response_done();
     let upstream = &mut exchange.upstream;
     session
         .write_response_header(Box::new(response))
         .await
-        .map_err(ForwardError::Interrupted)?;
+        .map_err(Relay::Interrupted)?;
     if done {
         return session
             .write_response_body(Bytes::new(), true)
             .await
-            .map_err(ForwardError::Interrupted);
+            .map_err(Relay::Interrupted);
     }
     // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
     while let Some(chunk) = upstream
         .read_body_bytes()
         .await
-        .map_err(ForwardError::Interrupted)?
+        .map_err(Relay::Interrupted)?
     {
         session
             .write_response_body(chunk, false)
             .await
-            .map_err(ForwardError::Interrupted)?;
+            .map_err(Relay::Interrupted)?;
     }
     session
         .write_response_body(Bytes::new(), true)
         .await
-        .map_err(ForwardError::Interrupted)
+        .map_err(Relay::Interrupted)
 }
 
 fn classify(error: Box<Error>) -> ForwardError {

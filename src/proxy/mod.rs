@@ -34,6 +34,7 @@
 //! other bad request.
 
 mod body;
+mod client;
 mod connections;
 mod copies;
 mod forward;
@@ -55,13 +56,14 @@ use crate::allowlist;
 use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
 use crate::events::Target;
 use crate::fanout::{Fanout, Payload};
-use crate::metrics::{Metrics, Outcome, RouteHandles, UNMATCHED_ROUTE};
+use crate::metrics::{ClientLimit, Metrics, Outcome, RouteHandles, UNMATCHED_ROUTE};
 use crate::ratelimit::{InflightGuard as InflightSlot, InflightLimit};
 use crate::routing::RouteMatch;
 use crate::state::{Route, SharedState, Snapshot};
 use crate::target::{self, Authority};
 use crate::verify::{self, Verified};
 use body::BodyError;
+pub use client::ConnectionLimit;
 pub use connections::UpstreamConnections;
 pub use copies::{CopyMetrics, CopySender};
 use forward::ForwardError;
@@ -168,31 +170,63 @@ impl HttpServerApp for Gateway {
         mut session: Session,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let limits = self.state.load().config.server.limits;
+        let deadline = client::head_deadline(&session, &limits);
         let mut stopping = shutdown.clone();
         let read = tokio::select! {
             // biased: a request already buffered is served rather than dropped
             biased;
-            read = session.read_request() => read,
+            read = tokio::time::timeout(deadline, session.read_request()) => read,
             // shutting down: an idle keep-alive connection is closed
             _ = stopping.wait_for(|stop| *stop) => return None,
         };
         match read {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return None,
+            Ok(Err(e)) => {
                 if e.etype() == &ErrorType::InvalidHTTPHeader {
-                    self.refuse_unparseable(&mut session, &e).await;
+                    self.refuse_head(&mut session, &Reply::BAD_REQUEST, &e)
+                        .await;
                 }
                 session.shutdown().await;
                 return None;
             }
+            Err(_) => {
+                self.metrics.client_limit_hit(ClientLimit::HeaderTimeout);
+                let late = Error::explain(
+                    ErrorType::ReadTimedout,
+                    format!("the request head took longer than {deadline:?} (header_timeout)"),
+                );
+                self.refuse_head(&mut session, &Reply::REQUEST_TIMEOUT, &late)
+                    .await;
+                session.shutdown().await;
+                return None;
+            }
         }
+        client::apply(&mut session, &limits, &self.metrics);
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
         let mut ctx = self.new_ctx();
         ctx.head_read = true;
-        let error = self.handle(&mut session, &mut ctx).await.err();
+        let error = match client::check_head(&session, &limits) {
+            Ok(()) => self.handle(&mut session, &mut ctx).await.err(),
+            Err(limit) => {
+                self.metrics.client_limit_hit(limit);
+                ctx.request_id = uuid::Uuid::new_v4().to_string();
+                ctx.detail = Some(format!("{} exceeded", limit.as_str()));
+                ctx.close = true;
+                self.reject(&mut session, &mut ctx, &Reply::HEADER_TOO_LARGE)
+                    .await
+                    .err()
+            }
+        };
+        if error
+            .as_ref()
+            .is_some_and(|e| e.etype() == &ErrorType::WriteTimedout)
+        {
+            self.metrics.client_limit_hit(ClientLimit::SendTimeout);
+        }
         if error.is_some() && session.response_written().is_none() {
             // Only a head that cannot be re-serialized gets here; answering is best effort.
             let _ = session.respond_error(500).await;
@@ -345,8 +379,10 @@ impl Gateway {
         }
 
         // 5. Body.
-        session.set_read_timeout(Some(snapshot.config.server.client_timeout));
-        let body = match body::read_bounded(session, route.settings.max_body).await {
+        let server = &snapshot.config.server;
+        session.set_read_timeout(Some(server.client_timeout));
+        let deadline = tokio::time::Instant::now() + server.limits.body_timeout;
+        let body = match body::read_bounded(session, route.settings.max_body, deadline).await {
             Ok(body) => body,
             Err(error) => {
                 // After any body error the rest of the stream cannot be trusted to
@@ -444,19 +480,31 @@ impl Gateway {
         .await;
         match result {
             Ok(forwarded) => {
-                ctx.outcome = Some(Outcome::Forwarded);
                 ctx.status = Some(forwarded.status);
                 ctx.upstream_status = Some(forwarded.status);
                 ctx.upstream_time = Some(forwarded.upstream_time);
                 if (200..300).contains(&forwarded.status) {
                     // Only a delivery the primary accepted is remembered and copied:
                     // after a failure the provider retries, and copies would double.
+                    // An accepted one counts even when its answer then failed to
+                    // reach the sender: the app has it, and a retry must not
+                    // reach it twice.
                     if let Some(claim) = admitted.claim {
                         claim.forwarded(Instant::now());
                     }
                     self.queue_copies(route.name(), admitted.copies, &head, &admitted.body);
                 }
-                Ok(())
+                match forwarded.interrupted {
+                    None => {
+                        ctx.outcome = Some(Outcome::Forwarded);
+                        Ok(())
+                    }
+                    Some(e) => {
+                        ctx.outcome = Some(Outcome::UpstreamError);
+                        ctx.detail = Some(format!("response interrupted: {e}"));
+                        Err(e)
+                    }
+                }
             }
             Err(ForwardError::Unavailable) => {
                 ctx.detail = Some("no healthy target".to_string());
@@ -470,11 +518,6 @@ impl Gateway {
             Err(ForwardError::TimedOut(e)) => {
                 ctx.detail = Some(e.to_string());
                 self.reject(session, ctx, &Reply::UPSTREAM_TIMEOUT).await
-            }
-            Err(ForwardError::Interrupted(e)) => {
-                ctx.outcome = Some(Outcome::UpstreamError);
-                ctx.detail = Some(format!("response interrupted: {e}"));
-                Err(e)
             }
         }
     }
@@ -496,6 +539,11 @@ impl Gateway {
                 ctx.reason = Some(why.to_string());
                 Reply::BAD_REQUEST
             }
+            BodyError::Late => {
+                self.metrics.client_limit_hit(ClientLimit::BodyTimeout);
+                ctx.detail = Some("the body took longer than body_timeout".to_string());
+                Reply::REQUEST_TIMEOUT
+            }
             BodyError::Read(e) => {
                 ctx.detail = Some(format!("reading the request body: {e}"));
                 match e.etype() {
@@ -515,10 +563,11 @@ impl Gateway {
         Ok(())
     }
 
-    /// A request head Pingora's parser refused (garbage request line, a bad or
-    /// conflicting `Content-Length`): the JSON 400, counted and logged like every
-    /// other bad request, and the connection closed.
-    async fn refuse_unparseable(&self, session: &mut Session, error: &Error) {
+    /// A request head that could not be read: Pingora's parser refused it
+    /// (garbage request line, a bad or conflicting `Content-Length`: 400) or it
+    /// did not arrive in time (408). The JSON answer, counted and logged like
+    /// every other refusal, then the connection is closed.
+    async fn refuse_head(&self, session: &mut Session, reply: &Reply, error: &Error) {
         let mut ctx = self.new_ctx();
         ctx.request_id = uuid::Uuid::new_v4().to_string();
         ctx.peer = session
@@ -536,13 +585,12 @@ impl Gateway {
                 error.context.as_ref().map_or("", |c| c.as_str())
             ),
         });
-        let reply = Reply::BAD_REQUEST;
         ctx.outcome = Some(reply.outcome);
         ctx.status = Some(reply.status);
         // Not `reject`: without a parsed head the session cannot tell whether a
         // body is unread, and the connection is closed anyway.
-        let reason = Some("the request head is not valid HTTP");
-        let _ = reply::send(session, &reply, None, &ctx.request_id, true, &[], reason).await;
+        let reason = (reply.status == 400).then_some("the request head is not valid HTTP");
+        let _ = reply::send(session, reply, None, &ctx.request_id, true, &[], reason).await;
         self.log_request(session, None, &ctx);
     }
 

@@ -39,6 +39,8 @@ impl Reply {
     pub const RATE_LIMITED: Reply = Reply::new(429, "rate_limited", Outcome::RateLimited);
     pub const OVERLOADED: Reply = Reply::new(503, "overloaded", Outcome::Overloaded);
     pub const BODY_TOO_LARGE: Reply = Reply::new(413, "body_too_large", Outcome::BodyTooLarge);
+    pub const HEADER_TOO_LARGE: Reply =
+        Reply::new(431, "header_too_large", Outcome::HeaderTooLarge);
     pub const BAD_REQUEST: Reply = Reply::new(400, "bad_request", Outcome::BadRequest);
     pub const REQUEST_TIMEOUT: Reply = Reply::new(408, "request_timeout", Outcome::BadRequest);
     pub const SIGNATURE_MISSING: Reply =
