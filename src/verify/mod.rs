@@ -81,6 +81,7 @@ mod tests;
 mod token;
 mod twilio;
 mod twitch;
+mod url;
 mod wire;
 mod zoom;
 
