@@ -36,7 +36,7 @@ struct Vector {
 const EXPECTED: &[(&str, &str, usize)] = &[
     ("hmac", "mismatch", 1),
     ("hmac", "ok", 4),
-    ("hubspot", "malformed", 4),
+    ("hubspot", "ambiguous", 4),
     ("hubspot", "mismatch", 2),
     ("hubspot", "ok", 10),
     ("square", "mismatch", 2),

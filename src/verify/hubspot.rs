@@ -10,8 +10,8 @@
 //! sent, **with the twelve escapes HubSpot's page lists decoded** (`%3A`, `%2F`, `%3F`, `%40`,
 //! `%21`, `%24`, `%27`, `%28`, `%29`, `%2A`, `%2C`, `%3B`); everything else, `%20` and `+`
 //! included, stays as sent. Spellings the signature cannot tell apart but the app may read
-//! differently (`%2F`, `%3F`, `%3B` in the path; `%3B` in the query) are refused as malformed:
-//! see `url.rs`. HubSpot's SDKs (hubspot-api-nodejs, hubspot-api-python `Signature`) sign the
+//! differently (`%2F`, `%3F`, `%3B` in the path; `%3B` in the query) are refused as ambiguous
+//! (400 with the reason): see `url.rs`. HubSpot's SDKs (hubspot-api-nodejs, hubspot-api-python `Signature`) sign the
 //! URI they are given and leave this decoding to the caller.
 //!
 //! Legacy v1/v2 (`X-HubSpot-Signature`, plain SHA-256 of secret-prefixed data, no timestamp,

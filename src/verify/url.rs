@@ -18,7 +18,8 @@
 //!
 //! HubSpot's decoding means one signature covers several spellings of a target, and the
 //! gateway forwards the spelling it received. Where two spellings can mean different things
-//! to the app, the request is refused as malformed (400) instead, whoever signed it:
+//! to the app, the request is refused as ambiguous (400 `bad_request` with the reason)
+//! instead, whoever signed it:
 //! - in the **path**, `%2F`, `%3F` and `%3B` (an encoded `/` is not a segment boundary, an
 //!   encoded `?` does not start a query, `;` starts path parameters in some servers);
 //! - in the **query**, `%3B` (some parsers split parameters on `;`: Rack 2, Python before
@@ -33,7 +34,7 @@
 
 use std::borrow::Cow;
 
-use super::{malformed, VerifyError};
+use super::{ambiguous, malformed, VerifyError};
 
 /// How a scheme turns the request target into the signed URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +79,8 @@ impl SignedUrl {
     }
 
     /// The target part of the signed URL for `path_and_query` (the origin-form request target
-    /// as received). Malformed when it is not origin-form, or (HubSpot) when it holds an escape
-    /// the module doc lists as refused.
+    /// as received). Malformed when it is not origin-form; ambiguous (HubSpot) when it holds an
+    /// escape the module doc lists as refused.
     pub(super) fn target<'a>(&self, path_and_query: &'a str) -> Result<Cow<'a, str>, VerifyError> {
         let target = origin_form(path_and_query)?;
         match self.form {
@@ -123,7 +124,7 @@ fn refuse_ambiguous(part: Part, decoded: u8) -> Result<(), VerifyError> {
         (_, Part::Path) => ("%3B", "path"),
         (_, Part::Query) => ("%3B", "query"),
     };
-    Err(malformed(format!(
+    Err(ambiguous(format!(
         "request {place} contains {escape}: HubSpot signs it decoded, so the signature does not \
          tell it from {:?}, which the app may read differently",
         decoded as char
@@ -191,7 +192,7 @@ mod tests {
         SignedUrl::hubspot_v3("https://h.example".into())
             .target(target)
             .map(Cow::into_owned)
-            .map_err(|e| e.detail().to_string())
+            .map_err(|e| format!("{}: {}", e.reason(), e.detail()))
     }
 
     #[test]
@@ -245,6 +246,7 @@ mod tests {
             ("/a?x=1%3By=2", "query contains %3B"),
         ] {
             let err = hubspot(target).unwrap_err();
+            assert!(err.starts_with("ambiguous: "), "{target}: {err}");
             assert!(err.contains(needle), "{target}: {err}");
         }
         // The same characters literal, or in the query where they are data, pass.
