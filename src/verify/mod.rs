@@ -131,7 +131,9 @@ pub struct VerifySpec {
     /// Allowed clock difference, both directions (`"5m"`). Timestamped schemes only.
     pub tolerance: Option<String>,
     /// External origin (plus any path prefix a load balancer strips) the provider calls, e.g.
-    /// `"https://hooks.example.com"`; the request's path and query are appended.
+    /// `"https://hooks.example.com"`, with the port if the provider's URL has one; the
+    /// request's path and query are appended as received (HubSpot: with its twelve listed
+    /// escapes decoded; Twilio: also tried with the default port toggled, as its SDKs do).
     /// Required by `twilio`, `hubspot`, `square`; optional `{url}` for `hmac`.
     pub public_url: Option<String>,
     /// `discord`: the application's Ed25519 public key, hex (or a `${ENV}`/`file:` reference).
