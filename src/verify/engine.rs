@@ -277,8 +277,8 @@ impl HmacScheme {
         self.public_url.as_ref().map_or("", SignedUrl::origin)
     }
 
-    /// The signed form of the request target for `{url}`; malformed when it cannot be signed
-    /// (see [`SignedUrl::target`]). Empty for schemes without `{url}`.
+    /// The signed form of the request target for `{url}`; malformed or ambiguous when it cannot
+    /// be signed (see [`SignedUrl::target`]). Empty for schemes without `{url}`.
     fn signed_target<'a>(&self, request: &Request<'a>) -> Result<Cow<'a, str>, VerifyError> {
         match &self.public_url {
             Some(url) => url.target(request.path_and_query),
