@@ -194,7 +194,7 @@ impl Metrics {
         let signature_failures = IntCounterVec::new(
             Opts::new(
                 SIGNATURE_FAILURES_TOTAL,
-                "Deliveries refused by signature or token verification, by scheme and reason (missing, malformed, mismatch, expired)",
+                "Deliveries refused by signature or token verification, by scheme and reason (missing, malformed, ambiguous, mismatch, expired)",
             ),
             &["route", "scheme", "reason"],
         )

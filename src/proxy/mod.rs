@@ -416,6 +416,9 @@ impl Gateway {
                         ])
                         .inc();
                     ctx.detail = Some(error.to_string());
+                    if let verify::VerifyError::Ambiguous(why) = &error {
+                        ctx.reason = Some(why.to_string());
+                    }
                     Err((Reply::for_verify_error(&error), None))
                 }
                 Ok(verified) => self.admit(route, &verified, &body, &head.headers, ctx),

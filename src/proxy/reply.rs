@@ -60,6 +60,7 @@ impl Reply {
         match error {
             VerifyError::Missing(_) => Reply::SIGNATURE_MISSING,
             VerifyError::Malformed(_) | VerifyError::Mismatch(_) => Reply::SIGNATURE_INVALID,
+            VerifyError::Ambiguous(_) => Reply::BAD_REQUEST,
             VerifyError::Expired(_) => Reply::TIMESTAMP_OUT_OF_RANGE,
         }
     }

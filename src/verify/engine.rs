@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName};
 
 use super::clock::{self, TimestampFormat};
 use super::mac::{Algorithm, Digest, KeyedMac};
+use super::url::SignedUrl;
 use super::wire::{self, Encoding, SigList};
 use super::{malformed, mismatch, Request, VerifyError};
 
@@ -24,7 +25,7 @@ pub(super) enum Part {
     Timestamp,
     Id,
     Method,
-    /// `public_url` followed by the request's path and query.
+    /// The external origin followed by the request target, as [`SignedUrl`] builds them.
     Url,
 }
 
@@ -94,7 +95,15 @@ impl Template {
         self.0.iter().filter(|p| *p == part).count()
     }
 
-    fn feed(&self, mac: &mut KeyedMac, request: &Request<'_>, ts: &str, id: &str, url: &str) {
+    /// `url` is the origin and the signed form of the target, fed one after the other.
+    fn feed(
+        &self,
+        mac: &mut KeyedMac,
+        request: &Request<'_>,
+        ts: &str,
+        id: &str,
+        url: (&str, &str),
+    ) {
         for part in &self.0 {
             match part {
                 Part::Lit(bytes) => mac.update(bytes),
@@ -103,8 +112,8 @@ impl Template {
                 Part::Id => mac.update(id.as_bytes()),
                 Part::Method => mac.update(request.method.as_bytes()),
                 Part::Url => {
-                    mac.update(url.as_bytes());
-                    mac.update(request.path_and_query.as_bytes());
+                    mac.update(url.0.as_bytes());
+                    mac.update(url.1.as_bytes());
                 }
             }
         }
@@ -159,8 +168,8 @@ pub(super) struct HmacScheme {
     /// Header carrying the signed id, for [`Carrier::Header`] schemes.
     pub(super) id_header: Option<HeaderName>,
     pub(super) template: Template,
-    /// For `{url}`: external origin without trailing `/`.
-    pub(super) public_url: Option<String>,
+    /// For `{url}`: the external origin (`public_url`) and how the target follows it.
+    pub(super) public_url: Option<SignedUrl>,
     pub(super) tolerance: Option<Duration>,
     pub(super) after_mac: Option<AfterMac>,
     /// Tried when this scheme's signature header is absent and the fallback's is present
@@ -220,6 +229,7 @@ impl HmacScheme {
             }
         }
         let parsed = self.parse(request)?;
+        let target = self.signed_target(request)?;
         if let Some(format) = self.timestamp_format {
             let ts = format
                 .parse(parsed.timestamp)
@@ -228,7 +238,7 @@ impl HmacScheme {
                 clock::check_window(ts, now, tolerance)?;
             }
         }
-        let url = self.public_url.as_deref().unwrap_or("");
+        let url = (self.origin(), &*target);
         let id = parsed.id.unwrap_or("");
         let matched = self.keys.iter().any(|key| {
             parsed.sigs.matches(
@@ -255,11 +265,25 @@ impl HmacScheme {
         request: &Request<'_>,
         ts: &str,
         id: &str,
-        url: &str,
+        url: (&str, &str),
     ) -> Digest {
         let mut mac = key.clone();
         self.template.feed(&mut mac, request, ts, id, url);
         mac.finalize()
+    }
+
+    /// The external origin of `{url}` (empty for schemes without one).
+    fn origin(&self) -> &str {
+        self.public_url.as_ref().map_or("", SignedUrl::origin)
+    }
+
+    /// The signed form of the request target for `{url}`; malformed or ambiguous when it cannot
+    /// be signed (see [`SignedUrl::target`]). Empty for schemes without `{url}`.
+    fn signed_target<'a>(&self, request: &Request<'a>) -> Result<Cow<'a, str>, VerifyError> {
+        match &self.public_url {
+            Some(url) => url.target(request.path_and_query),
+            None => Ok(Cow::Borrowed("")),
+        }
     }
 
     fn signature_present(&self, headers: &HeaderMap) -> bool {
@@ -430,8 +454,10 @@ impl HmacScheme {
         } else {
             String::new()
         };
-        let url = self.public_url.as_deref().unwrap_or("");
-        let mac = self.compute(key, request, &timestamp, &id, url);
+        let target = self
+            .signed_target(request)
+            .map_err(|e| e.detail().to_string())?;
+        let mac = self.compute(key, request, &timestamp, &id, (self.origin(), &target));
         let sig = self.encoding.encode(mac.as_slice());
         let mut out = Vec::new();
         match &self.carrier {

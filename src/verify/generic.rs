@@ -4,6 +4,11 @@
 //! `{timestamp}` (needs `timestamp_header`, `timestamp_format`, `tolerance`, default 5m both
 //! ways), `{id}` (needs `id_header`), `{method}` and `{url}` (needs `public_url`).
 //!
+//! `{url}` is `public_url` (scheme, host, port if any, path prefix, as configured) followed by
+//! the request target exactly as the sender sent it: percent-escapes, `+`, parameter order,
+//! repeats and an empty `?` are signed as they arrived, never decoded or normalised (see
+//! `url.rs`). A sender that signs a normalised URL does not verify.
+//!
 //! Examples: Bitbucket/Jira `X-Hub-Signature: sha256=<hex>`; Intercom sha1; Typeform base64
 //! with `sha256=`; PagerDuty `v1=<hex>` comma list; Sentry; Vercel sha1; Zendesk
 //! `{timestamp}{body}` with RFC 3339 timestamps (all in `conf/examples/`).
@@ -15,6 +20,7 @@ use super::clock::TimestampFormat;
 use super::compile::Cx;
 use super::engine::{keys, Carrier, HmacScheme, Part, Template};
 use super::mac::Algorithm;
+use super::url::SignedUrl;
 use super::wire::Encoding;
 
 pub(super) fn compile(cx: &mut Cx) -> Option<HmacScheme> {
@@ -183,7 +189,11 @@ pub(super) fn compile(cx: &mut Cx) -> Option<HmacScheme> {
         timestamp_format: uses_ts.then_some(timestamp_format),
         id_header: if uses_id { Some(id_header?) } else { None },
         template: template?,
-        public_url: if uses_url { Some(public_url?) } else { None },
+        public_url: if uses_url {
+            Some(SignedUrl::as_sent(public_url?))
+        } else {
+            None
+        },
         tolerance,
         after_mac: None,
         fallback: None,

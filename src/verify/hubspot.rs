@@ -1,8 +1,19 @@
 //! HubSpot v3: `X-HubSpot-Signature-v3 = base64(HMAC-SHA256(client secret,
 //! method + URI + body + timestamp))` with `X-HubSpot-Request-Timestamp` in **milliseconds**,
 //! rejected when older than 5 minutes (and, our policy, when more than 5 minutes ahead; this
-//! also defeats moving digits between the unseparated body and timestamp). The URI is the one
-//! HubSpot called: `public_url` + the request's path and query, not the internal URL.
+//! also defeats moving digits between the unseparated body and timestamp). Source: "Validate
+//! the v3 request signature",
+//! <https://developers.hubspot.com/docs/apps/legacy-apps/authentication/validating-requests>.
+//!
+//! The URI is the one HubSpot called: `public_url` (scheme, host, the port if the target URL
+//! has one, any path prefix; taken as configured, no port variants) + the request target as
+//! sent, **with the twelve escapes HubSpot's page lists decoded** (`%3A`, `%2F`, `%3F`, `%40`,
+//! `%21`, `%24`, `%27`, `%28`, `%29`, `%2A`, `%2C`, `%3B`); everything else, `%20` and `+`
+//! included, stays as sent. Spellings the signature cannot tell apart but the app may read
+//! differently (`%2F`, `%3F`, `%3B` in the path; `%3B` in the query) are refused as ambiguous
+//! (400 with the reason): see `url.rs`. HubSpot's SDKs (hubspot-api-nodejs, hubspot-api-python `Signature`) sign the
+//! URI they are given and leave this decoding to the caller.
+//!
 //! Legacy v1/v2 (`X-HubSpot-Signature`, plain SHA-256 of secret-prefixed data, no timestamp,
 //! length-extendable) are deliberately not accepted.
 
@@ -14,6 +25,7 @@ use super::clock::TimestampFormat;
 use super::compile::Cx;
 use super::engine::{keys, HmacScheme, Template};
 use super::mac::Algorithm;
+use super::url::SignedUrl;
 use super::wire::Encoding;
 
 pub(super) fn compile(cx: &mut Cx) -> Option<HmacScheme> {
@@ -26,7 +38,7 @@ pub(super) fn compile(cx: &mut Cx) -> Option<HmacScheme> {
         timestamp_header: Some(HeaderName::from_static("x-hubspot-request-timestamp")),
         timestamp_format: Some(TimestampFormat::UnixMillis),
         template: Template::preset("{method}{url}{body}{timestamp}"),
-        public_url: Some(public_url?),
+        public_url: Some(SignedUrl::hubspot_v3(public_url?)),
         tolerance: Some(tolerance),
         ..HmacScheme::body_only(
             Algorithm::Sha256,

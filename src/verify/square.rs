@@ -1,7 +1,11 @@
 //! Square: `x-square-hmacsha256-signature = base64(HMAC-SHA256(signature key,
-//! notification URL + raw body))`. The notification URL must match the subscription URL byte
-//! for byte: it is `public_url` + the request's path and query. The legacy HMAC-SHA1
-//! `x-square-signature` is never accepted as a substitute. No timestamp (dedupe on
+//! notification URL + raw body))`
+//! (<https://developer.squareup.com/docs/webhooks/step3validate>; square-nodejs-sdk
+//! `WebhooksHelper.verifySignature`). The notification URL must match the subscription's URL
+//! byte for byte: it is `public_url` (scheme, host, the port if the subscription URL has one,
+//! any path prefix; taken as configured, no port variants) + the request target exactly as
+//! sent, escapes, `+`, parameter order and an empty `?` included (see `url.rs`). The legacy
+//! HMAC-SHA1 `x-square-signature` is never accepted as a substitute. No timestamp (dedupe on
 //! `event_id`).
 
 use http::HeaderName;
@@ -9,6 +13,7 @@ use http::HeaderName;
 use super::compile::Cx;
 use super::engine::{keys, HmacScheme, Template};
 use super::mac::Algorithm;
+use super::url::SignedUrl;
 use super::wire::Encoding;
 
 pub(super) fn compile(cx: &mut Cx) -> Option<HmacScheme> {
@@ -19,7 +24,7 @@ pub(super) fn compile(cx: &mut Cx) -> Option<HmacScheme> {
     );
     Some(HmacScheme {
         template: Template::preset("{url}{body}"),
-        public_url: Some(public_url?),
+        public_url: Some(SignedUrl::as_sent(public_url?)),
         ..HmacScheme::body_only(
             Algorithm::Sha256,
             keys(Algorithm::Sha256, &secrets),

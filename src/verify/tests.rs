@@ -208,6 +208,7 @@ fn error_classes() {
         (Missing("a".into()), "missing", "signature_missing"),
         (Malformed("b".into()), "malformed", "signature_invalid"),
         (Mismatch("c".into()), "mismatch", "signature_invalid"),
+        (Ambiguous("e".into()), "ambiguous", "bad_request"),
         (Expired("d".into()), "expired", "timestamp_out_of_range"),
     ];
     for (e, reason, code) in table {

@@ -1,11 +1,22 @@
-//! Twilio: `X-Twilio-Signature = base64(HMAC-SHA1(auth token, URL + params))` where URL is the
-//! full URL Twilio requested (`public_url` + the request's path and query, exactly as sent)
-//! and params are the POST form parameters sorted by name (then value), each appended as
-//! `name + value` with no separators. Duplicate identical pairs count once, as in Twilio's
-//! SDK. JSON (and other non-form) bodies are covered instead by a `bodySHA256=<hex SHA-256 of
-//! the body>` query parameter, which is checked against the body. Twilio's SDKs also accept
-//! the URL with the default port added or removed; so do we. `algorithm = "sha256"` is for
-//! Twilio's SharedKey HMAC-SHA256 signing. Primary and secondary auth tokens: list both.
+//! Twilio: `X-Twilio-Signature = base64(HMAC-SHA1(auth token, URL + params))`
+//! (<https://www.twilio.com/docs/usage/webhooks/webhooks-security>).
+//!
+//! - **URL**: the full URL Twilio requested, "from the protocol through the end of the query
+//!   string": `public_url` (scheme, host, port if any, path prefix) + the request target
+//!   exactly as sent, percent-escapes, `+`, parameter order, repeats and an empty `?` included
+//!   (see `url.rs`; Twilio's error 57012: "keep any query parameters URL-encoded",
+//!   <https://www.twilio.com/docs/api/errors/57012>). Ports: Twilio's SDKs
+//!   (twilio-python `RequestValidator.validate`, twilio-node `validateRequest`) try the URL
+//!   with its port removed (any port) and with the scheme's default port added, because
+//!   Twilio's back end signs either; so do we: `public_url` as configured, and toggled.
+//!   twilio-node also tries a re-encoded query, undoing its own `new URL()` normalisation
+//!   (twilio-node#1059); we hold the target as sent, so, like twilio-python, we do not.
+//! - **Params**: the POST form parameters sorted by name (then value), each appended as
+//!   `name + value` with no separators. Duplicate identical pairs count once, as in Twilio's
+//!   SDK. JSON (and other non-form) bodies are covered instead by a `bodySHA256=<hex SHA-256 of
+//!   the body>` query parameter, which is checked against the body.
+//! - `algorithm = "sha256"` is for Twilio's SharedKey HMAC-SHA256 signing. Primary and
+//!   secondary auth tokens: list both.
 //!
 //! Caveat (Twilio's design, documented rather than fixed): form parameters are signed after
 //! decoding and sorting, so for form bodies the signature does not pin the exact bytes:
@@ -24,6 +35,7 @@ use subtle::ConstantTimeEq;
 
 use super::compile::Cx;
 use super::mac::{Algorithm, KeyedMac, MAX_MAC};
+use super::url;
 use super::wire::{self, Encoding, SigList};
 use super::{malformed, mismatch, Request, VerifyError};
 
@@ -58,6 +70,7 @@ impl Twilio {
                 self.algorithm.name()
             )));
         }
+        url::origin_form(request.path_and_query)?;
         let coverage = coverage(request)?;
         let matched = self.keys.iter().any(|key| {
             self.origins
@@ -76,6 +89,7 @@ impl Twilio {
 
     pub(super) fn sign(&self, request: &Request<'_>) -> Result<Vec<(String, String)>, String> {
         let key = self.keys.first().ok_or("no auth token configured")?;
+        url::origin_form(request.path_and_query).map_err(|e| e.detail().to_string())?;
         let coverage = match coverage(request) {
             Ok(c) => c,
             Err(VerifyError::Malformed(_)) => {
@@ -200,8 +214,9 @@ fn percent_decode(input: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// `public_url` and, like Twilio's SDKs, the same URL with its default port toggled: added
-/// when absent, removed when present.
+/// `public_url` and, like Twilio's SDKs, the same URL with its port toggled: the scheme's
+/// default port added when there is none, any port removed when there is one
+/// (twilio-python `add_port`/`remove_port`).
 fn origins(public_url: &str) -> Vec<String> {
     let (scheme, rest) = public_url
         .split_once("://")
