@@ -394,12 +394,18 @@ fn drive_traffic(gateway: &Gateway, slow: &Upstream) {
     let held = |id: &'static str| {
         std::thread::spawn(move || post(proxy, "/slow", &[("X-Delivery", id)], b"{}").status)
     };
+    // A request's in-flight slot is released just after its answer is sent:
+    // wait for the gauge so a finished request is never counted as held.
+    let only_held = |count: f64| gateway.assert_metric("hookgate_inflight_requests", &[], count);
+    only_held(0.0);
     let first = held("s-1");
     assert!(wait_until(Duration::from_secs(5), || slow.count() == 1));
+    only_held(1.0);
     assert_eq!(
         post(proxy, "/slow", &[("X-Delivery", "s-1")], b"{}").status,
         409
     );
+    only_held(1.0);
     let second = held("s-2");
     assert!(wait_until(Duration::from_secs(5), || slow.count() == 2));
     assert_eq!(post(proxy, "/orders", &[], order).status, 503);
@@ -428,9 +434,10 @@ fn every_dashboard_and_alert_expression_returns_series_from_a_real_prometheus() 
     let started = Instant::now();
     let binary = prometheus_binary();
     let app = Upstream::start("app");
-    let audit = Upstream::with("audit", Behavior::delayed(Duration::from_millis(1000)));
+    let audit = Upstream::with("audit", Behavior::delayed(Duration::from_secs(2)));
     let failing = Upstream::with("failing", Behavior::status(500));
-    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(1500)));
+    // Holds two requests while a third is refused; long enough for a loaded machine.
+    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(3)));
     let broken = Upstream::with("broken", Behavior::hang_up());
     let lagging = Upstream::with("lagging", Behavior::delayed(Duration::from_secs(3)));
     let down = addr(free_port()); // nothing listens: no healthy target
