@@ -379,6 +379,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, for creating `hookgate_fanout_dropped_total` at 0.
+    pub const ALL: [DropReason; 3] = [
+        DropReason::QueueFull,
+        DropReason::BytesFull,
+        DropReason::ShuttingDown,
+    ];
+
     /// Metric label: `queue_full` | `bytes_full` | `shutting_down`.
     pub fn label(&self) -> &'static str {
         match self {

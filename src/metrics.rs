@@ -1,16 +1,30 @@
 //! Every metric hookgate exports: names, help texts, label sets and buckets,
-//! registered in one [`Metrics`] registry served by the admin listener.
+//! registered in one [`Metrics`] registry served by the admin listener; and
+//! which series exist before their first use.
 //!
 //! Labels are bounded: `route` is a configured route name (or `_unmatched`),
 //! `outcome` one of [`Outcome`]'s codes, `upstream` a configured upstream name,
 //! `class` one of `1xx`..`5xx`. Never a raw path, address or header value.
+//!
+//! Owns: the names, the label sets, and the series a configuration implies
+//! ([`RouteSeries`]): they are created at 0 when a snapshot is built (start
+//! and reload, [`RouteHandles::register`]), so `increase()` counts the first
+//! event and dashboards show 0 rather than "No data"; after a reload,
+//! [`Metrics::retire`] removes the series of routes, upstreams, schemes and
+//! event patterns the new configuration no longer has. Does not own: deciding
+//! what a route's labels are from its settings (`state`), or when a gauge is
+//! refreshed (`health`, `housekeeping`).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::fanout::DropReason;
 
 pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "hookgate_request_duration_seconds";
@@ -47,6 +61,19 @@ const BODY_BUCKETS: &[f64] = &[
     256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
 ];
 
+/// `hookgate_signature_failures_total{reason}` values, as
+/// `verify::VerifyError::reason` names them.
+pub const SIGNATURE_FAILURE_REASONS: [&str; 4] = ["missing", "malformed", "mismatch", "expired"];
+
+/// `hookgate_fanout_copies_total{result}` values: a copy delivered, one retry,
+/// a copy given up (`proxy::copies`).
+pub const FANOUT_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
+
+/// `hookgate_upstream_responses_total{class}` values created at 0 for each
+/// route and upstream. `1xx` is never a final answer (the exchange skips
+/// interim responses), so it is not created ahead of use.
+pub const INITIALIZED_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
 /// How one request ended, as counted in `hookgate_requests_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -71,6 +98,37 @@ pub enum Outcome {
 impl Outcome {
     /// How many outcomes there are (one cached counter each per route).
     const COUNT: usize = Outcome::UpstreamUnavailable as usize + 1;
+
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; Outcome::COUNT] = [
+        Outcome::Forwarded,
+        Outcome::NoRoute,
+        Outcome::MethodNotAllowed,
+        Outcome::IpDenied,
+        Outcome::RateLimited,
+        Outcome::Overloaded,
+        Outcome::BodyTooLarge,
+        Outcome::SignatureInvalid,
+        Outcome::Duplicate,
+        Outcome::DuplicateInFlight,
+        Outcome::EventUnmatched,
+        Outcome::BadRequest,
+        Outcome::UpstreamError,
+        Outcome::UpstreamTimeout,
+        Outcome::UpstreamUnavailable,
+    ];
+
+    /// The outcomes a request can have before a route matched, counted under
+    /// `route="_unmatched"`: no route, the in-flight cap (checked first), and a
+    /// head that does not parse.
+    pub const UNMATCHED: [Outcome; 3] =
+        [Outcome::NoRoute, Outcome::Overloaded, Outcome::BadRequest];
+
+    /// Whether a request that matched a route can end this way (every outcome
+    /// but `no_route` and `overloaded`, which are decided before matching).
+    pub fn per_route(self) -> bool {
+        !matches!(self, Outcome::NoRoute | Outcome::Overloaded)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -309,6 +367,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // The series of requests that match no route do not depend on the config.
+        for outcome in Outcome::UNMATCHED {
+            requests.with_label_values(&[UNMATCHED_ROUTE, outcome.as_str()]);
+        }
+        request_duration.with_label_values(&[UNMATCHED_ROUTE]);
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -367,20 +430,130 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// After a reload to `routes`: removes every series whose route, upstream,
+    /// scheme or event label the new configuration no longer produces (a
+    /// deleted route, an upstream a route no longer sends to, a route's old
+    /// scheme, a renamed event pattern), so dashboards do not show stale series
+    /// as if they were live. Outcome, class, reason and result values are fixed
+    /// by the code and are never retired on their own; `route="_unmatched"` is
+    /// always kept. Returns how many series were removed.
+    ///
+    /// A request or fan-out copy still running on the old snapshot's route at
+    /// that moment is counted afterwards either in a handle no longer exported
+    /// (cached counters) or, through a label lookup, in a re-created series
+    /// that stays until the next reload. Both need a reload that deletes or
+    /// changes the route while it is busy.
+    pub fn retire(&self, routes: &[&RouteSeries]) -> usize {
+        let by_name: HashMap<&str, &RouteSeries> =
+            routes.iter().map(|r| (r.route.as_str(), *r)).collect();
+        let route = |labels: &Labels| by_name.get(labels.get("route")).copied();
+        let any_route =
+            |labels: &Labels| labels.get("route") == UNMATCHED_ROUTE || route(labels).is_some();
+        let primary = |labels: &Labels| {
+            labels.get("route") == UNMATCHED_ROUTE
+                || route(labels)
+                    .is_some_and(|r| r.primaries.iter().any(|u| u == labels.get("upstream")))
+        };
+        let copy = |labels: &Labels| {
+            route(labels).is_some_and(|r| r.copies.iter().any(|u| u == labels.get("upstream")))
+        };
+        remove_unless(&self.requests, any_route)
+            + remove_unless(&self.request_duration, any_route)
+            + remove_unless(&self.request_body_bytes, any_route)
+            + remove_unless(&self.signature_failures, |labels| {
+                route(labels).is_some_and(|r| r.scheme == Some(labels.get("scheme")))
+            })
+            + remove_unless(&self.rate_limit_keys, |labels| {
+                route(labels).is_some_and(|r| r.rate_limited)
+            })
+            + remove_unless(&self.dedupe_entries, |labels| {
+                route(labels).is_some_and(|r| r.deduped)
+            })
+            + remove_unless(&self.events, |labels| {
+                route(labels).is_some_and(|r| r.events.iter().any(|e| e == labels.get("event")))
+            })
+            + remove_unless(&self.fanout_copies, copy)
+            + remove_unless(&self.fanout_dropped, copy)
+            + remove_unless(&self.upstream_duration, primary)
+            + remove_unless(&self.upstream_responses, primary)
+    }
+}
+
+/// The labels of one series, as [`Metrics::retire`] reads them.
+struct Labels(HashMap<String, String>);
+
+impl Labels {
+    /// The value of label `name`, `""` when the series has no such label.
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
+}
+
+/// Removes the series of `vec` for which `keep` is false; returns how many.
+fn remove_unless<B: MetricVecBuilder>(vec: &MetricVec<B>, keep: impl Fn(&Labels) -> bool) -> usize {
+    let mut removed = 0;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels = Labels(
+                metric
+                    .get_label()
+                    .iter()
+                    .map(|pair| (pair.name().to_string(), pair.value().to_string()))
+                    .collect(),
+            );
+            if keep(&labels) {
+                continue;
+            }
+            let by_name: HashMap<&str, &str> = labels
+                .0
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            if vec.remove(&by_name).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
 }
 
-/// `2xx` style class of an HTTP status.
-/// The per-request series of one route, each looked up in its vector on first
-/// use and then kept: counting a request then costs no label hashing, no map
-/// lookup and no lock. A route's handles live as long as its snapshot's route;
-/// series are created lazily, so `/metrics` shows the same series as without
-/// the cache.
+/// The label values of one route's series, all known from its configuration
+/// (`state` derives them from the route's settings).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteSeries {
+    pub route: String,
+    /// Its verification scheme (`hookgate_signature_failures_total{scheme}`);
+    /// `None` for a route without `verify`.
+    pub scheme: Option<&'static str>,
+    /// `hookgate_events_total{event}` values: each configured pattern, then
+    /// `_other`; empty when the route reads no event.
+    pub events: Vec<String>,
+    /// Upstreams whose answer goes back to the sender (`hookgate_upstream_*`).
+    pub primaries: Vec<String>,
+    /// Upstreams that get fan-out copies (`hookgate_fanout_*`).
+    pub copies: Vec<String>,
+    /// Whether it has a rate limit (`hookgate_rate_limit_keys`).
+    pub rate_limited: bool,
+    /// Whether it suppresses duplicate deliveries (`hookgate_dedupe_entries`).
+    pub deduped: bool,
+}
+
+/// The per-request series of one route, each resolved once and then kept:
+/// counting a request then costs no label hashing, no map lookup and no lock.
+/// A route's handles live as long as its snapshot's route.
+///
+/// [`RouteHandles::register`] creates every series the route's configuration
+/// implies, at 0, when the snapshot is built; [`RouteHandles::new`] resolves
+/// series on first use (for `_unmatched`, whose series [`Metrics::new`] creates).
 pub struct RouteHandles {
-    route: String,
+    series: RouteSeries,
     requests: [OnceLock<IntCounter>; Outcome::COUNT],
     duration: OnceLock<Histogram>,
     body_bytes: OnceLock<Histogram>,
@@ -396,22 +569,109 @@ struct UpstreamHandles {
 }
 
 impl RouteHandles {
-    /// Handles for `route`, which may send to the upstreams in `upstreams`.
+    /// Handles for `route`, which may send to the upstreams in `upstreams`,
+    /// each series resolved on its first use.
     pub fn new<'a>(route: &str, upstreams: impl IntoIterator<Item = &'a str>) -> Self {
-        RouteHandles {
+        RouteHandles::lazy(RouteSeries {
             route: route.to_string(),
+            primaries: upstreams.into_iter().map(str::to_string).collect(),
+            ..RouteSeries::default()
+        })
+    }
+
+    fn lazy(series: RouteSeries) -> Self {
+        RouteHandles {
             requests: std::array::from_fn(|_| OnceLock::new()),
             duration: OnceLock::new(),
             body_bytes: OnceLock::new(),
-            upstreams: upstreams
-                .into_iter()
+            upstreams: series
+                .primaries
+                .iter()
                 .map(|name| UpstreamHandles {
-                    name: name.to_string(),
+                    name: name.clone(),
                     responses: std::array::from_fn(|_| OnceLock::new()),
                     duration: OnceLock::new(),
                 })
                 .collect(),
+            series,
         }
+    }
+
+    /// Handles for the route `series` describes, with every series its
+    /// configuration implies created in `metrics` (at 0 unless it exists
+    /// already, e.g. kept across a reload):
+    /// - `hookgate_requests_total` for each outcome a matched route can have,
+    ///   and both histograms of the route;
+    /// - per primary upstream: `hookgate_upstream_responses_total` for 2xx to
+    ///   5xx and `hookgate_upstream_duration_seconds`;
+    /// - per fan-out upstream: `hookgate_fanout_copies_total` per result and
+    ///   `hookgate_fanout_dropped_total` per drop reason;
+    /// - `hookgate_signature_failures_total` per reason (verified routes),
+    ///   `hookgate_events_total` per event label (routes reading an event),
+    ///   `hookgate_rate_limit_keys` and `hookgate_dedupe_entries` when the
+    ///   route has a limiter or dedupe.
+    pub fn register(metrics: &Metrics, series: RouteSeries) -> Self {
+        let handles = RouteHandles::lazy(series);
+        let route = handles.series.route.as_str();
+        for outcome in Outcome::ALL.into_iter().filter(|o| o.per_route()) {
+            let counter = metrics
+                .requests
+                .with_label_values(&[route, outcome.as_str()]);
+            let _ = handles.requests[outcome as usize].set(counter);
+        }
+        let _ = handles
+            .duration
+            .set(metrics.request_duration.with_label_values(&[route]));
+        let _ = handles
+            .body_bytes
+            .set(metrics.request_body_bytes.with_label_values(&[route]));
+        for upstream in handles.upstreams.iter() {
+            let name = upstream.name.as_str();
+            for class in INITIALIZED_CLASSES {
+                let counter = metrics
+                    .upstream_responses
+                    .with_label_values(&[route, name, class]);
+                let slot = CLASSES.iter().position(|c| *c == class).unwrap_or(4);
+                let _ = upstream.responses[slot].set(counter);
+            }
+            let _ = upstream
+                .duration
+                .set(metrics.upstream_duration.with_label_values(&[route, name]));
+        }
+        for copy in &handles.series.copies {
+            for result in FANOUT_RESULTS {
+                metrics
+                    .fanout_copies
+                    .with_label_values(&[route, copy, result]);
+            }
+            for reason in DropReason::ALL {
+                metrics
+                    .fanout_dropped
+                    .with_label_values(&[route, copy, reason.label()]);
+            }
+        }
+        if let Some(scheme) = handles.series.scheme {
+            for reason in SIGNATURE_FAILURE_REASONS {
+                metrics
+                    .signature_failures
+                    .with_label_values(&[route, scheme, reason]);
+            }
+        }
+        for event in &handles.series.events {
+            metrics.events.with_label_values(&[route, event]);
+        }
+        if handles.series.rate_limited {
+            metrics.rate_limit_keys.with_label_values(&[route]);
+        }
+        if handles.series.deduped {
+            metrics.dedupe_entries.with_label_values(&[route]);
+        }
+        handles
+    }
+
+    /// The label values this route's series take.
+    pub fn series(&self) -> &RouteSeries {
+        &self.series
     }
 
     /// Counts one request in `hookgate_requests_total`.
@@ -419,7 +679,7 @@ impl RouteHandles {
         let lookup = || {
             metrics
                 .requests
-                .with_label_values(&[&self.route, outcome.as_str()])
+                .with_label_values(&[&self.series.route, outcome.as_str()])
         };
         match self.requests.get(outcome as usize) {
             Some(slot) => slot.get_or_init(lookup).inc(),
@@ -431,14 +691,22 @@ impl RouteHandles {
     /// Observes `hookgate_request_duration_seconds`.
     pub fn observe_duration(&self, metrics: &Metrics, seconds: f64) {
         self.duration
-            .get_or_init(|| metrics.request_duration.with_label_values(&[&self.route]))
+            .get_or_init(|| {
+                metrics
+                    .request_duration
+                    .with_label_values(&[&self.series.route])
+            })
             .observe(seconds);
     }
 
     /// Observes `hookgate_request_body_bytes`.
     pub fn observe_body(&self, metrics: &Metrics, bytes: usize) {
         self.body_bytes
-            .get_or_init(|| metrics.request_body_bytes.with_label_values(&[&self.route]))
+            .get_or_init(|| {
+                metrics
+                    .request_body_bytes
+                    .with_label_values(&[&self.series.route])
+            })
             .observe(bytes as f64);
     }
 
@@ -453,7 +721,7 @@ impl RouteHandles {
         let class = status_class(status);
         let Some(handles) = self.upstreams.iter().find(|u| u.name == upstream) else {
             // Not one of the route's upstreams (cannot happen): count it the slow way.
-            let labels = [self.route.as_str(), upstream];
+            let labels = [self.series.route.as_str(), upstream];
             metrics
                 .upstream_responses
                 .with_label_values(&[labels[0], labels[1], class])
@@ -471,7 +739,7 @@ impl RouteHandles {
             .get_or_init(|| {
                 metrics
                     .upstream_responses
-                    .with_label_values(&[&self.route, upstream, class])
+                    .with_label_values(&[&self.series.route, upstream, class])
             })
             .inc();
         if let Some(seconds) = seconds {
@@ -480,7 +748,7 @@ impl RouteHandles {
                 .get_or_init(|| {
                     metrics
                         .upstream_duration
-                        .with_label_values(&[&self.route, upstream])
+                        .with_label_values(&[&self.series.route, upstream])
                 })
                 .observe(seconds);
         }
@@ -489,6 +757,7 @@ impl RouteHandles {
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// `2xx` style class of an HTTP status (anything outside 100..=499 is `5xx`).
 pub fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -502,6 +771,28 @@ pub fn status_class(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_value_sets_agree_with_the_code_that_counts() {
+        use crate::verify::VerifyError;
+        for error in [
+            VerifyError::Missing("".into()),
+            VerifyError::Malformed("".into()),
+            VerifyError::Mismatch("".into()),
+            VerifyError::Expired("".into()),
+        ] {
+            assert!(
+                SIGNATURE_FAILURE_REASONS.contains(&error.reason()),
+                "{error}"
+            );
+        }
+        for (index, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, index, "Outcome::ALL in declaration order");
+        }
+        assert!(Outcome::UNMATCHED
+            .iter()
+            .all(|o| !o.per_route() || *o == Outcome::BadRequest));
+    }
 
     #[test]
     fn cached_handles_count_in_the_same_series_as_a_label_lookup() {

@@ -73,9 +73,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let keepalive = config.server.upstream_keepalive_pool;
     let connections = Arc::new(UpstreamConnections::new(keepalive));
     let copy_connections = Arc::new(UpstreamConnections::new(keepalive));
-    let snapshot = Snapshot::build(config).map_err(StartError::Setup)?;
-    let state = state::shared(snapshot);
     let metrics = Arc::new(Metrics::new());
+    let snapshot = Snapshot::build(config, &metrics).map_err(StartError::Setup)?;
+    let state = state::shared(snapshot);
     // Fan-out copies run on their own small runtime, so a slow secondary upstream
     // never competes with the proxy's workers for scheduling.
     let copies_runtime = tokio::runtime::Builder::new_multi_thread()

@@ -498,6 +498,16 @@ impl EventRouter {
             .chain(std::iter::once(OTHER_LABEL))
     }
 
+    /// Every upstream list a decision can forward to (the route's own unless
+    /// unmatched events are rejected, then each rule's): the first of each
+    /// answers the sender, the others get copies. For pre-registering metrics.
+    pub fn targets(&self) -> impl Iterator<Item = &[String]> {
+        let default = (!self.reject_unmatched).then_some(self.default.as_slice());
+        default
+            .into_iter()
+            .chain(self.rules.iter().map(|r| r.upstreams.as_slice()))
+    }
+
     /// Every upstream a decision can name (default first, then rules), with repeats.
     pub fn upstreams(&self) -> impl Iterator<Item = &str> {
         self.default

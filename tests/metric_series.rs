@@ -1,0 +1,127 @@
+//! The series a configuration implies are in `/metrics` at 0 before the first
+//! request, and follow reloads: a new route's series appear at 0, a deleted
+//! route's series (and an upstream a route no longer copies to) disappear,
+//! and a kept route keeps its counts. Runs the real binary; reads the admin
+//! listener's exposition directly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Whether `/metrics` has a sample named exactly `series` (name and labels as
+/// exported, labels sorted), and its value.
+fn sample(gateway: &Gateway, series: &str) -> Option<f64> {
+    let text = String::from_utf8(get(gateway.admin, "/metrics").expect("scrape").body).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn routes(app: &Upstream, audit: &Upstream, second: &str) -> String {
+    format!(
+        r#"[upstreams.app]
+targets = ["{}"]
+[upstreams.audit]
+targets = ["{}"]
+
+[[routes]]
+name = "orders"
+path = "/orders"
+verify = {{ scheme = "token", header = "X-Token", secrets = ["t0ken"] }}
+upstream = ["app", "audit"]
+
+{second}
+"#,
+        app.addr, audit.addr
+    )
+}
+
+#[test]
+fn series_exist_at_zero_from_load_and_follow_reloads() {
+    let app = Upstream::start("app");
+    let audit = Upstream::start("audit");
+    let first_second = r#"[[routes]]
+name = "legacy"
+path = "/legacy"
+event = { json = "/type" }
+upstream = "app"
+  [[routes.events]]
+  match = "ping"
+  upstream = "app"
+"#;
+    let gateway = Gateway::start(&routes(&app, &audit, first_second));
+
+    // Before any request: 0, not absent. Guards `RouteHandles::register(metrics,
+    // route_series(settings))` in `Snapshot::build_from` (src/state.rs): with
+    // handles resolved on first use, none of the route series exist yet.
+    for series in [
+        r#"hookgate_requests_total{outcome="forwarded",route="orders"}"#,
+        r#"hookgate_requests_total{outcome="signature_invalid",route="orders"}"#,
+        r#"hookgate_requests_total{outcome="no_route",route="_unmatched"}"#,
+        r#"hookgate_signature_failures_total{reason="mismatch",route="orders",scheme="token"}"#,
+        r#"hookgate_upstream_responses_total{class="5xx",route="orders",upstream="app"}"#,
+        r#"hookgate_fanout_copies_total{result="delivered",route="orders",upstream="audit"}"#,
+        r#"hookgate_fanout_dropped_total{reason="queue_full",route="orders",upstream="audit"}"#,
+        r#"hookgate_events_total{event="ping",route="legacy"}"#,
+        r#"hookgate_events_total{event="_other",route="legacy"}"#,
+        r#"hookgate_request_duration_seconds_count{route="legacy"}"#,
+        r#"hookgate_config_reloads_total{result="failure"}"#,
+    ] {
+        assert_eq!(sample(&gateway, series), Some(0.0), "{series}");
+    }
+
+    let forwarded = post(gateway.proxy, "/orders", &[("X-Token", "t0ken")], b"{}");
+    assert_eq!(forwarded.status, 200);
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "orders"), ("outcome", "forwarded")],
+        1.0,
+    );
+
+    // "legacy" is deleted, "fresh" added; "orders" no longer copies to "audit".
+    let fresh = r#"[[routes]]
+name = "fresh"
+path = "/fresh"
+upstream = "audit"
+"#;
+    let edited = routes(&app, &audit, fresh)
+        .replace(r#"upstream = ["app", "audit"]"#, r#"upstream = "app""#);
+    gateway.rewrite(&edited);
+    let reload = gateway.post_reload();
+    assert_eq!(
+        reload.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reload.body)
+    );
+
+    // Guards `snapshot.metrics.retire(&series)` in `Snapshot::rebuild`
+    // (src/state.rs): without it the deleted route's series stay exported.
+    let settled = wait_until(Duration::from_secs(5), || {
+        sample(
+            &gateway,
+            r#"hookgate_requests_total{outcome="forwarded",route="fresh"}"#,
+        ) == Some(0.0)
+    });
+    assert!(settled, "the new route's series after the reload");
+    let text = String::from_utf8(get(gateway.admin, "/metrics").unwrap().body).unwrap();
+    for gone in [r#"route="legacy""#, r#"route="orders",upstream="audit""#] {
+        assert!(!text.contains(gone), "{gone} still exported:\n{text}");
+    }
+    assert_eq!(
+        sample(
+            &gateway,
+            r#"hookgate_requests_total{outcome="forwarded",route="orders"}"#
+        ),
+        Some(1.0),
+        "a kept route keeps its counts"
+    );
+    assert_eq!(
+        sample(
+            &gateway,
+            r#"hookgate_upstream_responses_total{class="2xx",route="fresh",upstream="audit"}"#
+        ),
+        Some(0.0)
+    );
+}
