@@ -108,6 +108,7 @@ impl Outcome {
         Outcome::RateLimited,
         Outcome::Overloaded,
         Outcome::BodyTooLarge,
+        Outcome::HeaderTooLarge,
         Outcome::SignatureInvalid,
         Outcome::Duplicate,
         Outcome::DuplicateInFlight,
@@ -119,15 +120,23 @@ impl Outcome {
     ];
 
     /// The outcomes a request can have before a route matched, counted under
-    /// `route="_unmatched"`: no route, the in-flight cap (checked first), and a
-    /// head that does not parse.
-    pub const UNMATCHED: [Outcome; 3] =
-        [Outcome::NoRoute, Outcome::Overloaded, Outcome::BadRequest];
+    /// `route="_unmatched"`: no route, the in-flight cap (checked first), a
+    /// head that does not parse, arrives too late or is too large, and a
+    /// target or framing refused before routing.
+    pub const UNMATCHED: [Outcome; 4] = [
+        Outcome::NoRoute,
+        Outcome::Overloaded,
+        Outcome::BadRequest,
+        Outcome::HeaderTooLarge,
+    ];
 
     /// Whether a request that matched a route can end this way (every outcome
-    /// but `no_route` and `overloaded`, which are decided before matching).
+    /// but those decided before matching).
     pub fn per_route(self) -> bool {
-        !matches!(self, Outcome::NoRoute | Outcome::Overloaded)
+        !matches!(
+            self,
+            Outcome::NoRoute | Outcome::Overloaded | Outcome::HeaderTooLarge
+        )
     }
 
     pub fn as_str(self) -> &'static str {

@@ -253,9 +253,9 @@ fn forged_and_ambiguous_deliveries_are_refused() {
         (401, "signature_invalid"),
     );
 
-    // Guards `refuse_ambiguous` in src/verify/url.rs: a genuine signature for
-    // /contacts/a/b respelled /contacts/a%2Fb is a 400 with the reason, never forwarded
-    // (without the refusal it verifies and reaches the upstream).
+    // A genuine signature for /contacts/a/b respelled /contacts/a%2Fb: the
+    // gateway's one reading of the path (src/target.rs) refuses an encoded '/'
+    // before any route is chosen, whoever signed it.
     let genuine = format!("{PUBLIC_URL}/hooks/hubspot/contacts/a/b?x=1");
     let respelled = "/hooks/hubspot/contacts/a%2Fb?x=1";
     let json = refused(
@@ -267,9 +267,28 @@ fn forged_and_ambiguous_deliveries_are_refused() {
         JSON,
         (400, "bad_request"),
     );
-    assert_eq!(json["route"], "hubspot");
     assert!(
         json["reason"].as_str().is_some_and(|r| r.contains("%2F")),
+        "{json}"
+    );
+
+    // Guards `refuse_ambiguous` in src/verify/url.rs: a genuine signature for
+    // ?x=a;b respelled ?x=a%3Bb is a 400 with the reason, never forwarded
+    // (without the refusal it verifies and reaches the upstream).
+    let genuine = format!("{PUBLIC_URL}/hooks/hubspot/contacts?x=a;b");
+    let respelled = "/hooks/hubspot/contacts?x=a%3Bb";
+    let json = refused(
+        &gateway,
+        &upstream,
+        "hubspot %3B in query",
+        respelled,
+        &hubspot(SECRET, &genuine, JSON),
+        JSON,
+        (400, "bad_request"),
+    );
+    assert_eq!(json["route"], "hubspot");
+    assert!(
+        json["reason"].as_str().is_some_and(|r| r.contains("%3B")),
         "{json}"
     );
     gateway.assert_metric(
