@@ -48,7 +48,9 @@ fn file_edits_take_effect_within_two_seconds() {
                 route(
                     "signed",
                     "a",
-                    &format!("verify = {{ scheme = \"github\", secrets = [\"{secret}\"] }}")
+                    &format!(
+                        "verify = {{ scheme = \"github\", secrets = [\"literal:{secret}\"] }}"
+                    )
                 ),
                 route(
                     "limited",
@@ -239,7 +241,7 @@ fn get_config_shows_the_active_config_without_secrets() {
     let gateway = Gateway::start(&routes(
         &a,
         &b,
-        &route("x", "a", &format!("verify = {{ scheme = \"github\", secrets = [\"{secret}\"] }}\nallow = [\"127.0.0.0/8\"]")),
+        &route("x", "a", &format!("verify = {{ scheme = \"github\", secrets = [\"literal:{secret}\"] }}\nallow = [\"127.0.0.0/8\"]")),
     ));
     let config = get(gateway.admin, "/config").unwrap();
     assert_eq!(config.status, 200);

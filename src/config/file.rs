@@ -62,6 +62,14 @@ pub struct ServerFile {
     pub fanout: Option<FanoutSpec>,
     /// Idle keep-alive connections kept to upstreams, across all targets.
     pub upstream_keepalive_pool: Option<usize>,
+    /// Bearer token for the admin listener: `"${ENV}"`, `"file:/path"` or `"literal:…"`.
+    pub admin_token: Option<String>,
+    /// Host names the admin listener answers besides IP addresses and `localhost`.
+    #[serde(default)]
+    pub admin_hosts: Vec<String>,
+    /// Accept a config with no routes (refused by default: it answers every delivery 404).
+    #[serde(default)]
+    pub allow_no_routes: bool,
 }
 
 impl Default for ServerFile {
@@ -81,6 +89,9 @@ impl Default for ServerFile {
             log_format: LogFormat::default(),
             fanout: None,
             upstream_keepalive_pool: None,
+            admin_token: None,
+            admin_hosts: Vec::new(),
+            allow_no_routes: false,
         }
     }
 }
