@@ -219,9 +219,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         },
     };
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name == "localhost"
-        || allowed.iter().any(|allowed| *allowed == name)
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || allowed.contains(&name)
 }
 
 fn is_port(text: &str) -> bool {

@@ -242,11 +242,16 @@ impl Config {
     }
 }
 
-/// Collects problems while compiling, so every one is reported at once.
+/// Collects problems while compiling, so every one is reported at once, and
+/// warnings (accepted but risky settings) for [`Config::warnings`].
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+struct Problems(Vec<Problem>, Vec<String>);
 
 impl Problems {
+    fn warn(&mut self, warning: String) {
+        self.1.push(warning);
+    }
+
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem::new(key, message));
     }
@@ -275,7 +280,6 @@ fn compile(
     source_hash: String,
 ) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
-    let mut warnings = Vec::new();
     // IP list files are read for the fingerprint before they are compiled: if one
     // changes in between, the fingerprint is the older one and the next reload
     // sees a difference, instead of the reverse (a change that is never applied).
@@ -296,13 +300,7 @@ fn compile(
             IpSets::default()
         }
     };
-    let server = compile_server(
-        file.server,
-        &resolver,
-        &ip_sets,
-        &mut warnings,
-        &mut problems,
-    );
+    let server = compile_server(file.server, &resolver, &ip_sets, &mut problems);
     // Declared names, so an upstream with a bad field does not also fail every route naming it.
     let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
@@ -330,7 +328,6 @@ fn compile(
             server.as_ref(),
             &ip_sets,
             &resolver,
-            &mut warnings,
             &mut problems,
         ) {
             routes.push(route);
@@ -357,7 +354,7 @@ fn compile(
             source_hash,
             fingerprint: inputs::fingerprint(text.as_bytes(), &input_bytes),
             inputs: input_bytes.into_iter().map(|(path, _)| path).collect(),
-            warnings,
+            warnings: problems.1,
             server,
             upstreams,
             routes,
@@ -370,7 +367,6 @@ fn compile_server(
     server: file::ServerFile,
     resolver: &secrets::Resolver<'_>,
     ip_sets: &IpSets,
-    warnings: &mut Vec<String>,
     problems: &mut Problems,
 ) -> Option<ServerSettings> {
     let base_dir = resolver.base_dir();
@@ -435,7 +431,7 @@ fn compile_server(
         None => Some(None),
         Some(reference) => {
             if secrets::is_literal(reference) {
-                warnings.push(
+                problems.warn(
                     "server.admin_token is written inline (literal:); anyone who can read the config file can use the admin API; prefer \"${ENV_VAR}\" or \"file:/path\"".to_string(),
                 );
             }
@@ -567,7 +563,6 @@ fn compile_route(
     server: Option<&ServerSettings>,
     ip_sets: &IpSets,
     resolver: &secrets::Resolver<'_>,
-    warnings: &mut Vec<String>,
     problems: &mut Problems,
 ) -> Option<RouteSettings> {
     if route.name.is_empty()
@@ -666,7 +661,7 @@ fn compile_route(
         Some(spec) => {
             for (i, reference) in spec.secrets.iter().enumerate() {
                 if secrets::is_literal(reference) {
-                    warnings.push(format!(
+                    problems.warn(format!(
                         "{key}.verify.secrets[{i}] (route {:?}) is written inline (literal:); anyone who can read the config file can forge deliveries; prefer \"${{ENV_VAR}}\" or \"file:/path\"",
                         route.name
                     ));
