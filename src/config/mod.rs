@@ -2,7 +2,11 @@
 //! [`Config`] the gateway runs on, and errors that name the file, line and key.
 //!
 //! Owns parsing, defaults and cross-checks (routes name existing upstreams, paths
-//! are well formed, units parse). Nothing downstream re-parses a string. It does
+//! are well formed, units parse), failing closed: secrets need an explicit form
+//! (`secrets`), a file without routes is refused unless `allow_no_routes`, and
+//! parse errors name the key, never the value (`problem`). It records every file
+//! the config refers to and a fingerprint over them (`inputs`) for reloads.
+//! Nothing downstream re-parses a string. It does
 //! not own the runtime objects built from a `Config` (pools, route table): those
 //! live in `upstream` and `routing`.
 
@@ -448,6 +452,13 @@ fn compile_server(
             problems.take(&format!("server.admin_hosts[{i}]"), parse_admin_host(host))
         })
         .collect();
+    if let (Some(addr), Some(None)) = (admin, &admin_token) {
+        if !addr.ip().is_loopback() {
+            problems.warn(format!(
+                "server.admin listens on {addr}, not loopback, without admin_token: whoever reaches it can read /config and /metrics and reload; set admin_token = \"${{ENV_VAR}}\" or keep it private"
+            ));
+        }
+    }
     let threads = match server.threads {
         Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -814,6 +825,12 @@ impl Config {
         }
         let _ = writeln!(out, "admin:  {}", server.admin);
         let _ = writeln!(out, "routes:");
+        if self.routes.is_empty() {
+            let _ = writeln!(
+                out,
+                "  (none: allow_no_routes = true, every delivery is answered 404)"
+            );
+        }
         for route in &self.routes {
             let path = match &route.path {
                 PathPattern::Exact(path) => path.clone(),
