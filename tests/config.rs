@@ -230,7 +230,8 @@ fn a_broken_or_bare_secret_is_an_error_naming_route_and_key() {
     }
 }
 
-/// `literal:` works and `check` warns about it on stderr, exit 0.
+/// `literal:` works and `check` warns about it on stderr, exit 0. Guards the
+/// `secrets::is_literal` warning in `compile_route`.
 #[test]
 fn literal_secrets_load_with_a_warning() {
     let (code, stdout, stderr) = check(&with_route(
@@ -269,6 +270,8 @@ fn type_errors_name_the_key_and_never_the_value() {
 
 /// An empty (truncated) file or one without routes would answer every delivery
 /// 404: refused by `check` and `serve` unless `allow_no_routes` says it is meant.
+/// Guards the `!had_routes` check in `config::compile` (and the empty-text
+/// check in `Config::from_toml` for the message).
 #[test]
 fn an_empty_file_or_no_routes_is_refused_unless_allowed() {
     for text in [
