@@ -23,8 +23,8 @@ fn main() -> ExitCode {
         Command::Check => match Config::load(&cli.config) {
             Ok(config) => {
                 print!("{}", config.describe());
-                for warning in hookgate::routing::weaker_neighbours(&config.routes) {
-                    println!("warning: {warning}");
+                for warning in &config.warnings {
+                    eprintln!("warning: {warning}");
                 }
                 ExitCode::SUCCESS
             }
@@ -43,6 +43,9 @@ fn main() -> ExitCode {
             };
             // The log format is a config setting: set up logging once the config loaded.
             logging::init(config.server.log_format);
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
             let options = hookgate::server::RunOptions {
                 config_path: Some(cli.config.clone()),
                 echo: None,

@@ -1,8 +1,19 @@
-//! Configuration reloads: SIGHUP, a change of the config file on disk
-//! (debounced), or `POST /reload` on the admin listener → load and fully
-//! validate the file → build a new snapshot keeping unchanged pools and
+//! Configuration reloads: SIGHUP, a change on disk of the config file or of a
+//! file it refers to (`file:` secrets, `[ip_sets]` files; debounced), or
+//! `POST /reload` on the admin listener → load and fully validate the file and
+//! everything it refers to → build a new snapshot keeping unchanged pools and
 //! limiters → swap it in atomically. Requests in flight finish on the snapshot
 //! they started with.
+//!
+//! "Unchanged" means the fingerprint over the config text and the bytes of
+//! every referenced file is equal (`config::inputs`), so a rotated secret file
+//! with an identical config text is a change. The watcher watches the
+//! directories of all those files, and reacts to the files themselves and to
+//! `..`-prefixed names, which is how Kubernetes swaps a mounted secret or
+//! config map (`..data` renamed over). A watched event first recomputes the
+//! fingerprint, and reloads only when it differs from both the running config
+//! and the last refused attempt, so churn in a shared directory costs a few
+//! reads and no log lines.
 //!
 //! A file that does not load is refused: the running config keeps serving, the
 //! error (file, line, key) is logged and counted in
@@ -10,9 +21,11 @@
 //! effect at start (listeners, TLS listener, admin address, threads,
 //! shutdown grace) are reported as needing a restart, never silently ignored.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use notify::{RecursiveMode, Watcher};
@@ -20,20 +33,23 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
-use crate::config::{Config, ServerSettings};
+use crate::config::{inputs, Config, ServerSettings};
 use crate::metrics::Metrics;
 use crate::ratelimit::InflightLimit;
 use crate::state::{SharedState, Snapshot};
 
 /// Quiet time after the last file event before reloading (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Longest wait for quiet: a directory that never stops changing still reloads.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 
 /// What a successful reload changed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadReport {
     pub trigger: &'static str,
     pub sha256: String,
-    /// True when the file was byte-identical to the running config (nothing swapped).
+    /// True when the file and every file it refers to were byte-identical to the
+    /// running config's (nothing swapped).
     pub unchanged: bool,
     pub changes: Vec<String>,
     /// Settings whose new values wait for a restart; the old values stay in effect.
@@ -48,6 +64,10 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     inflight: InflightLimit,
     serial: tokio::sync::Mutex<()>,
+    /// The fingerprint of the last refused attempt, so the watcher does not retry it.
+    last_refused: Mutex<Option<String>>,
+    /// Told after every swap, so the watcher follows the new set of files.
+    swapped: tokio::sync::Notify,
 }
 
 impl Reloader {
@@ -74,6 +94,43 @@ impl Reloader {
             metrics,
             inflight,
             serial: tokio::sync::Mutex::new(()),
+            last_refused: Mutex::new(None),
+            swapped: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The files a reload reads: the config file, then the files it refers to.
+    fn watched_files(&self) -> Vec<PathBuf> {
+        let Some(path) = &self.path else {
+            return Vec::new();
+        };
+        let snapshot = self.state.load_full();
+        std::iter::once(path.clone())
+            .chain(snapshot.config.inputs.iter().cloned())
+            .collect()
+    }
+
+    /// The fingerprint a reload would find now (with the running config's set of
+    /// files), or `None` for an embedded config or an unreadable file.
+    async fn fingerprint_now(&self) -> Option<String> {
+        let path = self.path.clone()?;
+        let files = self.state.load_full().config.inputs.clone();
+        tokio::task::spawn_blocking(move || inputs::fingerprint_now(&path, &files))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Whether the config file or a file it refers to differs from the running
+    /// config and from the last refused attempt: worth a reload.
+    async fn inputs_changed(&self) -> bool {
+        let now = self.fingerprint_now().await;
+        let running = self.state.load_full().config.fingerprint.clone();
+        let refused = self.last_refused.lock().map(|r| r.clone()).unwrap_or(None);
+        match now {
+            Some(now) => now != running && Some(&now) != refused.as_ref(),
+            // Unreadable: let the reload say why, once.
+            None => refused.as_deref() != Some(UNREADABLE),
         }
     }
 
@@ -105,8 +162,21 @@ impl Reloader {
                 for setting in &report.restart_required {
                     tracing::warn!(trigger, setting, "changed setting takes effect only after a restart; the old value stays in use");
                 }
+                if !report.unchanged {
+                    for warning in &self.state.load_full().config.warnings {
+                        tracing::warn!(trigger, "{warning}");
+                    }
+                }
+                if let Ok(mut refused) = self.last_refused.lock() {
+                    *refused = None;
+                }
+                self.swapped.notify_one();
             }
             Err(error) => {
+                let attempted = self.fingerprint_now().await;
+                if let Ok(mut refused) = self.last_refused.lock() {
+                    *refused = Some(attempted.unwrap_or_else(|| UNREADABLE.to_string()));
+                }
                 self.metrics
                     .config_reloads
                     .with_label_values(&["failure"])
@@ -131,7 +201,7 @@ impl Reloader {
             .map_err(|e| format!("reload task failed: {e}"))?
             .map_err(|e| e.to_string())?;
         let previous = self.state.load_full();
-        if config.source_hash == previous.config.source_hash {
+        if config.fingerprint == previous.config.fingerprint {
             return Ok(ReloadReport {
                 trigger,
                 sha256: config.source_hash,
@@ -156,6 +226,9 @@ impl Reloader {
         })
     }
 }
+
+/// `last_refused` when the config file itself could not be read.
+const UNREADABLE: &str = "unreadable";
 
 fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
@@ -199,6 +272,11 @@ fn restart_required(old: &ServerSettings, new: &ServerSettings) -> Vec<&'static 
 
 fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut changes = Vec::new();
+    if old.source_hash == new.source_hash {
+        changes.push(
+            "a file the config refers to changed (file: secret or [ip_sets] file)".to_string(),
+        );
+    }
     for name in new.upstreams.keys() {
         match old.upstreams.get(name) {
             None => changes.push(format!("upstream {name} added")),
@@ -227,8 +305,8 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     changes
 }
 
-/// Reload triggers running in the background: SIGHUP, and the config file
-/// changing on disk when `[server] watch` is on.
+/// Reload triggers running in the background: SIGHUP, and the config file or
+/// a file it refers to changing on disk when `[server] watch` is on.
 pub struct ReloadTriggers {
     reloader: Arc<Reloader>,
     watch: bool,
@@ -253,10 +331,13 @@ impl BackgroundService for ReloadTriggers {
         };
         let (file_events, mut file_changed) = tokio::sync::mpsc::channel::<()>(16);
         // Kept alive for as long as the loop runs.
-        let _watcher = match (self.watch, self.reloader.path()) {
-            (true, Some(path)) => watch_file(path, file_events),
+        let mut watcher = match (self.watch, self.reloader.path()) {
+            (true, Some(_)) => InputWatcher::start(file_events),
             _ => None,
         };
+        if let Some(watcher) = watcher.as_mut() {
+            watcher.follow(&self.reloader.watched_files());
+        }
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -264,53 +345,147 @@ impl BackgroundService for ReloadTriggers {
                     let _ = self.reloader.reload("sighup").await;
                 }
                 Some(()) = file_changed.recv() => {
-                    // Debounce: wait until the editor has been quiet for a moment.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, file_changed.recv()).await {}
-                    let _ = self.reloader.reload("file").await;
+                    // Debounce: wait until the files have been quiet for a moment (bounded).
+                    let until = Instant::now() + DEBOUNCE_MAX;
+                    while Instant::now() < until {
+                        match tokio::time::timeout(DEBOUNCE, file_changed.recv()).await {
+                            Ok(Some(())) => continue,
+                            _ => break,
+                        }
+                    }
+                    if self.reloader.inputs_changed().await {
+                        let _ = self.reloader.reload("file").await;
+                    }
+                }
+                () = self.reloader.swapped.notified() => {
+                    if let Some(watcher) = watcher.as_mut() {
+                        watcher.follow(&self.reloader.watched_files());
+                    }
                 }
             }
         }
     }
 }
 
-/// Watches the directory holding `path` (editors replace files by renaming) and
-/// signals events that touch `path`.
-fn watch_file(
-    path: &Path,
-    events: tokio::sync::mpsc::Sender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    let file = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let file_name = file.file_name()?.to_owned();
-    let dir = file.parent()?.to_path_buf();
-    let handler = move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let touches = event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(file_name.as_os_str()));
-            if touches && !event.kind.is_access() {
-                // A full channel already means "reload pending".
-                let _ = events.try_send(());
+/// Which event paths matter: the watched files themselves, and `..`-prefixed
+/// names in their directories (Kubernetes' atomic `..data` swap).
+#[derive(Default)]
+struct Interest {
+    files: BTreeSet<(PathBuf, OsString)>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Interest {
+    /// Each file as given and, when it is a symlink, where it points now.
+    fn of(files: &[PathBuf]) -> Interest {
+        let mut interest = Interest::default();
+        for file in files {
+            let given = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            let resolved = file.canonicalize().ok();
+            for path in std::iter::once(given).chain(resolved) {
+                if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                    interest.dirs.insert(dir.to_path_buf());
+                    interest.files.insert((dir.to_path_buf(), name.to_owned()));
+                }
             }
         }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(watcher) => watcher,
-        Err(e) => {
-            tracing::error!(
-                "cannot watch {}: {e}; reload with SIGHUP or POST /reload",
-                file.display()
-            );
-            return None;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::error!(
-            "cannot watch {}: {e}; reload with SIGHUP or POST /reload",
-            dir.display()
-        );
-        return None;
+        interest
     }
-    tracing::info!(file = %file.display(), "watching the configuration for changes");
-    Some(watcher)
+
+    fn matches(&self, path: &Path) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        self.files.contains(&(dir.to_path_buf(), name.to_owned()))
+            || (self.dirs.contains(dir) && name.as_encoded_bytes().starts_with(b".."))
+    }
+}
+
+/// A notify watcher over the directories of the config's files (editors and
+/// Kubernetes replace files by renaming, which a watch on the file would miss).
+struct InputWatcher {
+    watcher: notify::RecommendedWatcher,
+    interest: Arc<RwLock<Interest>>,
+    watching: BTreeSet<PathBuf>,
+}
+
+impl InputWatcher {
+    fn start(events: tokio::sync::mpsc::Sender<()>) -> Option<InputWatcher> {
+        let interest = Arc::new(RwLock::new(Interest::default()));
+        let seen = interest.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if event.kind.is_access() {
+                return;
+            }
+            let Ok(interest) = seen.read() else { return };
+            if event.paths.iter().any(|p| interest.matches(p)) {
+                // A full channel already means "reload check pending".
+                let _ = events.try_send(());
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(watcher) => Some(InputWatcher {
+                watcher,
+                interest,
+                watching: BTreeSet::new(),
+            }),
+            Err(e) => {
+                tracing::error!(
+                    "cannot watch the configuration files: {e}; reload with SIGHUP or POST /reload"
+                );
+                None
+            }
+        }
+    }
+
+    /// Watches the directories of `files` (and stops watching the others).
+    fn follow(&mut self, files: &[PathBuf]) {
+        let interest = Interest::of(files);
+        let wanted = interest.dirs.clone();
+        if let Ok(mut current) = self.interest.write() {
+            *current = interest;
+        }
+        for dir in self.watching.difference(&wanted) {
+            let _ = self.watcher.unwatch(dir);
+        }
+        let mut watching = BTreeSet::new();
+        for dir in wanted {
+            if self.watching.contains(&dir) {
+                watching.insert(dir);
+                continue;
+            }
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "watching for configuration changes");
+                    watching.insert(dir);
+                }
+                Err(e) => tracing::error!(
+                    dir = %dir.display(),
+                    "cannot watch: {e}; reload with SIGHUP or POST /reload"
+                ),
+            }
+        }
+        self.watching = watching;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interest_covers_the_files_and_kubernetes_swaps_only() {
+        let interest = Interest::of(&[
+            PathBuf::from("/etc/hookgate/hookgate.toml"),
+            PathBuf::from("/run/secrets/github"),
+        ]);
+        assert!(interest.matches(Path::new("/etc/hookgate/hookgate.toml")));
+        assert!(interest.matches(Path::new("/run/secrets/github")));
+        assert!(interest.matches(Path::new("/run/secrets/..data")));
+        assert!(interest.matches(Path::new("/run/secrets/..2026_11_30_06_00_00.1")));
+        assert!(!interest.matches(Path::new("/etc/hookgate/gateway.log")));
+        assert!(!interest.matches(Path::new("/run/secrets/other")));
+        assert!(!interest.matches(Path::new("/elsewhere/..data")));
+    }
 }

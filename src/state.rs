@@ -223,7 +223,7 @@ targets = ["127.0.0.1:6"]
 name = "github"
 path = "/github"
 upstream = "app"
-verify = { scheme = "github", secrets = ["s"] }
+verify = { scheme = "github", secrets = ["literal:s"] }
 event = { header = "X-GitHub-Event" }
 rate_limit = { rate = "10/s", burst = 10, per = "ip" }
 dedupe = { key = "header:X-GitHub-Delivery" }
@@ -352,7 +352,7 @@ upstream = "app"
 name = "plain"
 path = "/plain"
 upstream = ["app", "audit"]
-verify = { scheme = "token", header = "X-Token", secrets = ["t"] }
+verify = { scheme = "token", header = "X-Token", secrets = ["literal:t"] }
 
 [[routes]]
 name = "new"

@@ -187,3 +187,116 @@ fn collect_toml(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         }
     }
 }
+
+const APP: &str = "[upstreams.app]\ntargets = [\"127.0.0.1:9000\"]\n";
+
+fn with_route(verify: &str) -> String {
+    format!(
+        "{APP}\n[[routes]]\nname = \"gh\"\npath = \"/gh\"\nupstream = \"app\"\nverify = {verify}\n"
+    )
+}
+
+/// A secret must say what it is: a broken `${...}` or a bare string is an error
+/// naming the route and key, never a silent literal key (guards
+/// `config::secrets::parse`'s final `Err`).
+#[test]
+fn a_broken_or_bare_secret_is_an_error_naming_route_and_key() {
+    for (secret, why) in [
+        (
+            "$GITHUB_TYPO_SECRET",
+            "broken environment variable reference",
+        ),
+        (
+            "{GITHUB_TYPO_SECRET}",
+            "broken environment variable reference",
+        ),
+        (
+            "${GITHUB_TYPO_SECRET",
+            "broken environment variable reference",
+        ),
+        ("whsec_GITHUB_TYPO_SECRET", "bare string"),
+    ] {
+        let (code, _, stderr) = check(&with_route(&format!(
+            "{{ scheme = \"github\", secrets = [\"{secret}\"] }}"
+        )));
+        assert_eq!(code, 78, "{secret}: {stderr}");
+        assert!(
+            stderr.contains("test.toml:8: routes[0].verify.secrets[0]: route \"gh\"")
+                && stderr.contains(why)
+                && stderr.contains("literal:VALUE"),
+            "{secret}: {stderr}"
+        );
+        assert!(!stderr.contains("TYPO_SECRET"), "value echoed: {stderr}");
+    }
+}
+
+/// `literal:` works and `check` warns about it on stderr, exit 0. Guards the
+/// `secrets::is_literal` warning in `compile_route`.
+#[test]
+fn literal_secrets_load_with_a_warning() {
+    let (code, stdout, stderr) = check(&with_route(
+        "{ scheme = \"github\", secrets = [\"literal:inline-value-1\"] }",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(
+        stderr.contains("warning: routes[0].verify.secrets[0] (route \"gh\") is written inline"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("inline-value-1") && !stdout.contains("inline-value-1"));
+}
+
+/// Serde quotes a value of the wrong type; the message names the key and the
+/// types only (guards `problem::without_values` in `Config::from_toml`).
+#[test]
+fn type_errors_name_the_key_and_never_the_value() {
+    let (code, _, stderr) = check(&with_route(
+        "{ scheme = \"github\", secrets = \"whsec_a_string_not_a_list\" }",
+    ));
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("test.toml:8: routes[0].verify.secrets: wrong type: expected a sequence, found a string"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("whsec_a_string"), "{stderr}");
+    let (code, _, stderr) = check("[server]\nlog_format = \"json-SECRETISH\"\n");
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("test.toml:2: server.log_format: unknown value"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("SECRETISH"), "{stderr}");
+}
+
+/// An empty (truncated) file or one without routes would answer every delivery
+/// 404: refused by `check` and `serve` unless `allow_no_routes` says it is meant.
+/// Guards the `!had_routes` check in `config::compile` (and the empty-text
+/// check in `Config::from_toml` for the message).
+#[test]
+fn an_empty_file_or_no_routes_is_refused_unless_allowed() {
+    for text in [
+        "",
+        "  \n\n",
+        "# only a comment\n[server]\nlisten = [\"127.0.0.1:8080\"]\n",
+        APP,
+    ] {
+        let (code, stdout, stderr) = check(text);
+        assert_eq!(code, 78, "{text:?}: {stdout}");
+        assert!(
+            stderr.contains("the file is empty") || stderr.contains("routes: no [[routes]]"),
+            "{text:?}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = check("[server]\nallow_no_routes = true\n");
+    assert_eq!(code, 0, "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.toml");
+    std::fs::write(&path, "").unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the file is empty"));
+}

@@ -36,7 +36,7 @@ fn each_extraction_kind_routes_provider_payloads_byte_identical() {
 [[routes]]
 name = "github"
 path = "/github"
-verify = {{ scheme = "github", secrets = ["{GITHUB_SECRET}"] }}
+verify = {{ scheme = "github", secrets = ["literal:{GITHUB_SECRET}"] }}
 event = {{ header = "X-GitHub-Event" }}
 upstream = "ci"
   [[routes.events]]

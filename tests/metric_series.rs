@@ -28,7 +28,7 @@ targets = ["{}"]
 [[routes]]
 name = "orders"
 path = "/orders"
-verify = {{ scheme = "token", header = "X-Token", secrets = ["t0ken"] }}
+verify = {{ scheme = "token", header = "X-Token", secrets = ["literal:t0ken"] }}
 upstream = ["app", "audit"]
 
 {second}

@@ -89,7 +89,7 @@ upstream = "ok"
 [[routes]]
 name = "signed"
 path = "/signed"
-verify = {{ scheme = "github", secrets = ["{SECRET}"] }}
+verify = {{ scheme = "github", secrets = ["literal:{SECRET}"] }}
 upstream = "ok"
 [[routes]]
 name = "failing"

@@ -461,7 +461,7 @@ path = "/github"
 methods = ["POST"]
 allow = ["127.0.0.1/32"]
 rate_limit = {{ rate = "1000/s", burst = 1000, per = "ip" }}
-verify = {{ scheme = "github", secrets = ["{SECRET}"] }}
+verify = {{ scheme = "github", secrets = ["literal:{SECRET}"] }}
 dedupe = {{ key = "header:X-GitHub-Delivery" }}
 event = {{ header = "X-GitHub-Event" }}
 upstream = "app"

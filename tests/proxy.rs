@@ -522,7 +522,7 @@ fn admin_endpoints_answer() {
 fn a_taken_port_fails_the_start_with_a_clear_message() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let gateway = Gateway::spawn("", "");
+    let gateway = Gateway::spawn("allow_no_routes = true", "");
     // Re-write the config so the proxy listens on the taken port.
     let config = std::fs::read_to_string(&gateway.config_path).unwrap();
     let dir = tempfile::tempdir().unwrap();

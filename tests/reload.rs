@@ -48,7 +48,9 @@ fn file_edits_take_effect_within_two_seconds() {
                 route(
                     "signed",
                     "a",
-                    &format!("verify = {{ scheme = \"github\", secrets = [\"{secret}\"] }}")
+                    &format!(
+                        "verify = {{ scheme = \"github\", secrets = [\"literal:{secret}\"] }}"
+                    )
                 ),
                 route(
                     "limited",
@@ -239,7 +241,7 @@ fn get_config_shows_the_active_config_without_secrets() {
     let gateway = Gateway::start(&routes(
         &a,
         &b,
-        &route("x", "a", &format!("verify = {{ scheme = \"github\", secrets = [\"{secret}\"] }}\nallow = [\"127.0.0.0/8\"]")),
+        &route("x", "a", &format!("verify = {{ scheme = \"github\", secrets = [\"literal:{secret}\"] }}\nallow = [\"127.0.0.0/8\"]")),
     ));
     let config = get(gateway.admin, "/config").unwrap();
     assert_eq!(config.status, 200);
@@ -342,5 +344,258 @@ fn ten_reloads_under_steady_traffic_lose_no_request() {
         "hookgate_config_reloads_total",
         &[("result", "success")],
         10.0,
+    );
+}
+
+/// Secret and IP-list files kept outside the config's directory, as a
+/// Kubernetes secret mount lays them out: `github -> ..data/github`, with
+/// `..data -> ..v1` swapped atomically on rotation.
+struct MountedFiles {
+    dir: tempfile::TempDir,
+    version: std::cell::Cell<u32>,
+}
+
+impl MountedFiles {
+    fn new(secret: &str, ip_list: &str) -> MountedFiles {
+        let files = MountedFiles {
+            dir: tempfile::tempdir().unwrap(),
+            version: std::cell::Cell::new(0),
+        };
+        files.rotate(secret);
+        std::os::unix::fs::symlink("..data/github", files.dir.path().join("github")).unwrap();
+        files.write_ip_list(ip_list);
+        files
+    }
+
+    fn secret_reference(&self) -> String {
+        format!("file:{}", self.dir.path().join("github").display())
+    }
+
+    fn ip_list_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("office.txt")
+    }
+
+    /// The kubelet's atomic writer: a new versioned directory, then `..data` renamed over.
+    fn rotate(&self, secret: &str) {
+        let version = self.version.get() + 1;
+        self.version.set(version);
+        let versioned = self.dir.path().join(format!("..v{version}"));
+        std::fs::create_dir(&versioned).unwrap();
+        std::fs::write(versioned.join("github"), format!("{secret}\n")).unwrap();
+        let temp = self.dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..v{version}"), &temp).unwrap();
+        std::fs::rename(&temp, self.dir.path().join("..data")).unwrap();
+    }
+
+    /// Edited in place, the way `echo ... > file` does it.
+    fn write_ip_list(&self, text: &str) {
+        std::fs::write(self.ip_list_path(), text).unwrap();
+    }
+
+    fn config(&self, upstream: &Upstream) -> String {
+        format!(
+            "[ip_sets]\noffice = {{ file = \"{}\" }}\n[upstreams.a]\ntargets = [\"{}\"]\n{}{}",
+            self.ip_list_path().display(),
+            upstream.addr,
+            route(
+                "signed",
+                "a",
+                &format!(
+                    "verify = {{ scheme = \"github\", secrets = [\"{}\"] }}",
+                    self.secret_reference()
+                )
+            ),
+            route("office", "a", "allow = [\"office\"]"),
+        )
+    }
+}
+
+const BODY: &[u8] = br#"{"zen":"Rotate often."}"#;
+
+fn signed_status(gateway: &Gateway, secret: &str) -> u16 {
+    post(
+        gateway.proxy,
+        "/signed",
+        &[("X-Hub-Signature-256", &github_signature(secret, BODY))],
+        BODY,
+    )
+    .status
+}
+
+/// A stream of requests to `/office` on another thread, bounded in count and time.
+fn office_traffic(
+    gateway: &Gateway,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Vec<u16>>,
+) {
+    let proxy = gateway.proxy;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client_stop = stop.clone();
+    let client = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut statuses = Vec::new();
+        while !client_stop.load(std::sync::atomic::Ordering::SeqCst)
+            && statuses.len() < 20_000
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            statuses.push(post(proxy, "/office", &[], b"{}").status);
+        }
+        statuses
+    });
+    (stop, client)
+}
+
+/// With `watch = true`: a `file:` secret rotated the Kubernetes way and an
+/// `[ip_sets]` file edited in place both apply within 2 s, under a stream of
+/// requests that all get a definite answer. Guards `reload::Interest::matches`
+/// (the `..data` swap touches no watched file name) and the fingerprint
+/// comparison in `Reloader::load_and_swap` (the config text never changes).
+#[test]
+fn a_rotated_secret_file_and_an_edited_ip_list_apply_under_traffic() {
+    let upstream = Upstream::start("a");
+    let files = MountedFiles::new("secret-one", "127.0.0.0/8\n");
+    let gateway = Gateway::start(&files.config(&upstream));
+    assert_eq!(signed_status(&gateway, "secret-one"), 200);
+    assert_eq!(signed_status(&gateway, "secret-two"), 401);
+    let (stop, client) = office_traffic(&gateway);
+
+    files.rotate("secret-two");
+    assert!(
+        wait_until(WITHIN, || signed_status(&gateway, "secret-two") == 200),
+        "the rotated secret was not picked up:\n{}",
+        gateway.log()
+    );
+    assert_eq!(
+        signed_status(&gateway, "secret-one"),
+        401,
+        "the old secret is refused"
+    );
+
+    files.write_ip_list("# the office moved\n10.0.0.0/8\n");
+    assert!(
+        wait_until(WITHIN, || post(gateway.proxy, "/office", &[], b"{}").status
+            == 403),
+        "the edited IP list was not picked up:\n{}",
+        gateway.log()
+    );
+    files.write_ip_list("127.0.0.1/32\n");
+    assert!(
+        wait_until(WITHIN, || post(gateway.proxy, "/office", &[], b"{}").status
+            == 200),
+        "the IP list was not picked up again"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses = client.join().unwrap();
+    assert!(
+        statuses.len() >= 20,
+        "too little traffic: {}",
+        statuses.len()
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 403),
+        "only allowed or ip_not_allowed: {:?}",
+        statuses
+            .iter()
+            .filter(|s| **s != 200 && **s != 403)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(statuses.contains(&403) && statuses.last() == Some(&200));
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        0.0,
+    );
+    let log = gateway.log();
+    assert!(
+        !log.contains("secret-one") && !log.contains("secret-two"),
+        "{log}"
+    );
+}
+
+/// With `watch = false`: a rotated secret file changes nothing until SIGHUP or
+/// `POST /reload`, which re-read it although the config text is unchanged; a
+/// reload with nothing changed says so. Guards `config.fingerprint` (was the
+/// text-only hash) in `Reloader::load_and_swap`.
+#[test]
+fn sighup_and_post_reload_reread_referenced_files() {
+    let upstream = Upstream::start("a");
+    let files = MountedFiles::new("secret-one", "127.0.0.0/8\n");
+    let gateway = Gateway::start_with_server("watch = false", &files.config(&upstream));
+    files.rotate("secret-two");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        signed_status(&gateway, "secret-one"),
+        200,
+        "no reload without a trigger"
+    );
+
+    gateway.signal("HUP");
+    assert!(
+        wait_until(WITHIN, || signed_status(&gateway, "secret-two") == 200),
+        "SIGHUP did not re-read the secret file:\n{}",
+        gateway.log()
+    );
+    assert_eq!(signed_status(&gateway, "secret-one"), 401);
+
+    files.rotate("secret-three");
+    let reloaded = gateway.post_reload();
+    assert_eq!(
+        reloaded.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reloaded.body)
+    );
+    let report = reloaded.json();
+    assert_eq!(report["report"]["unchanged"], false);
+    assert!(
+        report["report"]["changes"][0]
+            .as_str()
+            .is_some_and(|c| c.contains("refers to changed")),
+        "{report}"
+    );
+    assert_eq!(signed_status(&gateway, "secret-three"), 200);
+    assert_eq!(gateway.post_reload().json()["report"]["unchanged"], true);
+    assert!(!String::from_utf8_lossy(&reloaded.body).contains("secret-"));
+}
+
+/// A truncated config (an editor writing in place) is refused by the reload:
+/// the old routes keep serving and the failure is counted. Guards the empty-file
+/// check in `Config::from_toml`.
+#[test]
+fn a_truncated_config_is_refused_on_reload() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let gateway = Gateway::start(&routes(&a, &b, &route("x", "a", "")));
+    std::fs::write(&gateway.config_path, "").unwrap();
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        1.0,
+    );
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    assert_eq!(get(gateway.admin, "/readyz").unwrap().status, 200);
+    let refused = gateway.post_reload();
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("the file is empty"),
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    // No routes on purpose is accepted.
+    gateway.rewrite_whole(&format!(
+        "{}allow_no_routes = true\n{}",
+        gateway.server_section(),
+        routes(&a, &b, "")
+    ));
+    assert!(
+        wait_until(WITHIN, || post(gateway.proxy, "/x", &[], b"{}").status
+            == 404),
+        "allow_no_routes was refused:\n{}",
+        gateway.log()
     );
 }

@@ -114,7 +114,7 @@ fn config(upstream: &Upstream) -> String {
     for scheme in ["hubspot", "twilio", "square"] {
         text.push_str(&format!(
             "\n[[routes]]\nname = \"{scheme}\"\npath = \"/hooks/{scheme}/*\"\nupstream = \"app\"\n\
-             verify = {{ scheme = \"{scheme}\", secrets = [\"{SECRET}\"], public_url = \"{PUBLIC_URL}\" }}\n"
+             verify = {{ scheme = \"{scheme}\", secrets = [\"literal:{SECRET}\"], public_url = \"{PUBLIC_URL}\" }}\n"
         ));
     }
     text

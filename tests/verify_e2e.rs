@@ -346,7 +346,10 @@ fn schemes() -> Vec<Scheme> {
 fn config(schemes: &[Scheme], upstream: &Upstream) -> String {
     let mut text = format!("[upstreams.app]\ntargets = [\"{}\"]\n", upstream.addr);
     for scheme in schemes {
-        let secrets = format!("\"{}\", \"{}\"", scheme.secrets[0], scheme.secrets[1]);
+        let secrets = format!(
+            "\"literal:{}\", \"literal:{}\"",
+            scheme.secrets[0], scheme.secrets[1]
+        );
         let public_key = hex::encode(discord_key(scheme.secrets[0]).verifying_key().to_bytes());
         let verify = scheme
             .verify

@@ -81,6 +81,14 @@ pub struct ServerFile {
     pub max_header_count: Option<usize>,
     /// Bytes a request head may take (request line and headers). `"32KiB"` when absent.
     pub max_head_size: Option<String>,
+    /// Bearer token for the admin listener: `"${ENV}"`, `"file:/path"` or `"literal:…"`.
+    pub admin_token: Option<String>,
+    /// Host names the admin listener answers besides IP addresses and `localhost`.
+    #[serde(default)]
+    pub admin_hosts: Vec<String>,
+    /// Accept a config with no routes (refused by default: it answers every delivery 404).
+    #[serde(default)]
+    pub allow_no_routes: bool,
 }
 
 impl Default for ServerFile {
@@ -109,6 +117,9 @@ impl Default for ServerFile {
             send_timeout: None,
             max_header_count: None,
             max_head_size: None,
+            admin_token: None,
+            admin_hosts: Vec::new(),
+            allow_no_routes: false,
         }
     }
 }

@@ -1,7 +1,93 @@
 //! Finds the line of a dotted key path (`routes[2].verify.secrets[1]`) in a TOML
-//! text, so every configuration problem can name the line at fault.
+//! text, so every configuration problem can name the line at fault, and the
+//! other way round: the key path at a byte offset (where a parse error points).
 
-use toml_edit::{ImDocument, Item, Value};
+use toml_edit::{ImDocument, Item, Table, Value};
+
+/// The dotted key path (`routes[0].verify.secrets`) of the deepest key or value
+/// whose span holds byte `offset`, or `None` when the text does not parse or
+/// the offset is in no key or value.
+pub fn key_at(text: &str, offset: usize) -> Option<String> {
+    let doc = ImDocument::parse(text).ok()?;
+    let mut path = String::new();
+    table_at(doc.as_table(), offset, &mut path).then_some(path)
+}
+
+fn holds(span: Option<std::ops::Range<usize>>, offset: usize) -> bool {
+    span.is_some_and(|span| span.contains(&offset))
+}
+
+fn push_key(path: &mut String, key: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+}
+
+/// Tables are searched whatever their span (a header's span does not cover its body).
+fn table_at(table: &Table, offset: usize, path: &mut String) -> bool {
+    for (name, _) in table.iter() {
+        let Some((key, item)) = table.get_key_value(name) else {
+            continue;
+        };
+        let mark = path.len();
+        push_key(path, name);
+        let here = holds(key.span(), offset) || holds(item.span(), offset);
+        if item_at(item, offset, path) || here {
+            return true;
+        }
+        path.truncate(mark);
+    }
+    false
+}
+
+fn item_at(item: &Item, offset: usize, path: &mut String) -> bool {
+    match item {
+        Item::Table(table) => table_at(table, offset, path),
+        Item::ArrayOfTables(array) => array.iter().enumerate().any(|(i, table)| {
+            let mark = path.len();
+            path.push_str(&format!("[{i}]"));
+            if table_at(table, offset, path) || holds(table.span(), offset) {
+                return true;
+            }
+            path.truncate(mark);
+            false
+        }),
+        Item::Value(value) => value_at(value, offset, path),
+        Item::None => false,
+    }
+}
+
+/// Only the children of `value`: the caller already knows whether `value` holds the offset.
+fn value_at(value: &Value, offset: usize, path: &mut String) -> bool {
+    match value {
+        Value::Array(array) => array.iter().enumerate().any(|(i, element)| {
+            let mark = path.len();
+            path.push_str(&format!("[{i}]"));
+            if value_at(element, offset, path) || holds(element.span(), offset) {
+                return true;
+            }
+            path.truncate(mark);
+            false
+        }),
+        Value::InlineTable(table) => table.iter().any(|(name, _)| {
+            let Some((key, element)) = table.get_key_value(name) else {
+                return false;
+            };
+            let mark = path.len();
+            push_key(path, name);
+            if item_at(element, offset, path)
+                || holds(key.span(), offset)
+                || holds(element.span(), offset)
+            {
+                return true;
+            }
+            path.truncate(mark);
+            false
+        }),
+        _ => false,
+    }
+}
 
 /// 1-based line of the deepest existing part of `key_path` in `text`, or `None`
 /// when the text does not parse or not even the first segment exists.
@@ -121,6 +207,20 @@ upstream = "app"
         assert_eq!(line_of(TEXT, "routes[0].path"), Some(9));
         assert_eq!(line_of(TEXT, "routes[1].upstream"), Some(16));
         assert_eq!(line_of(TEXT, "routes[1].verify.secrets[1]"), Some(15));
+    }
+
+    #[test]
+    fn finds_the_key_at_an_offset() {
+        let at = |needle: &str| key_at(TEXT, TEXT.find(needle).unwrap());
+        assert_eq!(at("[\"0.0.0.0").as_deref(), Some("server.listen"));
+        assert_eq!(
+            at("\"127.0.0.1:2\"").as_deref(),
+            Some("upstreams.app.targets[1]")
+        );
+        assert_eq!(at("\"/b\"").as_deref(), Some("routes[1].path"));
+        assert_eq!(at("\"y\"").as_deref(), Some("routes[1].verify.secrets[1]"));
+        assert_eq!(at("\"github\"").as_deref(), Some("routes[1].verify.scheme"));
+        assert_eq!(key_at("not = [valid", 3), None);
     }
 
     #[test]

@@ -2,11 +2,16 @@
 //! [`Config`] the gateway runs on, and errors that name the file, line and key.
 //!
 //! Owns parsing, defaults and cross-checks (routes name existing upstreams, paths
-//! are well formed, units parse). Nothing downstream re-parses a string. It does
+//! are well formed, units parse), failing closed: secrets need an explicit form
+//! (`secrets`), a file without routes is refused unless `allow_no_routes`, and
+//! parse errors name the key, never the value (`problem`). It records every file
+//! the config refers to and a fingerprint over them (`inputs`) for reloads.
+//! Nothing downstream re-parses a string. It does
 //! not own the runtime objects built from a `Config` (pools, route table): those
 //! live in `upstream` and `routing`.
 
 pub mod file;
+pub mod inputs;
 mod locate;
 mod present;
 mod problem;
@@ -23,13 +28,14 @@ use http::Method;
 
 pub use problem::Problem;
 
-use crate::allowlist::{Allowlist, IpSet, IpSets};
+use crate::allowlist::{Allowlist, IpSet, IpSetSource, IpSets};
 use crate::dedupe::DedupeConfig;
 use crate::events::EventRouter;
 use crate::events::OneOrMany;
 use crate::fanout::FanoutConfig;
 use crate::logging::LogFormat;
 use crate::ratelimit::RateLimit;
+use crate::secret::Secret;
 use crate::units::{parse_duration, parse_size};
 use crate::verify::Verifier;
 use file::{FileConfig, RouteFile, UpstreamFile};
@@ -43,8 +49,17 @@ pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL: usize = 1024;
 pub struct Config {
     /// The file it was loaded from (or a label such as `<embedded demo>`).
     pub source: PathBuf,
-    /// SHA-256 (hex) of the text it was compiled from, to tell versions apart.
+    /// SHA-256 (hex) of the text it was compiled from, as `sha256sum` prints it.
     pub source_hash: String,
+    /// Fingerprint of the text and of every file it refers to (see [`inputs`]):
+    /// equal fingerprints mean a reload would change nothing.
+    pub fingerprint: String,
+    /// The files the config refers to (`file:` secrets, `[ip_sets]` files),
+    /// sorted: what a reload re-reads and the watcher watches.
+    pub inputs: Vec<PathBuf>,
+    /// Accepted but risky settings, e.g. a secret written inline with `literal:`.
+    /// `hookgate check` prints them; `serve` and reloads log them.
+    pub warnings: Vec<String>,
     pub server: ServerSettings,
     pub upstreams: BTreeMap<String, UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
@@ -76,6 +91,13 @@ pub struct ServerSettings {
     pub client_header: Option<http::HeaderName>,
     /// Limits on client connections and requests.
     pub limits: ClientLimits,
+    /// Bearer token the admin listener requires (except on `/healthz` and `/readyz`).
+    pub admin_token: Option<Secret>,
+    /// Host names (lower case, no port) the admin listener answers besides IP
+    /// literals and `localhost`; DNS rebinding needs a name, so other names are refused.
+    pub admin_hosts: Vec<String>,
+    /// A config without routes is accepted (every delivery gets 404 `no_route`).
+    pub allow_no_routes: bool,
 }
 
 /// Limits on what a client (a sender, or a proxy in front) may hold or take,
@@ -234,16 +256,29 @@ impl Config {
             file: source.to_path_buf(),
             problems,
         };
+        if text.trim().is_empty() {
+            return Err(fail(vec![LocatedProblem {
+                line: None,
+                problem: Problem::new(
+                    "",
+                    "the file is empty; a gateway without routes would answer every delivery 404 (was the file truncated while being written?)",
+                ),
+            }]));
+        }
         let file: FileConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|span| locate::line_at(text, span.start));
+            let at = e.span().map(|span| span.start);
+            // Serde's message quotes the value, which may be a secret: name the key instead.
+            let key = at
+                .and_then(|at| locate::key_at(text, at))
+                .unwrap_or_default();
             fail(vec![LocatedProblem {
-                line,
-                problem: Problem::new("", e.message().trim().to_string()),
+                line: at.map(|at| locate::line_at(text, at)),
+                problem: Problem::new(key, problem::without_values(e.message())),
             }])
         })?;
         let base_dir = source.parent().unwrap_or(Path::new("."));
         let source_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
-        compile(file, source, base_dir, source_hash).map_err(|problems| {
+        compile(file, text, source, base_dir, source_hash).map_err(|problems| {
             fail(
                 problems
                     .into_iter()
@@ -261,11 +296,16 @@ impl Config {
     }
 }
 
-/// Collects problems while compiling, so every one is reported at once.
+/// Collects problems while compiling, so every one is reported at once, and
+/// warnings (accepted but risky settings) for [`Config::warnings`].
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+struct Problems(Vec<Problem>, Vec<String>);
 
 impl Problems {
+    fn warn(&mut self, warning: String) {
+        self.1.push(warning);
+    }
+
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem::new(key, message));
     }
@@ -288,11 +328,25 @@ impl Problems {
 
 fn compile(
     file: FileConfig,
+    text: &str,
     source: &Path,
     base_dir: &Path,
     source_hash: String,
 ) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
+    // IP list files are read for the fingerprint before they are compiled: if one
+    // changes in between, the fingerprint is the older one and the next reload
+    // sees a difference, instead of the reverse (a change that is never applied).
+    let ip_files: Vec<PathBuf> = file
+        .ip_sets
+        .values()
+        .filter_map(|source| match source {
+            IpSetSource::File(reference) => Some(base_dir.join(&reference.file)),
+            IpSetSource::Inline(_) => None,
+        })
+        .collect();
+    let mut input_bytes = inputs::read_all(&ip_files);
+    let resolver = secrets::Resolver::new(base_dir);
     let ip_sets = match IpSets::compile(&file.ip_sets, base_dir) {
         Ok(sets) => sets,
         Err(found) => {
@@ -300,7 +354,7 @@ fn compile(
             IpSets::default()
         }
     };
-    let server = compile_server(file.server, base_dir, &ip_sets, &mut problems);
+    let server = compile_server(file.server, &resolver, &ip_sets, &mut problems);
     // Declared names, so an upstream with a bad field does not also fail every route naming it.
     let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
@@ -312,6 +366,7 @@ fn compile(
         .collect();
     let mut seen_names = HashSet::new();
     let mut routes = Vec::new();
+    let had_routes = !file.routes.is_empty();
     for (index, route) in file.routes.into_iter().enumerate() {
         let key = format!("routes[{index}]");
         if !seen_names.insert(route.name.clone()) {
@@ -326,17 +381,37 @@ fn compile(
             &upstream_names,
             server.as_ref(),
             &ip_sets,
-            base_dir,
+            &resolver,
             &mut problems,
         ) {
             routes.push(route);
         }
     }
     check_route_overlaps(&routes, &mut problems);
+    let no_routes_allowed = server.as_ref().is_some_and(|s| s.allow_no_routes);
+    if !had_routes && !no_routes_allowed {
+        problems.push(
+            "routes",
+            "no [[routes]]: every delivery would be answered 404; add a route, or set [server] allow_no_routes = true to run without routes on purpose",
+        );
+    }
+    input_bytes.extend(
+        resolver
+            .into_files()
+            .into_iter()
+            .map(|(path, bytes)| (path, Some(bytes))),
+    );
+    let input_bytes = inputs::normalize(input_bytes);
+    for warning in crate::routing::weaker_neighbours(&routes) {
+        problems.warn(warning);
+    }
     match server {
         Some(server) if problems.0.is_empty() => Ok(Config {
             source: source.to_path_buf(),
             source_hash,
+            fingerprint: inputs::fingerprint(text.as_bytes(), &input_bytes),
+            inputs: input_bytes.into_iter().map(|(path, _)| path).collect(),
+            warnings: problems.1,
             server,
             upstreams,
             routes,
@@ -347,10 +422,11 @@ fn compile(
 
 fn compile_server(
     server: file::ServerFile,
-    base_dir: &Path,
+    resolver: &secrets::Resolver<'_>,
     ip_sets: &IpSets,
     problems: &mut Problems,
 ) -> Option<ServerSettings> {
+    let base_dir = resolver.base_dir();
     let listen: Vec<SocketAddr> = server
         .listen
         .iter()
@@ -413,6 +489,34 @@ fn compile_server(
         "server.client_header",
         parse_client_header(server.client_header.as_deref().unwrap_or("X-Real-IP")),
     );
+    let admin_token = match &server.admin_token {
+        None => Some(None),
+        Some(reference) => {
+            if secrets::is_literal(reference) {
+                problems.warn(
+                    "server.admin_token is written inline (literal:); anyone who can read the config file can use the admin API; prefer \"${ENV_VAR}\" or \"file:/path\"".to_string(),
+                );
+            }
+            problems
+                .take("server.admin_token", resolver.resolve(reference))
+                .map(Some)
+        }
+    };
+    let admin_hosts: Vec<String> = server
+        .admin_hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, host)| {
+            problems.take(&format!("server.admin_hosts[{i}]"), parse_admin_host(host))
+        })
+        .collect();
+    if let (Some(addr), Some(None)) = (admin, &admin_token) {
+        if !addr.ip().is_loopback() {
+            problems.warn(format!(
+                "server.admin listens on {addr}, not loopback, without admin_token: whoever reaches it can read /config and /metrics and reload; set admin_token = \"${{ENV_VAR}}\" or keep it private"
+            ));
+        }
+    }
     let threads = match server.threads {
         Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Some(n) => n,
@@ -436,6 +540,9 @@ fn compile_server(
             .unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE_POOL),
         client_header: client_header?,
         limits: limits?,
+        admin_token: admin_token?,
+        admin_hosts,
+        allow_no_routes: server.allow_no_routes,
     })
 }
 
@@ -548,6 +655,24 @@ fn parse_client_header(text: &str) -> Result<Option<http::HeaderName>, String> {
     Ok(Some(name))
 }
 
+/// An `admin_hosts` entry: a DNS name such as `"hookgate"` or `"admin.example.com"`,
+/// without port (any port is accepted) or scheme.
+fn parse_admin_host(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err("must be a host name such as \"hookgate\" or \"admin.example.com\", without scheme or port (IP addresses and localhost are always accepted)".to_string())
+    }
+}
+
 fn compile_upstream(
     name: &str,
     upstream: UpstreamFile,
@@ -623,7 +748,7 @@ fn compile_route(
     upstream_names: &[String],
     server: Option<&ServerSettings>,
     ip_sets: &IpSets,
-    base_dir: &Path,
+    resolver: &secrets::Resolver<'_>,
     problems: &mut Problems,
 ) -> Option<RouteSettings> {
     if route.name.is_empty()
@@ -720,7 +845,20 @@ fn compile_route(
     let verifier = match &route.verify {
         None => Some(Verifier::disabled()),
         Some(spec) => {
-            let resolve = |reference: &str| secrets::resolve(reference, base_dir);
+            for (i, reference) in spec.secrets.iter().enumerate() {
+                if secrets::is_literal(reference) {
+                    problems.warn(format!(
+                        "{key}.verify.secrets[{i}] (route {:?}) is written inline (literal:); anyone who can read the config file can forge deliveries; prefer \"${{ENV_VAR}}\" or \"file:/path\"",
+                        route.name
+                    ));
+                }
+            }
+            let name = &route.name;
+            let resolve = |reference: &str| {
+                resolver
+                    .resolve(reference)
+                    .map_err(|e| format!("route {name:?}: {e}"))
+            };
             match Verifier::compile(spec, &resolve) {
                 Ok(verifier) => Some(verifier),
                 Err(found) => {
@@ -894,6 +1032,12 @@ impl Config {
         }
         let _ = writeln!(out, "admin:  {}", server.admin);
         let _ = writeln!(out, "routes:");
+        if self.routes.is_empty() {
+            let _ = writeln!(
+                out,
+                "  (none: allow_no_routes = true, every delivery is answered 404)"
+            );
+        }
         for route in &self.routes {
             let path = match &route.path {
                 PathPattern::Exact(path) => path.clone(),

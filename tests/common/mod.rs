@@ -130,8 +130,8 @@ impl Gateway {
 
     /// `POST /reload` on the admin listener.
     pub fn post_reload(&self) -> Response {
-        send_raw(self.admin, b"POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .expect("POST /reload")
+        let request = format!("POST /reload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.admin);
+        send_raw(self.admin, request.as_bytes()).expect("POST /reload")
     }
 
     /// Everything the process wrote to stdout and stderr so far.
