@@ -42,21 +42,27 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     health_known: Arc<AtomicBool>,
     reloader: Arc<Reloader>,
+    /// The proxy listeners the process serves: those of the config it started
+    /// with (`listen` and `tls` change only with a restart).
+    serving: Vec<SocketAddr>,
 }
 
 impl Admin {
     /// `health_known`: the first round of upstream health checks has completed.
+    /// `serving`: the proxy listeners started (plain and TLS), probed by `/readyz`.
     pub fn new(
         state: SharedState,
         metrics: Arc<Metrics>,
         health_known: Arc<AtomicBool>,
         reloader: Arc<Reloader>,
+        serving: Vec<SocketAddr>,
     ) -> Self {
         Admin {
             state,
             metrics,
             health_known,
             reloader,
+            serving,
         }
     }
 
@@ -92,15 +98,10 @@ impl Admin {
             .map(|listener| format!("listener {listener} is not accepting connections"))
     }
 
-    /// The first proxy listener that does not accept a connection, if any.
+    /// The first serving proxy listener that does not accept a connection, if any.
+    /// Not the running config's: a reload that changes `listen` waits for a restart.
     async fn unbound_listener(&self) -> Option<SocketAddr> {
-        let snapshot = self.state.load_full();
-        let server = &snapshot.config.server;
-        let listeners = server
-            .listen
-            .iter()
-            .chain(server.tls.iter().map(|tls| &tls.listen));
-        for listener in listeners {
+        for listener in &self.serving {
             let probe = loopback_equivalent(*listener);
             let connected = tokio::time::timeout(
                 LISTENER_PROBE_TIMEOUT,

@@ -147,6 +147,11 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             metrics.clone(),
             health_known.clone(),
             reloader.clone(),
+            listen
+                .iter()
+                .copied()
+                .chain(tls.as_ref().map(|tls| tls.listen))
+                .collect(),
         )),
     );
     admin.add_tcp(&admin_addr.to_string());

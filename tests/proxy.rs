@@ -567,6 +567,39 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
 }
 
 #[test]
+fn sigterm_waits_for_fan_out_copies_within_the_grace_period() {
+    let primary = Upstream::start("primary");
+    let secondary = Upstream::with("secondary", Behavior::delayed(Duration::from_millis(1500)));
+    let mut gateway = Gateway::start(&format!(
+        "[upstreams.primary]\ntargets = [\"{}\"]\n[upstreams.secondary]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = [\"primary\", \"secondary\"]\n",
+        primary.addr, secondary.addr
+    ));
+    assert_eq!(post(gateway.proxy, "/hooks/a", &[], b"copy me").status, 200);
+    // The copy is on its way to the slow secondary when the signal arrives.
+    // Breaks when the drain watcher stops waiting for `Fanout::held`.
+    assert!(wait_until(Duration::from_secs(5), || secondary.count() == 1));
+    let signalled = std::time::Instant::now();
+    gateway.signal("TERM");
+    let code = gateway.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "log:\n{}", gateway.log());
+    // The secondary answers 1.5 s after it got the copy: the process waited.
+    let waited = signalled.elapsed();
+    assert!(
+        waited > Duration::from_millis(1000),
+        "exited after {waited:?}"
+    );
+    let log = gateway.log();
+    assert!(
+        log.contains("drained; exiting"),
+        "the copy finished first; log:\n{log}"
+    );
+    assert!(
+        !log.contains("fan-out copies"),
+        "nothing dropped; log:\n{log}"
+    );
+}
+
+#[test]
 fn a_broken_chunked_body_or_a_stalled_sender_gets_a_json_4xx_and_nothing_is_forwarded() {
     use std::io::Write;
     let upstream = Upstream::start("app");

@@ -232,6 +232,31 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
         Some("b"),
         "the rest of the edit applies"
     );
+
+    // A new `listen` waits for a restart: the old listener keeps serving, and
+    // /readyz says ready because it probes the listeners that serve, not the
+    // ones the new config names. Breaks when `Admin::unbound_listener` reads
+    // the running config.
+    let elsewhere = addr(free_port());
+    let moved = gateway
+        .server_section()
+        .replace("threads = 2", "threads = 1")
+        .replace(
+            &format!("listen = [\"{}\"]", gateway.proxy),
+            &format!("listen = [\"{elsewhere}\"]"),
+        );
+    assert_ne!(moved, gateway.server_section());
+    gateway.rewrite_whole(&format!(
+        "{moved}\n{}",
+        routes(&a, &b, &route("x", "b", ""))
+    ));
+    let report = gateway.post_reload().json();
+    assert_eq!(
+        report["report"]["restart_required"],
+        serde_json::json!(["server.listen"])
+    );
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("b"));
+    assert_eq!(get(gateway.admin, "/readyz").unwrap().status, 200);
 }
 
 #[test]

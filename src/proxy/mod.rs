@@ -210,7 +210,9 @@ impl HttpServerApp for Gateway {
         let mut ctx = self.new_ctx();
         ctx.head_read = true;
         let error = match client::check_head(&session, &limits) {
-            Ok(()) => self.handle(&mut session, &mut ctx).await.err(),
+            // Boxed: the request path's future is large, and kept inline it would
+            // be held by every idle keep-alive connection waiting for a head.
+            Ok(()) => Box::pin(self.handle(&mut session, &mut ctx)).await.err(),
             Err(limit) => {
                 self.metrics.client_limit_hit(limit);
                 ctx.request_id = uuid::Uuid::new_v4().to_string();

@@ -263,6 +263,8 @@ pub struct Behavior {
     /// Answer (keep-alive framing, no `Connection: close`), then close the
     /// connection, as an upstream whose idle timeout fires does.
     pub close_after_answer: bool,
+    /// Send the body one byte per this interval, after the head.
+    pub drip: Option<Duration>,
 }
 
 impl Default for Behavior {
@@ -273,6 +275,7 @@ impl Default for Behavior {
             delay: Duration::ZERO,
             hang_up: false,
             close_after_answer: false,
+            drip: None,
         }
     }
 }
@@ -298,6 +301,16 @@ impl Behavior {
     pub fn hang_up() -> Behavior {
         Behavior {
             hang_up: true,
+            ..Behavior::default()
+        }
+    }
+
+    /// Answers `status` with its head at once and `body` one byte per `interval`.
+    pub fn drip(status: u16, body: &[u8], interval: Duration) -> Behavior {
+        Behavior {
+            status,
+            body: body.to_vec(),
+            drip: Some(interval),
             ..Behavior::default()
         }
     }
@@ -441,8 +454,26 @@ fn serve_connection(
         );
         // The answer to a HEAD has the framing of the GET answer, and no body.
         let body: &[u8] = if head_request { b"" } else { &behavior.body };
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body).is_err() {
+        if writer.write_all(head.as_bytes()).is_err() {
             return;
+        }
+        match behavior.drip {
+            None => {
+                if writer.write_all(body).is_err() {
+                    return;
+                }
+            }
+            Some(interval) => {
+                // Bounded by the body's length.
+                for byte in body {
+                    std::thread::sleep(interval);
+                    if writer.write_all(std::slice::from_ref(byte)).is_err()
+                        || stop.load(Ordering::SeqCst)
+                    {
+                        return;
+                    }
+                }
+            }
         }
         if behavior.close_after_answer {
             return;

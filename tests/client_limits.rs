@@ -1,0 +1,315 @@
+//! Bounded by default, end to end through the real binary: idle connections,
+//! slow heads and bodies, oversized heads, connection and request caps, a slow
+//! reader, an upstream that drips its answer, and what counts as delivered.
+//! Every limit is set short here so no test waits more than a few seconds.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn app(upstream: &Upstream, route_extra: &str) -> String {
+    format!(
+        "[upstreams.app]\ntargets = [\"{}\"]\nresponse_timeout = \"1s\"\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = \"app\"\n{route_extra}\n",
+        upstream.addr
+    )
+}
+
+fn connect(to: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Waits (bounded by the stream's read timeout) until the gateway closes the
+/// connection; returns how long that took and whatever it wrote first.
+fn wait_closed(stream: &mut TcpStream) -> (Duration, Vec<u8>) {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Bounded: each read waits at most the read timeout, and 64 reads at most.
+    for _ in 0..64 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    (started.elapsed(), seen)
+}
+
+fn hits(gateway: &Gateway, limit: &str) -> f64 {
+    gateway.metric("hookgate_client_limit_hits_total", &[("limit", limit)])
+}
+
+#[test]
+fn idle_and_silent_connections_are_closed() {
+    let upstream = Upstream::start("app");
+    // A long head deadline, so only the keep-alive timeout can close it early.
+    let gateway = Gateway::start_with_server(
+        "keepalive_timeout = \"1s\"\nheader_timeout = \"8s\"",
+        &app(&upstream, ""),
+    );
+    // After one request on a keep-alive connection (no `Keep-Alive` header,
+    // which Pingora alone would keep open for ever). Breaks without the
+    // `set_keepalive` in `client::apply`.
+    let mut kept = connect(gateway.proxy);
+    kept.write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+        .unwrap();
+    let answer = read_response(&mut BufReader::new(kept.try_clone().unwrap())).unwrap();
+    assert_eq!(answer.status, 200);
+    let (after, _) = wait_closed(&mut kept);
+    assert!(
+        after < Duration::from_secs(3),
+        "idle connection open for {after:?}"
+    );
+
+    // A connection that never sends a byte: closed after header_timeout.
+    let gateway = Gateway::start_with_server("header_timeout = \"1s\"", &app(&upstream, ""));
+    let mut silent = connect(gateway.proxy);
+    let (after, _) = wait_closed(&mut silent);
+    assert!(
+        after < Duration::from_secs(3),
+        "silent connection open for {after:?}"
+    );
+}
+
+#[test]
+fn a_head_trickled_byte_by_byte_is_cut_off_at_the_head_deadline() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start_with_server("header_timeout = \"1s\"", &app(&upstream, ""));
+    let before = hits(&gateway, "header_timeout");
+    let mut stream = connect(gateway.proxy);
+    let head = b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let started = Instant::now();
+    // One byte per 100 ms: each read is quick, only the whole head is late.
+    // Breaks when `head_deadline` no longer bounds `read_request`.
+    for byte in head {
+        if stream.write_all(std::slice::from_ref(byte)).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    let (_, answer) = wait_closed(&mut stream);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "still reading the head after {:?}",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+    assert_eq!(hits(&gateway, "header_timeout"), before + 1.0);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[test]
+fn slow_bodies_do_not_starve_fast_senders() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start_with_server(
+        "max_inflight = 2\nbody_timeout = \"1s\"",
+        &app(&upstream, ""),
+    );
+    // Two senders trickle their bodies and hold both in-flight slots.
+    let mut slow: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = connect(gateway.proxy);
+            stream
+                .write_all(b"POST /hooks/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    // Breaks when `read_bounded` stops applying the body deadline: the slots
+    // then stay taken as long as the trickle lasts and every delivery gets 503.
+    let mut served = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        for stream in &mut slow {
+            let _ = stream.write_all(b"a");
+        }
+        let answer = post(gateway.proxy, "/hooks/fast", &[], b"fast");
+        if answer.status == 200 {
+            served = Some(started.elapsed());
+            break;
+        }
+        assert_eq!(answer.status, 503, "{answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let served = served.expect("a fast delivery was served while the trickle went on");
+    assert!(served < Duration::from_secs(3), "served after {served:?}");
+    for stream in &mut slow {
+        let (_, answer) = wait_closed(stream);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    assert_eq!(hits(&gateway, "body_timeout"), 2.0);
+    let targets: Vec<String> = upstream.received().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/hooks/fast"]);
+}
+
+#[test]
+fn oversized_heads_are_refused_and_not_forwarded() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start(&app(&upstream, ""));
+    let long_line = format!(
+        "POST /hooks/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: 1\r\n\r\na",
+        "a".repeat(900_000)
+    );
+    let mut many = String::from("POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("X-H{i}: {}\r\n", "b".repeat(4000)));
+    }
+    many.push_str("\r\na");
+    // Breaks when `client::check_head` is not called.
+    for (case, request, limit) in [
+        ("one 900 kB line", long_line, "max_head_size"),
+        ("200 headers of 4 kB", many, "max_header_count"),
+    ] {
+        let before = hits(&gateway, limit);
+        let mut stream = connect(gateway.proxy);
+        let _ = stream.write_all(request.as_bytes());
+        let (_, answer) = wait_closed(&mut stream);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{case}: {answer:.200}");
+        assert!(answer.contains("\"error\":\"header_too_large\""), "{case}");
+        assert_eq!(hits(&gateway, limit), before + 1.0, "{case}");
+    }
+    assert_eq!(upstream.count(), 0);
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "_unmatched"), ("outcome", "header_too_large")],
+        2.0,
+    );
+}
+
+#[test]
+fn connections_and_requests_per_connection_are_capped() {
+    let upstream = Upstream::start("app");
+    let gateway = Gateway::start_with_server(
+        "max_connections = 3\nmax_requests_per_connection = 2",
+        &app(&upstream, ""),
+    );
+    // Requests per connection: the second answer says close, then it closes.
+    let mut stream = connect(gateway.proxy);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for round in 1..=2 {
+        stream
+            .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+            .unwrap();
+        let answer = read_response(&mut reader).unwrap();
+        assert_eq!(answer.status, 200);
+        let connection = answer
+            .header("connection")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert_eq!(
+            connection == "close",
+            round == 2,
+            "round {round}: {connection}"
+        );
+    }
+    let (after, _) = wait_closed(&mut stream);
+    assert!(after < Duration::from_secs(2));
+    assert_eq!(hits(&gateway, "max_requests_per_connection"), 1.0);
+
+    // Open connections: with three held open (two here, one by /readyz probes
+    // at most), a fourth is closed before it is read. Breaks without
+    // `ConnectionLimit`.
+    let held: Vec<TcpStream> = (0..3).map(|_| connect(gateway.proxy)).collect();
+    assert!(wait_until(Duration::from_secs(5), || gateway
+        .metric("hookgate_client_connections", &[])
+        >= 3.0));
+    let mut extra = connect(gateway.proxy);
+    let _ = extra.write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na");
+    let (_, answer) = wait_closed(&mut extra);
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(hits(&gateway, "max_connections") >= 1.0);
+    drop(held);
+    // Freed: served again.
+    assert!(wait_until(Duration::from_secs(5), || post(
+        gateway.proxy,
+        "/hooks/again",
+        &[],
+        b"a"
+    )
+    .status
+        == 200));
+}
+
+#[test]
+fn a_sender_that_stops_reading_is_cut_off() {
+    let big = vec![b'x'; 32 * 1024 * 1024];
+    let upstream = Upstream::with(
+        "app",
+        Behavior {
+            body: big,
+            ..Behavior::default()
+        },
+    );
+    let gateway = Gateway::start_with_server(
+        "send_timeout = \"1s\"",
+        &format!(
+            "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = \"app\"\n",
+            upstream.addr
+        ),
+    );
+    let mut stream = connect(gateway.proxy);
+    stream
+        .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+        .unwrap();
+    // Never read: the gateway's writes stall once the socket buffers are full.
+    // Breaks without `set_write_timeout` in `client::apply`.
+    assert!(
+        wait_until(Duration::from_secs(10), || hits(&gateway, "send_timeout")
+            >= 1.0),
+        "no send timeout counted"
+    );
+}
+
+#[test]
+fn an_upstream_that_drips_is_bounded_and_its_2xx_still_counts() {
+    // Head at once, then one byte every 300 ms: each read is quick, the whole
+    // answer is not (response_timeout = 1s). Breaks without the deadline in
+    // `forward::forward`.
+    let upstream = Upstream::with(
+        "app",
+        Behavior::drip(200, b"0123456789", Duration::from_millis(300)),
+    );
+    let copies = Upstream::start("copies");
+    let gateway = Gateway::start(&format!(
+        "[upstreams.app]\ntargets = [\"{}\"]\nresponse_timeout = \"1s\"\n\n[upstreams.copies]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = [\"app\", \"copies\"]\ndedupe = {{ key = \"header:X-Delivery\" }}\n",
+        upstream.addr, copies.addr
+    ));
+    let started = Instant::now();
+    let mut stream = connect(gateway.proxy);
+    stream
+        .write_all(
+            b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nX-Delivery: d-1\r\nContent-Length: 1\r\n\r\na",
+        )
+        .unwrap();
+    let (after, answer) = wait_closed(&mut stream);
+    assert!(started.elapsed() < Duration::from_secs(3), "{after:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !answer.ends_with("0123456789"),
+        "the whole body arrived: {answer}"
+    );
+
+    // The app answered 2xx: the delivery counts as forwarded (a retry is a
+    // duplicate, not a second delivery) and the copy goes out. Breaks when
+    // `handle` remembers and copies only answers relayed whole.
+    assert!(wait_until(Duration::from_secs(5), || copies.count() == 1));
+    let retry = post(gateway.proxy, "/hooks/a", &[("X-Delivery", "d-1")], b"a");
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.json()["status"], "duplicate");
+    assert_eq!(upstream.count(), 1);
+}
