@@ -305,10 +305,12 @@ impl XmlPath {
                             .into(),
                     ))
                 }
-                Event::Text(ref t) if open == 0 && scope == Scope::Document => {
-                    if !t.iter().all(u8::is_ascii_whitespace) {
-                        return Err(EventError::Xml("text outside the root element".into()));
-                    }
+                Event::Text(ref t)
+                    if open == 0
+                        && scope == Scope::Document
+                        && !t.iter().all(u8::is_ascii_whitespace) =>
+                {
+                    return Err(EventError::Xml("text outside the root element".into()));
                 }
                 Event::CData(_) | Event::GeneralRef(_) if open == 0 && scope == Scope::Document => {
                     return Err(EventError::Xml("text outside the root element".into()));
