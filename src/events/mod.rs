@@ -41,6 +41,15 @@
 //! - A body that cannot be parsed far enough to answer, a value that is an object or array,
 //!   a repeated event header, an event over [`MAX_EVENT_LEN`] bytes or with control
 //!   characters is an [`EventError`]: the proxy answers 400 `bad_request` with its text.
+//! - **One reading**: the upstream parses the same bytes again, so a body it could read
+//!   differently is an [`EventError`] too, its text naming the key (never a body value): a
+//!   duplicate JSON key in any object on the pointer's path (RFC 8259 §4), a JSON number
+//!   that is not an integer within 64 bits, a repeated XML element on the path or attribute
+//!   at its end, a repeated form field, a `<!DOCTYPE>`. Routes **without `verify`** validate
+//!   the whole body ([`Scope::Document`]: UTF-8, syntax, nothing after the document); routes
+//!   with `verify` read the objects on the path to their end and nothing after
+//!   ([`Scope::Path`], set by [`EventRouter::verified_body`]). Details in [`mod@pointer`]
+//!   and [`extract`].
 //! - The metric label ([`Decision::label`]) is the text of the pattern that matched, or
 //!   [`OTHER_LABEL`]: a bounded set known at load time ([`EventRouter::labels`]). The event
 //!   itself ([`Decision::event`]) is for the `X-Hookgate-Event` header and the log only; it
