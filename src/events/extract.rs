@@ -27,7 +27,10 @@
 //!   internal subset can declare entities that a reader expanding them sees as elements on the
 //!   path. With [`Scope::Path`] the root element is read to its end and nothing after it; with
 //!   [`Scope::Document`] the body must also be UTF-8 and hold exactly one root element, with
-//!   only comments, processing instructions and whitespace around it.
+//!   only comments, processing instructions and whitespace around it, every element's
+//!   attributes well-formed and named once, and every entity reference predefined or a
+//!   character reference. quick-xml checks that end tags match; it is not a full XML 1.0
+//!   well-formedness checker (names are not validated, for one).
 
 use std::borrow::Cow;
 
@@ -260,6 +263,9 @@ impl XmlPath {
             match event {
                 Event::Start(ref start) | Event::Empty(ref start) => {
                     let empty = matches!(event, Event::Empty(_));
+                    if scope == Scope::Document {
+                        check_attributes(start)?;
+                    }
                     if open == 0 && seen[0] {
                         return Err(EventError::Xml("more than one root element".to_string()));
                     }
@@ -276,16 +282,16 @@ impl XmlPath {
                         found = match &self.attribute {
                             Some(name) => self.attribute(start, name)?,
                             None if empty => Some(Cow::Borrowed("")),
-                            None => Some(element_text(&mut reader)?),
+                            None => Some(element_text(&mut reader, scope)?),
                         };
                         if self.attribute.is_some() && !empty {
-                            skip(&mut reader, start)?;
+                            skip(&mut reader, start, scope)?;
                         }
                     } else if on_path && !empty {
                         open += 1;
                         seen[open] = false;
                     } else if !empty {
-                        skip(&mut reader, start)?;
+                        skip(&mut reader, start, scope)?;
                     }
                 }
                 Event::End(_) => open = open.saturating_sub(1),
@@ -314,6 +320,9 @@ impl XmlPath {
                 }
                 Event::CData(_) | Event::GeneralRef(_) if open == 0 && scope == Scope::Document => {
                     return Err(EventError::Xml("text outside the root element".into()));
+                }
+                Event::GeneralRef(ref r) if scope == Scope::Document => {
+                    reference_text(r)?;
                 }
                 _ => {}
             }
@@ -351,15 +360,68 @@ impl XmlPath {
     }
 }
 
-/// Reads past the end of the element `start` opened.
+/// Reads past the end of the element `start` opened. With [`Scope::Document`], checks on the
+/// way what quick-xml leaves to its caller: attribute syntax, unique attribute names, and
+/// that every entity reference is predefined or a character reference (quick-xml itself
+/// checks that end tags match).
 fn skip(
     reader: &mut quick_xml::Reader<&[u8]>,
     start: &quick_xml::events::BytesStart<'_>,
+    scope: Scope,
 ) -> Result<(), EventError> {
-    reader
-        .read_to_end(start.name())
-        .map(|_| ())
-        .map_err(|e| xml_error(reader, &e))
+    if scope == Scope::Path {
+        return reader
+            .read_to_end(start.name())
+            .map(|_| ())
+            .map_err(|e| xml_error(reader, &e));
+    }
+    let mut depth = 1usize;
+    while depth > 0 {
+        match reader.read_event().map_err(|e| xml_error(reader, &e))? {
+            Event::Start(child) => {
+                check_attributes(&child)?;
+                depth += 1;
+            }
+            Event::Empty(child) => check_attributes(&child)?,
+            Event::End(_) => depth -= 1,
+            Event::GeneralRef(r) => {
+                reference_text(&r)?;
+            }
+            Event::Eof => return Err(EventError::Xml("unexpected end of document".into())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every attribute of `start` is well-formed, named once, with only predefined or character
+/// references in its value.
+fn check_attributes(start: &quick_xml::events::BytesStart<'_>) -> Result<(), EventError> {
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| EventError::Xml(format!("bad attribute: {e}")))?;
+        attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| EventError::Xml(format!("bad attribute value: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The text of a character reference or predefined entity; any other entity is an error
+/// (entities declared in a DTD are never expanded).
+fn reference_text(r: &quick_xml::events::BytesRef<'_>) -> Result<Cow<'static, str>, EventError> {
+    if let Some(c) = r
+        .resolve_char_ref()
+        .map_err(|e| EventError::Xml(e.to_string()))?
+    {
+        return Ok(Cow::Owned(c.to_string()));
+    }
+    let name = r.decode().map_err(|e| EventError::Xml(e.to_string()))?;
+    match quick_xml::escape::resolve_predefined_entity(&name) {
+        Some(s) => Ok(Cow::Borrowed(s)),
+        None => Err(EventError::Xml(format!(
+            "entity &{}; is not predefined (DTD entities are not expanded)",
+            truncate(&name, 32)
+        ))),
+    }
 }
 
 fn is_xml_name(name: &str) -> bool {
@@ -374,8 +436,12 @@ fn local_name_is(start: &quick_xml::events::BytesStart<'_>, name: &str) -> bool 
     start.local_name().as_ref() == name.as_bytes()
 }
 
-/// The text of the element just opened, up to its end tag, trimmed.
-fn element_text<'a>(reader: &mut quick_xml::Reader<&'a [u8]>) -> Result<Cow<'a, str>, EventError> {
+/// The text of the element just opened, up to its end tag, trimmed. Child elements are
+/// skipped (and checked with [`Scope::Document`]).
+fn element_text<'a>(
+    reader: &mut quick_xml::Reader<&'a [u8]>,
+    scope: Scope,
+) -> Result<Cow<'a, str>, EventError> {
     let mut text: Option<Cow<'a, str>> = None;
     let mut push = |piece: Cow<'a, str>| match &mut text {
         None => text = Some(piece),
@@ -389,30 +455,14 @@ fn element_text<'a>(reader: &mut quick_xml::Reader<&'a [u8]>) -> Result<Cow<'a, 
                     .map_err(|e| EventError::Xml(e.to_string()))?,
             ),
             Event::CData(c) => push(c.decode().map_err(|e| EventError::Xml(e.to_string()))?),
-            Event::GeneralRef(r) => {
-                if let Some(c) = r
-                    .resolve_char_ref()
-                    .map_err(|e| EventError::Xml(e.to_string()))?
-                {
-                    push(Cow::Owned(c.to_string()));
-                } else {
-                    let name = r.decode().map_err(|e| EventError::Xml(e.to_string()))?;
-                    match quick_xml::escape::resolve_predefined_entity(&name) {
-                        Some(s) => push(Cow::Borrowed(s)),
-                        None => {
-                            return Err(EventError::Xml(format!(
-                                "entity &{};  is not predefined (DTD entities are not expanded)",
-                                truncate(&name, 32)
-                            )))
-                        }
-                    }
-                }
-            }
+            Event::GeneralRef(r) => push(reference_text(&r)?),
             Event::Start(child) => {
-                reader
-                    .read_to_end(child.name())
-                    .map_err(|e| xml_error(reader, &e))?;
+                if scope == Scope::Document {
+                    check_attributes(&child)?;
+                }
+                skip(reader, &child, scope)?;
             }
+            Event::Empty(child) if scope == Scope::Document => check_attributes(&child)?,
             Event::End(_) => break,
             Event::Eof => return Err(EventError::Xml("unexpected end of document".into())),
             _ => {}
@@ -904,7 +954,12 @@ mod tests {
     #[test]
     fn xml_scopes_differ_only_after_the_root() {
         let h = HeaderMap::new();
-        let table: [&[u8]; 7] = [
+        let table: [&[u8]; 12] = [
+            b"<event><type>a</type><x a=1></x></event>",
+            b"<event><type>a</type><x a='1' a='2'/></event>",
+            b"<event><type>a</type><x>&bogus;</x></event>",
+            b"<event><type>a<y b='&bogus;'/></type></event>",
+            b"<event x='1' x='2'><type>a</type></event>",
             b"<event><type>a</type></event><event><type>b</type></event>",
             b"<event><type>a</type></event><other/>",
             b"<event><type>a</type></event> trailing text",
