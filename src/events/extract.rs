@@ -124,12 +124,22 @@ pub(crate) fn form_field<'a>(
 ) -> Result<Option<Cow<'a, str>>, EventError> {
     let mut found = None;
     for pair in body.split(|&b| b == b'&') {
-        let Some((key, value)) = form_urlencoded::parse(pair).next() else {
-            continue;
+        let raw_key = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        // Only a key with escapes needs decoding before the comparison; values are decoded
+        // only for the field asked for.
+        let is_field = if raw_key.iter().any(|&b| b == b'%' || b == b'+') {
+            form_urlencoded::parse(raw_key)
+                .next()
+                .is_some_and(|(key, _)| key == name)
+        } else {
+            raw_key == name.as_bytes()
         };
-        if key != name {
+        if !is_field {
             continue;
         }
+        let Some((_, value)) = form_urlencoded::parse(pair).next() else {
+            continue;
+        };
         if found.is_some() {
             return Err(EventError::RepeatedField(name.to_string()));
         }
