@@ -6,6 +6,14 @@
 //! whole document) on ~1 KiB and ~64 KiB bodies, key first and key last.
 //!
 //! `cargo bench --bench events` (about 60 s).
+//!
+//! Measured on the shared 2-core build box (runs vary by up to 20%), before (first key
+//! wins, stop at the value) and after (duplicate keys refused, issue 12): a key first in a
+//! 1 KiB body 0.12 µs -> 0.8-1.0 µs (Path and Document alike); key last 0.9 µs -> 0.9-1.0
+//! µs; in 64 KiB, key first 0.12 µs -> 36-42 µs, key last 41 µs -> 36-43 µs; a full
+//! `serde_json::Value` parse costs 5-6 µs and 370-450 µs. Knowing that a key occurs once
+//! means reading its object to the end, so for a body whose top level is an object the
+//! Path scope reads about as much as the Document scope.
 
 use std::time::{Duration, SystemTime};
 
