@@ -51,8 +51,13 @@
 //! - **No id** (header absent, pointer absent or `null`, unsigned scheme, empty value) →
 //!   [`Admission::Forward`] without a claim: forwarded without deduplication, counted in
 //!   [`Stats::no_id`] so a misconfigured key shows up.
-//! - A body that is not JSON (or an id that is an object) with a `json:` key is a
-//!   [`DedupeError`]: answer 400 `bad_request`.
+//! - With a `json:` key, the id must have one reading, or the request is a [`DedupeError`]
+//!   (answer 400 `bad_request`, forward nothing): the **whole body** is validated (one JSON
+//!   text, UTF-8, nothing after it; [`Scope::Document`], on every route, verified or not), the
+//!   key may not repeat in any object on the pointer's path, and the id is a string or an
+//!   integer within `i64`/`u64` (rendered in decimal: `"12345"` and `12345` are the same id).
+//!   A number with a fraction or exponent, `-0` or a larger integer is refused, never
+//!   rounded. An id that is an object or array is refused too. See `events::pointer`.
 //!
 //! # Bounded memory
 //! Ids of any length are stored as a 16-byte SHA-256 prefix (collision-free in practice, and
@@ -82,7 +87,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Problem;
-use crate::events::JsonPointer;
+use crate::events::{JsonPointer, Scope};
 use crate::units::parse_duration;
 use crate::verify::Verified;
 
@@ -292,7 +297,7 @@ impl DedupeConfig {
                 }
                 Ok(Some(DeliveryId::of_parts(lines.map(|v| v.as_bytes()))))
             }
-            KeySource::Json(pointer) => match pointer.lookup(verified.body()) {
+            KeySource::Json(pointer) => match pointer.lookup(verified.body(), Scope::Document) {
                 Ok(Some(id)) if !id.is_empty() => Ok(Some(DeliveryId::of(id.as_bytes()))),
                 Ok(_) => Ok(None),
                 Err(e) => Err(DedupeError(format!("delivery id: {e}"))),
@@ -1024,6 +1029,63 @@ mod tests {
             sw.admit(&unsigned_v, &signed, t0).unwrap(),
             Admission::Forward(None)
         ));
+    }
+
+    #[test]
+    fn json_ids_have_one_reading_or_are_refused() {
+        let none = Verifier::disabled();
+        let empty = HeaderMap::new();
+        let c = config("json:/id", "24h", 100);
+        let id_of = |body: &[u8]| c.delivery_id(&verified_ok(&none, &empty, body), &empty);
+        // Integers within 64 bits, in decimal; strings as they are.
+        let table: [(&[u8], &str); 5] = [
+            (br#"{"id":12345}"#, "12345"),
+            (br#"{"id":"12345"}"#, "12345"),
+            (br#"{"id":18446744073709551615}"#, "18446744073709551615"),
+            (br#"{"id":-42}"#, "-42"),
+            (br#" {"x":1.5,"y":{"id":1,"id":2},"id":"evt_1"} "#, "evt_1"),
+        ];
+        for (body, expected) in table {
+            assert_eq!(
+                id_of(body),
+                Ok(Some(id(expected))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // (body, words the reason must hold)
+        let refused: [(&[u8], &str); 11] = [
+            (br#"{"id":"evt_1","id":"evt_2"}"#, "duplicate key \"id\""),
+            (
+                br#"{"id":"evt_1","x":[],"id\u0020":1,"i\u0064":"evt_2"}"#,
+                "duplicate key \"id\"",
+            ),
+            (
+                br#"{"id":12345678901234567890123}"#,
+                "not an integer within 64 bits",
+            ),
+            (br#"{"id":1.5}"#, "not an integer within 64 bits"),
+            (br#"{"id":1e3}"#, "not an integer within 64 bits"),
+            (br#"{"id":-0}"#, "not an integer within 64 bits"),
+            (br#"{"id":1e400}"#, "not valid JSON"),
+            // The whole body is validated, even where the route verifies it.
+            (br#"{"id":"evt_1"} trailing"#, "trailing characters"),
+            (br#"{"id":"evt_1"}{"id":"evt_2"}"#, "trailing characters"),
+            (
+                b"{\"id\":\"evt_1\",\"x\":\"\xff\"}",
+                "invalid UTF-8 at byte 19",
+            ),
+            (br#"{"id":{"nested":1}}"#, "an object"),
+        ];
+        for (body, words) in refused {
+            let shown = String::from_utf8_lossy(body);
+            let err = id_of(body).unwrap_err();
+            assert_eq!(err.error_code(), "bad_request");
+            let reason = err.to_string();
+            assert!(reason.starts_with("delivery id: "), "{shown}: {reason}");
+            assert!(reason.contains(words), "{shown}: {reason}");
+            assert!(!reason.contains("evt_"), "{shown}: {reason}");
+        }
     }
 
     #[test]

@@ -813,7 +813,8 @@ fn compile_route(
         route.unmatched.as_deref(),
         &upstreams,
         &is_upstream,
-    );
+    )
+    .map(|router| router.verified_body(route.verify.is_some()));
     let events = match events {
         Ok(router) => Some(router),
         Err(found) => {

@@ -1,21 +1,43 @@
 //! Reading the event type of a verified request: from a header, a JSON pointer, a form field
 //! (optionally holding JSON), or an XML path.
 //!
-//! Owns: the compiled [`Extractor`] and its lookups over a [`Verified`] body, and the XML path
-//! syntax. Does not own: the `event` table's file layer and validation (`events::EventSpec`),
-//! matching the event against rules (`events::rules`), or any answer to the sender.
+//! Owns: the compiled [`Extractor`] and its lookups over a [`Verified`] body, the XML path
+//! syntax, and the one-reading rules for forms and XML. Does not own: the `event` table's file
+//! layer and validation (`events::EventSpec`), which [`Scope`] a route needs
+//! (`events::EventRouter`), matching the event against rules (`events::rules`), or any answer
+//! to the sender.
 //!
 //! Nothing here copies the body. Header values and JSON strings without escapes are borrowed;
 //! a form field is percent-decoded only when it holds escapes (a Slack `payload` always does,
 //! so that one field is decoded before its JSON is walked); XML text is borrowed unless it
 //! holds entity references or is split by comments/CDATA.
+//!
+//! # One reading
+//! The upstream reads the same bytes again, so whatever readers could read differently is
+//! refused (400) rather than decided by us:
+//! - **JSON**: see [`mod@super::pointer`] (duplicate keys on the path, inexact numbers, and
+//!   how much of the body each [`Scope`] validates).
+//! - **Forms**: the field must occur once in the body ([`EventError::RepeatedField`]; PHP and
+//!   Rails keep the last, Go's `FormValue` and Python's `parse_qs(...)[k][0]` the first), and
+//!   its percent-decoded bytes must be UTF-8 ([`EventError::FieldNotUtf8`]; readers differ
+//!   between replacing and keeping invalid bytes). The whole body is scanned, in both scopes.
+//! - **XML**: in every element on the path, the child the path follows must occur once
+//!   ([`EventError::RepeatedElement`], compared by local name as the path is), and the
+//!   attribute a path ends in must occur once on its element. A `<!DOCTYPE>` is refused: its
+//!   internal subset can declare entities that a reader expanding them sees as elements on the
+//!   path. With [`Scope::Path`] the root element is read to its end and nothing after it; with
+//!   [`Scope::Document`] the body must also be UTF-8 and hold exactly one root element, with
+//!   only comments, processing instructions and whitespace around it, every element's
+//!   attributes well-formed and named once, and every entity reference predefined or a
+//!   character reference. quick-xml checks that end tags match; it is not a full XML 1.0
+//!   well-formedness checker (names are not validated, for one).
 
 use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName};
 use quick_xml::events::Event;
 
-use super::pointer::{JsonPointer, PointerError};
+use super::pointer::{JsonPointer, PointerError, Scope};
 use super::EventError;
 use crate::verify::Verified;
 
@@ -26,7 +48,7 @@ pub enum Extractor {
     Header(HeaderName),
     /// `event = { json = "/type" }`.
     Json(JsonPointer),
-    /// `event = { form = "event" }`: the first field of that name in a urlencoded body.
+    /// `event = { form = "event" }`: the only field of that name in a urlencoded body.
     Form(String),
     /// `event = { form = "payload", json = "/type" }`: JSON inside a form field (Slack).
     FormJson(String, JsonPointer),
@@ -36,25 +58,29 @@ pub enum Extractor {
 
 impl Extractor {
     /// The raw event text, or `None` when the request does not carry one (header absent,
-    /// pointer or path leading nowhere, field absent, JSON `null`).
+    /// pointer or path leading nowhere, field absent, JSON `null`). `scope` is how much of
+    /// the body is read and validated: [`Scope::Path`] on routes that verify the body,
+    /// [`Scope::Document`] otherwise (module doc). The JSON in a form field is read with the
+    /// same scope.
     pub fn extract<'a>(
         &self,
         verified: &Verified<'a>,
         headers: &'a HeaderMap,
+        scope: Scope,
     ) -> Result<Option<Cow<'a, str>>, EventError> {
         let body = verified.body();
         match self {
             Extractor::Header(name) => header(headers, name),
-            Extractor::Json(pointer) => pointer.lookup(body).map_err(EventError::from),
-            Extractor::Form(field) => Ok(form_field(body, field)),
-            Extractor::FormJson(field, pointer) => match form_field(body, field) {
+            Extractor::Json(pointer) => pointer.lookup(body, scope).map_err(EventError::from),
+            Extractor::Form(field) => form_field(body, field),
+            Extractor::FormJson(field, pointer) => match form_field(body, field)? {
                 None => Ok(None),
-                Some(Cow::Borrowed(json)) => Ok(pointer.lookup(json.as_bytes())?),
+                Some(Cow::Borrowed(json)) => Ok(pointer.lookup(json.as_bytes(), scope)?),
                 Some(Cow::Owned(json)) => Ok(pointer
-                    .lookup(json.as_bytes())?
+                    .lookup(json.as_bytes(), scope)?
                     .map(|v| Cow::Owned(v.into_owned()))),
             },
-            Extractor::Xml(path) => path.lookup(body),
+            Extractor::Xml(path) => path.lookup(body, scope),
         }
     }
 }
@@ -64,6 +90,9 @@ impl From<PointerError> for EventError {
         match e {
             PointerError::Syntax(detail) => EventError::Json(detail),
             PointerError::NotScalar { pointer, kind } => EventError::NotScalar { pointer, kind },
+            e @ (PointerError::DuplicateKey { .. } | PointerError::InexactNumber { .. }) => {
+                EventError::AmbiguousJson(e)
+            }
         }
     }
 }
@@ -86,11 +115,66 @@ fn header<'a>(
         .map_err(|_| EventError::HeaderNotText(name.clone()))
 }
 
-/// The first field called `name` in a urlencoded body, decoded (`+` is a space).
-pub(crate) fn form_field<'a>(body: &'a [u8], name: &str) -> Option<Cow<'a, str>> {
-    form_urlencoded::parse(body)
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value)
+/// The field called `name` in a urlencoded body (WHATWG URL, "application/x-www-form-urlencoded
+/// parsing"), decoded (`+` is a space). Errors when it occurs more than once or its decoded
+/// bytes are not UTF-8. Reads the whole body.
+pub(crate) fn form_field<'a>(
+    body: &'a [u8],
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, EventError> {
+    let mut found = None;
+    for pair in body.split(|&b| b == b'&') {
+        let raw_key = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        // Only a key with escapes needs decoding before the comparison; values are decoded
+        // only for the field asked for.
+        let is_field = if raw_key.iter().any(|&b| b == b'%' || b == b'+') {
+            form_urlencoded::parse(raw_key)
+                .next()
+                .is_some_and(|(key, _)| key == name)
+        } else {
+            raw_key == name.as_bytes()
+        };
+        if !is_field {
+            continue;
+        }
+        let Some((_, value)) = form_urlencoded::parse(pair).next() else {
+            continue;
+        };
+        if found.is_some() {
+            return Err(EventError::RepeatedField(name.to_string()));
+        }
+        // Decoding is lossy (invalid bytes become U+FFFD); check the bytes when it shows.
+        if value.contains('\u{FFFD}') {
+            let raw = pair.splitn(2, |&b| b == b'=').nth(1).unwrap_or_default();
+            if std::str::from_utf8(&percent_decode(raw)).is_err() {
+                return Err(EventError::FieldNotUtf8(name.to_string()));
+            }
+        }
+        found = Some(value);
+    }
+    Ok(found)
+}
+
+/// `+` to a space and `%XX` to its byte, anything else as is (the WHATWG percent-decode).
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// A path of element names from the root, optionally ending in an attribute:
@@ -98,8 +182,9 @@ pub(crate) fn form_field<'a>(body: &'a [u8], name: &str) -> Option<Cow<'a, str>>
 /// the `type` attribute of the root `<notification>`.
 ///
 /// Names compare by local name (a namespace prefix is ignored: `/event/type` matches
-/// `<ns:event><ns:type>`), case-sensitively. The first element in document order on the
-/// path wins; its text is the concatenation of its text and CDATA (child elements are
+/// `<ns:event><ns:type>`), case-sensitively. Each element on the path must occur once in its
+/// parent, and an attribute once on its element (a repeat is an error); the element's text
+/// is the concatenation of its text and CDATA (child elements are
 /// skipped), with predefined and character entities resolved, trimmed of surrounding
 /// whitespace. Entities declared in a DTD are not expanded (an error), so no entity
 /// expansion attack applies.
@@ -157,60 +242,195 @@ impl XmlPath {
     }
 
     /// The text (or attribute) at this path in `xml`, `None` if the path is not there.
-    pub fn lookup<'a>(&self, xml: &'a [u8]) -> Result<Option<Cow<'a, str>>, EventError> {
+    /// `scope` says how much of the document is read (module doc). Errors: not XML as far as
+    /// read ([`EventError::Xml`]), a repeated element or attribute on the path.
+    pub fn lookup<'a>(
+        &self,
+        xml: &'a [u8],
+        scope: Scope,
+    ) -> Result<Option<Cow<'a, str>>, EventError> {
+        if scope == Scope::Document {
+            if let Err(e) = std::str::from_utf8(xml) {
+                return Err(EventError::Xml(format!(
+                    "invalid UTF-8 at byte {}",
+                    e.valid_up_to()
+                )));
+            }
+        }
         let mut reader = quick_xml::Reader::from_reader(xml);
         // Defaults of note: end names are checked, text is not trimmed, empty elements stay
         // `Event::Empty`.
         let last = self.elements.len() - 1;
-        // How many path elements the chain of open elements matches. Elements off the path
-        // are skipped whole, so every open element is on the path.
-        let mut matched = 0usize;
+        // Path elements open now: `elements[..open]`. Elements off the path are skipped
+        // whole, so every open element is on the path.
+        let mut open = 0usize;
+        // `seen[k]`: `elements[k]` already occurred in the open `elements[k - 1]`; `seen[0]`:
+        // the root element (on the path or not) was read.
+        let mut seen = vec![false; self.elements.len()];
+        let mut found = None;
         loop {
             let event = reader.read_event().map_err(|e| xml_error(&reader, &e))?;
             match event {
-                Event::Start(start) => {
-                    let on_path = local_name_is(&start, &self.elements[matched]);
-                    if !on_path {
-                        reader
-                            .read_to_end(start.name())
-                            .map_err(|e| xml_error(&reader, &e))?;
-                        continue;
+                Event::Start(ref start) | Event::Empty(ref start) => {
+                    let empty = matches!(event, Event::Empty(_));
+                    if scope == Scope::Document {
+                        check_attributes(start)?;
                     }
-                    if matched < last {
-                        matched += 1;
-                        continue;
+                    if open == 0 && seen[0] {
+                        return Err(EventError::Xml("more than one root element".to_string()));
                     }
-                    return match &self.attribute {
-                        Some(name) => attribute(&start, name),
-                        None => element_text(&mut reader).map(Some),
-                    };
-                }
-                Event::Empty(start)
-                    if matched == last && local_name_is(&start, &self.elements[matched]) =>
-                {
-                    return match &self.attribute {
-                        Some(name) => attribute(&start, name),
-                        None => Ok(Some(Cow::Borrowed(""))),
-                    };
-                }
-                Event::End(_) => {
-                    // Only elements on the path are open here (others were skipped whole).
-                    matched = matched.saturating_sub(1);
-                    if matched == 0 {
-                        // The root closed without the path: nothing after it counts.
-                        return Ok(None);
+                    let on_path = local_name_is(start, &self.elements[open]);
+                    if open > 0 && on_path && seen[open] {
+                        return Err(EventError::RepeatedElement {
+                            path: self.text.clone(),
+                            parent: self.elements[open - 1].to_string(),
+                            element: self.elements[open].to_string(),
+                        });
+                    }
+                    seen[open] |= on_path || open == 0;
+                    if on_path && open == last {
+                        found = match &self.attribute {
+                            Some(name) => self.attribute(start, name)?,
+                            None if empty => Some(Cow::Borrowed("")),
+                            None => Some(element_text(&mut reader, scope)?),
+                        };
+                        if self.attribute.is_some() && !empty {
+                            skip(&mut reader, start, scope)?;
+                        }
+                    } else if on_path && !empty {
+                        open += 1;
+                        seen[open] = false;
+                    } else if !empty {
+                        skip(&mut reader, start, scope)?;
                     }
                 }
+                Event::End(_) => open = open.saturating_sub(1),
                 Event::Eof => {
-                    return if matched == 0 {
-                        Ok(None)
-                    } else {
-                        Err(EventError::Xml("unexpected end of document".into()))
-                    };
+                    if open > 0 {
+                        return Err(EventError::Xml("unexpected end of document".into()));
+                    }
+                    if scope == Scope::Document && !seen[0] {
+                        return Err(EventError::Xml("no root element".into()));
+                    }
+                    return Ok(found);
+                }
+                Event::DocType(_) => {
+                    return Err(EventError::Xml(
+                        "a <!DOCTYPE> is not accepted (its entities could change what other \
+                         readers see on the path)"
+                            .into(),
+                    ))
+                }
+                Event::Text(ref t)
+                    if open == 0
+                        && scope == Scope::Document
+                        && !t.iter().all(u8::is_ascii_whitespace) =>
+                {
+                    return Err(EventError::Xml("text outside the root element".into()));
+                }
+                Event::CData(_) | Event::GeneralRef(_) if open == 0 && scope == Scope::Document => {
+                    return Err(EventError::Xml("text outside the root element".into()));
+                }
+                Event::GeneralRef(ref r) if scope == Scope::Document => {
+                    reference_text(r)?;
                 }
                 _ => {}
             }
+            // The root element is complete: with `Scope::Path`, nothing after it counts.
+            if open == 0 && seen[0] && scope == Scope::Path {
+                return Ok(found);
+            }
         }
+    }
+
+    /// The value of the attribute `name` (by local name) of `start`, which must occur once.
+    fn attribute<'a>(
+        &self,
+        start: &quick_xml::events::BytesStart<'_>,
+        name: &str,
+    ) -> Result<Option<Cow<'a, str>>, EventError> {
+        let mut found = None;
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| EventError::Xml(format!("bad attribute: {e}")))?;
+            if attr.key.local_name().as_ref() != name.as_bytes() {
+                continue;
+            }
+            if found.is_some() {
+                return Err(EventError::RepeatedAttribute {
+                    path: self.text.clone(),
+                    attribute: name.to_string(),
+                });
+            }
+            let value = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| EventError::Xml(format!("bad attribute value: {e}")))?;
+            found = Some(Cow::Owned(value.into_owned()));
+        }
+        Ok(found)
+    }
+}
+
+/// Reads past the end of the element `start` opened. With [`Scope::Document`], checks on the
+/// way what quick-xml leaves to its caller: attribute syntax, unique attribute names, and
+/// that every entity reference is predefined or a character reference (quick-xml itself
+/// checks that end tags match).
+fn skip(
+    reader: &mut quick_xml::Reader<&[u8]>,
+    start: &quick_xml::events::BytesStart<'_>,
+    scope: Scope,
+) -> Result<(), EventError> {
+    if scope == Scope::Path {
+        return reader
+            .read_to_end(start.name())
+            .map(|_| ())
+            .map_err(|e| xml_error(reader, &e));
+    }
+    let mut depth = 1usize;
+    while depth > 0 {
+        match reader.read_event().map_err(|e| xml_error(reader, &e))? {
+            Event::Start(child) => {
+                check_attributes(&child)?;
+                depth += 1;
+            }
+            Event::Empty(child) => check_attributes(&child)?,
+            Event::End(_) => depth -= 1,
+            Event::GeneralRef(r) => {
+                reference_text(&r)?;
+            }
+            Event::Eof => return Err(EventError::Xml("unexpected end of document".into())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every attribute of `start` is well-formed, named once, with only predefined or character
+/// references in its value.
+fn check_attributes(start: &quick_xml::events::BytesStart<'_>) -> Result<(), EventError> {
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| EventError::Xml(format!("bad attribute: {e}")))?;
+        attr.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|e| EventError::Xml(format!("bad attribute value: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The text of a character reference or predefined entity; any other entity is an error
+/// (entities declared in a DTD are never expanded).
+fn reference_text(r: &quick_xml::events::BytesRef<'_>) -> Result<Cow<'static, str>, EventError> {
+    if let Some(c) = r
+        .resolve_char_ref()
+        .map_err(|e| EventError::Xml(e.to_string()))?
+    {
+        return Ok(Cow::Owned(c.to_string()));
+    }
+    let name = r.decode().map_err(|e| EventError::Xml(e.to_string()))?;
+    match quick_xml::escape::resolve_predefined_entity(&name) {
+        Some(s) => Ok(Cow::Borrowed(s)),
+        None => Err(EventError::Xml(format!(
+            "entity &{}; is not predefined (DTD entities are not expanded)",
+            truncate(&name, 32)
+        ))),
     }
 }
 
@@ -226,24 +446,12 @@ fn local_name_is(start: &quick_xml::events::BytesStart<'_>, name: &str) -> bool 
     start.local_name().as_ref() == name.as_bytes()
 }
 
-fn attribute<'a>(
-    start: &quick_xml::events::BytesStart<'_>,
-    name: &str,
-) -> Result<Option<Cow<'a, str>>, EventError> {
-    for attr in start.attributes() {
-        let attr = attr.map_err(|e| EventError::Xml(format!("bad attribute: {e}")))?;
-        if attr.key.local_name().as_ref() == name.as_bytes() {
-            let value = attr
-                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|e| EventError::Xml(format!("bad attribute value: {e}")))?;
-            return Ok(Some(Cow::Owned(value.into_owned())));
-        }
-    }
-    Ok(None)
-}
-
-/// The text of the element just opened, up to its end tag, trimmed.
-fn element_text<'a>(reader: &mut quick_xml::Reader<&'a [u8]>) -> Result<Cow<'a, str>, EventError> {
+/// The text of the element just opened, up to its end tag, trimmed. Child elements are
+/// skipped (and checked with [`Scope::Document`]).
+fn element_text<'a>(
+    reader: &mut quick_xml::Reader<&'a [u8]>,
+    scope: Scope,
+) -> Result<Cow<'a, str>, EventError> {
     let mut text: Option<Cow<'a, str>> = None;
     let mut push = |piece: Cow<'a, str>| match &mut text {
         None => text = Some(piece),
@@ -257,30 +465,14 @@ fn element_text<'a>(reader: &mut quick_xml::Reader<&'a [u8]>) -> Result<Cow<'a, 
                     .map_err(|e| EventError::Xml(e.to_string()))?,
             ),
             Event::CData(c) => push(c.decode().map_err(|e| EventError::Xml(e.to_string()))?),
-            Event::GeneralRef(r) => {
-                if let Some(c) = r
-                    .resolve_char_ref()
-                    .map_err(|e| EventError::Xml(e.to_string()))?
-                {
-                    push(Cow::Owned(c.to_string()));
-                } else {
-                    let name = r.decode().map_err(|e| EventError::Xml(e.to_string()))?;
-                    match quick_xml::escape::resolve_predefined_entity(&name) {
-                        Some(s) => push(Cow::Borrowed(s)),
-                        None => {
-                            return Err(EventError::Xml(format!(
-                                "entity &{};  is not predefined (DTD entities are not expanded)",
-                                truncate(&name, 32)
-                            )))
-                        }
-                    }
-                }
-            }
+            Event::GeneralRef(r) => push(reference_text(&r)?),
             Event::Start(child) => {
-                reader
-                    .read_to_end(child.name())
-                    .map_err(|e| xml_error(reader, &e))?;
+                if scope == Scope::Document {
+                    check_attributes(&child)?;
+                }
+                skip(reader, &child, scope)?;
             }
+            Event::Empty(child) if scope == Scope::Document => check_attributes(&child)?,
             Event::End(_) => break,
             Event::Eof => return Err(EventError::Xml("unexpected end of document".into())),
             _ => {}
@@ -315,7 +507,25 @@ mod tests {
     use crate::verify::{Request, Verifier};
     use std::time::SystemTime;
 
+    /// Extracts with both scopes; on a well-formed body they must agree.
     fn run(
+        extractor: &Extractor,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<String>, EventError> {
+        let path = run_in(Scope::Path, extractor, headers, body);
+        let document = run_in(Scope::Document, extractor, headers, body);
+        assert_eq!(
+            path,
+            document,
+            "scopes disagree on {}",
+            String::from_utf8_lossy(body)
+        );
+        path
+    }
+
+    fn run_in(
+        scope: Scope,
         extractor: &Extractor,
         headers: &HeaderMap,
         body: &[u8],
@@ -330,7 +540,7 @@ mod tests {
             .verify(&request, SystemTime::now())
             .unwrap();
         extractor
-            .extract(&verified, headers)
+            .extract(&verified, headers, scope)
             .map(|v| v.map(Cow::into_owned))
     }
 
@@ -434,11 +644,12 @@ mod tests {
             Some("shortcut")
         );
 
-        let table: [(&[u8], Option<&str>); 7] = [
+        let table: [(&[u8], Option<&str>); 8] = [
             (b"event=order.created&id=7", Some("order.created")),
+            (b"&&event=x&&", Some("x")),
+            (b"event=caf%C3%A9", Some("caf\u{e9}")),
             (b"id=7&event=order%2Ecreated", Some("order.created")),
             (b"event=a+b", Some("a b")),
-            (b"event=first&event=second", Some("first")),
             (b"event=", Some("")),
             (b"events=x&xevent=y", None),
             (b"", None),
@@ -457,11 +668,11 @@ mod tests {
     #[test]
     fn form_field_is_borrowed_without_escapes() {
         assert!(matches!(
-            form_field(b"a=1&event=push", "event"),
+            form_field(b"a=1&event=push", "event").unwrap(),
             Some(Cow::Borrowed("push"))
         ));
         assert!(matches!(
-            form_field(b"event=pu%73h", "event"),
+            form_field(b"event=pu%73h", "event").unwrap(),
             Some(Cow::Owned(_))
         ));
     }
@@ -498,9 +709,9 @@ mod tests {
   <type>
     subscription.renewed
   </type>
-  <type>second</type>
+  <other><type>nested off the path</type></other>
 </event>"#;
-        let table: [(&str, &[u8], Option<&str>); 17] = [
+        let table: [(&str, &[u8], Option<&str>); 16] = [
             ("/event/type", notification, Some("subscription.renewed")),
             ("/event/id", notification, Some("9c2f")),
             ("/event/meta/type", notification, Some("decoy")),
@@ -540,11 +751,10 @@ mod tests {
             ("/event/@type", b"<event kind='x'/>", None),
             (
                 "/a/b/c",
-                b"<a><b><x/></b><b><c>2nd b</c></b></a>",
-                Some("2nd b"),
+                b"<a><x><c>off</c></x><b><y/><c>in b</c></b></a>",
+                Some("in b"),
             ),
             ("/a/b", b"<a/>", None),
-            ("/a/b", b"<a></a><a><b>after root</b></a>", None),
             ("/Event/Type", b"<event><type>case</type></event>", None),
         ];
         for (path, body, expected) in table {
@@ -579,10 +789,234 @@ mod tests {
     }
 
     #[test]
+    fn repeated_form_fields_are_refused() {
+        let h = HeaderMap::new();
+        let form = Extractor::Form("event".into());
+        let slack = Extractor::FormJson("payload".into(), JsonPointer::parse("/type").unwrap());
+        let table: [(&Extractor, &[u8], EventError); 6] = [
+            (
+                &form,
+                b"event=first&event=second",
+                EventError::RepeatedField("event".into()),
+            ),
+            // The second occurrence at the very end, after other fields.
+            (
+                &form,
+                b"event=a&x=1&y=2&event=a",
+                EventError::RepeatedField("event".into()),
+            ),
+            // Spelled differently, decoded the same.
+            (
+                &form,
+                b"event=a&%65vent=b",
+                EventError::RepeatedField("event".into()),
+            ),
+            (
+                &form,
+                b"event=a&event",
+                EventError::RepeatedField("event".into()),
+            ),
+            (
+                &slack,
+                b"payload=%7B%22type%22%3A%22a%22%7D&payload=%7B%7D",
+                EventError::RepeatedField("payload".into()),
+            ),
+            // Percent-decoded bytes that are not UTF-8 (readers replace or keep them).
+            (
+                &form,
+                b"event=caf%E9",
+                EventError::FieldNotUtf8("event".into()),
+            ),
+        ];
+        for (extractor, body, expected) in table {
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(run(extractor, &h, body), Err(expected), "{shown}");
+        }
+        let err = run(&form, &h, b"event=user_signup&event=payment_processed").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "form field \"event\" appears more than once; form readers disagree on which one \
+             counts"
+        );
+        // Other fields may repeat; a literal U+FFFD is valid UTF-8.
+        assert_eq!(
+            run(&form, &h, b"x=1&x=2&event=a&events=b&events=c")
+                .unwrap()
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            run(&form, &h, b"event=%EF%BF%BD").unwrap().as_deref(),
+            Some("\u{fffd}")
+        );
+        // The JSON inside the field follows the JSON rules.
+        let dup = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", r#"{"type":"a","type":"b"}"#)
+            .finish();
+        assert!(matches!(
+            run(&slack, &h, dup.as_bytes()),
+            Err(EventError::AmbiguousJson(PointerError::DuplicateKey { .. }))
+        ));
+        let trailing = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", r#"{"type":"a"} x"#)
+            .finish();
+        assert_eq!(
+            run_in(Scope::Path, &slack, &h, trailing.as_bytes())
+                .unwrap()
+                .as_deref(),
+            Some("a")
+        );
+        assert!(matches!(
+            run_in(Scope::Document, &slack, &h, trailing.as_bytes()),
+            Err(EventError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn repeated_xml_elements_on_the_path_are_refused() {
+        let h = HeaderMap::new();
+        // (path, body, parent, element)
+        let table: [(&str, &[u8], &str, &str); 6] = [
+            (
+                "/event/type",
+                b"<event><type>a</type><type>b</type></event>",
+                "event",
+                "type",
+            ),
+            (
+                "/event/type",
+                b"<event><type>a</type><x>big</x><type/></event>",
+                "event",
+                "type",
+            ),
+            // By local name, as the path compares.
+            (
+                "/event/type",
+                b"<event xmlns:a='u' xmlns:b='v'><a:type>a</a:type><b:type>b</b:type></event>",
+                "event",
+                "type",
+            ),
+            // A parent on the path repeated: the second could hold another value.
+            ("/a/b/c", b"<a><b><c>1</c></b><b><c>2</c></b></a>", "a", "b"),
+            ("/a/b/c", b"<a><b><x/></b><b><c>2</c></b></a>", "a", "b"),
+            ("/a/b/@t", b"<a><b t='1'/><b t='2'/></a>", "a", "b"),
+        ];
+        for (path, body, parent, element) in table {
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(
+                run(&xml(path), &h, body),
+                Err(EventError::RepeatedElement {
+                    path: path.into(),
+                    parent: parent.into(),
+                    element: element.into(),
+                }),
+                "{path} in {shown}"
+            );
+        }
+        let err = run(
+            &xml("/event/type"),
+            &h,
+            b"<event><type>a</type><type>b</type></event>",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "element <type> appears more than once in <event> on the path /event/type; XML \
+             readers disagree on which one counts"
+        );
+        // An attribute repeated by local name (a repeat by full name is not XML at all).
+        let err = run(
+            &xml("/event/@type"),
+            &h,
+            b"<event xmlns:a='u' a:type='x' type='y'/>",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            EventError::RepeatedAttribute {
+                path: "/event/@type".into(),
+                attribute: "type".into()
+            }
+        );
+        assert!(matches!(
+            run(&xml("/event/@type"), &h, b"<event type='x' type='y'/>"),
+            Err(EventError::Xml(_))
+        ));
+        // Repeats off the path are fine.
+        let table: [(&str, &[u8], Option<&str>); 3] = [
+            (
+                "/event/type",
+                b"<event><id>1</id><id>2</id><type>t</type><m><type>x</type><type>y</type></m></event>",
+                Some("t"),
+            ),
+            ("/a/b/c", b"<a><b><c>1</c><d/><d/></b></a>", Some("1")),
+            ("/event/@type", b"<event type='t'><type>1</type><type>2</type></event>", Some("t")),
+        ];
+        for (path, body, expected) in table {
+            assert_eq!(
+                run(&xml(path), &h, body).unwrap().as_deref(),
+                expected,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn xml_scopes_differ_only_after_the_root() {
+        let h = HeaderMap::new();
+        let table: [&[u8]; 12] = [
+            b"<event><type>a</type><x a=1></x></event>",
+            b"<event><type>a</type><x a='1' a='2'/></event>",
+            b"<event><type>a</type><x>&bogus;</x></event>",
+            b"<event><type>a<y b='&bogus;'/></type></event>",
+            b"<event x='1' x='2'><type>a</type></event>",
+            b"<event><type>a</type></event><event><type>b</type></event>",
+            b"<event><type>a</type></event><other/>",
+            b"<event><type>a</type></event> trailing text",
+            b"<event><type>a</type></event><![CDATA[x]]>",
+            b"<event><type>a</type></event>&amp;",
+            b"<event><type>a</type><x>\xff</x></event>",
+            b"<event><type>a</type></event><",
+        ];
+        for body in table {
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(
+                run_in(Scope::Path, &xml("/event/type"), &h, body)
+                    .unwrap()
+                    .as_deref(),
+                Some("a"),
+                "{shown}"
+            );
+            let err = run_in(Scope::Document, &xml("/event/type"), &h, body).unwrap_err();
+            assert!(matches!(err, EventError::Xml(_)), "{shown}: {err:?}");
+        }
+        // A root off the path: nothing after it counts (Path), or it must be alone (Document).
+        let body = b"<other/><event><type>a</type></event>";
+        assert_eq!(run_in(Scope::Path, &xml("/event/type"), &h, body), Ok(None));
+        assert!(run_in(Scope::Document, &xml("/event/type"), &h, body).is_err());
+        // Comments, processing instructions and whitespace around the root are fine.
+        let body =
+            b"<?xml version='1.0'?>\n<!-- c --><event><type>a</type></event>\n<!-- end -->\n";
+        assert_eq!(
+            run(&xml("/event/type"), &h, body).unwrap().as_deref(),
+            Some("a")
+        );
+        // Empty or no root.
+        assert_eq!(run_in(Scope::Path, &xml("/event/type"), &h, b""), Ok(None));
+        assert!(run_in(Scope::Document, &xml("/event/type"), &h, b" <!-- -->").is_err());
+        // A DOCTYPE is refused in both scopes, with or without entities.
+        let body = b"<!DOCTYPE event><event><type>a</type></event>";
+        assert!(matches!(
+            run(&xml("/event/type"), &h, body),
+            Err(EventError::Xml(_))
+        ));
+    }
+
+    #[test]
     fn xml_text_is_borrowed_when_plain() {
         let p = XmlPath::parse("/e/t").unwrap();
         assert!(matches!(
-            p.lookup(b"<e><t> plain </t></e>").unwrap(),
+            p.lookup(b"<e><t> plain </t></e>", Scope::Document).unwrap(),
             Some(Cow::Borrowed("plain"))
         ));
     }

@@ -41,6 +41,15 @@
 //! - A body that cannot be parsed far enough to answer, a value that is an object or array,
 //!   a repeated event header, an event over [`MAX_EVENT_LEN`] bytes or with control
 //!   characters is an [`EventError`]: the proxy answers 400 `bad_request` with its text.
+//! - **One reading**: the upstream parses the same bytes again, so a body it could read
+//!   differently is an [`EventError`] too, its text naming the key (never a body value): a
+//!   duplicate JSON key in any object on the pointer's path (RFC 8259 §4), a JSON number
+//!   that is not an integer within 64 bits, a repeated XML element on the path or attribute
+//!   at its end, a repeated form field, a `<!DOCTYPE>`. Routes **without `verify`** validate
+//!   the whole body ([`Scope::Document`]: UTF-8, syntax, nothing after the document); routes
+//!   with `verify` read the objects on the path to their end and nothing after
+//!   ([`Scope::Path`], set by [`EventRouter::verified_body`]). Details in [`mod@pointer`]
+//!   and [`extract`].
 //! - The metric label ([`Decision::label`]) is the text of the pattern that matched, or
 //!   [`OTHER_LABEL`]: a bounded set known at load time ([`EventRouter::labels`]). The event
 //!   itself ([`Decision::event`]) is for the `X-Hookgate-Event` header and the log only; it
@@ -67,7 +76,7 @@ use crate::config::Problem;
 use crate::verify::Verified;
 
 pub use extract::{Extractor, XmlPath};
-pub use pointer::{JsonPointer, PointerError};
+pub use pointer::{JsonPointer, PointerError, Scope};
 pub use rules::Pattern;
 
 /// The metric label of an event no pattern matched (or of a request without an event).
@@ -218,6 +227,8 @@ impl EventSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRouter {
     extractor: Option<Extractor>,
+    /// How much of the body extraction reads: [`Scope::Path`] when the route verifies it.
+    scope: Scope,
     rules: Vec<Rule>,
     default: Vec<String>,
     reject_unmatched: bool,
@@ -285,6 +296,32 @@ pub enum EventError {
     Xml(String),
     #[error("the event at {pointer} is {kind}, not a string")]
     NotScalar { pointer: String, kind: &'static str },
+    /// A JSON value readers could read differently: a duplicate key on the pointer's path or
+    /// a number that is not an integer within 64 bits (see [`mod@pointer`]).
+    #[error("{0}")]
+    AmbiguousJson(PointerError),
+    /// `element` occurs more than once in `parent` on the XML `path`.
+    #[error(
+        "element <{element}> appears more than once in <{parent}> on the path {path}; XML \
+         readers disagree on which one counts"
+    )]
+    RepeatedElement {
+        path: String,
+        parent: String,
+        element: String,
+    },
+    /// The attribute the XML `path` ends in occurs more than once on its element.
+    #[error(
+        "attribute {attribute} appears more than once on the element of the path {path}; XML \
+         readers disagree on which one counts"
+    )]
+    RepeatedAttribute { path: String, attribute: String },
+    /// The form field holding the event occurs more than once in the body.
+    #[error("form field {0:?} appears more than once; form readers disagree on which one counts")]
+    RepeatedField(String),
+    /// The form field holding the event is not UTF-8 once percent-decoded.
+    #[error("form field {0:?} is not valid UTF-8 once percent-decoded")]
+    FieldNotUtf8(String),
     #[error("header {0} appears more than once")]
     RepeatedHeader(HeaderName),
     #[error("header {0} is not visible ASCII text")]
@@ -307,6 +344,7 @@ impl EventRouter {
     pub fn passthrough(default: Vec<String>) -> Self {
         EventRouter {
             extractor: None,
+            scope: Scope::Document,
             rules: Vec::new(),
             default,
             reject_unmatched: false,
@@ -316,7 +354,8 @@ impl EventRouter {
     /// Validates a route's `event`, `[[routes.events]]` and `unmatched`.
     ///
     /// `default` is the route's own (already checked) upstream list; `is_upstream` says
-    /// whether a name is a configured upstream. On failure returns every problem, keyed
+    /// whether a name is a configured upstream. The router validates the whole body
+    /// ([`Scope::Document`]) until told the route verifies it ([`EventRouter::verified_body`]). On failure returns every problem, keyed
     /// relative to the route (`"event.json"`, `"events[1].match"`, `"events[1].match[0]"`,
     /// `"events[0].upstream"`, `"unmatched"`); the loader prefixes `"routes[N]"`.
     pub fn compile(
@@ -427,10 +466,28 @@ impl EventRouter {
         }
         Ok(EventRouter {
             extractor,
+            scope: Scope::Document,
             rules: compiled,
             default: default.to_vec(),
             reject_unmatched,
         })
+    }
+
+    /// The router of a route that verifies its body (`verifies`): only the provider can shape
+    /// it, so the event is read with [`Scope::Path`] (the objects on the pointer's path, to
+    /// their end) instead of validating the whole body ([`Scope::Document`], the default).
+    pub fn verified_body(mut self, verifies: bool) -> Self {
+        self.scope = if verifies {
+            Scope::Path
+        } else {
+            Scope::Document
+        };
+        self
+    }
+
+    /// How much of the body [`EventRouter::route`] reads.
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     /// Whether the route reads an event at all (if not, [`EventRouter::route`] never
@@ -447,7 +504,7 @@ impl EventRouter {
     ) -> Result<Decision<'r, 'a>, EventError> {
         let event = match &self.extractor {
             None => None,
-            Some(extractor) => extractor.extract(verified, headers)?,
+            Some(extractor) => extractor.extract(verified, headers, self.scope)?,
         };
         let event = match event {
             Some(e) if e.is_empty() => None,
@@ -721,6 +778,51 @@ mod tests {
         assert_eq!(target.primary(), Some("ci"));
         let implicit = shop.replace("unmatched = \"reject\"", "");
         assert_eq!(compile(&implicit).unwrap(), router);
+    }
+
+    #[test]
+    fn the_issue_example_is_refused_and_names_the_key() {
+        let shop = r#"
+            name = "shop"
+            upstream = "ci"
+            event = { json = "/event_type" }
+            unmatched = "reject"
+            [[events]]
+            match = "user_signup"
+            upstream = "users"
+            [[events]]
+            match = "payment_processed"
+            upstream = "billing"
+        "#;
+        let unverified = compile(shop).unwrap();
+        assert_eq!(unverified.scope(), Scope::Document);
+        let verified = unverified.clone().verified_body(true);
+        assert_eq!(verified.scope(), Scope::Path);
+        assert_eq!(verified.clone().verified_body(false), unverified);
+        let h = HeaderMap::new();
+        let body = br#"{"event_type":"user_signup","n":1,"event_type":"payment_processed"}"#;
+        for router in [&unverified, &verified] {
+            let err = route(router, &h, body).unwrap_err();
+            assert_eq!(err.error_code(), "bad_request");
+            let reason = err.to_string();
+            assert!(reason.contains("duplicate key \"event_type\""), "{reason}");
+            assert!(!reason.contains("user_signup") && !reason.contains("payment"));
+        }
+        // Trailing bytes after the object: validated only where the body is not verified.
+        let trailing = br#"{"event_type":"user_signup"} {"event_type":"payment_processed"}"#;
+        assert!(matches!(
+            route(&unverified, &h, trailing),
+            Err(EventError::Json(_))
+        ));
+        let (event, _, target) = route(&verified, &h, trailing).unwrap();
+        assert_eq!(event.as_deref(), Some("user_signup"));
+        assert_eq!(target.primary(), Some("users"));
+        // A float event type has no single text.
+        let err = route(&unverified, &h, br#"{"event_type":1.0}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("not an integer within 64 bits"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,23 +1,43 @@
 //! JSON pointers (RFC 6901) looked up by walking only the pointer's path through the body.
 //!
-//! Owns: parsing a pointer (`"/data/object/object"`, `~0`/`~1` escapes, array indexes) and
-//! finding its scalar value in a JSON document. Does not own: what the value means (event
-//! type, delivery id), or any answer to the sender.
+//! Owns: parsing a pointer (`"/data/object/object"`, `~0`/`~1` escapes, array indexes),
+//! finding its scalar value in a JSON document, and the rules that make that value the one
+//! every JSON reader would find. Does not own: what the value means (event type, delivery
+//! id), which [`Scope`] a route needs, or any answer to the sender.
 //!
-//! # How the lookup stays cheap
-//! The body is read by a [`serde::de::DeserializeSeed`] that follows the pointer: at each
-//! level it compares object keys to the next token (without allocating, escaped keys
-//! included) and skips every other value with [`serde::de::IgnoredAny`], which serde_json
-//! scans without building anything. As soon as the answer is known — found, absent, or not a
-//! scalar — the walk aborts the parse, so a key near the start of a 50 KiB body costs a few
-//! hundred bytes of scanning. Strings without escapes are returned borrowed from the body.
+//! # One reading
+//! hookgate decides on the value it finds; the upstream parses the same bytes again. Where
+//! JSON readers disagree, the lookup refuses instead of picking one reading:
+//! - **Duplicate keys on the path.** In every object the pointer walks through, the key it
+//!   follows must occur once ([`PointerError::DuplicateKey`]). RFC 8259 §4 says names
+//!   "SHOULD be unique" and that readers differ otherwise: Python, JavaScript, Go and
+//!   `serde_json::Value` keep the last, a streaming reader keeps the first. Keys compare by
+//!   their unescaped text, so `"event\u005ftype"` repeats `"event_type"`. Duplicates off the
+//!   path (another key repeated, or the same key in an object the pointer does not enter)
+//!   change nothing we read and are left alone.
+//! - **Numbers.** An integer that fits `i64` or `u64` is read in its canonical decimal form
+//!   (`12345`). Any other number is refused ([`PointerError::InexactNumber`]): a fraction or
+//!   exponent (`1.5`, `1e3`, `1500.0` — rendered `1500`, `1500.0` or `1.5e3` depending on the
+//!   language), `-0`, or an integer beyond 64 bits (`12345678901234567890123`, which serde_json
+//!   without its `arbitrary_precision` feature, like JavaScript, rounds to an `f64`). Numbers
+//!   beyond the `f64` range (`1e400`) are a syntax error in serde_json. Nothing is rounded.
 //!
-//! Consequences of stopping early, all deliberate:
-//! - The rest of the document is not validated: a body that is broken *after* the value is
-//!   accepted (the upstream still gets the exact bytes and is the one that parses them).
-//! - With duplicate keys, the **first** occurrence counts (`serde_json::Value` keeps the last).
-//!   Providers do not send duplicate keys, and on verified routes only the provider can shape
-//!   the body.
+//! # How much is read ([`Scope`])
+//! - [`Scope::Path`] (routes whose body is verified: only the provider can shape it): the
+//!   walk reads every object on the path **to its end**, since a second occurrence of the
+//!   key may come after the value, and stops as soon as the outermost object on the path is
+//!   closed (for an array on the path, after the element it names). Everything else is
+//!   skipped with [`IgnoredAny`], which serde_json scans without building anything or
+//!   checking the UTF-8 of skipped strings. Bytes after that object are not read: a body that
+//!   is broken after its top-level object (or after the array element the pointer names) is
+//!   accepted, and the upstream, which gets the exact bytes, is the one to refuse it.
+//! - [`Scope::Document`] (routes without `verify`, and every `dedupe` `json:` id): the whole
+//!   body must be one JSON text (RFC 8259 §2), valid UTF-8 (§8.1), with nothing but
+//!   whitespace after the value. Costs one full scan of the body.
+//!
+//! In both scopes the lookup stops at once when the answer is a refusal (a duplicate key, an
+//! object or array where a scalar was expected, an inexact number). Strings without escapes
+//! are returned borrowed from the body.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -51,15 +71,51 @@ impl fmt::Display for JsonPointer {
     }
 }
 
-/// Why a pointer lookup failed. Absence of the value is not an error.
+/// How much of a document a lookup reads and validates; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every object on the pointer's path, to its end; nothing after the outermost one.
+    Path,
+    /// The whole body: one JSON text, valid UTF-8, nothing after it but whitespace.
+    Document,
+}
+
+/// Why a pointer lookup failed. Absence of the value is not an error. Messages name
+/// pointers and keys from the configuration, never text from the body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PointerError {
-    /// The document is not JSON up to the point where the answer would have been known.
+    /// The document is not JSON (up to where the scope reads), or not UTF-8.
     #[error("body is not valid JSON ({0})")]
     Syntax(String),
     /// The pointer names an object or an array, which has no text.
     #[error("the value at {pointer} is {kind}, not a string, number or boolean")]
     NotScalar { pointer: String, kind: &'static str },
+    /// `key` occurs more than once in the object at `object` (a pointer, `""` for the
+    /// top-level object), which the pointer walks through.
+    #[error(
+        "duplicate key {key:?} in the {} on the path of {pointer}; JSON readers disagree on \
+         which one counts (RFC 8259 section 4)",
+        object_name(object)
+    )]
+    DuplicateKey {
+        pointer: String,
+        object: String,
+        key: String,
+    },
+    /// The value is a number other than an integer within `i64`/`u64`.
+    #[error(
+        "the value at {pointer} is a number that is not an integer within 64 bits; fractions, \
+         exponents, -0 and larger integers are read differently by different JSON readers"
+    )]
+    InexactNumber { pointer: String },
+}
+
+fn object_name(object: &str) -> String {
+    if object.is_empty() {
+        "top-level object".to_string()
+    } else {
+        format!("object at {object}")
+    }
 }
 
 impl JsonPointer {
@@ -110,30 +166,59 @@ impl JsonPointer {
         &self.text
     }
 
+    /// The pointer to the container of the first `depth` tokens, as written (`""` for the
+    /// document itself).
+    fn prefix(&self, depth: usize) -> String {
+        let end = self
+            .text
+            .match_indices('/')
+            .nth(depth)
+            .map_or(self.text.len(), |(i, _)| i);
+        self.text[..end].to_string()
+    }
+
     /// The text of the scalar at this pointer in `json`: a string as is (borrowed from `json`
-    /// when it has no escapes), a number in serde_json's rendering, `true`/`false`.
-    /// `Ok(None)` when the pointer leads nowhere (a missing key, an index past the end, a step
-    /// into a scalar) or to `null`.
-    pub fn lookup<'de>(&self, json: &'de [u8]) -> Result<Option<Cow<'de, str>>, PointerError> {
-        let mut outcome = None;
-        let mut deserializer = serde_json::Deserializer::from_slice(json);
-        let result = Walk {
-            tokens: &self.tokens,
-            outcome: &mut outcome,
+    /// when it has no escapes), an integer in decimal, `true`/`false`. `Ok(None)` when the
+    /// pointer leads nowhere (a missing key, an index past the end, a step into a scalar) or
+    /// to `null`. `scope` says how much of `json` is read and validated (module doc).
+    ///
+    /// Errors: [`PointerError::Syntax`] (not JSON or not UTF-8 as far as `scope` reads),
+    /// [`PointerError::DuplicateKey`], [`PointerError::NotScalar`],
+    /// [`PointerError::InexactNumber`].
+    pub fn lookup<'de>(
+        &self,
+        json: &'de [u8],
+        scope: Scope,
+    ) -> Result<Option<Cow<'de, str>>, PointerError> {
+        let mut search = Search {
+            pointer: self,
+            stop_early: scope == Scope::Path,
+            found: None,
+            refusal: None,
+            stopped: false,
+        };
+        let result = match scope {
+            Scope::Path => {
+                let mut deserializer = serde_json::Deserializer::from_slice(json);
+                search.walk(0, 0).deserialize(&mut deserializer)
+            }
+            Scope::Document => {
+                let text = std::str::from_utf8(json).map_err(|e| {
+                    PointerError::Syntax(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+                })?;
+                let mut deserializer = serde_json::Deserializer::from_str(text);
+                search
+                    .walk(0, 0)
+                    .deserialize(&mut deserializer)
+                    .and_then(|()| deserializer.end())
+            }
+        };
+        if let Some(refusal) = search.refusal {
+            return Err(refusal);
         }
-        .deserialize(&mut deserializer);
-        match outcome {
-            Some(Outcome::Found(value)) => Ok(Some(value)),
-            Some(Outcome::Absent) => Ok(None),
-            Some(Outcome::NotScalar(kind)) => Err(PointerError::NotScalar {
-                pointer: self.text.clone(),
-                kind,
-            }),
-            None => match result {
-                Err(e) => Err(PointerError::Syntax(e.to_string())),
-                // Every path through the walk records an outcome; be safe anyway.
-                Ok(()) => Ok(None),
-            },
+        match result {
+            Err(e) if !search.stopped => Err(PointerError::Syntax(e.to_string())),
+            _ => Ok(search.found),
         }
     }
 }
@@ -147,113 +232,137 @@ fn array_index(token: &str) -> Option<usize> {
     token.parse().ok()
 }
 
-enum Outcome<'de> {
-    Found(Cow<'de, str>),
-    Absent,
-    NotScalar(&'static str),
-}
-
-/// Message of the error used to abort the parse once the outcome is recorded; never shown.
+/// Message of the error used to abort the parse once the answer is known; never shown
+/// (`Search::stopped` tells it apart from a syntax error).
 const STOP: &str = "hookgate: pointer lookup done";
 
-fn stop<E: de::Error>() -> E {
-    E::custom(STOP)
+/// The state of one lookup, shared by the visitors along the path.
+struct Search<'p, 'de> {
+    pointer: &'p JsonPointer,
+    /// [`Scope::Path`]: abort the parse once the outermost object on the path is closed.
+    stop_early: bool,
+    /// The value, once the walk reached it (`None`: absent or `null`).
+    found: Option<Cow<'de, str>>,
+    /// A refusal; the parse is aborted as soon as one is recorded.
+    refusal: Option<PointerError>,
+    /// The parse was aborted on purpose (answer known), not by a syntax error.
+    stopped: bool,
 }
 
-/// Follows `tokens` from the value about to be deserialized.
-struct Walk<'p, 'o, 'de> {
-    tokens: &'p [Token],
-    outcome: &'o mut Option<Outcome<'de>>,
+impl<'p, 'de> Search<'p, 'de> {
+    fn walk<'s>(&'s mut self, depth: usize, objects: usize) -> Walk<'s, 'p, 'de> {
+        Walk {
+            depth,
+            objects,
+            search: self,
+        }
+    }
+
+    /// Aborts the parse.
+    fn stop<E: de::Error>(&mut self) -> E {
+        self.stopped = true;
+        E::custom(STOP)
+    }
+
+    fn refuse<E: de::Error>(&mut self, refusal: PointerError) -> E {
+        self.refusal = Some(refusal);
+        self.stop()
+    }
+
+    /// A container on the path is complete: with [`Scope::Path`], once no object encloses
+    /// it, nothing else can change the answer.
+    fn closed<E: de::Error>(&mut self, objects: usize) -> Result<(), E> {
+        if self.stop_early && objects == 0 {
+            Err(self.stop())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The value at `depth` tokens into the pointer, inside `objects` objects of the path.
+struct Walk<'s, 'p, 'de> {
+    depth: usize,
+    objects: usize,
+    search: &'s mut Search<'p, 'de>,
 }
 
 impl<'de> DeserializeSeed<'de> for Walk<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        match self.tokens.split_first() {
-            None => deserializer.deserialize_any(Leaf {
-                outcome: self.outcome,
-            }),
-            Some((token, rest)) => deserializer.deserialize_any(Step {
-                token,
-                rest,
-                outcome: self.outcome,
-            }),
+        if self.depth == self.search.pointer.tokens.len() {
+            deserializer.deserialize_any(Leaf(self))
+        } else {
+            deserializer.deserialize_any(Step(self))
         }
     }
 }
 
-/// The value the pointer names: record its text, then stop.
-struct Leaf<'o, 'de> {
-    outcome: &'o mut Option<Outcome<'de>>,
-}
+/// The value the pointer names: record its text, or refuse it.
+struct Leaf<'s, 'p, 'de>(Walk<'s, 'p, 'de>);
 
-impl<'de> Leaf<'_, 'de> {
-    fn done<E: de::Error>(self, outcome: Outcome<'de>) -> Result<(), E> {
-        *self.outcome = Some(outcome);
-        Err(stop())
+impl<'de> Leaf<'_, '_, 'de> {
+    fn found<E>(self, value: Cow<'de, str>) -> Result<(), E> {
+        self.0.search.found = Some(value);
+        Ok(())
+    }
+
+    fn refuse<E: de::Error>(self, refusal: impl FnOnce(String) -> PointerError) -> Result<(), E> {
+        let pointer = self.0.search.pointer.text.clone();
+        Err(self.0.search.refuse(refusal(pointer)))
     }
 }
 
-impl<'de> Visitor<'de> for Leaf<'_, 'de> {
+impl<'de> Visitor<'de> for Leaf<'_, '_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
-        self.done(Outcome::Found(Cow::Borrowed(v)))
+        self.found(Cow::Borrowed(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.done(Outcome::Found(Cow::Owned(v.to_string())))
+        self.found(Cow::Owned(v.to_string()))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        self.done(Outcome::Found(Cow::Owned(v)))
+        self.found(Cow::Owned(v))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.done(Outcome::Found(Cow::Borrowed(if v {
-            "true"
-        } else {
-            "false"
-        })))
+        self.found(Cow::Borrowed(if v { "true" } else { "false" }))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.done(Outcome::Found(Cow::Owned(v.to_string())))
+        self.found(Cow::Owned(v.to_string()))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.done(Outcome::Found(Cow::Owned(v.to_string())))
+        self.found(Cow::Owned(v.to_string()))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        match serde_json::Number::from_f64(v) {
-            Some(n) => self.done(Outcome::Found(Cow::Owned(n.to_string()))),
-            None => self.done(Outcome::Absent),
-        }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        // serde_json hands over an f64 for every number with a fraction or an exponent, for
+        // -0 and for integers beyond 64 bits (already rounded): none has one reading.
+        self.refuse(|pointer| PointerError::InexactNumber { pointer })
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.done(Outcome::Absent)
+        Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
-        self.done(Outcome::NotScalar("an object"))
+        self.refuse(|pointer| PointerError::NotScalar {
+            pointer,
+            kind: "an object",
+        })
     }
     fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<(), A::Error> {
-        self.done(Outcome::NotScalar("an array"))
+        self.refuse(|pointer| PointerError::NotScalar {
+            pointer,
+            kind: "an array",
+        })
     }
 }
 
-/// A container on the way: find `token` in it and continue with `rest`, skipping the rest.
-struct Step<'p, 'o, 'de> {
-    token: &'p Token,
-    rest: &'p [Token],
-    outcome: &'o mut Option<Outcome<'de>>,
-}
-
-impl<'de> Step<'_, '_, 'de> {
-    /// The pointer steps into a scalar or past the end: no value.
-    fn absent<E: de::Error>(self) -> Result<(), E> {
-        *self.outcome = Some(Outcome::Absent);
-        Err(stop())
-    }
-}
+/// A value on the way: follow the next token in it, skip everything else, and check that
+/// an object holds the token's key once.
+struct Step<'s, 'p, 'de>(Walk<'s, 'p, 'de>);
 
 impl<'de> Visitor<'de> for Step<'_, '_, 'de> {
     type Value = ();
@@ -262,57 +371,78 @@ impl<'de> Visitor<'de> for Step<'_, '_, 'de> {
         f.write_str("a JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(hit) = map.next_key_seed(KeyIs(&self.token.key))? {
-            if hit {
-                map.next_value_seed(Walk {
-                    tokens: self.rest,
-                    outcome: &mut *self.outcome,
-                })?;
-                return Err(stop());
+        let Walk {
+            depth,
+            objects,
+            search,
+        } = self.0;
+        let pointer = search.pointer;
+        let key = &pointer.tokens[depth].key;
+        let mut seen = false;
+        while let Some(hit) = map.next_key_seed(KeyIs(key))? {
+            if !hit {
+                map.next_value::<IgnoredAny>()?;
+                continue;
             }
-            map.next_value::<IgnoredAny>()?;
+            if seen {
+                return Err(search.refuse(PointerError::DuplicateKey {
+                    pointer: pointer.text.clone(),
+                    object: pointer.prefix(depth),
+                    key: key.to_string(),
+                }));
+            }
+            seen = true;
+            map.next_value_seed(search.walk(depth + 1, objects + 1))?;
         }
-        self.absent()
+        search.closed(objects)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Some(index) = self.token.index else {
-            return self.absent();
-        };
-        for _ in 0..index {
-            if seq.next_element::<IgnoredAny>()?.is_none() {
-                return self.absent();
+        let Walk {
+            depth,
+            objects,
+            search,
+        } = self.0;
+        if let Some(index) = search.pointer.tokens[depth].index {
+            let mut reached = true;
+            for _ in 0..index {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    reached = false;
+                    break;
+                }
+            }
+            if reached {
+                seq.next_element_seed(search.walk(depth + 1, objects))?;
             }
         }
-        let found = seq.next_element_seed(Walk {
-            tokens: self.rest,
-            outcome: &mut *self.outcome,
-        })?;
-        if found.is_none() {
-            return self.absent();
-        }
-        Err(stop())
+        // Arrays have no keys: once the element is read, only an enclosing object can still
+        // hold a duplicate.
+        search.closed(objects)?;
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
     }
+    // The pointer steps into a scalar: no value.
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.absent()
+        Ok(())
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.absent()
+        Ok(())
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.absent()
+        Ok(())
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.absent()
+        Ok(())
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.absent()
+        Ok(())
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.absent()
+        Ok(())
     }
 }
 
-/// Deserializes an object key into "is it this key?", without allocating.
+/// Deserializes an object key into "is it this key?", without allocating (escaped keys are
+/// compared by their unescaped text).
 struct KeyIs<'k>(&'k str);
 
 impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
@@ -340,11 +470,19 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
-    fn lookup(pointer: &str, json: &str) -> Result<Option<String>, PointerError> {
+    fn lookup_in(scope: Scope, pointer: &str, json: &str) -> Result<Option<String>, PointerError> {
         JsonPointer::parse(pointer)
             .unwrap()
-            .lookup(json.as_bytes())
+            .lookup(json.as_bytes(), scope)
             .map(|v| v.map(Cow::into_owned))
+    }
+
+    /// Both scopes, which must agree on every well-formed document.
+    fn lookup(pointer: &str, json: &str) -> Result<Option<String>, PointerError> {
+        let path = lookup_in(Scope::Path, pointer, json);
+        let document = lookup_in(Scope::Document, pointer, json);
+        assert_eq!(path, document, "scopes disagree on {pointer} in {json}");
+        path
     }
 
     #[test]
@@ -375,6 +513,9 @@ mod tests {
             .unwrap_err()
             .contains("followed by 0"));
         assert!(JsonPointer::parse("type").unwrap_err().contains("'/'"));
+        let p = JsonPointer::parse("/a~1b/c/0").unwrap();
+        let prefixes: Vec<String> = (0..=3).map(|d| p.prefix(d)).collect();
+        assert_eq!(prefixes, ["", "/a~1b", "/a~1b/c", "/a~1b/c/0"]);
     }
 
     #[test]
@@ -400,7 +541,7 @@ mod tests {
         // The RFC 6901 example document, plus a few of our own.
         let rfc = r#"{"foo":["bar","baz"],"":0,"a/b":1,"c%d":2,"e^f":3,"g|h":4,"i\\j":5,
                       "k\"l":6," ":7,"m~n":8}"#;
-        let table: [(&str, &str, Option<&str>); 24] = [
+        let table: [(&str, &str, Option<&str>); 26] = [
             ("/foo/0", rfc, Some("bar")),
             ("/foo/1", rfc, Some("baz")),
             ("/foo/2", rfc, None),
@@ -418,7 +559,16 @@ mod tests {
             ("/type", r#"{"type":null}"#, None),
             ("/type", r#"{"type":true}"#, Some("true")),
             ("/type", r#"{"type":-12}"#, Some("-12")),
-            ("/type", r#"{"type":1.5e3}"#, Some("1500.0")),
+            (
+                "/type",
+                r#"{"type":18446744073709551615}"#,
+                Some("18446744073709551615"),
+            ),
+            (
+                "/type",
+                r#"{"type":-9223372036854775808}"#,
+                Some("-9223372036854775808"),
+            ),
             ("/type", r#"{"other":{"type":"x"}}"#, None),
             ("/type/x", r#"{"type":"push"}"#, None),
             ("/0", r#"["first"]"#, Some("first")),
@@ -426,6 +576,7 @@ mod tests {
             ("/a", r#""just a string""#, None),
             // Escaped keys compare by their unescaped text.
             ("/ty\"pe", r#"{"ty\"pe":"q"}"#, Some("q")),
+            ("/event_type", r#"{"event\u005ftype":"q"}"#, Some("q")),
         ];
         for (pointer, json, expected) in table {
             assert_eq!(
@@ -480,13 +631,173 @@ mod tests {
     #[test]
     fn borrowed_when_unescaped() {
         let body = br#"{"event_type":"user_signup","x":"a\nb"}"#;
-        let p = JsonPointer::parse("/event_type").unwrap();
+        for scope in [Scope::Path, Scope::Document] {
+            let p = JsonPointer::parse("/event_type").unwrap();
+            assert!(matches!(
+                p.lookup(body, scope).unwrap(),
+                Some(Cow::Borrowed("user_signup"))
+            ));
+            let p = JsonPointer::parse("/x").unwrap();
+            assert!(matches!(
+                p.lookup(body, scope).unwrap(),
+                Some(Cow::Owned(_))
+            ));
+        }
+    }
+
+    /// Returns the duplicated key and the object it is in, or panics.
+    fn duplicate(pointer: &str, json: &str) -> (String, String) {
+        match lookup(pointer, json) {
+            Err(PointerError::DuplicateKey { key, object, .. }) => (key, object),
+            other => panic!("{pointer} in {json}: expected a duplicate key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_on_the_path_are_refused() {
+        // The issue's example: a streaming reader keeps the first, every app the last.
+        let issue = r#"{"event_type":"user_signup","n":1,"event_type":"payment_processed"}"#;
+        assert_eq!(
+            duplicate("/event_type", issue),
+            ("event_type".into(), "".into())
+        );
+        let table: [(&str, &str, &str, &str); 10] = [
+            // Adjacent, same value: still two readings of the document's shape.
+            ("/type", r#"{"type":"a","type":"a"}"#, "type", ""),
+            // The second occurrence at the very end, after a large value.
+            (
+                "/type",
+                r#"{"type":"a","big":[1,2,{"type":"x"}],"type":"b"}"#,
+                "type",
+                "",
+            ),
+            // Escaped spelling of the same key.
+            (
+                "/event_type",
+                r#"{"event_type":"a","event\u005ftype":"b"}"#,
+                "event_type",
+                "",
+            ),
+            ("/a/b", r#"{"a":{"b":1,"b":2}}"#, "b", "/a"),
+            // The outer key repeated: the second "a" could carry another "b".
+            ("/a/b", r#"{"a":{"b":1},"a":{"b":2}}"#, "a", ""),
+            ("/a/b", r#"{"a":{"c":1},"a":{"b":2}}"#, "a", ""),
+            // A first occurrence that is a scalar (the pointer steps into it) still counts.
+            ("/a/b", r#"{"a":"s","a":{"b":2}}"#, "a", ""),
+            ("/a/b", r#"{"a":null,"a":{"b":2}}"#, "a", ""),
+            // Through an array.
+            (
+                "/items/0/id",
+                r#"{"items":[{"id":1,"id":2}]}"#,
+                "id",
+                "/items/0",
+            ),
+            ("/a~1b/c", r#"{"a/b":{"c":1,"c":1}}"#, "c", "/a~1b"),
+        ];
+        for (pointer, json, key, object) in table {
+            assert_eq!(
+                duplicate(pointer, json),
+                (key.to_string(), object.to_string()),
+                "{pointer} in {json}"
+            );
+        }
+        let err = lookup("/event_type", issue).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "duplicate key \"event_type\" in the top-level object on the path of /event_type; \
+             JSON readers disagree on which one counts (RFC 8259 section 4)"
+        );
+        assert!(
+            !err.contains("user_signup") && !err.contains("payment"),
+            "{err}"
+        );
+        let err = lookup("/a/b", r#"{"a":{"b":1,"b":2}}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("in the object at /a on the path of /a/b"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicates_off_the_path_are_fine() {
+        let table: [(&str, &str, Option<&str>); 6] = [
+            ("/type", r#"{"type":"a","x":1,"x":2}"#, Some("a")),
+            (
+                "/type",
+                r#"{"meta":{"type":1,"type":2},"type":"a"}"#,
+                Some("a"),
+            ),
+            (
+                "/a/b",
+                r#"{"a":{"b":"v","c":1,"c":2},"c":3,"c":4}"#,
+                Some("v"),
+            ),
+            // Another element of an array on the path.
+            (
+                "/items/0/id",
+                r#"{"items":[{"id":1},{"id":2,"id":3}]}"#,
+                Some("1"),
+            ),
+            // Keys that only look alike.
+            ("/type", r#"{"type":"a","Type":"b","type ":"c"}"#, Some("a")),
+            ("/type", r#"{"x":{"type":1},"y":[{"type":2}]}"#, None),
+        ];
+        for (pointer, json, expected) in table {
+            assert_eq!(
+                lookup(pointer, json).unwrap().as_deref(),
+                expected,
+                "{pointer} in {json}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_integers_within_64_bits_or_refused() {
+        let exact: [(&str, &str); 5] = [
+            ("0", "0"),
+            ("-1", "-1"),
+            ("12345", "12345"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("-9223372036854775808", "-9223372036854775808"),
+        ];
+        for (text, expected) in exact {
+            let json = format!(r#"{{"id":{text}}}"#);
+            assert_eq!(lookup("/id", &json).unwrap().as_deref(), Some(expected));
+        }
+        let inexact = [
+            "1.5",
+            "1500.0",
+            "1e3",
+            "1.5e3",
+            "-0",
+            "0.0",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "12345678901234567890123",
+        ];
+        for text in inexact {
+            let json = format!(r#"{{"id":{text}}}"#);
+            assert_eq!(
+                lookup("/id", &json),
+                Err(PointerError::InexactNumber {
+                    pointer: "/id".into()
+                }),
+                "{text}"
+            );
+        }
+        // Beyond the f64 range: serde_json calls it a syntax error; refused either way.
         assert!(matches!(
-            p.lookup(body).unwrap(),
-            Some(Cow::Borrowed("user_signup"))
+            lookup("/id", r#"{"id":1e400}"#),
+            Err(PointerError::Syntax(_))
         ));
-        let p = JsonPointer::parse("/x").unwrap();
-        assert!(matches!(p.lookup(body).unwrap(), Some(Cow::Owned(_))));
+        // Off the path, any number is fine.
+        assert_eq!(
+            lookup("/id", r#"{"x":1.5e3,"y":12345678901234567890123,"id":7}"#)
+                .unwrap()
+                .as_deref(),
+            Some("7")
+        );
     }
 
     #[test]
@@ -500,6 +811,10 @@ mod tests {
             "not json",
             "{\"a\":\"\\q\",\"type\":\"x\"}",
             "{\"type\":\"unterminated",
+            // The object on the path must be complete, even after the value.
+            "{\"type\":\"push\", oops",
+            "{\"type\":\"push\",",
+            "{\"type\":\"push\"",
         ];
         for body in table {
             let err = lookup("/type", body).unwrap_err();
@@ -521,23 +836,61 @@ mod tests {
     }
 
     #[test]
-    fn stops_at_the_answer() {
-        // Broken after the value: not read, so not an error (documented).
-        assert_eq!(
-            lookup("/type", r#"{"type":"push", oops"#)
+    fn scopes_differ_only_after_the_outermost_object_on_the_path() {
+        // (pointer, body, Scope::Path, Scope::Document is a syntax error)
+        let table: [(&str, &[u8], Option<&str>); 8] = [
+            ("/type", br#"{"type":"push"} oops"#, Some("push")),
+            ("/type", br#"{"type":"push"}{"type":"other"}"#, Some("push")),
+            ("/type", br#"{"type":"push"},"#, Some("push")),
+            ("/type", b"{\"type\":\"push\"}\x00", Some("push")),
+            // Invalid UTF-8 in a skipped string (Document checks the whole body first).
+            ("/type", b"{\"x\":\"\xff\",\"type\":\"push\"}", Some("push")),
+            ("/type", b"{\"type\":\"push\"}\xc3", Some("push")),
+            // An array on the path: after the element, only enclosing objects matter.
+            ("/0/type", br#"[{"type":"a"}, broken"#, Some("a")),
+            ("/0", br#"["a", broken"#, Some("a")),
+        ];
+        let look = |scope, pointer: &str, body: &[u8]| {
+            JsonPointer::parse(pointer)
                 .unwrap()
-                .as_deref(),
-            Some("push")
-        );
-        // First duplicate wins (serde_json::Value keeps the last; documented).
+                .lookup(body, scope)
+                .map(|v| v.map(Cow::into_owned))
+        };
+        for (pointer, body, expected) in table {
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(
+                look(Scope::Path, pointer, body).unwrap().as_deref(),
+                expected,
+                "{pointer} in {shown}"
+            );
+            let err = look(Scope::Document, pointer, body).unwrap_err();
+            assert!(matches!(err, PointerError::Syntax(_)), "{shown}: {err:?}");
+        }
+        let err = look(Scope::Document, "/type", b"{\"x\":\"\xff\"}").unwrap_err();
         assert_eq!(
-            lookup("/type", r#"{"type":"a","type":"b"}"#)
+            err.to_string(),
+            "body is not valid JSON (invalid UTF-8 at byte 6)"
+        );
+        let err = look(Scope::Document, "/type", br#"{"type":"a"} x"#).unwrap_err();
+        assert!(err.to_string().contains("trailing characters"), "{err}");
+        // Invalid UTF-8 in the value itself is refused in both scopes.
+        assert!(matches!(
+            look(Scope::Path, "/type", b"{\"type\":\"\xff\"}"),
+            Err(PointerError::Syntax(_))
+        ));
+        // A duplicate is found even when the document is broken after it (Path), and the
+        // refusal wins over a later syntax error.
+        assert!(matches!(
+            look(Scope::Path, "/type", br#"{"type":"a","type":"b", oops"#),
+            Err(PointerError::DuplicateKey { .. })
+        ));
+        // Whitespace around the document is fine in both.
+        assert_eq!(
+            look(Scope::Document, "/type", b" \n{\"type\":\"a\"}\r\n\t")
                 .unwrap()
                 .as_deref(),
             Some("a")
         );
-        // Absent inside a nested object: the outer rest is not read either.
-        assert_eq!(lookup("/a/b", r#"{"a":{"c":1}, garbage"#).unwrap(), None);
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
@@ -594,6 +947,56 @@ mod tests {
         }
     }
 
+    /// JSON text for a tree whose objects may repeat keys (which `Value` cannot hold).
+    #[derive(Debug, Clone)]
+    enum Tree {
+        Leaf(&'static str),
+        Array(Vec<Tree>),
+        Object(Vec<(&'static str, Tree)>),
+    }
+
+    impl Tree {
+        fn text(&self) -> String {
+            match self {
+                Tree::Leaf(s) => s.to_string(),
+                Tree::Array(items) => {
+                    let items: Vec<String> = items.iter().map(Tree::text).collect();
+                    format!("[{}]", items.join(","))
+                }
+                Tree::Object(entries) => {
+                    let entries: Vec<String> = entries
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{}", v.text()))
+                        .collect();
+                    format!("{{{}}}", entries.join(","))
+                }
+            }
+        }
+    }
+
+    fn arb_tree() -> impl Strategy<Value = Tree> {
+        let leaf = prop_oneof![
+            Just(Tree::Leaf("\"s\"")),
+            Just(Tree::Leaf("\"t\"")),
+            Just(Tree::Leaf("7")),
+            Just(Tree::Leaf("null")),
+        ];
+        // `"a\u0062"` is `"ab"` spelled differently.
+        let key = prop_oneof![
+            Just("\"a\""),
+            Just("\"b\""),
+            Just("\"ab\""),
+            Just("\"a\\u0062\""),
+            Just("\"0\""),
+        ];
+        leaf.prop_recursive(4, 32, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Tree::Array),
+                prop::collection::vec((key.clone(), inner), 0..4).prop_map(Tree::Object),
+            ]
+        })
+    }
+
     proptest! {
         #[test]
         fn agrees_with_value_pointer(value in arb_json()) {
@@ -609,6 +1012,7 @@ mod tests {
                     None | Some(Value::Null) => Ok(None),
                     Some(Value::String(s)) => Ok(Some(s.clone())),
                     Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+                    Some(Value::Number(n)) if n.is_f64() => Err("a number"),
                     Some(Value::Number(n)) => Ok(Some(n.to_string())),
                     Some(Value::Object(_)) => Err("an object"),
                     Some(Value::Array(_)) => Err("an array"),
@@ -616,16 +1020,44 @@ mod tests {
                 for body in [&text, &pretty] {
                     let got = lookup(&p, body).map_err(|e| match e {
                         PointerError::NotScalar { kind, .. } => kind,
-                        PointerError::Syntax(s) => panic!("{s} in {body}"),
+                        PointerError::InexactNumber { .. } => "a number",
+                        other => panic!("{other} in {body}"),
                     });
                     prop_assert_eq!(&got, &expected, "{} in {}", p, body);
                 }
             }
         }
 
+        /// With repeated keys about, a lookup either refuses or finds what
+        /// `serde_json::Value` (last key wins, like the apps) finds.
+        #[test]
+        fn never_disagrees_with_a_last_key_wins_reader(tree in arb_tree()) {
+            let text = tree.text();
+            let value: Value = serde_json::from_str(&text).unwrap();
+            let mut all = Vec::new();
+            pointers(&value, "", &mut all);
+            for p in ["/a", "/ab", "/a/b", "/ab/0", "/0/ab", "/a/ab/a", "/b/0/a"] {
+                all.push(p.to_string());
+            }
+            for p in all {
+                let expected = match value.pointer(&p) {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                };
+                match lookup(&p, &text) {
+                    Ok(got) => prop_assert_eq!(got, expected, "{} in {}", p, text),
+                    Err(PointerError::DuplicateKey { .. } | PointerError::NotScalar { .. }) => {}
+                    Err(other) => prop_assert!(false, "{} in {}: {}", p, text, other),
+                }
+            }
+        }
+
         #[test]
         fn never_panics_on_garbage(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-            let _ = JsonPointer::parse("/a/0").unwrap().lookup(&bytes);
+            for scope in [Scope::Path, Scope::Document] {
+                let _ = JsonPointer::parse("/a/0").unwrap().lookup(&bytes, scope);
+            }
         }
     }
 }
