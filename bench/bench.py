@@ -238,6 +238,104 @@ def cmd_client(args):
         sys.exit(1)
 
 
+def rss_tree_kib(pid):
+    """Current VmRSS of a process and all its children, KiB."""
+    seen, todo, total = [], [pid], 0
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo.extend(children(p))
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def read_one_response(sock, deadline):
+    """Reads one HTTP/1.1 response with Content-Length framing; returns its status or None."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if time.monotonic() > deadline:
+            return None
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(rest) < length:
+        if time.monotonic() > deadline:
+            return None
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        rest += chunk
+    return status
+
+
+def cmd_idle(args):
+    """Opens N keep-alive connections, sends one signed delivery on each, leaves them
+    idle, and prints the server's RSS growth per connection (JSON)."""
+    import resource
+    import socket
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.n + 256)), hard))
+    u = urllib.parse.urlsplit(args.url)
+    with open(args.body, "rb") as f:
+        body = f.read()
+    request = (
+        f"POST {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+        "Content-Type: application/json\r\nX-GitHub-Event: pull_request\r\n"
+        f"X-Hub-Signature-256: {args.sig}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    before = rss_tree_kib(args.pid)
+    deadline = time.monotonic() + 120
+    socks, ok = [], 0
+    try:
+        for _ in range(args.n):
+            sock = socket.create_connection((u.hostname, u.port), timeout=30)
+            sock.sendall(request)
+            socks.append(sock)
+        for sock in socks:
+            if read_one_response(sock, deadline) == 200:
+                ok += 1
+        time.sleep(args.settle)
+        after = rss_tree_kib(args.pid)
+        # Still open: a read must time out rather than see EOF.
+        open_now = 0
+        for sock in socks[: min(len(socks), 50)]:
+            sock.settimeout(0.01)
+            try:
+                open_now += 0 if sock.recv(1) == b"" else 1
+            except (socket.timeout, BlockingIOError):
+                open_now += 1
+            except OSError:
+                pass
+    finally:
+        for sock in socks:
+            sock.close()
+    print(json.dumps({
+        "connections": args.n,
+        "answered_200": ok,
+        "open_after_settle_of_50": open_now,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "bytes_per_connection": round((after - before) * 1024 / max(args.n, 1)),
+    }))
+
+
 def cmd_record(args):
     wrk = None
     with open(args.wrk_output) as f:
@@ -607,6 +705,9 @@ def main():
     s.add_argument("status", type=int); s.add_argument("header", nargs="?"); s.set_defaults(fn=cmd_check)
     s = sub.add_parser("client"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
     s.add_argument("n", type=int); s.add_argument("--status", type=int, default=200); s.set_defaults(fn=cmd_client)
+    s = sub.add_parser("idle"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
+    s.add_argument("--pid", type=int, required=True); s.add_argument("--n", type=int, default=2000)
+    s.add_argument("--settle", type=float, default=2.0); s.set_defaults(fn=cmd_idle)
     s = sub.add_parser("record")
     for name in ("out", "system", "scenario", "kind", "wrk-output", "note"):
         s.add_argument(f"--{name}", required=name != "note", default="")
