@@ -83,7 +83,7 @@ fn duplicate_json_event_keys_are_refused_on_every_route() {
     let gateway = Gateway::start(&format!(
         "{}\n[[routes]]\nname = \"shop\"\npath = \"/shop\"\n{SHOP}\n\
          [[routes]]\nname = \"shop-signed\"\npath = \"/shop-signed\"\n\
-         verify = {{ scheme = \"github\", secrets = [\"{SECRET}\"] }}\n{SHOP}",
+         verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{SHOP}",
         upstreams(&all)
     ));
 
@@ -143,7 +143,7 @@ fn routes_without_verify_read_the_whole_body_and_verified_routes_stop_after_the_
     let gateway = Gateway::start(&format!(
         "{}\n[[routes]]\nname = \"shop\"\npath = \"/shop\"\n{SHOP}\n\
          [[routes]]\nname = \"shop-signed\"\npath = \"/shop-signed\"\n\
-         verify = {{ scheme = \"github\", secrets = [\"{SECRET}\"] }}\n{SHOP}",
+         verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{SHOP}",
         upstreams(&all)
     ));
     let trailing: [&[u8]; 3] = [
@@ -199,7 +199,7 @@ upstream = "app"
 [[routes]]
 name = "stripe-signed"
 path = "/stripe-signed"
-verify = {{ scheme = "github", secrets = ["{SECRET}"] }}
+verify = {{ scheme = "github", secrets = ["literal:{SECRET}"] }}
 dedupe = {{ key = "json:/id" }}
 upstream = "signed_app"
 "#,
