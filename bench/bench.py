@@ -287,7 +287,7 @@ def read_one_response(sock, deadline):
 
 def cmd_idle(args):
     """Opens N keep-alive connections, sends one signed delivery on each, leaves them
-    idle, and prints the server's RSS growth per connection (JSON)."""
+    idle, and prints the server's RSS growth per connection (a markdown table row)."""
     import resource
     import socket
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -326,14 +326,9 @@ def cmd_idle(args):
     finally:
         for sock in socks:
             sock.close()
-    print(json.dumps({
-        "connections": args.n,
-        "answered_200": ok,
-        "open_after_settle_of_50": open_now,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "bytes_per_connection": round((after - before) * 1024 / max(args.n, 1)),
-    }))
+    per_connection = round((after - before) * 1024 / max(args.n, 1))
+    print(f"| {args.system} | {args.n} | {ok} | {open_now} | {before / 1024:.1f} | "
+          f"{after / 1024:.1f} | {per_connection:,} |")
 
 
 def cmd_record(args):
@@ -707,7 +702,8 @@ def main():
     s.add_argument("n", type=int); s.add_argument("--status", type=int, default=200); s.set_defaults(fn=cmd_client)
     s = sub.add_parser("idle"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
     s.add_argument("--pid", type=int, required=True); s.add_argument("--n", type=int, default=2000)
-    s.add_argument("--settle", type=float, default=2.0); s.set_defaults(fn=cmd_idle)
+    s.add_argument("--settle", type=float, default=2.0); s.add_argument("--system", default="?")
+    s.set_defaults(fn=cmd_idle)
     s = sub.add_parser("record")
     for name in ("out", "system", "scenario", "kind", "wrk-output", "note"):
         s.add_argument(f"--{name}", required=name != "note", default="")

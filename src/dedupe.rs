@@ -297,6 +297,14 @@ impl DedupeConfig {
                 }
                 Ok(Some(DeliveryId::of_parts(lines.map(|v| v.as_bytes()))))
             }
+            KeySource::Json(_)
+                if !crate::events::declares(headers, crate::events::Format::Json) =>
+            {
+                Err(DedupeError(format!(
+                    "delivery id: the Content-Type is not {}",
+                    crate::events::Format::Json.describe()
+                )))
+            }
             KeySource::Json(pointer) => match pointer.lookup(verified.body(), Scope::Document) {
                 Ok(Some(id)) if !id.is_empty() => Ok(Some(DeliveryId::of(id.as_bytes()))),
                 Ok(_) => Ok(None),

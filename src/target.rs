@@ -352,7 +352,11 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
         ),
     };
     let host = if host.starts_with('[') {
-        host.to_ascii_lowercase()
+        // One spelling per address: `[::FFFF:127.0.0.1]` is `[::ffff:127.0.0.1]`.
+        let literal: std::net::Ipv6Addr = host[1..host.len() - 1]
+            .parse()
+            .map_err(|_| TargetError::HostInvalid)?;
+        format!("[{literal}]")
     } else {
         let name = host.strip_suffix('.').unwrap_or(host);
         if name.is_empty()
@@ -360,6 +364,21 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
             || name.contains("..")
+            || name.ends_with('.')
+            || name.starts_with('.')
+        {
+            return Err(TargetError::HostInvalid);
+        }
+        // A name whose last label is numeric is an IPv4 address to every URL
+        // parser (WHATWG), which also reads `127.1`, `0x7f.0.0.1` and
+        // `2130706433` as 127.0.0.1: only the dotted-quad spelling is taken.
+        let last = name.rsplit('.').next().unwrap_or(name);
+        let numeric = last.bytes().all(|b| b.is_ascii_digit())
+            || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
+        if numeric
+            && !name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.to_string() == name)
         {
             return Err(TargetError::HostInvalid);
         }
@@ -605,6 +624,78 @@ mod tests {
             ),
             (b"/x", &["."], None, v11, Err(TargetError::HostInvalid)),
             (b"/x", &["[zz]"], None, v11, Err(TargetError::HostInvalid)),
+            (
+                b"/x",
+                &["[::FFFF:127.0.0.1]:80"],
+                None,
+                v11,
+                some("[::ffff:127.0.0.1]", "[::ffff:127.0.0.1]:80"),
+            ),
+            (b"/x", &["[0:0::1]"], None, v11, some("[::1]", "[::1]")),
+            (
+                b"/x",
+                &["a.example.."],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &[".a.example"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (b"/x", &["127.1"], None, v11, Err(TargetError::HostInvalid)),
+            (
+                b"/x",
+                &["0x7f.0.0.1"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["2130706433"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["127.000.000.001"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["0177.0.0.1"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["127.0.0.1."],
+                None,
+                v11,
+                some("127.0.0.1", "127.0.0.1"),
+            ),
+            (
+                b"/x",
+                &["a.b.c.0x1"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["v2.example"],
+                None,
+                v11,
+                some("v2.example", "v2.example"),
+            ),
             (
                 b"/x",
                 &["a.example/x"],

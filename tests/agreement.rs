@@ -50,6 +50,16 @@ upstream = "app"
 name = "open"
 path = "/h/*"
 upstream = "app"
+
+[[routes]]
+name = "events"
+path = "/events"
+event = {{ json = "/event_type" }}
+unmatched = "reject"
+upstream = "app"
+  [[routes.events]]
+  match = "user_signup"
+  upstream = "app"
 "#,
         app = upstream.addr,
         github = github.display(),
@@ -368,7 +378,9 @@ fn forwarded_headers_come_from_trusted_proxies_only() {
         Some("192.0.2.7, 127.0.0.4")
     );
     assert_eq!(second.header("x-forwarded-proto"), Some("https"));
-    assert_eq!(second.header("x-forwarded-host"), Some("lb.example"));
+    // Always the host routing decided on: an app trusting X-Forwarded-Host
+    // (Django's USE_X_FORWARDED_HOST) sees the host that was checked.
+    assert_eq!(second.header("x-forwarded-host"), Some(host.as_str()));
     assert_eq!(second.header("x-forwarded-port"), Some("443"));
     assert_eq!(second.header("x-real-ip"), Some("192.0.2.7"));
     assert_eq!(
@@ -401,4 +413,106 @@ fn check_warns_about_weaker_routes_beside_stronger_ones() {
         stdout.contains("warning: route \"open\" (/h/*) has no verify unlike route \"secure\""),
         "{stdout}"
     );
+}
+
+#[test]
+fn headers_a_backend_reads_differently_are_refused() {
+    let (upstream, gateway, _secrets) = start();
+    // Breaks when `agreement::check` is not called, or lets one through.
+    let cases: [(&str, &[(&str, &str)], &str); 8] = [
+        ("/webhooks/x", &[("X_Hookgate_Route", "github")], "'_'"),
+        ("/webhooks/x", &[("X_Real_IP", "6.6.6.6")], "'_'"),
+        ("/webhooks/x", &[("Transfer_Encoding", "chunked")], "'_'"),
+        (
+            "/webhooks/x",
+            &[("X-HTTP-Method-Override", "DELETE")],
+            "override",
+        ),
+        (
+            "/webhooks/x",
+            &[("X-Original-URL", "/webhooks/github")],
+            "override",
+        ),
+        ("/webhooks/x?_method=DELETE", &[], "_method"),
+        (
+            "/webhooks/x",
+            &[("Connection", "X-Token"), ("X-Token", "t")],
+            "Connection",
+        ),
+        (
+            "/webhooks/x",
+            &[("Connection", "Content-Type"), ("Content-Type", "a/b")],
+            "Connection",
+        ),
+    ];
+    for (path, headers, reason) in cases {
+        let answer = post(gateway.proxy, path, headers, b"{}");
+        assert_refused(
+            &answer,
+            400,
+            "bad_request",
+            reason,
+            &format!("{path} {headers:?}"),
+        );
+    }
+    // A fragment in the request line (Pingora's URI parser would drop it).
+    let (answer, _) = exchange(
+        gateway.proxy,
+        b"POST /webhooks/github#x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_refused(&answer.unwrap(), 400, "bad_request", "fragment", "fragment");
+    // Numeric host spellings every URL parser reads as 127.0.0.1, and a name
+    // with two trailing dots (Breaks without the numeric-host rule in
+    // `target::parse_authority`.)
+    for host in [
+        "127.1",
+        "2130706433",
+        "0x7f.0.0.1",
+        "127.000.000.001",
+        "secure.example..",
+    ] {
+        let request = format!("POST /h/x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
+        let (answer, _) = exchange(gateway.proxy, request.as_bytes());
+        assert_refused(&answer.unwrap(), 400, "bad_request", "Host", host);
+    }
+    assert_eq!(upstream.count(), 0);
+    healthy(&gateway, &upstream, "header cases");
+}
+
+#[test]
+fn a_json_event_must_be_declared_as_json() {
+    let (upstream, gateway, _secrets) = start();
+    let body = br#"{"event_type":"user_signup","x":"&event_type=admin&y="}"#;
+    // Flask reads this body as a form (event_type=admin) when it is declared
+    // as one. Breaks without the `declares` check in `Extractor::extract`.
+    let answer = post(
+        gateway.proxy,
+        "/events",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body,
+    );
+    assert_refused(
+        &answer,
+        400,
+        "bad_request",
+        "Content-Type",
+        "form-declared JSON",
+    );
+    assert_eq!(upstream.count(), 0);
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/cloudevents+json",
+    ] {
+        let answer = post(
+            gateway.proxy,
+            "/events",
+            &[("Content-Type", content_type)],
+            body,
+        );
+        assert_eq!(answer.status, 200, "{content_type}");
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 3);
+    assert_eq!(received[0].header("x-hookgate-event"), Some("user_signup"));
 }

@@ -69,6 +69,15 @@ impl Extractor {
         scope: Scope,
     ) -> Result<Option<Cow<'a, str>>, EventError> {
         let body = verified.body();
+        let format = match self {
+            Extractor::Header(_) => None,
+            Extractor::Json(_) => Some(Format::Json),
+            Extractor::Form(_) | Extractor::FormJson(..) => Some(Format::Form),
+            Extractor::Xml(_) => Some(Format::Xml),
+        };
+        if let Some(format) = format.filter(|&format| !declares(headers, format)) {
+            return Err(EventError::ContentType(format.describe()));
+        }
         match self {
             Extractor::Header(name) => header(headers, name),
             Extractor::Json(pointer) => pointer.lookup(body, scope).map_err(EventError::from),
@@ -82,6 +91,55 @@ impl Extractor {
             },
             Extractor::Xml(path) => path.lookup(body, scope),
         }
+    }
+}
+
+/// A body format an event or a delivery id is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Form,
+    Xml,
+}
+
+impl Format {
+    /// The media types that declare it, for the sender's reason.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Format::Json => "application/json (or +json)",
+            Format::Form => "application/x-www-form-urlencoded",
+            Format::Xml => "application/xml, text/xml (or +xml)",
+        }
+    }
+}
+
+/// Whether the request's `Content-Type` agrees with `format`. Apps parse a body by its
+/// declared type: a JSON body sent as a form is read as form fields by Flask, Rails and
+/// PHP, which may name another event than the JSON does. No `Content-Type` at all is
+/// accepted (frameworks then parse no fields); several are not (RFC 9110 §8.3).
+pub fn declares(headers: &HeaderMap, format: Format) -> bool {
+    let mut values = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return true;
+    };
+    if values.next().is_some() {
+        return false;
+    }
+    let essence = value
+        .as_bytes()
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let is = |media: &[u8]| essence.eq_ignore_ascii_case(media);
+    let suffix = |tail: &[u8]| {
+        essence.len() > tail.len()
+            && essence[essence.len() - tail.len()..].eq_ignore_ascii_case(tail)
+    };
+    match format {
+        Format::Json => is(b"application/json") || suffix(b"+json"),
+        Format::Form => is(b"application/x-www-form-urlencoded"),
+        Format::Xml => is(b"application/xml") || is(b"text/xml") || suffix(b"+xml"),
     }
 }
 

@@ -75,7 +75,7 @@ use serde::Deserialize;
 use crate::config::Problem;
 use crate::verify::Verified;
 
-pub use extract::{Extractor, XmlPath};
+pub use extract::{declares, Extractor, Format, XmlPath};
 pub use pointer::{JsonPointer, PointerError, Scope};
 pub use rules::Pattern;
 
@@ -322,6 +322,10 @@ pub enum EventError {
     /// The form field holding the event is not UTF-8 once percent-decoded.
     #[error("form field {0:?} is not valid UTF-8 once percent-decoded")]
     FieldNotUtf8(String),
+    /// The declared `Content-Type` is not the format the route reads the body as, so an
+    /// app that parses by its `Content-Type` reads other fields (see [`declares`]).
+    #[error("the Content-Type is not {0}, the format this route reads the body as")]
+    ContentType(&'static str),
     #[error("header {0} appears more than once")]
     RepeatedHeader(HeaderName),
     #[error("header {0} is not visible ASCII text")]

@@ -14,7 +14,9 @@
 //! - `Transfer-Encoding` together with `Content-Length`, in either order (Pingora
 //!   drops the `Content-Length` before we see the head, so the raw head is read);
 //! - `Content-Length` that is not one plain decimal number (`4, 4`, `+4`, two fields);
-//! - a line of the head ended by a bare LF instead of CRLF.
+//! - a line of the head ended by a bare LF instead of CRLF;
+//! - a `#` in the request line (a fragment: Pingora's URI parser drops it, a
+//!   proxy in front might not).
 
 use pingora::protocols::http::ServerSession as Session;
 
@@ -52,8 +54,13 @@ pub fn check(session: &Session) -> Result<(), &'static str> {
             return Err("Content-Length is not a decimal number");
         }
     }
-    if has_bare_lf(&h1.get_headers_raw_bytes()) {
+    let raw = h1.get_headers_raw_bytes();
+    if has_bare_lf(&raw) {
         return Err("a line of the request head ends in a bare LF, not CRLF");
+    }
+    let request_line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+    if request_line.contains(&b'#') {
+        return Err("the request target contains a fragment ('#')");
     }
     Ok(())
 }

@@ -53,8 +53,9 @@ pub struct Forwarding<'a> {
     pub peer: Option<IpAddr>,
     /// Whether the peer is in `[server] trusted_proxies`: then its
     /// `X-Forwarded-For` chain is extended and its `X-Forwarded-Proto`,
-    /// `X-Forwarded-Host`, `X-Forwarded-Port`, `Forwarded` and `X-Real-IP` kept.
-    /// From any other peer they are replaced or removed.
+    /// `X-Forwarded-Port`, `Forwarded` and `X-Real-IP` kept. From any other
+    /// peer they are replaced or removed. `X-Forwarded-Host` is always the
+    /// decided authority.
     pub trusted_peer: bool,
     /// The client address hookgate decided on (the one the allowlist judged) and
     /// the header it is sent in (`[server] client_header`); the sender's own
@@ -81,10 +82,12 @@ impl Forwarding<'_> {
             return false;
         }
         match name.as_str() {
-            X_FORWARDED_FOR | X_REQUEST_ID | X_HOOKGATE_ROUTE | X_HOOKGATE_EVENT => false,
-            X_FORWARDED_PROTO | X_FORWARDED_HOST | X_FORWARDED_PORT | X_REAL_IP | "forwarded" => {
-                self.trusted_peer
-            }
+            // `X-Forwarded-Host` is always the host routing decided on, even
+            // from a trusted proxy: an app that trusts it (Django's
+            // USE_X_FORWARDED_HOST) must see the host that was checked.
+            X_FORWARDED_FOR | X_FORWARDED_HOST | X_REQUEST_ID | X_HOOKGATE_ROUTE
+            | X_HOOKGATE_EVENT => false,
+            X_FORWARDED_PROTO | X_FORWARDED_PORT | X_REAL_IP | "forwarded" => self.trusted_peer,
             _ => true,
         }
     }
@@ -172,7 +175,7 @@ pub fn upstream_head(
             if forwarding.tls { b"https" } else { b"http" },
         );
     }
-    if let Some(authority) = forwarding.authority.filter(|_| !kept(X_FORWARDED_HOST)) {
+    if let Some(authority) = forwarding.authority {
         put_checked(&mut wire, X_FORWARDED_HOST, authority.as_bytes())?;
     }
     if let Some(port) = forwarding.local_port.filter(|_| !kept(X_FORWARDED_PORT)) {
@@ -499,7 +502,7 @@ mod tests {
         assert_eq!(up.one("host"), "gw.example");
         assert_eq!(up.one("x-forwarded-for"), "1.1.1.1, 2.2.2.2, 10.1.2.3");
         assert_eq!(up.one("x-forwarded-proto"), "https");
-        assert_eq!(up.one("x-forwarded-host"), "lb.example");
+        assert_eq!(up.one("x-forwarded-host"), "gw.example");
         assert_eq!(up.one("x-forwarded-port"), "443");
         assert_eq!(up.one("x-client-ip"), "2.2.2.2");
         assert_eq!(up.one("forwarded"), "for=9.9.9.9;proto=https");

@@ -33,6 +33,7 @@
 //! ones). A request head Pingora cannot parse gets the same JSON 400 as any
 //! other bad request.
 
+mod agreement;
 mod body;
 mod client;
 mod connections;
@@ -343,6 +344,10 @@ impl Gateway {
                 return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
             }
         };
+        if let Err(reason) = agreement::check(head, target.query) {
+            ctx.reason = Some(reason.to_string());
+            return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
+        }
         let forwarded = target.forwarded();
         if forwarded.as_bytes() != head.raw_path() {
             ctx.forward_target = Some(forwarded.into_owned());
