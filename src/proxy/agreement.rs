@@ -93,9 +93,12 @@ mod tests {
         head
     }
 
+    /// Request headers and a query.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+
     #[test]
     fn refusals() {
-        let refused: [(&[(&str, &str)], Option<&str>); 8] = [
+        let refused: [Case; 8] = [
             (&[("X_Real_IP", "6.6.6.6")], None),
             (&[("Content_Length", "5")], None),
             (&[("X-HTTP-Method-Override", "DELETE")], None),
@@ -117,7 +120,7 @@ mod tests {
                 "{headers:?} {query:?}"
             );
         }
-        let accepted: [(&[(&str, &str)], Option<&str>); 5] = [
+        let accepted: [Case; 5] = [
             (
                 &[
                     ("X-Real-IP", "1.2.3.4"),
