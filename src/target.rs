@@ -282,14 +282,42 @@ fn check_byte(byte: u8, encoded: bool) -> Result<(), TargetError> {
     }
 }
 
-/// The host a request is for: lower-case, without a trailing dot; and the
-/// authority to forward in `Host` (the host and the port as received).
+/// The host a request is for (lower-case, without a trailing dot) and the
+/// authority to forward in `Host` (that host and the port as received), kept
+/// in one string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority {
+    header: String,
+    host_len: usize,
+}
+
+impl Authority {
     /// `example.com`, `127.0.0.1`, `[::1]`: matched against route hosts.
-    pub host: String,
+    pub fn host(&self) -> &str {
+        &self.header[..self.host_len]
+    }
+
     /// `host[:port]`, canonical: sent upstream as `Host`.
-    pub header: String,
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+}
+
+/// `a.b.c.d`, each a decimal from 0 to 255 without leading zeros.
+fn is_dotted_quad(name: &str) -> bool {
+    let mut octets = 0;
+    for octet in name.split('.') {
+        octets += 1;
+        let canonical = !octet.is_empty()
+            && octet.len() <= 3
+            && octet.bytes().all(|b| b.is_ascii_digit())
+            && (octet == "0" || !octet.starts_with('0'))
+            && octet.parse::<u16>().is_ok_and(|n| n <= 255);
+        if !canonical {
+            return false;
+        }
+    }
+    octets == 4
 }
 
 /// The request's authority by one rule: the absolute-form target's authority,
@@ -375,20 +403,21 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
         let last = name.rsplit('.').next().unwrap_or(name);
         let numeric = last.bytes().all(|b| b.is_ascii_digit())
             || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
-        if numeric
-            && !name
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.to_string() == name)
-        {
+        if numeric && !is_dotted_quad(name) {
             return Err(TargetError::HostInvalid);
         }
-        name.to_ascii_lowercase()
+        // Room for the port, so the header is built in this one allocation.
+        let mut lower = String::with_capacity(text.len());
+        lower.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        lower
     };
-    let header = match port {
-        Some(port) => format!("{host}:{port}"),
-        None => host.clone(),
-    };
-    Ok(Some(Authority { host, header }))
+    let host_len = host.len();
+    let mut header = host;
+    if let Some(port) = port {
+        use std::fmt::Write as _;
+        let _ = write!(header, ":{port}");
+    }
+    Ok(Some(Authority { header, host_len }))
 }
 
 #[cfg(test)]
@@ -533,7 +562,8 @@ mod tests {
         for host in hosts {
             headers.append(http::header::HOST, host.parse().unwrap());
         }
-        read_authority(&target, &headers, h2, version).map(|a| a.map(|a| (a.host, a.header)))
+        read_authority(&target, &headers, h2, version)
+            .map(|a| a.map(|a| (a.host().to_string(), a.header().to_string())))
     }
 
     #[test]

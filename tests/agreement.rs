@@ -419,7 +419,9 @@ fn check_warns_about_weaker_routes_beside_stronger_ones() {
 fn headers_a_backend_reads_differently_are_refused() {
     let (upstream, gateway, _secrets) = start();
     // Breaks when `agreement::check` is not called, or lets one through.
-    let cases: [(&str, &[(&str, &str)], &str); 8] = [
+    // (path, headers, what the reason names)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 8] = [
         ("/webhooks/x", &[("X_Hookgate_Route", "github")], "'_'"),
         ("/webhooks/x", &[("X_Real_IP", "6.6.6.6")], "'_'"),
         ("/webhooks/x", &[("Transfer_Encoding", "chunked")], "'_'"),

@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession as Session;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Why a body could not be read.
 #[derive(Debug)]
@@ -68,7 +68,8 @@ pub async fn read_bounded(
 
 /// The next piece of the body, unless the deadline passes first.
 async fn read_chunk(session: &mut Session, deadline: Instant) -> Result<Option<Bytes>, BodyError> {
-    match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match pingora::prelude::timeout(left, session.read_request_body()).await {
         Ok(read) => read.map_err(BodyError::Read),
         Err(_) => Err(BodyError::Late),
     }

@@ -74,9 +74,10 @@ pub async fn forward(
     last_target: &mut LastTarget,
 ) -> Result<Forwarded, ForwardError> {
     let limit = pool.settings().response_timeout;
-    let deadline = tokio::time::Instant::now() + limit;
-    let sent = tokio::time::timeout_at(
-        deadline,
+    let deadline = Instant::now() + limit;
+    // Pingora's coarse timers: cheaper than tokio's wheel, and precise enough.
+    let sent = pingora::prelude::timeout(
+        limit,
         send(connections, pool, head, body.bytes(), last_target),
     );
     let Ok(sent) = sent.await else {
@@ -91,8 +92,8 @@ pub async fn forward(
         upstream_time: exchange.started.elapsed(),
         interrupted: None,
     };
-    match tokio::time::timeout_at(deadline, relay_response(session, &mut exchange, request_id))
-        .await
+    let left = deadline.saturating_duration_since(Instant::now());
+    match pingora::prelude::timeout(left, relay_response(session, &mut exchange, request_id)).await
     {
         Ok(Ok(())) => exchange.release(connections, pool).await,
         Ok(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),

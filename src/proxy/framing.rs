@@ -58,8 +58,8 @@ pub fn check(session: &Session) -> Result<(), &'static str> {
     if has_bare_lf(&raw) {
         return Err("a line of the request head ends in a bare LF, not CRLF");
     }
-    let request_line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
-    if request_line.contains(&b'#') {
+    let request_line = &raw[..memchr::memchr(b'\n', &raw).unwrap_or(raw.len())];
+    if memchr::memchr(b'#', request_line).is_some() {
         return Err("the request target contains a fragment ('#')");
     }
     Ok(())
@@ -68,7 +68,8 @@ pub fn check(session: &Session) -> Result<(), &'static str> {
 /// Whether the raw head has a `Content-Length` field line.
 fn has_content_length_line(raw: &[u8]) -> bool {
     const NAME: &[u8] = b"content-length";
-    raw.split(|&b| b == b'\n').skip(1).any(|line| {
+    memchr::memchr_iter(b'\n', raw).any(|end| {
+        let line = &raw[end + 1..];
         line.len() > NAME.len()
             && line[..NAME.len()].eq_ignore_ascii_case(NAME)
             && matches!(line[NAME.len()], b':' | b' ' | b'\t')
@@ -77,14 +78,7 @@ fn has_content_length_line(raw: &[u8]) -> bool {
 
 /// Whether a `\n` in the raw head is not preceded by `\r`.
 fn has_bare_lf(raw: &[u8]) -> bool {
-    let mut previous = 0u8;
-    for &byte in raw {
-        if byte == b'\n' && previous != b'\r' {
-            return true;
-        }
-        previous = byte;
-    }
-    false
+    memchr::memchr_iter(b'\n', raw).any(|at| at == 0 || raw[at - 1] != b'\r')
 }
 
 #[cfg(test)]

@@ -177,7 +177,8 @@ impl HttpServerApp for Gateway {
         let read = tokio::select! {
             // biased: a request already buffered is served rather than dropped
             biased;
-            read = tokio::time::timeout(deadline, session.read_request()) => read,
+            // Pingora's coarse timer: cheaper than tokio's wheel, and precise enough.
+            read = pingora::prelude::timeout(deadline, session.read_request()) => read,
             // shutting down: an idle keep-alive connection is closed
             _ = stopping.wait_for(|stop| *stop) => return None,
         };
@@ -211,9 +212,7 @@ impl HttpServerApp for Gateway {
         let mut ctx = self.new_ctx();
         ctx.head_read = true;
         let error = match client::check_head(&session, &limits) {
-            // Boxed: the request path's future is large, and kept inline it would
-            // be held by every idle keep-alive connection waiting for a head.
-            Ok(()) => Box::pin(self.handle(&mut session, &mut ctx)).await.err(),
+            Ok(()) => self.handle(&mut session, &mut ctx).await.err(),
             Err(limit) => {
                 self.metrics.client_limit_hit(limit);
                 ctx.request_id = uuid::Uuid::new_v4().to_string();
@@ -353,7 +352,7 @@ impl Gateway {
             ctx.forward_target = Some(forwarded.into_owned());
         }
         ctx.origin_at = head.raw_path().len() - target.received.len();
-        let host = authority.as_ref().map(|a| a.host.as_str());
+        let host = authority.as_ref().map(Authority::host);
         let found = snapshot.table.find(host, &target.route_path, &head.method);
         ctx.authority = authority;
         let index = match found {
@@ -388,7 +387,7 @@ impl Gateway {
         // 5. Body.
         let server = &snapshot.config.server;
         session.set_read_timeout(Some(server.client_timeout));
-        let deadline = tokio::time::Instant::now() + server.limits.body_timeout;
+        let deadline = Instant::now() + server.limits.body_timeout;
         let body = match body::read_bounded(session, route.settings.max_body, deadline).await {
             Ok(body) => body,
             Err(error) => {
@@ -455,7 +454,7 @@ impl Gateway {
                     .forward_target
                     .as_deref()
                     .unwrap_or(raw_target(downstream)),
-                authority: ctx.authority.as_ref().map(|a| a.header.as_str()),
+                authority: ctx.authority.as_ref().map(Authority::header),
                 peer: ctx.peer,
                 trusted_peer: ctx.trusted_peer,
                 client: ctx.client,
