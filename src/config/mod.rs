@@ -1071,3 +1071,71 @@ impl Config {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTE: &str = "[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\n";
+
+    fn server(keys: &str) -> ServerSettings {
+        let text = format!("[server]\n{keys}\n{ROUTE}");
+        Config::from_toml(&text, Path::new("t.toml"))
+            .expect("valid config")
+            .server
+    }
+
+    /// The defaults the README's `[server]` table and `conf/hookgate.toml` state.
+    #[test]
+    fn client_limits_default_to_the_documented_values() {
+        let written = server(
+            "max_inflight = 1024\nmax_connections = 10000\nkeepalive_timeout = \"60s\"\n\
+             max_requests_per_connection = 1000\nheader_timeout = \"10s\"\nbody_timeout = \"30s\"\n\
+             send_timeout = \"30s\"\nmax_header_count = 100\nmax_head_size = \"32KiB\"\n\
+             client_header = \"X-Real-IP\"",
+        );
+        let defaults = server("");
+        assert_eq!(written.limits, defaults.limits);
+        assert_eq!(defaults.limits, ClientLimits::default());
+        assert_eq!(written.max_inflight, defaults.max_inflight);
+        assert_eq!(defaults.max_inflight, DEFAULT_MAX_INFLIGHT);
+        assert_eq!(written.client_header, defaults.client_header);
+        assert_eq!(
+            server("keepalive_timeout = \"0s\"")
+                .limits
+                .keepalive_timeout,
+            None
+        );
+        assert_eq!(server("client_header = \"\"").client_header, None);
+    }
+
+    #[test]
+    fn zero_limits_and_reserved_client_headers_are_refused() {
+        for keys in [
+            "max_connections = 0",
+            "header_timeout = \"0s\"",
+            "body_timeout = \"0s\"",
+            "max_header_count = 0",
+            "client_header = \"X-Forwarded-For\"",
+            "client_header = \"bad header\"",
+        ] {
+            let text = format!("[server]\n{keys}\n{ROUTE}");
+            assert!(
+                Config::from_toml(&text, Path::new("t.toml")).is_err(),
+                "{keys}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_paths_must_be_canonical() {
+        for path in [
+            "/a//b", "/a/./b", "/a/../b", "/a%2Fb", "/a%41", "/a/", "/a;b",
+        ] {
+            assert!(parse_path_pattern(path).is_err(), "{path}");
+        }
+        for path in ["/a/b", "/a/*", "/*", "/.well-known/x", "/a:b@c"] {
+            assert!(parse_path_pattern(path).is_ok(), "{path}");
+        }
+    }
+}
