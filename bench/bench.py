@@ -147,14 +147,20 @@ def proc_reading(pid):
         return None
 
 
-def cmd_procstat(args):
-    seen, todo = [], [int(p) for p in args.pids]
+def process_tree(pids):
+    """The processes and all their descendants."""
+    seen, todo = [], list(pids)
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.append(pid)
         todo.extend(children(pid))
+    return seen
+
+
+def cmd_procstat(args):
+    seen = process_tree(int(p) for p in args.pids)
     ticks = rss = user = system = 0
     for pid in seen:
         r = proc_reading(pid)
@@ -240,13 +246,8 @@ def cmd_client(args):
 
 def rss_tree_kib(pid):
     """Current VmRSS of a process and all its children, KiB."""
-    seen, todo, total = [], [pid], 0
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.append(p)
-        todo.extend(children(p))
+    total = 0
+    for p in process_tree([pid]):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
