@@ -384,6 +384,14 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
         let literal: std::net::Ipv6Addr = host[1..host.len() - 1]
             .parse()
             .map_err(|_| TargetError::HostInvalid)?;
+        // `[::ffff:127.0.0.1]` and `[::127.0.0.1]` are 127.0.0.1 to apps that
+        // compare addresses (Go's `net.IP.Equal`): one spelling, the IPv4 one.
+        let segments = literal.segments();
+        let embeds_ipv4 =
+            literal.to_ipv4_mapped().is_some() || (segments[..6] == [0; 6] && segments[6] != 0);
+        if embeds_ipv4 {
+            return Err(TargetError::HostInvalid);
+        }
         format!("[{literal}]")
     } else {
         let name = host.strip_suffix('.').unwrap_or(host);
@@ -659,7 +667,21 @@ mod tests {
                 &["[::FFFF:127.0.0.1]:80"],
                 None,
                 v11,
-                some("[::ffff:127.0.0.1]", "[::ffff:127.0.0.1]:80"),
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["[::127.0.0.1]"],
+                None,
+                v11,
+                Err(TargetError::HostInvalid),
+            ),
+            (
+                b"/x",
+                &["[2001:DB8::1]:80"],
+                None,
+                v11,
+                some("[2001:db8::1]", "[2001:db8::1]:80"),
             ),
             (b"/x", &["[0:0::1]"], None, v11, some("[::1]", "[::1]")),
             (

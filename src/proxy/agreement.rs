@@ -8,9 +8,15 @@
 //!   `HTTP_X_REAL_IP`, so a sender could speak over the gateway's own headers
 //!   (nginx drops such names by default; Puma's CVE-2024-45614);
 //! - method and URL override headers (`X-HTTP-Method-Override`,
-//!   `X-HTTP-Method`, `X-Method-Override`, `X-Original-URL`, `X-Rewrite-URL`)
-//!   and a `_method` query parameter: Rails, Laravel, Symfony and IIS act on
-//!   them, so the app would run another handler than the route that was checked;
+//!   `X-HTTP-Method`, `X-Method-Override`, `X-Override-Method`,
+//!   `X-Original-Method`, `X-Forwarded-Method`, `X-Original-URL`,
+//!   `X-Rewrite-URL`, `X-Original-URI`, `X-Forwarded-Uri`) and a `_method`
+//!   parameter in the query or a form body: Rails, Laravel, Symfony, Express's
+//!   method-override and IIS act on them, so the app would run another handler
+//!   than the route that was checked;
+//! - host and prefix headers an app may route on (`X-Host`, `X-Original-Host`,
+//!   `X-Forwarded-Server`, `X-Forwarded-Prefix`) unless the peer is a trusted
+//!   proxy;
 //! - `Connection` naming an end-to-end header the request carries: it would be
 //!   removed after verification (RFC 9110 §7.6.1), so the app would get less
 //!   than what was checked.
@@ -26,15 +32,33 @@ const OVERRIDES: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-override-method",
+    "x-original-method",
+    "x-forwarded-method",
     "x-original-url",
     "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
 ];
 
-/// Checks the request's header names, override headers and parameters, and `Connection`.
+/// Host and prefix headers an app may route on; believed from trusted proxies only.
+const HOST_OVERRIDES: &[&str] = &[
+    "x-host",
+    "x-original-host",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+];
+
+/// Checks the request's header names, override headers and parameters, and
+/// `Connection`. `trusted_peer`: the peer is one of `[server] trusted_proxies`.
 ///
 /// # Errors
 /// The reason to show the sender (never a header value).
-pub fn check(head: &RequestHeader, query: Option<&str>) -> Result<(), &'static str> {
+pub fn check(
+    head: &RequestHeader,
+    query: Option<&str>,
+    trusted_peer: bool,
+) -> Result<(), &'static str> {
     for name in head.headers.keys() {
         let name = name.as_str();
         if name.contains('_') {
@@ -42,6 +66,9 @@ pub fn check(head: &RequestHeader, query: Option<&str>) -> Result<(), &'static s
         }
         if OVERRIDES.contains(&name) {
             return Err("method and URL override headers are not accepted");
+        }
+        if !trusted_peer && HOST_OVERRIDES.contains(&name) {
+            return Err("host and prefix override headers are accepted from trusted proxies only");
         }
     }
     if query.is_some_and(has_method_parameter) {
@@ -73,11 +100,52 @@ pub fn check(head: &RequestHeader, query: Option<&str>) -> Result<(), &'static s
     Ok(())
 }
 
-/// Whether a query has a `_method` parameter (any letter case, raw or as `%5F`).
+/// A form body (`application/x-www-form-urlencoded`) with a `_method` field.
+///
+/// # Errors
+/// The reason to show the sender.
+pub fn check_form_body(head: &RequestHeader, body: &[u8]) -> Result<(), &'static str> {
+    let form = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.as_bytes().split(|&b| b == b';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+        });
+    if form && has_method_field(body) {
+        return Err("a _method field (method override) is not accepted");
+    }
+    Ok(())
+}
+
+/// Whether a query has a `_method` parameter.
 fn has_method_parameter(query: &str) -> bool {
-    query.split(['&', ';']).any(|pair| {
-        let key = pair.split('=').next().unwrap_or("");
-        key.eq_ignore_ascii_case("_method") || key.eq_ignore_ascii_case("%5Fmethod")
+    has_method_field(query.as_bytes())
+}
+
+/// Whether urlencoded `pairs` have a `_method` key as a reader may decode it:
+/// percent-escapes and `+` decoded (Node's `querystring`, PHP), any letter
+/// case, leading blanks dropped and the name ended at a NUL (PHP). Pairs are
+/// split on `&` and `;` (older Python and Rack split on both).
+fn has_method_field(pairs: &[u8]) -> bool {
+    // Cheap exit: every spelling keeps a `_` or a `%` (for `%5F`).
+    if memchr::memchr2(b'_', b'%', pairs).is_none() {
+        return false;
+    }
+    pairs.split(|&b| b == b'&' || b == b';').any(|pair| {
+        let raw_key = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        let key: Vec<u8> = form_urlencoded::parse(raw_key)
+            .next()
+            .map(|(key, _)| key.into_owned().into_bytes())
+            .unwrap_or_default();
+        let key = key
+            .split(|&b| b == 0)
+            .next()
+            .unwrap_or_default()
+            .trim_ascii_start();
+        key.eq_ignore_ascii_case(b"_method")
     })
 }
 
@@ -98,7 +166,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let refused: [Case; 8] = [
+        let refused: [Case; 16] = [
             (&[("X_Real_IP", "6.6.6.6")], None),
             (&[("Content_Length", "5")], None),
             (&[("X-HTTP-Method-Override", "DELETE")], None),
@@ -113,13 +181,27 @@ mod tests {
             ),
             (&[], Some("a=1&_method=DELETE")),
             (&[], Some("%5FMETHOD=put")),
+            (&[], Some("_me%74hod=DELETE")),
+            (&[], Some("%5f%6d%65%74%68%6f%64=DELETE")),
+            (&[], Some("+_method=DELETE")),
+            (&[], Some("%20_method=DELETE")),
+            (&[], Some("_method%00x=DELETE")),
+            (&[("X-Original-Method", "DELETE")], None),
+            (&[("X-Forwarded-Uri", "/admin")], None),
+            (&[("X-Forwarded-Prefix", "/admin")], None),
         ];
         for (headers, query) in refused {
             assert!(
-                check(&head(headers), query).is_err(),
+                check(&head(headers), query, false).is_err(),
                 "{headers:?} {query:?}"
             );
         }
+        // Host and prefix headers are a trusted proxy's to send.
+        assert_eq!(
+            check(&head(&[("X-Forwarded-Prefix", "/p")]), None, true),
+            Ok(())
+        );
+        assert!(check(&head(&[("X-Original-URL", "/p")]), None, true).is_err());
         let accepted: [Case; 5] = [
             (
                 &[
@@ -135,10 +217,23 @@ mod tests {
         ];
         for (headers, query) in accepted {
             assert_eq!(
-                check(&head(headers), query),
+                check(&head(headers), query, false),
                 Ok(()),
                 "{headers:?} {query:?}"
             );
         }
+    }
+
+    #[test]
+    fn form_bodies_with_a_method_field() {
+        let form = head(&[(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )]);
+        assert!(check_form_body(&form, b"id=1&_method=DELETE").is_err());
+        assert!(check_form_body(&form, b"id=1&%5Fmethod=DELETE").is_err());
+        assert_eq!(check_form_body(&form, b"id=1&method=x"), Ok(()));
+        let json = head(&[("Content-Type", "application/json")]);
+        assert_eq!(check_form_body(&json, b"{\"_method\":\"x\"}"), Ok(()));
     }
 }

@@ -52,10 +52,10 @@ pub struct Forwarding<'a> {
     /// The TCP peer.
     pub peer: Option<IpAddr>,
     /// Whether the peer is in `[server] trusted_proxies`: then its
-    /// `X-Forwarded-For` chain is extended and its `X-Forwarded-Proto`,
-    /// `X-Forwarded-Port`, `Forwarded` and `X-Real-IP` kept. From any other
-    /// peer they are replaced or removed. `X-Forwarded-Host` is always the
-    /// decided authority.
+    /// `X-Forwarded-For` chain is extended and its `X-Forwarded-Proto` and
+    /// `X-Forwarded-Port` kept. From any other peer they are replaced.
+    /// `X-Forwarded-Host` is always the decided authority; `Forwarded` and
+    /// `X-Real-IP` are always removed.
     pub trusted_peer: bool,
     /// The client address hookgate decided on (the one the allowlist judged) and
     /// the header it is sent in (`[server] client_header`); the sender's own
@@ -85,9 +85,11 @@ impl Forwarding<'_> {
             // `X-Forwarded-Host` is always the host routing decided on, even
             // from a trusted proxy: an app that trusts it (Django's
             // USE_X_FORWARDED_HOST) must see the host that was checked.
+            // `Forwarded` and `X-Real-IP` would be a second reading of the
+            // client and host beside the ones hookgate decided on: never passed.
             X_FORWARDED_FOR | X_FORWARDED_HOST | X_REQUEST_ID | X_HOOKGATE_ROUTE
-            | X_HOOKGATE_EVENT => false,
-            X_FORWARDED_PROTO | X_FORWARDED_PORT | X_REAL_IP | "forwarded" => self.trusted_peer,
+            | X_HOOKGATE_EVENT | X_REAL_IP | "forwarded" => false,
+            X_FORWARDED_PROTO | X_FORWARDED_PORT => self.trusted_peer,
             _ => true,
         }
     }
@@ -268,13 +270,9 @@ pub fn downstream_response(upstream: &ResponseHeader, request_id: &str) -> Resul
     for (name, value) in headers.iter() {
         let dropped = matches!(
             *name,
-            header::CONNECTION
-                | header::UPGRADE
-                | header::TRAILER
-                | header::TE
-                | header::PROXY_AUTHENTICATE
-                | header::PROXY_AUTHORIZATION
+            header::CONNECTION | header::UPGRADE | header::TRAILER | header::TE
         ) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
+            || name.as_str().starts_with("proxy-")
             || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l));
         if !dropped {
             has_request_id |= name.as_str() == X_REQUEST_ID;
@@ -300,7 +298,9 @@ pub fn sender_request_id(request: &RequestHeader) -> Option<&str> {
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
+    HOP_BY_HOP.contains(name)
+        || HOP_BY_HOP_EXTRA.contains(&name.as_str())
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Header names listed in `Connection: a, b` are hop-by-hop too.
@@ -409,6 +409,7 @@ mod tests {
             ("Keep-Alive", "timeout=5"),
             ("Transfer-Encoding", "chunked"),
             ("Expect", "100-continue"),
+            ("Proxy-Client-IP", "6.6.6.6"),
             ("Stripe-Signature", "t=1,v1=ab"),
             ("X-Hookgate-Route", "spoofed"),
         ]);
@@ -425,6 +426,7 @@ mod tests {
             "keep-alive",
             "transfer-encoding",
             "expect",
+            "proxy-client-ip",
         ] {
             assert!(up.all(gone).is_empty(), "{gone} forwarded");
         }
@@ -505,8 +507,8 @@ mod tests {
         assert_eq!(up.one("x-forwarded-host"), "gw.example");
         assert_eq!(up.one("x-forwarded-port"), "443");
         assert_eq!(up.one("x-client-ip"), "2.2.2.2");
-        assert_eq!(up.one("forwarded"), "for=9.9.9.9;proto=https");
-        assert_eq!(up.one("x-real-ip"), "9.9.9.9");
+        assert!(up.all("forwarded").is_empty());
+        assert!(up.all("x-real-ip").is_empty());
 
         let unknown_peer = Forwarding {
             peer: None,
@@ -573,6 +575,7 @@ mod tests {
             ("Keep-Alive", "timeout=5"),
             ("Content-Length", "2"),
             ("Proxy-Authenticate", "Basic"),
+            ("Proxy-Foo", "1"),
             ("Set-Cookie", "a=1"),
             ("Set-Cookie", "b=2"),
         ] {
@@ -581,7 +584,13 @@ mod tests {
         let response = downstream_response(&upstream, "req-1").unwrap();
         let h = &response.headers;
         assert_eq!(response.status, 201);
-        for gone in ["connection", "x-hop", "keep-alive", "proxy-authenticate"] {
+        for gone in [
+            "connection",
+            "x-hop",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-foo",
+        ] {
             assert!(!h.contains_key(gone), "{gone} relayed");
         }
         assert_eq!(h["content-length"], "2");

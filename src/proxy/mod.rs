@@ -343,7 +343,7 @@ impl Gateway {
                 return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
             }
         };
-        if let Err(reason) = agreement::check(head, target.query) {
+        if let Err(reason) = agreement::check(head, target.query, ctx.trusted_peer) {
             ctx.reason = Some(reason.to_string());
             return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
         }
@@ -399,6 +399,10 @@ impl Gateway {
         };
         ctx.body_bytes = body.len();
         route.metrics.observe_body(&self.metrics, body.len());
+        if let Err(reason) = agreement::check_form_body(session.req_header(), &body) {
+            ctx.reason = Some(reason.to_string());
+            return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
+        }
 
         // 6. Verify, 7. duplicate delivery, 8. event: all read the verified body
         // and the head; the answer is decided first, then written.
