@@ -300,6 +300,12 @@ upstream = "down"
     assert_eq!(forwarded["upstream"], "ok");
     assert_eq!(forwarded["upstream_status"], 200);
     assert_eq!(forwarded["client"], "127.0.0.1");
+    // Refused before any route check (404, 405): the client is known and logged.
+    // Breaks when `handle` decides the client address after routing again.
+    for outcome in ["no_route", "method_not_allowed"] {
+        let line = access.iter().find(|l| l["outcome"] == outcome).unwrap();
+        assert_eq!(line["client"], "127.0.0.1", "{outcome}: {line}");
+    }
     assert_eq!(forwarded["upstream_target"], ok.addr.to_string());
     assert_eq!(forwarded["body_bytes"], 19);
     assert!(!log.contains(SECRET), "the secret appears in the log");
