@@ -63,16 +63,31 @@ pub struct Forwarded {
 /// The last target tried, set even when forwarding fails.
 pub type LastTarget = Option<SocketAddr>;
 
-/// Sends `request` + `body` to `pool` and relays the answer to `session`.
+/// One request for the primary upstream: the serialized head, the verified
+/// body, and the request id the answer to the sender carries.
+pub struct Outgoing<'a> {
+    pub head: &'a UpstreamHead,
+    pub body: &'a VerifiedBody,
+    pub request_id: &'a str,
+}
+
+/// Sends `request` to `pool` and relays the answer to `session`.
+/// `answered` is called with the upstream's status as soon as its response
+/// head is read, before anything is relayed: whatever the sender does next
+/// (a retry on another connection, say) already sees the delivery as made.
 pub async fn forward(
     connections: &UpstreamConnections,
     session: &mut Session,
     pool: &UpstreamPool,
-    head: &UpstreamHead,
-    body: &VerifiedBody,
-    request_id: &str,
+    request: Outgoing<'_>,
     last_target: &mut LastTarget,
+    answered: impl FnOnce(u16),
 ) -> Result<Forwarded, ForwardError> {
+    let Outgoing {
+        head,
+        body,
+        request_id,
+    } = request;
     let limit = pool.settings().response_timeout;
     let deadline = Instant::now() + limit;
     // Pingora's coarse timers: cheaper than tokio's wheel, and precise enough.
@@ -87,6 +102,7 @@ pub async fn forward(
         )));
     };
     let mut exchange = sent?;
+    answered(exchange.status);
     let mut forwarded = Forwarded {
         status: exchange.status,
         upstream_time: exchange.started.elapsed(),

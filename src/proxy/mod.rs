@@ -481,14 +481,28 @@ impl Gateway {
                 .await;
         };
         ctx.upstream = Some(admitted.primary.to_string());
+        // Only a delivery the primary accepted is remembered: after a failure the
+        // provider retries, and must get through. It is remembered once the 2xx
+        // head is read, before the answer is relayed, so a sender that retries
+        // as soon as it sees the answer gets "duplicate", not 409.
+        let claim = admitted.claim;
+        let remember = |status: u16| {
+            if let Some(claim) = claim.filter(|_| (200..300).contains(&status)) {
+                claim.forwarded(Instant::now());
+            }
+        };
+        let request = forward::Outgoing {
+            head: &head,
+            body: &admitted.body,
+            request_id: &ctx.request_id,
+        };
         let result = forward::forward(
             &self.connections,
             session,
             pool,
-            &head,
-            &admitted.body,
-            &ctx.request_id,
+            request,
             &mut ctx.target,
+            remember,
         )
         .await;
         match result {
@@ -497,14 +511,10 @@ impl Gateway {
                 ctx.upstream_status = Some(forwarded.status);
                 ctx.upstream_time = Some(forwarded.upstream_time);
                 if (200..300).contains(&forwarded.status) {
-                    // Only a delivery the primary accepted is remembered and copied:
-                    // after a failure the provider retries, and copies would double.
-                    // An accepted one counts even when its answer then failed to
-                    // reach the sender: the app has it, and a retry must not
-                    // reach it twice.
-                    if let Some(claim) = admitted.claim {
-                        claim.forwarded(Instant::now());
-                    }
+                    // Only a delivery the primary accepted is copied: after a
+                    // failure the provider retries, and copies would double. An
+                    // accepted one is copied even when its answer then failed to
+                    // reach the sender: the app has it.
                     self.queue_copies(route.name(), admitted.copies, &head, &admitted.body);
                 }
                 match forwarded.interrupted {
