@@ -127,6 +127,10 @@ fn slow_bodies_do_not_starve_fast_senders() {
             stream
         })
         .collect();
+    // Both hold their slot before the fast sender starts.
+    assert!(wait_until(Duration::from_secs(5), || gateway
+        .metric("hookgate_inflight_requests", &[])
+        >= 2.0));
     let started = Instant::now();
     // Breaks when `read_bounded` stops applying the body deadline: the slots
     // then stay taken as long as the trickle lasts and every delivery gets 503.
