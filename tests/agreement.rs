@@ -10,7 +10,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use hmac::{Hmac, Mac};
 
 const GITHUB_SECRET: &str = "agreement-github-secret";
 const TOKEN: &str = "agreement-shared-token";
@@ -65,12 +64,6 @@ upstream = "app"
         github = github.display(),
         token = token.display(),
     )
-}
-
-fn github_signature(body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 fn start() -> (Upstream, Gateway, tempfile::TempDir) {
@@ -148,7 +141,7 @@ fn every_spelling_of_a_verified_path_is_held_to_its_checks() {
 
     // Signed, an odd spelling is forwarded in its canonical form.
     let body = b"{\"zen\":\"Keep it logically awesome.\"}";
-    let signature = github_signature(body);
+    let signature = github_signature(GITHUB_SECRET, body);
     let answer = post(
         gateway.proxy,
         "/webhooks/%67ithub?x=%41",

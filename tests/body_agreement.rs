@@ -8,21 +8,8 @@
 mod common;
 
 use common::*;
-use hmac::{Hmac, Mac};
 
 const SECRET: &str = "body-agreement-secret";
-
-fn github_signature(body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn upstreams(list: &[&Upstream]) -> String {
-    list.iter()
-        .map(|u| format!("[upstreams.{}]\ntargets = [\"{}\"]\n", u.name, u.addr))
-        .collect()
-}
 
 fn total(list: &[&Upstream]) -> usize {
     list.iter().map(|u| u.count()).sum()
@@ -84,7 +71,7 @@ fn duplicate_json_event_keys_are_refused_on_every_route() {
         "{}\n[[routes]]\nname = \"shop\"\npath = \"/shop\"\n{SHOP}\n\
          [[routes]]\nname = \"shop-signed\"\npath = \"/shop-signed\"\n\
          verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{SHOP}",
-        upstreams(&all)
+        upstream_sections(&all)
     ));
 
     // The issue's example, on a route without verify and on a verified one.
@@ -102,7 +89,7 @@ fn duplicate_json_event_keys_are_refused_on_every_route() {
             &["duplicate key", "\"event_type\""],
             &["user_signup", "payment_processed"],
         );
-        let signature = github_signature(body);
+        let signature = github_signature(SECRET, body);
         let answer = post(
             gateway.proxy,
             "/shop-signed",
@@ -144,7 +131,7 @@ fn routes_without_verify_read_the_whole_body_and_verified_routes_stop_after_the_
         "{}\n[[routes]]\nname = \"shop\"\npath = \"/shop\"\n{SHOP}\n\
          [[routes]]\nname = \"shop-signed\"\npath = \"/shop-signed\"\n\
          verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{SHOP}",
-        upstreams(&all)
+        upstream_sections(&all)
     ));
     let trailing: [&[u8]; 3] = [
         br#"{"event_type":"user_signup"}{"event_type":"payment_processed"}"#,
@@ -161,7 +148,7 @@ fn routes_without_verify_read_the_whole_body_and_verified_routes_stop_after_the_
     // top-level object and the app gets the exact bytes.
     for body in trailing {
         let before = users.count();
-        let signature = github_signature(body);
+        let signature = github_signature(SECRET, body);
         let answer = post(
             gateway.proxy,
             "/shop-signed",
@@ -203,7 +190,7 @@ verify = {{ scheme = "github", secrets = ["literal:{SECRET}"] }}
 dedupe = {{ key = "json:/id" }}
 upstream = "signed_app"
 "#,
-        upstreams(&all)
+        upstream_sections(&all)
     ));
     let refused: [(&[u8], &[&str]); 4] = [
         (
@@ -227,7 +214,7 @@ upstream = "signed_app"
         let answer = post(gateway.proxy, "/stripe", &[], body);
         assert_refused(&answer, "stripe", names, &["evt_", "12345678"]);
         // Verified or not, the id is read from the whole document.
-        let signature = github_signature(body);
+        let signature = github_signature(SECRET, body);
         let answer = post(
             gateway.proxy,
             "/stripe-signed",
@@ -291,7 +278,7 @@ upstream = "ci"
   match = "block_actions"
   upstream = "slackapp"
 "#,
-        upstreams(&all)
+        upstream_sections(&all)
     ));
     let xml = b"<?xml version=\"1.0\"?><notification><type>order.created</type><id>1</id><type>account.deleted</type></notification>";
     assert_refused(

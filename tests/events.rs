@@ -6,21 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hmac::{Hmac, Mac};
 
 const GITHUB_SECRET: &str = "github-events-secret";
-
-fn github_signature(body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-fn upstreams(list: &[&Upstream]) -> String {
-    list.iter()
-        .map(|u| format!("[upstreams.{}]\ntargets = [\"{}\"]\n", u.name, u.addr))
-        .collect()
-}
 
 #[test]
 fn each_extraction_kind_routes_provider_payloads_byte_identical() {
@@ -105,7 +92,7 @@ upstream = "ci"
   match = "order.created"
   upstream = "orders"
 "#,
-        upstreams(&[&ci, &tracker, &billing, &crm, &slackapp, &users, &orders])
+        upstream_sections(&[&ci, &tracker, &billing, &crm, &slackapp, &users, &orders])
     ));
 
     // (path, extra headers, body, upstream that must get it, X-Hookgate-Event)
@@ -132,7 +119,10 @@ upstream = "ci"
             "/github",
             vec![
                 ("X-GitHub-Event".into(), "push".into()),
-                ("X-Hub-Signature-256".into(), github_signature(&push)),
+                (
+                    "X-Hub-Signature-256".into(),
+                    github_signature(GITHUB_SECRET, &push),
+                ),
             ],
             push.clone(),
             &ci,
@@ -142,7 +132,10 @@ upstream = "ci"
             "/github",
             vec![
                 ("X-GitHub-Event".into(), "issues".into()),
-                ("X-Hub-Signature-256".into(), github_signature(&issue)),
+                (
+                    "X-Hub-Signature-256".into(),
+                    github_signature(GITHUB_SECRET, &issue),
+                ),
             ],
             issue.clone(),
             &tracker,
@@ -315,7 +308,7 @@ name = "github"
 path = "/github"
 upstream = ["primary", "audit", "late"]
 "#,
-            upstreams(&[&primary, &audit])
+            upstream_sections(&[&primary, &audit])
         ),
     );
     let body = bytes(10_000, 3);
@@ -377,7 +370,7 @@ fn a_full_fan_out_queue_counts_its_drops() {
         "fanout = { queue = 1, concurrency = 1 }",
         &format!(
             "{}\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = [\"primary\", \"slow\"]\n",
-            upstreams(&[&primary, &slow])
+            upstream_sections(&[&primary, &slow])
         ),
     );
     for i in 0..3 {
@@ -421,7 +414,7 @@ path = "/flaky"
 dedupe = {{ key = "json:/id" }}
 upstream = "failing"
 "#,
-        upstreams(&[&app, &failing])
+        upstream_sections(&[&app, &failing])
     ));
     let deliver = |id: &str| {
         post(

@@ -23,7 +23,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use hmac::{Hmac, Mac};
 
 const SECRET: &str = "prometheus-e2e-secret";
 
@@ -193,16 +192,10 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-fn github_signature(body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 /// A signed GitHub delivery of `event` with delivery id `id`.
 fn github(to: SocketAddr, event: &str, id: &str) -> Response {
     let body = format!("{{\"action\":\"opened\",\"delivery\":\"{id}\"}}");
-    let signature = github_signature(body.as_bytes());
+    let signature = github_signature(SECRET, body.as_bytes());
     post(
         to,
         "/github",

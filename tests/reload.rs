@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hmac::{Hmac, Mac};
 
 const WITHIN: Duration = Duration::from_secs(2);
 
@@ -24,10 +23,11 @@ fn route(name: &str, upstream: &str, extra: &str) -> String {
     )
 }
 
-fn github_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+/// Rewrites the config with another `[server]` section and `rest`, reloads,
+/// and returns the `POST /reload` answer.
+fn reload_with_server(gateway: &Gateway, server: &str, rest: &str) -> serde_json::Value {
+    gateway.rewrite_whole(&format!("{server}\n{rest}"));
+    gateway.post_reload().json()
 }
 
 fn answered_by(gateway: &Gateway, path: &str) -> Option<String> {
@@ -218,11 +218,7 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
     let moved = gateway
         .server_section()
         .replace("threads = 2", "threads = 1");
-    gateway.rewrite_whole(&format!(
-        "{moved}\n{}",
-        routes(&a, &b, &route("x", "b", ""))
-    ));
-    let report = gateway.post_reload().json();
+    let report = reload_with_server(&gateway, &moved, &routes(&a, &b, &route("x", "b", "")));
     assert_eq!(
         report["report"]["restart_required"],
         serde_json::json!(["server.threads"])
@@ -246,11 +242,7 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
             &format!("listen = [\"{elsewhere}\"]"),
         );
     assert_ne!(moved, gateway.server_section());
-    gateway.rewrite_whole(&format!(
-        "{moved}\n{}",
-        routes(&a, &b, &route("x", "b", ""))
-    ));
-    let report = gateway.post_reload().json();
+    let report = reload_with_server(&gateway, &moved, &routes(&a, &b, &route("x", "b", "")));
     assert_eq!(
         report["report"]["restart_required"],
         serde_json::json!(["server.listen"])

@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use hmac::{Hmac, Mac};
 
 const FILE_SECRET: &str = "hgsecret-file-7d1e9b";
 const ENV_SECRET: &str = "hgsecret-env-33c0a2";
@@ -123,12 +122,6 @@ upstream = "app"
 verify = {{ scheme = "token", header = "X-Webhook-Token", secrets = ["literal:{TOKEN_SECRET}"] }}
 "#
     )
-}
-
-fn github_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Starts `serve` with `log_format` at debug level and waits for readiness.

@@ -29,14 +29,13 @@ const X_REAL_IP: &str = "x-real-ip";
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus
 /// `Expect` (answered by the gateway) and the framing headers (re-set from the body).
+/// Every `Proxy-*` header is hop-by-hop too ([`is_hop_by_hop`]).
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
     header::EXPECT,
     header::CONTENT_LENGTH,
 ];

@@ -40,6 +40,22 @@ pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool
     condition()
 }
 
+/// `X-Hub-Signature-256` for `body` under `secret` (GitHub's scheme, written
+/// from its documentation with plain `hmac`/`sha2`, independently of hookgate).
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// `[upstreams.NAME]` sections for recording upstreams.
+pub fn upstream_sections(list: &[&Upstream]) -> String {
+    list.iter()
+        .map(|u| format!("[upstreams.{}]\ntargets = [\"{}\"]\n", u.name, u.addr))
+        .collect()
+}
+
 // ---------------------------------------------------------------- gateway
 
 /// A running `hookgate serve` process, killed on drop.
