@@ -308,11 +308,15 @@ fn is_dotted_quad(name: &str) -> bool {
     let mut octets = 0;
     for octet in name.split('.') {
         octets += 1;
-        let canonical = !octet.is_empty()
-            && octet.len() <= 3
-            && octet.bytes().all(|b| b.is_ascii_digit())
+        // At most 3 digits, so the value fits before it is compared.
+        let canonical = matches!(octet.len(), 1..=3)
             && (octet == "0" || !octet.starts_with('0'))
-            && octet.parse::<u16>().is_ok_and(|n| n <= 255);
+            && octet
+                .bytes()
+                .try_fold(0u16, |n, b| {
+                    b.is_ascii_digit().then(|| n * 10 + u16::from(b - b'0'))
+                })
+                .is_some_and(|n| n <= 255);
         if !canonical {
             return false;
         }
@@ -371,13 +375,17 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
         None => return Err(TargetError::HostInvalid),
         // `host:` has an empty port (RFC 3986 §3.2.3): the same as none.
         Some("") => None,
-        Some(digits) => Some(
-            digits
-                .parse::<u16>()
-                .ok()
-                .filter(|_| digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or(TargetError::HostInvalid)?,
-        ),
+        Some(digits) => {
+            let valid = digits.len() <= 5
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && digits.parse::<u16>().is_ok();
+            if !valid {
+                return Err(TargetError::HostInvalid);
+            }
+            // One spelling per port: `:0080` is `:80`.
+            let digits = digits.trim_start_matches('0');
+            Some(if digits.is_empty() { "0" } else { digits })
+        }
     };
     let host = if host.starts_with('[') {
         // One spelling per address: `[::FFFF:127.0.0.1]` is `[::ffff:127.0.0.1]`.
@@ -416,14 +424,15 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
         }
         // Room for the port, so the header is built in this one allocation.
         let mut lower = String::with_capacity(text.len());
-        lower.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        lower.push_str(name);
+        lower.make_ascii_lowercase();
         lower
     };
     let host_len = host.len();
     let mut header = host;
     if let Some(port) = port {
-        use std::fmt::Write as _;
-        let _ = write!(header, ":{port}");
+        header.push(':');
+        header.push_str(port);
     }
     Ok(Some(Authority { header, host_len }))
 }
@@ -575,6 +584,26 @@ mod tests {
     }
 
     #[test]
+    fn dotted_quads() {
+        for name in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "10.0.200.9"] {
+            assert!(is_dotted_quad(name), "{name}");
+        }
+        for name in [
+            "127.1",
+            "1.2.3.256",
+            "1.2.3.04",
+            "1.2.3.4000",
+            "1.2.3.65536000",
+            "1.2.3.4.5",
+            "1..3.4",
+            "1.2.3.",
+            "1.2.3.x",
+        ] {
+            assert!(!is_dotted_quad(name), "{name}");
+        }
+    }
+
+    #[test]
     fn authority_rule() {
         let v11 = Version::HTTP_11;
         let some = |h: &str, v: &str| Ok(Some((h.to_string(), v.to_string())));
@@ -601,6 +630,21 @@ mod tests {
                 some("a.example", "a.example"),
             ),
             (b"/x", &["[::1]:9"], None, v11, some("[::1]", "[::1]:9")),
+            // One spelling per port, as the number it is.
+            (
+                b"/x",
+                &["a.example:0080"],
+                None,
+                v11,
+                some("a.example", "a.example:80"),
+            ),
+            (
+                b"/x",
+                &["a.example:000"],
+                None,
+                v11,
+                some("a.example", "a.example:0"),
+            ),
             (
                 b"/x",
                 &["127.0.0.1"],

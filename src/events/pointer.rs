@@ -31,6 +31,11 @@
 //!   checking the UTF-8 of skipped strings. Bytes after that object are not read: a body that
 //!   is broken after its top-level object (or after the array element the pointer names) is
 //!   accepted, and the upstream, which gets the exact bytes, is the one to refuse it.
+//!   **Early stop**: when the body's bytes show that no key of the pointer can occur twice
+//!   (no `\u` escape anywhere, and each key's quoted text, `"action"`, at most once:
+//!   [`JsonPointer::keys_written_once`], two SIMD passes), the walk stops at the value
+//!   itself, as a first-match reader would, and what follows it is not read. Otherwise the
+//!   walk reads on as above. Keys holding `/`, `"`, `\` or controls always read on.
 //! - [`Scope::Document`] (routes without `verify`, and every `dedupe` `json:` id): the whole
 //!   body must be one JSON text (RFC 8259 §2), valid UTF-8 (§8.1), with nothing but
 //!   whitespace after the value. Costs one full scan of the body.
@@ -51,13 +56,25 @@ pub struct JsonPointer {
     tokens: Vec<Token>,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct Token {
     /// The unescaped reference token, compared with object keys.
     key: Box<str>,
     /// The token as an array index, when it is one (`"0"` or digits without a leading zero).
     index: Option<usize>,
+    /// `"key"` with its quotes, as a key without escapes is written in a body; `None` when the
+    /// key holds a character JSON may also write with a short escape (`/` as `\/`) or must
+    /// escape (`"`, `\`, controls), so that its spellings cannot be counted by bytes.
+    quoted: Option<memchr::memmem::Finder<'static>>,
 }
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Token {}
 
 impl fmt::Debug for JsonPointer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,9 +167,14 @@ impl JsonPointer {
                 }
             }
             let index = array_index(&key);
+            let quoted = (!key
+                .chars()
+                .any(|c| matches!(c, '/' | '"' | '\\') || c.is_control()))
+            .then(|| memchr::memmem::Finder::new(format!("\"{key}\"").as_bytes()).into_owned());
             tokens.push(Token {
                 key: key.into_boxed_str(),
                 index,
+                quoted,
             });
         }
         Ok(JsonPointer {
@@ -193,6 +215,7 @@ impl JsonPointer {
         let mut search = Search {
             pointer: self,
             stop_early: scope == Scope::Path,
+            stop_at_value: scope == Scope::Path && self.keys_written_once(json),
             found: None,
             refusal: None,
             stopped: false,
@@ -223,6 +246,30 @@ impl JsonPointer {
     }
 }
 
+impl JsonPointer {
+    /// Whether `json` can hold each key of the pointer at most once, judged from its bytes
+    /// alone: no `\u` escape anywhere, and each key's quoted text (`"type"`) found at most
+    /// once. A key that is not written as its plain quoted text must use an escape, and for
+    /// the keys counted here (no `/`, `"`, `\` or controls, see [`Token::quoted`]) that
+    /// escape is `\uXXXX`. So when this holds, no object on the path can hold a second
+    /// occurrence of its key, and [`Scope::Path`] may stop at the value. Two SIMD passes
+    /// (`memchr::memmem`) over the body instead of parsing the rest of it.
+    fn keys_written_once(&self, json: &[u8]) -> bool {
+        static ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+        if ESCAPE.find(json).is_some() {
+            return false;
+        }
+        self.tokens.iter().all(|token| {
+            token.quoted.as_ref().is_some_and(|quoted| {
+                quoted
+                    .find(json)
+                    .is_some_and(|at| quoted.find(&json[at + 1..]).is_none())
+            })
+        })
+    }
+}
+
 /// RFC 6901 array index: `0`, or digits not starting with `0`.
 fn array_index(token: &str) -> Option<usize> {
     let digits = token.bytes().all(|b| b.is_ascii_digit());
@@ -241,6 +288,9 @@ struct Search<'p, 'de> {
     pointer: &'p JsonPointer,
     /// [`Scope::Path`]: abort the parse once the outermost object on the path is closed.
     stop_early: bool,
+    /// [`Scope::Path`] on a body where no key of the pointer can repeat
+    /// ([`JsonPointer::keys_written_once`]): abort the parse once the value is read.
+    stop_at_value: bool,
     /// The value, once the walk reached it (`None`: absent or `null`).
     found: Option<Cow<'de, str>>,
     /// A refusal; the parse is aborted as soon as one is recorded.
@@ -303,9 +353,19 @@ impl<'de> DeserializeSeed<'de> for Walk<'_, '_, 'de> {
 struct Leaf<'s, 'p, 'de>(Walk<'s, 'p, 'de>);
 
 impl<'de> Leaf<'_, '_, 'de> {
-    fn found<E>(self, value: Cow<'de, str>) -> Result<(), E> {
+    fn found<E: de::Error>(self, value: Cow<'de, str>) -> Result<(), E> {
         self.0.search.found = Some(value);
-        Ok(())
+        self.reached()
+    }
+
+    /// The value is read: with [`Search::stop_at_value`], nothing after it can change the
+    /// answer.
+    fn reached<E: de::Error>(self) -> Result<(), E> {
+        if self.0.search.stop_at_value {
+            Err(self.0.search.stop())
+        } else {
+            Ok(())
+        }
     }
 
     fn refuse<E: de::Error>(self, refusal: impl FnOnce(String) -> PointerError) -> Result<(), E> {
@@ -344,7 +404,7 @@ impl<'de> Visitor<'de> for Leaf<'_, '_, 'de> {
         self.refuse(|pointer| PointerError::InexactNumber { pointer })
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
+        self.reached()
     }
     fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
         self.refuse(|pointer| PointerError::NotScalar {
@@ -811,10 +871,11 @@ mod tests {
             "not json",
             "{\"a\":\"\\q\",\"type\":\"x\"}",
             "{\"type\":\"unterminated",
-            // The object on the path must be complete, even after the value.
-            "{\"type\":\"push\", oops",
-            "{\"type\":\"push\",",
-            "{\"type\":\"push\"",
+            // When the bytes do not rule out a second key (here a `\u` escape), the object on
+            // the path must be complete, even after the value.
+            "{\"type\":\"push\", \"x\":\"\\u0041\", oops",
+            "{\"type\":\"push\", \"x\":\"\\u0041\",",
+            "{\"type\":\"push\", \"x\":\"type\"",
         ];
         for body in table {
             let err = lookup("/type", body).unwrap_err();
@@ -838,8 +899,14 @@ mod tests {
     #[test]
     fn scopes_differ_only_after_the_outermost_object_on_the_path() {
         // (pointer, body, Scope::Path, Scope::Document is a syntax error)
-        let table: [(&str, &[u8], Option<&str>); 8] = [
+        let table: [(&str, &[u8], Option<&str>); 12] = [
             ("/type", br#"{"type":"push"} oops"#, Some("push")),
+            // Each key of the pointer written once and no `\u` escape: the walk stops at the
+            // value, as a first-match reader does (`keys_written_once`).
+            ("/type", br#"{"type":"push", oops"#, Some("push")),
+            ("/type", br#"{"type":"push","#, Some("push")),
+            ("/type", br#"{"type":"push""#, Some("push")),
+            ("/a/type", br#"{"a":{"type":"x", oops"#, Some("x")),
             ("/type", br#"{"type":"push"}{"type":"other"}"#, Some("push")),
             ("/type", br#"{"type":"push"},"#, Some("push")),
             ("/type", b"{\"type\":\"push\"}\x00", Some("push")),
@@ -882,6 +949,31 @@ mod tests {
         // refusal wins over a later syntax error.
         assert!(matches!(
             look(Scope::Path, "/type", br#"{"type":"a","type":"b", oops"#),
+            Err(PointerError::DuplicateKey { .. })
+        ));
+        // The early stop never hides a second key: spelled with an escape, or as plain text.
+        for body in [
+            &br#"{"type":"a","t\u0079pe":"b", oops"#[..],
+            br#"{"a":{"type":"a","type":"b"}, oops"#,
+            br#"{"a":{"type":"a"},"a":{"type":"b"}, oops"#,
+        ] {
+            let pointer = if body.starts_with(br#"{"a""#) {
+                "/a/type"
+            } else {
+                "/type"
+            };
+            assert!(
+                matches!(
+                    look(Scope::Path, pointer, body),
+                    Err(PointerError::DuplicateKey { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // A key with a character JSON may write as `\/` is never counted by its bytes.
+        assert!(matches!(
+            look(Scope::Path, "/a~1b", br#"{"a/b":"x","a\/b":"y"}"#),
             Err(PointerError::DuplicateKey { .. })
         ));
         // Whitespace around the document is fine in both.

@@ -180,10 +180,13 @@ pub fn upstream_head(
         put_checked(&mut wire, X_FORWARDED_HOST, authority.as_bytes())?;
     }
     if let Some(port) = forwarding.local_port.filter(|_| !kept(X_FORWARDED_PORT)) {
-        write!(wire, "{X_FORWARDED_PORT}: {port}\r\n").expect("BytesMut grows");
+        put_number(&mut wire, X_FORWARDED_PORT, port);
     }
     if let (Some(name), Some(client)) = (forwarding.client_header, forwarding.client) {
-        write!(wire, "{name}: {client}\r\n").expect("BytesMut grows");
+        wire.put_slice(name.as_str().as_bytes());
+        wire.put_slice(b": ");
+        put_ip(&mut wire, client);
+        wire.put_slice(b"\r\n");
     }
     put_checked(&mut wire, X_REQUEST_ID, forwarding.request_id.as_bytes())?;
     put_checked(&mut wire, X_HOOKGATE_ROUTE, forwarding.route.as_bytes())?;
@@ -194,7 +197,7 @@ pub fn upstream_head(
         }
     }
     if body_len > 0 || sends_body(downstream) {
-        write!(wire, "content-length: {body_len}\r\n").expect("BytesMut grows");
+        put_number(&mut wire, "content-length", body_len);
     }
     wire.put_slice(b"\r\n");
     Ok(UpstreamHead {
@@ -225,9 +228,30 @@ fn put_forwarded_for(wire: &mut BytesMut, headers: &http::HeaderMap, forwarding:
         if !first {
             wire.put_slice(b", ");
         }
-        write!(wire, "{peer}").expect("BytesMut grows");
+        put_ip(wire, peer);
     }
     wire.put_slice(b"\r\n");
+}
+
+/// An address in its standard text form (`Display`), IPv4 without the formatter.
+fn put_ip(wire: &mut BytesMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    wire.put_u8(b'.');
+                }
+                wire.put_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(_) => write!(wire, "{ip}").expect("BytesMut grows"),
+    }
+}
+
+/// `name: value\r\n` for a number.
+fn put_number(wire: &mut BytesMut, name: &str, value: impl itoa::Integer) {
+    put_header(wire, name, itoa::Buffer::new().format(value).as_bytes());
 }
 
 fn put_header(wire: &mut BytesMut, name: &str, value: &[u8]) {
