@@ -2,6 +2,7 @@
 //! in `proxy`; the README has the user-facing contract.
 
 pub mod admin; // /metrics /healthz /readyz
+pub mod admission; // in-flight and connection caps, the in-flight gauge
 pub mod allowlist; // CIDR sets, trusted proxies, client address
 pub mod cli; // command-line definition
 pub mod config; // TOML file -> validated Config, errors with line and key
@@ -15,7 +16,7 @@ pub mod housekeeping; // periodic pruning of per-key limiter state
 pub mod logging; // text or JSON log lines
 pub mod metrics; // every metric name and its registration
 pub mod proxy; // the request path: a Pingora HttpServerApp
-pub mod ratelimit; // governor limiters with bounded keyed state, in-flight cap
+pub mod ratelimit; // governor limiters with bounded keyed state
 pub mod reload; // SIGHUP / file watch / POST /reload -> validate -> swap
 pub mod routing; // host + path + method -> route
 pub mod secret; // redacted secret newtype

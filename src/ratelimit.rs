@@ -1,11 +1,9 @@
-//! Rate limits of routes (governor's GCRA), with bounded per-key state, and the global
-//! in-flight request cap.
+//! Rate limits of routes (governor's GCRA), with bounded per-key state.
 //!
 //! Owns: the `rate_limit = { ... }` table of a route ([`RateLimitSpec`]) and its validation
 //! into a [`RateLimit`]; the per-route limiter ([`RouteLimiter`]) that decides 429 and the
 //! `Retry-After` value before the body is read; keeping keyed state bounded ([`RouteLimiter::prune`]
-//! and the key cap); the `[server]` in-flight cap ([`InflightLimit`], 503 when full).
-//! Does not own: which client address a request has (`allowlist::client_addr`), answering
+//! and the key cap). Does not own: the `[server]` in-flight cap (`admission`), which client address a request has (`allowlist::client_addr`), answering
 //! 429/503 or setting headers (the proxy), running the prune timer (the proxy calls
 //! [`RouteLimiter::prune`] every few seconds; this module needs no runtime), or metrics names.
 //!
@@ -659,87 +657,6 @@ fn theoretical_arrival(state: &InMemoryState) -> Option<Nanos> {
     .flatten()
 }
 
-// ---------------------------------------------------------------------------------------------
-// In-flight cap
-
-/// The global cap on requests in flight (`[server]` setting; 503 when exceeded).
-///
-/// Clones share the counter, so a reload can [`set_max`](InflightLimit::set_max) without
-/// losing track of requests already running.
-#[derive(Clone)]
-pub struct InflightLimit(Arc<Inflight>);
-
-struct Inflight {
-    max: AtomicUsize,
-    current: AtomicUsize,
-}
-
-/// Holds one in-flight slot; dropping it frees the slot. Keep it in the request context.
-#[must_use = "the slot is released when the guard is dropped"]
-pub struct InflightGuard(Arc<Inflight>);
-
-impl InflightLimit {
-    /// At most `max` requests at once (0 refuses everything).
-    pub fn new(max: usize) -> Self {
-        InflightLimit(Arc::new(Inflight {
-            max: AtomicUsize::new(max),
-            current: AtomicUsize::new(0),
-        }))
-    }
-
-    /// No cap; still counts (for the `hookgate_inflight_requests` gauge).
-    pub fn unlimited() -> Self {
-        Self::new(usize::MAX)
-    }
-
-    /// A slot, or `None` when `max` requests are already in flight.
-    pub fn try_acquire(&self) -> Option<InflightGuard> {
-        let max = self.0.max.load(Ordering::Relaxed);
-        self.0
-            .current
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| InflightGuard(Arc::clone(&self.0)))
-    }
-
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.0.current.load(Ordering::Acquire)
-    }
-
-    pub fn max(&self) -> usize {
-        self.0.max.load(Ordering::Relaxed)
-    }
-
-    /// Changes the cap; requests already in flight are not affected.
-    pub fn set_max(&self, max: usize) {
-        self.0.max.store(max, Ordering::Relaxed);
-    }
-}
-
-impl fmt::Debug for InflightLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InflightLimit")
-            .field("in_flight", &self.in_flight())
-            .field("max", &self.max())
-            .finish()
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.current.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl fmt::Debug for InflightGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("InflightGuard")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,28 +997,5 @@ mod tests {
         }
         assert_eq!(l.keys(), 1000);
         assert_eq!(l.overflow_hits(), 8000 - 1000);
-    }
-
-    #[test]
-    fn inflight_limit() {
-        let limit = InflightLimit::new(2);
-        let a = limit.try_acquire().unwrap();
-        let b = limit.try_acquire().unwrap();
-        assert!(limit.try_acquire().is_none());
-        assert_eq!(limit.in_flight(), 2);
-        drop(a);
-        let c = limit.clone().try_acquire().unwrap();
-        assert_eq!(limit.in_flight(), 2);
-        limit.set_max(1);
-        assert!(limit.try_acquire().is_none());
-        drop((b, c));
-        assert_eq!(limit.in_flight(), 0);
-        assert!(limit.try_acquire().is_some());
-        assert!(InflightLimit::new(0).try_acquire().is_none());
-        let unlimited = InflightLimit::unlimited();
-        let guards: Vec<_> = (0..100).map(|_| unlimited.try_acquire().unwrap()).collect();
-        assert_eq!(unlimited.in_flight(), 100);
-        drop(guards);
-        assert_eq!(unlimited.in_flight(), 0);
     }
 }

@@ -33,9 +33,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
+use crate::admission::InflightLimit;
 use crate::config::{inputs, Config, ServerSettings};
 use crate::metrics::Metrics;
-use crate::ratelimit::InflightLimit;
 use crate::state::{SharedState, Snapshot};
 
 /// Quiet time after the last file event before reloading (editors write in bursts).

@@ -22,6 +22,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::admission::InflightLimit;
 use crate::config::Config;
 use crate::echo::Echo;
 use crate::fanout::Fanout;
@@ -29,7 +30,6 @@ use crate::health::HealthChecker;
 use crate::housekeeping::Housekeeping;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnectionLimit, CopyMetrics, CopySender, Gateway, UpstreamConnections};
-use crate::ratelimit::InflightLimit;
 use crate::reload::{ReloadTriggers, Reloader};
 use crate::state::{self, Snapshot};
 

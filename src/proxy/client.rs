@@ -20,9 +20,9 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use super::Gateway;
+use crate::admission::InflightLimit;
 use crate::config::ClientLimits;
 use crate::metrics::{ClientLimit, Metrics};
-use crate::ratelimit::InflightLimit;
 
 /// The gateway behind a cap on open client connections.
 pub struct ConnectionLimit {

@@ -53,12 +53,12 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession as Session;
 use pingora::server::ShutdownWatch;
 
+use crate::admission::{Counted, InflightLimit, InflightSlot};
 use crate::allowlist;
 use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
 use crate::events::Target;
 use crate::fanout::{Fanout, Payload};
 use crate::metrics::{ClientLimit, Metrics, Outcome, RouteHandles, UNMATCHED_ROUTE};
-use crate::ratelimit::{InflightGuard as InflightSlot, InflightLimit};
 use crate::routing::RouteMatch;
 use crate::state::{Route, SharedState, Snapshot};
 use crate::target::{self, Authority};
@@ -69,7 +69,7 @@ pub use connections::UpstreamConnections;
 pub use copies::{CopyMetrics, CopySender};
 use forward::ForwardError;
 use headers::UpstreamHead;
-pub use reply::Reply;
+pub use reply::{Refusal, Reply};
 
 /// The gateway service: shared state, metrics and the upstream connections.
 pub struct Gateway {
@@ -139,7 +139,7 @@ pub struct RequestContext {
     /// The event as extracted, for `X-Hookgate-Event` and the access log.
     event: Option<String>,
     /// Counts the request in `hookgate_inflight_requests` while it lives.
-    _counted: InflightGuard,
+    _counted: Counted,
     /// Its admission under `[server] max_inflight`, released on drop.
     admission: Option<InflightSlot>,
     /// Whether the request head was parsed (so `req_header()` may be called).
@@ -150,15 +150,6 @@ impl RequestContext {
     fn route_name(&self) -> Option<&str> {
         let snapshot = self.snapshot.as_ref()?;
         self.route.map(|index| snapshot.routes[index].name())
-    }
-}
-
-/// Counts a request in `hookgate_inflight_requests` for as long as it lives.
-struct InflightGuard(prometheus::IntGauge);
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -216,11 +207,10 @@ impl HttpServerApp for Gateway {
             Err(limit) => {
                 self.metrics.client_limit_hit(limit);
                 ctx.request_id = uuid::Uuid::new_v4().to_string();
-                ctx.detail = Some(format!("{} exceeded", limit.as_str()));
-                ctx.close = true;
-                self.reject(&mut session, &mut ctx, &Reply::HEADER_TOO_LARGE)
-                    .await
-                    .err()
+                let refusal = Refusal::new(Reply::HEADER_TOO_LARGE)
+                    .detail(format!("{} exceeded", limit.as_str()))
+                    .close();
+                self.refuse(&mut session, &mut ctx, refusal).await.err()
             }
         };
         if error
@@ -249,7 +239,6 @@ impl HttpServerApp for Gateway {
 
 impl Gateway {
     fn new_ctx(&self) -> RequestContext {
-        self.metrics.inflight.inc();
         RequestContext {
             started: Instant::now(),
             snapshot: None,
@@ -272,17 +261,46 @@ impl Gateway {
             detail: None,
             reason: None,
             event: None,
-            _counted: InflightGuard(self.metrics.inflight.clone()),
+            _counted: Counted::new(&self.metrics.inflight),
             admission: None,
             head_read: false,
         }
     }
 
-    /// Steps 0–9 for one request whose head was read. It always answers unless
-    /// the connection broke; `Err` means the connection must not be reused.
+    /// One request whose head was read: the numbered steps of the module doc,
+    /// then the answer. It always answers unless the connection broke; `Err`
+    /// means the connection must not be reused.
     async fn handle(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<()> {
         let snapshot = self.state.load_full();
         ctx.snapshot = Some(snapshot.clone());
+        match self.steps(&snapshot, session, ctx).await {
+            Ok(relayed) => relayed,
+            Err(refusal) => self.refuse(session, ctx, refusal).await,
+        }
+    }
+
+    /// Steps 0–9. Each step either hands the next one what it decided or
+    /// refuses; nothing is written to the sender before step 9.
+    async fn steps(
+        &self,
+        snapshot: &Snapshot,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Relayed, Refusal> {
+        self.identify(session, ctx);
+        ctx.admission = Some(self.admit_request()?); // 0
+        let client = self.client_address(snapshot, session, ctx); // 2
+        let route = self.route(snapshot, session, ctx)?; // 1
+        allow(route, client)?; // 3
+        rate_limit(route, client, session)?; // 4
+        let body = self.read_body(snapshot, session, ctx, route).await?; // 5
+        let admitted = self.verify_and_admit(route, session, &body, ctx)?; // 6, 7, 8
+        self.forward_primary(snapshot, session, ctx, route, admitted)
+            .await // 9
+    }
+
+    /// The peer and the request id, for every answer and log line.
+    fn identify(&self, session: &Session, ctx: &mut RequestContext) {
         ctx.peer = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
@@ -290,28 +308,31 @@ impl Gateway {
         ctx.request_id = headers::sender_request_id(session.req_header())
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    }
 
-        // 0. In-flight cap.
-        match self.inflight_limit.try_acquire() {
-            Some(slot) => ctx.admission = Some(slot),
-            None => {
-                ctx.detail = Some("max_inflight reached".to_string());
-                return self.reject(session, ctx, &Reply::OVERLOADED).await;
-            }
-        }
+    /// Step 0: a slot under `[server] max_inflight`.
+    fn admit_request(&self) -> Result<InflightSlot, Refusal> {
+        self.inflight_limit
+            .try_acquire()
+            .ok_or_else(|| Refusal::new(Reply::OVERLOADED).detail("max_inflight reached"))
+    }
 
-        // 2. Client address (decided before routing so that every access line has it).
+    /// Step 2: the client address, decided before routing so that every access
+    /// line has it: the peer, or `X-Forwarded-For` through trusted proxies only.
+    fn client_address(
+        &self,
+        snapshot: &Snapshot,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> IpAddr {
         let trusted_proxies = &snapshot.config.server.trusted_proxies;
-        let head = session.req_header();
         let client = match ctx.peer {
             Some(peer) => {
                 ctx.trusted_peer = trusted_proxies.contains(peer.to_canonical());
+                let forwarded_for = session.req_header().headers.get_all("x-forwarded-for");
                 allowlist::client_addr(
                     peer,
-                    head.headers
-                        .get_all("x-forwarded-for")
-                        .iter()
-                        .map(|v| v.as_bytes()),
+                    forwarded_for.iter().map(|v| v.as_bytes()),
                     trusted_proxies,
                 )
             }
@@ -319,34 +340,29 @@ impl Gateway {
             None => IpAddr::from([0, 0, 0, 0]),
         };
         ctx.client = Some(client);
+        client
+    }
 
-        // 1. One reading of the request: framing, target, authority; then the route.
-        if let Err(reason) = framing::check(session) {
-            ctx.close = true;
-            ctx.reason = Some(reason.to_string());
-            return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
-        }
+    /// Step 1: one reading of the request (framing, the canonical target, the
+    /// authority, the headers a backend reads differently), then the route by
+    /// host, path and method.
+    fn route<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> Result<&'s Route, Refusal> {
+        framing::check(session).map_err(|reason| Refusal::bad_request(reason).close())?;
         let head = session.req_header();
-        let read = target::read_target(head.raw_path()).and_then(|target| {
-            let authority = target::read_authority(
-                &target,
-                &head.headers,
-                head.uri.authority().map(|a| a.as_str()),
-                head.version,
-            )?;
-            Ok((target, authority))
-        });
-        let (target, authority) = match read {
-            Ok(read) => read,
-            Err(error) => {
-                ctx.reason = Some(error.to_string());
-                return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
-            }
-        };
-        if let Err(reason) = agreement::check(head, target.query, ctx.trusted_peer) {
-            ctx.reason = Some(reason.to_string());
-            return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
-        }
+        let target = target::read_target(head.raw_path()).map_err(Refusal::bad_request)?;
+        let authority = target::read_authority(
+            &target,
+            &head.headers,
+            head.uri.authority().map(|a| a.as_str()),
+            head.version,
+        )
+        .map_err(Refusal::bad_request)?;
+        agreement::check(head, target.query, ctx.trusted_peer).map_err(Refusal::bad_request)?;
         let forwarded = target.forwarded();
         if forwarded.as_bytes() != head.raw_path() {
             ctx.forward_target = Some(forwarded.into_owned());
@@ -355,97 +371,112 @@ impl Gateway {
         let host = authority.as_ref().map(Authority::host);
         let found = snapshot.table.find(host, &target.route_path, &head.method);
         ctx.authority = authority;
-        let index = match found {
-            RouteMatch::Found(index) => index,
-            RouteMatch::NoRoute => return self.reject(session, ctx, &Reply::NO_ROUTE).await,
+        match found {
+            RouteMatch::Found(index) => {
+                ctx.route = Some(index);
+                Ok(&snapshot.routes[index])
+            }
+            RouteMatch::NoRoute => Err(Refusal::new(Reply::NO_ROUTE)),
             RouteMatch::MethodNotAllowed(index) => {
                 ctx.route = Some(index);
-                return self.reject(session, ctx, &Reply::METHOD_NOT_ALLOWED).await;
-            }
-        };
-        ctx.route = Some(index);
-        let route = &snapshot.routes[index];
-
-        // 3. Allowlist.
-        if !route.settings.allow.permits(client) {
-            ctx.detail = Some(format!("client {client} not in the route's allowlist"));
-            return self.reject(session, ctx, &Reply::IP_NOT_ALLOWED).await;
-        }
-
-        // 4. Rate limit.
-        let head = session.req_header();
-        if let Some(limiter) = &route.limiter {
-            if let Err(limited) = limiter.check(client, &head.headers) {
-                ctx.detail = Some(limited.to_string());
-                let retry_after = [("Retry-After", limited.retry_after_secs().to_string())];
-                return self
-                    .reject_with(session, ctx, &Reply::RATE_LIMITED, &retry_after)
-                    .await;
+                Err(Refusal::new(Reply::METHOD_NOT_ALLOWED))
             }
         }
+    }
 
-        // 5. Body.
+    /// Step 5: the whole body, bounded by the route's `max_body` and
+    /// `[server] body_timeout`; a form body may not override the method.
+    async fn read_body(
+        &self,
+        snapshot: &Snapshot,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        route: &Route,
+    ) -> Result<bytes::Bytes, Refusal> {
         let server = &snapshot.config.server;
         session.set_read_timeout(Some(server.client_timeout));
         let deadline = Instant::now() + server.limits.body_timeout;
-        let body = match body::read_bounded(session, route.settings.max_body, deadline).await {
-            Ok(body) => body,
-            Err(error) => {
-                // After any body error the rest of the stream cannot be trusted to
-                // start a request, whatever state the session reports: close it.
-                ctx.close = true;
-                return self.refuse_body(session, ctx, route, error).await;
-            }
-        };
+        let body = body::read_bounded(session, route.settings.max_body, deadline)
+            .await
+            .map_err(|error| self.body_refusal(route, error))?;
         ctx.body_bytes = body.len();
         route.metrics.observe_body(&self.metrics, body.len());
-        if let Err(reason) = agreement::check_form_body(session.req_header(), &body) {
-            ctx.reason = Some(reason.to_string());
-            return self.reject(session, ctx, &Reply::BAD_REQUEST).await;
-        }
+        agreement::check_form_body(session.req_header(), &body).map_err(Refusal::bad_request)?;
+        Ok(body)
+    }
 
-        // 6. Verify, 7. duplicate delivery, 8. event: all read the verified body
-        // and the head; the answer is decided first, then written.
-        let admitted = {
-            let head = session.req_header();
-            let request = verify::Request {
-                method: head.method.as_str(),
-                // As received (in origin form): what URL-signing senders signed.
-                path_and_query: raw_target(head).get(ctx.origin_at..).unwrap_or("/"),
-                headers: &head.headers,
-                body: &body,
-            };
-            match route.settings.verifier.verify(&request, SystemTime::now()) {
-                Err(error) => {
-                    self.metrics
-                        .signature_failures
-                        .with_label_values(&[
-                            route.name(),
-                            route.settings.verifier.scheme(),
-                            error.reason(),
-                        ])
-                        .inc();
-                    ctx.detail = Some(error.to_string());
-                    if let verify::VerifyError::Ambiguous(why) = &error {
-                        ctx.reason = Some(why.to_string());
+    /// The answer to a body that could not be read (step 5). After any body
+    /// error the rest of the stream cannot be trusted to start a request,
+    /// whatever state the session reports: the connection is closed.
+    fn body_refusal(&self, route: &Route, error: BodyError) -> Refusal {
+        let refusal = match error {
+            BodyError::TooLarge => Refusal::new(Reply::BODY_TOO_LARGE)
+                .detail(format!("body over max_body {}", route.settings.max_body)),
+            BodyError::Malformed(why) => Refusal::bad_request(why),
+            BodyError::Late => {
+                self.metrics.client_limit_hit(ClientLimit::BodyTimeout);
+                Refusal::new(Reply::REQUEST_TIMEOUT)
+                    .detail("the body took longer than body_timeout")
+            }
+            BodyError::Read(e) => {
+                let refusal = match e.etype() {
+                    ErrorType::ReadTimedout => Refusal::new(Reply::REQUEST_TIMEOUT),
+                    ErrorType::Custom("InvalidChunk") => {
+                        Refusal::bad_request("invalid chunked body")
                     }
-                    Err((Reply::for_verify_error(&error), None))
-                }
-                Ok(verified) => self.admit(route, &verified, &body, &head.headers, ctx),
+                    _ => Refusal::new(Reply::BAD_REQUEST),
+                };
+                refusal.detail(format!("reading the request body: {e}"))
             }
         };
-        let admitted = match admitted {
-            Ok(admitted) => admitted,
-            Err((reply, retry_after)) => {
-                let extra: Vec<(&'static str, String)> = retry_after
-                    .map(|s| ("Retry-After", s.to_string()))
-                    .into_iter()
-                    .collect();
-                return self.reject_with(session, ctx, &reply, &extra).await;
-            }
-        };
+        refusal.close()
+    }
 
-        // 9. Forward to the primary upstream.
+    /// Steps 6–8: verify the body and the head, then the duplicate delivery and
+    /// the event. All read the verified body; the answer is decided first.
+    fn verify_and_admit<'r>(
+        &self,
+        route: &'r Route,
+        session: &Session,
+        body: &bytes::Bytes,
+        ctx: &mut RequestContext,
+    ) -> Result<Admitted<'r>, Refusal> {
+        let head = session.req_header();
+        let request = verify::Request {
+            method: head.method.as_str(),
+            // As received (in origin form): what URL-signing senders signed.
+            path_and_query: raw_target(head).get(ctx.origin_at..).unwrap_or("/"),
+            headers: &head.headers,
+            body,
+        };
+        let verifier = &route.settings.verifier;
+        let verified = verifier
+            .verify(&request, SystemTime::now())
+            .map_err(|error| {
+                self.metrics
+                    .signature_failures
+                    .with_label_values(&[route.name(), verifier.scheme(), error.reason()])
+                    .inc();
+                let refusal = Refusal::new(Reply::for_verify_error(&error));
+                match &error {
+                    verify::VerifyError::Ambiguous(why) => refusal.reason(why),
+                    _ => refusal,
+                }
+                .detail(error.to_string())
+            })?;
+        self.admit(route, &verified, body, &head.headers, ctx)
+    }
+
+    /// Step 9: forward the verified bytes to the primary upstream and relay its
+    /// answer; after a 2xx, remember the delivery id and queue the copies.
+    async fn forward_primary(
+        &self,
+        snapshot: &Snapshot,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        route: &Route,
+        admitted: Admitted<'_>,
+    ) -> Result<Relayed, Refusal> {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
@@ -472,13 +503,16 @@ impl Gateway {
                 route: route.name(),
                 event: ctx.event.as_deref(),
             },
-        )?;
+        );
+        let head = match head {
+            Ok(head) => head,
+            // A value of the gateway's own that cannot be sent: no answer fits.
+            Err(e) => return Ok(Err(e)),
+        };
         let Some(pool) = snapshot.pools.get(admitted.primary) else {
             // Config validation makes this unreachable; answer rather than panic.
-            ctx.detail = Some(format!("upstream {} not in the snapshot", admitted.primary));
-            return self
-                .reject(session, ctx, &Reply::UPSTREAM_UNAVAILABLE)
-                .await;
+            return Err(Refusal::new(Reply::UPSTREAM_UNAVAILABLE)
+                .detail(format!("upstream {} not in the snapshot", admitted.primary)));
         };
         ctx.upstream = Some(admitted.primary.to_string());
         // Only a delivery the primary accepted is remembered: after a failure the
@@ -496,7 +530,7 @@ impl Gateway {
             body: &admitted.body,
             request_id: &ctx.request_id,
         };
-        let result = forward::forward(
+        let forwarded = forward::forward(
             &self.connections,
             session,
             pool,
@@ -504,86 +538,37 @@ impl Gateway {
             &mut ctx.target,
             remember,
         )
-        .await;
-        match result {
-            Ok(forwarded) => {
-                ctx.status = Some(forwarded.status);
-                ctx.upstream_status = Some(forwarded.status);
-                ctx.upstream_time = Some(forwarded.upstream_time);
-                if (200..300).contains(&forwarded.status) {
-                    // Only a delivery the primary accepted is copied: after a
-                    // failure the provider retries, and copies would double. An
-                    // accepted one is copied even when its answer then failed to
-                    // reach the sender: the app has it.
-                    self.queue_copies(route.name(), admitted.copies, &head, &admitted.body);
-                }
-                match forwarded.interrupted {
-                    None => {
-                        ctx.outcome = Some(Outcome::Forwarded);
-                        Ok(())
-                    }
-                    Some(e) => {
-                        ctx.outcome = Some(Outcome::UpstreamError);
-                        ctx.detail = Some(format!("response interrupted: {e}"));
-                        Err(e)
-                    }
-                }
+        .await
+        .map_err(|error| match error {
+            ForwardError::Unavailable => {
+                Refusal::new(Reply::UPSTREAM_UNAVAILABLE).detail("no healthy target")
             }
-            Err(ForwardError::Unavailable) => {
-                ctx.detail = Some("no healthy target".to_string());
-                self.reject(session, ctx, &Reply::UPSTREAM_UNAVAILABLE)
-                    .await
+            ForwardError::Failed(e) => Refusal::new(Reply::UPSTREAM_ERROR).detail(e.to_string()),
+            ForwardError::TimedOut(e) => {
+                Refusal::new(Reply::UPSTREAM_TIMEOUT).detail(e.to_string())
             }
-            Err(ForwardError::Failed(e)) => {
-                ctx.detail = Some(e.to_string());
-                self.reject(session, ctx, &Reply::UPSTREAM_ERROR).await
-            }
-            Err(ForwardError::TimedOut(e)) => {
-                ctx.detail = Some(e.to_string());
-                self.reject(session, ctx, &Reply::UPSTREAM_TIMEOUT).await
-            }
+        })?;
+        ctx.status = Some(forwarded.status);
+        ctx.upstream_status = Some(forwarded.status);
+        ctx.upstream_time = Some(forwarded.upstream_time);
+        if (200..300).contains(&forwarded.status) {
+            // Only a delivery the primary accepted is copied: after a failure
+            // the provider retries, and copies would double. An accepted one is
+            // copied even when its answer then failed to reach the sender: the
+            // app has it.
+            self.queue_copies(route.name(), admitted.copies, &head, &admitted.body);
         }
-    }
-
-    /// Answers a body that could not be read (step 5).
-    async fn refuse_body(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestContext,
-        route: &Route,
-        error: BodyError,
-    ) -> Result<()> {
-        let reply = match error {
-            BodyError::TooLarge => {
-                ctx.detail = Some(format!("body over max_body {}", route.settings.max_body));
-                Reply::BODY_TOO_LARGE
+        Ok(match forwarded.interrupted {
+            None => {
+                ctx.outcome = Some(Outcome::Forwarded);
+                Ok(())
             }
-            BodyError::Malformed(why) => {
-                ctx.reason = Some(why.to_string());
-                Reply::BAD_REQUEST
+            Some(e) => {
+                ctx.outcome = Some(Outcome::UpstreamError);
+                ctx.detail = Some(format!("response interrupted: {e}"));
+                Err(e)
             }
-            BodyError::Late => {
-                self.metrics.client_limit_hit(ClientLimit::BodyTimeout);
-                ctx.detail = Some("the body took longer than body_timeout".to_string());
-                Reply::REQUEST_TIMEOUT
-            }
-            BodyError::Read(e) => {
-                ctx.detail = Some(format!("reading the request body: {e}"));
-                match e.etype() {
-                    ErrorType::ReadTimedout => Reply::REQUEST_TIMEOUT,
-                    ErrorType::Custom("InvalidChunk") => {
-                        ctx.reason = Some("invalid chunked body".to_string());
-                        Reply::BAD_REQUEST
-                    }
-                    _ => Reply::BAD_REQUEST,
-                }
-            }
-        };
-        // The sender may be gone; answering is best effort.
-        if self.reject(session, ctx, &reply).await.is_err() {
-            ctx.outcome = Some(reply.outcome);
-        }
-        Ok(())
+        })
     }
 
     /// A request head that could not be read: Pingora's parser refused it
@@ -610,7 +595,7 @@ impl Gateway {
         });
         ctx.outcome = Some(reply.outcome);
         ctx.status = Some(reply.status);
-        // Not `reject`: without a parsed head the session cannot tell whether a
+        // Not `refuse`: without a parsed head the session cannot tell whether a
         // body is unread, and the connection is closed anyway.
         let reason = (reply.status == 400).then_some("the request head is not valid HTTP");
         let _ = reply::send(session, reply, None, &ctx.request_id, true, &[], reason).await;
@@ -694,8 +679,9 @@ struct Admitted<'r> {
     copies: &'r [String],
 }
 
-/// A refusal decided before anything was written: the reply and its `Retry-After`.
-type Refusal = (Reply, Option<u64>);
+/// How step 9 ended when it answered: the relay finished, or broke after the
+/// answer started (then the connection is not reused).
+type Relayed = Result<()>;
 
 impl Gateway {
     /// Steps 7 and 8 for a verified request: duplicate delivery, then the event
@@ -713,26 +699,23 @@ impl Gateway {
             Some(store) => match store.admit(verified, headers, Instant::now()) {
                 Ok(Admission::Forward(claim)) => claim,
                 Ok(Admission::Duplicate) => {
-                    ctx.detail = Some("delivery id already forwarded".to_string());
-                    return Err((Reply::DUPLICATE, None));
+                    return Err(
+                        Refusal::new(Reply::DUPLICATE).detail("delivery id already forwarded")
+                    )
                 }
                 Ok(Admission::InFlight) => {
-                    ctx.detail = Some("the same delivery id is being forwarded".to_string());
-                    return Err((Reply::DUPLICATE_IN_FLIGHT, Some(IN_FLIGHT_RETRY_AFTER_SECS)));
+                    return Err(Refusal::new(Reply::DUPLICATE_IN_FLIGHT)
+                        .detail("the same delivery id is being forwarded")
+                        .retry_after(IN_FLIGHT_RETRY_AFTER_SECS))
                 }
-                Err(error) => {
-                    ctx.reason = Some(error.to_string());
-                    return Err((Reply::BAD_REQUEST, None));
-                }
+                Err(error) => return Err(Refusal::bad_request(error)),
             },
         };
-        let decision = match route.settings.events.route(verified, headers) {
-            Ok(decision) => decision,
-            Err(error) => {
-                ctx.reason = Some(error.to_string());
-                return Err((Reply::BAD_REQUEST, None));
-            }
-        };
+        let decision = route
+            .settings
+            .events
+            .route(verified, headers)
+            .map_err(Refusal::bad_request)?;
         if route.settings.events.has_event() {
             self.metrics
                 .events
@@ -741,7 +724,7 @@ impl Gateway {
         }
         ctx.event = decision.event.map(|event| event.into_owned());
         match decision.target {
-            Target::Reject => Err((Reply::EVENT_UNMATCHED, None)),
+            Target::Reject => Err(Refusal::new(Reply::EVENT_UNMATCHED)),
             target => Ok(Admitted {
                 body: VerifiedBody::new(body, verified),
                 claim,
@@ -780,37 +763,66 @@ impl Gateway {
         }
     }
 
-    /// Answers a rejection or failure with its JSON body. The connection is closed
-    /// when the request body may still be unread.
-    async fn reject(
+    /// The one writer of refusals: the JSON answer (with `Retry-After` and
+    /// `Connection: close` when the refusal asks for them), and the fields the
+    /// access log and the request metrics read from `ctx`. The connection is
+    /// also closed when the request body may still be unread.
+    async fn refuse(
         &self,
         session: &mut Session,
         ctx: &mut RequestContext,
-        reply: &Reply,
+        refusal: Refusal,
     ) -> Result<()> {
-        self.reject_with(session, ctx, reply, &[]).await
-    }
-
-    /// [`Gateway::reject`] with extra response headers.
-    async fn reject_with(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestContext,
-        reply: &Reply,
-        extra: &[(&'static str, String)],
-    ) -> Result<()> {
+        let Refusal {
+            reply,
+            reason,
+            detail,
+            retry_after,
+            close,
+        } = refusal;
         ctx.outcome = Some(reply.outcome);
         ctx.status = Some(reply.status);
+        ctx.close |= close;
+        ctx.detail = detail.or(ctx.detail.take());
+        ctx.reason = reason;
         let close = ctx.close || !session.is_body_done();
+        let extra: Vec<(&'static str, String)> = retry_after
+            .map(|secs| ("Retry-After", secs.to_string()))
+            .into_iter()
+            .collect();
         reply::send(
             session,
-            reply,
+            &reply,
             ctx.route_name(),
             &ctx.request_id,
             close,
-            extra,
+            &extra,
             ctx.reason.as_deref(),
         )
         .await
     }
+}
+
+/// Step 3: the route's IP allowlist.
+fn allow(route: &Route, client: IpAddr) -> Result<(), Refusal> {
+    if route.settings.allow.permits(client) {
+        Ok(())
+    } else {
+        Err(Refusal::new(Reply::IP_NOT_ALLOWED)
+            .detail(format!("client {client} not in the route's allowlist")))
+    }
+}
+
+/// Step 4: the route's rate limit, decided before the body is read.
+fn rate_limit(route: &Route, client: IpAddr, session: &Session) -> Result<(), Refusal> {
+    let Some(limiter) = &route.limiter else {
+        return Ok(());
+    };
+    limiter
+        .check(client, &session.req_header().headers)
+        .map_err(|limited| {
+            Refusal::new(Reply::RATE_LIMITED)
+                .retry_after(limited.retry_after_secs())
+                .detail(limited.to_string())
+        })
 }

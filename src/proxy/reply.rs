@@ -1,5 +1,6 @@
 //! Answers the gateway writes itself: the fixed JSON error body for every
-//! rejection and upstream failure.
+//! rejection and upstream failure, and the [`Refusal`] each step of the
+//! request path returns to ask for one.
 //!
 //! Bodies are `{"error":"<code>","route":"<name>","request_id":"<id>"}` (a
 //! duplicate delivery gets `{"status":"duplicate",…}`), plus a `reason` only for
@@ -72,6 +73,63 @@ impl Reply {
             outcome,
             is_error: true,
         }
+    }
+}
+
+/// A request the gateway answers itself, decided before anything was written:
+/// what every step of the request path returns instead of its result. The
+/// proxy's one writer turns it into the answer, the request metrics and the
+/// access-log fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a refusal must be answered"]
+pub struct Refusal {
+    pub reply: Reply,
+    /// Shown to the sender under `reason` (for 400s; never a secret or a value
+    /// from the request).
+    pub reason: Option<String>,
+    /// For the access log only.
+    pub detail: Option<String>,
+    /// `Retry-After`, in seconds (RFC 9110 §10.2.3).
+    pub retry_after: Option<u64>,
+    /// The connection cannot be trusted to start another request (framing or
+    /// body in doubt, RFC 9112 §9.6): answer with `Connection: close` and close it.
+    pub close: bool,
+}
+
+impl Refusal {
+    pub fn new(reply: Reply) -> Self {
+        Refusal {
+            reply,
+            reason: None,
+            detail: None,
+            retry_after: None,
+            close: false,
+        }
+    }
+
+    /// 400 `bad_request` with the reason the sender sees.
+    pub fn bad_request(reason: impl std::fmt::Display) -> Self {
+        Refusal::new(Reply::BAD_REQUEST).reason(reason)
+    }
+
+    pub fn reason(mut self, reason: impl std::fmt::Display) -> Self {
+        self.reason = Some(reason.to_string());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn close(mut self) -> Self {
+        self.close = true;
+        self
     }
 }
 
