@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hookgate::allowlist::{client_addr, parse_entry, IpSet};
-use hookgate::ratelimit::{RateLimitSpec, RouteLimiter};
+use hookgate::config::ratelimit::RateLimitSpec;
+use hookgate::ratelimit::RouteLimiter;
 use http::HeaderMap;
 
 fn spec(rate: &str, per: &str, max_keys: Option<usize>) -> RateLimitSpec {

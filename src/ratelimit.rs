@@ -1,11 +1,13 @@
 //! Rate limits of routes (governor's GCRA), with bounded per-key state.
 //!
-//! Owns: the `rate_limit = { ... }` table of a route ([`RateLimitSpec`]) and its validation
-//! into a [`RateLimit`]; the per-route limiter ([`RouteLimiter`]) that decides 429 and the
-//! `Retry-After` value before the body is read; keeping keyed state bounded ([`RouteLimiter::prune`]
-//! and the key cap). Does not own: the `[server]` in-flight cap (`admission`), which client address a request has (`allowlist::client_addr`), answering
-//! 429/503 or setting headers (the proxy), running the prune timer (the proxy calls
-//! [`RouteLimiter::prune`] every few seconds; this module needs no runtime), or metrics names.
+//! Owns: what a route's `rate_limit` means ([`RateLimit`], [`Rate`], [`LimitBy`]; the keys
+//! are documented below); the per-route limiter ([`RouteLimiter`]) that decides 429 and the
+//! `Retry-After` value before the body is read; keeping keyed state bounded
+//! ([`RouteLimiter::prune`] and the key cap). Does not own: the table's file layer and its
+//! validation (`config::ratelimit`), the `[server]` in-flight cap (`admission`), which client
+//! address a request has (`allowlist::client_addr`), answering 429/503 or setting headers
+//! (the proxy), running the prune timer (the proxy calls [`RouteLimiter::prune`] every few
+//! seconds; this module needs no runtime), or metrics names.
 //!
 //! # Configuration
 //! ```toml
@@ -69,10 +71,6 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{NotUntil, Quota, RateLimiter};
 use http::{HeaderMap, HeaderName};
-use serde::Deserialize;
-
-use crate::config::Problem;
-use crate::units::parse_duration;
 
 /// Default cap on per-key buckets of one route limiter.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -89,27 +87,10 @@ pub const IPV6_KEY_PREFIX_LEN: u8 = 64;
 const _: () = assert!(IPV6_KEY_PREFIX_LEN % 8 == 0 && IPV6_KEY_PREFIX_LEN <= 128);
 
 /// The longest refill time (`burst` × interval) accepted.
-const MAX_REFILL: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MAX_REFILL: Duration = Duration::from_secs(366 * 24 * 3600);
 
 // ---------------------------------------------------------------------------------------------
-// Configuration
-
-/// The `rate_limit` table of a route, as written in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitSpec {
-    /// `"100/s"`, `"6000/min"`, `"10/h"`, `"10/30s"`.
-    pub rate: String,
-    /// Requests allowed at once; defaults to the rate's count.
-    #[serde(default)]
-    pub burst: Option<u32>,
-    /// `"route"` (default), `"ip"` or `"header:<Name>"`.
-    #[serde(default)]
-    pub per: Option<String>,
-    /// Cap on per-key buckets; default [`DEFAULT_MAX_KEYS`].
-    #[serde(default)]
-    pub max_keys: Option<usize>,
-}
+// Compiled configuration (the file layer and its validation: `config::ratelimit`)
 
 /// A parsed rate: `count` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,42 +100,6 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Parses `"<count>/<unit>"` or `"<count>/<duration>"`.
-    pub fn parse(text: &str) -> Result<Rate, String> {
-        let usage = "use a count per unit such as \"100/s\", \"6000/min\", \"10/h\" or \"10/30s\"";
-        let Some((count, unit)) = text.split_once('/') else {
-            return Err(format!("invalid rate {text:?}; {usage}"));
-        };
-        let count: u32 = count
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid count in rate {text:?}; {usage}"))?;
-        let Some(count) = NonZeroU32::new(count) else {
-            return Err(format!(
-                "rate {text:?} allows nothing; the count must be at least 1 (remove rate_limit \
-                 to disable limiting)"
-            ));
-        };
-        let unit = unit.trim();
-        let period = match unit.to_ascii_lowercase().as_str() {
-            "s" | "sec" | "secs" | "second" | "seconds" => Duration::from_secs(1),
-            "m" | "min" | "mins" | "minute" | "minutes" => Duration::from_secs(60),
-            "h" | "hr" | "hrs" | "hour" | "hours" => Duration::from_secs(3600),
-            "d" | "day" | "days" => Duration::from_secs(86_400),
-            _ if unit.starts_with(|c: char| c.is_ascii_digit()) => parse_duration(unit)?,
-            _ => {
-                return Err(format!(
-                    "unknown unit {unit:?} in rate {text:?}; use s, min, h or d, or a duration \
-                     such as \"30s\""
-                ))
-            }
-        };
-        if period.is_zero() {
-            return Err(format!("rate {text:?} has a zero period; {usage}"));
-        }
-        Ok(Rate { count, period })
-    }
-
     /// The time to refill one request.
     pub fn interval(&self) -> Duration {
         self.period / self.count.get()
@@ -211,108 +156,6 @@ impl RateLimit {
             .expect("interval checked non-zero at compile time")
             .allow_burst(self.burst)
     }
-}
-
-impl RateLimitSpec {
-    /// Validates the table. Problem keys: `"rate"`, `"burst"`, `"per"`, `"max_keys"`; the
-    /// loader prefixes `"routes[N].rate_limit"`. Every problem is reported.
-    pub fn compile(&self) -> Result<RateLimit, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let rate = Rate::parse(&self.rate)
-            .map_err(|m| problems.push(Problem::new("rate", m)))
-            .ok();
-        if let Some(rate) = rate {
-            if rate.interval().is_zero() {
-                problems.push(Problem::new(
-                    "rate",
-                    format!("rate {:?} is too high (over one per nanosecond)", self.rate),
-                ));
-            }
-        }
-        let burst = match self.burst {
-            None => rate.map(|r| r.count),
-            Some(b) => {
-                let burst = NonZeroU32::new(b);
-                if burst.is_none() {
-                    problems.push(Problem::new(
-                        "burst",
-                        "burst must be at least 1 (it is how many requests may arrive at once); \
-                         omit it to allow one period's worth",
-                    ));
-                }
-                burst
-            }
-        };
-        if let (Some(rate), Some(burst)) = (rate, burst) {
-            let refill = rate.interval().as_nanos() * u128::from(burst.get());
-            if refill > MAX_REFILL.as_nanos() {
-                problems.push(Problem::new(
-                    "burst",
-                    format!(
-                        "burst {burst} at rate {:?} takes over a year to refill; lower the burst",
-                        self.rate
-                    ),
-                ));
-            }
-        }
-        let by = parse_per(self.per.as_deref())
-            .map_err(|m| problems.push(Problem::new("per", m)))
-            .ok();
-        let max_keys = match (self.max_keys, &by) {
-            (None, _) => DEFAULT_MAX_KEYS,
-            (Some(0), _) => {
-                problems.push(Problem::new(
-                    "max_keys",
-                    "max_keys must be at least 1; omit it for the default of 100000",
-                ));
-                0
-            }
-            (Some(_), Some(LimitBy::Route)) => {
-                problems.push(Problem::new(
-                    "max_keys",
-                    "max_keys applies only to per = \"ip\" or per = \"header:<Name>\"; remove it",
-                ));
-                0
-            }
-            (Some(n), _) => n,
-        };
-        match (rate, burst, by) {
-            (Some(rate), Some(burst), Some(by)) if problems.is_empty() => Ok(RateLimit {
-                rate,
-                burst,
-                by,
-                max_keys,
-            }),
-            _ => Err(problems),
-        }
-    }
-}
-
-fn parse_per(per: Option<&str>) -> Result<LimitBy, String> {
-    let Some(per) = per.map(str::trim) else {
-        return Ok(LimitBy::Route);
-    };
-    if per == "route" {
-        return Ok(LimitBy::Route);
-    }
-    if per == "ip" {
-        return Ok(LimitBy::Ip);
-    }
-    if let Some(name) = per.strip_prefix("header:") {
-        let name = name.trim();
-        return HeaderName::from_bytes(name.as_bytes())
-            .map(LimitBy::Header)
-            .map_err(|_| {
-                format!(
-                    "invalid header name {name:?} in per = {per:?}; write e.g. \
-                 \"header:X-Shop-Domain\""
-                )
-            });
-    }
-    Err(format!(
-        "unknown per = {per:?}; use \"route\", \"ip\" or \"header:<Name>\" (e.g. \
-         \"header:X-Shop-Domain\")"
-    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,6 +503,7 @@ fn theoretical_arrival(state: &InMemoryState) -> Option<Nanos> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ratelimit::RateLimitSpec;
     use governor::clock::FakeRelativeClock;
     use http::HeaderValue;
 
@@ -690,119 +534,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(name, HeaderValue::from_static(value));
         h
-    }
-
-    #[test]
-    fn rates_parse() {
-        let s = Duration::from_secs;
-        let table: [(&str, Option<(u32, Duration)>); 18] = [
-            ("100/s", Some((100, s(1)))),
-            ("6000/min", Some((6000, s(60)))),
-            ("10/h", Some((10, s(3600)))),
-            ("5/m", Some((5, s(60)))),
-            ("1/d", Some((1, s(86_400)))),
-            (" 3 / second ", Some((3, s(1)))),
-            ("7/Minutes", Some((7, s(60)))),
-            ("10/30s", Some((10, s(30)))),
-            ("1/1h30m", Some((1, s(5400)))),
-            ("0/s", None),
-            ("-1/s", None),
-            ("100", None),
-            ("100/fortnight", None),
-            ("/s", None),
-            ("x/s", None),
-            ("100/0s", None),
-            ("4294967296/s", None),
-            ("", None),
-        ];
-        for (text, expected) in table {
-            let got = Rate::parse(text).ok().map(|r| (r.count.get(), r.period));
-            assert_eq!(got, expected, "{text:?}");
-        }
-        assert_eq!(
-            Rate::parse("6000/min").unwrap().interval(),
-            Duration::from_millis(10)
-        );
-        assert!(Rate::parse("0/s").unwrap_err().contains("at least 1"));
-        assert!(Rate::parse("1/fortnight")
-            .unwrap_err()
-            .contains("unknown unit"));
-    }
-
-    #[test]
-    fn spec_problems_are_all_reported() {
-        let bad = RateLimitSpec {
-            rate: "0/s".into(),
-            burst: Some(0),
-            per: Some("cookie".into()),
-            max_keys: Some(0),
-        };
-        let keys: Vec<String> = bad
-            .compile()
-            .unwrap_err()
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
-        assert_eq!(keys, vec!["rate", "burst", "per", "max_keys"]);
-
-        let table: [(RateLimitSpec, &str); 6] = [
-            (spec("1/lightyear", None, None), "rate"),
-            (spec("100/s", None, Some("header:")), "per"),
-            (spec("100/s", None, Some("header:bad header")), "per"),
-            (spec("100/s", None, Some("IP")), "per"),
-            (spec("1/h", Some(u32::MAX), None), "burst"),
-            (
-                RateLimitSpec {
-                    max_keys: Some(10),
-                    ..spec("1/s", None, Some("route"))
-                },
-                "max_keys",
-            ),
-        ];
-        for (s, key) in table {
-            let problems = s.compile().unwrap_err();
-            assert_eq!(problems.len(), 1, "{s:?}: {problems:?}");
-            assert_eq!(problems[0].key, key, "{s:?}");
-        }
-        let p = spec("100/s", None, Some("header:")).compile().unwrap_err();
-        assert!(p[0].message.contains("X-Shop-Domain"), "{}", p[0].message);
-    }
-
-    #[test]
-    fn spec_compiles_with_defaults() {
-        let c = spec("100/s", None, None).compile().unwrap();
-        assert_eq!(c.burst.get(), 100);
-        assert_eq!(c.by, LimitBy::Route);
-        assert_eq!(c.max_keys, DEFAULT_MAX_KEYS);
-        let c = spec("6000/min", Some(20), Some("header:X-Shop-Domain"))
-            .compile()
-            .unwrap();
-        assert_eq!(
-            c.by,
-            LimitBy::Header(HeaderName::from_static("x-shop-domain"))
-        );
-        assert_eq!(c.by.to_string(), "header:x-shop-domain");
-        assert_eq!(c.quota().burst_size().get(), 20);
-        assert_eq!(c.quota().replenish_interval(), Duration::from_millis(10));
-    }
-
-    #[test]
-    fn spec_serde_shape() {
-        #[derive(Deserialize)]
-        struct Route {
-            rate_limit: RateLimitSpec,
-        }
-        let r: Route = toml::from_str(
-            "rate_limit = { rate = \"100/s\", burst = 200, per = \"ip\", max_keys = 5000 }",
-        )
-        .unwrap();
-        assert_eq!(r.rate_limit.burst, Some(200));
-        assert_eq!(r.rate_limit.max_keys, Some(5000));
-        let err = toml::from_str::<Route>("rate_limit = { rate = \"1/s\", brust = 2 }")
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("brust"), "{err}");
-        assert!(toml::from_str::<Route>("rate_limit = { rate = \"1/s\", burst = -1 }").is_err());
     }
 
     #[test]

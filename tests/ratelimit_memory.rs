@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::clock::FakeRelativeClock;
-use hookgate::ratelimit::{RateLimitSpec, RouteLimiter, BYTES_PER_KEY_BOUND, DEFAULT_MAX_KEYS};
+use hookgate::config::ratelimit::RateLimitSpec;
+use hookgate::ratelimit::{RouteLimiter, BYTES_PER_KEY_BOUND, DEFAULT_MAX_KEYS};
 use http::HeaderMap;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 

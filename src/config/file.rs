@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::ratelimit::RateLimitSpec;
 use crate::allowlist::IpSetsFile;
 use crate::dedupe::DedupeSpec;
 use crate::events::{EventRuleFile, EventSpec, OneOrMany};
 use crate::fanout::FanoutSpec;
 use crate::logging::LogFormat;
-use crate::ratelimit::RateLimitSpec;
 use crate::verify::VerifySpec;
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ pub mod inputs;
 mod locate;
 mod present;
 mod problem;
+pub mod ratelimit;
 pub mod secrets;
 
 use std::collections::{BTreeMap, HashSet};

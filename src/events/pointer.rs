@@ -33,7 +33,7 @@
 //!   accepted, and the upstream, which gets the exact bytes, is the one to refuse it.
 //!   **Early stop**: when the body's bytes show that no key of the pointer can occur twice
 //!   (no `\u` escape anywhere, and each key's quoted text, `"action"`, at most once:
-//!   [`JsonPointer::keys_written_once`], two SIMD passes), the walk stops at the value
+//!   `JsonPointer::keys_written_once`, two SIMD passes), the walk stops at the value
 //!   itself, as a first-match reader would, and what follows it is not read. Otherwise the
 //!   walk reads on as above. Keys holding `/`, `"`, `\` or controls always read on.
 //! - [`Scope::Document`] (routes without `verify`, and every `dedupe` `json:` id): the whole

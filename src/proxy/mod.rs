@@ -647,7 +647,7 @@ fn raw_target(head: &pingora::http::RequestHeader) -> &str {
 
 /// The bytes to forward: exactly the ones a verifier vouched for, shared with
 /// the buffered body rather than copied. It can only be made from a
-/// [`Verified`], which only `verify` can make, and [`forward::forward`] takes
+/// [`Verified`], which only `verify` can make, and `forward::forward` takes
 /// nothing else: an unverified body cannot reach an upstream.
 pub struct VerifiedBody(bytes::Bytes);
 
