@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::fanout::FanoutSpec;
 use super::ratelimit::RateLimitSpec;
 use crate::allowlist::IpSetsFile;
 use crate::dedupe::DedupeSpec;
 use crate::events::{EventRuleFile, EventSpec, OneOrMany};
-use crate::fanout::FanoutSpec;
 use crate::logging::LogFormat;
 use crate::verify::VerifySpec;
 
