@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::dedupe::DedupeSpec;
 use super::fanout::FanoutSpec;
 use super::ratelimit::RateLimitSpec;
 use crate::allowlist::IpSetsFile;
-use crate::dedupe::DedupeSpec;
 use crate::events::{EventRuleFile, EventSpec, OneOrMany};
 use crate::logging::LogFormat;
 use crate::verify::VerifySpec;

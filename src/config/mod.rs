@@ -10,6 +10,7 @@
 //! not own the runtime objects built from a `Config` (pools, route table): those
 //! live in `upstream` and `routing`.
 
+pub mod dedupe;
 pub mod fanout;
 pub mod file;
 pub mod inputs;
