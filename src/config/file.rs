@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::dedupe::DedupeSpec;
 use super::fanout::FanoutSpec;
+use super::ip_sets::IpSetsFile;
 use super::ratelimit::RateLimitSpec;
-use crate::allowlist::IpSetsFile;
 use crate::events::{EventRuleFile, EventSpec, OneOrMany};
 use crate::logging::LogFormat;
 use crate::verify::VerifySpec;

@@ -14,6 +14,7 @@ pub mod dedupe;
 pub mod fanout;
 pub mod file;
 pub mod inputs;
+pub mod ip_sets;
 mod locate;
 mod present;
 mod problem;
@@ -31,7 +32,7 @@ use http::Method;
 
 pub use problem::Problem;
 
-use crate::allowlist::{Allowlist, IpSet, IpSetSource, IpSets};
+use crate::allowlist::{Allowlist, IpSet};
 use crate::dedupe::DedupeConfig;
 use crate::events::EventRouter;
 use crate::events::OneOrMany;
@@ -42,6 +43,7 @@ use crate::secret::Secret;
 use crate::units::{parse_duration, parse_size};
 use crate::verify::Verifier;
 use file::{FileConfig, RouteFile, UpstreamFile};
+use ip_sets::{IpSetSource, IpSets};
 
 /// Idle upstream connections kept by default: enough for a few hundred
 /// concurrent deliveries without reconnecting (Pingora's own default is 128).
