@@ -18,7 +18,8 @@
 use std::time::{Duration, SystemTime};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use hookgate::events::{EventSpec, Extractor, JsonPointer, Scope};
+use hookgate::config::events::EventSpec;
+use hookgate::events::{Extractor, JsonPointer, Scope};
 use hookgate::verify::{Request, Verifier};
 use http::HeaderMap;
 

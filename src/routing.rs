@@ -229,8 +229,10 @@ mod tests {
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().unwrap()).collect()),
             upstreams: vec!["u".to_string()],
             events: std::sync::Arc::new(
-                crate::events::EventRouter::compile(None, &[], None, &["u".to_string()], &|_| true)
-                    .unwrap(),
+                crate::config::events::compile_router(None, &[], None, &["u".to_string()], &|_| {
+                    true
+                })
+                .unwrap(),
             ),
             dedupe: None,
             max_body: 1024,

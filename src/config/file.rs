@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::dedupe::DedupeSpec;
+use super::events::{EventRuleFile, EventSpec, OneOrMany};
 use super::fanout::FanoutSpec;
 use super::ip_sets::IpSetsFile;
 use super::ratelimit::RateLimitSpec;
-use crate::events::{EventRuleFile, EventSpec, OneOrMany};
 use crate::logging::LogFormat;
 use crate::verify::VerifySpec;
 

@@ -11,6 +11,7 @@
 //! live in `upstream` and `routing`.
 
 pub mod dedupe;
+pub mod events;
 pub mod fanout;
 pub mod file;
 pub mod inputs;
@@ -35,13 +36,13 @@ pub use problem::Problem;
 use crate::allowlist::{Allowlist, IpSet};
 use crate::dedupe::DedupeConfig;
 use crate::events::EventRouter;
-use crate::events::OneOrMany;
 use crate::fanout::FanoutConfig;
 use crate::logging::LogFormat;
 use crate::ratelimit::RateLimit;
 use crate::secret::Secret;
 use crate::units::{parse_duration, parse_size};
 use crate::verify::Verifier;
+use events::OneOrMany;
 use file::{FileConfig, RouteFile, UpstreamFile};
 use ip_sets::{IpSetSource, IpSets};
 
@@ -812,7 +813,7 @@ fn compile_route(
         }
     }
     let is_upstream = |name: &str| upstream_names.iter().any(|n| n == name);
-    let events = EventRouter::compile(
+    let events = events::compile_router(
         route.event.as_ref(),
         &route.events,
         route.unmatched.as_deref(),

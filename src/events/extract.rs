@@ -3,7 +3,7 @@
 //!
 //! Owns: the compiled [`Extractor`] and its lookups over a [`Verified`] body, the XML path
 //! syntax, and the one-reading rules for forms and XML. Does not own: the `event` table's file
-//! layer and validation (`events::EventSpec`), which [`Scope`] a route needs
+//! layer and validation (`config::events`), which [`Scope`] a route needs
 //! (`events::EventRouter`), matching the event against rules (`events::rules`), or any answer
 //! to the sender.
 //!

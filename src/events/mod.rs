@@ -1,15 +1,13 @@
 //! Routing inside a route by the payload's event type: where the event comes from, the
 //! `[[routes.events]]` rules, and the decision the proxy acts on.
 //!
-//! Owns: the file layer of a route's `event = { ... }`, `[[routes.events]]` and `unmatched`
-//! keys ([`EventSpec`], [`EventRuleFile`]); their validation into an [`EventRouter`] (every
-//! problem at once, keyed relative to the route: `"event"`, `"event.json"`,
-//! `"events[1].match"`, `"events[0].upstream"`, `"unmatched"`); extraction of the event from a
-//! [`Verified`] request ([`extract`]); JSON pointers ([`mod@pointer`]); patterns ([`rules`]); the
-//! [`Decision`] with its bounded metric label. Does not own: which route a request belongs to
-//! (`routing`), whether upstream names exist (the loader passes a check to
-//! [`EventRouter::compile`]), answering 400/422, forwarding, fan-out delivery (`fanout`) or
-//! metric registration (`metrics`).
+//! Owns: what a route's `event = { ... }`, `[[routes.events]]` and `unmatched` keys mean
+//! (below) and the [`EventRouter`] they compile into; extraction of the event from a
+//! [`Verified`] request ([`extract`]); JSON pointers ([`mod@pointer`]); patterns ([`rules`]);
+//! the [`Decision`] with its bounded metric label. Does not own: the keys' file layer and
+//! their validation (`config::events`, which reports every problem at once, keyed relative
+//! to the route), which route a request belongs to (`routing`), answering 400/422,
+//! forwarding, fan-out delivery (`fanout`) or metric registration (`metrics`).
 //!
 //! # Configuration
 //! ```toml
@@ -70,9 +68,7 @@ pub mod rules;
 use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName};
-use serde::Deserialize;
 
-use crate::config::Problem;
 use crate::verify::Verified;
 
 pub use extract::{declares, Extractor, Format, XmlPath};
@@ -84,141 +80,6 @@ pub const OTHER_LABEL: &str = "_other";
 
 /// Longest event type accepted, in bytes.
 pub const MAX_EVENT_LEN: usize = 256;
-
-// ---------------------------------------------------------------------------------------------
-// File layer
-
-/// A route's `event = { ... }` table, as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventSpec {
-    /// `"X-GitHub-Event"`.
-    pub header: Option<String>,
-    /// A JSON pointer into the body, or into the `form` field when both are given.
-    pub json: Option<String>,
-    /// A urlencoded form field.
-    pub form: Option<String>,
-    /// An XML path such as `"/event/type"`.
-    pub xml: Option<String>,
-}
-
-/// One `[[routes.events]]` rule, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventRuleFile {
-    /// `"push"`, `["issues", "issue_comment"]`, `"payment_intent.*"`.
-    #[serde(rename = "match")]
-    pub patterns: OneOrMany,
-    /// `"tracker"` or `["ci", "audit"]` (fan-out: the first answers the sender).
-    pub upstream: OneOrMany,
-}
-
-/// A string or a list of strings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    /// The entries, each with its key suffix relative to the field: `""` for a single
-    /// string, `"[i]"` for list entries.
-    fn entries(&self) -> Vec<(String, &str)> {
-        match self {
-            OneOrMany::One(s) => vec![(String::new(), s.as_str())],
-            OneOrMany::Many(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("[{i}]"), s.as_str()))
-                .collect(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        matches!(self, OneOrMany::Many(list) if list.is_empty())
-    }
-}
-
-impl EventSpec {
-    /// Validates the table into an [`Extractor`]. Problem keys: `"event"` (the combination),
-    /// `"event.header"`, `"event.json"`, `"event.form"`, `"event.xml"`.
-    pub fn compile(&self) -> Result<Extractor, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut problem = |key: &str, message: String| {
-            problems.push(Problem::new(format!("event.{key}"), message));
-        };
-        let header = self.header.as_deref().and_then(|name| {
-            HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| {
-                    problem(
-                        "header",
-                        format!("invalid header name {name:?}; write e.g. \"X-GitHub-Event\""),
-                    )
-                })
-                .ok()
-        });
-        let json = self.json.as_deref().and_then(|text| {
-            JsonPointer::parse(text)
-                .map_err(|m| problem("json", m))
-                .ok()
-        });
-        let form = self.form.as_deref().and_then(|field| {
-            if field.is_empty() {
-                problem(
-                    "form",
-                    "empty form field name; write e.g. \"payload\"".into(),
-                );
-                None
-            } else {
-                Some(field.to_string())
-            }
-        });
-        let xml = self
-            .xml
-            .as_deref()
-            .and_then(|text| XmlPath::parse(text).map_err(|m| problem("xml", m)).ok());
-        let given = [
-            self.header.is_some(),
-            self.json.is_some(),
-            self.form.is_some(),
-            self.xml.is_some(),
-        ];
-        let usage = "use one of { header = \"X-GitHub-Event\" }, { json = \"/type\" }, \
-                     { form = \"event\" }, { form = \"payload\", json = \"/type\" }, \
-                     { xml = \"/event/type\" }";
-        let combination_ok = matches!(
-            given,
-            [true, false, false, false]
-                | [false, true, false, false]
-                | [false, false, true, false]
-                | [false, true, true, false]
-                | [false, false, false, true]
-        );
-        if !combination_ok {
-            let message = if given.iter().all(|g| !g) {
-                format!("event says nowhere to find the event type; {usage}")
-            } else {
-                format!(
-                    "event combines sources that cannot go together (only form and json \
-                     combine); {usage}"
-                )
-            };
-            problems.push(Problem::new("event", message));
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(match (header, json, form, xml) {
-            (Some(h), None, None, None) => Extractor::Header(h),
-            (None, Some(j), None, None) => Extractor::Json(j),
-            (None, None, Some(f), None) => Extractor::Form(f),
-            (None, Some(j), Some(f), None) => Extractor::FormJson(f, j),
-            (None, None, None, Some(x)) => Extractor::Xml(x),
-            _ => return Err(vec![Problem::new("event", usage)]),
-        })
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Compiled router
@@ -355,126 +216,29 @@ impl EventRouter {
         }
     }
 
-    /// Validates a route's `event`, `[[routes.events]]` and `unmatched`.
-    ///
-    /// `default` is the route's own (already checked) upstream list; `is_upstream` says
-    /// whether a name is a configured upstream. The router validates the whole body
-    /// ([`Scope::Document`]) until told the route verifies it ([`EventRouter::verified_body`]). On failure returns every problem, keyed
-    /// relative to the route (`"event.json"`, `"events[1].match"`, `"events[1].match[0]"`,
-    /// `"events[0].upstream"`, `"unmatched"`); the loader prefixes `"routes[N]"`.
-    pub fn compile(
-        event: Option<&EventSpec>,
-        rules: &[EventRuleFile],
-        unmatched: Option<&str>,
-        default: &[String],
-        is_upstream: &dyn Fn(&str) -> bool,
-    ) -> Result<EventRouter, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let extractor = event.and_then(|spec| spec.compile().map_err(|p| problems.extend(p)).ok());
-        let reject_unmatched = match unmatched.map(str::trim) {
-            None | Some("default") => false,
-            Some("reject") => true,
-            Some(other) => {
-                problems.push(Problem::new(
-                    "unmatched",
-                    format!(
-                        "unknown unmatched = {other:?}; use \"default\" (send to the route's \
-                         upstream) or \"reject\" (answer 422 event_unmatched)"
-                    ),
-                ));
-                false
-            }
-        };
-        if event.is_none() {
-            if !rules.is_empty() {
-                problems.push(Problem::new(
-                    "events",
-                    "[[routes.events]] rules need an event = { ... } saying where the event \
-                     type is, e.g. event = { header = \"X-GitHub-Event\" } or \
-                     event = { json = \"/type\" }",
-                ));
-            }
-            if reject_unmatched {
-                problems.push(Problem::new(
-                    "unmatched",
-                    "unmatched = \"reject\" without an event = { ... } would reject every \
-                     request; add event (and rules) or remove unmatched",
-                ));
-            }
-        }
-        if default.is_empty() && !reject_unmatched {
-            problems.push(Problem::new(
-                "unmatched",
-                "the route has no upstream for events no rule matches; set upstream or \
-                 unmatched = \"reject\"",
-            ));
-        }
-
-        let mut compiled = Vec::with_capacity(rules.len());
-        // Every pattern so far, for unreachable-pattern checks: (rule index, pattern).
-        let mut earlier: Vec<(usize, Pattern)> = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            let mut patterns = Vec::new();
-            if rule.patterns.is_empty() {
-                problems.push(Problem::new(
-                    format!("events[{i}].match"),
-                    "empty match list; give at least one event type or glob",
-                ));
-            }
-            for (suffix, text) in rule.patterns.entries() {
-                let key = format!("events[{i}].match{suffix}");
-                let pattern = match Pattern::parse(text) {
-                    Ok(p) => p,
-                    Err(m) => {
-                        problems.push(Problem::new(key, m));
-                        continue;
-                    }
-                };
-                // An exact pattern matched by any earlier pattern, or a glob written
-                // before, can never win.
-                let shadowed = earlier.iter().find(|(_, p)| {
-                    if pattern.is_glob() {
-                        p.as_str() == text
-                    } else {
-                        p.matches(text)
-                    }
-                });
-                if let Some((j, by)) = shadowed {
-                    let place = if *j == i {
-                        "earlier in this rule".to_string()
-                    } else {
-                        format!("by events[{j}]")
-                    };
-                    problems.push(Problem::new(
-                        key,
-                        format!(
-                            "{text:?} is already matched by {:?} {place}; the first \
-                                 matching rule wins, so this never matches (remove it or \
-                                 move it up)",
-                            by.as_str()
-                        ),
-                    ));
-                    continue;
-                }
-                earlier.push((i, pattern.clone()));
-                patterns.push(pattern);
-            }
-            let upstreams = check_upstreams(&rule.upstream, i, is_upstream, &mut problems);
-            compiled.push(Rule {
-                patterns,
-                upstreams,
-            });
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(EventRouter {
+    /// A router from validated parts (`config::events` validates them): the extractor,
+    /// each rule's patterns and upstreams in file order, the route's own upstreams and
+    /// whether unmatched events are refused. It reads the whole body ([`Scope::Document`])
+    /// until told the route verifies it ([`EventRouter::verified_body`]).
+    pub fn new(
+        extractor: Option<Extractor>,
+        rules: Vec<(Vec<Pattern>, Vec<String>)>,
+        default: Vec<String>,
+        reject_unmatched: bool,
+    ) -> Self {
+        EventRouter {
             extractor,
             scope: Scope::Document,
-            rules: compiled,
-            default: default.to_vec(),
+            rules: rules
+                .into_iter()
+                .map(|(patterns, upstreams)| Rule {
+                    patterns,
+                    upstreams,
+                })
+                .collect(),
+            default,
             reject_unmatched,
-        })
+        }
     }
 
     /// The router of a route that verifies its body (`verifies`): only the provider can shape
@@ -578,42 +342,13 @@ impl EventRouter {
     }
 }
 
-fn check_upstreams(
-    upstream: &OneOrMany,
-    rule: usize,
-    is_upstream: &dyn Fn(&str) -> bool,
-    problems: &mut Vec<Problem>,
-) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    if upstream.is_empty() {
-        problems.push(Problem::new(
-            format!("events[{rule}].upstream"),
-            "empty upstream list; name at least one upstream",
-        ));
-    }
-    for (suffix, name) in upstream.entries() {
-        let key = format!("events[{rule}].upstream{suffix}");
-        if !is_upstream(name) {
-            problems.push(Problem::new(
-                key,
-                format!("unknown upstream {name:?}; define it under [upstreams.{name}]"),
-            ));
-        } else if names.iter().any(|n| n == name) {
-            problems.push(Problem::new(
-                key,
-                format!("upstream {name:?} is listed twice; it would get the delivery twice"),
-            ));
-        } else {
-            names.push(name.to_string());
-        }
-    }
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::events::{compile_router, EventRuleFile, EventSpec, OneOrMany};
+    use crate::config::Problem;
     use crate::verify::{Request, Verifier};
+    use serde::Deserialize;
     use std::time::SystemTime;
 
     #[derive(Deserialize)]
@@ -632,7 +367,7 @@ mod tests {
 
     fn compile(toml_text: &str) -> Result<EventRouter, Vec<Problem>> {
         let route: RouteFile = toml::from_str(toml_text).unwrap();
-        EventRouter::compile(
+        compile_router(
             route.event.as_ref(),
             &route.events,
             route.unmatched.as_deref(),
@@ -1046,7 +781,7 @@ mod tests {
         assert_eq!(keys(&p), ["events"]);
         let p = compile("name = \"r\"\nupstream = \"ci\"\nunmatched = \"reject\"").unwrap_err();
         assert_eq!(keys(&p), ["unmatched"]);
-        let p = EventRouter::compile(None, &[], None, &[], &|_| true).unwrap_err();
+        let p = compile_router(None, &[], None, &[], &|_| true).unwrap_err();
         assert_eq!(keys(&p), ["unmatched"]);
         // A route with only rules and reject needs no default upstream.
         let spec = EventSpec {
@@ -1057,8 +792,7 @@ mod tests {
             patterns: OneOrMany::One("a".into()),
             upstream: OneOrMany::One("ci".into()),
         };
-        let router =
-            EventRouter::compile(Some(&spec), &[rule], Some("reject"), &[], &|_| true).unwrap();
+        let router = compile_router(Some(&spec), &[rule], Some("reject"), &[], &|_| true).unwrap();
         assert_eq!(router.decide(Some("b")).1, Target::Reject);
         assert_eq!(router.decide(Some("a")).1.primary(), Some("ci"));
     }
