@@ -2,10 +2,15 @@
 //! over the healthy ones, their health checks, and the peer settings (timeouts,
 //! TLS) used to connect.
 //!
+//! Pingora's load-balancing crate runs the health checks and keeps their
+//! results; each check round copies them into one flag per target, so picking a
+//! target per request is an atomic counter and a few flag reads.
+//!
 //! Owns target choice and health; the request exchange itself lives in
 //! `proxy::forward`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pingora::http::RequestHeader;
@@ -20,6 +25,17 @@ use crate::config::UpstreamSettings;
 pub struct UpstreamPool {
     settings: UpstreamSettings,
     balancer: LoadBalancer<RoundRobin>,
+    /// Every target, with its health as of the last check round.
+    targets: Vec<Target>,
+    /// Where the next round-robin pick starts.
+    next: AtomicUsize,
+}
+
+struct Target {
+    addr: SocketAddr,
+    /// The balancer's own entry, whose health the checks record.
+    backend: Backend,
+    healthy: AtomicBool,
 }
 
 impl UpstreamPool {
@@ -28,9 +44,23 @@ impl UpstreamPool {
             LoadBalancer::<RoundRobin>::try_from_iter(settings.targets.iter().copied())
                 .map_err(|e| format!("upstream {}: {e}", settings.name))?;
         balancer.set_health_check(health_check(settings)?);
+        let backends = balancer.backends();
+        let targets = backends
+            .get_backend()
+            .iter()
+            .filter_map(|backend| {
+                Some(Target {
+                    addr: backend_addr(backend)?,
+                    backend: backend.clone(),
+                    healthy: AtomicBool::new(backends.ready(backend)),
+                })
+            })
+            .collect();
         Ok(UpstreamPool {
             settings: settings.clone(),
             balancer,
+            targets,
+            next: AtomicUsize::new(0),
         })
     }
 
@@ -44,13 +74,13 @@ impl UpstreamPool {
 
     /// The next healthy target in round-robin order that is not in `tried`.
     pub fn select(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        let limit = self.settings.targets.len() * 2 + 1;
-        self.balancer
-            .select_with(b"", limit, |backend, healthy| {
-                healthy && backend_addr(backend).is_some_and(|addr| !tried.contains(&addr))
-            })
-            .as_ref()
-            .and_then(backend_addr)
+        // Each look takes the next turn, so a skipped target's turns spread over the
+        // others evenly rather than all going to its neighbour.
+        let count = self.targets.len();
+        (0..count)
+            .map(|_| &self.targets[self.next.fetch_add(1, Ordering::Relaxed) % count])
+            .find(|target| target.healthy.load(Ordering::Relaxed) && !tried.contains(&target.addr))
+            .map(|target| target.addr)
     }
 
     /// The connection settings for `target`: timeouts, keepalive and TLS.
@@ -70,16 +100,19 @@ impl UpstreamPool {
 
     /// Runs one round of health checks over every target.
     pub async fn check_health(&self) {
-        self.balancer.backends().run_health_check(true).await;
+        let backends = self.balancer.backends();
+        backends.run_health_check(true).await;
+        for target in &self.targets {
+            let healthy = backends.ready(&target.backend);
+            target.healthy.store(healthy, Ordering::Relaxed);
+        }
     }
 
     /// Targets currently passing their health check.
     pub fn healthy_targets(&self) -> usize {
-        let backends = self.balancer.backends();
-        backends
-            .get_backend()
+        self.targets
             .iter()
-            .filter(|backend| backends.ready(backend))
+            .filter(|target| target.healthy.load(Ordering::Relaxed))
             .count()
     }
 
