@@ -203,7 +203,9 @@ impl HttpServerApp for Gateway {
         let mut ctx = self.new_ctx();
         ctx.head_read = true;
         let error = match client::check_head(&session, &limits) {
-            Ok(()) => self.handle(&mut session, &mut ctx).await.err(),
+            // Boxed: an idle keep-alive connection waits in `read_request` above, and
+            // holds this future's ~6 KB only while a request is being handled.
+            Ok(()) => Box::pin(self.handle(&mut session, &mut ctx)).await.err(),
             Err(limit) => {
                 self.metrics.client_limit_hit(limit);
                 ctx.request_id = uuid::Uuid::new_v4().to_string();
