@@ -28,8 +28,8 @@ fn admin(to: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Response
 }
 
 fn reloads(gateway: &Gateway) -> f64 {
-    gateway.metric("hookgate_config_reloads_total", &[("result", "success")])
-        + gateway.metric("hookgate_config_reloads_total", &[("result", "failure")])
+    gateway.metric_required("hookgate_config_reloads_total", &[("result", "success")])
+        + gateway.metric_required("hookgate_config_reloads_total", &[("result", "failure")])
 }
 
 /// A name that is neither an IP literal, `localhost` nor in `admin_hosts` gets

@@ -43,7 +43,7 @@ fn wait_closed(stream: &mut TcpStream) -> (Duration, Vec<u8>) {
 }
 
 fn hits(gateway: &Gateway, limit: &str) -> f64 {
-    gateway.metric("hookgate_client_limit_hits_total", &[("limit", limit)])
+    gateway.metric_required("hookgate_client_limit_hits_total", &[("limit", limit)])
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn slow_bodies_do_not_starve_fast_senders() {
     // Both hold their slot before the fast sender starts.
     assert!(wait_until(Duration::from_secs(5), || gateway
         .metric("hookgate_inflight_requests", &[])
-        >= 2.0));
+        .is_some_and(|held| held >= 2.0)));
     let started = Instant::now();
     // Breaks when `read_bounded` stops applying the body deadline: the slots
     // then stay taken as long as the trickle lasts and every delivery gets 503.
@@ -230,7 +230,7 @@ fn connections_and_requests_per_connection_are_capped() {
     let held: Vec<TcpStream> = (0..3).map(|_| connect(gateway.proxy)).collect();
     assert!(wait_until(Duration::from_secs(5), || gateway
         .metric("hookgate_client_connections", &[])
-        >= 3.0));
+        .is_some_and(|open| open >= 3.0)));
     let mut extra = connect(gateway.proxy);
     let _ = extra.write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na");
     let (_, answer) = wait_closed(&mut extra);

@@ -51,7 +51,7 @@ impl Run {
     }
 
     fn server(&self, log_format: &str) -> String {
-        server(self.proxy, self.admin, log_format)
+        server(log_format)
     }
 
     fn log(&self) -> String {
@@ -85,9 +85,11 @@ impl Run {
     }
 }
 
-fn server(proxy: SocketAddr, admin: SocketAddr, log_format: &str) -> String {
+/// The `[server]` section: listeners on port 0, their addresses read back
+/// from the log (`wait_listening`).
+fn server(log_format: &str) -> String {
     format!(
-        "[server]\nlisten = [\"{proxy}\"]\nadmin = \"{admin}\"\nthreads = 1\nshutdown_grace = \"1s\"\nwatch = false\nlog_format = \"{log_format}\"\nadmin_token = \"file:admin-token\"\n"
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nthreads = 1\nshutdown_grace = \"1s\"\nwatch = false\nlog_format = \"{log_format}\"\nadmin_token = \"file:admin-token\"\n"
     )
 }
 
@@ -130,11 +132,10 @@ fn start(log_format: &str, upstream: SocketAddr) -> Run {
     std::fs::write(dir.path().join("github-secret"), format!("{FILE_SECRET}\n")).unwrap();
     std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
     let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-    let (proxy, admin) = (addr(free_port()), addr(free_port()));
     let config_path = dir.path().join("hookgate.toml");
-    let text = format!("{}{}", server(proxy, admin, log_format), routes(upstream));
+    let text = format!("{}{}", server(log_format), routes(upstream));
     std::fs::write(&config_path, text).unwrap();
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["serve", "-c", config_path.to_str().unwrap()])
         .env("HOOKGATE_LOG", "debug")
         .env(ENV_NAME, ENV_SECRET)
@@ -142,13 +143,16 @@ fn start(log_format: &str, upstream: SocketAddr) -> Run {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    let run = Run {
+    let bound = wait_listening(&mut child, &dir.path().join("gateway.log"), 1);
+    let mut run = Run {
         child,
         dir,
-        proxy,
-        admin,
+        proxy: addr(0),
+        admin: addr(0),
         seen: String::new(),
     };
+    let bound = bound.unwrap_or_else(|why| panic!("no listeners ({why}):\n{}", run.log()));
+    (run.proxy, run.admin) = (bound.proxy[0], bound.admin);
     let ready = wait_until(Duration::from_secs(20), || {
         get(run.admin, "/readyz").is_ok_and(|r| r.status == 200)
     });

@@ -504,7 +504,7 @@ fn every_scheme_forwards_valid_deliveries_and_refuses_the_rest() {
         );
     }
     assert_eq!(upstream.count(), expected_forwards);
-    let failures = gateway.metric("hookgate_signature_failures_total", &[]);
+    let failures = gateway.metric_required("hookgate_signature_failures_total", &[]);
     gateway.assert_metric(
         "hookgate_requests_total",
         &[("outcome", "signature_invalid")],
