@@ -187,11 +187,7 @@ fn oversized_heads_are_refused_and_not_forwarded() {
         assert_eq!(hits(&gateway, limit), before + 1.0, "{case}");
     }
     assert_eq!(upstream.count(), 0);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "_unmatched"), ("outcome", "header_too_large")],
-        2.0,
-    );
+    gateway.assert_requests("_unmatched", "header_too_large", 2.0);
 }
 
 #[test]

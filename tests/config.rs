@@ -118,6 +118,9 @@ fn a_missing_file_is_a_config_error() {
 
 #[test]
 fn serve_refuses_to_start_on_a_bad_config() {
+    // Guards the `Config::load` error arm of `Command::Serve` in main.rs
+    // (exit 78 before any listener is bound).
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(

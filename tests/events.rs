@@ -23,7 +23,6 @@ fn events(rules: &[(&str, &str)]) -> String {
 fn each_extraction_kind_routes_provider_payloads_byte_identical() {
     // Guards `events::extract` per kind and the rule match in `routing.rs`:
     // a wrong pointer, form field or XML path sends a case to the default upstream.
-
     let ci = Upstream::start("ci");
     let tracker = Upstream::start("tracker");
     let billing = Upstream::start("billing");
@@ -289,23 +288,14 @@ fn each_extraction_kind_routes_provider_payloads_byte_identical() {
         &[("route", "github"), ("event", "issues")],
         1.0,
     );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "stripe"), ("outcome", "event_unmatched")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "bad_request")],
-        2.0,
-    );
+    gateway.assert_requests("stripe", "event_unmatched", 1.0);
+    gateway.assert_outcome("bad_request", 2.0);
 }
 
 #[test]
 fn fan_out_copies_reach_every_upstream_and_a_down_secondary_is_retried() {
     // Guards `queue_copies` after a 2xx in `Gateway::handle` and the retry of
     // connect failures in `AttemptOutcome::class` (fanout.rs).
-
     let primary = Upstream::start("primary");
     let audit = Upstream::start("audit");
     let late_port = DeadPort::new();
@@ -411,11 +401,7 @@ fn after_a_primary_failure_nothing_is_copied() {
         } else {
             "forwarded"
         };
-        gateway.assert_metric(
-            "hookgate_requests_total",
-            &[("route", route), ("outcome", outcome)],
-            1.0,
-        );
+        gateway.assert_requests(route, outcome, 1.0);
     }
     assert_eq!(post(gateway.proxy, "/control", &[], body).status, 200);
     assert!(
@@ -459,7 +445,6 @@ fn after_a_primary_failure_nothing_is_copied() {
 fn a_full_fan_out_queue_counts_its_drops() {
     // Guards the `Err(dropped)` arm of `queue_copies` (the counter and the
     // log line): a silent drop turns it red.
-
     let primary = Upstream::start("primary");
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(1500)));
     let gateway = Setup::new()
@@ -495,7 +480,6 @@ fn a_full_fan_out_queue_counts_its_drops() {
 fn duplicate_deliveries_are_answered_without_forwarding() {
     // Guards `Dedupe::check` before forwarding and `Claim::forwarded` only
     // on a 2xx (a failed forward is remembered without it).
-
     let app = Upstream::start("app");
     let failing = Upstream::with("failing", Behavior::status(500));
     let gateway = Setup::new()
@@ -571,9 +555,5 @@ fn duplicate_deliveries_are_answered_without_forwarding() {
     assert_eq!(post(gateway.proxy, "/flaky", &[], event).status, 500);
     assert_eq!(post(gateway.proxy, "/flaky", &[], event).status, 500);
     assert_eq!(failing.count(), 2);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "github"), ("outcome", "duplicate")],
-        2.0 + early,
-    );
+    gateway.assert_requests("github", "duplicate", 2.0 + early);
 }

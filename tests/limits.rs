@@ -51,11 +51,7 @@ fn allowlists_admit_and_deny_by_source_address_before_reading_the_body() {
             .collect::<Vec<_>>(),
         vec![b"from .2".to_vec()]
     );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "partners"), ("outcome", "ip_denied")],
-        2.0,
-    );
+    gateway.assert_requests("partners", "ip_denied", 2.0);
 
     if ipv6_loopback_available() {
         let v6_upstream = Upstream::start("v6");
@@ -166,11 +162,7 @@ fn exactly_burst_requests_pass_then_429_with_retry_after() {
         "one token a minute: Retry-After {retry_after}"
     );
     assert_eq!(upstream.count(), 3);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "rate_limited")],
-        1.0,
-    );
+    gateway.assert_outcome("rate_limited", 1.0);
 }
 
 #[test]

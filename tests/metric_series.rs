@@ -73,11 +73,7 @@ upstream = "app"
 
     let forwarded = post(gateway.proxy, "/orders", &[("X-Token", "t0ken")], b"{}");
     assert_eq!(forwarded.status, 200);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "orders"), ("outcome", "forwarded")],
-        1.0,
-    );
+    gateway.assert_requests("orders", "forwarded", 1.0);
 
     // "legacy" is deleted, "fresh" added; "orders" no longer copies to "audit".
     let fresh = r#"[[routes]]

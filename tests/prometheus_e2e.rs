@@ -433,7 +433,7 @@ fn drive_traffic(gateway: &Gateway, slow: &Upstream) {
 
     // Counted in the logging phase just after each answer; the copy to "audit"
     // is delivered in the background.
-    gateway.assert_metric("hookgate_requests_total", &[("outcome", "forwarded")], 8.0);
+    gateway.assert_outcome("forwarded", 8.0);
     gateway.assert_metric(
         "hookgate_fanout_copies_total",
         &[("upstream", "audit"), ("result", "delivered")],

@@ -18,7 +18,6 @@ fn one_route(upstream: &Upstream, extra_route_lines: &str) -> Setup {
 fn bodies_arrive_byte_identical_with_content_length_and_chunked() {
     // Guards `put_header(..content-length..)` in `headers::upstream_head`:
     // relaying the sender's `Transfer-Encoding` beside the re-set length turns it red.
-
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "")
         .server("max_body = \"6MiB\"")
@@ -69,7 +68,6 @@ fn bodies_arrive_byte_identical_with_content_length_and_chunked() {
 fn gateway_headers_are_added_and_the_senders_request_id_kept() {
     // Guards `headers::sender_request_id` and the `Connection`-listed removal
     // (`connection_listed`) in `headers::upstream_head`.
-
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "").start();
     let answered = post(
@@ -114,7 +112,6 @@ fn gateway_headers_are_added_and_the_senders_request_id_kept() {
 fn a_head_request_is_answered_without_a_body_and_the_route_keeps_working() {
     // Guards `head_request: head.method() == http::Method::HEAD` in `forward.rs`:
     // waiting for the 11 bytes the GET framing announces hangs the exchange.
-
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "").start();
     for _ in 0..3 {
@@ -149,7 +146,6 @@ fn a_head_request_is_answered_without_a_body_and_the_route_keeps_working() {
 fn upstream_connections_are_kept_alive_and_a_closed_one_is_not_reused() {
     // Guards `UpstreamConnections::put` (kept alive) and `still_open` in
     // `proxy/connections.rs` (a closed one is not reused: 502 without it).
-
     let kept = Upstream::start("kept");
     let gateway = one_route(&kept, "").start();
     for i in 0..5 {
@@ -196,7 +192,6 @@ fn upstream_connections_are_kept_alive_and_a_closed_one_is_not_reused() {
 fn two_paths_route_to_two_pools() {
     // Guards the path and method match in `routing.rs`: a route table that
     // ignores `methods` or the `/*` prefix rule turns it red.
-
     let billing = Upstream::start("billing");
     let ci = Upstream::start("ci");
     let gateway = Setup::new()
@@ -254,28 +249,15 @@ fn two_paths_route_to_two_pools() {
         3,
         "rejections forward nothing"
     );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "_unmatched"), ("outcome", "no_route")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "stripe"), ("outcome", "method_not_allowed")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "github"), ("outcome", "forwarded")],
-        2.0,
-    );
+    gateway.assert_requests("_unmatched", "no_route", 1.0);
+    gateway.assert_requests("stripe", "method_not_allowed", 1.0);
+    gateway.assert_requests("github", "forwarded", 2.0);
 }
 
 #[test]
 fn round_robin_across_targets_and_a_dead_target_is_skipped() {
     // Guards `tried.push(target)` and the retry loop in `forward::forward`
     // (a refused connect moves on to the next target) and round robin in `UpstreamPool::select`.
-
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let dead_port = DeadPort::new();
@@ -310,7 +292,6 @@ fn round_robin_across_targets_and_a_dead_target_is_skipped() {
 fn a_target_that_refuses_after_its_health_check_passed_is_retried_on_the_next() {
     // Guards the connect-failure retry in `forward::forward` (`tried.push(target)`
     // then `pool.select(&tried)`): without it every other request is 502.
-
     let mut a = Upstream::start("a");
     let b = Upstream::start("b");
     let gateway = Setup::new()
@@ -329,7 +310,6 @@ fn a_target_that_refuses_after_its_health_check_passed_is_retried_on_the_next() 
 fn body_over_the_limit_is_refused_declared_or_chunked_and_nothing_is_forwarded() {
     // Guards `declared_length` against `max_body` and the running count in
     // `body::read_bounded`: `>` instead of `>=` lets 1025 bytes through.
-
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "max_body = \"1KiB\"").start();
     // Declared: answered from the head alone, the body is never sent.
@@ -357,18 +337,13 @@ fn body_over_the_limit_is_refused_declared_or_chunked_and_nothing_is_forwarded()
     );
     assert_eq!(upstream.count(), 1);
     assert_eq!(upstream.received()[0].body, bytes(1024, 2));
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "hooks"), ("outcome", "body_too_large")],
-        2.0,
-    );
+    gateway.assert_requests("hooks", "body_too_large", 2.0);
 }
 
 #[test]
 fn expect_100_continue_is_answered_before_the_body() {
     // Guards `write_continue_response` in `body::read_bounded` (the sender
     // waits forever without it) and `expect` being dropped in `upstream_head`.
-
     use std::io::{BufReader, Write};
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "").start();
@@ -395,7 +370,6 @@ fn expect_100_continue_is_answered_before_the_body() {
 fn upstream_failures_answer_502_503_504_in_json() {
     // Guards `forward::classify` (timeouts -> 504) and the `ForwardError` to
     // `Reply` mapping in `Gateway::handle`.
-
     let hangs_up = Upstream::with("hangs-up", Behavior::hang_up());
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(3)));
     let down_port = DeadPort::new();
@@ -425,21 +399,9 @@ fn upstream_failures_answer_502_503_504_in_json() {
         );
     }
     assert_eq!(hangs_up.count(), 1);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "upstream_timeout")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "upstream_unavailable")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "upstream_error")],
-        1.0,
-    );
+    gateway.assert_outcome("upstream_timeout", 1.0);
+    gateway.assert_outcome("upstream_unavailable", 1.0);
+    gateway.assert_outcome("upstream_error", 1.0);
     gateway.assert_metric(
         "hookgate_upstream_targets_healthy",
         &[("upstream", "down")],
@@ -451,7 +413,6 @@ fn upstream_failures_answer_502_503_504_in_json() {
 fn a_request_head_that_cannot_be_parsed_gets_a_json_400_and_is_counted() {
     // Guards `Gateway::refuse_head` (proxy/mod.rs): Pingora's own plain 400
     // has no JSON body and no count.
-
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "").start();
     let heads: [&[u8]; 3] = [
@@ -470,11 +431,7 @@ fn a_request_head_that_cannot_be_parsed_gets_a_json_400_and_is_counted() {
         assert_eq!(body["reason"], "the request head is not valid HTTP");
         assert_eq!(body["request_id"].as_str().map(str::len), Some(36));
     }
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "_unmatched"), ("outcome", "bad_request")],
-        3.0,
-    );
+    gateway.assert_requests("_unmatched", "bad_request", 3.0);
     assert_eq!(upstream.count(), 0);
     // The gateway still serves well-formed requests.
     assert_eq!(post(gateway.proxy, "/hooks/ok", &[], b"{}").status, 200);
@@ -484,7 +441,6 @@ fn a_request_head_that_cannot_be_parsed_gets_a_json_400_and_is_counted() {
 fn admin_endpoints_answer() {
     // Guards the path table in `Admin::response` (admin.rs) and the series
     // `RouteHandles::register` creates.
-
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "").start();
     post(gateway.proxy, "/hooks/m", &[], b"12345");
@@ -540,8 +496,7 @@ fn admin_endpoints_answer() {
 #[test]
 fn a_taken_port_fails_the_start_with_a_clear_message() {
     // Guards `check_ports` in `server.rs`: without it Pingora retries the bind
-    // for 30 s and the process panics instead of exiting 1.
-
+    // for 30 s, then its service fails while the process keeps running.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
@@ -551,12 +506,17 @@ fn a_taken_port_fails_the_start_with_a_clear_message() {
         format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:0\"\nallow_no_routes = true\n"),
     )
     .unwrap();
-    let output = std::process::Command::new(BIN)
-        .args(["serve", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut child = spawn_binary(&["serve", "-c", path.to_str().unwrap()], &dir);
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    assert!(exited, "still running 10 s after a taken port:\n{stderr}");
+    assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains(&format!(
             "cannot listen on 127.0.0.1:{port} (proxy listener)"
@@ -570,7 +530,6 @@ fn a_taken_port_fails_the_start_with_a_clear_message() {
 fn sigterm_finishes_in_flight_requests_then_exits() {
     // Guards `spawn_drain_watcher` in `server.rs`: exiting at once drops the
     // in-flight request; waiting the full grace misses the 3 s bound.
-
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(800)));
     let mut gateway = one_route(&slow, "").start();
     let proxy = gateway.proxy;
@@ -626,7 +585,6 @@ fn sigterm_waits_for_fan_out_copies_within_the_grace_period() {
 fn a_broken_chunked_body_or_a_stalled_sender_gets_a_json_4xx_and_nothing_is_forwarded() {
     // Guards the body deadline in `body::read_bounded` (`client_timeout`) and
     // `Gateway::refuse_body`'s JSON answers.
-
     use std::io::Write;
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "")
@@ -654,9 +612,5 @@ fn a_broken_chunked_body_or_a_stalled_sender_gets_a_json_4xx_and_nothing_is_forw
     assert_eq!(stalled.status, 408);
     assert_eq!(stalled.json()["error"], "request_timeout");
     assert_eq!(upstream.count(), 0);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "hooks"), ("outcome", "bad_request")],
-        2.0,
-    );
+    gateway.assert_requests("hooks", "bad_request", 2.0);
 }

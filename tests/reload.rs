@@ -37,6 +37,9 @@ fn answered_by(gateway: &Gateway, path: &str) -> Option<String> {
 
 #[test]
 fn file_edits_take_effect_within_two_seconds() {
+    // Guards the file watch in `ReloadTriggers::start` (reload.rs): without
+    // the watcher no edit applies and the first poll times out.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let base = |x_upstream: &str, secret: &str, rate: &str, extra_route: &str| {
         routes(
@@ -128,6 +131,9 @@ fn file_edits_take_effect_within_two_seconds() {
 
 #[test]
 fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
+    // Guards `Reloader::load_and_swap` validating before the swap: swapping a
+    // config with an unknown upstream loses route x.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let gateway = Gateway::start(&routes(&a, &b, &route("x", "a", "")));
     gateway.rewrite(&routes(
@@ -252,6 +258,9 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
 
 #[test]
 fn get_config_shows_the_active_config_without_secrets() {
+    // Guards `Config::to_redacted_json` (config/present.rs): printing the
+    // secret references resolved puts the secret in /config.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let secret = "do-not-show-this-secret";
     let gateway = Gateway::start(&routes(
@@ -277,6 +286,9 @@ fn get_config_shows_the_active_config_without_secrets() {
 
 #[test]
 fn limiter_state_of_unchanged_routes_survives_a_reload() {
+    // Guards `kept_limiter` in `Snapshot::rebuild` (state.rs): a new limiter
+    // per reload hands out a fresh burst.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let limited = route("limited", "a", "rate_limit = { rate = \"1/h\", burst = 2 }");
     let gateway = Gateway::start_with_server("watch = false", &routes(&a, &b, &limited));

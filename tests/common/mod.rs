@@ -253,6 +253,22 @@ impl Gateway {
         );
     }
 
+    /// `hookgate_requests_total{route,outcome}` reaches `expected` (see [`Gateway::assert_metric`]).
+    #[track_caller]
+    pub fn assert_requests(&self, route: &str, outcome: &str, expected: f64) {
+        self.assert_metric(
+            "hookgate_requests_total",
+            &[("route", route), ("outcome", outcome)],
+            expected,
+        );
+    }
+
+    /// `hookgate_requests_total{outcome}` over every route reaches `expected`.
+    #[track_caller]
+    pub fn assert_outcome(&self, outcome: &str, expected: f64) {
+        self.assert_metric("hookgate_requests_total", &[("outcome", outcome)], expected);
+    }
+
     /// Asserts that no series `name` with these labels exists.
     #[track_caller]
     pub fn assert_no_series(&self, name: &str, labels: &[(&str, &str)]) {
