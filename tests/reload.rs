@@ -176,11 +176,23 @@ fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
 
 #[test]
 fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
+    // Guards `self.watch` in `ReloadTriggers::start` (reload.rs): watching
+    // regardless reloads the edit before any trigger (checked), and the SIGHUP
+    // and POST /reload arms below.
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let gateway =
         Gateway::start_with_server("watch = false", &routes(&a, &b, &route("x", "a", "")));
+    // A watching control gets the same edit just after: once it serves the
+    // edit, a watcher would have seen ours too (a poll, not a fixed sleep).
+    let control = Gateway::start(&routes(&a, &b, &route("x", "a", "")));
     gateway.rewrite(&routes(&a, &b, &route("x", "b", "")));
-    std::thread::sleep(Duration::from_millis(800));
+    control.rewrite(&routes(&a, &b, &route("x", "b", "")));
+    assert!(
+        wait_until(WITHIN, || answered_by(&control, "/x").as_deref()
+            == Some("b")),
+        "the watching control did not reload"
+    );
+    drop(control);
     assert_eq!(
         answered_by(&gateway, "/x").as_deref(),
         Some("a"),
@@ -552,8 +564,16 @@ fn sighup_and_post_reload_reread_referenced_files() {
     let upstream = Upstream::start("a");
     let files = MountedFiles::new("secret-one", "127.0.0.0/8\n");
     let gateway = Gateway::start_with_server("watch = false", &files.config(&upstream));
+    // A watching control on the same files: once it has the rotated secret, a
+    // watcher would have re-read it here too (a poll, not a fixed sleep).
+    let control = Gateway::start(&files.config(&upstream));
     files.rotate("secret-two");
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        wait_until(WITHIN, || signed_status(&control, "secret-two") == 200),
+        "the watching control did not re-read the secret file:\n{}",
+        control.log()
+    );
+    drop(control);
     assert_eq!(
         signed_status(&gateway, "secret-one"),
         200,
