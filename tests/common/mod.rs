@@ -538,6 +538,8 @@ pub struct Upstream {
     received: Arc<Mutex<Vec<Received>>>,
     /// Connections accepted so far.
     accepted: Arc<AtomicUsize>,
+    /// Connections this upstream has closed so far.
+    closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     accept_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -572,6 +574,8 @@ impl Upstream {
         let thread_received = received.clone();
         let accepted = Arc::new(AtomicUsize::new(0));
         let thread_accepted = accepted.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let thread_closed = closed.clone();
         let thread_stop = stop.clone();
         let thread_name = name.to_string();
         let accept_thread = std::thread::spawn(move || {
@@ -584,8 +588,10 @@ impl Upstream {
                         let behavior = behavior.clone();
                         let name = thread_name.clone();
                         let stop = thread_stop.clone();
+                        let closed = thread_closed.clone();
                         std::thread::spawn(move || {
-                            serve_connection(stream, &name, &behavior, &received, &stop)
+                            serve_connection(stream, &name, &behavior, &received, &stop);
+                            closed.fetch_add(1, Ordering::SeqCst);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -597,6 +603,7 @@ impl Upstream {
             name: name.to_string(),
             received,
             accepted,
+            closed,
             stop,
             accept_thread: Some(accept_thread),
         }
@@ -618,6 +625,11 @@ impl Upstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections this upstream has closed (after the exchange ended or the peer left).
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and closes the port (existing connections end at their next request).
