@@ -364,7 +364,8 @@ fn fan_out_copies_reach_every_upstream_and_a_down_secondary_is_retried() {
 fn after_a_primary_failure_nothing_is_copied() {
     // Guards `if (200..300).contains(&forwarded.status)` before `queue_copies`
     // in `proxy/mod.rs`: copying whatever the primary answered turns this red
-    // (the 503 case); queueing copies in the `Err` arms turns the hang-up red.
+    // (the 503 case); queueing copies in the `Err` arms turns the hang-up red
+    // (both checked).
     let failing = Upstream::with("failing", Behavior::status(503));
     let refusing = Upstream::with("refusing", Behavior::status(400));
     let hangs_up = Upstream::with("hangs-up", Behavior::hang_up());

@@ -2,7 +2,12 @@
 //! recording upstreams on 127.0.0.1 that keep the exact bytes they received,
 //! and a raw HTTP/1.1 client so tests control framing byte for byte.
 //!
-//! Every wait is bounded in time; every loop in count or time.
+//! Every wait is bounded in time; every loop in count or time. No port is
+//! guessed: the gateway listens on port 0 and announces its addresses, test
+//! upstreams bind port 0, and a down upstream is a [`DeadPort`] held open. A
+//! metric read is `None` when the series does not exist; a test that expects
+//! a series requires it ([`Gateway::assert_metric`], [`Gateway::metric_required`]).
+//! Config sections come from [`Setup`].
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,7 +1,11 @@
 //! A config builder for the end-to-end tests, so a test names only what it is
 //! about (an upstream, a route and the keys under test) instead of repeating
-//! TOML blocks. The `[server]` section with the listeners stays the kit's
-//! (`Gateway`); `Setup::server` adds lines inside it.
+//! TOML blocks.
+//!
+//! Owns: `[upstreams.*]` and `[[routes]]` sections, extra tables, and extra
+//! lines for `[server]`. Does not own: the `[server]` section itself and its
+//! listeners (`Gateway` writes them on port 0), nor what a key means: extra
+//! lines are written as given, and hookgate's validation judges them.
 //!
 //! ```ignore
 //! let gateway = Setup::new()
