@@ -35,12 +35,7 @@ fn assert_refused(answer: &Response, route: &str, names: &[&str], hidden: &[&str
 
 /// Asserts the request was forwarded to `upstream` (and only there) with exactly `body`.
 fn assert_forwarded(answer: &Response, upstream: &Upstream, before: usize, body: &[u8]) {
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    answer.expect_status(200);
     assert_eq!(upstream.count(), before + 1);
     let received = upstream.received().pop().unwrap();
     assert!(received.body == body, "body not byte-identical");

@@ -85,12 +85,7 @@ upstream = "audit"
         .replace(r#"upstream = ["app", "audit"]"#, r#"upstream = "app""#);
     gateway.rewrite(&edited);
     let reload = gateway.post_reload();
-    assert_eq!(
-        reload.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reload.body)
-    );
+    reload.expect_status(200);
 
     // Guards `snapshot.metrics.retire(&series)` in `Snapshot::rebuild`
     // (src/state.rs): without it the deleted route's series stay exported.

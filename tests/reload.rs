@@ -208,12 +208,7 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
 
     gateway.rewrite(&routes(&a, &b, &route("x", "a", "")));
     let reloaded = gateway.post_reload();
-    assert_eq!(
-        reloaded.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reloaded.body)
-    );
+    reloaded.expect_status(200);
     let report = reloaded.json();
     assert_eq!(report["status"], "reloaded");
     assert_eq!(report["report"]["trigger"], "admin");
@@ -590,12 +585,7 @@ fn sighup_and_post_reload_reread_referenced_files() {
 
     files.rotate("secret-three");
     let reloaded = gateway.post_reload();
-    assert_eq!(
-        reloaded.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reloaded.body)
-    );
+    reloaded.expect_status(200);
     let report = reloaded.json();
     assert_eq!(report["report"]["unchanged"], false);
     assert!(

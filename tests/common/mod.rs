@@ -797,6 +797,18 @@ impl Response {
         find_header(&self.headers, name)
     }
 
+    /// Asserts the status, showing the body when it is another.
+    #[track_caller]
+    pub fn expect_status(&self, status: u16) -> &Response {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
