@@ -230,11 +230,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 /// never guess a free port: a socket bound to it with `SO_REUSEPORT` (not
 /// listening, so it never receives a connection) holds the port for the whole
 /// process, and Pingora's listener joins it with `SO_REUSEPORT` as well. No
-/// other process can take the port in between. The chosen address is logged
+/// other socket can take the port in between, short of one of the same user
+/// that also sets `SO_REUSEPORT` and names this port. The chosen address is logged
 /// (`listening role=... addr=...`) and probed by `/readyz`; `/config` keeps
 /// showing port 0. A configured non-zero port is passed to Pingora as it is.
 struct Listener {
     addr: SocketAddr,
+    /// `proxy`, `tls`, `admin` or `echo`, as logged.
     role: &'static str,
     /// The socket that holds a port chosen for port 0.
     held: Option<tokio::net::TcpSocket>,
@@ -249,7 +251,16 @@ impl Listener {
                 held: None,
             });
         }
-        let bind_error = |source| StartError::Bind { addr, role, source };
+        let bind_error = |source| StartError::Bind {
+            addr,
+            role: match role {
+                "proxy" => "proxy listener",
+                "tls" => "TLS listener",
+                "admin" => "admin listener",
+                _ => "demo echo upstream",
+            },
+            source,
+        };
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
             SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
