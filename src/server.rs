@@ -3,7 +3,8 @@
 //! checker, and optionally the demo's echo upstream.
 //!
 //! Owns start-up checks (every port is bindable, so a taken port is a clear
-//! error and a non-zero exit instead of a panicking service in a live process)
+//! error and a non-zero exit instead of a panicking service in a live process),
+//! port 0 (see [`Listener`]), the `listening` log line for each listener,
 //! and shutdown: SIGTERM/SIGQUIT stop accepting and exit as soon as in-flight
 //! requests finish, at the latest after `shutdown_grace`; SIGINT exits at once.
 
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::ListenerConfig;
+use pingora::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -63,8 +64,23 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let grace = config.server.shutdown_grace;
     let threads = config.server.threads;
     let tls = config.server.tls.clone();
-    let listen = config.server.listen.clone();
-    let admin_addr = config.server.admin;
+    // Resolved before anything is built: port 0 becomes the kernel's choice,
+    // held until the process exits (dropped at the end of this function).
+    let listen = config
+        .server
+        .listen
+        .iter()
+        .map(|addr| Listener::resolve(*addr, "proxy"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls_listener = tls
+        .as_ref()
+        .map(|tls| Listener::resolve(tls.listen, "tls"))
+        .transpose()?;
+    let admin_listener = Listener::resolve(config.server.admin, "admin")?;
+    let echo_listener = options
+        .echo
+        .map(|addr| Listener::resolve(addr, "echo"))
+        .transpose()?;
     let watch = config.server.watch;
     let fanout_config = config.server.fanout;
     let inflight = InflightLimit::new(config.server.max_inflight);
@@ -129,16 +145,17 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             metrics.clone(),
         ),
     );
-    for addr in &listen {
-        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
+    for listener in &listen {
+        proxy.add_listener(listener.endpoint().l4_buffer(client_buffers()));
     }
-    if let Some(tls) = &tls {
+    if let (Some(tls), Some(listener)) = (&tls, &tls_listener) {
         let mut settings =
             TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
-                .map_err(|e| StartError::Setup(format!("TLS listener {}: {e}", tls.listen)))?;
+                .map_err(|e| StartError::Setup(format!("TLS listener {}: {e}", listener.addr)))?;
         settings.enable_h2();
         proxy.add_listener(
-            ListenerConfig::tcp(tls.listen.to_string())
+            listener
+                .endpoint()
                 .tls(settings)
                 .l4_buffer(client_buffers()),
         );
@@ -155,12 +172,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             reloader.clone(),
             listen
                 .iter()
-                .copied()
-                .chain(tls.as_ref().map(|tls| tls.listen))
+                .chain(&tls_listener)
+                .map(|listener| listener.addr)
                 .collect(),
         )),
     );
-    admin.add_tcp(&admin_addr.to_string());
+    admin_listener.add_to(&mut admin);
     admin.threads = Some(1);
     server.add_service(admin);
 
@@ -184,11 +201,20 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         ),
     ));
 
-    if let Some(echo_addr) = options.echo {
+    if let Some(echo_listener) = &echo_listener {
         let mut echo = Service::new("demo echo upstream".to_string(), HttpServer::new_app(Echo));
-        echo.add_tcp(&echo_addr.to_string());
+        echo_listener.add_to(&mut echo);
         echo.threads = Some(1);
         server.add_service(echo);
+    }
+
+    for listener in listen
+        .iter()
+        .chain(&tls_listener)
+        .chain([&admin_listener])
+        .chain(&echo_listener)
+    {
+        tracing::info!(role = listener.role, addr = %listener.addr, "listening");
     }
 
     let draining = Arc::new(AtomicBool::new(false));
@@ -197,10 +223,89 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         shutdown_signal: Box::new(Signals { draining }),
     });
     drop(copies_runtime);
+    drop((listen, tls_listener, admin_listener, echo_listener));
     Ok(())
 }
 
+/// One listen address as served. A configured port 0 (`"127.0.0.1:0"`) is
+/// resolved here to a port the kernel picks, so tests and side-by-side runs
+/// never guess a free port: a socket bound to it with `SO_REUSEPORT` (not
+/// listening, so it never receives a connection) holds the port for the whole
+/// process, and Pingora's listener joins it with `SO_REUSEPORT` as well. No
+/// other socket can take the port in between, short of one of the same user
+/// that also sets `SO_REUSEPORT` and names this port. The chosen address is logged
+/// (`listening role=... addr=...`) and probed by `/readyz`; `/config` keeps
+/// showing port 0. A configured non-zero port is passed to Pingora as it is.
+struct Listener {
+    addr: SocketAddr,
+    /// `proxy`, `tls`, `admin` or `echo`, as logged.
+    role: &'static str,
+    /// The socket that holds a port chosen for port 0.
+    held: Option<tokio::net::TcpSocket>,
+}
+
+impl Listener {
+    fn resolve(addr: SocketAddr, role: &'static str) -> Result<Listener, StartError> {
+        if addr.port() != 0 {
+            return Ok(Listener {
+                addr,
+                role,
+                held: None,
+            });
+        }
+        let bind_error = |source| StartError::Bind {
+            addr,
+            role: match role {
+                "proxy" => "proxy listener",
+                "tls" => "TLS listener",
+                "admin" => "admin listener",
+                _ => "demo echo upstream",
+            },
+            source,
+        };
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(bind_error)?;
+        socket.set_reuseport(true).map_err(bind_error)?;
+        socket.bind(addr).map_err(bind_error)?;
+        let chosen = socket.local_addr().map_err(bind_error)?;
+        Ok(Listener {
+            addr: chosen,
+            role,
+            held: Some(socket),
+        })
+    }
+
+    /// `SO_REUSEPORT` for a port held by [`Listener::resolve`]; none otherwise.
+    fn socket_options(&self) -> Option<TcpSocketOptions> {
+        self.held.as_ref()?;
+        let mut options = TcpSocketOptions::default();
+        options.so_reuseport = Some(true);
+        Some(options)
+    }
+
+    /// The listening endpoint: this address, joined with `SO_REUSEPORT` when its
+    /// port was resolved here.
+    fn endpoint(&self) -> ListenerConfig {
+        let endpoint = ListenerConfig::tcp(self.addr.to_string());
+        match self.socket_options() {
+            None => endpoint,
+            Some(options) => endpoint.tcp_socket_options(options),
+        }
+    }
+
+    fn add_to<A>(&self, service: &mut Service<A>) {
+        match self.socket_options() {
+            None => service.add_tcp(&self.addr.to_string()),
+            Some(options) => service.add_tcp_with_settings(&self.addr.to_string(), options),
+        }
+    }
+}
+
 /// Binds and releases every address, so a taken port fails the start with a clear error.
+/// Port 0 is checked by [`Listener::resolve`] instead.
 fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> {
     let server = &config.server;
     let mut wanted: Vec<(SocketAddr, &'static str)> = server
@@ -215,7 +320,7 @@ fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> 
     if let Some(echo) = options.echo {
         wanted.push((echo, "demo echo upstream"));
     }
-    for (addr, role) in wanted {
+    for (addr, role) in wanted.into_iter().filter(|(addr, _)| addr.port() != 0) {
         TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, role, source })?;
     }
     Ok(())
@@ -299,4 +404,34 @@ const CLIENT_READ_BUFFER: usize = 8 * 1024;
 
 fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(CLIENT_READ_BUFFER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn port_zero_is_resolved_and_held_for_the_listener_only() {
+        let held = Listener::resolve("127.0.0.1:0".parse().unwrap(), "proxy").unwrap();
+        assert_ne!(held.addr.port(), 0);
+        assert!(held.socket_options().is_some());
+        // Nobody else takes the port in between...
+        assert!(TcpListener::bind(held.addr).is_err());
+        // ...but Pingora's listener joins it with SO_REUSEPORT and serves it.
+        let joining = tokio::net::TcpSocket::new_v4().unwrap();
+        joining.set_reuseaddr(true).unwrap();
+        joining.set_reuseport(true).unwrap();
+        joining.bind(held.addr).unwrap();
+        let listener = joining.listen(16).unwrap();
+        let connect = tokio::net::TcpStream::connect(held.addr);
+        let (accepted, connected) = tokio::join!(listener.accept(), connect);
+        assert!(accepted.is_ok() && connected.is_ok());
+    }
+
+    #[test]
+    fn a_fixed_port_is_passed_on_as_configured() {
+        let fixed = Listener::resolve("127.0.0.1:8080".parse().unwrap(), "admin").unwrap();
+        assert_eq!(fixed.addr, "127.0.0.1:8080".parse().unwrap());
+        assert!(fixed.held.is_none() && fixed.socket_options().is_none());
+    }
 }

@@ -9,11 +9,10 @@ use std::net::SocketAddr;
 
 use common::*;
 
-fn one_route(upstream: &Upstream) -> String {
-    format!(
-        "[upstreams.a]\ntargets = [\"{}\"]\n[[routes]]\nname = \"x\"\npath = \"/x\"\nupstream = \"a\"\n",
-        upstream.addr
-    )
+fn one_route(upstream: &Upstream) -> Setup {
+    Setup::new()
+        .upstream_named("a", &[upstream.addr], "")
+        .route("x", "/x", "a", "")
 }
 
 /// One request to the admin listener with exactly these header lines.
@@ -28,8 +27,8 @@ fn admin(to: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Response
 }
 
 fn reloads(gateway: &Gateway) -> f64 {
-    gateway.metric("hookgate_config_reloads_total", &[("result", "success")])
-        + gateway.metric("hookgate_config_reloads_total", &[("result", "failure")])
+    gateway.metric_required("hookgate_config_reloads_total", &[("result", "success")])
+        + gateway.metric_required("hookgate_config_reloads_total", &[("result", "failure")])
 }
 
 /// A name that is neither an IP literal, `localhost` nor in `admin_hosts` gets
@@ -38,7 +37,9 @@ fn reloads(gateway: &Gateway) -> f64 {
 #[test]
 fn host_must_be_an_ip_localhost_or_a_listed_name() {
     let upstream = Upstream::start("a");
-    let gateway = Gateway::start_with_server("admin_hosts = [\"hookgate\"]", &one_route(&upstream));
+    let gateway = one_route(&upstream)
+        .server("admin_hosts = [\"hookgate\"]")
+        .start();
     let port = gateway.admin.port();
     for host in [
         format!("127.0.0.1:{port}"),
@@ -101,7 +102,7 @@ fn host_must_be_an_ip_localhost_or_a_listed_name() {
 #[test]
 fn a_cross_site_simple_request_cannot_reload() {
     let upstream = Upstream::start("a");
-    let gateway = Gateway::start(&one_route(&upstream));
+    let gateway = one_route(&upstream).start();
     let host = format!("Host: {}", gateway.admin);
     for content_type in [
         None,
@@ -126,12 +127,7 @@ fn a_cross_site_simple_request_cannot_reload() {
         "/reload",
         &[&host, "X-Hookgate-Reload: 1"],
     );
-    assert_eq!(
-        marked.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&marked.body)
-    );
+    marked.expect_status(200);
     let json = admin(
         gateway.admin,
         "POST",
@@ -155,13 +151,10 @@ fn a_bearer_token_guards_everything_but_the_probes() {
     let secrets = tempfile::tempdir().unwrap();
     let token_file = secrets.path().join("admin-token");
     std::fs::write(&token_file, "admin-token-one-5f0c\n").unwrap();
-    let gateway = Gateway::start_with_server(
-        &format!(
-            "admin_token = \"file:{}\"\nwatch = false",
-            token_file.display()
-        ),
-        &one_route(&upstream),
-    );
+    let gateway = one_route(&upstream)
+        .server(&format!("admin_token = \"file:{}\"", token_file.display()))
+        .server("watch = false")
+        .start();
     let host = format!("Host: {}", gateway.admin);
     let bearer = |token: &str| format!("Authorization: Bearer {token}");
 
@@ -214,12 +207,7 @@ fn a_bearer_token_guards_everything_but_the_probes() {
         "/reload",
         &[&host, &good, "Content-Type: application/json"],
     );
-    assert_eq!(
-        reloaded.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reloaded.body)
-    );
+    reloaded.expect_status(200);
     assert_eq!(
         admin(gateway.admin, "GET", "/config", &[&host, &good]).status,
         401

@@ -16,60 +16,48 @@ const TOKEN: &str = "agreement-shared-token";
 
 /// The shipped demo's layout (a verified GitHub route beside an unverified
 /// catch-all), plus a host-bound verified route beside a host-less open one.
-fn config(upstream: &Upstream, secrets: &tempfile::TempDir) -> String {
+fn config(upstream: &Upstream, secrets: &tempfile::TempDir) -> Setup {
     let github = secrets.path().join("github");
     let token = secrets.path().join("token");
     std::fs::write(&github, GITHUB_SECRET).unwrap();
     std::fs::write(&token, TOKEN).unwrap();
-    format!(
-        r#"
-[upstreams.app]
-targets = ["{app}"]
-
-[[routes]]
-name = "github"
-path = "/webhooks/github"
-methods = ["POST"]
-verify = {{ scheme = "github", secrets = ["file:{github}"] }}
-upstream = "app"
-
-[[routes]]
-name = "catch-all"
-path = "/webhooks/*"
-upstream = "app"
-
-[[routes]]
-name = "secure"
-host = "secure.example"
-path = "/h/*"
-verify = {{ scheme = "token", header = "X-Token", secrets = ["file:{token}"] }}
-upstream = "app"
-
-[[routes]]
-name = "open"
-path = "/h/*"
-upstream = "app"
-
-[[routes]]
-name = "events"
-path = "/events"
-event = {{ json = "/event_type" }}
-unmatched = "reject"
-upstream = "app"
-  [[routes.events]]
-  match = "user_signup"
-  upstream = "app"
-"#,
-        app = upstream.addr,
-        github = github.display(),
-        token = token.display(),
-    )
+    Setup::new()
+        .upstream(upstream)
+        .route(
+            "github",
+            "/webhooks/github",
+            "app",
+            &format!(
+                "methods = [\"POST\"]\n\
+                 verify = {{ scheme = \"github\", secrets = [\"file:{}\"] }}",
+                github.display()
+            ),
+        )
+        .route("catch-all", "/webhooks/*", "app", "")
+        .route(
+            "secure",
+            "/h/*",
+            "app",
+            &format!(
+                "host = \"secure.example\"\n\
+                 verify = {{ scheme = \"token\", header = \"X-Token\", secrets = [\"file:{}\"] }}",
+                token.display()
+            ),
+        )
+        .route("open", "/h/*", "app", "")
+        .route(
+            "events",
+            "/events",
+            "app",
+            "event = { json = \"/event_type\" }\nunmatched = \"reject\"\n\
+             [[routes.events]]\nmatch = \"user_signup\"\nupstream = \"app\"",
+        )
 }
 
 fn start() -> (Upstream, Gateway, tempfile::TempDir) {
     let upstream = Upstream::start("app");
     let secrets = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(&config(&upstream, &secrets));
+    let gateway = config(&upstream, &secrets).start();
     (upstream, gateway, secrets)
 }
 
@@ -298,6 +286,9 @@ fn ambiguous_framing_is_refused_and_the_connection_closed() {
 
 #[test]
 fn a_request_pipelined_behind_another_is_never_read_as_its_body() {
+    // Guards `read_bounded` stopping at Content-Length (body.rs): reading to
+    // the end of the write forwards the second request as the first one's body.
+
     let (upstream, gateway, _secrets) = start();
     // Two complete requests in one write. The first is answered with exactly
     // its own body forwarded; pipelining is off (Pingora's default), so the
@@ -386,7 +377,7 @@ fn check_warns_about_weaker_routes_beside_stronger_ones() {
     let secrets = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookgate.toml");
-    std::fs::write(&path, config(&upstream, &secrets)).unwrap();
+    std::fs::write(&path, config(&upstream, &secrets).rest()).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .args(["check", "-c", path.to_str().unwrap()])
         .output()

@@ -35,12 +35,7 @@ fn assert_refused(answer: &Response, route: &str, names: &[&str], hidden: &[&str
 
 /// Asserts the request was forwarded to `upstream` (and only there) with exactly `body`.
 fn assert_forwarded(answer: &Response, upstream: &Upstream, before: usize, body: &[u8]) {
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    answer.expect_status(200);
     assert_eq!(upstream.count(), before + 1);
     let received = upstream.received().pop().unwrap();
     assert!(received.body == body, "body not byte-identical");
@@ -49,7 +44,6 @@ fn assert_forwarded(answer: &Response, upstream: &Upstream, before: usize, body:
 const SHOP: &str = r#"
 event = { json = "/event_type" }
 unmatched = "reject"
-upstream = "users"
   [[routes.events]]
   match = "user_signup"
   upstream = "users"
@@ -57,6 +51,30 @@ upstream = "users"
   match = "payment_processed"
   upstream = "billing"
 "#;
+
+/// The shop routes, unverified (`/shop`) and verified (`/shop-signed`).
+fn shop(users: &Upstream, billing: &Upstream) -> Gateway {
+    Setup::new()
+        .upstream(users)
+        .upstream(billing)
+        .route("shop", "/shop", "users", SHOP)
+        .route(
+            "shop-signed",
+            "/shop-signed",
+            "users",
+            &format!(
+                "verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{SHOP}"
+            ),
+        )
+        .start()
+}
+
+/// A route whose event `kind` (`xml = "..."`, `form = "..."`) must match `pattern`.
+fn event_route(kind: &str, pattern: &str, matched: &str) -> String {
+    format!(
+        "event = {{ {kind} }}\nunmatched = \"reject\"\n[[routes.events]]\nmatch = \"{pattern}\"\nupstream = \"{matched}\"\n"
+    )
+}
 
 #[test]
 fn duplicate_json_event_keys_are_refused_on_every_route() {
@@ -67,12 +85,7 @@ fn duplicate_json_event_keys_are_refused_on_every_route() {
     let users = Upstream::start("users");
     let billing = Upstream::start("billing");
     let all = [&users, &billing];
-    let gateway = Gateway::start(&format!(
-        "{}\n[[routes]]\nname = \"shop\"\npath = \"/shop\"\n{SHOP}\n\
-         [[routes]]\nname = \"shop-signed\"\npath = \"/shop-signed\"\n\
-         verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{SHOP}",
-        upstream_sections(&all)
-    ));
+    let gateway = shop(&users, &billing);
 
     // The issue's example, on a route without verify and on a verified one.
     let issue = br#"{"event_type":"user_signup","n":1,"event_type":"payment_processed"}"#;
@@ -127,12 +140,7 @@ fn routes_without_verify_read_the_whole_body_and_verified_routes_stop_after_the_
     let users = Upstream::start("users");
     let billing = Upstream::start("billing");
     let all = [&users, &billing];
-    let gateway = Gateway::start(&format!(
-        "{}\n[[routes]]\nname = \"shop\"\npath = \"/shop\"\n{SHOP}\n\
-         [[routes]]\nname = \"shop-signed\"\npath = \"/shop-signed\"\n\
-         verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{SHOP}",
-        upstream_sections(&all)
-    ));
+    let gateway = shop(&users, &billing);
     let trailing: [&[u8]; 3] = [
         br#"{"event_type":"user_signup"}{"event_type":"payment_processed"}"#,
         b"{\"event_type\":\"user_signup\"} \xff",
@@ -175,23 +183,25 @@ fn dedupe_json_ids_have_one_reading() {
     let app = Upstream::start("app");
     let signed_app = Upstream::start("signed_app");
     let all = [&app, &signed_app];
-    let gateway = Gateway::start(&format!(
-        r#"{}
-[[routes]]
-name = "stripe"
-path = "/stripe"
-dedupe = {{ key = "json:/id" }}
-upstream = "app"
-
-[[routes]]
-name = "stripe-signed"
-path = "/stripe-signed"
-verify = {{ scheme = "github", secrets = ["literal:{SECRET}"] }}
-dedupe = {{ key = "json:/id" }}
-upstream = "signed_app"
-"#,
-        upstream_sections(&all)
-    ));
+    let gateway = Setup::new()
+        .upstream(&app)
+        .upstream(&signed_app)
+        .route(
+            "stripe",
+            "/stripe",
+            "app",
+            "dedupe = { key = \"json:/id\" }",
+        )
+        .route(
+            "stripe-signed",
+            "/stripe-signed",
+            "signed_app",
+            &format!(
+                "verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n\
+                 dedupe = {{ key = \"json:/id\" }}"
+            ),
+        )
+        .start();
     let refused: [(&[u8], &[&str]); 4] = [
         (
             br#"{"id":"evt_1","type":"a","id":"evt_2"}"#,
@@ -246,40 +256,33 @@ fn repeated_xml_elements_and_form_fields_are_refused() {
     let orders = Upstream::start("orders");
     let slackapp = Upstream::start("slackapp");
     let all = [&ci, &orders, &slackapp];
-    let gateway = Gateway::start(&format!(
-        r#"{}
-[[routes]]
-name = "xml"
-path = "/xml"
-event = {{ xml = "/notification/type" }}
-unmatched = "reject"
-upstream = "ci"
-  [[routes.events]]
-  match = "order.*"
-  upstream = "orders"
-
-[[routes]]
-name = "form"
-path = "/form"
-event = {{ form = "event" }}
-unmatched = "reject"
-upstream = "ci"
-  [[routes.events]]
-  match = "order.created"
-  upstream = "orders"
-
-[[routes]]
-name = "slack"
-path = "/slack"
-event = {{ form = "payload", json = "/type" }}
-unmatched = "reject"
-upstream = "ci"
-  [[routes.events]]
-  match = "block_actions"
-  upstream = "slackapp"
-"#,
-        upstream_sections(&all)
-    ));
+    let gateway = Setup::new()
+        .upstream(&ci)
+        .upstream(&orders)
+        .upstream(&slackapp)
+        .route(
+            "xml",
+            "/xml",
+            "ci",
+            &event_route("xml = \"/notification/type\"", "order.*", "orders"),
+        )
+        .route(
+            "form",
+            "/form",
+            "ci",
+            &event_route("form = \"event\"", "order.created", "orders"),
+        )
+        .route(
+            "slack",
+            "/slack",
+            "ci",
+            &event_route(
+                "form = \"payload\", json = \"/type\"",
+                "block_actions",
+                "slackapp",
+            ),
+        )
+        .start();
     let xml = b"<?xml version=\"1.0\"?><notification><type>order.created</type><id>1</id><type>account.deleted</type></notification>";
     assert_refused(
         &post(gateway.proxy, "/xml", &[], xml),

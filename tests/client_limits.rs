@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn app(upstream: &Upstream, route_extra: &str) -> String {
-    format!(
-        "[upstreams.app]\ntargets = [\"{}\"]\nresponse_timeout = \"1s\"\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = \"app\"\n{route_extra}\n",
-        upstream.addr
-    )
+/// Route `hooks` on `/hooks/*` to `upstream` (as `app`, response timeout 1 s).
+fn app(upstream: &Upstream, route_extra: &str) -> Setup {
+    Setup::new()
+        .upstream_named("app", &[upstream.addr], "response_timeout = \"1s\"")
+        .route("hooks", "/hooks/*", "app", route_extra)
 }
 
 fn connect(to: SocketAddr) -> TcpStream {
@@ -43,17 +43,16 @@ fn wait_closed(stream: &mut TcpStream) -> (Duration, Vec<u8>) {
 }
 
 fn hits(gateway: &Gateway, limit: &str) -> f64 {
-    gateway.metric("hookgate_client_limit_hits_total", &[("limit", limit)])
+    gateway.metric_required("hookgate_client_limit_hits_total", &[("limit", limit)])
 }
 
 #[test]
 fn idle_and_silent_connections_are_closed() {
     let upstream = Upstream::start("app");
     // A long head deadline, so only the keep-alive timeout can close it early.
-    let gateway = Gateway::start_with_server(
-        "keepalive_timeout = \"1s\"\nheader_timeout = \"8s\"",
-        &app(&upstream, ""),
-    );
+    let gateway = app(&upstream, "")
+        .server("keepalive_timeout = \"1s\"\nheader_timeout = \"8s\"")
+        .start();
     // After one request on a keep-alive connection (no `Keep-Alive` header,
     // which Pingora alone would keep open for ever). Breaks without the
     // `set_keepalive` in `client::apply`.
@@ -69,7 +68,7 @@ fn idle_and_silent_connections_are_closed() {
     );
 
     // A connection that never sends a byte: closed after header_timeout.
-    let gateway = Gateway::start_with_server("header_timeout = \"1s\"", &app(&upstream, ""));
+    let gateway = app(&upstream, "").server("header_timeout = \"1s\"").start();
     let mut silent = connect(gateway.proxy);
     let (after, _) = wait_closed(&mut silent);
     assert!(
@@ -81,7 +80,7 @@ fn idle_and_silent_connections_are_closed() {
 #[test]
 fn a_head_trickled_byte_by_byte_is_cut_off_at_the_head_deadline() {
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start_with_server("header_timeout = \"1s\"", &app(&upstream, ""));
+    let gateway = app(&upstream, "").server("header_timeout = \"1s\"").start();
     let before = hits(&gateway, "header_timeout");
     let mut stream = connect(gateway.proxy);
     let head = b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
@@ -113,10 +112,9 @@ fn a_head_trickled_byte_by_byte_is_cut_off_at_the_head_deadline() {
 #[test]
 fn slow_bodies_do_not_starve_fast_senders() {
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start_with_server(
-        "max_inflight = 2\nbody_timeout = \"1s\"",
-        &app(&upstream, ""),
-    );
+    let gateway = app(&upstream, "")
+        .server("max_inflight = 2\nbody_timeout = \"1s\"")
+        .start();
     // Two senders trickle their bodies and hold both in-flight slots.
     let mut slow: Vec<TcpStream> = (0..2)
         .map(|_| {
@@ -130,7 +128,7 @@ fn slow_bodies_do_not_starve_fast_senders() {
     // Both hold their slot before the fast sender starts.
     assert!(wait_until(Duration::from_secs(5), || gateway
         .metric("hookgate_inflight_requests", &[])
-        >= 2.0));
+        .is_some_and(|held| held >= 2.0)));
     let started = Instant::now();
     // Breaks when `read_bounded` stops applying the body deadline: the slots
     // then stay taken as long as the trickle lasts and every delivery gets 503.
@@ -162,7 +160,7 @@ fn slow_bodies_do_not_starve_fast_senders() {
 #[test]
 fn oversized_heads_are_refused_and_not_forwarded() {
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&app(&upstream, ""));
+    let gateway = app(&upstream, "").start();
     let long_line = format!(
         "POST /hooks/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: 1\r\n\r\na",
         "a".repeat(900_000)
@@ -187,20 +185,15 @@ fn oversized_heads_are_refused_and_not_forwarded() {
         assert_eq!(hits(&gateway, limit), before + 1.0, "{case}");
     }
     assert_eq!(upstream.count(), 0);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "_unmatched"), ("outcome", "header_too_large")],
-        2.0,
-    );
+    gateway.assert_requests("_unmatched", "header_too_large", 2.0);
 }
 
 #[test]
 fn connections_and_requests_per_connection_are_capped() {
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start_with_server(
-        "max_connections = 3\nmax_requests_per_connection = 2",
-        &app(&upstream, ""),
-    );
+    let gateway = app(&upstream, "")
+        .server("max_connections = 3\nmax_requests_per_connection = 2")
+        .start();
     // Requests per connection: the second answer says close, then it closes.
     let mut stream = connect(gateway.proxy);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -230,7 +223,7 @@ fn connections_and_requests_per_connection_are_capped() {
     let held: Vec<TcpStream> = (0..3).map(|_| connect(gateway.proxy)).collect();
     assert!(wait_until(Duration::from_secs(5), || gateway
         .metric("hookgate_client_connections", &[])
-        >= 3.0));
+        .is_some_and(|open| open >= 3.0)));
     let mut extra = connect(gateway.proxy);
     let _ = extra.write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na");
     let (_, answer) = wait_closed(&mut extra);
@@ -258,13 +251,11 @@ fn a_sender_that_stops_reading_is_cut_off() {
             ..Behavior::default()
         },
     );
-    let gateway = Gateway::start_with_server(
-        "send_timeout = \"1s\"",
-        &format!(
-            "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = \"app\"\n",
-            upstream.addr
-        ),
-    );
+    let gateway = Setup::new()
+        .server("send_timeout = \"1s\"")
+        .upstream(&upstream)
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
     let mut stream = connect(gateway.proxy);
     stream
         .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
@@ -288,10 +279,16 @@ fn an_upstream_that_drips_is_bounded_and_its_2xx_still_counts() {
         Behavior::drip(200, b"0123456789", Duration::from_millis(300)),
     );
     let copies = Upstream::start("copies");
-    let gateway = Gateway::start(&format!(
-        "[upstreams.app]\ntargets = [\"{}\"]\nresponse_timeout = \"1s\"\n\n[upstreams.copies]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = [\"app\", \"copies\"]\ndedupe = {{ key = \"header:X-Delivery\" }}\n",
-        upstream.addr, copies.addr
-    ));
+    let gateway = Setup::new()
+        .upstream_named("app", &[upstream.addr], "response_timeout = \"1s\"")
+        .upstream(&copies)
+        .fan_out(
+            "hooks",
+            "/hooks/*",
+            &["app", "copies"],
+            "dedupe = { key = \"header:X-Delivery\" }",
+        )
+        .start();
     let started = Instant::now();
     let mut stream = connect(gateway.proxy);
     stream

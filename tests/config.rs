@@ -26,6 +26,9 @@ fn check(text: &str) -> (i32, String, String) {
 
 #[test]
 fn a_valid_file_exits_0_and_prints_the_route_table() {
+    // Guards `Config::describe` (config/mod.rs) and the `Command::Check` arm
+    // of main.rs printing it.
+
     let (code, stdout, stderr) = check(
         r#"
 [upstreams.app]
@@ -48,6 +51,9 @@ upstream = "app"
 
 #[test]
 fn every_problem_is_listed_with_its_line_and_key_and_exit_78() {
+    // Guards `Problems` collecting every error with `locate::line_of`: stopping
+    // at the first problem, or losing the line, turns it red.
+
     let text = r#"[server]
 listen = ["0.0.0.0:8080"]
 max_body = "1 megabyte"
@@ -90,6 +96,9 @@ upstream = "app"
 
 #[test]
 fn syntax_errors_and_unknown_keys_name_their_line() {
+    // Guards `#[serde(deny_unknown_fields)]` on the file types (config/file.rs)
+    // and the span-to-line mapping of TOML errors.
+
     let (code, _, stderr) = check("[server]\nlisten = [\"0.0.0.0:8080\"]\nlisten_port = 8080\n");
     assert_eq!(code, 78);
     assert!(
@@ -108,6 +117,8 @@ fn syntax_errors_and_unknown_keys_name_their_line() {
 
 #[test]
 fn a_missing_file_is_a_config_error() {
+    // Guards the read error arm of `Config::load` mapping to exit 78.
+
     let output = Command::new(BIN)
         .args(["check", "-c", "/nonexistent/hookgate.toml"])
         .output()
@@ -118,6 +129,9 @@ fn a_missing_file_is_a_config_error() {
 
 #[test]
 fn serve_refuses_to_start_on_a_bad_config() {
+    // Guards the `Config::load` error arm of `Command::Serve` in main.rs
+    // (exit 78 before any listener is bound).
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(
@@ -138,6 +152,9 @@ fn serve_refuses_to_start_on_a_bad_config() {
 /// placeholder values of the right shape.
 #[test]
 fn every_file_in_conf_loads() {
+    // Guards the shipped files in conf/ against the validator: a renamed key
+    // or a stricter rule that they break turns it red.
+
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
     let placeholders = std::fs::read_to_string(root.join("examples/example.env")).unwrap();
     for line in placeholders

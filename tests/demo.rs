@@ -11,6 +11,9 @@ use common::*;
 
 #[test]
 fn demo_shows_forwarded_refused_and_rejected_deliveries() {
+    // Guards `demo::samples` and `server::run`'s echo service: a sample signed
+    // differently from the route, or no echo upstream, changes the statuses.
+
     for port in [8080, 9090, 9000] {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),

@@ -9,8 +9,20 @@ use common::*;
 
 const GITHUB_SECRET: &str = "github-events-secret";
 
+/// `[[routes.events]]` tables: (the `match` value as TOML, upstream).
+fn events(rules: &[(&str, &str)]) -> String {
+    rules
+        .iter()
+        .map(|(pattern, upstream)| {
+            format!("[[routes.events]]\nmatch = {pattern}\nupstream = \"{upstream}\"\n")
+        })
+        .collect()
+}
+
 #[test]
 fn each_extraction_kind_routes_provider_payloads_byte_identical() {
+    // Guards `events::extract` per kind and the rule match in `routing.rs`:
+    // a wrong pointer, form field or XML path sends a case to the default upstream.
     let ci = Upstream::start("ci");
     let tracker = Upstream::start("tracker");
     let billing = Upstream::start("billing");
@@ -18,82 +30,80 @@ fn each_extraction_kind_routes_provider_payloads_byte_identical() {
     let slackapp = Upstream::start("slackapp");
     let users = Upstream::start("users");
     let orders = Upstream::start("orders");
-    let gateway = Gateway::start(&format!(
-        r#"{}
-[[routes]]
-name = "github"
-path = "/github"
-verify = {{ scheme = "github", secrets = ["literal:{GITHUB_SECRET}"] }}
-event = {{ header = "X-GitHub-Event" }}
-upstream = "ci"
-  [[routes.events]]
-  match = ["issues", "issue_comment"]
-  upstream = "tracker"
-
-[[routes]]
-name = "stripe"
-path = "/stripe"
-event = {{ json = "/type" }}
-unmatched = "reject"
-upstream = "billing"
-  [[routes.events]]
-  match = "payment_intent.*"
-  upstream = "billing"
-  [[routes.events]]
-  match = "customer.*"
-  upstream = "crm"
-
-[[routes]]
-name = "stripe-object"
-path = "/stripe-object"
-event = {{ json = "/data/object/object" }}
-upstream = "billing"
-  [[routes.events]]
-  match = "customer"
-  upstream = "crm"
-
-[[routes]]
-name = "slack"
-path = "/slack"
-event = {{ form = "payload", json = "/type" }}
-upstream = "ci"
-  [[routes.events]]
-  match = "block_actions"
-  upstream = "slackapp"
-
-[[routes]]
-name = "seed"
-path = "/webhook-endpoint"
-event = {{ json = "/event_type" }}
-unmatched = "reject"
-upstream = "users"
-  [[routes.events]]
-  match = "user_signup"
-  upstream = "users"
-  [[routes.events]]
-  match = "payment_processed"
-  upstream = "billing"
-
-[[routes]]
-name = "xml"
-path = "/xml"
-event = {{ xml = "/notification/type" }}
-upstream = "ci"
-  [[routes.events]]
-  match = "order.*"
-  upstream = "orders"
-
-[[routes]]
-name = "form"
-path = "/form"
-event = {{ form = "event" }}
-upstream = "ci"
-  [[routes.events]]
-  match = "order.created"
-  upstream = "orders"
-"#,
-        upstream_sections(&[&ci, &tracker, &billing, &crm, &slackapp, &users, &orders])
-    ));
+    let gateway = [&ci, &tracker, &billing, &crm, &slackapp, &users, &orders]
+        .into_iter()
+        .fold(Setup::new(), Setup::upstream)
+        .route(
+            "github",
+            "/github",
+            "ci",
+            &format!(
+                "verify = {{ scheme = \"github\", secrets = [\"literal:{GITHUB_SECRET}\"] }}\n\
+                 event = {{ header = \"X-GitHub-Event\" }}\n{}",
+                events(&[("[\"issues\", \"issue_comment\"]", "tracker")])
+            ),
+        )
+        .route(
+            "stripe",
+            "/stripe",
+            "billing",
+            &format!(
+                "event = {{ json = \"/type\" }}\nunmatched = \"reject\"\n{}",
+                events(&[
+                    ("\"payment_intent.*\"", "billing"),
+                    ("\"customer.*\"", "crm")
+                ])
+            ),
+        )
+        .route(
+            "stripe-object",
+            "/stripe-object",
+            "billing",
+            &format!(
+                "event = {{ json = \"/data/object/object\" }}\n{}",
+                events(&[("\"customer\"", "crm")])
+            ),
+        )
+        .route(
+            "slack",
+            "/slack",
+            "ci",
+            &format!(
+                "event = {{ form = \"payload\", json = \"/type\" }}\n{}",
+                events(&[("\"block_actions\"", "slackapp")])
+            ),
+        )
+        .route(
+            "seed",
+            "/webhook-endpoint",
+            "users",
+            &format!(
+                "event = {{ json = \"/event_type\" }}\nunmatched = \"reject\"\n{}",
+                events(&[
+                    ("\"user_signup\"", "users"),
+                    ("\"payment_processed\"", "billing")
+                ])
+            ),
+        )
+        .route(
+            "xml",
+            "/xml",
+            "ci",
+            &format!(
+                "event = {{ xml = \"/notification/type\" }}\n{}",
+                events(&[("\"order.*\"", "orders")])
+            ),
+        )
+        .route(
+            "form",
+            "/form",
+            "ci",
+            &format!(
+                "event = {{ form = \"event\" }}\n{}",
+                events(&[("\"order.created\"", "orders")])
+            ),
+        )
+        .start();
 
     // (path, extra headers, body, upstream that must get it, X-Hookgate-Event)
     type Case<'u> = (
@@ -278,39 +288,25 @@ upstream = "ci"
         &[("route", "github"), ("event", "issues")],
         1.0,
     );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "stripe"), ("outcome", "event_unmatched")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "bad_request")],
-        2.0,
-    );
+    gateway.assert_requests("stripe", "event_unmatched", 1.0);
+    gateway.assert_outcome("bad_request", 2.0);
 }
 
 #[test]
 fn fan_out_copies_reach_every_upstream_and_a_down_secondary_is_retried() {
+    // Guards `queue_copies` after a 2xx in `Gateway::handle` and the retry of
+    // connect failures in `AttemptOutcome::class` (fanout.rs).
     let primary = Upstream::start("primary");
     let audit = Upstream::start("audit");
-    let late_addr = addr(free_port());
-    let gateway = Gateway::start_with_server(
-        "fanout = { backoff = \"200ms\", max_backoff = \"500ms\", attempts = 20 }",
-        &format!(
-            r#"{}
-[upstreams.late]
-targets = ["{late_addr}"]
-health = {{ interval = "250ms" }}
-
-[[routes]]
-name = "github"
-path = "/github"
-upstream = ["primary", "audit", "late"]
-"#,
-            upstream_sections(&[&primary, &audit])
-        ),
-    );
+    let late_port = DeadPort::new();
+    let late_addr = late_port.addr;
+    let gateway = Setup::new()
+        .server("fanout = { backoff = \"200ms\", max_backoff = \"500ms\", attempts = 20 }")
+        .upstream(&primary)
+        .upstream(&audit)
+        .upstream_named("late", &[late_addr], "health = { interval = \"250ms\" }")
+        .fan_out("github", "/github", &["primary", "audit", "late"], "")
+        .start();
     let body = bytes(10_000, 3);
     let answered = post(
         gateway.proxy,
@@ -331,19 +327,21 @@ upstream = ["primary", "audit", "late"]
     assert_eq!(copy.header("x-hookgate-route"), Some("github"));
 
     // The third upstream was down: its copy is retried and arrives once it is up.
-    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        wait_until(Duration::from_secs(5), || gateway
+            .metric(
+                "hookgate_fanout_copies_total",
+                &[("upstream", "late"), ("result", "retried")]
+            )
+            .is_some_and(|retries| retries >= 2.0)),
+        "the copy to the down upstream was not retried"
+    );
     gateway.assert_metric(
         "hookgate_fanout_copies_total",
         &[("upstream", "late"), ("result", "delivered")],
         0.0,
     );
-    assert!(
-        gateway.metric(
-            "hookgate_fanout_copies_total",
-            &[("upstream", "late"), ("result", "retried")]
-        ) >= 1.0
-    );
-    let late = Upstream::at(late_addr, "late", Behavior::default());
+    let late = late_port.come_up("late", Behavior::default());
     assert!(
         wait_until(Duration::from_secs(10), || late.count() == 1),
         "the retried copy never arrived"
@@ -363,16 +361,99 @@ upstream = ["primary", "audit", "late"]
 }
 
 #[test]
+fn after_a_primary_failure_nothing_is_copied() {
+    // Guards `if (200..300).contains(&forwarded.status)` before `queue_copies`
+    // in `proxy/mod.rs`: copying whatever the primary answered turns this red
+    // (the 503 case); queueing copies in the `Err` arms turns the hang-up red
+    // (both checked).
+    let failing = Upstream::with("failing", Behavior::status(503));
+    let refusing = Upstream::with("refusing", Behavior::status(400));
+    let hangs_up = Upstream::with("hangs-up", Behavior::hang_up());
+    let ok = Upstream::start("ok");
+    let audit = Upstream::start("audit");
+    // One copy at a time, so copies leave in the order they were queued: the
+    // control delivery's copy arriving means any earlier copy has been sent.
+    let gateway = Setup::new()
+        .server("fanout = { concurrency = 1, attempts = 1 }")
+        .upstream(&failing)
+        .upstream(&refusing)
+        .upstream(&hangs_up)
+        .upstream(&ok)
+        .upstream(&audit)
+        .fan_out("failed", "/failed", &["failing", "audit"], "")
+        .fan_out("refused", "/refused", &["refusing", "audit"], "")
+        .fan_out("broken", "/broken", &["hangs-up", "audit"], "")
+        .fan_out("control", "/control", &["ok", "audit"], "")
+        .start();
+    let body = br#"{"action":"opened"}"#;
+    for (route, path, status) in [
+        ("failed", "/failed", 503),
+        ("refused", "/refused", 400),
+        ("broken", "/broken", 502),
+    ] {
+        assert_eq!(
+            post(gateway.proxy, path, &[], body).status,
+            status,
+            "{route}"
+        );
+        // Counted in the logging phase, after copies would have been queued.
+        let outcome = if status == 502 {
+            "upstream_error"
+        } else {
+            "forwarded"
+        };
+        gateway.assert_requests(route, outcome, 1.0);
+    }
+    assert_eq!(post(gateway.proxy, "/control", &[], body).status, 200);
+    assert!(
+        wait_until(Duration::from_secs(5), || audit.count() >= 1),
+        "the control copy never reached audit"
+    );
+    gateway.assert_metric(
+        "hookgate_fanout_copies_total",
+        &[
+            ("route", "control"),
+            ("upstream", "audit"),
+            ("result", "delivered"),
+        ],
+        1.0,
+    );
+    let routes: Vec<Option<String>> = audit
+        .received()
+        .iter()
+        .map(|r| r.header("x-hookgate-route").map(str::to_string))
+        .collect();
+    assert_eq!(
+        routes,
+        [Some("control".to_string())],
+        "only the control delivery was copied"
+    );
+    for route in ["failed", "refused", "broken"] {
+        for result in ["delivered", "failed"] {
+            gateway.assert_metric(
+                "hookgate_fanout_copies_total",
+                &[("route", route), ("upstream", "audit"), ("result", result)],
+                0.0,
+            );
+        }
+    }
+    for primary in [&failing, &refusing, &hangs_up] {
+        assert!(primary.count() >= 1, "{} was never asked", primary.name);
+    }
+}
+
+#[test]
 fn a_full_fan_out_queue_counts_its_drops() {
+    // Guards the `Err(dropped)` arm of `queue_copies` (the counter and the
+    // log line): a silent drop turns it red.
     let primary = Upstream::start("primary");
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(1500)));
-    let gateway = Gateway::start_with_server(
-        "fanout = { queue = 1, concurrency = 1 }",
-        &format!(
-            "{}\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = [\"primary\", \"slow\"]\n",
-            upstream_sections(&[&primary, &slow])
-        ),
-    );
+    let gateway = Setup::new()
+        .server("fanout = { queue = 1, concurrency = 1 }")
+        .upstream(&primary)
+        .upstream(&slow)
+        .fan_out("hooks", "/hooks", &["primary", "slow"], "")
+        .start();
     for i in 0..3 {
         assert_eq!(
             post(gateway.proxy, "/hooks", &[], format!("n{i}").as_bytes()).status,
@@ -398,24 +479,26 @@ fn a_full_fan_out_queue_counts_its_drops() {
 
 #[test]
 fn duplicate_deliveries_are_answered_without_forwarding() {
+    // Guards `Dedupe::check` before forwarding and `Claim::forwarded` only
+    // on a 2xx (a failed forward is remembered without it).
     let app = Upstream::start("app");
     let failing = Upstream::with("failing", Behavior::status(500));
-    let gateway = Gateway::start(&format!(
-        r#"{}
-[[routes]]
-name = "github"
-path = "/github"
-dedupe = {{ key = "header:X-GitHub-Delivery", ttl = "1s", max_entries = 3 }}
-upstream = "app"
-
-[[routes]]
-name = "flaky"
-path = "/flaky"
-dedupe = {{ key = "json:/id" }}
-upstream = "failing"
-"#,
-        upstream_sections(&[&app, &failing])
-    ));
+    let gateway = Setup::new()
+        .upstream(&app)
+        .upstream(&failing)
+        .route(
+            "github",
+            "/github",
+            "app",
+            "dedupe = { key = \"header:X-GitHub-Delivery\", ttl = \"1s\", max_entries = 3 }",
+        )
+        .route(
+            "flaky",
+            "/flaky",
+            "failing",
+            "dedupe = { key = \"json:/id\" }",
+        )
+        .start();
     let deliver = |id: &str| {
         post(
             gateway.proxy,
@@ -434,9 +517,21 @@ upstream = "failing"
         "the same id twice reaches the upstream once"
     );
 
-    // After the TTL the id is forwarded again.
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(deliver("d-1").status, 200);
+    // After the TTL the id is forwarded again: polled, each early try is
+    // answered as a duplicate without reaching the upstream.
+    let mut early = 0.0;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let answer = deliver("d-1");
+            assert_eq!(answer.status, 200);
+            let duplicate = answer.json().get("status").is_some();
+            if duplicate {
+                early += 1.0;
+            }
+            !duplicate
+        }),
+        "the id was still a duplicate 5 s after its 1 s TTL"
+    );
     assert_eq!(app.count(), 2);
 
     // Bounded: with max_entries = 3, the oldest id is evicted by newer ones.
@@ -461,9 +556,5 @@ upstream = "failing"
     assert_eq!(post(gateway.proxy, "/flaky", &[], event).status, 500);
     assert_eq!(post(gateway.proxy, "/flaky", &[], event).status, 500);
     assert_eq!(failing.count(), 2);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "github"), ("outcome", "duplicate")],
-        2.0,
-    );
+    gateway.assert_requests("github", "duplicate", 2.0 + early);
 }

@@ -14,29 +14,15 @@ fn ip(text: &str) -> IpAddr {
 
 #[test]
 fn allowlists_admit_and_deny_by_source_address_before_reading_the_body() {
+    // Guards `if !route.settings.allow.permits(client)` in `Gateway::handle`
+    // (proxy/mod.rs): without it .3 is forwarded.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&format!(
-        r#"
-[ip_sets]
-partners = ["127.0.0.2/32", "2001:db8::/32"]
-
-[upstreams.app]
-targets = ["{}"]
-
-[[routes]]
-name = "partners"
-path = "/partners"
-allow = ["partners"]
-upstream = "app"
-
-[[routes]]
-name = "v6"
-path = "/v6"
-allow = ["::1/128"]
-upstream = "app"
-"#,
-        upstream.addr
-    ));
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route("partners", "/partners", "app", "allow = [\"partners\"]")
+        .route("v6", "/v6", "app", "allow = [\"::1/128\"]")
+        .table("[ip_sets]\npartners = [\"127.0.0.2/32\", \"2001:db8::/32\"]")
+        .start();
     let allowed = post_from(ip("127.0.0.2"), gateway.proxy, "/partners", &[], b"from .2");
     assert_eq!(allowed.status, 200);
     let denied = post_from(ip("127.0.0.3"), gateway.proxy, "/partners", &[], b"from .3");
@@ -65,25 +51,16 @@ upstream = "app"
             .collect::<Vec<_>>(),
         vec![b"from .2".to_vec()]
     );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "partners"), ("outcome", "ip_denied")],
-        2.0,
-    );
+    gateway.assert_requests("partners", "ip_denied", 2.0);
 
     if ipv6_loopback_available() {
         let v6_upstream = Upstream::start("v6");
-        let v6_listener: std::net::SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
-        let v6_gateway = Gateway::start_with_listeners(
-            &[v6_listener],
-            "",
-            &format!(
-                "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"v6\"\npath = \"/v6\"\nallow = [\"::1/128\"]\nupstream = \"app\"\n",
-                v6_upstream.addr
-            ),
-        );
+        let v6_gateway = Setup::new()
+            .upstream_named("app", &[v6_upstream.addr], "")
+            .route("v6", "/v6", "app", "allow = [\"::1/128\"]")
+            .start_with_listeners(&["[::1]:0"]);
         assert_eq!(
-            post_from(ip("::1"), v6_listener, "/v6", &[], b"v6").status,
+            post_from(ip("::1"), v6_gateway.listeners[1], "/v6", &[], b"v6").status,
             200
         );
         assert_eq!(
@@ -100,14 +77,15 @@ upstream = "app"
 
 #[test]
 fn forwarded_for_is_believed_only_through_trusted_proxies() {
+    // Guards `if !trusted.contains(peer) { return peer; }` and the
+    // right-to-left walk in `allowlist::client_addr`: believing the left-most
+    // entry lets the spoofed chain through.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start_with_server(
-        "trusted_proxies = [\"127.0.0.4/32\", \"10.0.0.0/8\"]",
-        &format!(
-            "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nallow = [\"192.0.2.7/32\"]\nupstream = \"app\"\n",
-            upstream.addr
-        ),
-    );
+    let gateway = Setup::new()
+        .server("trusted_proxies = [\"127.0.0.4/32\", \"10.0.0.0/8\"]")
+        .upstream(&upstream)
+        .route("hooks", "/hooks", "app", "allow = [\"192.0.2.7/32\"]")
+        .start();
     // Through the trusted proxy .4: the client is the XFF entry.
     let through_proxy = post_from(
         ip("127.0.0.4"),
@@ -155,11 +133,19 @@ fn forwarded_for_is_believed_only_through_trusted_proxies() {
 
 #[test]
 fn exactly_burst_requests_pass_then_429_with_retry_after() {
+    // Guards `limiter.check(client, &head.headers)` in `Gateway::handle` and
+    // `RateLimited::retry_after_secs` (ratelimit.rs): a burst off by one, or a
+    // Retry-After of 0, turns it red.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&format!(
-        "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\nrate_limit = {{ rate = \"1/min\", burst = 3, per = \"route\" }}\n",
-        upstream.addr
-    ));
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route(
+            "hooks",
+            "/hooks",
+            "app",
+            "rate_limit = { rate = \"1/min\", burst = 3, per = \"route\" }",
+        )
+        .start();
     for i in 0..3 {
         assert_eq!(
             post(gateway.proxy, "/hooks", &[], b"x").status,
@@ -176,35 +162,29 @@ fn exactly_burst_requests_pass_then_429_with_retry_after() {
         "one token a minute: Retry-After {retry_after}"
     );
     assert_eq!(upstream.count(), 3);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "rate_limited")],
-        1.0,
-    );
+    gateway.assert_outcome("rate_limited", 1.0);
 }
 
 #[test]
 fn per_ip_and_per_header_limits_are_independent_and_recover() {
+    // Guards `RouteLimiter::key` (ratelimit.rs): keying every request by route
+    // puts .3 and the second shop in the first one's bucket.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&format!(
-        r#"
-[upstreams.app]
-targets = ["{}"]
-
-[[routes]]
-name = "per-ip"
-path = "/ip"
-upstream = "app"
-rate_limit = {{ rate = "5/s", burst = 2, per = "ip" }}
-
-[[routes]]
-name = "per-shop"
-path = "/shop"
-upstream = "app"
-rate_limit = {{ rate = "1/h", burst = 1, per = "header:X-Shop-Domain" }}
-"#,
-        upstream.addr
-    ));
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route(
+            "per-ip",
+            "/ip",
+            "app",
+            "rate_limit = { rate = \"5/s\", burst = 2, per = \"ip\" }",
+        )
+        .route(
+            "per-shop",
+            "/shop",
+            "app",
+            "rate_limit = { rate = \"1/h\", burst = 1, per = \"header:X-Shop-Domain\" }",
+        )
+        .start();
     let (a, b) = (ip("127.0.0.2"), ip("127.0.0.3"));
     for source in [a, a] {
         assert_eq!(
@@ -231,11 +211,14 @@ rate_limit = {{ rate = "1/h", burst = 1, per = "header:X-Shop-Domain" }}
 
 #[test]
 fn the_inflight_cap_sheds_load_with_503() {
+    // Guards `self.inflight_limit.try_acquire()` in `Gateway::handle`; the
+    // third request guards the slot's release (`InflightGuard::drop`).
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(3000)));
-    let gateway = Gateway::start_with_server(
-        "max_inflight = 1",
-        &format!("[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n", slow.addr),
-    );
+    let gateway = Setup::new()
+        .server("max_inflight = 1")
+        .upstream(&slow)
+        .route("hooks", "/hooks", "slow", "")
+        .start();
     let proxy = gateway.proxy;
     let first = std::thread::spawn(move || post(proxy, "/hooks", &[], b"first"));
     // Generous: on a loaded CI machine the first request can take a while to arrive.
@@ -253,6 +236,8 @@ fn the_inflight_cap_sheds_load_with_503() {
 
 #[test]
 fn bad_allow_and_rate_limit_settings_are_config_errors() {
+    // Guards `Problems` collecting every error (config/mod.rs): stopping at
+    // the first one loses the later keys.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(

@@ -73,11 +73,7 @@ upstream = "app"
 
     let forwarded = post(gateway.proxy, "/orders", &[("X-Token", "t0ken")], b"{}");
     assert_eq!(forwarded.status, 200);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "orders"), ("outcome", "forwarded")],
-        1.0,
-    );
+    gateway.assert_requests("orders", "forwarded", 1.0);
 
     // "legacy" is deleted, "fresh" added; "orders" no longer copies to "audit".
     let fresh = r#"[[routes]]
@@ -89,12 +85,7 @@ upstream = "audit"
         .replace(r#"upstream = ["app", "audit"]"#, r#"upstream = "app""#);
     gateway.rewrite(&edited);
     let reload = gateway.post_reload();
-    assert_eq!(
-        reload.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reload.body)
-    );
+    reload.expect_status(200);
 
     // Guards `snapshot.metrics.retire(&series)` in `Snapshot::rebuild`
     // (src/state.rs): without it the deleted route's series stay exported.

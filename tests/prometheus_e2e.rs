@@ -62,8 +62,8 @@ fn prometheus_binary() -> PathBuf {
     })
 }
 
-/// A Prometheus server on a free loopback port with its own config and
-/// storage in a temp dir, killed on drop.
+/// A Prometheus server on a loopback port with its own config and storage in
+/// a temp dir, killed on drop.
 struct Prometheus {
     child: Child,
     addr: SocketAddr,
@@ -71,10 +71,30 @@ struct Prometheus {
     http: reqwest::blocking::Client,
 }
 
+/// Prometheus cannot be handed a bound socket nor report a port it chose, so
+/// its port is picked (bound on :0, released) and the start retried with a
+/// fresh one when the process exits before it is ready (the port was taken).
+const PROMETHEUS_STARTS: usize = 5;
+
 impl Prometheus {
     /// Starts Prometheus scraping `target` (job `hookgate`) every second,
     /// with the alert rules loaded, and waits until it is ready.
     fn start(binary: &Path, target: SocketAddr) -> Prometheus {
+        let mut logs = Vec::new();
+        for _ in 0..PROMETHEUS_STARTS {
+            match Prometheus::try_start(binary, target) {
+                Ok(prometheus) => return prometheus,
+                Err(log) => logs.push(log),
+            }
+        }
+        panic!(
+            "Prometheus not ready after {PROMETHEUS_STARTS} starts; logs:\n{}",
+            logs.join("\n---\n")
+        );
+    }
+
+    /// One start on a freshly picked port; the log when it did not become ready.
+    fn try_start(binary: &Path, target: SocketAddr) -> Result<Prometheus, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let rules = repo().join("dashboards/alerts.yml");
         let config = format!(
@@ -85,7 +105,9 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write the Prometheus config");
-        let addr = addr(free_port());
+        let addr = std::net::TcpListener::bind(addr(0))
+            .and_then(|picked| picked.local_addr())
+            .expect("pick a port");
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config_path.display()))
@@ -105,25 +127,29 @@ impl Prometheus {
             .no_proxy()
             .build()
             .unwrap();
-        let prometheus = Prometheus {
+        let mut prometheus = Prometheus {
             child,
             addr,
             dir,
             http,
         };
+        // Ready means this process answers: whoever else holds a taken port
+        // does not say "Prometheus", and our process has exited.
         let ready = wait_until(Duration::from_secs(20), || {
-            prometheus
+            let answered = prometheus
                 .http
                 .get(format!("http://{addr}/-/ready"))
                 .send()
-                .is_ok_and(|r| r.status().is_success())
+                .and_then(|r| r.error_for_status())
+                .and_then(|r| r.text())
+                .is_ok_and(|text| text.contains("Prometheus"));
+            answered || !matches!(prometheus.child.try_wait(), Ok(None))
         });
-        assert!(
-            ready,
-            "Prometheus not ready in 20 s; log:\n{}",
-            prometheus.log()
-        );
-        prometheus
+        if ready && matches!(prometheus.child.try_wait(), Ok(None)) {
+            Ok(prometheus)
+        } else {
+            Err(prometheus.log())
+        }
     }
 
     fn log(&self) -> String {
@@ -407,7 +433,7 @@ fn drive_traffic(gateway: &Gateway, slow: &Upstream) {
 
     // Counted in the logging phase just after each answer; the copy to "audit"
     // is delivered in the background.
-    gateway.assert_metric("hookgate_requests_total", &[("outcome", "forwarded")], 8.0);
+    gateway.assert_outcome("forwarded", 8.0);
     gateway.assert_metric(
         "hookgate_fanout_copies_total",
         &[("upstream", "audit"), ("result", "delivered")],
@@ -433,7 +459,8 @@ fn every_dashboard_and_alert_expression_returns_series_from_a_real_prometheus() 
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(3)));
     let broken = Upstream::with("broken", Behavior::hang_up());
     let lagging = Upstream::with("lagging", Behavior::delayed(Duration::from_secs(3)));
-    let down = addr(free_port()); // nothing listens: no healthy target
+    let down_port = DeadPort::new(); // nothing listens: no healthy target
+    let down = down_port.addr;
     let upstreams = [
         upstream_section("app", app.addr, ""),
         upstream_section("audit", audit.addr, ""),

@@ -7,17 +7,21 @@ use std::time::Duration;
 
 use common::*;
 
-fn one_route(upstream: &Upstream, extra_route_lines: &str) -> String {
-    format!(
-        "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = \"app\"\n{extra_route_lines}\n",
-        upstream.addr
-    )
+/// Route `hooks` on `/hooks/*` to `upstream` (as upstream `app`).
+fn one_route(upstream: &Upstream, extra_route_lines: &str) -> Setup {
+    Setup::new()
+        .upstream_named("app", &[upstream.addr], "")
+        .route("hooks", "/hooks/*", "app", extra_route_lines)
 }
 
 #[test]
 fn bodies_arrive_byte_identical_with_content_length_and_chunked() {
+    // Guards `put_header(..content-length..)` in `headers::upstream_head`:
+    // relaying the sender's `Transfer-Encoding` beside the re-set length turns it red.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start_with_server("max_body = \"6MiB\"", &one_route(&upstream, ""));
+    let gateway = one_route(&upstream, "")
+        .server("max_body = \"6MiB\"")
+        .start();
     let sizes = [0usize, 1024, 100 * 1024, 5 * 1024 * 1024];
     for (i, size) in sizes.into_iter().enumerate() {
         let body = bytes(size, i as u64);
@@ -62,8 +66,10 @@ fn bodies_arrive_byte_identical_with_content_length_and_chunked() {
 
 #[test]
 fn gateway_headers_are_added_and_the_senders_request_id_kept() {
+    // Guards `headers::sender_request_id` and the `Connection`-listed removal
+    // (`connection_listed`) in `headers::upstream_head`.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let gateway = one_route(&upstream, "").start();
     let answered = post(
         gateway.proxy,
         "/hooks/a?x=1&y=%20",
@@ -104,8 +110,12 @@ fn gateway_headers_are_added_and_the_senders_request_id_kept() {
 
 #[test]
 fn a_head_request_is_answered_without_a_body_and_the_route_keeps_working() {
+    // Guards `head_request: head.method() == http::Method::HEAD` in `forward.rs`:
+    // waiting for the 11 bytes the GET framing announces hangs each exchange
+    // until the upstream timeout (10 s), so none is counted within 5 s. The
+    // sender alone cannot tell: it has the head before the gateway waits.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let gateway = one_route(&upstream, "").start();
     for _ in 0..3 {
         let started = std::time::Instant::now();
         let answered = head(gateway.proxy, "/hooks/probe").expect("HEAD exchange");
@@ -118,6 +128,7 @@ fn a_head_request_is_answered_without_a_body_and_the_route_keeps_working() {
             "HEAD waited for a body"
         );
     }
+    gateway.assert_requests("hooks", "forwarded", 3.0);
     let answered = post(gateway.proxy, "/hooks/after", &[], b"{\"n\":1}");
     assert_eq!(answered.status, 200);
     assert_eq!(answered.body, b"{\"ok\":true}");
@@ -136,8 +147,10 @@ fn a_head_request_is_answered_without_a_body_and_the_route_keeps_working() {
 
 #[test]
 fn upstream_connections_are_kept_alive_and_a_closed_one_is_not_reused() {
+    // Guards `UpstreamConnections::put` (kept alive) and `still_open` in
+    // `proxy/connections.rs` (a closed one is not reused: 502 without it).
     let kept = Upstream::start("kept");
-    let gateway = Gateway::start(&one_route(&kept, ""));
+    let gateway = one_route(&kept, "").start();
     for i in 0..5 {
         let answered = post(gateway.proxy, "/hooks/seq", &[], format!("{i}").as_bytes());
         assert_eq!(answered.status, 200);
@@ -153,13 +166,19 @@ fn upstream_connections_are_kept_alive_and_a_closed_one_is_not_reused() {
     // An upstream that closes each connection right after answering (its idle
     // timeout fired): the next request must not be sent into the dead one.
     let closing = Upstream::with("closing", Behavior::close_after_answer());
-    gateway.rewrite(&one_route(&closing, ""));
+    gateway.rewrite(&one_route(&closing, "").rest());
     assert!(wait_until(Duration::from_secs(5), || {
         post(gateway.proxy, "/hooks/probe", &[], b"{}").header("x-upstream") == Some("closing")
     }));
     let before = closing.count();
     for i in 0..5 {
-        std::thread::sleep(Duration::from_millis(50));
+        // Polled, not slept: the upstream has closed every connection it
+        // accepted, the one the gateway keeps for reuse included.
+        assert!(
+            wait_until(Duration::from_secs(5), || closing.closed()
+                == closing.connections()),
+            "the upstream did not close its connections"
+        );
         let answered = post(
             gateway.proxy,
             "/hooks/again",
@@ -180,28 +199,21 @@ fn upstream_connections_are_kept_alive_and_a_closed_one_is_not_reused() {
 
 #[test]
 fn two_paths_route_to_two_pools() {
+    // Guards the path and method match in `routing.rs`: a route table that
+    // ignores `methods` or the `/*` prefix rule turns it red.
     let billing = Upstream::start("billing");
     let ci = Upstream::start("ci");
-    let gateway = Gateway::start(&format!(
-        r#"
-[upstreams.billing]
-targets = ["{}"]
-[upstreams.ci]
-targets = ["{}"]
-
-[[routes]]
-name = "stripe"
-path = "/webhooks/stripe"
-methods = ["POST"]
-upstream = "billing"
-
-[[routes]]
-name = "github"
-path = "/webhooks/github/*"
-upstream = "ci"
-"#,
-        billing.addr, ci.addr
-    ));
+    let gateway = Setup::new()
+        .upstream(&billing)
+        .upstream(&ci)
+        .route(
+            "stripe",
+            "/webhooks/stripe",
+            "billing",
+            "methods = [\"POST\"]",
+        )
+        .route("github", "/webhooks/github/*", "ci", "")
+        .start();
     assert_eq!(
         post(gateway.proxy, "/webhooks/stripe", &[], b"s").header("x-upstream"),
         Some("billing")
@@ -246,32 +258,27 @@ upstream = "ci"
         3,
         "rejections forward nothing"
     );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "_unmatched"), ("outcome", "no_route")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "stripe"), ("outcome", "method_not_allowed")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "github"), ("outcome", "forwarded")],
-        2.0,
-    );
+    gateway.assert_requests("_unmatched", "no_route", 1.0);
+    gateway.assert_requests("stripe", "method_not_allowed", 1.0);
+    gateway.assert_requests("github", "forwarded", 2.0);
 }
 
 #[test]
 fn round_robin_across_targets_and_a_dead_target_is_skipped() {
+    // Guards `tried.push(target)` and the retry loop in `forward::forward`
+    // (a refused connect moves on to the next target) and round robin in `UpstreamPool::select`.
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let dead = addr(free_port());
-    let gateway = Gateway::start(&format!(
-        "[upstreams.app]\ntargets = [\"{}\", \"{}\", \"{dead}\"]\nhealth = {{ interval = \"1h\" }}\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n",
-        a.addr, b.addr
-    ));
+    let dead_port = DeadPort::new();
+    let dead = dead_port.addr;
+    let gateway = Setup::new()
+        .upstream_named(
+            "app",
+            &[a.addr, b.addr, dead],
+            "health = { interval = \"1h\" }",
+        )
+        .route("hooks", "/hooks", "app", "")
+        .start();
     for i in 0..10 {
         let answered = post(gateway.proxy, "/hooks", &[], format!("n{i}").as_bytes());
         assert_eq!(
@@ -292,12 +299,14 @@ fn round_robin_across_targets_and_a_dead_target_is_skipped() {
 
 #[test]
 fn a_target_that_refuses_after_its_health_check_passed_is_retried_on_the_next() {
+    // Guards the connect-failure retry in `forward::forward` (`tried.push(target)`
+    // then `pool.select(&tried)`): without it every other request is 502.
     let mut a = Upstream::start("a");
     let b = Upstream::start("b");
-    let gateway = Gateway::start(&format!(
-        "[upstreams.app]\ntargets = [\"{}\", \"{}\"]\nhealth = {{ interval = \"1h\" }}\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n",
-        a.addr, b.addr
-    ));
+    let gateway = Setup::new()
+        .upstream_named("app", &[a.addr, b.addr], "health = { interval = \"1h\" }")
+        .route("hooks", "/hooks", "app", "")
+        .start();
     a.stop();
     for i in 0..6 {
         let answered = post(gateway.proxy, "/hooks", &[], format!("n{i}").as_bytes());
@@ -308,8 +317,10 @@ fn a_target_that_refuses_after_its_health_check_passed_is_retried_on_the_next() 
 
 #[test]
 fn body_over_the_limit_is_refused_declared_or_chunked_and_nothing_is_forwarded() {
+    // Guards `declared_length` against `max_body` and the running count in
+    // `body::read_bounded`: `>` instead of `>=` lets 1025 bytes through.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&one_route(&upstream, "max_body = \"1KiB\""));
+    let gateway = one_route(&upstream, "max_body = \"1KiB\"").start();
     // Declared: answered from the head alone, the body is never sent.
     let declared = send_raw(
         gateway.proxy,
@@ -335,18 +346,16 @@ fn body_over_the_limit_is_refused_declared_or_chunked_and_nothing_is_forwarded()
     );
     assert_eq!(upstream.count(), 1);
     assert_eq!(upstream.received()[0].body, bytes(1024, 2));
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "hooks"), ("outcome", "body_too_large")],
-        2.0,
-    );
+    gateway.assert_requests("hooks", "body_too_large", 2.0);
 }
 
 #[test]
 fn expect_100_continue_is_answered_before_the_body() {
+    // Guards `write_continue_response` in `body::read_bounded` (the sender
+    // waits forever without it) and `expect` being dropped in `upstream_head`.
     use std::io::{BufReader, Write};
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let gateway = one_route(&upstream, "").start();
     let stream = std::net::TcpStream::connect(gateway.proxy).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -368,34 +377,20 @@ fn expect_100_continue_is_answered_before_the_body() {
 
 #[test]
 fn upstream_failures_answer_502_503_504_in_json() {
+    // Guards `forward::classify` (timeouts -> 504) and the `ForwardError` to
+    // `Reply` mapping in `Gateway::handle`.
     let hangs_up = Upstream::with("hangs-up", Behavior::hang_up());
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(3)));
-    let down = addr(free_port());
-    let gateway = Gateway::start(&format!(
-        r#"
-[upstreams.broken]
-targets = ["{}"]
-[upstreams.slow]
-targets = ["{}"]
-timeout = "500ms"
-[upstreams.down]
-targets = ["{down}"]
-
-[[routes]]
-name = "broken"
-path = "/broken"
-upstream = "broken"
-[[routes]]
-name = "slow"
-path = "/slow"
-upstream = "slow"
-[[routes]]
-name = "down"
-path = "/down"
-upstream = "down"
-"#,
-        hangs_up.addr, slow.addr
-    ));
+    let down_port = DeadPort::new();
+    let down = down_port.addr;
+    let gateway = Setup::new()
+        .upstream_named("broken", &[hangs_up.addr], "")
+        .upstream_named("slow", &[slow.addr], "timeout = \"500ms\"")
+        .upstream_named("down", &[down], "")
+        .route("broken", "/broken", "broken", "")
+        .route("slow", "/slow", "slow", "")
+        .route("down", "/down", "down", "")
+        .start();
     let cases = [
         ("/broken", 502, "upstream_error"),
         ("/slow", 504, "upstream_timeout"),
@@ -413,21 +408,9 @@ upstream = "down"
         );
     }
     assert_eq!(hangs_up.count(), 1);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "upstream_timeout")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "upstream_unavailable")],
-        1.0,
-    );
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("outcome", "upstream_error")],
-        1.0,
-    );
+    gateway.assert_outcome("upstream_timeout", 1.0);
+    gateway.assert_outcome("upstream_unavailable", 1.0);
+    gateway.assert_outcome("upstream_error", 1.0);
     gateway.assert_metric(
         "hookgate_upstream_targets_healthy",
         &[("upstream", "down")],
@@ -437,8 +420,10 @@ upstream = "down"
 
 #[test]
 fn a_request_head_that_cannot_be_parsed_gets_a_json_400_and_is_counted() {
+    // Guards `Gateway::refuse_head` (proxy/mod.rs): Pingora's own plain 400
+    // has no JSON body and no count.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let gateway = one_route(&upstream, "").start();
     let heads: [&[u8]; 3] = [
         b"GARBAGE\r\n\r\n",
         b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
@@ -455,11 +440,7 @@ fn a_request_head_that_cannot_be_parsed_gets_a_json_400_and_is_counted() {
         assert_eq!(body["reason"], "the request head is not valid HTTP");
         assert_eq!(body["request_id"].as_str().map(str::len), Some(36));
     }
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "_unmatched"), ("outcome", "bad_request")],
-        3.0,
-    );
+    gateway.assert_requests("_unmatched", "bad_request", 3.0);
     assert_eq!(upstream.count(), 0);
     // The gateway still serves well-formed requests.
     assert_eq!(post(gateway.proxy, "/hooks/ok", &[], b"{}").status, 200);
@@ -467,8 +448,10 @@ fn a_request_head_that_cannot_be_parsed_gets_a_json_400_and_is_counted() {
 
 #[test]
 fn admin_endpoints_answer() {
+    // Guards the path table in `Admin::response` (admin.rs) and the series
+    // `RouteHandles::register` creates.
     let upstream = Upstream::start("app");
-    let gateway = Gateway::start(&one_route(&upstream, ""));
+    let gateway = one_route(&upstream, "").start();
     post(gateway.proxy, "/hooks/m", &[], b"12345");
     let health = get(gateway.admin, "/healthz").unwrap();
     assert_eq!(
@@ -521,37 +504,43 @@ fn admin_endpoints_answer() {
 
 #[test]
 fn a_taken_port_fails_the_start_with_a_clear_message() {
+    // Guards `check_ports` in `server.rs`: without it Pingora retries the bind
+    // for 30 s, then its service fails while the process keeps running.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let gateway = Gateway::spawn("allow_no_routes = true", "");
-    // Re-write the config so the proxy listens on the taken port.
-    let config = std::fs::read_to_string(&gateway.config_path).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("taken.toml");
     std::fs::write(
         &path,
-        config.replace(&gateway.proxy.to_string(), &format!("127.0.0.1:{port}")),
+        format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:0\"\nallow_no_routes = true\n"),
     )
     .unwrap();
-    let output = std::process::Command::new(BIN)
-        .args(["serve", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut child = spawn_binary(&["serve", "-c", path.to_str().unwrap()], &dir);
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    assert!(exited, "still running 10 s after a taken port:\n{stderr}");
+    assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains(&format!(
             "cannot listen on 127.0.0.1:{port} (proxy listener)"
         )),
         "{stderr}"
     );
-    drop(gateway);
+    drop(taken);
 }
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits() {
+    // Guards `spawn_drain_watcher` in `server.rs`: exiting at once drops the
+    // in-flight request; waiting the full grace misses the 3 s bound.
     let slow = Upstream::with("slow", Behavior::delayed(Duration::from_millis(800)));
-    let mut gateway = Gateway::start(&one_route(&slow, ""));
+    let mut gateway = one_route(&slow, "").start();
     let proxy = gateway.proxy;
     let in_flight = std::thread::spawn(move || post(proxy, "/hooks/slow", &[], b"in flight"));
     assert!(wait_until(Duration::from_secs(5), || slow.count() == 1));
@@ -571,10 +560,11 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
 fn sigterm_waits_for_fan_out_copies_within_the_grace_period() {
     let primary = Upstream::start("primary");
     let secondary = Upstream::with("secondary", Behavior::delayed(Duration::from_millis(1500)));
-    let mut gateway = Gateway::start(&format!(
-        "[upstreams.primary]\ntargets = [\"{}\"]\n[upstreams.secondary]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks/*\"\nupstream = [\"primary\", \"secondary\"]\n",
-        primary.addr, secondary.addr
-    ));
+    let mut gateway = Setup::new()
+        .upstream(&primary)
+        .upstream(&secondary)
+        .fan_out("hooks", "/hooks/*", &["primary", "secondary"], "")
+        .start();
     assert_eq!(post(gateway.proxy, "/hooks/a", &[], b"copy me").status, 200);
     // The copy is on its way to the slow secondary when the signal arrives.
     // Breaks when the drain watcher stops waiting for `Fanout::held`.
@@ -602,10 +592,13 @@ fn sigterm_waits_for_fan_out_copies_within_the_grace_period() {
 
 #[test]
 fn a_broken_chunked_body_or_a_stalled_sender_gets_a_json_4xx_and_nothing_is_forwarded() {
+    // Guards the body deadline in `body::read_bounded` (`client_timeout`) and
+    // `Gateway::refuse_body`'s JSON answers.
     use std::io::Write;
     let upstream = Upstream::start("app");
-    let gateway =
-        Gateway::start_with_server("client_timeout = \"500ms\"", &one_route(&upstream, ""));
+    let gateway = one_route(&upstream, "")
+        .server("client_timeout = \"500ms\"")
+        .start();
     let broken = send_raw(
         gateway.proxy,
         b"POST /hooks/x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
@@ -628,9 +621,5 @@ fn a_broken_chunked_body_or_a_stalled_sender_gets_a_json_4xx_and_nothing_is_forw
     assert_eq!(stalled.status, 408);
     assert_eq!(stalled.json()["error"], "request_timeout");
     assert_eq!(upstream.count(), 0);
-    gateway.assert_metric(
-        "hookgate_requests_total",
-        &[("route", "hooks"), ("outcome", "bad_request")],
-        2.0,
-    );
+    gateway.assert_requests("hooks", "bad_request", 2.0);
 }

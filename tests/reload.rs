@@ -37,6 +37,9 @@ fn answered_by(gateway: &Gateway, path: &str) -> Option<String> {
 
 #[test]
 fn file_edits_take_effect_within_two_seconds() {
+    // Guards the file watch in `ReloadTriggers::start` (reload.rs): without
+    // the watcher no edit applies and the first poll times out.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let base = |x_upstream: &str, secret: &str, rate: &str, extra_route: &str| {
         routes(
@@ -121,11 +124,16 @@ fn file_edits_take_effect_within_two_seconds() {
         &[("result", "failure")],
         0.0,
     );
-    assert!(gateway.metric("hookgate_config_reloads_total", &[("result", "success")]) >= 4.0);
+    assert!(
+        gateway.metric_required("hookgate_config_reloads_total", &[("result", "success")]) >= 4.0
+    );
 }
 
 #[test]
 fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
+    // Guards `Reloader::load_and_swap` validating before the swap: swapping a
+    // config with an unknown upstream loses route x.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let gateway = Gateway::start(&routes(&a, &b, &route("x", "a", "")));
     gateway.rewrite(&routes(
@@ -168,11 +176,23 @@ fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
 
 #[test]
 fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
+    // Guards `self.watch` in `ReloadTriggers::start` (reload.rs): watching
+    // regardless reloads the edit before any trigger (checked), and the SIGHUP
+    // and POST /reload arms below.
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let gateway =
         Gateway::start_with_server("watch = false", &routes(&a, &b, &route("x", "a", "")));
+    // A watching control gets the same edit just after: once it serves the
+    // edit, a watcher would have seen ours too (a poll, not a fixed sleep).
+    let control = Gateway::start(&routes(&a, &b, &route("x", "a", "")));
     gateway.rewrite(&routes(&a, &b, &route("x", "b", "")));
-    std::thread::sleep(Duration::from_millis(800));
+    control.rewrite(&routes(&a, &b, &route("x", "b", "")));
+    assert!(
+        wait_until(WITHIN, || answered_by(&control, "/x").as_deref()
+            == Some("b")),
+        "the watching control did not reload"
+    );
+    drop(control);
     assert_eq!(
         answered_by(&gateway, "/x").as_deref(),
         Some("a"),
@@ -188,12 +208,7 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
 
     gateway.rewrite(&routes(&a, &b, &route("x", "a", "")));
     let reloaded = gateway.post_reload();
-    assert_eq!(
-        reloaded.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reloaded.body)
-    );
+    reloaded.expect_status(200);
     let report = reloaded.json();
     assert_eq!(report["status"], "reloaded");
     assert_eq!(report["report"]["trigger"], "admin");
@@ -233,14 +248,11 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
     // /readyz says ready because it probes the listeners that serve, not the
     // ones the new config names. Breaks when `Admin::unbound_listener` reads
     // the running config.
-    let elsewhere = addr(free_port());
+    // Another address, never bound: a restart would listen there.
     let moved = gateway
         .server_section()
         .replace("threads = 2", "threads = 1")
-        .replace(
-            &format!("listen = [\"{}\"]", gateway.proxy),
-            &format!("listen = [\"{elsewhere}\"]"),
-        );
+        .replace("listen = [\"127.0.0.1:0\"]", "listen = [\"127.0.0.2:0\"]");
     assert_ne!(moved, gateway.server_section());
     let report = reload_with_server(&gateway, &moved, &routes(&a, &b, &route("x", "b", "")));
     assert_eq!(
@@ -253,6 +265,9 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
 
 #[test]
 fn get_config_shows_the_active_config_without_secrets() {
+    // Guards `Config::to_redacted_json` (config/present.rs): printing the
+    // secret references resolved puts the secret in /config.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let secret = "do-not-show-this-secret";
     let gateway = Gateway::start(&routes(
@@ -278,6 +293,9 @@ fn get_config_shows_the_active_config_without_secrets() {
 
 #[test]
 fn limiter_state_of_unchanged_routes_survives_a_reload() {
+    // Guards `kept_limiter` in `Snapshot::rebuild` (state.rs): a new limiter
+    // per reload hands out a fresh burst.
+
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let limited = route("limited", "a", "rate_limit = { rate = \"1/h\", burst = 2 }");
     let gateway = Gateway::start_with_server("watch = false", &routes(&a, &b, &limited));
@@ -541,8 +559,16 @@ fn sighup_and_post_reload_reread_referenced_files() {
     let upstream = Upstream::start("a");
     let files = MountedFiles::new("secret-one", "127.0.0.0/8\n");
     let gateway = Gateway::start_with_server("watch = false", &files.config(&upstream));
+    // A watching control on the same files: once it has the rotated secret, a
+    // watcher would have re-read it here too (a poll, not a fixed sleep).
+    let control = Gateway::start(&files.config(&upstream));
     files.rotate("secret-two");
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        wait_until(WITHIN, || signed_status(&control, "secret-two") == 200),
+        "the watching control did not re-read the secret file:\n{}",
+        control.log()
+    );
+    drop(control);
     assert_eq!(
         signed_status(&gateway, "secret-one"),
         200,
@@ -559,12 +585,7 @@ fn sighup_and_post_reload_reread_referenced_files() {
 
     files.rotate("secret-three");
     let reloaded = gateway.post_reload();
-    assert_eq!(
-        reloaded.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reloaded.body)
-    );
+    reloaded.expect_status(200);
     let report = reloaded.json();
     assert_eq!(report["report"]["unchanged"], false);
     assert!(

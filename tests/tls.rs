@@ -15,18 +15,16 @@ fn tls_listener_serves_http1_and_h2() {
     std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
 
     let upstream = Upstream::start("app");
-    let tls_addr = addr(free_port());
-    let gateway = Gateway::start_with_server(
-        &format!(
-            "tls = {{ listen = \"{tls_addr}\", cert = \"{}\", key = \"{}\" }}",
+    let gateway = Setup::new()
+        .server(&format!(
+            "tls = {{ listen = \"127.0.0.1:0\", cert = \"{}\", key = \"{}\" }}",
             cert_path.display(),
             key_path.display()
-        ),
-        &format!(
-            "[upstreams.app]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n",
-            upstream.addr
-        ),
-    );
+        ))
+        .upstream(&upstream)
+        .route("hooks", "/hooks", "app", "")
+        .start();
+    let tls_addr = gateway.tls.expect("the TLS listener announced");
     let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
     let body = bytes(70_000, 7);
     for (http2, version) in [

@@ -2,7 +2,12 @@
 //! recording upstreams on 127.0.0.1 that keep the exact bytes they received,
 //! and a raw HTTP/1.1 client so tests control framing byte for byte.
 //!
-//! Every wait is bounded in time; every loop in count or time.
+//! Every wait is bounded in time; every loop in count or time. No port is
+//! guessed: the gateway listens on port 0 and announces its addresses, test
+//! upstreams bind port 0, and a down upstream is a [`DeadPort`] held open. A
+//! metric read is `None` when the series does not exist; a test that expects
+//! a series requires it ([`Gateway::assert_metric`], [`Gateway::metric_required`]).
+//! Config sections come from [`Setup`].
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -15,17 +20,49 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub mod setup;
+#[allow(unused_imports)]
+pub use setup::Setup;
 
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A port on 127.0.0.1 that refuses connections and that nothing else can take
+/// while this value lives: a socket bound to it, not listening. The address of
+/// an upstream that is down, handed over instead of guessed ("a port that was
+/// free a moment ago" may be anyone's by the time it is used).
+pub struct DeadPort {
+    socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&addr(0).into())
+            .expect("bind an ephemeral port");
+        let addr = socket
+            .local_addr()
+            .expect("bound address")
+            .as_socket()
+            .expect("an IP address");
+        DeadPort { socket, addr }
+    }
+
+    /// Starts listening on the held port: the upstream comes up at this address.
+    pub fn come_up(self, name: &str, behavior: Behavior) -> Upstream {
+        self.socket.listen(128).expect("listen on the held port");
+        Upstream::on(self.socket.into(), name, behavior)
+    }
+}
+
+impl Default for DeadPort {
+    fn default() -> Self {
+        DeadPort::new()
+    }
 }
 
 /// Polls `condition` every 20 ms until it holds or `within` passes.
@@ -58,10 +95,17 @@ pub fn upstream_sections(list: &[&Upstream]) -> String {
 
 // ---------------------------------------------------------------- gateway
 
-/// A running `hookgate serve` process, killed on drop.
+/// A running `hookgate serve` process, killed on drop. Its listeners are
+/// configured on port 0 and their addresses read back from the process's
+/// `listening` log lines: no port is guessed.
 pub struct Gateway {
     child: Option<Child>,
+    /// The first proxy listener.
     pub proxy: SocketAddr,
+    /// Every proxy listener, in `listen` order (`proxy` first).
+    pub listeners: Vec<SocketAddr>,
+    /// The TLS listener, when `[server] tls` is configured.
+    pub tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -81,45 +125,63 @@ impl Gateway {
         Gateway::start_with_listeners(&[], server_extra, rest)
     }
 
-    /// Like [`Gateway::start_with_server`], with more proxy listeners than the default one.
+    /// Like [`Gateway::start_with_server`], with more proxy listeners than the
+    /// default one, e.g. `"[::1]:0"` (read their addresses from `listeners`).
     pub fn start_with_listeners(
-        extra_listeners: &[SocketAddr],
+        extra_listeners: &[&str],
         server_extra: &str,
         rest: &str,
     ) -> Gateway {
         let gateway = Gateway::spawn_listening(extra_listeners, server_extra, rest);
-        let ready = wait_until(Duration::from_secs(20), || {
-            get(gateway.admin, "/readyz").is_ok_and(|r| r.status == 200)
-        });
-        assert!(ready, "gateway not ready in 20 s; log:\n{}", gateway.log());
+        gateway.wait_ready();
         gateway
     }
 
-    /// Starts the process without waiting for readiness.
+    /// Waits (up to 20 s) until `/readyz` answers 200.
+    #[track_caller]
+    pub fn wait_ready(&self) {
+        let ready = wait_until(Duration::from_secs(20), || {
+            get(self.admin, "/readyz").is_ok_and(|r| r.status == 200)
+        });
+        assert!(ready, "gateway not ready in 20 s; log:\n{}", self.log());
+    }
+
+    /// Starts the process and reads its listener addresses, without waiting
+    /// for readiness.
     pub fn spawn(server_extra: &str, rest: &str) -> Gateway {
         Gateway::spawn_listening(&[], server_extra, rest)
     }
 
-    fn spawn_listening(extra_listeners: &[SocketAddr], server_extra: &str, rest: &str) -> Gateway {
-        let proxy = addr(free_port());
-        let admin = addr(free_port());
-        let listen: Vec<String> = std::iter::once(proxy)
+    fn spawn_listening(extra_listeners: &[&str], server_extra: &str, rest: &str) -> Gateway {
+        let listen: Vec<String> = std::iter::once("127.0.0.1:0")
             .chain(extra_listeners.iter().copied())
             .map(|a| format!("\"{a}\""))
             .collect();
         let listen = listen.join(", ");
         let server_section = format!(
-            "[server]\nlisten = [{listen}]\nadmin = \"{admin}\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n"
+            "[server]\nlisten = [{listen}]\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n"
         );
         let config = format!("{server_section}\n{rest}");
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("hookgate.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let child = spawn_binary(&["serve", "-c", config_path.to_str().unwrap()], &dir);
+        let mut child = spawn_binary(&["serve", "-c", config_path.to_str().unwrap()], &dir);
+        let log_path = dir.path().join("gateway.log");
+        let bound = match wait_listening(&mut child, &log_path, 1 + extra_listeners.len()) {
+            Ok(bound) => bound,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("gateway did not announce its listeners ({why}); log:\n{log}");
+            }
+        };
         Gateway {
             child: Some(child),
-            proxy,
-            admin,
+            proxy: bound.proxy[0],
+            listeners: bound.proxy,
+            tls: bound.tls,
+            admin: bound.admin,
             dir,
             config_path,
             server_section,
@@ -181,20 +243,56 @@ impl Gateway {
         None
     }
 
-    /// Waits (up to 5 s) for a metric to reach `expected`, then asserts it. Metrics
-    /// are recorded in the logging phase, just after the answer reaches the sender.
+    /// Waits (up to 5 s) for a series to exist with value `expected`, then
+    /// asserts it. A missing series fails: it is not read as 0. Metrics are
+    /// recorded in the logging phase, just after the answer reaches the sender.
     #[track_caller]
     pub fn assert_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) {
         wait_until(Duration::from_secs(5), || {
-            self.metric(name, labels) == expected
+            self.metric(name, labels) == Some(expected)
         });
-        assert_eq!(self.metric(name, labels), expected, "{name} {labels:?}");
+        assert_eq!(
+            self.metric(name, labels),
+            Some(expected),
+            "{name} {labels:?} (None: no such series)"
+        );
     }
 
-    /// The value of one sample in `/metrics`, e.g. `metric("hookgate_requests_total", &[("route","a"),("outcome","forwarded")])`.
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    /// `hookgate_requests_total{route,outcome}` reaches `expected` (see [`Gateway::assert_metric`]).
+    #[track_caller]
+    pub fn assert_requests(&self, route: &str, outcome: &str, expected: f64) {
+        self.assert_metric(
+            "hookgate_requests_total",
+            &[("route", route), ("outcome", outcome)],
+            expected,
+        );
+    }
+
+    /// `hookgate_requests_total{outcome}` over every route reaches `expected`.
+    #[track_caller]
+    pub fn assert_outcome(&self, outcome: &str, expected: f64) {
+        self.assert_metric("hookgate_requests_total", &[("outcome", outcome)], expected);
+    }
+
+    /// Asserts that no series `name` with these labels exists.
+    #[track_caller]
+    pub fn assert_no_series(&self, name: &str, labels: &[(&str, &str)]) {
+        assert_eq!(self.metric(name, labels), None, "{name} {labels:?} exists");
+    }
+
+    /// The sum of the samples of `name` whose labels include `labels` in
+    /// `/metrics`, e.g. `metric("hookgate_requests_total", &[("route","a"),("outcome","forwarded")])`;
+    /// `None` when no such series exists.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let text = String::from_utf8(get(self.admin, "/metrics").expect("scrape").body).unwrap();
-        metric_value(&text, name, labels).unwrap_or(0.0)
+        metric_value(&text, name, labels)
+    }
+
+    /// Like [`Gateway::metric`], for a series the test requires to exist.
+    #[track_caller]
+    pub fn metric_required(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metric(name, labels)
+            .unwrap_or_else(|| panic!("no series {name} {labels:?}"))
     }
 }
 
@@ -205,6 +303,103 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// The listener addresses a gateway process announced.
+pub struct Bound {
+    pub proxy: Vec<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// Waits (up to 20 s) for `child` to log its admin listener and `proxies` proxy
+/// listeners (`listening role=... addr=...`, text or JSON). Fails early when the
+/// process exits first.
+pub fn wait_listening(
+    child: &mut Child,
+    log_path: &std::path::Path,
+    proxies: usize,
+) -> Result<Bound, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        let announced = announced_listeners(&log);
+        let of = |role: &str| -> Vec<SocketAddr> {
+            announced
+                .iter()
+                .filter(|(r, _)| r == role)
+                .map(|(_, a)| *a)
+                .collect()
+        };
+        let (proxy, admin) = (of("proxy"), of("admin"));
+        // The admin line comes after every proxy and TLS line.
+        if let Some(admin) = admin.first() {
+            if proxy.len() != proxies {
+                return Err(format!(
+                    "{} proxy listeners announced, {proxies} expected",
+                    proxy.len()
+                ));
+            }
+            return Ok(Bound {
+                proxy,
+                tls: of("tls").first().copied(),
+                admin: *admin,
+            });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the process exited with {status}"));
+        }
+        if Instant::now() >= deadline {
+            return Err("no `listening` lines in 20 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `(role, address)` pairs of the `listening` lines in a gateway log, in
+/// order, from text (`listening role="proxy" addr=127.0.0.1:41234`, colours or
+/// not) or JSON lines.
+pub fn announced_listeners(log: &str) -> Vec<(String, SocketAddr)> {
+    log.lines()
+        .filter_map(|line| {
+            let line = strip_ansi(line);
+            if line.starts_with('{') {
+                let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+                if value["message"] != "listening" {
+                    return None;
+                }
+                let role = value["role"].as_str()?.to_string();
+                return Some((role, value["addr"].as_str()?.parse().ok()?));
+            }
+            let (_, fields) = line.split_once(" listening ")?;
+            let field = |name: &str| {
+                fields
+                    .split(' ')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .map(|value| value.trim_matches('"').to_string())
+            };
+            Some((field("role")?, field("addr")?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Bounded by the line's length.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs the binary with `args`, output to `dir/gateway.log`.
@@ -220,6 +415,7 @@ pub fn spawn_binary(args: &[&str], dir: &tempfile::TempDir) -> Child {
 }
 
 /// Finds `name{labels...} value` in Prometheus text; labels may be a subset.
+/// Several matching series are summed; `None` when none matches.
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
@@ -347,6 +543,8 @@ pub struct Upstream {
     received: Arc<Mutex<Vec<Received>>>,
     /// Connections accepted so far.
     accepted: Arc<AtomicUsize>,
+    /// Connections this upstream has closed so far.
+    closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     accept_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -365,7 +563,15 @@ impl Upstream {
 
     /// An upstream on a chosen address (port 0: any free port).
     pub fn at(at: SocketAddr, name: &str, behavior: Behavior) -> Upstream {
-        let listener = TcpListener::bind(at).expect("bind upstream");
+        Upstream::on(
+            TcpListener::bind(at).expect("bind upstream"),
+            name,
+            behavior,
+        )
+    }
+
+    /// An upstream serving `listener`.
+    pub fn on(listener: TcpListener, name: &str, behavior: Behavior) -> Upstream {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -373,6 +579,8 @@ impl Upstream {
         let thread_received = received.clone();
         let accepted = Arc::new(AtomicUsize::new(0));
         let thread_accepted = accepted.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let thread_closed = closed.clone();
         let thread_stop = stop.clone();
         let thread_name = name.to_string();
         let accept_thread = std::thread::spawn(move || {
@@ -385,8 +593,10 @@ impl Upstream {
                         let behavior = behavior.clone();
                         let name = thread_name.clone();
                         let stop = thread_stop.clone();
+                        let closed = thread_closed.clone();
                         std::thread::spawn(move || {
-                            serve_connection(stream, &name, &behavior, &received, &stop)
+                            serve_connection(stream, &name, &behavior, &received, &stop);
+                            closed.fetch_add(1, Ordering::SeqCst);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -398,6 +608,7 @@ impl Upstream {
             name: name.to_string(),
             received,
             accepted,
+            closed,
             stop,
             accept_thread: Some(accept_thread),
         }
@@ -419,6 +630,11 @@ impl Upstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections this upstream has closed (after the exchange ended or the peer left).
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and closes the port (existing connections end at their next request).
@@ -579,6 +795,18 @@ pub struct Response {
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)
+    }
+
+    /// Asserts the status, showing the body when it is another.
+    #[track_caller]
+    pub fn expect_status(&self, status: u16) -> &Response {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
     }
 
     pub fn json(&self) -> serde_json::Value {
