@@ -453,6 +453,9 @@ fn admin_endpoints_answer() {
     let upstream = Upstream::start("app");
     let gateway = one_route(&upstream, "").start();
     post(gateway.proxy, "/hooks/m", &[], b"12345");
+    // Counted in the logging phase, just after the answer: wait for it before
+    // reading the scrape below as one snapshot.
+    gateway.assert_requests("hooks", "forwarded", 1.0);
     let health = get(gateway.admin, "/healthz").unwrap();
     assert_eq!(
         (health.status, health.json()["status"].as_str()),
