@@ -228,7 +228,16 @@ pub async fn send(
                     continue;
                 }
             };
+        // `forward` bounds this whole exchange by `response_timeout`; when that is
+        // no longer than the per-read `timeout`, a per-read timer on the wait for
+        // the head could never fire first, so it is not armed (one timer fewer
+        // per request). The body is read with it again.
+        let per_read = upstream.read_timeout;
+        if pool.settings().response_timeout <= pool.settings().timeout {
+            upstream.read_timeout = None;
+        }
         let status = read_response_head(&mut upstream).await.map_err(classify)?;
+        upstream.read_timeout = per_read;
         return Ok(Exchange {
             upstream,
             peer,
