@@ -395,4 +395,57 @@ fn provider_routes_end_to_end() {
         tested += 1;
     }
     assert_eq!(tested, E2E.len());
+
+    // `hookgate sign` for a provider route: the row's scheme signs, and the event goes in the
+    // row's event header (X-WC-Webhook-Topic), not a scheme-wide guess. Guards `event_header`
+    // in sign.rs taking `provider_row().event_header()`: without it, `--event` on an `hmac`
+    // route is refused ("carries the event type in the body").
+    let url = format!("http://{}/hooks/woocommerce", gateway.proxy);
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args([
+            "sign",
+            "-c",
+            gateway.config_path.to_str().unwrap(),
+            "--route",
+            "woocommerce",
+            "--event",
+            "order.created",
+            "--url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let signed: Vec<(String, String)> = printed
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(": ").expect("header line");
+            (n.to_string(), v.to_string())
+        })
+        .collect();
+    assert!(
+        signed
+            .iter()
+            .any(|(n, v)| n == "X-WC-Webhook-Topic" && v == "order.created"),
+        "{printed}"
+    );
+    let headers: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    app.clear();
+    let answer = post(
+        gateway.proxy,
+        "/hooks/woocommerce",
+        &headers,
+        hookgate::sign::SAMPLE_BODY.as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        app.received()[0].body,
+        hookgate::sign::SAMPLE_BODY.as_bytes()
+    );
 }

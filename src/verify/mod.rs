@@ -11,10 +11,11 @@
 //! # Schemes
 //! `github`, `gitlab`, `stripe`, `slack`, `shopify`, `standard-webhooks` (alias `svix`),
 //! `twilio`, `zoom`, `twitch`, `discord`, `hubspot`, `square`, `paddle`, `linear`, `token` and
-//! the generic `hmac`. Providers without a scheme of their own map onto these: Meta uses
-//! `github`; Mux uses `stripe` with `header = "Mux-Signature"`; Clerk uses `svix`; Bitbucket,
-//! Jira, Intercom, Typeform, PagerDuty, Sentry, Vercel and Zendesk use `hmac` (see
-//! `conf/examples/`).
+//! the generic `hmac`. Providers without a scheme of their own map onto these through the
+//! preset table in [`providers`] (`verify = { provider = "bitbucket", secrets = [...] }`): Meta
+//! uses `github`; Mux and Calendly use `stripe` with their own header; Clerk uses `svix`;
+//! Bitbucket, Jira, Intercom, Typeform, PagerDuty, Sentry, Vercel, Zendesk and most others use
+//! `hmac`. `hookgate providers` lists every row.
 //!
 //! # Order of checks (and why)
 //! Every scheme answers in the same order, and each class of answer depends only on what the
