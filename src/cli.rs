@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check` and `demo`.
+//! The command line: `serve` (default), `check`, `sign`, `providers` and `demo`.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,13 @@ pub enum Command {
     Serve,
     /// Validate the configuration and print the route table; exit 0, or 78 listing every error.
     Check,
+    /// List the provider presets (`verify = { provider = "NAME", ... }`): scheme, event type,
+    /// delivery id and the documentation each row was written from.
+    Providers {
+        /// Print the table as Markdown (the README's provider table).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Run the gateway on the embedded demo config with a built-in echo upstream and send sample deliveries.
     Demo,
     /// Print the headers of a correctly signed test delivery for a route, and a ready curl line.

@@ -95,6 +95,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Providers { markdown } => {
+            print!("{}", hookgate::verify::providers::listing(markdown));
+            ExitCode::SUCCESS
+        }
         Command::Demo => match hookgate::demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

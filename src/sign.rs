@@ -77,7 +77,7 @@ pub fn sign(
         signed.push(("Content-Type".to_string(), content_type.to_string()));
     }
     if let Some(event) = options.event {
-        signed.push(event_header(route.verifier.scheme(), event)?);
+        signed.push(event_header(&route.verifier, event)?);
     }
     let curl = curl_line(&url, &signed, body_file, &body);
     Ok(Signed {
@@ -87,9 +87,19 @@ pub fn sign(
     })
 }
 
-/// The header a provider carries its event type in (none of them is covered by the signature).
-fn event_header(scheme: &str, event: &str) -> Result<(String, String), String> {
-    let name = match scheme {
+/// The header a provider carries its event type in (none of them is covered by the signature):
+/// the provider row's event header when the route names one, else the scheme's provider's.
+fn event_header(verifier: &verify::Verifier, event: &str) -> Result<(String, String), String> {
+    if let Some(row) = verifier.provider_row() {
+        return match row.event_header() {
+            Some(name) => Ok((name.to_string(), event.to_string())),
+            None => Err(format!(
+                "provider {:?} carries the event type in the body ({}); put it in the file given to --body",
+                row.name, row.event
+            )),
+        };
+    }
+    let name = match verifier.scheme() {
         "github" => "X-GitHub-Event",
         "gitlab" => "X-Gitlab-Event",
         "shopify" => "X-Shopify-Topic",

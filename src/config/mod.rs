@@ -1070,7 +1070,7 @@ impl Config {
                 route.name,
                 methods,
                 route.upstreams.join("+"),
-                route.verifier.scheme(),
+                route.verifier.describe(),
                 route.max_body
             );
         }

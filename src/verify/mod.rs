@@ -11,10 +11,11 @@
 //! # Schemes
 //! `github`, `gitlab`, `stripe`, `slack`, `shopify`, `standard-webhooks` (alias `svix`),
 //! `twilio`, `zoom`, `twitch`, `discord`, `hubspot`, `square`, `paddle`, `linear`, `token` and
-//! the generic `hmac`. Providers without a scheme of their own map onto these: Meta uses
-//! `github`; Mux uses `stripe` with `header = "Mux-Signature"`; Clerk uses `svix`; Bitbucket,
-//! Jira, Intercom, Typeform, PagerDuty, Sentry, Vercel and Zendesk use `hmac` (see
-//! `conf/examples/`).
+//! the generic `hmac`. Providers without a scheme of their own map onto these through the
+//! preset table in [`providers`] (`verify = { provider = "bitbucket", secrets = [...] }`): Meta
+//! uses `github`; Mux and Calendly use `stripe` with their own header; Clerk uses `svix`;
+//! Bitbucket, Jira, Intercom, Typeform, PagerDuty, Sentry, Vercel, Zendesk and most others use
+//! `hmac`. `hookgate providers` lists every row.
 //!
 //! # Order of checks (and why)
 //! Every scheme answers in the same order, and each class of answer depends only on what the
@@ -71,6 +72,7 @@ mod hubspot;
 mod linear;
 mod mac;
 mod paddle;
+pub mod providers;
 mod shopify;
 mod slack;
 mod square;
@@ -122,8 +124,14 @@ pub const SCHEMES: &[&str] = &[
 #[derive(Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifySpec {
-    /// Scheme name, one of [`SCHEMES`].
+    /// Scheme name, one of [`SCHEMES`]. May be left out when `provider` is set (then it is the
+    /// provider's scheme, and if given must be that scheme).
+    #[serde(default)]
     pub scheme: String,
+    /// A provider preset from [`providers`] (`"shopify"`, `"bitbucket"`, …; `hookgate
+    /// providers` lists them): its scheme and parameters are the defaults, and every other
+    /// key set here overrides the row's value.
+    pub provider: Option<String>,
     /// Secret references (`"${STRIPE_WEBHOOK_SECRET}"`, `"file:/run/secrets/x"`), resolved
     /// through the resolver given to [`Verifier::compile`]. Several for rotation.
     #[serde(default)]
@@ -192,6 +200,7 @@ impl fmt::Debug for VerifySpec {
             .collect();
         f.debug_struct("VerifySpec")
             .field("scheme", &self.scheme)
+            .field("provider", &self.provider)
             .field("secrets", &secrets)
             .field("tolerance", &self.tolerance)
             .field("public_url", &self.public_url)
@@ -313,6 +322,8 @@ impl VerifyError {
 /// A compiled `verify` table: scheme, resolved keys (precomputed HMAC states), options.
 pub struct Verifier {
     scheme: &'static str,
+    /// The provider row the route named, if any.
+    provider: Option<&'static providers::Provider>,
     kind: Kind,
 }
 
@@ -329,6 +340,7 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("scheme", &self.scheme)
+            .field("provider", &self.provider())
             .finish_non_exhaustive()
     }
 }
@@ -339,6 +351,7 @@ impl Verifier {
     pub fn disabled() -> Self {
         Verifier {
             scheme: "none",
+            provider: None,
             kind: Kind::Disabled,
         }
     }
@@ -347,26 +360,69 @@ impl Verifier {
     ///
     /// On failure returns every problem found, each keyed relative to the `verify` table
     /// (`"scheme"`, `"secrets[1]"`, `"tolerance"`, `"public_url"`, …); the caller prefixes the
-    /// route with [`Problem::within`].
+    /// route with [`Problem::within`]. With `provider`, the row's table is overlaid first
+    /// ([`providers::overlay`]), so a key the route sets that the row's scheme does not use is
+    /// reported like any other.
     pub fn compile(
         spec: &VerifySpec,
         resolve_secret: &dyn Fn(&str) -> Result<Secret, String>,
     ) -> Result<Verifier, Vec<Problem>> {
+        let effective;
+        let mut provider = None;
+        let spec = match spec.provider.as_deref() {
+            None => spec,
+            Some(name) => {
+                let Some(row) = providers::find(name) else {
+                    let close = providers::close_names(name);
+                    let hint = if close.is_empty() {
+                        "`hookgate providers` lists them".to_string()
+                    } else {
+                        format!(
+                            "did you mean {}? (`hookgate providers` lists all)",
+                            close.join(", ")
+                        )
+                    };
+                    let mut problems = vec![Problem::new(
+                        "provider",
+                        format!("unknown provider {name:?}; {hint}"),
+                    )];
+                    secret_problems(spec, resolve_secret, &mut problems);
+                    return Err(problems);
+                };
+                if !spec.scheme.is_empty()
+                    && canonical_scheme(&spec.scheme) != canonical_scheme(&row.verify.scheme)
+                {
+                    return Err(vec![Problem::new(
+                        "scheme",
+                        format!(
+                            "provider {name:?} uses scheme {:?}; remove scheme (the provider sets it) or remove provider",
+                            row.verify.scheme
+                        ),
+                    )]);
+                }
+                provider = Some(row);
+                effective = providers::overlay(&row.verify, spec);
+                &effective
+            }
+        };
         let Some(scheme) = canonical_scheme(&spec.scheme) else {
             let mut problems = vec![Problem::new(
                 "scheme",
-                format!(
-                    "unknown scheme {:?}; use one of: {}",
-                    spec.scheme,
-                    SCHEMES.join(", ")
-                ),
+                if spec.scheme.is_empty() {
+                    format!(
+                        "set scheme (one of: {}) or provider (`hookgate providers` lists them)",
+                        SCHEMES.join(", ")
+                    )
+                } else {
+                    format!(
+                        "unknown scheme {:?}; use one of: {}",
+                        spec.scheme,
+                        SCHEMES.join(", ")
+                    )
+                },
             )];
             // Still report unresolvable secrets, so one run shows everything.
-            for (i, reference) in spec.secrets.iter().enumerate() {
-                if let Err(e) = resolve_secret(reference) {
-                    problems.push(Problem::new(format!("secrets[{i}]"), e));
-                }
-            }
+            secret_problems(spec, resolve_secret, &mut problems);
             return Err(problems);
         };
         let mut cx = compile::Cx::new(spec, scheme, resolve_secret);
@@ -391,7 +447,11 @@ impl Verifier {
             _ => generic::compile(&mut cx).map(|h| Kind::Hmac(Box::new(h))),
         };
         match (cx.into_problems(), kind) {
-            (problems, Some(kind)) if problems.is_empty() => Ok(Verifier { scheme, kind }),
+            (problems, Some(kind)) if problems.is_empty() => Ok(Verifier {
+                scheme,
+                provider,
+                kind,
+            }),
             (problems, _) if !problems.is_empty() => Err(problems),
             // A scheme that failed must have said why; never accept silently.
             _ => Err(vec![Problem::new("", "verify table could not be compiled")]),
@@ -402,6 +462,29 @@ impl Verifier {
     /// the `scheme` metric label.
     pub fn scheme(&self) -> &'static str {
         self.scheme
+    }
+
+    /// The provider row the route named (`verify = { provider = "..." }`), if any.
+    pub fn provider(&self) -> Option<&'static str> {
+        self.provider.map(|p| p.name.as_str())
+    }
+
+    /// The provider row itself, for its event and delivery-id sources.
+    pub fn provider_row(&self) -> Option<&'static providers::Provider> {
+        self.provider
+    }
+
+    /// One line for `hookgate check`: the scheme, and with a provider its name and where its
+    /// event type and delivery id are (`hmac, provider bitbucket: event header:X-Event-Key,
+    /// id header:X-Request-UUID`).
+    pub fn describe(&self) -> String {
+        match self.provider {
+            None => self.scheme.to_string(),
+            Some(p) => format!(
+                "{}, provider {}: event {}, id {}",
+                self.scheme, p.name, p.event, p.delivery_id
+            ),
+        }
     }
 
     /// Verifies `request` as of `now`. On success the [`Verified`] holds `request.body`.
@@ -455,6 +538,19 @@ impl Verifier {
         match (&self.kind, self.scheme) {
             (Kind::Hmac(h), "zoom") => zoom::url_validation(h, plain_token),
             _ => None,
+        }
+    }
+}
+
+/// Reports every secret reference that does not resolve (used when compiling stops early).
+fn secret_problems(
+    spec: &VerifySpec,
+    resolve_secret: &dyn Fn(&str) -> Result<Secret, String>,
+    problems: &mut Vec<Problem>,
+) {
+    for (i, reference) in spec.secrets.iter().enumerate() {
+        if let Err(e) = resolve_secret(reference) {
+            problems.push(Problem::new(format!("secrets[{i}]"), e));
         }
     }
 }
