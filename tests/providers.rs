@@ -244,6 +244,17 @@ fn providers_command_lists_the_table() {
             p.name
         );
     }
+    // The README's table is this output, unchanged (regenerate it with
+    // `hookgate providers --markdown` between the markers).
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = "<!-- providers:start -->\n";
+    let table = readme
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once("<!-- providers:end -->"))
+        .map(|(table, _)| table)
+        .expect("README has the providers markers");
+    assert_eq!(table, markdown, "README provider table is stale");
 }
 
 fn config_errors(verify: &str) -> String {
