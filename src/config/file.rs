@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::storage::{RetryFile, StorageFile};
 use crate::allowlist::IpSetsFile;
 use crate::dedupe::DedupeSpec;
 use crate::events::{EventRuleFile, EventSpec, OneOrMany};
@@ -28,6 +29,8 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// The on-disk store of queued deliveries; required once a route is queued.
+    pub storage: Option<StorageFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,4 +202,9 @@ pub struct RouteFile {
     pub unmatched: Option<String>,
     /// Duplicate-delivery suppression.
     pub dedupe: Option<DedupeSpec>,
+    /// `"direct"` (default: relay, answer with the app's answer) or `"queued"`
+    /// (store, answer 202, deliver in the background).
+    pub delivery: Option<String>,
+    /// Retries of a queued delivery.
+    pub retry: Option<RetryFile>,
 }
