@@ -486,3 +486,48 @@ fn a_queued_route_without_storage_is_a_config_error_naming_the_key() {
         "{out}"
     );
 }
+
+#[test]
+fn sigterm_finishes_the_attempt_in_progress_and_leaves_the_rest_for_the_next_start() {
+    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(700)));
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, admin) = (addr(free_port()), addr(free_port()));
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"{proxy}\"]\nadmin = \"{admin}\"\nthreads = 2\nshutdown_grace = \"5s\"\n\n{}{}{}",
+            upstream("app", app.addr),
+            queued_route("gh", "app", FAST_RETRY),
+            storage("concurrency = 1")
+        ),
+    )
+    .unwrap();
+    let mut first = start_process(&dir, &config, admin);
+    let bodies: Vec<Vec<u8>> = (0..5).map(body).collect();
+    for body in &bodies {
+        accepted(&signed_post(proxy, "/hooks/gh", body)).expect("202");
+    }
+    assert!(wait_until(Duration::from_secs(5), || app.count() == 1));
+    let term = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exited = wait_until(Duration::from_secs(5), || {
+        matches!(first.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "not stopped within shutdown_grace");
+    // Guards `queue.stop()` in the drain watcher (src/server.rs): without it the
+    // queue goes on starting attempts during the grace period.
+    assert_eq!(app.count(), 1, "no new attempt after SIGTERM");
+    let _second = start_process(&dir, &config, admin);
+    assert!(wait_until(Duration::from_secs(20), || app.count() >= 5));
+    std::thread::sleep(Duration::from_millis(500));
+    let received: Vec<Vec<u8>> = app.received().into_iter().map(|r| r.body).collect();
+    // The attempt in progress at SIGTERM finished and was recorded: not sent again.
+    assert_eq!(received.len(), 5, "each exactly once");
+    for body in &bodies {
+        assert!(received.contains(body));
+    }
+}

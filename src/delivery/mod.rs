@@ -319,12 +319,15 @@ impl Inner {
 
     /// Records what became of delivery `index` of `key`; on a store error the
     /// delivery is tried again later (it is still pending in the store).
+    /// `next` comes with why it is dead (a `hookgate_queue_dead_total` reason),
+    /// counted once recorded; `labels` are its route and upstream.
     async fn finish(
         &self,
         key: EventKey,
         index: usize,
         attempt: Option<AttemptRecord>,
-        next: Next,
+        (next, dead): (Next, Option<&'static str>),
+        (route, upstream): (&str, &str),
     ) {
         let retry_at = match &next {
             Next::RetryAt(at) => Some(*at),
@@ -334,6 +337,12 @@ impl Inner {
             Ok(()) => {
                 if let Some(at) = retry_at {
                     self.schedule(at, key, index);
+                }
+                if let Some(why) = dead {
+                    self.metrics
+                        .queue_dead
+                        .with_label_values(&[route, upstream, why])
+                        .inc();
                 }
             }
             Err(error) => {
@@ -440,21 +449,20 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
     let upstream = delivery.upstream.as_str();
     let event_id = inner.store.event_id(key);
     let policy = inner.policy(&record);
+    // Counted once the store has it (`Inner::finish`), so the metric never
+    // runs ahead of what the events API shows.
     let dead = |reason: String, why: &'static str| {
-        inner
-            .metrics
-            .queue_dead
-            .with_label_values(&[route, upstream, why])
-            .inc();
         tracing::warn!(route, upstream, event_id = %event_id, reason, "queued delivery is dead");
-        Next::Dead(reason)
+        (Next::Dead(reason), Some(why))
     };
     if !inner.state.load().pools.contains_key(upstream) {
         let next = dead(
             format!("upstream {upstream:?} was removed by a reload"),
             "upstream_removed",
         );
-        inner.finish(key, index, None, next).await;
+        inner
+            .finish(key, index, None, next, (route, upstream))
+            .await;
         return;
     }
     let age = Duration::from_millis(now_ms().saturating_sub(record.received_ms));
@@ -463,7 +471,9 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
             format!("not delivered within retry.max_age {:?}", policy.max_age),
             "max_age",
         );
-        inner.finish(key, index, None, next).await;
+        inner
+            .finish(key, index, None, next, (route, upstream))
+            .await;
         return;
     }
     // The per-upstream limit: a slow or dead upstream holds only its own slots.
@@ -525,7 +535,7 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
                 .queue_attempts
                 .with_label_values(&[route, upstream, "delivered"])
                 .inc();
-            Next::Delivered
+            (Next::Delivered, None)
         }
         Class::Fail => {
             inner
@@ -565,11 +575,13 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
                 hasher.write_u64(inner.retries.fetch_add(1, Ordering::Relaxed));
                 let delay = backoff.backoff_delay(number, hasher.finish(), outcome.retry_after());
                 tracing::info!(route, upstream, event_id = %event_id, attempt = number, outcome = label, error = error.as_deref().unwrap_or(""), delay_ms = delay.as_millis() as u64, "queued delivery will be retried");
-                Next::RetryAt(now_ms() + delay.as_millis() as u64)
+                (Next::RetryAt(now_ms() + delay.as_millis() as u64), None)
             }
         }
     };
-    inner.finish(key, index, Some(record_attempt), next).await;
+    inner
+        .finish(key, index, Some(record_attempt), next, (route, upstream))
+        .await;
 }
 
 #[cfg(test)]
