@@ -65,14 +65,8 @@ pub enum Command {
 pub enum EventsAction {
     /// List stored events, newest first.
     List {
-        #[arg(long)]
-        route: Option<String>,
-        /// pending, delivered or dead.
-        #[arg(long)]
-        status: Option<String>,
-        /// Received within this long, e.g. 1h or 30m.
-        #[arg(long)]
-        since: Option<String>,
+        #[command(flatten)]
+        filter: EventFilter,
         /// Events shown at most (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -85,11 +79,20 @@ pub enum EventsAction {
     /// Deliver events again: the given ids, or every event matching the filters.
     Replay {
         ids: Vec<String>,
-        #[arg(long)]
-        route: Option<String>,
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        since: Option<String>,
+        #[command(flatten)]
+        filter: EventFilter,
     },
+}
+
+/// Which events `events list` and `events replay` cover.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EventFilter {
+    #[arg(long)]
+    pub route: Option<String>,
+    /// pending, delivered or dead.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Received within this long, e.g. 1h or 30m.
+    #[arg(long)]
+    pub since: Option<String>,
 }

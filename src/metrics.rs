@@ -410,10 +410,7 @@ impl Metrics {
             .set(1);
         // The series of requests that match no route do not depend on the config.
         let queue_backlog = IntGaugeVec::new(
-            Opts::new(
-                QUEUE_BACKLOG,
-                "Queued deliveries pending (waiting, being sent or waiting to retry) per route and upstream, refreshed every 2 s",
-            ),
+            Opts::new(QUEUE_BACKLOG, "Queued deliveries pending (waiting, being sent or waiting to retry) per route and upstream, refreshed every 2 s"),
             &["route", "upstream"],
         )
         .expect("valid metric");
@@ -425,22 +422,14 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
-        let queue_attempts = IntCounterVec::new(
-            Opts::new(
-                QUEUE_ATTEMPTS_TOTAL,
-                "Attempts of queued deliveries by result: delivered (2xx), retried (retryable failure), failed (final answer)",
-            ),
-            &["route", "upstream", "result"],
-        )
-        .expect("valid metric");
-        let queue_dead = IntCounterVec::new(
-            Opts::new(
-                QUEUE_DEAD_TOTAL,
-                "Queued deliveries given up (dead), by reason: exhausted, final_status, max_age, upstream_removed",
-            ),
-            &["route", "upstream", "reason"],
-        )
-        .expect("valid metric");
+        let [queue_attempts, queue_dead] = [
+            (QUEUE_ATTEMPTS_TOTAL, "Attempts of queued deliveries by result: delivered (2xx), retried (retryable failure), failed (final answer)", "result"),
+            (QUEUE_DEAD_TOTAL, "Queued deliveries given up (dead), by reason: exhausted, final_status, max_age, upstream_removed", "reason"),
+        ]
+        .map(|(name, help, label)| {
+            IntCounterVec::new(Opts::new(name, help), &["route", "upstream", label])
+                .expect("valid metric")
+        });
         let store_bytes = IntGauge::new(
             STORE_BYTES,
             "Bytes of events in the queued-delivery store (heads, bodies, records), as counted against [storage] max_bytes",

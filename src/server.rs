@@ -23,6 +23,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::delivery::redb_store::RedbStore;
 use crate::delivery::Queue;
 use crate::echo::Echo;
 use crate::fanout::Fanout;
@@ -105,15 +106,20 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
             let path = storage.path.clone();
-            let queue = Queue::start(
-                storage,
-                fanout_config.attempt_timeout,
-                Arc::new(CopySender::new(state.clone(), queue_connections.clone())),
-                state.clone(),
-                metrics.clone(),
-                runtime.handle().clone(),
-            )
-            .map_err(|e| StartError::Setup(format!("the store in {}: {e}", path.display())))?;
+            let opened = RedbStore::open(&path, storage.max_bytes);
+            let queue = opened
+                .and_then(|store| {
+                    Queue::start(
+                        Arc::new(store),
+                        storage,
+                        fanout_config.attempt_timeout,
+                        Arc::new(CopySender::new(state.clone(), queue_connections.clone())),
+                        state.clone(),
+                        metrics.clone(),
+                        runtime.handle().clone(),
+                    )
+                })
+                .map_err(|e| StartError::Setup(format!("the store in {}: {e}", path.display())))?;
             (Some(Arc::new(queue)), Some(runtime))
         }
     };

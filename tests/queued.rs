@@ -191,23 +191,39 @@ fn start_process(dir: &tempfile::TempDir, config: &Path, admin: SocketAddr) -> P
     process
 }
 
-#[test]
-fn kill_9_mid_stream_loses_no_acknowledged_event() {
-    // A slow upstream with one attempt at a time keeps a backlog in the store.
-    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(20)));
+/// A config for a gateway process the test starts and stops itself (the store
+/// outlives it): `(dir, proxy, admin, config path)`.
+fn own_process(
+    app: &Upstream,
+    grace: &str,
+    concurrency: usize,
+) -> (
+    tempfile::TempDir,
+    SocketAddr,
+    SocketAddr,
+    std::path::PathBuf,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (proxy, admin) = (addr(free_port()), addr(free_port()));
     let config = dir.path().join("hookgate.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = [\"{proxy}\"]\nadmin = \"{admin}\"\nthreads = 2\nshutdown_grace = \"1s\"\n\n{}{}{}",
+            "[server]\nlisten = [\"{proxy}\"]\nadmin = \"{admin}\"\nthreads = 2\nshutdown_grace = \"{grace}\"\n\n{}{}{}",
             upstream("app", app.addr),
             queued_route("gh", "app", FAST_RETRY),
-            storage("concurrency = 1")
+            storage(&format!("concurrency = {concurrency}"))
         ),
     )
     .unwrap();
+    (dir, proxy, admin, config)
+}
+
+#[test]
+fn kill_9_mid_stream_loses_no_acknowledged_event() {
+    // A slow upstream with one attempt at a time keeps a backlog in the store.
+    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(20)));
+    let (dir, proxy, admin, config) = own_process(&app, "1s", 1);
     let mut first = start_process(&dir, &config, admin);
     let mut acknowledged: HashMap<Vec<u8>, String> = HashMap::new();
     let post_one = |i: usize| {
@@ -490,19 +506,7 @@ fn a_queued_route_without_storage_is_a_config_error_naming_the_key() {
 #[test]
 fn sigterm_finishes_the_attempt_in_progress_and_leaves_the_rest_for_the_next_start() {
     let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(700)));
-    let dir = tempfile::tempdir().unwrap();
-    let (proxy, admin) = (addr(free_port()), addr(free_port()));
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"{proxy}\"]\nadmin = \"{admin}\"\nthreads = 2\nshutdown_grace = \"5s\"\n\n{}{}{}",
-            upstream("app", app.addr),
-            queued_route("gh", "app", FAST_RETRY),
-            storage("concurrency = 1")
-        ),
-    )
-    .unwrap();
+    let (dir, proxy, admin, config) = own_process(&app, "5s", 1);
     let mut first = start_process(&dir, &config, admin);
     let bodies: Vec<Vec<u8>> = (0..5).map(body).collect();
     for body in &bodies {

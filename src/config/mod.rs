@@ -1107,8 +1107,11 @@ impl Config {
                 match route.delivery {
                     Delivery::Direct => String::new(),
                     Delivery::Queued(retry) => format!(
-                        ", queued: {} attempts, backoff {:?} to {:?}, max_age {:?}",
-                        retry.attempts, retry.backoff, retry.max_backoff, retry.max_age
+                        ", queued: {} attempts, backoff {} to {}, max_age {}",
+                        retry.attempts,
+                        humantime::format_duration(retry.backoff),
+                        humantime::format_duration(retry.max_backoff),
+                        humantime::format_duration(retry.max_age)
                     ),
                 }
             );
@@ -1116,10 +1119,10 @@ impl Config {
         if let Some(storage) = &self.storage {
             let _ = writeln!(
                 out,
-                "storage: {} (max_bytes {} B, retention {:?}, {} attempts at once per upstream)",
+                "storage: {} (max_bytes {} B, retention {}, {} attempts at once per upstream)",
                 storage.path.display(),
                 storage.max_bytes,
-                storage.retention,
+                humantime::format_duration(storage.retention),
                 storage.concurrency
             );
         }

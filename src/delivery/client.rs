@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::EventsAction;
+use crate::cli::{EventFilter, EventsAction};
 use crate::config::Config;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,6 +44,14 @@ fn admin_addr(config: &Config, admin: Option<&str>) -> Result<SocketAddr, Client
         });
     }
     Ok(addr)
+}
+
+fn filter_pairs(filter: &EventFilter) -> Vec<(&'static str, Option<String>)> {
+    vec![
+        ("route", filter.route.clone()),
+        ("status", filter.status.clone()),
+        ("since", filter.since.clone()),
+    ]
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -139,22 +147,14 @@ pub fn run(
     let addr = admin_addr(config, admin)?;
     match action {
         EventsAction::List {
-            route,
-            status,
-            since,
+            filter,
             limit,
             before,
         } => {
-            let target = format!(
-                "/events?{}",
-                query(&[
-                    ("route", route.clone()),
-                    ("status", status.clone()),
-                    ("since", since.clone()),
-                    ("limit", Some(limit.to_string())),
-                    ("before", before.clone()),
-                ])
-            );
+            let mut pairs = filter_pairs(filter);
+            pairs.push(("limit", Some(limit.to_string())));
+            pairs.push(("before", before.clone()));
+            let target = format!("/events?{}", query(&pairs));
             let answer = exchange(config, addr, "GET", &target)?;
             let mut out = String::new();
             let events = answer["events"].as_array().cloned().unwrap_or_default();
@@ -182,13 +182,9 @@ pub fn run(
                 serde_json::to_string_pretty(&answer).unwrap_or_default()
             ))
         }
-        EventsAction::Replay {
-            ids,
-            route,
-            status,
-            since,
-        } => {
-            let filtered = route.is_some() || status.is_some() || since.is_some();
+        EventsAction::Replay { ids, filter } => {
+            let filtered =
+                filter.route.is_some() || filter.status.is_some() || filter.since.is_some();
             match (ids.is_empty(), filtered) {
                 (true, false) => Err(ClientError::Usage(
                     "name event ids, or filters (--route, --status, --since)".to_string(),
@@ -197,24 +193,13 @@ pub fn run(
                     "give event ids or filters, not both".to_string(),
                 )),
                 (true, true) => {
-                    let target = format!(
-                        "/events/replay?{}",
-                        query(&[
-                            ("route", route.clone()),
-                            ("status", status.clone()),
-                            ("since", since.clone()),
-                        ])
-                    );
+                    let target = format!("/events/replay?{}", query(&filter_pairs(filter)));
                     let answer = exchange(config, addr, "POST", &target)?;
                     Ok(format!(
                         "replayed {} event(s), {} deliver{}\n",
                         answer["events"],
                         answer["deliveries"],
-                        if answer["deliveries"] == 1 {
-                            "y"
-                        } else {
-                            "ies"
-                        }
+                        plural(&answer["deliveries"])
                     ))
                 }
                 (false, false) => {
@@ -225,17 +210,22 @@ pub fn run(
                         out.push_str(&format!(
                             "{id}: {} deliver{} replayed\n",
                             answer["deliveries"],
-                            if answer["deliveries"] == 1 {
-                                "y"
-                            } else {
-                                "ies"
-                            }
+                            plural(&answer["deliveries"])
                         ));
                     }
                     Ok(out)
                 }
             }
         }
+    }
+}
+
+/// `"y"` or `"ies"` for a count of deliveries.
+fn plural(count: &Value) -> &'static str {
+    if *count == 1 {
+        "y"
+    } else {
+        "ies"
     }
 }
 

@@ -97,31 +97,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Queue {
-    /// Opens the store in `settings.path`, schedules every pending delivery
-    /// found there, and starts the dispatcher and the purger on `runtime`.
-    /// `deliver` makes one attempt (the same exchange as fan-out copies).
+    /// Schedules every pending delivery found in `store` and starts the
+    /// dispatcher and the purger on `runtime`. `deliver` makes one attempt (the
+    /// same exchange as fan-out copies).
     pub fn start(
-        settings: StorageSettings,
-        attempt_timeout: Duration,
-        deliver: Arc<dyn Deliver>,
-        state: SharedState,
-        metrics: Arc<Metrics>,
-        runtime: Handle,
-    ) -> Result<Queue, StoreError> {
-        let store = redb_store::RedbStore::open(&settings.path, settings.max_bytes)?;
-        Queue::with_store(
-            Arc::new(store),
-            settings,
-            attempt_timeout,
-            deliver,
-            state,
-            metrics,
-            runtime,
-        )
-    }
-
-    /// [`Queue::start`] on a given store.
-    pub fn with_store(
         store: Arc<dyn EventStore>,
         settings: StorageSettings,
         attempt_timeout: Duration,

@@ -631,7 +631,7 @@ impl Writer {
             let Some((record, len)) = Writer::load(t, *key)? else {
                 continue;
             };
-            if !record.finished_ms().is_some_and(|f| f < before_ms) {
+            if record.finished_ms().is_none_or(|f| f >= before_ms) {
                 continue;
             }
             t.events.remove(*key).map_err(io)?;
