@@ -361,6 +361,24 @@ fn a_4xx_answer_is_final() {
     // Not retried, although the retry policy allows 1000 tries 50 ms apart.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(app.count(), 1);
+    // A replay changes state: the admin guard wants a JSON content type (no
+    // CORS "simple request" can replay), as for /reload.
+    let replay = |content_type: &str| {
+        let request = format!(
+            "POST /events/{id}/replay HTTP/1.1\r\nHost: {}\r\n{content_type}Content-Length: 0\r\nConnection: close\r\n\r\n",
+            gateway.admin
+        );
+        send_raw(gateway.admin, request.as_bytes()).expect("replay")
+    };
+    assert_eq!(replay("").status, 415);
+    assert_eq!(replay("Content-Type: text/plain\r\n").status, 415);
+    let replayed = replay("Content-Type: application/json\r\n");
+    assert_eq!(replayed.status, 200);
+    assert_eq!(replayed.json()["deliveries"], 1);
+    assert!(wait_until(Duration::from_secs(5), || app.count() == 2));
+    let bad = get(gateway.admin, "/events?status=lost").unwrap();
+    assert_eq!(bad.status, 400);
+    assert_eq!(get(gateway.admin, "/events/nothex").unwrap().status, 404);
 }
 
 #[test]
