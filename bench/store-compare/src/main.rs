@@ -43,7 +43,11 @@ fn dir_size(path: &Path) -> u64 {
     if let Ok(entries) = std::fs::read_dir(path) {
         for entry in entries.flatten() {
             let meta = entry.metadata().unwrap();
-            total += if meta.is_dir() { dir_size(&entry.path()) } else { meta.len() };
+            total += if meta.is_dir() {
+                dir_size(&entry.path())
+            } else {
+                meta.len()
+            };
         }
     }
     total
@@ -178,7 +182,9 @@ mod sqlite_store {
         }
         fn scan(&mut self) -> u64 {
             let conn = self.0.as_ref().unwrap();
-            let mut stmt = conn.prepare("SELECT id, length(value) FROM events").unwrap();
+            let mut stmt = conn
+                .prepare("SELECT id, length(value) FROM events")
+                .unwrap();
             let mut rows = stmt.query([]).unwrap();
             let mut count = 0;
             while rows.next().unwrap().is_some() {
@@ -194,7 +200,9 @@ mod sqlite_store {
             let started = Instant::now();
             let mut count = 0u64;
             {
-                let mut stmt = conn.prepare("SELECT id, length(value) FROM events").unwrap();
+                let mut stmt = conn
+                    .prepare("SELECT id, length(value) FROM events")
+                    .unwrap();
                 let mut rows = stmt.query([]).unwrap();
                 while rows.next().unwrap().is_some() {
                     count += 1;
@@ -314,7 +322,9 @@ fn main() {
     let base = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("store-compare-{}", std::process::id())));
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("store-compare-{}", std::process::id()))
+        });
     std::fs::create_dir_all(&base).unwrap();
     println!(
         "{EVENT_BYTES}-byte events; batch1: {BATCH1_EVENTS} commits; batch64: {} commits; recovery with {RECOVERY_EVENTS} events; dir {}",
