@@ -18,6 +18,8 @@
 //!    `X-Hookgate-Reload` header, so it is never a CORS "simple request" that any
 //!    web page can send → else 415 `reload_needs_json_or_header`. Every other
 //!    endpoint is `GET` only; nothing changes state on `GET` (405 otherwise).
+//!    The same rule holds for the `POST /events/…/replay` endpoints of queued
+//!    delivery (`delivery::events_api`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +47,8 @@ pub struct Admin {
     /// The proxy listeners the process serves: those of the config it started
     /// with (`listen` and `tls` change only with a restart).
     serving: Vec<SocketAddr>,
+    /// The store of queued deliveries, for `/events`.
+    queue: Option<Arc<crate::delivery::Queue>>,
 }
 
 impl Admin {
@@ -63,7 +67,14 @@ impl Admin {
             health_known,
             reloader,
             serving,
+            queue: None,
         }
+    }
+
+    /// Serves `/events` (inspect and replay queued deliveries) from `queue`.
+    pub fn with_queue(mut self, queue: Option<Arc<crate::delivery::Queue>>) -> Self {
+        self.queue = queue;
+        self
     }
 
     fn active_config(&self) -> serde_json::Value {
@@ -197,7 +208,8 @@ fn guard(
             return Err(Refusal::Token);
         }
     }
-    if method == http::Method::POST && path == "/reload" && !reload_marked(headers) {
+    let changes_state = path == "/reload" || path.starts_with("/events");
+    if method == http::Method::POST && changes_state && !reload_marked(headers) {
         return Err(Refusal::NotJson);
     }
     Ok(())
@@ -296,6 +308,17 @@ impl ServeHttp for Admin {
         if let Err(refusal) = guarded {
             return refusal.answer();
         }
+        if let Some((status, body)) = crate::delivery::events_api::handle(
+            self.queue.as_deref(),
+            &head.method,
+            path,
+            head.uri.query(),
+        )
+        .await
+        {
+            return json(status, body);
+        }
+        let head = session.req_header();
         match (&head.method, path) {
             (&http::Method::POST, "/reload") => return self.reload().await,
             (_, "/reload") => return not_allowed("POST"),
@@ -319,7 +342,7 @@ impl ServeHttp for Admin {
             },
             _ => json(
                 StatusCode::NOT_FOUND,
-                serde_json::json!({"error": "not_found", "endpoints": ["GET /metrics", "GET /healthz", "GET /readyz", "GET /config", "POST /reload"]}),
+                serde_json::json!({"error": "not_found", "endpoints": ["GET /metrics", "GET /healthz", "GET /readyz", "GET /config", "POST /reload", "GET /events", "GET /events/ID", "POST /events/ID/replay", "POST /events/replay"]}),
             ),
         }
     }

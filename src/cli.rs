@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `check`, `sign`, `providers` and `demo`.
+//! The command line: `serve` (default), `check`, `sign`, `providers`, `events` and `demo`.
 
 use std::path::PathBuf;
 
@@ -58,4 +58,48 @@ pub enum Command {
         #[arg(long)]
         event: Option<String>,
     },
+    /// Inspect and replay queued deliveries, through the admin API of the running gateway.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+        /// The admin listener to talk to (default: `[server] admin` of the config).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// List stored events, newest first.
+    List {
+        #[command(flatten)]
+        filter: EventFilter,
+        /// Events shown at most (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Page on: events older than this id (the `next` of the previous page).
+        #[arg(long)]
+        before: Option<String>,
+    },
+    /// Show one event: its head, body and every delivery attempt.
+    Show { id: String },
+    /// Deliver events again: the given ids, or every event matching the filters.
+    Replay {
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: EventFilter,
+    },
+}
+
+/// Which events `events list` and `events replay` cover.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EventFilter {
+    #[arg(long)]
+    pub route: Option<String>,
+    /// pending, delivered or dead.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Received within this long, e.g. 1h or 30m.
+    #[arg(long)]
+    pub since: Option<String>,
 }

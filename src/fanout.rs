@@ -216,7 +216,8 @@ impl AttemptOutcome {
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    /// The wait a `Retry-After` asked for, if the upstream sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
             AttemptOutcome::Response { retry_after, .. } => *retry_after,
             _ => None,

@@ -7,6 +7,7 @@ pub mod allowlist; // CIDR sets, trusted proxies, client address
 pub mod cli; // command-line definition
 pub mod config; // TOML file -> validated Config, errors with line and key
 pub mod dedupe; // duplicate-delivery suppression, bounded
+pub mod delivery; // queued delivery: durable store, background delivery, replay
 pub mod demo; // `hookgate demo`
 pub mod echo; // built-in echo upstream for the demo
 pub mod events; // event extraction and event-based routing rules

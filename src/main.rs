@@ -99,6 +99,25 @@ fn main() -> ExitCode {
             print!("{}", hookgate::verify::providers::listing(markdown));
             ExitCode::SUCCESS
         }
+        Command::Events { action, admin } => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            match hookgate::delivery::client::run(&config, admin.as_deref(), &action) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hookgate events: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
         Command::Demo => match hookgate::demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -47,6 +47,22 @@ pub const CONFIG_RELOADS_TOTAL: &str = "hookgate_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
     "hookgate_config_last_reload_success_timestamp_seconds";
 
+pub const QUEUE_BACKLOG: &str = "hookgate_queue_backlog";
+pub const QUEUE_OLDEST_PENDING_AGE_SECONDS: &str = "hookgate_queue_oldest_pending_age_seconds";
+pub const QUEUE_ATTEMPTS_TOTAL: &str = "hookgate_queue_attempts_total";
+pub const QUEUE_DEAD_TOTAL: &str = "hookgate_queue_dead_total";
+pub const STORE_BYTES: &str = "hookgate_store_bytes";
+pub const STORE_MAX_BYTES: &str = "hookgate_store_max_bytes";
+pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
+
+/// `hookgate_queue_attempts_total{result}`: a 2xx, a retryable failure, a final answer.
+pub const QUEUE_ATTEMPT_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
+/// `hookgate_queue_dead_total{reason}`.
+pub const QUEUE_DEAD_REASONS: [&str; 4] =
+    ["exhausted", "final_status", "max_age", "upstream_removed"];
+/// `hookgate_store_errors_total{kind}`: the store was full, or failed.
+pub const STORE_ERROR_KINDS: [&str; 2] = ["full", "io"];
+
 /// The route label for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "_unmatched";
 
@@ -93,11 +109,15 @@ pub enum Outcome {
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    /// Stored on a queued route and answered 202.
+    Queued,
+    /// A queued route could not store it (full or failing store): 503.
+    StorageUnavailable,
 }
 
 impl Outcome {
     /// How many outcomes there are (one cached counter each per route).
-    const COUNT: usize = Outcome::UpstreamUnavailable as usize + 1;
+    const COUNT: usize = Outcome::StorageUnavailable as usize + 1;
 
     /// Every outcome, in declaration order.
     pub const ALL: [Outcome; Outcome::COUNT] = [
@@ -117,6 +137,8 @@ impl Outcome {
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
         Outcome::UpstreamUnavailable,
+        Outcome::Queued,
+        Outcome::StorageUnavailable,
     ];
 
     /// The outcomes a request can have before a route matched, counted under
@@ -157,6 +179,8 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamUnavailable => "upstream_unavailable",
+            Outcome::Queued => "queued",
+            Outcome::StorageUnavailable => "storage_unavailable",
         }
     }
 }
@@ -230,6 +254,14 @@ pub struct Metrics {
     pub client_limit_hits: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: prometheus::Gauge,
+    /// Pending queued deliveries per route and upstream.
+    pub queue_backlog: IntGaugeVec,
+    pub queue_oldest_age: prometheus::GaugeVec,
+    pub queue_attempts: IntCounterVec,
+    pub queue_dead: IntCounterVec,
+    pub store_bytes: IntGauge,
+    pub store_max_bytes: IntGauge,
+    pub store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -377,6 +409,46 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         // The series of requests that match no route do not depend on the config.
+        let queue_backlog = IntGaugeVec::new(
+            Opts::new(QUEUE_BACKLOG, "Queued deliveries pending (waiting, being sent or waiting to retry) per route and upstream, refreshed every 2 s"),
+            &["route", "upstream"],
+        )
+        .expect("valid metric");
+        let queue_oldest_age = prometheus::GaugeVec::new(
+            Opts::new(
+                QUEUE_OLDEST_PENDING_AGE_SECONDS,
+                "Age of the oldest event with a pending delivery per queued route (0 when none), refreshed every 2 s",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let [queue_attempts, queue_dead] = [
+            (QUEUE_ATTEMPTS_TOTAL, "Attempts of queued deliveries by result: delivered (2xx), retried (retryable failure), failed (final answer)", "result"),
+            (QUEUE_DEAD_TOTAL, "Queued deliveries given up (dead), by reason: exhausted, final_status, max_age, upstream_removed", "reason"),
+        ]
+        .map(|(name, help, label)| {
+            IntCounterVec::new(Opts::new(name, help), &["route", "upstream", label])
+                .expect("valid metric")
+        });
+        let store_bytes = IntGauge::new(
+            STORE_BYTES,
+            "Bytes of events in the queued-delivery store (heads, bodies, records), as counted against [storage] max_bytes",
+        )
+        .expect("valid metric");
+        let store_max_bytes =
+            IntGauge::new(STORE_MAX_BYTES, "[storage] max_bytes (0 without a store)")
+                .expect("valid metric");
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                STORE_ERRORS_TOTAL,
+                "Queued deliveries or records the store refused: full (max_bytes) or io (the database failed)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for kind in STORE_ERROR_KINDS {
+            store_errors.with_label_values(&[kind]);
+        }
         for outcome in Outcome::UNMATCHED {
             requests.with_label_values(&[UNMATCHED_ROUTE, outcome.as_str()]);
         }
@@ -400,6 +472,13 @@ impl Metrics {
             Box::new(client_limit_hits.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_success.clone()),
+            Box::new(queue_backlog.clone()),
+            Box::new(queue_oldest_age.clone()),
+            Box::new(queue_attempts.clone()),
+            Box::new(queue_dead.clone()),
+            Box::new(store_bytes.clone()),
+            Box::new(store_max_bytes.clone()),
+            Box::new(store_errors.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -426,7 +505,64 @@ impl Metrics {
             client_limit_hits,
             config_reloads,
             config_last_reload_success,
+            queue_backlog,
+            queue_oldest_age,
+            queue_attempts,
+            queue_dead,
+            store_bytes,
+            store_max_bytes,
+            store_errors,
         }
+    }
+
+    /// Sets the queue gauges from a reading of the store: pending deliveries per
+    /// (route, upstream) and the oldest pending event's age (ms) per route. Series
+    /// not in the reading are set to 0, not removed (they stay initialized).
+    pub fn set_queue_gauges(
+        &self,
+        backlog: &HashMap<(&str, &str), i64>,
+        oldest_ms: &HashMap<&str, u64>,
+        bytes: u64,
+        max_bytes: u64,
+    ) {
+        for family in self.queue_backlog.collect() {
+            for metric in family.get_metric() {
+                let labels = Labels(
+                    metric
+                        .get_label()
+                        .iter()
+                        .map(|pair| (pair.name().to_string(), pair.value().to_string()))
+                        .collect(),
+                );
+                let key = (labels.get("route"), labels.get("upstream"));
+                if !backlog.contains_key(&key) {
+                    self.queue_backlog.with_label_values(&[key.0, key.1]).set(0);
+                }
+            }
+        }
+        for ((route, upstream), count) in backlog {
+            self.queue_backlog
+                .with_label_values(&[route, upstream])
+                .set(*count);
+        }
+        for family in self.queue_oldest_age.collect() {
+            for metric in family.get_metric() {
+                for pair in metric.get_label() {
+                    if pair.name() == "route" && !oldest_ms.contains_key(pair.value()) {
+                        self.queue_oldest_age
+                            .with_label_values(&[pair.value()])
+                            .set(0.0);
+                    }
+                }
+            }
+        }
+        for (route, age) in oldest_ms {
+            self.queue_oldest_age
+                .with_label_values(&[route])
+                .set(*age as f64 / 1000.0);
+        }
+        self.store_bytes.set(bytes as i64);
+        self.store_max_bytes.set(max_bytes as i64);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -467,6 +603,9 @@ impl Metrics {
         let copy = |labels: &Labels| {
             route(labels).is_some_and(|r| r.copies.iter().any(|u| u == labels.get("upstream")))
         };
+        let queued = |labels: &Labels| {
+            route(labels).is_some_and(|r| r.queued.iter().any(|u| u == labels.get("upstream")))
+        };
         remove_unless(&self.requests, any_route)
             + remove_unless(&self.request_duration, any_route)
             + remove_unless(&self.request_body_bytes, any_route)
@@ -486,6 +625,12 @@ impl Metrics {
             + remove_unless(&self.fanout_dropped, copy)
             + remove_unless(&self.upstream_duration, primary)
             + remove_unless(&self.upstream_responses, primary)
+            + remove_unless(&self.queue_backlog, queued)
+            + remove_unless(&self.queue_attempts, queued)
+            + remove_unless(&self.queue_dead, queued)
+            + remove_unless(&self.queue_oldest_age, |labels| {
+                route(labels).is_some_and(|r| !r.queued.is_empty())
+            })
     }
 }
 
@@ -552,6 +697,8 @@ pub struct RouteSeries {
     pub rate_limited: bool,
     /// Whether it suppresses duplicate deliveries (`hookgate_dedupe_entries`).
     pub deduped: bool,
+    /// Upstreams it delivers to in queued mode (`hookgate_queue_*`); empty for direct routes.
+    pub queued: Vec<String>,
 }
 
 /// The per-request series of one route, each resolved once and then kept:
@@ -674,6 +821,22 @@ impl RouteHandles {
         }
         if handles.series.deduped {
             metrics.dedupe_entries.with_label_values(&[route]);
+        }
+        if !handles.series.queued.is_empty() {
+            metrics.queue_oldest_age.with_label_values(&[route]);
+        }
+        for upstream in &handles.series.queued {
+            metrics.queue_backlog.with_label_values(&[route, upstream]);
+            for result in QUEUE_ATTEMPT_RESULTS {
+                metrics
+                    .queue_attempts
+                    .with_label_values(&[route, upstream, result]);
+            }
+            for reason in QUEUE_DEAD_REASONS {
+                metrics
+                    .queue_dead
+                    .with_label_values(&[route, upstream, reason]);
+            }
         }
         handles
     }

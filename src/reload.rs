@@ -210,7 +210,11 @@ impl Reloader {
                 restart_required: Vec::new(),
             });
         }
-        let restart_required = restart_required(&previous.config.server, &config.server);
+        let mut restart_required = restart_required(&previous.config.server, &config.server);
+        // The store is opened once, at start (`delivery::Queue`).
+        if previous.config.storage != config.storage {
+            restart_required.push("storage");
+        }
         let changes = describe_changes(&previous.config, &config);
         let sha256 = config.source_hash.clone();
         let max_inflight = config.server.max_inflight;

@@ -239,6 +239,7 @@ mod tests {
             allow: crate::allowlist::Allowlist::any(),
             rate_limit: None,
             verifier: std::sync::Arc::new(crate::verify::Verifier::disabled()),
+            delivery: crate::config::Delivery::Direct,
         }
     }
 

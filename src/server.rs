@@ -27,6 +27,8 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::admission::InflightLimit;
 use crate::config::Config;
+use crate::delivery::redb_store::RedbStore;
+use crate::delivery::Queue;
 use crate::echo::Echo;
 use crate::fanout::Fanout;
 use crate::health::HealthChecker;
@@ -83,6 +85,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         .transpose()?;
     let watch = config.server.watch;
     let fanout_config = config.server.fanout;
+    let storage = config.storage.clone();
     let inflight = InflightLimit::new(config.server.max_inflight);
     let max_connections = config.server.limits.max_connections;
 
@@ -108,6 +111,36 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         Arc::new(CopyMetrics::new(metrics.clone())),
         copies_runtime.handle().clone(),
     ));
+    // Queued delivery: the store is opened (and its pending deliveries resumed)
+    // before any listener accepts, on a runtime of its own like fan-out copies.
+    let queue_connections = Arc::new(UpstreamConnections::new(keepalive));
+    let (queue, queue_runtime) = match storage {
+        None => (None, None),
+        Some(storage) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("hookgate-queue")
+                .enable_all()
+                .build()
+                .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
+            let path = storage.path.clone();
+            let opened = RedbStore::open(&path, storage.max_bytes);
+            let queue = opened
+                .and_then(|store| {
+                    Queue::start(
+                        Arc::new(store),
+                        storage,
+                        fanout_config.attempt_timeout,
+                        Arc::new(CopySender::new(state.clone(), queue_connections.clone())),
+                        state.clone(),
+                        metrics.clone(),
+                        runtime.handle().clone(),
+                    )
+                })
+                .map_err(|e| StartError::Setup(format!("the store in {}: {e}", path.display())))?;
+            (Some(Arc::new(queue)), Some(runtime))
+        }
+    };
     let reloader = Arc::new(Reloader::new(
         options.config_path.clone(),
         state.clone(),
@@ -140,7 +173,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 inflight,
                 fanout.clone(),
                 connections.clone(),
-            ),
+            )
+            .with_queue(queue.clone()),
             max_connections,
             metrics.clone(),
         ),
@@ -165,17 +199,20 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let health_known = Arc::new(AtomicBool::new(false));
     let mut admin = Service::new(
         "hookgate admin".to_string(),
-        HttpServer::new_app(Admin::new(
-            state.clone(),
-            metrics.clone(),
-            health_known.clone(),
-            reloader.clone(),
-            listen
-                .iter()
-                .chain(&tls_listener)
-                .map(|listener| listener.addr)
-                .collect(),
-        )),
+        HttpServer::new_app(
+            Admin::new(
+                state.clone(),
+                metrics.clone(),
+                health_known.clone(),
+                reloader.clone(),
+                listen
+                    .iter()
+                    .chain(&tls_listener)
+                    .map(|listener| listener.addr)
+                    .collect(),
+            )
+            .with_queue(queue.clone()),
+        ),
     );
     admin_listener.add_to(&mut admin);
     admin.threads = Some(1);
@@ -197,7 +234,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             state.clone(),
             metrics.clone(),
             fanout.clone(),
-            vec![connections, copy_connections],
+            vec![connections, copy_connections, queue_connections],
         ),
     ));
 
@@ -218,12 +255,13 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     }
 
     let draining = Arc::new(AtomicBool::new(false));
-    spawn_drain_watcher(draining.clone(), metrics, fanout, grace);
+    spawn_drain_watcher(draining.clone(), metrics, fanout, queue, grace);
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals { draining }),
     });
     drop(copies_runtime);
     drop((listen, tls_listener, admin_listener, echo_listener));
+    drop(queue_runtime);
     Ok(())
 }
 
@@ -359,30 +397,38 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// Once draining, exits the process as soon as no request is in flight and no
-/// fan-out copy is held, or when the grace period is over, whichever comes first.
+/// Once draining, exits the process as soon as no request is in flight, no
+/// fan-out copy is held and no queued delivery attempt is in progress, or when
+/// the grace period is over, whichever comes first. Queued deliveries not being
+/// attempted stay in the store for the next start.
 fn spawn_drain_watcher(
     draining: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     fanout: Arc<Fanout>,
+    queue: Option<Arc<Queue>>,
     grace: Duration,
 ) {
     std::thread::spawn(move || {
         while !draining.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let Some(queue) = &queue {
+            queue.stop();
+        }
         let started = Instant::now();
         // Let the listeners close before sampling the in-flight gauge.
         std::thread::sleep(Duration::from_millis(100));
-        let busy = || metrics.inflight.get() > 0 || fanout.held() > 0;
+        let attempts = || queue.as_ref().map_or(0, |q| q.in_progress());
+        let busy = || metrics.inflight.get() > 0 || fanout.held() > 0 || attempts() > 0;
         while busy() && started.elapsed() < grace {
             std::thread::sleep(Duration::from_millis(20));
         }
         let (left, copies) = (metrics.inflight.get(), fanout.held());
-        if left > 0 || copies > 0 {
+        if left > 0 || copies > 0 || attempts() > 0 {
             tracing::warn!(
                 requests = left,
                 copies,
+                queued_attempts = attempts(),
                 "grace period over; dropping in-flight requests and fan-out copies"
             );
         } else {

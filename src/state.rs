@@ -174,6 +174,14 @@ pub fn route_series(settings: &RouteSettings) -> RouteSeries {
         }
     }
     let scheme = settings.verifier.scheme();
+    let queued = match settings.delivery {
+        crate::config::Delivery::Direct => Vec::new(),
+        crate::config::Delivery::Queued(_) => {
+            let mut all = primaries.clone();
+            all.extend(copies.iter().filter(|c| !primaries.contains(c)).cloned());
+            all
+        }
+    };
     RouteSeries {
         route: settings.name.clone(),
         scheme: (scheme != Verifier::disabled().scheme()).then_some(scheme),
@@ -186,6 +194,7 @@ pub fn route_series(settings: &RouteSettings) -> RouteSeries {
         copies,
         rate_limited: settings.rate_limit.is_some(),
         deduped: settings.dedupe.is_some(),
+        queued,
     }
 }
 

@@ -116,3 +116,47 @@ upstream = "audit"
         Some(0.0)
     );
 }
+
+#[test]
+fn a_queued_route_has_its_queue_series_at_zero_from_load() {
+    let app = Upstream::start("app");
+    let audit = Upstream::start("audit");
+    let gateway = Gateway::start(&format!(
+        r#"[upstreams.app]
+targets = ["{}"]
+[upstreams.audit]
+targets = ["{}"]
+
+[[routes]]
+name = "gh"
+path = "/gh"
+upstream = ["app", "audit"]
+delivery = "queued"
+
+[storage]
+path = "data"
+max_bytes = "1MiB"
+"#,
+        app.addr, audit.addr
+    ));
+    // Guards the `queued` series in `RouteHandles::register` (src/metrics.rs) and
+    // `route_series` (src/state.rs): every queued upstream, the primary and the copy.
+    for series in [
+        r#"hookgate_queue_backlog{route="gh",upstream="app"}"#,
+        r#"hookgate_queue_backlog{route="gh",upstream="audit"}"#,
+        r#"hookgate_queue_attempts_total{result="retried",route="gh",upstream="audit"}"#,
+        r#"hookgate_queue_dead_total{reason="exhausted",route="gh",upstream="app"}"#,
+        r#"hookgate_queue_dead_total{reason="upstream_removed",route="gh",upstream="audit"}"#,
+        r#"hookgate_queue_oldest_pending_age_seconds{route="gh"}"#,
+        r#"hookgate_requests_total{outcome="queued",route="gh"}"#,
+        r#"hookgate_requests_total{outcome="storage_unavailable",route="gh"}"#,
+        r#"hookgate_store_errors_total{kind="full"}"#,
+        r#"hookgate_store_bytes"#,
+    ] {
+        assert_eq!(sample(&gateway, series), Some(0.0), "{series}");
+    }
+    assert_eq!(
+        sample(&gateway, "hookgate_store_max_bytes"),
+        Some(1048576.0)
+    );
+}

@@ -197,7 +197,10 @@ impl Prometheus {
 
     /// Unix time of the newest scrape of the gateway, if any.
     fn last_scrape(&self) -> Option<f64> {
-        let result = self.query(r#"timestamp(up{job="hookgate"} == 1)"#);
+        // A plain selector: `timestamp()` of a comparison's result is the
+        // evaluation time (now), not the scrape's, and the wait for scrapes
+        // after the traffic would return at once.
+        let result = self.query(r#"timestamp(up{job="hookgate"}) and up{job="hookgate"} == 1"#);
         result
             .first()
             .map(|series| series["value"][1].as_str().unwrap().parse().unwrap())
@@ -431,6 +434,19 @@ fn drive_traffic(gateway: &Gateway, slow: &Upstream) {
     assert_eq!(first.join().unwrap(), 200);
     assert_eq!(second.join().unwrap(), 200);
 
+    // queued: stored, answered 202, delivered in the background.
+    assert_eq!(post(proxy, "/queued", &[], b"{}").status, 202);
+    gateway.assert_metric(
+        "hookgate_requests_total",
+        &[("route", "queued"), ("outcome", "queued")],
+        1.0,
+    );
+    gateway.assert_metric(
+        "hookgate_queue_attempts_total",
+        &[("route", "queued"), ("result", "delivered")],
+        1.0,
+    );
+
     // Counted in the logging phase just after each answer; the copy to "audit"
     // is delivered in the background.
     gateway.assert_outcome("forwarded", 8.0);
@@ -535,6 +551,15 @@ upstream = "lagging"
 name = "down"
 path = "/down"
 upstream = "down"
+
+[[routes]]
+name = "queued"
+path = "/queued"
+upstream = "app"
+delivery = "queued"
+
+[storage]
+path = "data"
 "#
         ),
     );
@@ -610,11 +635,16 @@ upstream = "down"
         "upstream_error",
         "upstream_timeout",
         "upstream_unavailable",
+        "queued",
     ] {
         let seen = prometheus.value(&format!(
             r#"sum(hookgate_requests_total{{outcome="{outcome}"}})"#
         ));
-        assert!(seen >= 1.0, "{outcome}: {seen}");
+        assert!(
+            seen >= 1.0,
+            "{outcome}: {seen}; the gateway counted {:?}",
+            gateway.metric("hookgate_requests_total", &[("outcome", outcome)]),
+        );
     }
     // The first fan-out drop is seen by increase(), as HookgateFanoutDrops needs:
     // the series was scraped at 0 before it. Guards the fan-out initialization in

@@ -13,6 +13,7 @@ use super::events::{EventRuleFile, EventSpec, OneOrMany};
 use super::fanout::FanoutSpec;
 use super::ip_sets::IpSetsFile;
 use super::ratelimit::RateLimitSpec;
+use super::storage::{RetryFile, StorageFile};
 use crate::logging::LogFormat;
 use crate::verify::VerifySpec;
 
@@ -28,6 +29,8 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// The on-disk store of queued deliveries; required once a route is queued.
+    pub storage: Option<StorageFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,4 +202,9 @@ pub struct RouteFile {
     pub unmatched: Option<String>,
     /// Duplicate-delivery suppression.
     pub dedupe: Option<DedupeSpec>,
+    /// `"direct"` (default: relay, answer with the app's answer) or `"queued"`
+    /// (store, answer 202, deliver in the background).
+    pub delivery: Option<String>,
+    /// Retries of a queued delivery.
+    pub retry: Option<RetryFile>,
 }

@@ -21,6 +21,7 @@ mod present;
 mod problem;
 pub mod ratelimit;
 pub mod secrets;
+pub mod storage;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use http::Method;
 
 pub use problem::Problem;
+pub use storage::{Delivery, RetryPolicy, StorageSettings};
 
 use crate::allowlist::{Allowlist, IpSet};
 use crate::dedupe::DedupeConfig;
@@ -69,6 +71,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub upstreams: BTreeMap<String, UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
+    /// `[storage]`: where queued deliveries are kept (restart to change).
+    pub storage: Option<StorageSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +211,8 @@ pub struct RouteSettings {
     pub rate_limit: Option<RateLimit>,
     /// Compiled with its secrets resolved; `Verifier::disabled()` when the route has no `verify`.
     pub verifier: Arc<Verifier>,
+    /// Direct relay, or queued with its retry policy.
+    pub delivery: Delivery,
 }
 
 /// Every problem found in one configuration file, each with its line where known.
@@ -361,6 +367,16 @@ fn compile(
         }
     };
     let server = compile_server(file.server, &resolver, &ip_sets, &mut problems);
+    let storage = match &file.storage {
+        None => None,
+        Some(storage) => match storage.compile(base_dir) {
+            Ok(settings) => Some(settings),
+            Err(found) => {
+                problems.extend("storage", found);
+                None
+            }
+        },
+    };
     // Declared names, so an upstream with a bad field does not also fail every route naming it.
     let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
@@ -394,6 +410,16 @@ fn compile(
         }
     }
     check_route_overlaps(&routes, &mut problems);
+    if file.storage.is_none() {
+        for (index, route) in routes.iter().enumerate() {
+            if matches!(route.delivery, Delivery::Queued(_)) {
+                problems.push(
+                    format!("routes[{index}].delivery"),
+                    format!("route {:?} is queued but there is no [storage] table; add [storage] path = \"data\" (a directory for the queued events), or use delivery = \"direct\"", route.name),
+                );
+            }
+        }
+    }
     let no_routes_allowed = server.as_ref().is_some_and(|s| s.allow_no_routes);
     if !had_routes && !no_routes_allowed {
         problems.push(
@@ -421,6 +447,7 @@ fn compile(
             server,
             upstreams,
             routes,
+            storage,
         }),
         _ => Err(problems.0),
     }
@@ -651,6 +678,8 @@ fn parse_client_header(text: &str) -> Result<Option<http::HeaderName>, String> {
         "x-request-id",
         "x-hookgate-route",
         "x-hookgate-event",
+        "x-hookgate-event-id",
+        "x-hookgate-attempt",
     ];
     if reserved.contains(&name.as_str()) {
         return Err(format!(
@@ -889,7 +918,16 @@ fn compile_route(
             }
         },
     };
+    let delivery = match storage::compile_delivery(route.delivery.as_deref(), route.retry.as_ref())
+    {
+        Ok(delivery) => Some(delivery),
+        Err(found) => {
+            problems.extend(key, found);
+            None
+        }
+    };
     Some(RouteSettings {
+        delivery: delivery?,
         name: route.name,
         host,
         path: path?,
@@ -1066,12 +1104,32 @@ impl Config {
                 });
             let _ = writeln!(
                 out,
-                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, max_body {} B)",
+                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, max_body {} B{})",
                 route.name,
                 methods,
                 route.upstreams.join("+"),
                 route.verifier.describe(),
-                route.max_body
+                route.max_body,
+                match route.delivery {
+                    Delivery::Direct => String::new(),
+                    Delivery::Queued(retry) => format!(
+                        ", queued: {} attempts, backoff {} to {}, max_age {}",
+                        retry.attempts,
+                        humantime::format_duration(retry.backoff),
+                        humantime::format_duration(retry.max_backoff),
+                        humantime::format_duration(retry.max_age)
+                    ),
+                }
+            );
+        }
+        if let Some(storage) = &self.storage {
+            let _ = writeln!(
+                out,
+                "storage: {} (max_bytes {} B, retention {}, {} attempts at once per upstream)",
+                storage.path.display(),
+                storage.max_bytes,
+                humantime::format_duration(storage.retention),
+                storage.concurrency
             );
         }
         out

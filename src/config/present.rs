@@ -50,6 +50,16 @@ impl Config {
                         "max_keys": l.max_keys,
                     })),
                     "verify": { "scheme": r.verifier.scheme() },
+                    "delivery": match r.delivery {
+                        super::Delivery::Direct => json!("direct"),
+                        super::Delivery::Queued(retry) => json!({
+                            "mode": "queued",
+                            "attempts": retry.attempts,
+                            "backoff_ms": millis(retry.backoff),
+                            "max_backoff_ms": millis(retry.max_backoff),
+                            "max_age_ms": millis(retry.max_age),
+                        }),
+                    },
                 })
             })
             .collect();
@@ -79,6 +89,12 @@ impl Config {
             },
             "upstreams": upstreams,
             "routes": routes,
+            "storage": self.storage.as_ref().map(|s| json!({
+                "path": s.path.display().to_string(),
+                "max_bytes": s.max_bytes,
+                "retention_ms": millis(s.retention),
+                "concurrency": s.concurrency,
+            })),
         })
     }
 }

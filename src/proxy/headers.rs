@@ -21,6 +21,9 @@ use pingora::{Error, ErrorType, Result};
 pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_HOOKGATE_ROUTE: &str = "x-hookgate-route";
 pub const X_HOOKGATE_EVENT: &str = "x-hookgate-event";
+/// Set on queued deliveries only (`delivery`); a sender's own is never passed.
+pub const X_HOOKGATE_EVENT_ID: &str = "x-hookgate-event-id";
+pub const X_HOOKGATE_ATTEMPT: &str = "x-hookgate-attempt";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
@@ -87,7 +90,8 @@ impl Forwarding<'_> {
             // `Forwarded` and `X-Real-IP` would be a second reading of the
             // client and host beside the ones hookgate decided on: never passed.
             X_FORWARDED_FOR | X_FORWARDED_HOST | X_REQUEST_ID | X_HOOKGATE_ROUTE
-            | X_HOOKGATE_EVENT | X_REAL_IP | "forwarded" => false,
+            | X_HOOKGATE_EVENT | X_HOOKGATE_EVENT_ID | X_HOOKGATE_ATTEMPT | X_REAL_IP
+            | "forwarded" => false,
             X_FORWARDED_PROTO | X_FORWARDED_PORT => self.trusted_peer,
             _ => true,
         }

@@ -41,6 +41,7 @@ mod copies;
 mod forward;
 mod framing;
 mod headers;
+mod queued;
 mod reply;
 
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,8 @@ pub struct Gateway {
     fanout: Arc<Fanout>,
     /// Metric series of requests that matched no route.
     unmatched: RouteHandles,
+    /// The store and background delivery of queued routes, when `[storage]` is set.
+    queue: Option<Arc<crate::delivery::Queue>>,
 }
 
 impl Gateway {
@@ -100,7 +103,14 @@ impl Gateway {
             inflight_limit,
             fanout,
             unmatched: RouteHandles::new(UNMATCHED_ROUTE, []),
+            queue: None,
         }
+    }
+
+    /// Stores and answers 202 on `delivery = "queued"` routes through `queue`.
+    pub fn with_queue(mut self, queue: Option<Arc<crate::delivery::Queue>>) -> Self {
+        self.queue = queue;
+        self
     }
 }
 
@@ -511,6 +521,11 @@ impl Gateway {
             // A value of the gateway's own that cannot be sent: no answer fits.
             Err(e) => return Ok(Err(e)),
         };
+        if let crate::config::Delivery::Queued(retry) = route.settings.delivery {
+            return self
+                .accept_queued(session, ctx, route, admitted, &head, retry)
+                .await;
+        }
         let Some(pool) = snapshot.pools.get(admitted.primary) else {
             // Config validation makes this unreachable; answer rather than panic.
             return Err(Refusal::new(Reply::UPSTREAM_UNAVAILABLE)

@@ -55,6 +55,9 @@ impl Reply {
         Reply::new(503, "upstream_unavailable", Outcome::UpstreamUnavailable);
     pub const UPSTREAM_TIMEOUT: Reply =
         Reply::new(504, "upstream_timeout", Outcome::UpstreamTimeout);
+    /// A queued route could not store the delivery: the sender should retry.
+    pub const STORAGE_UNAVAILABLE: Reply =
+        Reply::new(503, "storage_unavailable", Outcome::StorageUnavailable);
 
     /// The 401 answer for a verification failure.
     pub fn for_verify_error(error: &VerifyError) -> Reply {

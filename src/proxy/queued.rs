@@ -1,0 +1,98 @@
+//! Step 9 for a `delivery = "queued"` route: store the verified request and
+//! answer `202 {"status":"accepted","event_id":…,"request_id":…}` once it is
+//! durable, or 503 `storage_unavailable` (full store, failing store, or no
+//! store opened at start). The background delivery is `delivery`'s.
+
+use std::time::Instant;
+
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession as Session;
+use pingora::Result;
+
+use super::headers::UpstreamHead;
+use super::{Admitted, Gateway, Refusal, Relayed, Reply, RequestContext};
+use crate::delivery::store::{now_ms, NewEvent, StoreError};
+use crate::metrics::Outcome;
+use crate::state::Route;
+
+/// How long a sender is asked to wait after a 503 from a full store.
+const FULL_RETRY_AFTER_SECS: u64 = 60;
+
+impl Gateway {
+    /// Stores `admitted` for every upstream of its rule and answers the sender.
+    pub(super) async fn accept_queued(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        route: &Route,
+        admitted: Admitted<'_>,
+        head: &UpstreamHead,
+        retry: crate::config::RetryPolicy,
+    ) -> std::result::Result<Relayed, Refusal> {
+        let Some(queue) = &self.queue else {
+            return Err(Refusal::new(Reply::STORAGE_UNAVAILABLE)
+                .detail("no store is open: [storage] was added after start; restart hookgate"));
+        };
+        let upstreams: Vec<String> = std::iter::once(admitted.primary)
+            .chain(admitted.copies.iter().map(String::as_str))
+            .map(str::to_string)
+            .collect();
+        ctx.upstream = Some(upstreams.join("+"));
+        let event = NewEvent {
+            route: route.name().to_string(),
+            upstreams,
+            method: head.method().as_str().to_string(),
+            head: head.wire().clone(),
+            body: admitted.body.bytes().clone(),
+            request_id: ctx.request_id.clone(),
+            event: ctx.event.clone(),
+            received_ms: now_ms().saturating_sub(ctx.started.elapsed().as_millis() as u64),
+            retry,
+        };
+        match queue.accept(event).await {
+            Ok(event_id) => {
+                // Dedupe: a queued event counts as forwarded once it is stored.
+                if let Some(claim) = admitted.claim {
+                    claim.forwarded(Instant::now());
+                }
+                ctx.outcome = Some(Outcome::Queued);
+                ctx.status = Some(202);
+                ctx.detail = Some(format!("event_id={event_id}"));
+                let body = serde_json::json!({
+                    "status": "accepted",
+                    "event_id": event_id,
+                    "request_id": ctx.request_id,
+                })
+                .to_string();
+                Ok(answer_accepted(session, ctx, &event_id, body).await)
+            }
+            Err(error) => {
+                let refusal = Refusal::new(Reply::STORAGE_UNAVAILABLE).detail(error.to_string());
+                Err(match error {
+                    StoreError::Full { .. } => refusal.retry_after(FULL_RETRY_AFTER_SECS),
+                    _ => refusal,
+                })
+            }
+        }
+    }
+}
+
+/// The 202 answer of a stored event.
+async fn answer_accepted(
+    session: &mut Session,
+    ctx: &RequestContext,
+    event_id: &str,
+    body: String,
+) -> Result<()> {
+    let mut answer = ResponseHeader::build(202, Some(4))?;
+    answer.insert_header("Content-Type", "application/json")?;
+    answer.insert_header("Content-Length", body.len())?;
+    answer.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    answer.insert_header("X-Hookgate-Event-Id", event_id)?;
+    if ctx.close {
+        session.set_keepalive(None);
+        answer.insert_header("Connection", "close")?;
+    }
+    session.write_response_header(Box::new(answer)).await?;
+    session.write_response_body(body.into(), true).await
+}
