@@ -227,3 +227,22 @@ fn grafana_provisioning_loads_the_dashboard_from_prometheus() {
     );
     assert!(Path::new(&repo().join("dashboards/hookgate.json")).is_file());
 }
+
+#[test]
+fn the_readme_metric_table_lists_every_metric() {
+    // Guards the README's "Metrics" table against `src/metrics.rs`: a metric
+    // added or renamed without its row turns this red.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let table = readme
+        .split_once("## Metrics")
+        .and_then(|(_, rest)| rest.split_once("\n\n| metric |"))
+        .map(|(_, rest)| rest.split("\n\n").next().unwrap_or(""))
+        .expect("README has the metrics table");
+    let listed: BTreeSet<String> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|line| line.split('`').next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, defined_metrics());
+}
