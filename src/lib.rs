@@ -16,6 +16,7 @@ pub mod health; // background health checks
 pub mod housekeeping; // periodic pruning of per-key limiter state
 pub mod logging; // text or JSON log lines
 pub mod metrics; // every metric name and its registration
+pub mod problem; // one configuration problem: key path and message, values never quoted
 pub mod proxy; // the request path: a Pingora HttpServerApp
 pub mod ratelimit; // governor limiters with bounded keyed state
 pub mod reload; // SIGHUP / file watch / POST /reload -> validate -> swap

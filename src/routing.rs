@@ -21,6 +21,7 @@
 use http::Method;
 
 use crate::config::{PathPattern, RouteSettings};
+use crate::target;
 
 /// The outcome of matching a request against the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,69 +104,6 @@ impl RouteTable {
     }
 }
 
-/// Warnings for `hookgate check`: a prefix route with weaker checks (no
-/// `verify`, `allow` or `rate_limit` where its neighbour has one) whose paths
-/// lie beside a route with stronger ones. Every spelling of the stronger
-/// route's own path is held to its checks (see the module doc), but paths
-/// below it reach the app through the weaker route, and an app that serves its
-/// handler there too (a framework's wildcard or nested routes) is open.
-pub fn weaker_neighbours(routes: &[RouteSettings]) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for strong in routes {
-        let strong_path = match &strong.path {
-            PathPattern::Exact(path) | PathPattern::Prefix(path) => path,
-        };
-        for weak in routes {
-            let PathPattern::Prefix(prefix) = &weak.path else {
-                continue;
-            };
-            let host_wider = weak.host.is_none() && strong.host.is_some();
-            let beside = !std::ptr::eq(strong, weak)
-                && strip_prefix_ignore_case(strong_path, prefix).is_some()
-                && (strong_path.len() > prefix.len() || host_wider)
-                && (weak.host.is_none() || weak.host == strong.host);
-            if !beside {
-                continue;
-            }
-            let mut missing = Vec::new();
-            if strong.verifier.scheme() != "none" && weak.verifier.scheme() == "none" {
-                missing.push("verify");
-            }
-            if strong.allow.set().is_some() && weak.allow.set().is_none() {
-                missing.push("allow");
-            }
-            if strong.rate_limit.is_some() && weak.rate_limit.is_none() {
-                missing.push("rate_limit");
-            }
-            if missing.is_empty() {
-                continue;
-            }
-            let strong_at = match &strong.host {
-                Some(host) => format!("{host}{strong_path}"),
-                None => strong_path.to_string(),
-            };
-            warnings.push(format!(
-                "route {:?} ({prefix}/*) has no {} unlike route {:?} ({strong_at}) beside it: \
-                 every spelling of {strong_at} (a trailing '/', any letter case, a .format \
-                 suffix) is held to {:?}'s checks, but {} reach the app through {:?}; make \
-                 sure the app serves {:?}'s handler only there",
-                weak.name,
-                missing.join(", "),
-                strong.name,
-                strong.name,
-                if host_wider {
-                    "requests with another Host"
-                } else {
-                    "paths below it"
-                },
-                weak.name,
-                strong.name,
-            ));
-        }
-    }
-    warnings
-}
-
 fn specificity(entry: &Entry) -> (bool, bool, usize) {
     let (exact, length) = match &entry.path {
         PathPattern::Exact(path) => (true, path.len()),
@@ -188,21 +126,14 @@ fn is_webhook_method(method: &Method) -> bool {
     )
 }
 
-/// `path` without a leading `pattern`, ignoring ASCII case.
-fn strip_prefix_ignore_case<'p>(path: &'p str, pattern: &str) -> Option<&'p str> {
-    let head = path.as_bytes().get(..pattern.len())?;
-    head.eq_ignore_ascii_case(pattern.as_bytes())
-        .then(|| &path[pattern.len()..])
-}
-
 fn path_matches(pattern: &PathPattern, path: &str) -> bool {
     match pattern {
-        PathPattern::Exact(exact) => match strip_prefix_ignore_case(path, exact) {
+        PathPattern::Exact(exact) => match target::strip_prefix_ignore_case(path, exact) {
             // `exact` itself, or `exact.json` (a format suffix).
             Some(rest) => rest.is_empty() || (rest.starts_with('.') && !rest.contains('/')),
             None => false,
         },
-        PathPattern::Prefix(prefix) => match strip_prefix_ignore_case(path, prefix) {
+        PathPattern::Prefix(prefix) => match target::strip_prefix_ignore_case(path, prefix) {
             Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
             None => false,
         },

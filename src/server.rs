@@ -4,7 +4,7 @@
 //!
 //! Owns start-up checks (every port is bindable, so a taken port is a clear
 //! error and a non-zero exit instead of a panicking service in a live process),
-//! port 0 (see [`Listener`]), the `listening` log line for each listener,
+//! port 0 (see `Listener`), the `listening` log line for each listener,
 //! and shutdown: SIGTERM/SIGQUIT stop accepting and exit as soon as in-flight
 //! requests finish, at the latest after `shutdown_grace`; SIGINT exits at once.
 

@@ -137,7 +137,9 @@ pub fn read_target(raw: &[u8]) -> Result<RequestTarget<'_>, TargetError> {
     })
 }
 
-fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+/// `text` without a leading `prefix`, ignoring ASCII case (schemes, and paths
+/// as routes match them).
+pub fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &text[prefix.len()..])

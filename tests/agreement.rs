@@ -384,7 +384,7 @@ fn check_warns_about_weaker_routes_beside_stronger_ones() {
         .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stderr);
-    // Breaks when `routing::weaker_neighbours` is not called by `Config::compile`.
+    // Breaks when `config::neighbours::weaker_neighbours` is not called by `Config::compile`.
     assert!(
         stdout.contains(
             "warning: route \"catch-all\" (/webhooks/*) has no verify unlike route \"github\""

@@ -17,8 +17,9 @@ pub mod file;
 pub mod inputs;
 pub mod ip_sets;
 mod locate;
+mod neighbours;
 mod present;
-mod problem;
+
 pub mod ratelimit;
 pub mod secrets;
 pub mod storage;
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 use http::Method;
 
-pub use problem::Problem;
+pub use crate::problem::{self, Problem};
 pub use storage::{Delivery, RetryPolicy, StorageSettings};
 
 use crate::allowlist::{Allowlist, IpSet};
@@ -434,7 +435,7 @@ fn compile(
             .map(|(path, bytes)| (path, Some(bytes))),
     );
     let input_bytes = inputs::normalize(input_bytes);
-    for warning in crate::routing::weaker_neighbours(&routes) {
+    for warning in neighbours::weaker_neighbours(&routes) {
         problems.warn(warning);
     }
     match server {

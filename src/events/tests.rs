@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::events::{compile_router, EventRuleFile, EventSpec, OneOrMany};
-use crate::config::Problem;
+use crate::problem::Problem;
 use crate::verify::{Request, Verifier};
 use serde::Deserialize;
 use std::time::SystemTime;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::VerifySpec;
-use crate::config::Problem;
+use crate::problem::Problem;
 use crate::secret::Secret;
 use crate::units::parse_duration;
 

@@ -93,7 +93,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::config::Problem;
+use crate::problem::Problem;
 use crate::secret::Secret;
 
 /// Every scheme name accepted in `verify.scheme` (aliases included).

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{Request, Verifier, VerifyError, VerifySpec};
-use crate::config::Problem;
+use crate::problem::Problem;
 use crate::secret::Secret;
 
 pub(crate) const NOW: u64 = 1_700_000_000;

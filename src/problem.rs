@@ -1,5 +1,9 @@
 //! One problem found in a configuration file: the key at fault and what is wrong.
 //!
+//! A module of its own, outside `config`, so that the domain modules whose
+//! sections it reports on (`verify` compiles its own table, one file per scheme)
+//! can use it without `config` and those modules depending on each other.
+//!
 //! Compilers of config sections (routes, verifiers, limiters, allowlists) return
 //! these with a key path relative to their section (`"secrets[1]"`); the loader
 //! prefixes the section (`"routes[2].verify."`) and adds the file and line.
