@@ -247,6 +247,14 @@ pub async fn replay_one(queue: &Queue, id: &str) -> Answer {
 
 /// `POST /events/replay?route=&status=&since=`: every matching event.
 pub async fn replay_matching(queue: &Queue, query: Option<&str>) -> Answer {
+    // `limit` pages a list; a replay covers every match, so a `limit` here would be
+    // silently ignored and replay more than the operator asked for.
+    if form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(name, _)| name == "limit") {
+        return bad(format!(
+            "limit is not a replay parameter: a replay covers every matching event (at most \
+             {MAX_REPLAY}); narrow it with route, status, since or before, or replay one id"
+        ));
+    }
     let (filter, _) = match parse_query(queue, query) {
         Ok(parsed) => parsed,
         Err(answer) => return answer,
