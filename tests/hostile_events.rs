@@ -72,7 +72,12 @@ fn the_token_of_a_token_route_is_never_shown_whatever_its_header_is_called() {
         .as_array()
         .expect("headers")
         .iter()
-        .find(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case("x-shared-pass"))
+        .find(|pair| {
+            pair[0]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("x-shared-pass")
+        })
         .cloned();
     assert_eq!(
         pass,

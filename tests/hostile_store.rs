@@ -39,10 +39,7 @@ fn a_truncated_store_stops_the_start_with_an_error_naming_the_file_not_a_panic()
     // A copy cut short (a full disk during a backup, a bad restore).
     let file = gateway.dir.path().join("data").join("events.redb");
     let len = std::fs::metadata(&file).expect("events.redb").len();
-    let handle = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap();
+    let handle = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
     handle.set_len(len / 2).unwrap();
     drop(handle);
     let mut child = Command::new(BIN)
@@ -97,9 +94,6 @@ fn no_other_socket_can_join_a_port_the_gateway_chose() {
         socket.set_reuseport(true).unwrap();
         // Guards `so_reuseport = Some(true)` in `Listener::socket_options`
         // (server.rs): that is what lets this bind succeed.
-        assert!(
-            socket.bind(addr).is_err(),
-            "another socket joined {addr}"
-        );
+        assert!(socket.bind(addr).is_err(), "another socket joined {addr}");
     }
 }
