@@ -142,8 +142,10 @@ fn is_credential(name: &str) -> bool {
         .any(|part| name.contains(part))
 }
 
-/// The stored wire head as the request line and `[name, value]` pairs, credentials redacted.
-fn head_json(head: &[u8]) -> (String, Vec<Value>) {
+/// The stored wire head as the request line and `[name, value]` pairs, credentials redacted:
+/// those [`is_credential`] names, and `secret_header`, the header the route's verifier reads
+/// its secret itself from (a `token` route's `header`, whatever it is called).
+fn head_json(head: &[u8], secret_header: Option<&str>) -> (String, Vec<Value>) {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or("").to_string();
@@ -151,7 +153,8 @@ fn head_json(head: &[u8]) -> (String, Vec<Value>) {
         .filter(|line| !line.is_empty())
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| {
-            let value = if is_credential(name) {
+            let secret = secret_header.is_some_and(|h| h.eq_ignore_ascii_case(name.trim()));
+            let value = if secret || is_credential(name) {
                 "[redacted]"
             } else {
                 value.trim()
@@ -208,7 +211,15 @@ pub fn show(queue: &Queue, id: &str) -> Answer {
     let mut value = summary(queue, key, &record, true);
     value["method"] = record.method.as_str().into();
     if let Ok(Some((head, body))) = queue.store().payload(key) {
-        let (request_line, headers) = head_json(&head);
+        // The route as configured now: a reload that renamed the token header leaves an
+        // older event's header to the name heuristic alone.
+        let snapshot = queue.inner.state.load();
+        let secret_header = snapshot
+            .config
+            .route(&record.route)
+            .and_then(|route| route.verifier.credential_header())
+            .map(http::HeaderName::as_str);
+        let (request_line, headers) = head_json(&head, secret_header);
         value["request_line"] = request_line.into();
         value["headers"] = headers.into();
         value["body"] = match std::str::from_utf8(&body) {
@@ -236,6 +247,14 @@ pub async fn replay_one(queue: &Queue, id: &str) -> Answer {
 
 /// `POST /events/replay?route=&status=&since=`: every matching event.
 pub async fn replay_matching(queue: &Queue, query: Option<&str>) -> Answer {
+    // `limit` pages a list; a replay covers every match, so a `limit` here would be
+    // silently ignored and replay more than the operator asked for.
+    if form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(name, _)| name == "limit") {
+        return bad(format!(
+            "limit is not a replay parameter: a replay covers every matching event (at most \
+             {MAX_REPLAY}); narrow it with route, status, since or before, or replay one id"
+        ));
+    }
     let (filter, _) = match parse_query(queue, query) {
         Ok(parsed) => parsed,
         Err(answer) => return answer,
@@ -304,7 +323,7 @@ mod tests {
     #[test]
     fn credentials_are_redacted_signatures_shown() {
         let head = b"POST /hook HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\nX-Webhook-Token: t0k\r\nX-Hub-Signature-256: sha256=ab\r\n\r\n";
-        let (line, headers) = head_json(head);
+        let (line, headers) = head_json(head, None);
         assert_eq!(line, "POST /hook HTTP/1.1");
         assert_eq!(
             Value::from(headers),
@@ -314,6 +333,16 @@ mod tests {
                 ["X-Webhook-Token", "[redacted]"],
                 ["X-Hub-Signature-256", "sha256=ab"]
             ])
+        );
+    }
+
+    #[test]
+    fn the_routes_own_secret_header_is_redacted_whatever_its_name() {
+        let head = b"POST /hook HTTP/1.1\r\nX-Shared-Pass: s3cret\r\nX-Other: shown\r\n\r\n";
+        let (_, headers) = head_json(head, Some("x-shared-pass"));
+        assert_eq!(
+            Value::from(headers),
+            json!([["X-Shared-Pass", "[redacted]"], ["X-Other", "shown"]])
         );
     }
 }

@@ -87,7 +87,16 @@ impl RedbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| io(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path)
+        // redb 2.6 asserts instead of erring on some damaged files (one cut short:
+        // "raw_file_len() >= header.layout().len()"); later redb releases return an error.
+        let db = std::panic::catch_unwind(|| Database::create(&path))
+            .map_err(|_| {
+                io(format!(
+                    "cannot open {}: the file is damaged; move it away to start with an empty \
+                     store, or restore a backup",
+                    path.display()
+                ))
+            })?
             .map_err(|e| io(format!("cannot open {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(io)?;
         let (store_id, next_key, bytes) = {

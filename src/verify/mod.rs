@@ -487,6 +487,15 @@ impl Verifier {
         }
     }
 
+    /// The header whose value is the secret itself (the `token` scheme's `header`), which
+    /// must never be shown; `None` for schemes that send a signature, not the secret.
+    pub fn credential_header(&self) -> Option<&http::HeaderName> {
+        match &self.kind {
+            Kind::Token(t) => Some(t.header()),
+            _ => None,
+        }
+    }
+
     /// Verifies `request` as of `now`. On success the [`Verified`] holds `request.body`.
     pub fn verify<'a>(
         &self,

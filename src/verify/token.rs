@@ -38,6 +38,11 @@ impl TokenCheck {
         }
     }
 
+    /// The header the token travels in (`Authorization` with `bearer`).
+    pub(super) fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
     pub(super) fn verify(&self, request: &Request<'_>) -> Result<(), VerifyError> {
         let value = wire::header(request.headers, &self.header)?;
         let token = if self.bearer {
