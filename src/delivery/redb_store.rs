@@ -8,9 +8,8 @@
 //! caller is answered after that commit. Reads use redb's MVCC read
 //! transactions and never wait for the writer.
 //!
-//! A batch of attempt records and purges only (no append, no replay) first
-//! waits up to [`RECORD_WINDOW`] for more operations (an append ends the wait),
-//! then is committed with `Durability::None`: no fsync of its own; the next durable
+//! A batch of attempt records and purges only (no append, no replay) is
+//! committed with `Durability::None`: no fsync of its own; the next durable
 //! commit (the next append) makes it durable with everything before it. Losing
 //! such a record in a crash costs one more attempt of that delivery (delivery is
 //! at least once), never an acknowledged event: appends are always fsynced
@@ -71,17 +70,6 @@ enum Op {
     /// A durable commit, making every earlier record durable.
     Sync(oneshot::Sender<Result<(), StoreError>>),
 }
-
-impl Op {
-    /// Whether its caller is promised durability when answered.
-    fn wants_fsync(&self) -> bool {
-        matches!(self, Op::Append(..) | Op::Replay(..) | Op::Sync(..))
-    }
-}
-
-/// How long a batch of attempt records alone waits for more operations
-/// before it is committed (an append ends the wait at once).
-const RECORD_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The redb-backed store. Dropping it stops the writer after the waiting operations.
 pub struct RedbStore {
@@ -422,17 +410,6 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // Attempt records only: nobody waits on them for an answer to a
-            // sender, so let them gather (and ride along with the next
-            // append's commit) instead of paying a transaction each.
-            let window = std::time::Instant::now() + RECORD_WINDOW;
-            while batch.len() < MAX_BATCH && !batch.iter().any(Op::wants_fsync) {
-                let left = window.saturating_duration_since(std::time::Instant::now());
-                match ops.recv_timeout(left) {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
             self.commit(batch);
         }
         // Closing: make the last non-durable records durable, so a clean stop
@@ -456,7 +433,10 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         // Only what a caller was promised durable needs its own fsync; redb
         // frees pages only in durable commits, so every few batches is one.
-        let durable = self.lazy_commits >= MAX_LAZY_COMMITS || batch.iter().any(Op::wants_fsync);
+        let durable = self.lazy_commits >= MAX_LAZY_COMMITS
+            || batch
+                .iter()
+                .any(|op| matches!(op, Op::Append(..) | Op::Replay(..) | Op::Sync(..)));
         self.lazy_commits = if durable { 0 } else { self.lazy_commits + 1 };
         let result = match self.db.begin_write() {
             Err(e) => {
