@@ -335,17 +335,14 @@ impl Queue {
     pub async fn replay(&self, key: EventKey) -> Result<usize, StoreError> {
         let replayed = self.inner.store.replay(key).await?;
         if !replayed.is_empty() {
-            match self.inner.store.get(key) {
-                Ok(Some(record)) => {
-                    let mut backlog = lock(&self.inner.backlog);
-                    for index in &replayed {
-                        if let Some(delivery) = record.deliveries.get(*index) {
-                            backlog.add(key, &record.route, record.received_ms, &delivery.upstream);
-                        }
+            // On a read error only the gauges miss it; the deliveries are scheduled below.
+            if let Ok(Some(record)) = self.inner.store.get(key) {
+                let mut backlog = lock(&self.inner.backlog);
+                for index in &replayed {
+                    if let Some(delivery) = record.deliveries.get(*index) {
+                        backlog.add(key, &record.route, record.received_ms, &delivery.upstream);
                     }
                 }
-                // Only the gauges miss it; the deliveries are scheduled below.
-                Ok(None) | Err(_) => {}
             }
         }
         let now = now_ms();
