@@ -192,6 +192,60 @@ def cmd_accepts(args):
     raise SystemExit("no upstream FRONTEND line in the HAProxy stats")
 
 
+def upstream_requests(url):
+    """HTTP requests the HAProxy upstream has answered so far (its frontend's req_tot)."""
+    with urllib.request.urlopen(url.rstrip("/") + "/;csv", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    col = header.index("req_tot")
+    for line in lines[1:]:
+        f = line.split(",")
+        if f[0] == "upstream" and f[1] == "FRONTEND":
+            return int(f[col] or 0)
+    raise SystemExit("no upstream FRONTEND line in the HAProxy stats")
+
+
+def cmd_upreqs(args):
+    print(upstream_requests(args.url))
+
+
+def metric_sum(text, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels` (Prometheus text format)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return int(total)
+
+
+def cmd_drain(args):
+    """After a queued cell: wait until every acknowledged (202) delivery was
+    delivered (hookgate_queue_attempts_total{result="delivered"}) and counted at
+    the upstream; print acked, delivered, upstream requests, drain seconds, and
+    the stored-but-undelivered count (0 when the check passed)."""
+    start = time.monotonic()
+    deadline = start + args.timeout
+    while True:
+        with urllib.request.urlopen(args.metrics, timeout=5) as r:
+            text = r.read().decode()
+        acked = metric_sum(text, "hookgate_requests_total", outcome="queued")
+        delivered = metric_sum(text, "hookgate_queue_attempts_total", result="delivered")
+        upstream = upstream_requests(args.upstream) - args.up_before
+        if (delivered >= acked and upstream >= acked) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    took = time.monotonic() - start
+    missing = max(acked - delivered, acked - upstream, 0)
+    print(acked, delivered, upstream, f"{took:.2f}", missing)
+
+
 def post(conn, path, body, sig):
     headers = {
         "Content-Type": "application/json",
@@ -356,6 +410,10 @@ def cmd_record(args):
         "note": args.note,
         **wrk,
     }
+    if args.queue:
+        acked, delivered, upstream, drain_s, missing = args.queue.split()
+        row["queue"] = {"acked": int(acked), "delivered": int(delivered), "upstream": int(upstream),
+                        "drain_s": float(drain_s), "missing": int(missing)}
     with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(summary_line(row))
@@ -371,6 +429,8 @@ def derived(row):
         bad += row["requests"] - row["status_errors"]  # every answer must be a 401
     else:
         bad += row["status_errors"]
+    # a queued cell: every 202 must have reached the upstream by the end
+    bad += row.get("queue", {}).get("missing", 0)
     return {
         "rps": row["requests"] / secs,
         "p50_ms": row["p50_us"] / 1000,
@@ -394,12 +454,13 @@ def summary_line(row):
             + (f"  ERRORS {d['bad']}" if d["bad"] else ""))
 
 
-SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate", "baseline"]
+SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate", "queued", "baseline"]
 LABEL = {
     "direct": "upstream direct",
     "nginx": "nginx proxy_pass",
     "haproxy": "HAProxy (full job)",
     "hookgate": "hookgate*",
+    "queued": "hookgate queued*",
     "baseline": "hookgate baseline*",
 }
 
@@ -471,6 +532,31 @@ def cmd_report(args):
             dp = derived(p) if p else {}
             vals.extend(ratio(dh[k], dp.get(k)) for k in keys)
         out.append(f"| {sc} | " + " | ".join(fmt(v) for v in vals) + " |")
+
+    if any(k[1] == "queued" for k in cells):
+        out.append("")
+        out.append("Queued delivery (`delivery = \"queued\"`): req/s and p50/p99 are the sender's 202 "
+                   "(stored with fsync); drain = seconds from the end of the wrk run until every 202 "
+                   "was delivered (hookgate's delivered attempts and the upstream's request count both "
+                   "reach the 202 count, warm-up and preflight included):")
+        out.append("")
+        out.append("| scenario | queued req/s | ack p50 ms | ack p99 ms | vs hookgate direct mode | vs HAProxy | vs upstream direct | 202s | delivered | upstream got | drain s | check |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for sc in scenarios:
+            q = cells.get((sc, "queued"))
+            if not q:
+                continue
+            dq = derived(q)
+            vs = []
+            for peer in ("hookgate", "haproxy", "direct"):
+                p = cells.get((sc, peer))
+                vs.append(ratio(dq["rps"], derived(p)["rps"]) if p else None)
+            qs = q.get("queue", {})
+            check = "ok" if not dq["bad"] else f"{dq['bad']} bad"
+            out.append(f"| {sc} | {dq['rps']:.0f} | {dq['p50_ms']:.2f} | {dq['p99_ms']:.2f} | "
+                       + " | ".join(fmt(v) for v in vs)
+                       + f" | {qs.get('acked', '-')} | {qs.get('delivered', '-')} | {qs.get('upstream', '-')} | "
+                       f"{qs.get('drain_s', '-')} | {check} |")
 
     if any(k[1] == "baseline" for k in cells):
         out.append("")
@@ -697,6 +783,10 @@ def main():
     s.set_defaults(fn=cmd_render)
     s = sub.add_parser("procstat"); s.add_argument("pids", nargs="+"); s.set_defaults(fn=cmd_procstat)
     s = sub.add_parser("accepts"); s.add_argument("url"); s.set_defaults(fn=cmd_accepts)
+    s = sub.add_parser("upreqs"); s.add_argument("url"); s.set_defaults(fn=cmd_upreqs)
+    s = sub.add_parser("drain"); s.add_argument("--metrics", required=True); s.add_argument("--upstream", required=True)
+    s.add_argument("--up-before", type=int, required=True); s.add_argument("--timeout", type=float, default=120)
+    s.set_defaults(fn=cmd_drain)
     s = sub.add_parser("check"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
     s.add_argument("status", type=int); s.add_argument("header", nargs="?"); s.set_defaults(fn=cmd_check)
     s = sub.add_parser("client"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
@@ -712,6 +802,7 @@ def main():
                  "up-before", "up-after",
                  "rss-kib", "accepts-before", "accepts-after"):
         s.add_argument(f"--{name}", type=int, required=True)
+    s.add_argument("--queue", default="", help="a queued cell: the output of `drain`")
     s.set_defaults(fn=cmd_record)
     s = sub.add_parser("report"); s.add_argument("results"); s.add_argument("--markdown")
     s.set_defaults(fn=cmd_report)

@@ -437,6 +437,9 @@ fn spawn_drain_watcher(
                 "drained; exiting"
             );
         }
+        if let Some(queue) = &queue {
+            queue.sync();
+        }
         std::process::exit(0);
     });
 }

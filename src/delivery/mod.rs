@@ -29,6 +29,14 @@
 //! - No order between events is promised: retries and the per-upstream
 //!   concurrency let a later event overtake an earlier one.
 //!
+//! # Cost
+//! The 202 waits for one group commit and nothing else. The backlog gauges
+//! come from counts kept in memory ([`Backlog`]), not from rereading the store.
+//! A fresh event's head and body stay in memory ([`Hot`], within
+//! [`HOT_MAX_BYTES`]) until each of its deliveries has started its first
+//! attempt, so the usual case (delivered at the first try) reads nothing back
+//! from the store; retries, replays and events resumed after a start read it.
+//!
 //! # Shutdown
 //! [`Queue::stop`] starts no new attempt; attempts in progress go on until they
 //! end (the server waits for [`Queue::in_progress`] within `shutdown_grace`).
@@ -69,6 +77,132 @@ pub const MAX_REPLAY: usize = 10_000;
 /// A delivery due at a time: (due ms, event, delivery index).
 type Due = (u64, EventKey, usize);
 
+/// Bytes of heads and bodies kept in memory for first attempts, at most;
+/// beyond it, an attempt reads its event from the store.
+pub const HOT_MAX_BYTES: usize = 64 << 20;
+
+/// A fresh event kept in memory for the first attempt of each delivery.
+struct HotEvent {
+    record: EventRecord,
+    head: Bytes,
+    body: Bytes,
+    /// Deliveries whose first attempt has not taken it yet.
+    unstarted: Vec<bool>,
+}
+
+/// Fresh events by key, within [`HOT_MAX_BYTES`].
+#[derive(Default)]
+struct Hot {
+    events: HashMap<EventKey, HotEvent>,
+    bytes: usize,
+}
+
+impl Hot {
+    fn insert(&mut self, key: EventKey, record: EventRecord, head: Bytes, body: Bytes) {
+        let size = head.len() + body.len();
+        if self.bytes + size > HOT_MAX_BYTES {
+            return;
+        }
+        self.bytes += size;
+        let unstarted = vec![true; record.deliveries.len()];
+        self.events.insert(
+            key,
+            HotEvent {
+                record,
+                head,
+                body,
+                unstarted,
+            },
+        );
+    }
+
+    /// The record as accepted, while delivery `index` has not started its first attempt.
+    fn record(&self, key: EventKey, index: usize) -> Option<EventRecord> {
+        let hot = self.events.get(&key)?;
+        (*hot.unstarted.get(index)?).then(|| hot.record.clone())
+    }
+
+    /// The head and body for the first attempt of delivery `index`, once: it
+    /// has started (or ended without one). The event leaves memory when every
+    /// delivery has taken it.
+    fn take(&mut self, key: EventKey, index: usize) -> Option<(Bytes, Bytes)> {
+        let hot = self.events.get_mut(&key)?;
+        if !std::mem::replace(hot.unstarted.get_mut(index)?, false) {
+            return None;
+        }
+        let taken = (hot.head.clone(), hot.body.clone());
+        if hot.unstarted.iter().all(|u| !u) {
+            self.bytes -= hot.head.len() + hot.body.len();
+            self.events.remove(&key);
+        }
+        Some(taken)
+    }
+}
+
+/// Pending deliveries counted in memory, for the backlog gauges: kept in step
+/// with the store by [`Queue::accept`], [`Inner::finish`] and [`Queue::replay`],
+/// and rebuilt from the store at start.
+#[derive(Default)]
+struct Backlog {
+    /// Pending deliveries per (route, upstream).
+    deliveries: HashMap<(String, String), i64>,
+    /// Events with a pending delivery: key -> (route, received ms, pending deliveries).
+    events: HashMap<EventKey, (String, u64, usize)>,
+    /// The same events per route, oldest first.
+    by_route: HashMap<String, BTreeSet<(u64, EventKey)>>,
+}
+
+impl Backlog {
+    /// A delivery of `key` (received at `received_ms`, or again after a replay) is pending.
+    fn add(&mut self, key: EventKey, route: &str, received_ms: u64, upstream: &str) {
+        *self
+            .deliveries
+            .entry((route.to_string(), upstream.to_string()))
+            .or_default() += 1;
+        let entry = self
+            .events
+            .entry(key)
+            .or_insert_with(|| (route.to_string(), received_ms, 0));
+        let oldest = self.by_route.entry(route.to_string()).or_default();
+        // A replay starts a new max_age: the event's age starts again too.
+        oldest.remove(&(entry.1, key));
+        entry.1 = received_ms;
+        entry.2 += 1;
+        oldest.insert((received_ms, key));
+    }
+
+    /// A pending delivery of `key` was delivered or went dead.
+    fn done(&mut self, key: EventKey, route: &str, upstream: &str) {
+        if let Some(count) = self
+            .deliveries
+            .get_mut(&(route.to_string(), upstream.to_string()))
+        {
+            *count = (*count - 1).max(0);
+        }
+        let Some(entry) = self.events.get_mut(&key) else {
+            return;
+        };
+        entry.2 = entry.2.saturating_sub(1);
+        if entry.2 == 0 {
+            let (route, received_ms, _) = self.events.remove(&key).expect("present");
+            if let Some(oldest) = self.by_route.get_mut(&route) {
+                oldest.remove(&(received_ms, key));
+            }
+        }
+    }
+
+    /// The age of the oldest event with a pending delivery per route, in ms.
+    fn oldest(&self, now_ms: u64) -> HashMap<&str, u64> {
+        self.by_route
+            .iter()
+            .filter_map(|(route, events)| {
+                let (received, _) = events.first()?;
+                Some((route.as_str(), now_ms.saturating_sub(*received)))
+            })
+            .collect()
+    }
+}
+
 /// The queued-delivery runtime. Cheap to share (`Arc`).
 pub struct Queue {
     inner: Arc<Inner>,
@@ -90,6 +224,8 @@ struct Inner {
     in_progress: AtomicUsize,
     jitter: RandomState,
     retries: AtomicU64,
+    backlog: Mutex<Backlog>,
+    hot: Mutex<Hot>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -111,10 +247,12 @@ impl Queue {
     ) -> Result<Queue, StoreError> {
         let pending = store.pending()?;
         let mut timers = BTreeSet::new();
+        let mut backlog = Backlog::default();
         for (key, record) in &pending {
             for (index, delivery) in record.deliveries.iter().enumerate() {
                 if delivery.status == Status::Pending {
                     timers.insert((delivery.next_ms, *key, index));
+                    backlog.add(*key, &record.route, record.received_ms, &delivery.upstream);
                 }
             }
         }
@@ -142,6 +280,8 @@ impl Queue {
             in_progress: AtomicUsize::new(0),
             jitter: RandomState::new(),
             retries: AtomicU64::new(0),
+            backlog: Mutex::new(backlog),
+            hot: Mutex::new(Hot::default()),
         });
         inner.refresh_gauges();
         runtime.spawn(dispatch(inner.clone()));
@@ -151,11 +291,20 @@ impl Queue {
 
     /// Stores `event` durably and schedules its deliveries; its event id once on disk.
     pub async fn accept(&self, event: NewEvent) -> Result<String, StoreError> {
-        let upstreams = event.upstreams.len();
+        let record = EventRecord::new(&event);
+        let (head, body) = (event.head.clone(), event.body.clone());
         let route = event.route.clone();
         match self.inner.store.append(event).await {
             Ok(key) => {
                 let now = now_ms();
+                {
+                    let mut backlog = lock(&self.inner.backlog);
+                    for delivery in &record.deliveries {
+                        backlog.add(key, &record.route, record.received_ms, &delivery.upstream);
+                    }
+                }
+                let upstreams = record.deliveries.len();
+                lock(&self.inner.hot).insert(key, record, head, body);
                 {
                     let mut timers = lock(&self.inner.timers);
                     for index in 0..upstreams {
@@ -185,6 +334,17 @@ impl Queue {
     /// Returns how many deliveries were replayed.
     pub async fn replay(&self, key: EventKey) -> Result<usize, StoreError> {
         let replayed = self.inner.store.replay(key).await?;
+        if !replayed.is_empty() {
+            // On a read error only the gauges miss it; the deliveries are scheduled below.
+            if let Ok(Some(record)) = self.inner.store.get(key) {
+                let mut backlog = lock(&self.inner.backlog);
+                for index in &replayed {
+                    if let Some(delivery) = record.deliveries.get(*index) {
+                        backlog.add(key, &record.route, record.received_ms, &delivery.upstream);
+                    }
+                }
+            }
+        }
         let now = now_ms();
         {
             let mut timers = lock(&self.inner.timers);
@@ -208,6 +368,14 @@ impl Queue {
     pub fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.stop.send_replace(true);
+    }
+
+    /// Makes every attempt recorded so far durable (for a clean stop, once
+    /// no attempt is in progress). Blocks; call it off the runtime.
+    pub fn sync(&self) {
+        if let Err(error) = self.inner.runtime.block_on(self.inner.store.sync()) {
+            tracing::warn!(%error, "cannot make the last attempt records durable");
+        }
     }
 
     /// Attempts being made now.
@@ -314,8 +482,9 @@ impl Inner {
         };
         match self.store.record(key, index, attempt, next).await {
             Ok(()) => {
-                if let Some(at) = retry_at {
-                    self.schedule(at, key, index);
+                match retry_at {
+                    Some(at) => self.schedule(at, key, index),
+                    None => lock(&self.backlog).done(key, route, upstream),
                 }
                 if let Some(why) = dead {
                     self.metrics
@@ -332,34 +501,18 @@ impl Inner {
         }
     }
 
+    /// Sets the backlog gauges from the counts in memory (no store read).
     fn refresh_gauges(&self) {
-        let pending = match self.store.pending() {
-            Ok(pending) => pending,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the pending events for the backlog gauges");
-                return;
-            }
-        };
         let now = now_ms();
-        let mut backlog: HashMap<(&str, &str), i64> = HashMap::new();
-        let mut oldest: HashMap<&str, u64> = HashMap::new();
-        for (_, record) in &pending {
-            for delivery in record
-                .deliveries
-                .iter()
-                .filter(|d| d.status == Status::Pending)
-            {
-                *backlog
-                    .entry((&record.route, &delivery.upstream))
-                    .or_default() += 1;
-            }
-            let age = now.saturating_sub(record.received_ms);
-            let entry = oldest.entry(&record.route).or_default();
-            *entry = (*entry).max(age);
-        }
+        let backlog = lock(&self.backlog);
+        let deliveries: HashMap<(&str, &str), i64> = backlog
+            .deliveries
+            .iter()
+            .map(|((route, upstream), n)| ((route.as_str(), upstream.as_str()), *n))
+            .collect();
         self.metrics.set_queue_gauges(
-            &backlog,
-            &oldest,
+            &deliveries,
+            &backlog.oldest(now),
             self.store.bytes_used(),
             self.settings.max_bytes,
         );
@@ -375,9 +528,7 @@ async fn housekeep(inner: Arc<Inner>) {
             _ = tokio::time::sleep(REFRESH_EVERY) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        // Off the delivery thread: it reads every pending record.
-        let reader = inner.clone();
-        let _ = tokio::task::spawn_blocking(move || reader.refresh_gauges()).await;
+        inner.refresh_gauges();
         if last_purge.elapsed() >= PURGE_EVERY {
             last_purge = Instant::now();
             let before = now_ms().saturating_sub(inner.settings.retention.as_millis() as u64);
@@ -407,16 +558,33 @@ fn with_event_headers(head: &[u8], event_id: &str, attempt: u32) -> Bytes {
     out.freeze()
 }
 
+/// Drops what [`Hot`] keeps for a first attempt that ended before taking it.
+struct ForgetHot<'a>(&'a Inner, EventKey, usize);
+
+impl Drop for ForgetHot<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.hot).take(self.1, self.2);
+    }
+}
+
 /// One attempt of delivery `index` of event `key`, and what follows it.
 async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
-    let record = match inner.store.get(key) {
-        Ok(Some(record)) => record,
-        Ok(None) => return, // purged or never stored
-        Err(error) => {
-            tracing::error!(%error, "cannot read a queued event; it will be tried again");
-            inner.schedule(now_ms() + STORE_RETRY.as_millis() as u64, key, index);
-            return;
-        }
+    // A fresh event's first attempt: as accepted, nothing to read back. Its
+    // head and body are taken once the attempt has its permit (a task waiting
+    // for one holds no body), or dropped if it ends before.
+    let hot = lock(&inner.hot).record(key, index);
+    let _forget = ForgetHot(&inner, key, index);
+    let record = match hot {
+        Some(record) => record,
+        None => match inner.store.get(key) {
+            Ok(Some(record)) => record,
+            Ok(None) => return, // purged or never stored
+            Err(error) => {
+                tracing::error!(%error, "cannot read a queued event; it will be tried again");
+                inner.schedule(now_ms() + STORE_RETRY.as_millis() as u64, key, index);
+                return;
+            }
+        },
     };
     let Some(delivery) = record.deliveries.get(index) else {
         return;
@@ -469,7 +637,12 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
     }
     inner.in_progress.fetch_add(1, Ordering::AcqRel);
     let _counted = InProgress(&inner.in_progress);
-    let (head, body) = match inner.store.payload(key) {
+    let hot = lock(&inner.hot).take(key, index);
+    let stored = match hot {
+        Some(payload) => Ok(Some(payload)),
+        None => inner.store.payload(key),
+    };
+    let (head, body) = match stored {
         Ok(Some(payload)) => payload,
         Ok(None) => return,
         Err(error) => {

@@ -8,6 +8,13 @@
 //! caller is answered after that commit. Reads use redb's MVCC read
 //! transactions and never wait for the writer.
 //!
+//! A batch of attempt records and purges only (no append, no replay) is
+//! committed with `Durability::None`: no fsync of its own; the next durable
+//! commit (the next append) makes it durable with everything before it. Losing
+//! such a record in a crash costs one more attempt of that delivery (delivery is
+//! at least once), never an acknowledged event: appends are always fsynced
+//! before their caller hears `Ok`.
+//!
 //! Tables: `events` (key → the JSON [`EventRecord`]), `heads` and `bodies`
 //! (key → bytes), `pending` (keys with a pending delivery, for resuming),
 //! `info` (the store's id, the next key, the bytes used).
@@ -18,7 +25,7 @@ use std::sync::{mpsc, Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::store::{
@@ -34,6 +41,9 @@ const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
 
 /// Operations applied in one transaction at most.
 pub const MAX_BATCH: usize = 256;
+
+/// Non-durable commits in a row at most (redb frees pages only in durable ones).
+const MAX_LAZY_COMMITS: u32 = 32;
 
 /// Events one purge removes at most (the next one takes the rest).
 const MAX_PURGE: usize = 10_000;
@@ -57,6 +67,8 @@ enum Op {
     Replay(EventKey, oneshot::Sender<Result<Vec<usize>, StoreError>>),
     /// Remove these keys if they are still finished before the time.
     Purge(Vec<EventKey>, u64, oneshot::Sender<Result<u64, StoreError>>),
+    /// A durable commit, making every earlier record durable.
+    Sync(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// The redb-backed store. Dropping it stops the writer after the waiting operations.
@@ -131,6 +143,7 @@ impl RedbStore {
             bytes: bytes.clone(),
             next_key,
             max_bytes,
+            lazy_commits: 0,
         };
         let thread = std::thread::Builder::new()
             .name("hookgate-store".to_string())
@@ -197,6 +210,12 @@ impl EventStore for RedbStore {
     async fn replay(&self, key: EventKey) -> Result<Vec<usize>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(Op::Replay(key, tx))?;
+        answer(rx).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Sync(tx))?;
         answer(rx).await
     }
 
@@ -318,6 +337,8 @@ struct Writer {
     bytes: Arc<AtomicU64>,
     next_key: u64,
     max_bytes: u64,
+    /// Commits since the last durable one.
+    lazy_commits: u32,
 }
 
 /// An operation's answer, sent only after its transaction committed.
@@ -338,6 +359,7 @@ enum Reply {
         oneshot::Sender<Result<u64, StoreError>>,
         Result<u64, StoreError>,
     ),
+    Sync(oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl Reply {
@@ -358,6 +380,7 @@ impl Reply {
             Reply::Record(tx, r) => tx.send(pick(r, failure)).map_err(drop),
             Reply::Replay(tx, r) => tx.send(pick(r, failure)).map_err(drop),
             Reply::Purge(tx, r) => tx.send(pick(r, failure)).map_err(drop),
+            Reply::Sync(tx) => tx.send(pick(Ok(()), failure)).map_err(drop),
         };
     }
 }
@@ -382,6 +405,7 @@ fn failed(op: Op) -> Reply {
         Op::Record { done, .. } => Reply::Record(done, e()),
         Op::Replay(_, tx) => Reply::Replay(tx, e()),
         Op::Purge(_, _, tx) => Reply::Purge(tx, e()),
+        Op::Sync(tx) => Reply::Sync(tx),
     }
 }
 
@@ -397,6 +421,18 @@ impl Writer {
             }
             self.commit(batch);
         }
+        // Closing: make the last non-durable records durable, so a clean stop
+        // repeats no delivered attempt at the next start.
+        if self.lazy_commits > 0 {
+            let durable = self
+                .db
+                .begin_write()
+                .map_err(io)
+                .and_then(|tx| tx.commit().map_err(io));
+            if let Err(error) = durable {
+                tracing::warn!(%error, "cannot make the last attempt records durable");
+            }
+        }
     }
 
     /// Applies `batch` in one transaction, commits it durably, then answers each.
@@ -404,18 +440,30 @@ impl Writer {
         let saved_key = self.next_key;
         let mut bytes = self.bytes.load(Ordering::Acquire);
         let mut replies = Vec::with_capacity(batch.len());
+        // Only what a caller was promised durable needs its own fsync; redb
+        // frees pages only in durable commits, so every few batches is one.
+        let durable = self.lazy_commits >= MAX_LAZY_COMMITS
+            || batch
+                .iter()
+                .any(|op| matches!(op, Op::Append(..) | Op::Replay(..) | Op::Sync(..)));
+        self.lazy_commits = if durable { 0 } else { self.lazy_commits + 1 };
         let result = match self.db.begin_write() {
             Err(e) => {
                 replies.extend(batch.into_iter().map(failed));
                 Err(io(e))
             }
-            Ok(tx) => match self.apply_all(&tx, batch, &mut bytes, &mut replies) {
-                Ok(()) => tx.commit().map_err(io),
-                Err(e) => {
-                    let _ = tx.abort();
-                    Err(e)
+            Ok(mut tx) => {
+                if !durable {
+                    tx.set_durability(Durability::None);
                 }
-            },
+                match self.apply_all(&tx, batch, &mut bytes, &mut replies) {
+                    Ok(()) => tx.commit().map_err(io),
+                    Err(e) => {
+                        let _ = tx.abort();
+                        Err(e)
+                    }
+                }
+            }
         };
         match &result {
             Ok(()) => self.bytes.store(bytes, Ordering::Release),
@@ -500,6 +548,7 @@ impl Writer {
                 Ok(r) => Ok(Reply::Purge(tx, Ok(r))),
                 Err(e) => Err((Reply::Purge(tx, Err(e.clone())), e)),
             },
+            Op::Sync(tx) => Ok(Reply::Sync(tx)),
         }
     }
 

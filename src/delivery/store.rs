@@ -251,6 +251,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// pending (none if nothing was dead).
     async fn replay(&self, key: EventKey) -> Result<Vec<usize>, StoreError>;
 
+    /// Makes every earlier write durable. Attempt records may be committed
+    /// without an fsync of their own (at worst one more attempt after a crash);
+    /// a clean stop calls this so it repeats none.
+    async fn sync(&self) -> Result<(), StoreError>;
+
     /// Removes delivered and dead events finished before `before_ms`; returns how many.
     async fn purge(&self, before_ms: u64) -> Result<u64, StoreError>;
 
