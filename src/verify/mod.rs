@@ -79,7 +79,7 @@ mod square;
 mod standard_webhooks;
 mod stripe;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 mod token;

@@ -37,6 +37,20 @@ pub(crate) fn resolve(reference: &str) -> Result<Secret, String> {
     Ok(Secret::new(value))
 }
 
+/// A request on a route without `verify` (every request passes): the [`Verified`]
+/// that event and dedupe tests read from.
+pub(crate) fn unsigned<'a>(headers: &'a http::HeaderMap, body: &'a [u8]) -> super::Verified<'a> {
+    let request = super::Request {
+        method: "POST",
+        path_and_query: "/hook",
+        headers,
+        body,
+    };
+    super::Verifier::disabled()
+        .verify(&request, at(NOW))
+        .expect("a route without verify passes every request")
+}
+
 pub(crate) fn spec(toml_text: &str) -> VerifySpec {
     match toml::from_str(toml_text) {
         Ok(s) => s,
