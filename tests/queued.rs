@@ -94,16 +94,22 @@ fn cli(gateway: &Gateway, args: &[&str]) -> (i32, String) {
     (output.status.code().unwrap_or(-1), text)
 }
 
-#[test]
-fn a_down_upstream_gets_every_acknowledged_delivery_exactly_once_when_it_comes_up() {
+/// A gateway with one queued route `gh` whose upstream `app` is down: a held,
+/// non-listening port that `DeadPort::come_up` turns into the upstream later.
+fn gateway_before_its_upstream(storage_extra: &str) -> (DeadPort, Gateway) {
     let down = DeadPort::new();
-    let upstream_addr = down.addr;
     let gateway = Gateway::start(&format!(
         "{}{}{}",
-        upstream("app", upstream_addr),
+        upstream("app", down.addr),
         queued_route("gh", "app", FAST_RETRY),
-        storage("")
+        storage(storage_extra)
     ));
+    (down, gateway)
+}
+
+#[test]
+fn a_down_upstream_gets_every_acknowledged_delivery_exactly_once_when_it_comes_up() {
+    let (down, gateway) = gateway_before_its_upstream("");
     let mut sent: HashMap<Vec<u8>, String> = HashMap::new();
     for i in 0..200 {
         let body = body(i);
@@ -391,14 +397,7 @@ fn a_4xx_answer_is_final() {
 
 #[test]
 fn a_full_store_answers_503_and_drops_nothing_it_acknowledged() {
-    let down = DeadPort::new();
-    let upstream_addr = down.addr;
-    let gateway = Gateway::start(&format!(
-        "{}{}{}",
-        upstream("app", upstream_addr),
-        queued_route("gh", "app", FAST_RETRY),
-        storage("max_bytes = \"16KiB\"")
-    ));
+    let (down, gateway) = gateway_before_its_upstream("max_bytes = \"16KiB\"");
     let mut acknowledged = Vec::new();
     let mut refused = None;
     for i in 0..100 {
