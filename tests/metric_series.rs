@@ -74,6 +74,17 @@ upstream = "app"
     let forwarded = post(gateway.proxy, "/orders", &[("X-Token", "t0ken")], b"{}");
     assert_eq!(forwarded.status, 200);
     gateway.assert_requests("orders", "forwarded", 1.0);
+    // The copy to "audit" is delivered in the background: let it land before
+    // the reload, or its late count brings the retired series back.
+    gateway.assert_metric(
+        "hookgate_fanout_copies_total",
+        &[
+            ("route", "orders"),
+            ("upstream", "audit"),
+            ("result", "delivered"),
+        ],
+        1.0,
+    );
 
     // "legacy" is deleted, "fresh" added; "orders" no longer copies to "audit".
     let fresh = r#"[[routes]]
