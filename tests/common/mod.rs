@@ -868,6 +868,18 @@ pub fn read_response<R: BufRead>(reader: &mut R) -> std::io::Result<Response> {
 
 /// `POST path` with `Content-Length` framing and extra headers.
 pub fn post(to: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_post(to, path, headers, body).expect("POST exchange")
+}
+
+/// `post` that returns the connection error instead of panicking: for
+/// polling a gateway whose connection may be refused or reset on the way
+/// (a limit being freed, a reload landing).
+pub fn try_post(
+    to: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {to}\r\nContent-Length: {}\r\n",
         body.len()
@@ -878,7 +890,7 @@ pub fn post(to: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -
     request.push_str("Connection: close\r\n\r\n");
     let mut bytes = request.into_bytes();
     bytes.extend_from_slice(body);
-    send_raw(to, &bytes).expect("POST exchange")
+    send_raw(to, &bytes)
 }
 
 /// `POST path` with chunked framing, `chunk` bytes per chunk.
