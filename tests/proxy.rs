@@ -380,7 +380,7 @@ fn upstream_failures_answer_502_503_504_in_json() {
     // Guards `forward::classify` (timeouts -> 504) and the `ForwardError` to
     // `Reply` mapping in `Gateway::handle`.
     let hangs_up = Upstream::with("hangs-up", Behavior::hang_up());
-    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(3)));
+    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(8)));
     let down_port = DeadPort::new();
     let down = down_port.addr;
     let gateway = Setup::new()
@@ -403,8 +403,8 @@ fn upstream_failures_answer_502_503_504_in_json() {
         assert_eq!(answered.json()["error"], error, "{path}");
         assert_eq!(answered.json()["route"], &path[1..]);
         assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{path} answered within its timeout"
+            started.elapsed() < Duration::from_secs(5),
+            "{path} answered within its timeout (500 ms; the slow upstream takes 8 s)"
         );
     }
     assert_eq!(hangs_up.count(), 1);
