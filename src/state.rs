@@ -131,7 +131,10 @@ impl Snapshot {
                         .map(|limit| Arc::new(RouteLimiter::new(limit)))
                 });
                 Ok(Route {
-                    metrics: RouteHandles::register(metrics, route_series(settings)),
+                    metrics: RouteHandles::register(
+                        metrics,
+                        route_series(settings, config.storage.is_some()),
+                    ),
                     settings: settings.clone(),
                     limiter,
                     dedupe,
@@ -156,8 +159,11 @@ impl Snapshot {
 
 /// The label values of a route's series, read off its settings: its scheme
 /// when it verifies, its event labels when it reads an event, the primary and
-/// fan-out upstreams of every target list (the route's own and each rule's).
-pub fn route_series(settings: &RouteSettings) -> RouteSeries {
+/// fan-out upstreams of every target list (the route's own and each rule's),
+/// and the upstreams of its stored deliveries: every upstream of a queued
+/// route, the fan-out upstreams of a direct route when a store is configured
+/// (`stored_copies`; their copies go through it).
+pub fn route_series(settings: &RouteSettings, stored_copies: bool) -> RouteSeries {
     let mut primaries: Vec<String> = Vec::new();
     let mut copies: Vec<String> = Vec::new();
     for target in settings.events.targets() {
@@ -175,6 +181,7 @@ pub fn route_series(settings: &RouteSettings) -> RouteSeries {
     }
     let scheme = settings.verifier.scheme();
     let queued = match settings.delivery {
+        crate::config::Delivery::Direct if stored_copies => copies.clone(),
         crate::config::Delivery::Direct => Vec::new(),
         crate::config::Delivery::Queued(_) => {
             let mut all = primaries.clone();

@@ -564,3 +564,95 @@ fn sigterm_finishes_the_attempt_in_progress_and_leaves_the_rest_for_the_next_sta
         assert!(received.contains(body));
     }
 }
+
+#[test]
+fn a_direct_routes_fan_out_copy_is_stored_before_the_answer_and_survives_kill_9() {
+    // A direct route with a fan-out upstream that is down, and a store.
+    let app = Upstream::start("app");
+    let copies_port = DeadPort::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nthreads = 2\n\
+             fanout = {{ backoff = \"50ms\", max_backoff = \"200ms\", attempts = 100 }}\n\n{}{}\
+             [[routes]]\nname = \"gh\"\npath = \"/hooks/gh\"\nupstream = [\"app\", \"copies\"]\n\
+             verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n{}",
+            upstream("app", app.addr),
+            upstream("copies", copies_port.addr),
+            storage("")
+        ),
+    )
+    .unwrap();
+    let mut first = start_process(&dir, &config);
+    // The copy upstream's series exist before the first event (0, not missing).
+    let backlog = |admin| {
+        metric_value(
+            &String::from_utf8_lossy(&get(admin, "/metrics").expect("metrics").body),
+            "hookgate_queue_backlog",
+            &[("route", "gh"), ("upstream", "copies")],
+        )
+    };
+    assert_eq!(backlog(first.admin), Some(0.0));
+    let payload = body(7);
+    let answer = signed_post(first.proxy, "/hooks/gh", &payload);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(app.count(), 1);
+    // The sender has its 2xx: the copy is on disk. Killed at once, no flush.
+    // Breaks when `forward_primary` queues copies in memory although a store
+    // is open (`store` in its `remember` step).
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let copies = copies_port.come_up("copies", Behavior::default());
+    let second = start_process(&dir, &config);
+    assert!(
+        wait_until(Duration::from_secs(20), || copies.count() == 1),
+        "the stored copy was not delivered after the restart"
+    );
+    let received = &copies.received()[0];
+    assert_eq!(received.body, payload);
+    assert_eq!(received.header("x-github-event"), Some("push"));
+    assert!(received.header("x-hookgate-event-id").is_some());
+    assert_eq!(app.count(), 1, "the primary is not sent again");
+    // It is an event like any other: listed as delivered to `copies`.
+    let listed = admin_get(second.admin, "/events?route=gh");
+    let events = listed["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{listed}");
+    assert!(wait_until(Duration::from_secs(5), || {
+        admin_get(second.admin, "/events?route=gh&status=delivered")["events"]
+            .as_array()
+            .is_some_and(|e| e.len() == 1)
+    }));
+}
+
+#[test]
+fn a_full_store_sends_a_direct_routes_copies_through_the_memory_queue() {
+    let app = Upstream::start("app");
+    let copies = Upstream::start("copies");
+    let gateway = Setup::new()
+        .table(&storage("max_bytes = \"1KiB\""))
+        .upstream(&app)
+        .upstream(&copies)
+        .fan_out("gh", "/hooks/gh", &["app", "copies"], "")
+        .start();
+    // Larger than the whole store: refused by it, yet the copy is not lost.
+    // Breaks when `forward_primary` skips `queue_copies` after a refused store.
+    let payload = bytes(4096, 3);
+    let answer = post(gateway.proxy, "/hooks/gh", &[], &payload);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(wait_until(Duration::from_secs(10), || copies.count() == 1));
+    assert_eq!(copies.received()[0].body, payload);
+    assert!(copies.received()[0].header("x-hookgate-event-id").is_none());
+    gateway.assert_metric("hookgate_store_errors_total", &[("kind", "full")], 1.0);
+    // Counted once the gateway has read the copy's answer, a moment after
+    // the upstream recorded it.
+    assert!(wait_until(Duration::from_secs(5), || gateway.metric(
+        "hookgate_fanout_copies_total",
+        &[
+            ("route", "gh"),
+            ("upstream", "copies"),
+            ("result", "delivered")
+        ],
+    ) == Some(1.0)));
+}

@@ -45,6 +45,7 @@ mod queued;
 mod reply;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -536,10 +537,33 @@ impl Gateway {
         // provider retries, and must get through. It is remembered once the 2xx
         // head is read, before the answer is relayed, so a sender that retries
         // as soon as it sees the answer gets "duplicate", not 409.
+        // With a store, the copies of an accepted delivery are stored (fsynced)
+        // before the answer is relayed: once the sender has its 2xx, a crash
+        // or restart loses no copy. Without one, or when the store refuses,
+        // they go to the in-memory fan-out queue after the answer.
         let claim = admitted.claim;
+        let store = self.queue.as_ref().filter(|_| !admitted.copies.is_empty());
+        let stored = AtomicBool::new(false);
+        let (request_id, event) = (&ctx.request_id, &ctx.event);
+        let (copies, body) = (admitted.copies, &admitted.body);
         let remember = |status: u16| {
-            if let Some(claim) = claim.filter(|_| (200..300).contains(&status)) {
+            let accepted = (200..300).contains(&status);
+            if let Some(claim) = claim.filter(|_| accepted) {
                 claim.forwarded(Instant::now());
+            }
+            let (stored, head) = (&stored, &head);
+            async move {
+                if let (true, Some(queue)) = (accepted, store) {
+                    let copy = StoredCopy {
+                        route: route.name(),
+                        upstreams: copies,
+                        head,
+                        body,
+                        request_id,
+                        event: event.as_deref(),
+                    };
+                    stored.store(self.store_copies(queue, copy).await, Ordering::Relaxed);
+                }
             }
         };
         let request = forward::Outgoing {
@@ -568,7 +592,7 @@ impl Gateway {
         ctx.status = Some(forwarded.status);
         ctx.upstream_status = Some(forwarded.status);
         ctx.upstream_time = Some(forwarded.upstream_time);
-        if (200..300).contains(&forwarded.status) {
+        if (200..300).contains(&forwarded.status) && !stored.load(Ordering::Relaxed) {
             // Only a delivery the primary accepted is copied: after a failure
             // the provider retries, and copies would double. An accepted one is
             // copied even when its answer then failed to reach the sender: the
@@ -751,6 +775,40 @@ impl Gateway {
         }
     }
 
+    /// Stores the fan-out copies of an accepted direct delivery as one queued
+    /// event (one tracked delivery per copy upstream), retried as `[server]
+    /// fanout` says (`attempts`, `backoff`, `max_backoff`) for at most the
+    /// default `max_age`. `false` when the store refused it (full or failing:
+    /// counted in `hookgate_store_errors_total` by `accept`); the caller then
+    /// queues the copies in memory.
+    async fn store_copies(&self, queue: &crate::delivery::Queue, copy: StoredCopy<'_>) -> bool {
+        let fanout = self.fanout.config();
+        let retry = crate::config::RetryPolicy {
+            attempts: fanout.attempts,
+            backoff: fanout.backoff,
+            max_backoff: fanout.max_backoff,
+            ..crate::config::RetryPolicy::default()
+        };
+        let event = crate::delivery::store::NewEvent {
+            route: copy.route.to_string(),
+            upstreams: copy.upstreams.to_vec(),
+            method: copy.head.method().as_str().to_string(),
+            head: copy.head.wire().clone(),
+            body: copy.body.bytes().clone(),
+            request_id: copy.request_id.to_string(),
+            event: copy.event.map(str::to_string),
+            received_ms: crate::delivery::store::now_ms(),
+            retry,
+        };
+        match queue.accept(event).await {
+            Ok(event_id) => {
+                tracing::debug!(route = copy.route, %event_id, "fan-out copies stored");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Queues one background copy per fan-out upstream; a copy the queue
     /// cannot take is counted and logged, never silently lost.
     fn queue_copies(
@@ -842,4 +900,15 @@ fn rate_limit(route: &Route, client: IpAddr, session: &Session) -> Result<(), Re
                 .retry_after(limited.retry_after_secs())
                 .detail(limited.to_string())
         })
+}
+
+/// What [`Gateway::store_copies`] stores: an accepted direct delivery and the
+/// fan-out upstreams that still need it.
+struct StoredCopy<'a> {
+    route: &'a str,
+    upstreams: &'a [String],
+    head: &'a UpstreamHead,
+    body: &'a VerifiedBody,
+    request_id: &'a str,
+    event: Option<&'a str>,
 }
