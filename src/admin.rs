@@ -151,7 +151,8 @@ enum Refusal {
     Host,
     /// 401: `admin_token` is set and the request lacks it.
     Token,
-    /// 415: `POST /reload` without a JSON content type or `X-Hookgate-Reload`.
+    /// 415: a `POST` to `/reload` or `/events…` without a JSON content type or
+    /// `X-Hookgate-Reload` (the error keeps its first name for `/reload` clients).
     NotJson,
 }
 
@@ -175,7 +176,7 @@ impl Refusal {
             }
             Refusal::NotJson => json(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                serde_json::json!({"error": "reload_needs_json_or_header", "hint": "POST /reload with Content-Type: application/json or an X-Hookgate-Reload: 1 header"}),
+                serde_json::json!({"error": "reload_needs_json_or_header", "hint": "a POST to /reload or /events needs Content-Type: application/json or an X-Hookgate-Reload: 1 header"}),
             ),
         }
     }

@@ -10,6 +10,9 @@ pub const DEFAULT_CONFIG: &str = "conf/hookgate.toml";
 pub const EXIT_CONFIG: i32 = 78;
 /// Exit status for a command used wrongly, e.g. an unknown route (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
+/// Exit status when the running gateway cannot be reached or failed to answer
+/// (sysexits EX_UNAVAILABLE): `hookgate events` with the gateway down.
+pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit status when the gateway cannot start (ports taken, TLS files unusable).
 pub const EXIT_START: i32 = 1;
 

@@ -114,7 +114,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("hookgate events: {e}");
-                    ExitCode::from(EXIT_USAGE)
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

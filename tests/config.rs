@@ -317,3 +317,31 @@ fn an_empty_file_or_no_routes_is_refused_unless_allowed() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("the file is empty"));
 }
+
+/// A queued route with neither `verify` nor `allow` loads with a warning: anyone
+/// can fill the store. Guards the queued-without-verify warning in `Config::from_toml`.
+#[test]
+fn a_queued_route_open_to_anyone_loads_with_a_warning() {
+    let queued = |extra: &str| {
+        format!(
+            "{APP}\n[storage]\npath = \"data\"\n\n[[routes]]\nname = \"open\"\npath = \"/open\"\nupstream = \"app\"\ndelivery = \"queued\"\n{extra}\n"
+        )
+    };
+    let (code, _, stderr) = check(&queued(""));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: route \"open\" is queued without verify"),
+        "{stderr}"
+    );
+    for guarded in [
+        "verify = { scheme = \"github\", secrets = [\"literal:k\"] }",
+        "allow = [\"10.0.0.0/8\"]",
+    ] {
+        let (code, _, stderr) = check(&queued(guarded));
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            !stderr.contains("queued without verify"),
+            "{guarded}: {stderr}"
+        );
+    }
+}

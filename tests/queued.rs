@@ -656,3 +656,25 @@ fn a_full_store_sends_a_direct_routes_copies_through_the_memory_queue() {
         ],
     ) == Some(1.0)));
 }
+
+#[test]
+fn events_commands_exit_64_when_refused_and_69_when_the_gateway_is_unreachable() {
+    let (_down, gateway) = gateway_before_its_upstream("");
+    // Guards `ClientError::exit_code`.
+    let (code, text) = cli(&gateway, &["show", "ffffffffffffffffffff"]);
+    assert_eq!(code, 64, "{text}");
+    let nobody = DeadPort::new();
+    let output = Command::new(BIN)
+        .args([
+            "events",
+            "list",
+            "-c",
+            gateway.config_path.to_str().unwrap(),
+        ])
+        .args(["--admin", &nobody.addr.to_string()])
+        .output()
+        .expect("run hookgate events");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(69), "{text}");
+    assert!(text.contains("cannot reach the admin listener"), "{text}");
+}

@@ -438,6 +438,17 @@ fn compile(
     for warning in neighbours::weaker_neighbours(&routes) {
         problems.warn(warning);
     }
+    for route in &routes {
+        if matches!(route.delivery, Delivery::Queued(_))
+            && route.verifier.scheme() == "none"
+            && route.allow.set().is_none()
+        {
+            problems.warn(format!(
+                "route {:?} is queued without verify: anyone who can reach it can store                  requests (up to [storage] max_bytes) that are then delivered to the app;                  add verify, or an allow list",
+                route.name
+            ));
+        }
+    }
     match server {
         Some(server) if problems.0.is_empty() => Ok(Config {
             source: source.to_path_buf(),

@@ -29,6 +29,23 @@ pub enum ClientError {
     Answer(String),
 }
 
+impl ClientError {
+    /// The process exit status: [`EXIT_USAGE`] for a command used wrongly or
+    /// refused with a 4xx (an unknown event id, a bad filter, a missing
+    /// token), [`EXIT_UNAVAILABLE`] when the admin listener cannot be reached,
+    /// answers 5xx or answers something unreadable.
+    ///
+    /// [`EXIT_USAGE`]: crate::cli::EXIT_USAGE
+    /// [`EXIT_UNAVAILABLE`]: crate::cli::EXIT_UNAVAILABLE
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Usage(_) => crate::cli::EXIT_USAGE,
+            ClientError::Refused { status, .. } if *status < 500 => crate::cli::EXIT_USAGE,
+            _ => crate::cli::EXIT_UNAVAILABLE,
+        }
+    }
+}
+
 /// The admin address to dial: `[server] admin`, with an unspecified IP as loopback.
 fn admin_addr(config: &Config, admin: Option<&str>) -> Result<SocketAddr, ClientError> {
     if let Some(text) = admin {
