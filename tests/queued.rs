@@ -346,8 +346,12 @@ fn an_upstream_answering_500_kills_the_event_and_a_cli_replay_delivers_it() {
     let got = &fixed.received()[0];
     assert_eq!(got.body, body);
     assert_eq!(got.header("x-hookgate-event-id"), Some(id.as_str()));
-    let events = admin_get(gateway.admin, "/events?status=delivered");
-    assert_eq!(events["events"][0]["id"], id.as_str());
+    // The record of the 2xx is written a moment after the upstream has it.
+    assert!(wait_until(Duration::from_secs(5), || admin_get(
+        gateway.admin,
+        "/events?status=delivered"
+    )["events"][0]["id"]
+        == id.as_str()));
 }
 
 #[test]

@@ -16,9 +16,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::socket::MsgFlags;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -140,15 +142,31 @@ impl UpstreamConnections {
 
 /// Whether an idle connection can carry a request: a read must not be ready.
 /// Ready means the upstream closed it (EOF), reset it, or sent bytes nobody
-/// asked for; any of these makes it unusable. The read is polled once with a
-/// no-op waker: when the socket is not readable it costs no syscall.
+/// asked for; any of these makes it unusable.
+///
+/// Two looks: the stream's own read, polled once with a no-op waker (it sees
+/// bytes already buffered and whatever the connection's reactor has seen),
+/// then a non-blocking `recv(MSG_PEEK)` on the socket itself. The second is
+/// needed because the connection may be registered with another worker
+/// thread's reactor, which may not have run since the upstream's FIN arrived:
+/// its readiness would still say "not readable", the request would be written
+/// into a closed connection and the sender would get a 502. One syscall per
+/// reuse. Pingora's `UniqueID` of a TCP or TLS stream is its socket's file
+/// descriptor (pingora-core `protocols/l4/stream.rs`).
 fn still_open(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
     let mut context = Context::from_waker(Waker::noop());
+    if !Pin::new(&mut *stream)
+        .poll_read(&mut context, &mut buf)
+        .is_pending()
+    {
+        return false;
+    }
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
     matches!(
-        Pin::new(stream).poll_read(&mut context, &mut buf),
-        Poll::Pending
+        nix::sys::socket::recv(stream.id(), &mut byte, flags),
+        Err(Errno::EAGAIN)
     )
 }
 
@@ -208,6 +226,23 @@ mod tests {
         let read =
             tokio::time::timeout(Duration::from_secs(5), server_fresh.read_to_end(&mut rest));
         assert!(read.await.is_ok(), "the new connection works and closes");
+    }
+
+    /// The upstream's FIN has arrived but the reactor has not run since (no
+    /// await between the close and the reuse), so the stream's readiness still
+    /// says "not readable". Breaks without the `recv(MSG_PEEK)` in `still_open`.
+    #[tokio::test]
+    async fn a_close_the_reactor_has_not_seen_yet_is_not_reused() {
+        let (listener, peer) = listener().await;
+        let pool = UpstreamConnections::new(8);
+        let (client, _) = pool.get(&peer).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Let the reactor see the fresh connection once, as in real use.
+        tokio::task::yield_now().await;
+        pool.put(&peer, client, IDLE);
+        drop(server.into_std().unwrap());
+        let (_, reused) = pool.get(&peer).await.unwrap();
+        assert!(!reused, "a closed connection was handed out");
     }
 
     #[tokio::test]
