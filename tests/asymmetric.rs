@@ -41,7 +41,10 @@ fn sendgrid_headers(key: &SigningKey, ts: u64, body: &[u8]) -> Vec<(String, Stri
     message.extend_from_slice(body);
     let signature: Signature = key.sign(&message);
     vec![
-        (SG_SIG.into(), STANDARD.encode(signature.to_der().as_bytes())),
+        (
+            SG_SIG.into(),
+            STANDARD.encode(signature.to_der().as_bytes()),
+        ),
         (SG_TS.into(), ts.to_string()),
         ("Content-Type".into(), "application/json".into()),
     ]
@@ -56,7 +59,12 @@ fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 
 #[track_caller]
 fn assert_refused(answer: &Response, route: &str, error: &str, app: &Upstream) {
-    assert_eq!(answer.status, 401, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        401,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.json()["error"], error);
     assert_eq!(answer.json()["route"], route);
     assert_eq!(app.count(), 0, "a refused delivery was forwarded");
@@ -90,7 +98,12 @@ fn sendgrid_ecdsa_forwards_signed_bytes_and_refuses_tampering() {
     // forced to true, this tampered batch is forwarded.
     app.clear();
     let tampered = br#"[{"email":"a@example.com","event":"bounce","sg_event_id":"e1"}]"#;
-    let answer = post(gateway.proxy, "/hooks/sendgrid", &as_refs(&headers), tampered);
+    let answer = post(
+        gateway.proxy,
+        "/hooks/sendgrid",
+        &as_refs(&headers),
+        tampered,
+    );
     assert_refused(&answer, "sendgrid", "signature_invalid", &app);
 
     let other_key = sendgrid_headers(&ec_key(8), now(), body);
@@ -117,10 +130,14 @@ fn key_files_are_relative_to_the_config_and_reread_on_reload() {
         )
     };
     // The gateway's directory exists only once it runs: start with the key inline, then
-    // move to a key file beside the config.
-    let gateway = route(&STANDARD.encode(old.verifying_key().to_public_key_der().unwrap().as_bytes()))
-        .server("watch = false")
-        .start();
+    // move to a key file beside the config. Guards `reference.starts_with("file:")` in
+    // `keys::text` (a `file:` key goes through the config's resolver, relative to the config
+    // and recorded for reloads): without it the reference is read as key text and this
+    // reload is refused.
+    let gateway =
+        route(&STANDARD.encode(old.verifying_key().to_public_key_der().unwrap().as_bytes()))
+            .server("watch = false")
+            .start();
     std::fs::create_dir_all(gateway.dir.path().join("keys")).unwrap();
     std::fs::write(gateway.dir.path().join("keys/sendgrid.pem"), pem(&old)).unwrap();
     gateway.rewrite(&route("file:keys/sendgrid.pem").rest());
@@ -133,13 +150,16 @@ fn key_files_are_relative_to_the_config_and_reread_on_reload() {
     assert_eq!(send(&old), 200, "{}", gateway.log());
     assert_eq!(send(&new), 401);
 
-    // SendGrid rotated its key: the same config text, a new file. Guards the key file being
-    // read through the config's resolver (keys::text → cx.resolve), which records it for the
-    // reload fingerprint: read directly, the reload sees no change and keeps the old key.
+    // SendGrid rotated its key: the same config text, a new file, read again on reload.
     std::fs::write(gateway.dir.path().join("keys/sendgrid.pem"), pem(&new)).unwrap();
     let reloaded = gateway.post_reload();
     reloaded.expect_status(200);
-    assert_eq!(reloaded.json()["status"], "reloaded", "{:?}", reloaded.json());
+    assert_eq!(
+        reloaded.json()["status"],
+        "reloaded",
+        "{:?}",
+        reloaded.json()
+    );
     assert_eq!(send(&new), 200, "{}", gateway.log());
     assert_eq!(send(&old), 401);
 
@@ -202,7 +222,10 @@ fn netlify_jwt_binds_the_body_and_pins_the_algorithm() {
     let received = app.received();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].body, body);
-    assert_eq!(received[0].header("x-webhook-signature"), Some(token.as_str()));
+    assert_eq!(
+        received[0].header("x-webhook-signature"),
+        Some(token.as_str())
+    );
 
     // A genuine token for another body. Guards the body-hash comparison in jwt.rs
     // (`actual.ct_eq(expected)`): without it this edited body is forwarded.

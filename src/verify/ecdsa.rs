@@ -53,12 +53,14 @@ impl Ecdsa {
                     self.header
                 ))
             })?;
-        let ts = TimestampFormat::UnixSeconds.parse(timestamp).ok_or_else(|| {
-            malformed(format!(
-                "header {} is not integer Unix seconds",
-                self.timestamp_header
-            ))
-        })?;
+        let ts = TimestampFormat::UnixSeconds
+            .parse(timestamp)
+            .ok_or_else(|| {
+                malformed(format!(
+                    "header {} is not integer Unix seconds",
+                    self.timestamp_header
+                ))
+            })?;
         clock::check_window(ts, now, self.tolerance)?;
         let mut digest = Sha256::new();
         digest.update(timestamp.as_bytes());
@@ -147,10 +149,7 @@ mod tests {
     }
 
     fn public_der_b64(seed: u8) -> String {
-        let der = key(seed)
-            .verifying_key()
-            .to_public_key_der()
-            .expect("spki");
+        let der = key(seed).verifying_key().to_public_key_der().expect("spki");
         STANDARD.encode(der.as_bytes())
     }
 
@@ -183,7 +182,10 @@ mod tests {
         tampered.body.push(b' ');
         assert_eq!(reason(tampered.verify(&v, NOW)), "mismatch");
         let mut other_ts = m.clone();
-        other_ts.set("X-Twilio-Email-Event-Webhook-Timestamp", &(NOW + 1).to_string());
+        other_ts.set(
+            "X-Twilio-Email-Event-Webhook-Timestamp",
+            &(NOW + 1).to_string(),
+        );
         assert_eq!(reason(other_ts.verify(&v, NOW)), "mismatch");
         let wrong_key = signed(8, &ts, body);
         assert_eq!(reason(wrong_key.verify(&v, NOW)), "mismatch");
@@ -231,13 +233,16 @@ mod tests {
             b64(key(7).verifying_key().to_encoded_point(false).x().unwrap()),
             b64(key(7).verifying_key().to_encoded_point(false).y().unwrap()),
         );
-        let v = compile(&format!(
-            "{}\n",
-            spec(&jwks.replace('"', "\\\""))
-        ));
+        let v = compile(&format!("{}\n", spec(&jwks.replace('"', "\\\""))));
         assert_eq!(reason(m.verify(&v, NOW)), "ok", "second key of the set");
-        assert_eq!(reason(signed(8, &NOW.to_string(), b"[]").verify(&v, NOW)), "ok");
-        assert_eq!(reason(signed(9, &NOW.to_string(), b"[]").verify(&v, NOW)), "mismatch");
+        assert_eq!(
+            reason(signed(8, &NOW.to_string(), b"[]").verify(&v, NOW)),
+            "ok"
+        );
+        assert_eq!(
+            reason(signed(9, &NOW.to_string(), b"[]").verify(&v, NOW)),
+            "mismatch"
+        );
     }
 
     #[test]
@@ -247,7 +252,11 @@ mod tests {
             "public_key",
             "public key",
         );
-        assert_problem(&spec("bm90IGEga2V5"), "public_key", "not an EC P-256 public key");
+        assert_problem(
+            &spec("bm90IGEga2V5"),
+            "public_key",
+            "not an EC P-256 public key",
+        );
         assert_problem(
             &format!("{}\nsecrets = [\"${{A}}\"]", spec(&public_der_b64(7))),
             "secrets",

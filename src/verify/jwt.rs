@@ -143,11 +143,7 @@ impl Jwt {
         let text = if self.bearer {
             match value.split_once(' ') {
                 Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-                _ => {
-                    return Err(malformed(format!(
-                        "header {name} is not `Bearer <token>`"
-                    )))
-                }
+                _ => return Err(malformed(format!("header {name} is not `Bearer <token>`"))),
             }
         } else {
             value
@@ -158,7 +154,8 @@ impl Jwt {
             )));
         }
         let mut parts = text.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(malformed(format!(
                 "header {name} is not a compact JWS (header.payload.signature)"
@@ -170,9 +167,10 @@ impl Jwt {
                 .map_err(|_| malformed(format!("the token's {what} is not unpadded base64url")))
         };
         let jose = object(&decode(h, "header")?, "JOSE header")?;
-        let alg = jose.get("alg").and_then(Value::as_str).ok_or_else(|| {
-            malformed("the token's JOSE header has no alg")
-        })?;
+        let alg = jose
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or_else(|| malformed("the token's JOSE header has no alg"))?;
         if alg != self.alg.name() {
             let shown: String = alg.chars().take(16).collect();
             return Err(malformed(format!(
@@ -193,7 +191,12 @@ impl Jwt {
             Some(_) => return Err(malformed("the token's kid is not a string")),
         };
         let signature = decode(s, "signature")?;
-        if self.alg.signature_len().is_some_and(|n| n != signature.len()) || signature.is_empty() {
+        if self
+            .alg
+            .signature_len()
+            .is_some_and(|n| n != signature.len())
+            || signature.is_empty()
+        {
             return Err(malformed(format!(
                 "the token's signature is {} bytes, not a {} signature",
                 signature.len(),
@@ -300,11 +303,10 @@ impl Jwt {
                     Alg::Rs256 => jsonwebtoken::Algorithm::RS256,
                     _ => jsonwebtoken::Algorithm::ES256,
                 };
-                let named = token.kid.as_deref().filter(|kid| {
-                    self.public
-                        .iter()
-                        .any(|(k, _)| k.as_deref() == Some(*kid))
-                });
+                let named = token
+                    .kid
+                    .as_deref()
+                    .filter(|kid| self.public.iter().any(|(k, _)| k.as_deref() == Some(*kid)));
                 self.public
                     .iter()
                     .filter(|(k, _)| named.is_none() || k.as_deref() == named)
@@ -492,7 +494,10 @@ pub(super) fn compile(cx: &mut Cx) -> Option<Jwt> {
                             if format!("{a:?}") != alg.name() {
                                 cx.problem(
                                     "public_key",
-                                    format!("holds a JWK for {a:?}, but the route pins {}", alg.name()),
+                                    format!(
+                                        "holds a JWK for {a:?}, but the route pins {}",
+                                        alg.name()
+                                    ),
                                 );
                                 continue;
                             }
@@ -587,34 +592,67 @@ mod tests {
         tampered.body = br#"{"state":"error"}"#.to_vec();
         assert_eq!(reason(tampered.verify(&v, NOW)), "mismatch", "body hash");
         let other_iss = format!(r#"{{"iss":"evil","sha256":"{}"}}"#, digest(BODY));
-        assert_eq!(reason(netlify(&hs256(a, HS, &other_iss), BODY).verify(&v, NOW)), "mismatch");
+        assert_eq!(
+            reason(netlify(&hs256(a, HS, &other_iss), BODY).verify(&v, NOW)),
+            "mismatch"
+        );
         let no_iss = format!(r#"{{"sha256":"{}"}}"#, digest(BODY));
-        assert_eq!(reason(netlify(&hs256(a, HS, &no_iss), BODY).verify(&v, NOW)), "malformed");
+        assert_eq!(
+            reason(netlify(&hs256(a, HS, &no_iss), BODY).verify(&v, NOW)),
+            "malformed"
+        );
         let no_hash = r#"{"iss":"netlify"}"#;
-        assert_eq!(reason(netlify(&hs256(a, HS, no_hash), BODY).verify(&v, NOW)), "malformed");
+        assert_eq!(
+            reason(netlify(&hs256(a, HS, no_hash), BODY).verify(&v, NOW)),
+            "malformed"
+        );
 
         // Times: iat within ±tolerance; exp and nbf with tolerance of clock difference.
         let at_iat = |iat: u64| netlify(&hs256(a, HS, &claims(&format!(",\"iat\":{iat}"))), BODY);
         assert_eq!(reason(at_iat(NOW).verify(&v, NOW + 300)), "ok");
         assert_eq!(reason(at_iat(NOW).verify(&v, NOW + 301)), "expired");
         assert_eq!(reason(at_iat(NOW).verify(&v, NOW - 301)), "expired");
-        let forged_stale = netlify(&hs256("nope", HS, &claims(&format!(",\"iat\":{NOW}"))), BODY);
-        assert_eq!(reason(forged_stale.verify(&v, NOW + 301)), "expired", "window before key");
+        let forged_stale = netlify(
+            &hs256("nope", HS, &claims(&format!(",\"iat\":{NOW}"))),
+            BODY,
+        );
+        assert_eq!(
+            reason(forged_stale.verify(&v, NOW + 301)),
+            "expired",
+            "window before key"
+        );
         let exp = netlify(&hs256(a, HS, &claims(&format!(",\"exp\":{NOW}"))), BODY);
         assert_eq!(reason(exp.verify(&v, NOW + 300)), "ok");
         assert_eq!(reason(exp.verify(&v, NOW + 301)), "expired");
-        let nbf = netlify(&hs256(a, HS, &claims(&format!(",\"nbf\":{}", NOW + 400))), BODY);
+        let nbf = netlify(
+            &hs256(a, HS, &claims(&format!(",\"nbf\":{}", NOW + 400))),
+            BODY,
+        );
         assert_eq!(reason(nbf.verify(&v, NOW)), "expired");
         assert_eq!(reason(nbf.verify(&v, NOW + 100)), "ok");
         let text_iat = netlify(&hs256(a, HS, &claims(",\"iat\":\"1700000000\"")), BODY);
         assert_eq!(reason(text_iat.verify(&v, NOW)), "malformed");
 
         // Syntax.
-        let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(claims("").as_bytes()));
-        let twice = hs256(a, HS, &format!(r#"{{"iss":"netlify","iss":"netlify","sha256":"{}"}}"#, digest(BODY)));
+        let none = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none"}"#),
+            b64(claims("").as_bytes())
+        );
+        let twice = hs256(
+            a,
+            HS,
+            &format!(
+                r#"{{"iss":"netlify","iss":"netlify","sha256":"{}"}}"#,
+                digest(BODY)
+            ),
+        );
         let crit = hs256(a, r#"{"alg":"HS256","crit":["exp"]}"#, &claims(""));
         let padded = format!("{}=", hs256(a, HS, &claims("")));
-        let short_sig = format!("{}.AAAA", hs256(a, HS, &claims("")).rsplit_once('.').unwrap().0);
+        let short_sig = format!(
+            "{}.AAAA",
+            hs256(a, HS, &claims("")).rsplit_once('.').unwrap().0
+        );
         for (what, token) in [
             ("alg none", none.as_str()),
             ("duplicate claim", twice.as_str()),
@@ -624,7 +662,11 @@ mod tests {
             ("two parts", "abc.def"),
             ("not base64url", "a*b.c.d"),
         ] {
-            assert_eq!(reason(netlify(token, BODY).verify(&v, NOW)), "malformed", "{what}");
+            assert_eq!(
+                reason(netlify(token, BODY).verify(&v, NOW)),
+                "malformed",
+                "{what}"
+            );
         }
         assert_eq!(reason(Msg::post("/n", BODY).verify(&v, NOW)), "missing");
 
@@ -639,7 +681,11 @@ mod tests {
     #[test]
     fn bearer_tokens() {
         let v = compile("scheme = \"jwt\"\nalgorithm = \"HS256\"\nbearer = true\nbody_sha256_claim = \"sha256\"\nsecrets = [\"${A}\"]");
-        let token = hs256("secret-a-0123456789", HS, &format!(r#"{{"sha256":"{}"}}"#, digest(BODY)));
+        let token = hs256(
+            "secret-a-0123456789",
+            HS,
+            &format!(r#"{{"sha256":"{}"}}"#, digest(BODY)),
+        );
         let m = Msg::post("/j", BODY).header("Authorization", &format!("Bearer {token}"));
         assert_eq!(reason(m.verify(&v, NOW)), "ok");
         let bare = Msg::post("/j", BODY).header("Authorization", &token);
@@ -667,21 +713,41 @@ mod tests {
             let mut bytes = URL_SAFE_NO_PAD.decode(sig).unwrap();
             bytes[10] ^= 1;
             let flipped = format!("{input}.{}", b64(&bytes));
-            assert_eq!(reason(good.clone().header("X-Token", &flipped).verify(&v, NOW)), "mismatch");
+            assert_eq!(
+                reason(good.clone().header("X-Token", &flipped).verify(&v, NOW)),
+                "mismatch"
+            );
             // Alg confusion: an HS256 token keyed with the public key's text is refused on
             // its alg, whatever its MAC.
-            let confused = hs256(RSA_PEM, HS, &format!(r#"{{"iat":{NOW},"sha256":"{}"}}"#, digest(RSA_BODY)));
-            assert_eq!(reason(good.clone().header("X-Token", &confused).verify(&v, NOW)), "malformed");
-            assert!(v.sign(&good.request(), at(NOW)).unwrap_err().contains("cannot sign"));
+            let confused = hs256(
+                RSA_PEM,
+                HS,
+                &format!(r#"{{"iat":{NOW},"sha256":"{}"}}"#, digest(RSA_BODY)),
+            );
+            assert_eq!(
+                reason(good.clone().header("X-Token", &confused).verify(&v, NOW)),
+                "malformed"
+            );
+            assert!(v
+                .sign(&good.request(), at(NOW))
+                .unwrap_err()
+                .contains("cannot sign"));
         }
     }
 
     #[test]
     fn es256_with_a_jwk_set_selects_by_kid() {
-        let (k1, k2) = (SigningKey::from_bytes(&[1; 32].into()).unwrap(), SigningKey::from_bytes(&[2; 32].into()).unwrap());
+        let (k1, k2) = (
+            SigningKey::from_bytes(&[1; 32].into()).unwrap(),
+            SigningKey::from_bytes(&[2; 32].into()).unwrap(),
+        );
         let jwk = |k: &SigningKey, kid: &str| {
             let p = k.verifying_key().to_encoded_point(false);
-            format!(r#"{{"kty":"EC","crv":"P-256","kid":"{kid}","alg":"ES256","use":"sig","x":"{}","y":"{}"}}"#, b64(p.x().unwrap()), b64(p.y().unwrap()))
+            format!(
+                r#"{{"kty":"EC","crv":"P-256","kid":"{kid}","alg":"ES256","use":"sig","x":"{}","y":"{}"}}"#,
+                b64(p.x().unwrap()),
+                b64(p.y().unwrap())
+            )
         };
         let v = compile(&format!(
             "scheme = \"jwt\"\nalgorithm = \"ES256\"\nheader = \"Plaid-Verification\"\nbody_sha256_claim = \"request_body_sha256\"\npublic_key = '{{\"keys\": [{}, {}]}}'",
@@ -692,7 +758,11 @@ mod tests {
             let input = format!(
                 "{}.{}",
                 b64(format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT"}}"#).as_bytes()),
-                b64(format!(r#"{{"iat":{NOW},"request_body_sha256":"{}"}}"#, digest(body)).as_bytes())
+                b64(format!(
+                    r#"{{"iat":{NOW},"request_body_sha256":"{}"}}"#,
+                    digest(body)
+                )
+                .as_bytes())
             );
             let sig: Signature = k.sign(input.as_bytes());
             format!("{input}.{}", b64(&sig.to_bytes()))
@@ -700,19 +770,44 @@ mod tests {
         let m = |t: &str| Msg::post("/plaid", BODY).header("Plaid-Verification", t);
         assert_eq!(reason(m(&token(&k2, "k2", BODY)).verify(&v, NOW)), "ok");
         assert_eq!(reason(m(&token(&k1, "k1", BODY)).verify(&v, NOW)), "ok");
-        assert_eq!(reason(m(&token(&k2, "k1", BODY)).verify(&v, NOW)), "mismatch", "kid selects the key");
-        assert_eq!(reason(m(&token(&k2, "k9", BODY)).verify(&v, NOW)), "ok", "unknown kid: every key");
+        assert_eq!(
+            reason(m(&token(&k2, "k1", BODY)).verify(&v, NOW)),
+            "mismatch",
+            "kid selects the key"
+        );
+        assert_eq!(
+            reason(m(&token(&k2, "k9", BODY)).verify(&v, NOW)),
+            "ok",
+            "unknown kid: every key"
+        );
         let k3 = SigningKey::from_bytes(&[3; 32].into()).unwrap();
-        assert_eq!(reason(m(&token(&k3, "k9", BODY)).verify(&v, NOW)), "mismatch");
-        assert_eq!(reason(m(&token(&k1, "k1", b"other")).verify(&v, NOW)), "mismatch");
+        assert_eq!(
+            reason(m(&token(&k3, "k9", BODY)).verify(&v, NOW)),
+            "mismatch"
+        );
+        assert_eq!(
+            reason(m(&token(&k1, "k1", b"other")).verify(&v, NOW)),
+            "mismatch"
+        );
     }
 
     #[test]
     fn compile_errors() {
-        assert_problem(&rsa_spec(&format!("'''{RSA_PEM}'''")).replace("RS256", "none"), "algorithm", "not supported");
-        assert_problem("scheme = \"jwt\"\nheader = \"X\"\nsecrets = [\"${A}\"]", "algorithm", "pins");
         assert_problem(
-            &format!("{}\nsecrets = [\"${{A}}\"]", rsa_spec(&format!("'''{RSA_PEM}'''"))),
+            &rsa_spec(&format!("'''{RSA_PEM}'''")).replace("RS256", "none"),
+            "algorithm",
+            "not supported",
+        );
+        assert_problem(
+            "scheme = \"jwt\"\nheader = \"X\"\nsecrets = [\"${A}\"]",
+            "algorithm",
+            "pins",
+        );
+        assert_problem(
+            &format!(
+                "{}\nsecrets = [\"${{A}}\"]",
+                rsa_spec(&format!("'''{RSA_PEM}'''"))
+            ),
             "secrets",
             "not a shared secret",
         );
@@ -722,17 +817,30 @@ mod tests {
             "remove public_key",
         );
         assert_problem(
-            &format!("scheme = \"jwt\"\nalgorithm = \"ES256\"\nheader = \"X\"\npublic_key = '{RSA_JWK}'"),
+            &format!(
+                "scheme = \"jwt\"\nalgorithm = \"ES256\"\nheader = \"X\"\npublic_key = '{RSA_JWK}'"
+            ),
             "public_key",
             "holds a JWK for RS256",
         );
         assert_problem(&rsa_spec("\"${NOPE}\""), "public_key", "NOPE is not set");
-        assert_problem("scheme = \"jwt\"\nalgorithm = \"HS256\"\nsecrets = [\"${A}\"]", "header", "bearer = true");
         assert_problem(
-            &format!("{}\nsecrets = [\"${{A}}\"]", NETLIFY.replace("\"netlify\"", "\" \"")),
+            "scheme = \"jwt\"\nalgorithm = \"HS256\"\nsecrets = [\"${A}\"]",
+            "header",
+            "bearer = true",
+        );
+        assert_problem(
+            &format!(
+                "{}\nsecrets = [\"${{A}}\"]",
+                NETLIFY.replace("\"netlify\"", "\" \"")
+            ),
             "issuer",
             "empty",
         );
-        assert_problem(&format!("{NETLIFY}\nsecrets = [\"${{A}}\"]\nprefix = \"x\""), "prefix", "remove it");
+        assert_problem(
+            &format!("{NETLIFY}\nsecrets = [\"${{A}}\"]\nprefix = \"x\""),
+            "prefix",
+            "remove it",
+        );
     }
 }

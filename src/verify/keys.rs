@@ -86,8 +86,9 @@ pub(super) fn entries(text: &str) -> Result<Vec<Entry>, String> {
         return pem_blocks(text);
     }
     if text.starts_with('{') {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| format!("looks like JSON but does not parse ({e}); expected a JWK or a JWK Set"))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            format!("looks like JSON but does not parse ({e}); expected a JWK or a JWK Set")
+        })?;
         let jwks: Vec<Jwk> = if value.get("keys").is_some() {
             serde_json::from_value::<JwkSet>(value)
                 .map_err(|e| format!("is not a JWK Set: {e}"))?
@@ -112,9 +113,9 @@ pub(super) fn entries(text: &str) -> Result<Vec<Entry>, String> {
         return Ok(jwks.into_iter().map(|j| Entry::Jwk(Box::new(j))).collect());
     }
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = STANDARD
-        .decode(compact)
-        .map_err(|_| "is neither PEM (-----BEGIN PUBLIC KEY-----), a JWK/JWK Set, nor base64 DER".to_string())?;
+    let der = STANDARD.decode(compact).map_err(|_| {
+        "is neither PEM (-----BEGIN PUBLIC KEY-----), a JWK/JWK Set, nor base64 DER".to_string()
+    })?;
     Ok(vec![Entry::Der(der)])
 }
 
@@ -211,7 +212,8 @@ pub(super) fn rs256_key(entry: &Entry) -> Result<DecodingKey, String> {
                         n.len() * 8
                     ));
                 }
-                DecodingKey::from_jwk(jwk).map_err(|_| "holds an RSA JWK that does not parse".into())
+                DecodingKey::from_jwk(jwk)
+                    .map_err(|_| "holds an RSA JWK that does not parse".into())
             }
             _ => Err("holds a JWK that is not an RSA key (kty \"RSA\")".into()),
         },
@@ -225,7 +227,9 @@ mod tests {
     #[test]
     fn forms_are_recognised() {
         assert!(entries("").is_err());
-        let e = entries("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").err().unwrap();
+        let e = entries("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
+            .err()
+            .unwrap();
         assert!(e.contains("never a private key"), "{e}");
         assert!(entries("-----BEGIN PUBLIC KEY-----\nAAAA").is_err());
         let two = "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n";

@@ -27,7 +27,7 @@ use super::clock::{self, TimestampFormat};
 use super::compile::Cx;
 use super::mac::{Algorithm, KeyedMac};
 use super::wire::{self, Encoding, SigList};
-use super::{malformed, missing, mismatch, Request, VerifyError};
+use super::{malformed, mismatch, missing, Request, VerifyError};
 
 pub(super) struct Mailgun {
     keys: Vec<KeyedMac>,
@@ -93,11 +93,9 @@ impl Mailgun {
                     .ok_or_else(|| missing("the JSON body has no signature object"))?
             }
             "application/x-www-form-urlencoded" => form_block(request.body)?,
-            _ => {
-                return Err(malformed(
-                    "Content-Type is neither application/json nor application/x-www-form-urlencoded",
-                ))
-            }
+            _ => return Err(malformed(
+                "Content-Type is neither application/json nor application/x-www-form-urlencoded",
+            )),
         };
         let (Some(timestamp), Some(token), Some(signature)) =
             (&block.timestamp, &block.token, &block.signature)
@@ -259,7 +257,11 @@ mod tests {
         assert_eq!(reason(good.verify(&v, NOW)), "ok");
         assert_eq!(reason(good.verify(&rotated, NOW)), "ok");
         let verified = v.verify(&good.request(), at(NOW)).unwrap();
-        assert_eq!(verified.signed_id(), Some(token), "the token is the signed id");
+        assert_eq!(
+            verified.signed_id(),
+            Some(token),
+            "the token is the signed id"
+        );
         assert_eq!(
             reason(json(&ts, token, &sig(&ts, token, "other")).verify(&v, NOW)),
             "mismatch"
@@ -279,7 +281,8 @@ mod tests {
         let mut multipart = good.clone();
         multipart.set("Content-Type", "multipart/form-data; boundary=x");
         assert_eq!(reason(multipart.verify(&v, NOW)), "malformed");
-        let unsigned = Msg::post("/m", br#"{"event-data":{}}"#).header("Content-Type", "application/json");
+        let unsigned =
+            Msg::post("/m", br#"{"event-data":{}}"#).header("Content-Type", "application/json");
         assert_eq!(reason(unsigned.verify(&v, NOW)), "missing");
         let mut twice = good.clone();
         let s = sig(&ts, token, SECRET);
@@ -287,16 +290,19 @@ mod tests {
             r#"{{"signature":{{"timestamp":"{ts}","token":"{token}","signature":"{s}"}},"signature":{{"timestamp":"{ts}","token":"{token}","signature":"{s}"}}}}"#
         )
         .into_bytes();
-        assert_eq!(reason(twice.verify(&v, NOW)), "malformed", "a second signature member");
+        assert_eq!(
+            reason(twice.verify(&v, NOW)),
+            "malformed",
+            "a second signature member"
+        );
         let mut not_json = good.clone();
         not_json.body = b"{".to_vec();
         assert_eq!(reason(not_json.verify(&v, NOW)), "malformed");
         // Integer timestamps are read too.
         let mut int_ts = good.clone();
-        int_ts.body = format!(
-            r#"{{"signature":{{"timestamp":{ts},"token":"{token}","signature":"{s}"}}}}"#
-        )
-        .into_bytes();
+        int_ts.body =
+            format!(r#"{{"signature":{{"timestamp":{ts},"token":"{token}","signature":"{s}"}}}}"#)
+                .into_bytes();
         assert_eq!(reason(int_ts.verify(&v, NOW)), "ok");
         // A stale forgery is "expired", decided before the MAC.
         assert_eq!(
@@ -316,13 +322,19 @@ mod tests {
             sig(&ts, token, SECRET)
         );
         let m = Msg::post("/m", body.as_bytes()).header("Content-Type", "application/json");
-        assert_eq!(reason(m.verify(&v, NOW)), "ok", "parent signature under the primary key");
+        assert_eq!(
+            reason(m.verify(&v, NOW)),
+            "ok",
+            "parent signature under the primary key"
+        );
         let form = format!(
             "timestamp={ts}&token={token}&signature={}&event=delivered",
             sig(&ts, token, SECRET)
         );
-        let f = Msg::post("/m", form.as_bytes())
-            .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8");
+        let f = Msg::post("/m", form.as_bytes()).header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        );
         assert_eq!(reason(f.verify(&v, NOW)), "ok");
         let mut doubled = f.clone();
         doubled.body.extend_from_slice(b"&token=other");
@@ -339,16 +351,26 @@ mod tests {
     fn signed_bodies_verify_and_errors_are_clean() {
         let v = compile("scheme = \"mailgun\"\nsecrets = [\"${A}\"]");
         for (body, ct) in [
-            (&br#"{"event-data":{"event":"opened"}}"#[..], "application/json"),
+            (
+                &br#"{"event-data":{"event":"opened"}}"#[..],
+                "application/json",
+            ),
             (&b"event=opened"[..], "application/x-www-form-urlencoded"),
         ] {
             let (signed, content_type) = v.sign_body(body, at(NOW)).unwrap().unwrap();
             assert_eq!(content_type, ct);
             let m = Msg::post("/m", &signed).header("Content-Type", ct);
-            assert_eq!(reason(m.verify(&v, NOW)), "ok", "{}", String::from_utf8_lossy(&signed));
+            assert_eq!(
+                reason(m.verify(&v, NOW)),
+                "ok",
+                "{}",
+                String::from_utf8_lossy(&signed)
+            );
         }
         let ts = NOW.to_string();
-        let e = json(&ts, "t", &sig(&ts, "t", "x")).verify(&v, NOW).unwrap_err();
+        let e = json(&ts, "t", &sig(&ts, "t", "x"))
+            .verify(&v, NOW)
+            .unwrap_err();
         assert!(!format!("{e:?}").contains("secret-a"), "{e:?}");
         assert_problem("scheme = \"mailgun\"", "secrets", "signing key");
         assert_problem(
