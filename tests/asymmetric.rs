@@ -257,6 +257,40 @@ fn netlify_jwt_binds_the_body_and_pins_the_algorithm() {
     }
     let answer = post(gateway.proxy, "/hooks/netlify", &[], body);
     assert_refused(&answer, "netlify", "signature_missing", &app);
+
+    // `hookgate sign` makes an HS256 token over its sample body that the gateway accepts.
+    let (headers, curl) = hookgate_sign(&gateway, "netlify");
+    let sample = hookgate::sign::SAMPLE_BODY.as_bytes();
+    let answer = post(gateway.proxy, "/hooks/netlify", &as_refs(&headers), sample);
+    assert_eq!(answer.status, 200, "{curl}\n{}", gateway.log());
+}
+
+/// `hookgate sign --route ROUTE` against the gateway's config: (header lines, curl line).
+fn hookgate_sign(gateway: &Gateway, route: &str) -> (Vec<(String, String)>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args([
+            "sign",
+            "-c",
+            gateway.config_path.to_str().unwrap(),
+            "--route",
+            route,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let headers = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("curl "))
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let curl = text
+        .lines()
+        .find(|l| l.starts_with("curl "))
+        .unwrap()
+        .to_string();
+    (headers, curl)
 }
 
 fn mailgun_body(key: &str, ts: u64, token: &str, event: &str) -> Vec<u8> {
@@ -314,4 +348,22 @@ fn mailgun_signature_inside_the_body() {
     let stale = mailgun_body(KEY, now() - 3600, token, "delivered");
     let answer = post(gateway.proxy, "/hooks/mailgun", &json, &stale);
     assert_refused(&answer, "mailgun", "timestamp_out_of_range", &app);
+
+    // `hookgate sign` puts the signature block into the body it prints (curl's inline data).
+    // Guards the `verifier.sign_body(..)` branch in sign.rs: without it the sample is printed
+    // unsigned.
+    let (headers, curl) = hookgate_sign(&gateway, "mailgun");
+    let signed = curl
+        .split_once("--data-binary '")
+        .and_then(|(_, rest)| rest.strip_suffix('\''))
+        .expect("inline body");
+    assert!(signed.contains("\"signature\":{"), "{curl}");
+    let answer = post(
+        gateway.proxy,
+        "/hooks/mailgun",
+        &as_refs(&headers),
+        signed.as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{curl}\n{}", gateway.log());
+    assert_eq!(app.received()[0].body, signed.as_bytes());
 }
