@@ -64,7 +64,9 @@
 //! request (a memcpy, no allocation); the MAC is fed incrementally (prefix, body, suffix), the
 //! body is never copied, and provided signatures are decoded into stack buffers. Exceptions:
 //! Twilio form bodies (parameters must be decoded and sorted), Discord (Ed25519 strict
-//! verification needs the message contiguous: one copy of timestamp+body) and error details.
+//! verification needs the message contiguous: one copy of timestamp+body), `jwt` (the token's
+//! header and claims are decoded, a few hundred bytes), `mailgun` (the body is parsed to find
+//! the signature block) and error details. `ecdsa` feeds SHA-256 incrementally, no copy.
 
 mod clock;
 mod compile;
