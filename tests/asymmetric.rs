@@ -94,8 +94,8 @@ fn sendgrid_ecdsa_forwards_signed_bytes_and_refuses_tampering() {
     assert_eq!(received[0].body, body);
     assert_eq!(received[0].header(SG_SIG), Some(headers[0].1.as_str()));
 
-    // Guards `key.verify_digest(digest.clone(), &signature)` in ecdsa.rs: with the match
-    // forced to true, this tampered batch is forwarded.
+    // Guards `jsonwebtoken::crypto::verify(..)` in ecdsa.rs: with the match forced to true,
+    // this tampered batch is forwarded.
     app.clear();
     let tampered = br#"[{"email":"a@example.com","event":"bounce","sg_event_id":"e1"}]"#;
     let answer = post(

@@ -8,17 +8,21 @@
 //! Keys: `public_key` (see [`super::keys`]: SendGrid's base64 text, a PEM file, or a JWK Set
 //! for rotation), `header`, `timestamp_header` (both required; the `sendgrid` provider row sets
 //! them), `tolerance` (default 5 minutes: SendGrid documents no window, this is gateway policy,
-//! checked before the signature as for every scheme). The digest is fed incrementally (no copy
-//! of the body). The gateway holds no private key, so it cannot sign.
+//! checked before the signature as for every scheme). The gateway holds no private key, so it
+//! cannot sign.
+//!
+//! Keys and the DER signature are parsed with `p256` (RustCrypto); the verification itself is
+//! ring's, through `jsonwebtoken`, the same as the `jwt` scheme's ES256: about 38 µs against
+//! 190 µs for `p256`'s (1 KiB body, release build, this machine). Ring takes the message in one
+//! piece, so timestamp + body is copied once per request.
 
 use std::time::{Duration, SystemTime};
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use http::HeaderName;
-use p256::ecdsa::signature::DigestVerifier as _;
-use p256::ecdsa::{Signature, VerifyingKey};
-use sha2::{Digest as _, Sha256};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use p256::ecdsa::Signature;
 
 use super::clock::{self, TimestampFormat};
 use super::compile::Cx;
@@ -33,7 +37,8 @@ pub(super) const CANNOT_SIGN: &str =
 const MAX_SIGNATURE_BASE64: usize = 96;
 
 pub(super) struct Ecdsa {
-    keys: Vec<VerifyingKey>,
+    /// Each key as its uncompressed SEC1 point, checked to be on P-256 by `p256`.
+    keys: Vec<DecodingKey>,
     header: HeaderName,
     timestamp_header: HeaderName,
     tolerance: Duration,
@@ -62,13 +67,14 @@ impl Ecdsa {
                 ))
             })?;
         clock::check_window(ts, now, self.tolerance)?;
-        let mut digest = Sha256::new();
-        digest.update(timestamp.as_bytes());
-        digest.update(request.body);
-        let matched = self
-            .keys
-            .iter()
-            .any(|key| key.verify_digest(digest.clone(), &signature).is_ok());
+        // Ring reads the fixed-size r‖s form, base64url as in a JWS.
+        let fixed = URL_SAFE_NO_PAD.encode(signature.to_bytes());
+        let mut message = Vec::with_capacity(timestamp.len() + request.body.len());
+        message.extend_from_slice(timestamp.as_bytes());
+        message.extend_from_slice(request.body);
+        let matched = self.keys.iter().any(|key| {
+            jsonwebtoken::crypto::verify(&fixed, &message, key, Algorithm::ES256).unwrap_or(false)
+        });
         if matched {
             Ok(())
         } else {
@@ -99,7 +105,7 @@ pub(super) fn compile(cx: &mut Cx) -> Option<Ecdsa> {
     match keys::entries(&text) {
         Ok(entries) => {
             for entry in &entries {
-                match keys::p256_key(entry) {
+                match keys::es256_key(entry) {
                     Ok(key) => verifying.push(key),
                     Err(e) => cx.problem("public_key", format!("the key {e}")),
                 }
