@@ -66,7 +66,8 @@
 //! Twilio form bodies (parameters must be decoded and sorted), Discord (Ed25519 strict
 //! verification needs the message contiguous: one copy of timestamp+body), `jwt` (the token's
 //! header and claims are decoded, a few hundred bytes), `mailgun` (the body is parsed to find
-//! the signature block) and error details. `ecdsa` feeds SHA-256 incrementally, no copy.
+//! the signature block), `ecdsa` (ring verifies the message in one piece: one copy of
+//! timestamp+body) and error details.
 
 mod clock;
 mod compile;
