@@ -163,6 +163,7 @@ fn cases(size: usize) -> Vec<Case> {
         HeaderValue::from_str(&NOW.to_string()).expect("value"),
     );
     all.push(discord);
+    all.extend(asymmetric_cases(&body));
     if size <= 4096 {
         let form = b"CallSid=CA1234567890ABCDE&Digits=1234&From=%2B14158675309&To=%2B18005551212&Caller=%2B14158675309&Body=".to_vec();
         let mut form_body = form;
@@ -181,6 +182,75 @@ fn cases(size: usize) -> Vec<Case> {
         }
     }
     all
+}
+
+/// `ecdsa` (SendGrid), `jwt` HS256 (Netlify) and ES256 (Plaid), and `mailgun` (signature in
+/// the body). Public-key cases are signed here with a test P-256 key.
+fn asymmetric_cases(body: &[u8]) -> Vec<Case> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use p256::ecdsa::signature::Signer as _;
+    use p256::pkcs8::EncodePublicKey as _;
+    let key = p256::ecdsa::SigningKey::from_bytes(&[5u8; 32].into()).expect("scalar");
+    let spki = STANDARD.encode(
+        key.verifying_key()
+            .to_public_key_der()
+            .expect("spki")
+            .as_bytes(),
+    );
+    let mut message = NOW.to_string().into_bytes();
+    message.extend_from_slice(body);
+    let sig: p256::ecdsa::Signature = key.sign(&message);
+    let sendgrid = case(
+        "ecdsa-sendgrid",
+        &format!("scheme = \"ecdsa\"\nheader = \"X-Sig\"\ntimestamp_header = \"X-Ts\"\npublic_key = \"{spki}\""),
+        "/h",
+        body.to_vec(),
+        &[("x-sig", &STANDARD.encode(sig.to_der().as_bytes())), ("x-ts", &NOW.to_string())],
+    );
+    let netlify = case(
+        "jwt-hs256-netlify",
+        "scheme = \"jwt\"\nalgorithm = \"HS256\"\nheader = \"X-Webhook-Signature\"\nissuer = \"netlify\"\nbody_sha256_claim = \"sha256\"\nsecrets = [\"${K}\"]",
+        "/h",
+        body.to_vec(),
+        &[],
+    );
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256"}"#),
+        URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"iat":{NOW},"request_body_sha256":"{}"}}"#,
+            hex::encode(Sha256::digest(body))
+        ))
+    );
+    let jws: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(jws.to_bytes()));
+    let plaid = case(
+        "jwt-es256-plaid",
+        &format!("scheme = \"jwt\"\nalgorithm = \"ES256\"\nheader = \"Plaid-Verification\"\nbody_sha256_claim = \"request_body_sha256\"\npublic_key = \"{spki}\""),
+        "/h",
+        body.to_vec(),
+        &[("plaid-verification", &token)],
+    );
+    let mut mailgun = case(
+        "mailgun",
+        "scheme = \"mailgun\"\nsecrets = [\"${K}\"]",
+        "/h",
+        Vec::new(),
+        &[],
+    );
+    let json: serde_json::Value =
+        serde_json::json!({"event-data": {"data": String::from_utf8_lossy(body)}});
+    let (signed, content_type) = mailgun
+        .verifier
+        .sign_body(json.to_string().as_bytes(), now())
+        .expect("mailgun signs in the body")
+        .expect("sign");
+    mailgun.body = signed;
+    mailgun.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    vec![sendgrid, netlify, plaid, mailgun]
 }
 
 fn bench(c: &mut Criterion) {

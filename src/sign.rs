@@ -57,7 +57,17 @@ pub fn sign(
     let url = url.map_or_else(|| default_url(config, route), str::to_string);
     let path_and_query = path_of(&url);
     // Sign the request as it will be sent: URL-bound schemes (Twilio) look at the Content-Type.
-    let content_type = content_type(&body);
+    let mut content_type = content_type(&body);
+    let mut body_file = body_file;
+    let mut body = body;
+    // Schemes that carry the signature in the body (Mailgun) rewrite it; the curl line then
+    // sends the signed body inline instead of the file.
+    if let Some(signed_body) = route.verifier.sign_body(&body, now) {
+        let (signed, signed_type) = signed_body?;
+        body = signed;
+        content_type = signed_type;
+        body_file = None;
+    }
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,

@@ -14,7 +14,7 @@ use crate::events::JsonPointer;
 use crate::units::parse_duration;
 
 /// Schemes whose verifier can produce `Verified::signed_id`.
-const SIGNED_ID_SCHEMES: &[&str] = &["standard-webhooks", "twitch", "hmac", "gitlab"];
+const SIGNED_ID_SCHEMES: &[&str] = &["standard-webhooks", "twitch", "hmac", "gitlab", "mailgun"];
 
 /// The `dedupe` table of a route, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -65,6 +65,8 @@ impl<'s> Cx<'s> {
             ("timestamp_format", s.timestamp_format.is_some()),
             ("id_header", s.id_header.is_some()),
             ("bearer", s.bearer.is_some()),
+            ("issuer", s.issuer.is_some()),
+            ("body_sha256_claim", s.body_sha256_claim.is_some()),
         ];
         for (key, is_set) in set {
             if is_set && !allowed.contains(&key) {

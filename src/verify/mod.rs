@@ -10,8 +10,11 @@
 //!
 //! # Schemes
 //! `github`, `gitlab`, `stripe`, `slack`, `shopify`, `standard-webhooks` (alias `svix`),
-//! `twilio`, `zoom`, `twitch`, `discord`, `hubspot`, `square`, `paddle`, `linear`, `token` and
-//! the generic `hmac`. Providers without a scheme of their own map onto these through the
+//! `twilio`, `zoom`, `twitch`, `discord`, `hubspot`, `square`, `paddle`, `linear`, `token`, the
+//! generic `hmac`, and three for the long tail: `ecdsa` (P-256 over timestamp + body, SendGrid),
+//! `jwt` (a JWS with HS256/RS256/ES256 and a body-hash claim, Netlify and Plaid) and `mailgun`
+//! (the signature inside the body). Public keys come from PEM, JWK or JWK Set files
+//! (`keys.rs`). Providers without a scheme of their own map onto these through the
 //! preset table in [`providers`] (`verify = { provider = "bitbucket", secrets = [...] }`): Meta
 //! uses `github`; Mux and Calendly use `stripe` with their own header; Clerk uses `svix`;
 //! Bitbucket, Jira, Intercom, Typeform, PagerDuty, Sentry, Vercel, Zendesk and most others use
@@ -35,7 +38,9 @@
 //! work. A stale request whose signature header does not even parse is "malformed", not
 //! "expired": expiry is only reported about a syntactically valid signed request. The one
 //! exception is Linear, whose timestamp lives *inside* the signed body: the body is parsed only
-//! after its MAC matched, so unauthenticated JSON is never parsed.
+//! after its MAC matched. Two schemes must read unauthenticated data to find what is signed, and
+//! keep the same order: `jwt` reads the token's claims (bounded by the header size) and
+//! `mailgun` reads the signature block out of the body; both refuse a member name given twice.
 //!
 //! # Policy choices
 //! - **Both directions.** Timestamps more than `tolerance` in the future are rejected too.
@@ -59,18 +64,25 @@
 //! request (a memcpy, no allocation); the MAC is fed incrementally (prefix, body, suffix), the
 //! body is never copied, and provided signatures are decoded into stack buffers. Exceptions:
 //! Twilio form bodies (parameters must be decoded and sorted), Discord (Ed25519 strict
-//! verification needs the message contiguous: one copy of timestamp+body) and error details.
+//! verification needs the message contiguous: one copy of timestamp+body), `jwt` (the token's
+//! header and claims are decoded, a few hundred bytes), `mailgun` (the body is parsed to find
+//! the signature block), `ecdsa` (ring verifies the message in one piece: one copy of
+//! timestamp+body) and error details.
 
 mod clock;
 mod compile;
 mod discord;
+mod ecdsa;
 mod engine;
 mod generic;
 mod github;
 mod gitlab;
 mod hubspot;
+mod jwt;
+mod keys;
 mod linear;
 mod mac;
+mod mailgun;
 mod paddle;
 pub mod providers;
 mod shopify;
@@ -115,6 +127,9 @@ pub const SCHEMES: &[&str] = &[
     "linear",
     "token",
     "hmac",
+    "ecdsa",
+    "jwt",
+    "mailgun",
 ];
 
 /// The file layer of a route's `verify = { ... }` table.
@@ -145,14 +160,17 @@ pub struct VerifySpec {
     /// Required by `twilio`, `hubspot`, `square`; optional `{url}` for `hmac`.
     pub public_url: Option<String>,
     /// `discord`: the application's Ed25519 public key, hex (or a `${ENV}`/`file:` reference).
+    /// `ecdsa`, `jwt` (RS256/ES256): the sender's public key as PEM, JWK, JWK Set or base64
+    /// DER, inline or as a `file:` path relative to the config file (re-read on reload).
     pub public_key: Option<String>,
     /// `github`: also accept the legacy SHA-1 `X-Hub-Signature` when the SHA-256 header is
     /// absent. Default false.
     pub sha1_fallback: Option<bool>,
-    /// `hmac`: `sha1` | `sha256` (default) | `sha512`; `twilio`: `sha1` (default) | `sha256`.
+    /// `hmac`: `sha1` | `sha256` (default) | `sha512`; `twilio`: `sha1` (default) | `sha256`;
+    /// `jwt`: `HS256` | `RS256` | `ES256` (required: the only algorithm accepted).
     pub algorithm: Option<String>,
-    /// `hmac`/`token`: the header carrying the signature/token; `stripe`: header name for
-    /// Stripe-format providers such as Mux (default `Stripe-Signature`).
+    /// `hmac`/`token`/`jwt`/`ecdsa`: the header carrying the signature/token; `stripe`: header
+    /// name for Stripe-format providers such as Mux (default `Stripe-Signature`).
     pub header: Option<String>,
     /// `hmac`: `hex` (default) | `base64`.
     pub encoding: Option<String>,
@@ -163,14 +181,20 @@ pub struct VerifySpec {
     /// `hmac`: what is signed, with `{body}` (exactly once), `{timestamp}`, `{id}`, `{method}`,
     /// `{url}` placeholders. Default `"{body}"`.
     pub signed: Option<String>,
-    /// `hmac`: header carrying the signed timestamp (required with `{timestamp}`).
+    /// `hmac`: header carrying the signed timestamp (required with `{timestamp}`); `ecdsa`: the
+    /// timestamp header (required).
     pub timestamp_header: Option<String>,
     /// `hmac`: `unix` (seconds, default) | `unix_ms` | `rfc3339`.
     pub timestamp_format: Option<String>,
     /// `hmac`: header carrying the signed delivery id (required with `{id}`).
     pub id_header: Option<String>,
-    /// `token`: expect `Authorization: Bearer <token>`.
+    /// `token`/`jwt`: expect `Authorization: Bearer <token>`.
     pub bearer: Option<bool>,
+    /// `jwt`: the `iss` the token must carry (Netlify: `"netlify"`).
+    pub issuer: Option<String>,
+    /// `jwt`: the claim holding the lower-case hex SHA-256 of the body (Netlify: `"sha256"`,
+    /// Plaid: `"request_body_sha256"`). Without it the token does not cover the body.
+    pub body_sha256_claim: Option<String>,
 }
 
 impl VerifySpec {
@@ -334,6 +358,9 @@ enum Kind {
     Gitlab(gitlab::Gitlab),
     Twilio(twilio::Twilio),
     Discord(discord::Discord),
+    Ecdsa(ecdsa::Ecdsa),
+    Jwt(Box<jwt::Jwt>),
+    Mailgun(mailgun::Mailgun),
 }
 
 impl fmt::Debug for Verifier {
@@ -444,6 +471,9 @@ impl Verifier {
             "paddle" => paddle::compile(&mut cx).map(|h| Kind::Hmac(Box::new(h))),
             "linear" => linear::compile(&mut cx).map(|h| Kind::Hmac(Box::new(h))),
             "token" => token::compile(&mut cx).map(Kind::Token),
+            "ecdsa" => ecdsa::compile(&mut cx).map(Kind::Ecdsa),
+            "jwt" => jwt::compile(&mut cx).map(|j| Kind::Jwt(Box::new(j))),
+            "mailgun" => mailgun::compile(&mut cx).map(Kind::Mailgun),
             _ => generic::compile(&mut cx).map(|h| Kind::Hmac(Box::new(h))),
         };
         match (cx.into_problems(), kind) {
@@ -518,6 +548,15 @@ impl Verifier {
                 d.verify(request, now)?;
                 None
             }
+            Kind::Ecdsa(e) => {
+                e.verify(request, now)?;
+                None
+            }
+            Kind::Jwt(j) => {
+                j.verify(request, now)?;
+                None
+            }
+            Kind::Mailgun(m) => m.verify(request, now)?,
         };
         Ok(Verified::new(request.body, self.scheme, signed_id))
     }
@@ -538,6 +577,31 @@ impl Verifier {
             Kind::Gitlab(g) => g.sign(request, now),
             Kind::Twilio(t) => t.sign(request),
             Kind::Discord(_) => Err(discord::CANNOT_SIGN.to_string()),
+            Kind::Ecdsa(_) => Err(ecdsa::CANNOT_SIGN.to_string()),
+            Kind::Jwt(j) => j.sign(request, now),
+            // The signature travels in the body: see `sign_body`.
+            Kind::Mailgun(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// For schemes that carry the signature inside the body (`mailgun`): `body` with a
+    /// signature for the first secret as of `now` added, and the Content-Type to send it with.
+    /// `None` for every other scheme (their signature is in headers, see [`Verifier::sign`]).
+    pub fn sign_body(
+        &self,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<(Vec<u8>, &'static str), String>> {
+        match &self.kind {
+            Kind::Mailgun(m) => {
+                let content_type = if mailgun::Mailgun::is_json(body) {
+                    "application/json"
+                } else {
+                    "application/x-www-form-urlencoded"
+                };
+                Some(m.sign_body(body, now).map(|b| (b, content_type)))
+            }
+            _ => None,
         }
     }
 

@@ -49,9 +49,14 @@ impl Provider {
         super::canonical_scheme(&self.verify.scheme).unwrap_or("unknown")
     }
 
-    /// Whether the row verifies with a shared secret (so `hookgate sign` can sign for it).
+    /// Whether the row verifies with a shared secret (so `hookgate sign` can sign for it):
+    /// not the public-key rows (`discord`, `ecdsa`, `jwt` with RS256/ES256).
     pub fn shared_secret(&self) -> bool {
-        self.scheme() != "discord"
+        match self.scheme() {
+            "discord" | "ecdsa" => false,
+            "jwt" => self.verify.algorithm.as_deref() == Some("HS256"),
+            _ => true,
+        }
     }
 
     /// The event header, when the row's event type is in a header.
@@ -141,6 +146,8 @@ pub fn overlay(row: &VerifySpec, route: &VerifySpec) -> VerifySpec {
         timestamp_format,
         id_header,
         bearer,
+        issuer,
+        body_sha256_claim,
     } = route.clone();
     VerifySpec {
         scheme: row.scheme.clone(),
@@ -160,6 +167,8 @@ pub fn overlay(row: &VerifySpec, route: &VerifySpec) -> VerifySpec {
         timestamp_format: timestamp_format.or_else(|| row.timestamp_format.clone()),
         id_header: id_header.or_else(|| row.id_header.clone()),
         bearer: bearer.or(row.bearer),
+        issuer: issuer.or_else(|| row.issuer.clone()),
+        body_sha256_claim: body_sha256_claim.or_else(|| row.body_sha256_claim.clone()),
     }
 }
 
@@ -179,6 +188,8 @@ pub fn parameters(spec: &VerifySpec) -> String {
         text("timestamp_format", &spec.timestamp_format),
         text("id_header", &spec.id_header),
         text("tolerance", &spec.tolerance),
+        text("issuer", &spec.issuer),
+        text("body_sha256_claim", &spec.body_sha256_claim),
         flag("sha1_fallback", spec.sha1_fallback),
         flag("bearer", spec.bearer),
     ]
@@ -305,9 +316,11 @@ mod tests {
             }
             let resolve = |r: &str| {
                 Ok(Secret::new(match r {
-                    "${K}" => {
+                    "${K}" if p.scheme() == "discord" => {
                         "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into()
                     }
+                    // An EC P-256 SubjectPublicKeyInfo (ecdsa, jwt ES256), base64 DER.
+                    "${K}" => "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAECIu5/yKrKRp0yG/Gd7qJe6re43DMYSm4LRcLo/wmQVxELamnFgZ5VtkeqgK5OtQJSQ6HzV51jqajMaHet1uoRg==".into(),
                     _ if p.scheme() == "standard-webhooks" => {
                         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()
                     }
