@@ -9,8 +9,11 @@
 //! 3. the route's IP allowlist                       -> 403 ip_not_allowed
 //! 4. the route's rate limit                         -> 429 rate_limited + Retry-After
 //! 5. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
+//!    an unsigned setup handshake (route `handshake`) -> answered (Meta, Dropbox, X, Graph,
+//!                                                      Asana) | 400 | 403 | 409
 //! 6. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
 //!                                                      | timestamp_out_of_range
+//!    a signed setup handshake in the verified body   -> answered (Slack, Zoom, Twitch, Discord)
 //! 7. duplicate delivery id (route `dedupe`)         -> 200 duplicate / 409 duplicate_in_flight
 //! 8. event type -> the route's upstream(s)          -> 422 event_unmatched / 400 bad_request
 //! 9. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
@@ -40,6 +43,7 @@ mod connections;
 mod copies;
 mod forward;
 mod framing;
+mod handshake;
 mod headers;
 mod queued;
 mod reply;
@@ -154,6 +158,9 @@ pub struct RequestContext {
     admission: Option<InflightSlot>,
     /// Whether the request head was parsed (so `req_header()` may be called).
     head_read: bool,
+    /// A GET let through to a route without GET only because it may be the route's
+    /// handshake: anything else is 405.
+    handshake_only: bool,
 }
 
 impl RequestContext {
@@ -276,6 +283,7 @@ impl Gateway {
             _counted: Counted::new(&self.metrics.inflight),
             admission: None,
             head_read: false,
+            handshake_only: false,
         }
     }
 
@@ -306,7 +314,16 @@ impl Gateway {
         allow(route, client)?; // 3
         rate_limit(route, client, session)?; // 4
         let body = self.read_body(snapshot, session, ctx, route).await?; // 5
-        let admitted = self.verify_and_admit(route, session, &body, ctx)?; // 6, 7, 8
+        if let Some(answer) = handshake::unsigned(&self.metrics, route, session, &body)? {
+            return Ok(handshake::answer(session, ctx, answer).await);
+        }
+        if ctx.handshake_only {
+            return Err(Refusal::new(Reply::METHOD_NOT_ALLOWED));
+        }
+        let admitted = match self.verify_and_admit(route, session, &body, ctx)? {
+            Checked::Admitted(admitted) => admitted, // 6, 7, 8
+            Checked::Handshake(answer) => return Ok(handshake::answer(session, ctx, answer).await),
+        };
         self.forward_primary(snapshot, session, ctx, route, admitted)
             .await // 9
     }
@@ -391,6 +408,17 @@ impl Gateway {
             RouteMatch::NoRoute => Err(Refusal::new(Reply::NO_ROUTE)),
             RouteMatch::MethodNotAllowed(index) => {
                 ctx.route = Some(index);
+                let route = &snapshot.routes[index];
+                // A GET handshake reaches a route limited to other methods, and only it.
+                let get_handshake = route
+                    .settings
+                    .handshake
+                    .as_ref()
+                    .is_some_and(|h| h.kind().is_get());
+                if get_handshake && head.method == http::Method::GET {
+                    ctx.handshake_only = true;
+                    return Ok(route);
+                }
                 Err(Refusal::new(Reply::METHOD_NOT_ALLOWED))
             }
         }
@@ -444,15 +472,16 @@ impl Gateway {
         refusal.close()
     }
 
-    /// Steps 6–8: verify the body and the head, then the duplicate delivery and
-    /// the event. All read the verified body; the answer is decided first.
+    /// Steps 6–8: verify the body and the head, then a signed handshake, the
+    /// duplicate delivery and the event. All read the verified body; the answer
+    /// is decided first.
     fn verify_and_admit<'r>(
         &self,
         route: &'r Route,
         session: &Session,
         body: &bytes::Bytes,
         ctx: &mut RequestContext,
-    ) -> Result<Admitted<'r>, Refusal> {
+    ) -> Result<Checked<'r>, Refusal> {
         let head = session.req_header();
         let request = verify::Request {
             method: head.method.as_str(),
@@ -461,7 +490,14 @@ impl Gateway {
             headers: &head.headers,
             body,
         };
-        let verifier = &route.settings.verifier;
+        // An Asana handshake route verifies with the secret its handshake handed over.
+        let handed_over = route
+            .settings
+            .handshake
+            .as_ref()
+            .and_then(|h| h.asana())
+            .and_then(|secret| secret.verifier());
+        let verifier = handed_over.as_ref().unwrap_or(&route.settings.verifier);
         let verified = verifier
             .verify(&request, SystemTime::now())
             .map_err(|error| {
@@ -476,7 +512,13 @@ impl Gateway {
                 }
                 .detail(error.to_string())
             })?;
+        if let Some(answer) =
+            handshake::signed(&self.metrics, route, &head.headers, verified.body())?
+        {
+            return Ok(Checked::Handshake(answer));
+        }
         self.admit(route, &verified, body, &head.headers, ctx)
+            .map(Checked::Admitted)
     }
 
     /// Step 9: forward the verified bytes to the primary upstream and relay its
@@ -694,6 +736,12 @@ struct Admitted<'r> {
     claim: Option<Claim>,
     primary: &'r str,
     copies: &'r [String],
+}
+
+/// What steps 6–8 decided: forward, or answer a signed handshake.
+enum Checked<'r> {
+    Admitted(Admitted<'r>),
+    Handshake(crate::handshake::Answer),
 }
 
 /// How step 9 ended when it answered: the relay finished, or broke after the
