@@ -293,11 +293,10 @@ impl Handshake {
                 })
             }
             Kind::Asana if request.method == Method::POST => {
-                let offered = request.headers.get_all("x-hook-secret");
-                if offered.iter().next().is_none() {
-                    return None;
-                }
-                Some(self.asana_handshake(request.headers))
+                request
+                    .headers
+                    .contains_key("x-hook-secret")
+                    .then(|| self.asana_handshake(request.headers))
             }
             _ => None,
         }

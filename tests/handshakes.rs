@@ -503,6 +503,7 @@ fn config_error(route: &str) -> String {
 
 #[test]
 fn handshake_on_a_route_without_one_is_refused_naming_line_and_key() {
+    // Guards the "no setup handshake" refusal in `plan` (src/config/handshake.rs).
     let e = config_error(
         "verify = { provider = \"github\", secrets = [\"literal:x\"] }\nhandshake = true",
     );
@@ -526,6 +527,7 @@ fn handshake_on_a_route_without_one_is_refused_naming_line_and_key() {
 
 #[test]
 fn check_shows_the_handshake_of_each_route() {
+    // Guards the `handshake {}` field of `Config::describe` (src/config/mod.rs).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("h.toml");
     std::fs::write(
