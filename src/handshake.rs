@@ -33,7 +33,8 @@
 //! takes one only while it holds none for the route (so an attacker cannot replace it once
 //! set), and only from clients the route's allowlist admits (that step runs first). The same
 //! secret offered again is answered again (a retried handshake); a different one is refused
-//! with 409 until the operator removes the kept one (the file, see the README). Deliveries
+//! with 409 until the operator removes the kept one (the file, or the store's entry: see
+//! the README). Deliveries
 //! before a secret is held fail verification (401).
 
 use std::borrow::Cow;
@@ -208,6 +209,8 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// Where Asana secrets are kept, when the gateway has a durable store.
+    pub secrets: Option<&'a dyn SecretStore>,
 }
 
 /// A route's compiled handshake.
@@ -292,12 +295,10 @@ impl Handshake {
                     Ok(Answer::text(echoable(&token, true)?.to_string()))
                 })
             }
-            Kind::Asana if request.method == Method::POST => {
-                request
-                    .headers
-                    .contains_key("x-hook-secret")
-                    .then(|| self.asana_handshake(request.headers))
-            }
+            Kind::Asana if request.method == Method::POST => request
+                .headers
+                .contains_key("x-hook-secret")
+                .then(|| self.asana_handshake(request.headers, request.secrets)),
             _ => None,
         }
     }
@@ -375,7 +376,11 @@ impl Handshake {
         )))
     }
 
-    fn asana_handshake(&self, headers: &HeaderMap) -> Result<Answer, Refused> {
+    fn asana_handshake(
+        &self,
+        headers: &HeaderMap,
+        secrets: Option<&dyn SecretStore>,
+    ) -> Result<Answer, Refused> {
         let mut offered = headers.get_all("x-hook-secret").iter();
         let (Some(value), None) = (offered.next(), offered.next()) else {
             return Err(Refused::Malformed("X-Hook-Secret is repeated"));
@@ -396,7 +401,7 @@ impl Handshake {
         let Some(keeper) = &self.asana else {
             return Err(Refused::Store("no place to keep it".into()));
         };
-        keeper.offer(value)?;
+        keeper.offer(value, secrets)?;
         Ok(Answer {
             status: 200,
             content_type: None,
@@ -481,9 +486,23 @@ impl<'a> Query<'a> {
     }
 }
 
-/// Asana's handed-over secret for one route: at most one, kept in a file (written atomically,
-/// mode 0600), and the verifier of `X-Hook-Signature` built from it.
+/// Where Asana secrets are kept when the gateway has a durable store (`[storage]`): a small
+/// key/value table beside the queued deliveries. Keys are `asana/<route name>`.
+pub trait SecretStore: Send + Sync {
+    /// The value kept under `key`, if any.
+    fn secret(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Keeps `value` under `key` unless a value is already there, durably before it returns;
+    /// returns the value kept (the earlier one when there was one).
+    fn keep_first(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// Asana's handed-over secret for one route: at most one, kept in the durable store when the
+/// gateway has one, else in a file (created atomically, mode 0600), and the verifier of
+/// `X-Hook-Signature` built from it. Either way the first secret kept wins, also across
+/// snapshots and processes sharing the place.
 pub struct AsanaSecret {
+    /// The key in a [`SecretStore`].
+    key: String,
     path: PathBuf,
     /// The route's `verify` table with the secret reference that [`AsanaSecret::offer`]
     /// resolves to the kept secret.
@@ -501,36 +520,32 @@ struct Held {
 pub const ASANA_SECRET_REFERENCE: &str = "handshake:x-hook-secret";
 
 impl AsanaSecret {
-    /// The keeper of the secret at `path`, with `spec` (the route's effective `verify` table,
-    /// whose only secret is [`ASANA_SECRET_REFERENCE`]) for its verifier. The file, when it
-    /// exists, is the secret: it is read now and again whenever none is held yet, so every
-    /// snapshot (and process) sharing the path agrees. `Err` when the file exists but cannot
-    /// be read or holds no usable secret.
-    pub fn open(path: &Path, spec: VerifySpec) -> Result<AsanaSecret, String> {
-        let keeper = AsanaSecret {
+    /// The keeper of route `route`'s secret, in `store` when the gateway has one, else in the
+    /// file at `path`, with `spec` (the route's effective `verify` table, whose only secret is
+    /// [`ASANA_SECRET_REFERENCE`]) for its verifier. Nothing is read until it is used.
+    pub fn new(route: &str, path: &Path, spec: VerifySpec) -> AsanaSecret {
+        AsanaSecret {
+            key: format!("asana/{route}"),
             path: path.to_path_buf(),
             spec,
             held: RwLock::new(None),
-        };
-        let loaded = keeper.load()?;
-        *keeper.held.write().unwrap_or_else(|e| e.into_inner()) = loaded;
-        Ok(keeper)
+        }
     }
 
-    /// Where the secret is kept.
+    /// Where the secret is kept without a store.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The verifier of deliveries, once a secret is held (read from the file if another
-    /// snapshot or process kept it since).
-    pub fn verifier(&self) -> Option<Arc<Verifier>> {
+    /// The verifier of deliveries, once a secret is held (read from where it is kept if
+    /// another snapshot or process kept it since).
+    pub fn verifier(&self, store: Option<&dyn SecretStore>) -> Option<Arc<Verifier>> {
         if let Some(held) = self.held.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Some(held.verifier.clone());
         }
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
         if held.is_none() {
-            match self.load() {
+            match self.load(store) {
                 Ok(loaded) => *held = loaded,
                 Err(e) => tracing::warn!(error = %e, "kept X-Hook-Secret not usable"),
             }
@@ -538,30 +553,35 @@ impl AsanaSecret {
         held.as_ref().map(|h| h.verifier.clone())
     }
 
-    /// The secret in the file, compiled; `None` when there is no file.
-    fn load(&self) -> Result<Option<Held>, String> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => self
-                .compile(text.trim_end_matches('\n'))
-                .map(Some)
-                .map_err(|e| {
-                    format!(
-                        "{}: the kept X-Hook-Secret is not usable: {e}",
-                        self.path.display()
-                    )
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", self.path.display())),
-        }
+    /// The kept secret, compiled; `None` when none is kept.
+    fn load(&self, store: Option<&dyn SecretStore>) -> Result<Option<Held>, String> {
+        let kept = match store {
+            Some(store) => store.secret(&self.key)?,
+            None => match std::fs::read(&self.path) {
+                Ok(mut bytes) => {
+                    if bytes.ends_with(b"\n") {
+                        bytes.pop();
+                    }
+                    Some(bytes)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(format!("{}: {e}", self.path.display())),
+            },
+        };
+        kept.map(|secret| {
+            self.compile(&secret)
+                .map_err(|e| format!("the kept X-Hook-Secret is not usable: {e}"))
+        })
+        .transpose()
     }
 
-    fn compile(&self, secret: &str) -> Result<Held, String> {
+    fn compile(&self, secret: &[u8]) -> Result<Held, String> {
         if secret.is_empty() {
             return Err("empty".into());
         }
         let resolve = |reference: &str| {
             if reference == ASANA_SECRET_REFERENCE {
-                Ok(Secret::new(secret.as_bytes()))
+                Ok(Secret::new(secret))
             } else {
                 Err("only the handshake's secret is used".to_string())
             }
@@ -574,35 +594,45 @@ impl AsanaSecret {
                 .join("; ")
         })?;
         Ok(Held {
-            digest: Sha256::digest(secret.as_bytes()).into(),
+            digest: Sha256::digest(secret).into(),
             verifier: Arc::new(verifier),
         })
     }
 
-    /// Takes `secret` when none is held (on disk before it is used; the first writer wins,
-    /// also across processes), accepts it again when it is the held one, refuses another.
-    pub fn offer(&self, secret: &str) -> Result<(), Refused> {
+    /// Takes `secret` when none is kept (kept durably before it is used; the first one kept
+    /// wins), accepts it again when it is the kept one, refuses another.
+    pub fn offer(&self, secret: &str, store: Option<&dyn SecretStore>) -> Result<(), Refused> {
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
         if held.is_none() {
-            *held = self.load().map_err(Refused::Store)?;
+            *held = self.load(store).map_err(Refused::Store)?;
         }
         if held.is_none() {
-            let new = self.compile(secret).map_err(Refused::Store)?;
-            match create_private(&self.path, secret.as_bytes()) {
-                Ok(()) => {
-                    *held = Some(new);
-                    return Ok(());
-                }
-                // Another keeper wrote it first: compare with that one.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    *held = self.load().map_err(Refused::Store)?;
-                }
-                Err(e) => return Err(Refused::Store(format!("{}: {e}", self.path.display()))),
-            }
+            let kept = match store {
+                Some(store) => store
+                    .keep_first(&self.key, secret.as_bytes())
+                    .map_err(Refused::Store)?,
+                None => match create_private(&self.path, secret.as_bytes()) {
+                    Ok(()) => secret.as_bytes().to_vec(),
+                    // Another keeper wrote it first: compare with that one.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        match self.load(None).map_err(Refused::Store)? {
+                            Some(loaded) => {
+                                *held = Some(loaded);
+                                return self.compare(held.as_ref(), secret);
+                            }
+                            None => return Err(Refused::Store("the kept secret vanished".into())),
+                        }
+                    }
+                    Err(e) => return Err(Refused::Store(format!("{}: {e}", self.path.display()))),
+                },
+            };
+            *held = Some(self.compile(&kept).map_err(Refused::Store)?);
         }
-        let current = held
-            .as_ref()
-            .ok_or_else(|| Refused::Store("the kept secret vanished".into()))?;
+        self.compare(held.as_ref(), secret)
+    }
+
+    fn compare(&self, held: Option<&Held>, secret: &str) -> Result<(), Refused> {
+        let current = held.ok_or_else(|| Refused::Store("the kept secret vanished".into()))?;
         let offered: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         if bool::from(offered.ct_eq(&current.digest)) {
             Ok(())

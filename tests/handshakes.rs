@@ -548,3 +548,55 @@ fn check_shows_the_handshake_of_each_route() {
     assert!(text.contains("handshake dropbox"), "{text}");
     assert!(text.contains("handshake off"), "{text}");
 }
+
+#[test]
+fn asana_secret_is_kept_in_the_store_with_storage() {
+    let app = Upstream::start("app");
+    let setup = |max_body: &str| {
+        Setup::new()
+            .upstream(&app)
+            .table("[storage]\npath = \"data\"")
+            .route(
+                "asana",
+                "/asana",
+                "app",
+                &format!("handshake = \"asana\"\nmax_body = \"{max_body}\""),
+            )
+    };
+    let gateway = setup("1MiB").start();
+    let offer = |secret: &str| {
+        send(
+            &gateway,
+            "/asana",
+            &[("X-Hook-Secret".to_string(), secret.to_string())],
+            b"",
+        )
+    };
+    offer(ASANA).expect_status(200);
+    // Guards `with_handshake_secrets` (src/server.rs, src/proxy/mod.rs): with `[storage]` the
+    // secret goes to the store, not to a file beside the config.
+    assert!(!gateway.dir.path().join("asana.hook-secret").exists());
+    // A reload builds a new keeper, which holds nothing until it reads the store.
+    gateway.rewrite(&setup("2MiB").rest());
+    let reloaded = gateway.post_reload();
+    assert_eq!(
+        reloaded.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reloaded.body)
+    );
+    offer(&"f00d".repeat(16)).expect_status(409);
+    let body = br#"{"events":[]}"#;
+    let signature = hex::encode(hmac_sha256(ASANA.as_bytes(), &[body]));
+    send(
+        &gateway,
+        "/asana",
+        &[("X-Hook-Signature".to_string(), signature)],
+        body,
+    )
+    .expect_status(200);
+    assert!(wait_until(std::time::Duration::from_secs(5), || app
+        .count()
+        == 1));
+    assert_eq!(app.received()[0].body, body);
+}

@@ -45,8 +45,8 @@ pub struct HandshakeTable {
     pub kind: Option<String>,
     /// Meta: the verify token entered in the app dashboard (`${ENV}` or `file:`).
     pub verify_token: Option<String>,
-    /// Asana: the file the handed-over secret is kept in, relative to the config file;
-    /// default `<route name>.hook-secret` beside it.
+    /// Asana: the file the handed-over secret is kept in when there is no `[storage]`,
+    /// relative to the config file; default `<route name>.hook-secret` beside it.
     pub secret_file: Option<String>,
 }
 
@@ -227,13 +227,7 @@ pub fn compile(
                 route_name,
                 plan.table.secret_file.as_deref(),
             );
-            match AsanaSecret::open(&path, spec) {
-                Ok(keeper) => Some(Arc::new(keeper)),
-                Err(e) => {
-                    problems.push(Problem::new("handshake.secret_file", e));
-                    None
-                }
-            }
+            Some(Arc::new(AsanaSecret::new(route_name, &path, spec)))
         }
         None => None,
     };

@@ -27,6 +27,7 @@ fn unsigned(
         query,
         headers,
         body: b"",
+        secrets: None,
     })
 }
 
@@ -247,8 +248,8 @@ fn asana_secret_is_kept_once_and_verifies_what_follows() {
     let secret = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("asana.hook-secret");
-    let keeper = Arc::new(AsanaSecret::open(&path, asana_spec()).unwrap());
-    assert!(keeper.verifier().is_none());
+    let keeper = Arc::new(AsanaSecret::new("asana", &path, asana_spec()));
+    assert!(keeper.verifier(None).is_none());
     let h = Handshake::new(Kind::Asana, "asana", None, None, Some(keeper.clone()));
     let mut headers = HeaderMap::new();
     headers.insert("x-hook-secret", secret.parse().unwrap());
@@ -289,16 +290,27 @@ fn asana_secret_is_kept_once_and_verifies_what_follows() {
         body,
     };
     let now = std::time::SystemTime::now();
-    assert!(keeper.verifier().unwrap().verify(&request, now).is_ok());
-    let reopened = AsanaSecret::open(&path, asana_spec()).unwrap();
-    assert!(reopened.verifier().unwrap().verify(&request, now).is_ok());
-    assert_eq!(reopened.offer("attacker0000"), Err(Refused::SecretHeld));
+    assert!(keeper.verifier(None).unwrap().verify(&request, now).is_ok());
+    let reopened = AsanaSecret::new("asana", &path, asana_spec());
+    assert!(reopened
+        .verifier(None)
+        .unwrap()
+        .verify(&request, now)
+        .is_ok());
+    assert_eq!(
+        reopened.offer("attacker0000", None),
+        Err(Refused::SecretHeld)
+    );
 }
 
 #[test]
 fn asana_refuses_repeated_or_odd_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let keeper = Arc::new(AsanaSecret::open(&dir.path().join("s"), asana_spec()).unwrap());
+    let keeper = Arc::new(AsanaSecret::new(
+        "asana",
+        &dir.path().join("s"),
+        asana_spec(),
+    ));
     let h = Handshake::new(Kind::Asana, "asana", None, None, Some(keeper.clone()));
     let mut headers = HeaderMap::new();
     headers.append("x-hook-secret", "a".parse().unwrap());
@@ -314,8 +326,50 @@ fn asana_refuses_repeated_or_odd_secrets() {
         Some(Err(Refused::Malformed(_)))
     ));
     assert!(
-        keeper.verifier().is_none(),
+        keeper.verifier(None).is_none(),
         "nothing kept from a refused handshake"
     );
     assert_eq!(unsigned(&h, Method::POST, None, &HeaderMap::new()), None);
+}
+
+/// A [`SecretStore`] in memory, first value wins.
+#[derive(Default)]
+struct Memory(std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>);
+
+impl SecretStore for Memory {
+    fn secret(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+
+    fn keep_first(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_insert_with(|| value.to_vec())
+            .clone())
+    }
+}
+
+#[test]
+fn asana_secret_goes_to_the_store_when_there_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unused");
+    let store = Memory::default();
+    let keeper = AsanaSecret::new("tasks", &path, asana_spec());
+    keeper.offer("first0", Some(&store)).unwrap();
+    assert!(!path.exists(), "no file when a store is configured");
+    assert_eq!(
+        store.secret("asana/tasks").unwrap(),
+        Some(b"first0".to_vec())
+    );
+    // Another keeper (a reload) sees it, and cannot replace it.
+    let other = AsanaSecret::new("tasks", &path, asana_spec());
+    assert!(other.verifier(Some(&store)).is_some());
+    assert_eq!(
+        other.offer("second0", Some(&store)),
+        Err(Refused::SecretHeld)
+    );
+    assert_eq!(other.offer("first0", Some(&store)), Ok(()));
 }

@@ -23,6 +23,7 @@ pub(super) fn unsigned(
     route: &Route,
     session: &Session,
     body: &[u8],
+    secrets: Option<&dyn handshake::SecretStore>,
 ) -> Result<Option<Answer>, Refusal> {
     let Some(shake) = &route.settings.handshake else {
         return Ok(None);
@@ -36,6 +37,7 @@ pub(super) fn unsigned(
         query,
         headers: &head.headers,
         body,
+        secrets,
     };
     match shake.unsigned(&request) {
         None => Ok(None),

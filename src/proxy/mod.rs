@@ -87,6 +87,8 @@ pub struct Gateway {
     unmatched: RouteHandles,
     /// The store and background delivery of queued routes, when `[storage]` is set.
     queue: Option<Arc<crate::delivery::Queue>>,
+    /// Where Asana handshake secrets are kept, when `[storage]` is set (else in files).
+    handshake_secrets: Option<Arc<dyn crate::handshake::SecretStore>>,
 }
 
 impl Gateway {
@@ -108,12 +110,22 @@ impl Gateway {
             fanout,
             unmatched: RouteHandles::new(UNMATCHED_ROUTE, []),
             queue: None,
+            handshake_secrets: None,
         }
     }
 
     /// Stores and answers 202 on `delivery = "queued"` routes through `queue`.
     pub fn with_queue(mut self, queue: Option<Arc<crate::delivery::Queue>>) -> Self {
         self.queue = queue;
+        self
+    }
+
+    /// Keeps Asana handshake secrets in `secrets` (the durable store) instead of files.
+    pub fn with_handshake_secrets(
+        mut self,
+        secrets: Option<Arc<dyn crate::handshake::SecretStore>>,
+    ) -> Self {
+        self.handshake_secrets = secrets;
         self
     }
 }
@@ -314,7 +326,13 @@ impl Gateway {
         allow(route, client)?; // 3
         rate_limit(route, client, session)?; // 4
         let body = self.read_body(snapshot, session, ctx, route).await?; // 5
-        if let Some(answer) = handshake::unsigned(&self.metrics, route, session, &body)? {
+        if let Some(answer) = handshake::unsigned(
+            &self.metrics,
+            route,
+            session,
+            &body,
+            self.handshake_secrets.as_deref(),
+        )? {
             return Ok(handshake::answer(session, ctx, answer).await);
         }
         if ctx.handshake_only {
@@ -496,7 +514,7 @@ impl Gateway {
             .handshake
             .as_ref()
             .and_then(|h| h.asana())
-            .and_then(|secret| secret.verifier());
+            .and_then(|secret| secret.verifier(self.handshake_secrets.as_deref()));
         let verifier = handed_over.as_ref().unwrap_or(&route.settings.verifier);
         let verified = verifier
             .verify(&request, SystemTime::now())
