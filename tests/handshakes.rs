@@ -600,3 +600,16 @@ fn asana_secret_is_kept_in_the_store_with_storage() {
         == 1));
     assert_eq!(app.received()[0].body, body);
 }
+
+#[test]
+fn handshake_false_is_the_same_as_no_key() {
+    let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\nverify = { provider = \"slack\", secrets = [\"literal:x\"] }\nhandshake = false\n";
+    // Guards the `On(false)` arm of `plan` (src/config/handshake.rs).
+    let config = Config::from_toml(text, Path::new("t.toml")).expect("loads");
+    assert!(config.routes[0].handshake.is_none());
+    let on = Config::from_toml(&text.replace("false", "true"), Path::new("t.toml")).expect("loads");
+    assert_eq!(
+        on.routes[0].handshake.as_ref().map(|h| h.kind().as_str()),
+        Some("slack")
+    );
+}
