@@ -34,8 +34,8 @@
 //! set), and only from clients the route's allowlist admits (that step runs first). The same
 //! secret offered again is answered again (a retried handshake); a different one is refused
 //! with 409 until the operator removes the kept one (the file, or the store's entry: see
-//! the README). Deliveries
-//! before a secret is held fail verification (401).
+//! the README). Deliveries before a secret is held fail verification (401). Where it is kept:
+//! the durable store when `[storage]` is set ([`SecretStore`]), else a file.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
