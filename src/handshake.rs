@@ -494,6 +494,8 @@ pub trait SecretStore: Send + Sync {
     /// Keeps `value` under `key` unless a value is already there, durably before it returns;
     /// returns the value kept (the earlier one when there was one).
     fn keep_first(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, String>;
+    /// Removes the value under `key`, durably; whether there was one.
+    fn forget(&self, key: &str) -> Result<bool, String>;
 }
 
 /// Asana's handed-over secret for one route: at most one, kept in the durable store when the
@@ -600,12 +602,16 @@ impl AsanaSecret {
     }
 
     /// Takes `secret` when none is kept (kept durably before it is used; the first one kept
-    /// wins), accepts it again when it is the kept one, refuses another.
+    /// wins), accepts it again when it is the kept one, refuses another. What is kept is read
+    /// again before a refusal, so a secret removed while the gateway runs can be replaced.
     pub fn offer(&self, secret: &str, store: Option<&dyn SecretStore>) -> Result<(), Refused> {
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
-        if held.is_none() {
-            *held = self.load(store).map_err(Refused::Store)?;
+        if self.compare(held.as_ref(), secret).is_ok() {
+            return Ok(());
         }
+        // Another secret, or none held yet: read what is kept now (the held one may have been
+        // removed by `hookgate forget-handshake`, or kept by another snapshot or process).
+        *held = self.load(store).map_err(Refused::Store)?;
         if held.is_none() {
             let kept = match store {
                 Some(store) => store
@@ -631,6 +637,21 @@ impl AsanaSecret {
         self.compare(held.as_ref(), secret)
     }
 
+    /// Removes the kept secret (`hookgate forget-handshake`), so that the next handshake may
+    /// set a new one; whether one was kept.
+    pub fn forget(&self, store: Option<&dyn SecretStore>) -> Result<bool, String> {
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        *held = None;
+        match store {
+            Some(store) => store.forget(&self.key),
+            None => match std::fs::remove_file(&self.path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(format!("{}: {e}", self.path.display())),
+            },
+        }
+    }
+
     fn compare(&self, held: Option<&Held>, secret: &str) -> Result<(), Refused> {
         let current = held.ok_or_else(|| Refused::Store("the kept secret vanished".into()))?;
         let offered: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
@@ -640,6 +661,39 @@ impl AsanaSecret {
             Err(Refused::SecretHeld)
         }
     }
+}
+
+/// `hookgate forget-handshake --route NAME`: removes the Asana secret kept for the route (in
+/// the store of `[storage]`, which needs the gateway stopped, else the file), so that the next
+/// handshake sets a new one. Returns what was done, for the operator.
+pub fn forget(config: &crate::config::Config, route: &str) -> Result<String, String> {
+    let settings = config
+        .route(route)
+        .ok_or_else(|| format!("no route named {route:?}"))?;
+    let keeper = settings
+        .handshake
+        .as_ref()
+        .and_then(|h| h.asana())
+        .ok_or_else(|| format!("route {route:?} has no asana handshake"))?;
+    let (forgot, place) = match &config.storage {
+        Some(storage) => {
+            let store =
+                crate::delivery::redb_store::RedbStore::open(&storage.path, storage.max_bytes)
+                    .map_err(|e| {
+                        format!("{e} (stop the gateway first: the store is open while it runs)")
+                    })?;
+            (
+                keeper.forget(Some(&store))?,
+                format!("the store in {}", storage.path.display()),
+            )
+        }
+        None => (keeper.forget(None)?, keeper.path().display().to_string()),
+    };
+    Ok(if forgot {
+        format!("route {route}: the kept X-Hook-Secret was removed from {place}; the next Asana handshake sets a new one\n")
+    } else {
+        format!("route {route}: no X-Hook-Secret was kept in {place}\n")
+    })
 }
 
 /// Creates `path` holding `bytes` and a newline, atomically and only if it does not exist

@@ -613,3 +613,56 @@ fn handshake_false_is_the_same_as_no_key() {
         Some("slack")
     );
 }
+
+fn forget_handshake(gateway: &Gateway, route: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["forget-handshake", "--route", route, "-c"])
+        .arg(&gateway.config_path)
+        .output()
+        .expect("run hookgate forget-handshake")
+}
+
+#[test]
+fn a_forgotten_asana_secret_is_replaced_by_the_next_handshake() {
+    let (gateway, app) = start("asana", "handshake = \"asana\"");
+    let offer = |secret: &str| {
+        send(
+            &gateway,
+            "/asana",
+            &[("X-Hook-Secret".to_string(), secret.to_string())],
+            b"",
+        )
+    };
+    let second = "f00d".repeat(16);
+    offer(ASANA).expect_status(200);
+    offer(&second).expect_status(409);
+    // Guards `forget` (src/handshake.rs) and the read-again in `AsanaSecret::offer`: the
+    // running gateway takes a new secret once the operator removed the kept one.
+    let out = forget_handshake(&gateway, "asana");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed"),
+        "{out:?}"
+    );
+    assert!(!gateway.dir.path().join("asana.hook-secret").exists());
+    offer(&second).expect_status(200);
+    let body = br#"{"events":[]}"#;
+    let signed = |secret: &str| {
+        [(
+            "X-Hook-Signature".to_string(),
+            hex::encode(hmac_sha256(secret.as_bytes(), &[body])),
+        )]
+    };
+    send(&gateway, "/asana", &signed(ASANA), body).expect_status(401);
+    send(&gateway, "/asana", &signed(&second), body).expect_status(200);
+    assert!(wait_until(std::time::Duration::from_secs(5), || app
+        .count()
+        == 1));
+    // A route without an Asana handshake is named as such.
+    let out = forget_handshake(&gateway, "nope");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no route named"),
+        "{out:?}"
+    );
+}

@@ -742,6 +742,19 @@ impl crate::handshake::SecretStore for RedbStore {
         tx.commit().map_err(|e| e.to_string())?;
         Ok(kept)
     }
+    fn forget(&self, key: &str) -> Result<bool, String> {
+        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        tx.set_durability(Durability::Immediate);
+        let removed = {
+            let mut table = tx
+                .open_table(HANDSHAKE_SECRETS)
+                .map_err(|e| e.to_string())?;
+            let removed = table.remove(key).map_err(|e| e.to_string())?;
+            removed.is_some()
+        };
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]

@@ -350,6 +350,9 @@ impl SecretStore for Memory {
             .or_insert_with(|| value.to_vec())
             .clone())
     }
+    fn forget(&self, key: &str) -> Result<bool, String> {
+        Ok(self.0.lock().unwrap().remove(key).is_some())
+    }
 }
 
 #[test]
@@ -372,4 +375,20 @@ fn asana_secret_goes_to_the_store_when_there_is_one() {
         Err(Refused::SecretHeld)
     );
     assert_eq!(other.offer("first0", Some(&store)), Ok(()));
+}
+
+#[test]
+fn a_forgotten_secret_can_be_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept");
+    let keeper = AsanaSecret::new("tasks", &path, asana_spec());
+    keeper.offer("first0", None).unwrap();
+    assert_eq!(keeper.offer("second0", None), Err(Refused::SecretHeld));
+    assert_eq!(keeper.forget(None), Ok(true));
+    assert!(!path.exists());
+    assert_eq!(keeper.offer("second0", None), Ok(()));
+    let store = Memory::default();
+    keeper.offer("third0", Some(&store)).unwrap();
+    assert_eq!(keeper.forget(Some(&store)), Ok(true));
+    assert_eq!(keeper.forget(Some(&store)), Ok(false));
 }
