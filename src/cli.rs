@@ -61,6 +61,13 @@ pub enum Command {
         #[arg(long)]
         event: Option<String>,
     },
+    /// Remove the Asana handshake secret kept for a route, so that its next handshake sets a
+    /// new one (with `[storage]`, stop the gateway first).
+    ForgetHandshake {
+        /// The route (by name) with `handshake = "asana"`.
+        #[arg(long)]
+        route: String,
+    },
     /// Inspect and replay queued deliveries, through the admin API of the running gateway.
     Events {
         #[command(subcommand)]

@@ -12,6 +12,7 @@ pub mod demo; // `hookgate demo`
 pub mod echo; // built-in echo upstream for the demo
 pub mod events; // event extraction and event-based routing rules
 pub mod fanout; // background copies to secondary upstreams, bounded, with retries
+pub mod handshake; // setup handshakes answered by the gateway (challenge echoes, Asana's secret)
 pub mod health; // background health checks
 pub mod housekeeping; // periodic pruning of per-key limiter state
 pub mod logging; // text or JSON log lines

@@ -118,6 +118,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ForgetHandshake { route } => {
+            let forgot = Config::load(&cli.config)
+                .map_err(|e| e.to_string())
+                .and_then(|config| hookgate::handshake::forget(&config, &route));
+            match forgot {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hookgate forget-handshake: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
         Command::Demo => match hookgate::demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

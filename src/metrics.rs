@@ -36,6 +36,7 @@ pub const FANOUT_DROPPED_TOTAL: &str = "hookgate_fanout_dropped_total";
 pub const FANOUT_QUEUED: &str = "hookgate_fanout_queued";
 pub const DEDUPE_ENTRIES: &str = "hookgate_dedupe_entries";
 pub const SIGNATURE_FAILURES_TOTAL: &str = "hookgate_signature_failures_total";
+pub const HANDSHAKES_TOTAL: &str = "hookgate_handshakes_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
 pub const UPSTREAM_TARGETS_HEALTHY: &str = "hookgate_upstream_targets_healthy";
@@ -113,11 +114,13 @@ pub enum Outcome {
     Queued,
     /// A queued route could not store it (full or failing store): 503.
     StorageUnavailable,
+    /// A setup handshake the gateway answered itself (`handshake`); nothing was forwarded.
+    Handshake,
 }
 
 impl Outcome {
     /// How many outcomes there are (one cached counter each per route).
-    const COUNT: usize = Outcome::StorageUnavailable as usize + 1;
+    const COUNT: usize = Outcome::Handshake as usize + 1;
 
     /// Every outcome, in declaration order.
     pub const ALL: [Outcome; Outcome::COUNT] = [
@@ -139,6 +142,7 @@ impl Outcome {
         Outcome::UpstreamUnavailable,
         Outcome::Queued,
         Outcome::StorageUnavailable,
+        Outcome::Handshake,
     ];
 
     /// The outcomes a request can have before a route matched, counted under
@@ -181,6 +185,7 @@ impl Outcome {
             Outcome::UpstreamUnavailable => "upstream_unavailable",
             Outcome::Queued => "queued",
             Outcome::StorageUnavailable => "storage_unavailable",
+            Outcome::Handshake => "handshake",
         }
     }
 }
@@ -238,6 +243,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub request_body_bytes: HistogramVec,
     pub signature_failures: IntCounterVec,
+    /// Setup handshakes by route, provider and outcome (`answered`, `refused`).
+    pub handshakes: IntCounterVec,
     pub rate_limit_keys: IntGaugeVec,
     pub events: IntCounterVec,
     pub fanout_copies: IntCounterVec,
@@ -296,6 +303,14 @@ impl Metrics {
                 "Deliveries refused by signature or token verification, by scheme and reason (missing, malformed, ambiguous, mismatch, expired)",
             ),
             &["route", "scheme", "reason"],
+        )
+        .expect("valid metric");
+        let handshakes = IntCounterVec::new(
+            Opts::new(
+                HANDSHAKES_TOTAL,
+                "Setup handshakes (challenges, verifications) the gateway answered itself or refused, by route and provider",
+            ),
+            &["route", "provider", "outcome"],
         )
         .expect("valid metric");
         let rate_limit_keys = IntGaugeVec::new(
@@ -458,6 +473,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(request_body_bytes.clone()),
             Box::new(signature_failures.clone()),
+            Box::new(handshakes.clone()),
             Box::new(rate_limit_keys.clone()),
             Box::new(events.clone()),
             Box::new(fanout_copies.clone()),
@@ -491,6 +507,7 @@ impl Metrics {
             request_duration,
             request_body_bytes,
             signature_failures,
+            handshakes,
             rate_limit_keys,
             events,
             fanout_copies,
@@ -612,6 +629,7 @@ impl Metrics {
             + remove_unless(&self.signature_failures, |labels| {
                 route(labels).is_some_and(|r| r.scheme == Some(labels.get("scheme")))
             })
+            + remove_unless(&self.handshakes, |labels| route(labels).is_some())
             + remove_unless(&self.rate_limit_keys, |labels| {
                 route(labels).is_some_and(|r| r.rate_limited)
             })

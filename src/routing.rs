@@ -171,6 +171,7 @@ mod tests {
             rate_limit: None,
             verifier: std::sync::Arc::new(crate::verify::Verifier::disabled()),
             delivery: crate::config::Delivery::Direct,
+            handshake: None,
         }
     }
 

@@ -114,6 +114,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     // Queued delivery: the store is opened (and its pending deliveries resumed)
     // before any listener accepts, on a runtime of its own like fan-out copies.
     let queue_connections = Arc::new(UpstreamConnections::new(keepalive));
+    let mut handshake_secrets = None;
     let (queue, queue_runtime) = match storage {
         None => (None, None),
         Some(storage) => {
@@ -124,11 +125,16 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
             let path = storage.path.clone();
-            let opened = RedbStore::open(&path, storage.max_bytes);
+            let opened = RedbStore::open(&path, storage.max_bytes).map(Arc::new);
+            // Asana handshake secrets are kept in the same store.
+            handshake_secrets = opened
+                .as_ref()
+                .ok()
+                .map(|store| store.clone() as Arc<dyn crate::handshake::SecretStore>);
             let queue = opened
                 .and_then(|store| {
                     Queue::start(
-                        Arc::new(store),
+                        store,
                         storage,
                         fanout_config.attempt_timeout,
                         Arc::new(CopySender::new(state.clone(), queue_connections.clone())),
@@ -174,7 +180,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 fanout.clone(),
                 connections.clone(),
             )
-            .with_queue(queue.clone()),
+            .with_queue(queue.clone())
+            .with_handshake_secrets(handshake_secrets),
             max_connections,
             metrics.clone(),
         ),

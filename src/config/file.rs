@@ -207,4 +207,6 @@ pub struct RouteFile {
     pub delivery: Option<String>,
     /// Retries of a queued delivery.
     pub retry: Option<RetryFile>,
+    /// The provider's setup handshake, answered by the gateway (`config::handshake`).
+    pub handshake: Option<super::handshake::HandshakeFile>,
 }

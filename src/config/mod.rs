@@ -14,6 +14,7 @@ pub mod dedupe;
 pub mod events;
 pub mod fanout;
 pub mod file;
+pub mod handshake;
 pub mod inputs;
 pub mod ip_sets;
 mod locate;
@@ -214,6 +215,8 @@ pub struct RouteSettings {
     pub verifier: Arc<Verifier>,
     /// Direct relay, or queued with its retry policy.
     pub delivery: Delivery,
+    /// The setup handshake the gateway answers itself (`handshake = true`).
+    pub handshake: Option<Arc<crate::handshake::Handshake>>,
 }
 
 /// Every problem found in one configuration file, each with its line where known.
@@ -890,7 +893,19 @@ fn compile_route(
             }
         },
     };
-    let verifier = match &route.verify {
+    let plan = match handshake::plan(route.handshake.as_ref(), route.verify.as_ref()) {
+        Ok(plan) => plan,
+        Err(found) => {
+            problems.extend(key, found);
+            None
+        }
+    };
+    // Asana's handshake route verifies with the secret its handshake hands over.
+    let verify_spec = plan
+        .as_ref()
+        .and_then(|p| p.verify.as_ref())
+        .or(route.verify.as_ref());
+    let verifier = match verify_spec {
         None => Some(Verifier::disabled()),
         Some(spec) => {
             for (i, reference) in spec.secrets.iter().enumerate() {
@@ -903,6 +918,9 @@ fn compile_route(
             }
             let name = &route.name;
             let resolve = |reference: &str| {
+                if reference == crate::handshake::ASANA_SECRET_REFERENCE {
+                    return Ok(handshake::placeholder_secret());
+                }
                 resolver
                     .resolve(reference)
                     .map_err(|e| format!("route {name:?}: {e}"))
@@ -920,6 +938,22 @@ fn compile_route(
         }
     };
     let verifier = verifier?;
+    let handshake = match plan {
+        None => None,
+        Some(plan) => match handshake::compile(
+            plan,
+            &route.name,
+            route.verify.as_ref(),
+            &verifier,
+            resolver,
+        ) {
+            Ok(handshake) => Some(handshake),
+            Err(found) => {
+                problems.extend(key, found);
+                return None;
+            }
+        },
+    };
     let dedupe = match &route.dedupe {
         None => Some(None),
         Some(spec) => match spec.compile(verifier.scheme()) {
@@ -951,6 +985,7 @@ fn compile_route(
         allow: allow?,
         rate_limit: rate_limit?,
         verifier: Arc::new(verifier),
+        handshake,
     })
 }
 
@@ -1116,11 +1151,15 @@ impl Config {
                 });
             let _ = writeln!(
                 out,
-                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, max_body {} B{})",
+                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, handshake {}, max_body {} B{})",
                 route.name,
                 methods,
                 route.upstreams.join("+"),
                 route.verifier.describe(),
+                route
+                    .handshake
+                    .as_ref()
+                    .map_or("off", |h| h.kind().as_str()),
                 route.max_body,
                 match route.delivery {
                     Delivery::Direct => String::new(),

@@ -17,7 +17,8 @@
 //!
 //! Tables: `events` (key → the JSON [`EventRecord`]), `heads` and `bodies`
 //! (key → bytes), `pending` (keys with a pending delivery, for resuming),
-//! `info` (the store's id, the next key, the bytes used).
+//! `info` (the store's id, the next key, the bytes used), and `handshake_secrets`
+//! (Asana handshake secrets by route, [`crate::handshake::SecretStore`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ const HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("heads");
 const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 const PENDING: TableDefinition<u64, ()> = TableDefinition::new("pending");
 const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
+const HANDSHAKE_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("handshake_secrets");
 
 /// Operations applied in one transaction at most.
 pub const MAX_BATCH: usize = 256;
@@ -700,6 +702,57 @@ impl Writer {
             *bytes = bytes.saturating_sub(size);
             removed += 1;
         }
+        Ok(removed)
+    }
+}
+
+/// Asana handshake secrets: written in their own durable transaction (rare: one per
+/// handshake), outside the writer thread, which redb serializes with its batches.
+impl crate::handshake::SecretStore for RedbStore {
+    fn secret(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let tx = self.db.begin_read().map_err(|e| e.to_string())?;
+        let table = match tx.open_table(HANDSHAKE_SECRETS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let value = table.get(key).map_err(|e| e.to_string())?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn keep_first(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, String> {
+        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        tx.set_durability(Durability::Immediate);
+        let kept = {
+            let mut table = tx
+                .open_table(HANDSHAKE_SECRETS)
+                .map_err(|e| e.to_string())?;
+            let earlier = table
+                .get(key)
+                .map_err(|e| e.to_string())?
+                .map(|v| v.value().to_vec());
+            match earlier {
+                Some(earlier) => earlier,
+                None => {
+                    table.insert(key, value).map_err(|e| e.to_string())?;
+                    value.to_vec()
+                }
+            }
+        };
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(kept)
+    }
+    fn forget(&self, key: &str) -> Result<bool, String> {
+        let mut tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        tx.set_durability(Durability::Immediate);
+        let removed = {
+            let mut table = tx
+                .open_table(HANDSHAKE_SECRETS)
+                .map_err(|e| e.to_string())?;
+            let removed = table.remove(key).map_err(|e| e.to_string())?;
+            removed.is_some()
+        };
+        tx.commit().map_err(|e| e.to_string())?;
         Ok(removed)
     }
 }

@@ -9,8 +9,11 @@
 //! 3. the route's IP allowlist                       -> 403 ip_not_allowed
 //! 4. the route's rate limit                         -> 429 rate_limited + Retry-After
 //! 5. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
+//!    an unsigned setup handshake (route `handshake`) -> answered (Meta, Dropbox, X, Graph,
+//!                                                      Asana) | 400 | 403 | 409
 //! 6. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
 //!                                                      | timestamp_out_of_range
+//!    a signed setup handshake in the verified body   -> answered (Slack, Zoom, Twitch, Discord)
 //! 7. duplicate delivery id (route `dedupe`)         -> 200 duplicate / 409 duplicate_in_flight
 //! 8. event type -> the route's upstream(s)          -> 422 event_unmatched / 400 bad_request
 //! 9. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
@@ -40,6 +43,7 @@ mod connections;
 mod copies;
 mod forward;
 mod framing;
+mod handshake;
 mod headers;
 mod queued;
 mod reply;
@@ -84,6 +88,8 @@ pub struct Gateway {
     unmatched: RouteHandles,
     /// The store and background delivery of queued routes, when `[storage]` is set.
     queue: Option<Arc<crate::delivery::Queue>>,
+    /// Where Asana handshake secrets are kept, when `[storage]` is set (else in files).
+    handshake_secrets: Option<Arc<dyn crate::handshake::SecretStore>>,
 }
 
 impl Gateway {
@@ -105,12 +111,22 @@ impl Gateway {
             fanout,
             unmatched: RouteHandles::new(UNMATCHED_ROUTE, []),
             queue: None,
+            handshake_secrets: None,
         }
     }
 
     /// Stores and answers 202 on `delivery = "queued"` routes through `queue`.
     pub fn with_queue(mut self, queue: Option<Arc<crate::delivery::Queue>>) -> Self {
         self.queue = queue;
+        self
+    }
+
+    /// Keeps Asana handshake secrets in `secrets` (the durable store) instead of files.
+    pub fn with_handshake_secrets(
+        mut self,
+        secrets: Option<Arc<dyn crate::handshake::SecretStore>>,
+    ) -> Self {
+        self.handshake_secrets = secrets;
         self
     }
 }
@@ -155,6 +171,9 @@ pub struct RequestContext {
     admission: Option<InflightSlot>,
     /// Whether the request head was parsed (so `req_header()` may be called).
     head_read: bool,
+    /// A GET let through to a route without GET only because it may be the route's
+    /// handshake: anything else is 405.
+    handshake_only: bool,
 }
 
 impl RequestContext {
@@ -277,6 +296,7 @@ impl Gateway {
             _counted: Counted::new(&self.metrics.inflight),
             admission: None,
             head_read: false,
+            handshake_only: false,
         }
     }
 
@@ -307,7 +327,22 @@ impl Gateway {
         allow(route, client)?; // 3
         rate_limit(route, client, session)?; // 4
         let body = self.read_body(snapshot, session, ctx, route).await?; // 5
-        let admitted = self.verify_and_admit(route, session, &body, ctx)?; // 6, 7, 8
+        if let Some(answer) = handshake::unsigned(
+            &self.metrics,
+            route,
+            session,
+            &body,
+            self.handshake_secrets.as_deref(),
+        )? {
+            return Ok(handshake::answer(session, ctx, answer).await);
+        }
+        if ctx.handshake_only {
+            return Err(Refusal::new(Reply::METHOD_NOT_ALLOWED));
+        }
+        let admitted = match self.verify_and_admit(route, session, &body, ctx)? {
+            Checked::Admitted(admitted) => admitted, // 6, 7, 8
+            Checked::Handshake(answer) => return Ok(handshake::answer(session, ctx, answer).await),
+        };
         self.forward_primary(snapshot, session, ctx, route, admitted)
             .await // 9
     }
@@ -392,6 +427,17 @@ impl Gateway {
             RouteMatch::NoRoute => Err(Refusal::new(Reply::NO_ROUTE)),
             RouteMatch::MethodNotAllowed(index) => {
                 ctx.route = Some(index);
+                let route = &snapshot.routes[index];
+                // A GET handshake reaches a route limited to other methods, and only it.
+                let get_handshake = route
+                    .settings
+                    .handshake
+                    .as_ref()
+                    .is_some_and(|h| h.kind().is_get());
+                if get_handshake && head.method == http::Method::GET {
+                    ctx.handshake_only = true;
+                    return Ok(route);
+                }
                 Err(Refusal::new(Reply::METHOD_NOT_ALLOWED))
             }
         }
@@ -445,15 +491,16 @@ impl Gateway {
         refusal.close()
     }
 
-    /// Steps 6–8: verify the body and the head, then the duplicate delivery and
-    /// the event. All read the verified body; the answer is decided first.
+    /// Steps 6–8: verify the body and the head, then a signed handshake, the
+    /// duplicate delivery and the event. All read the verified body; the answer
+    /// is decided first.
     fn verify_and_admit<'r>(
         &self,
         route: &'r Route,
         session: &Session,
         body: &bytes::Bytes,
         ctx: &mut RequestContext,
-    ) -> Result<Admitted<'r>, Refusal> {
+    ) -> Result<Checked<'r>, Refusal> {
         let head = session.req_header();
         let request = verify::Request {
             method: head.method.as_str(),
@@ -462,7 +509,14 @@ impl Gateway {
             headers: &head.headers,
             body,
         };
-        let verifier = &route.settings.verifier;
+        // An Asana handshake route verifies with the secret its handshake handed over.
+        let handed_over = route
+            .settings
+            .handshake
+            .as_ref()
+            .and_then(|h| h.asana())
+            .and_then(|secret| secret.verifier(self.handshake_secrets.as_deref()));
+        let verifier = handed_over.as_ref().unwrap_or(&route.settings.verifier);
         let verified = verifier
             .verify(&request, SystemTime::now())
             .map_err(|error| {
@@ -477,7 +531,13 @@ impl Gateway {
                 }
                 .detail(error.to_string())
             })?;
+        if let Some(answer) =
+            handshake::signed(&self.metrics, route, &head.headers, verified.body())?
+        {
+            return Ok(Checked::Handshake(answer));
+        }
         self.admit(route, &verified, body, &head.headers, ctx)
+            .map(Checked::Admitted)
     }
 
     /// Step 9: forward the verified bytes to the primary upstream and relay its
@@ -718,6 +778,12 @@ struct Admitted<'r> {
     claim: Option<Claim>,
     primary: &'r str,
     copies: &'r [String],
+}
+
+/// What steps 6–8 decided: forward, or answer a signed handshake.
+enum Checked<'r> {
+    Admitted(Admitted<'r>),
+    Handshake(crate::handshake::Answer),
 }
 
 /// How step 9 ended when it answered: the relay finished, or broke after the

@@ -58,6 +58,12 @@ impl Reply {
     /// A queued route could not store the delivery: the sender should retry.
     pub const STORAGE_UNAVAILABLE: Reply =
         Reply::new(503, "storage_unavailable", Outcome::StorageUnavailable);
+    /// A setup handshake whose verify token did not match (Meta).
+    pub const HANDSHAKE_REFUSED: Reply =
+        Reply::new(403, "handshake_refused", Outcome::SignatureInvalid);
+    /// An Asana handshake offering a secret while another is held for the route.
+    pub const HANDSHAKE_SECRET_HELD: Reply =
+        Reply::new(409, "handshake_secret_held", Outcome::SignatureInvalid);
 
     /// The 401 answer for a verification failure.
     pub fn for_verify_error(error: &VerifyError) -> Reply {

@@ -13,7 +13,8 @@
 //! Each row: `name` (what routes write), `title`, `verify` (the same keys as a route's
 //! `verify` table, without `secrets`), `event` and `delivery_id` (`"header:<Name>"`,
 //! `"json:<pointer>"`, `"form:<field>"`, `"standard-webhooks"` for the signed id, or a note),
-//! optional `ips`, and `docs`, the URL of the provider documentation the row was written from.
+//! optional `ips`, optional `handshake` (the setup handshake `crate::handshake` answers for
+//! routes with `handshake = true`), and `docs`, the URL of the provider documentation the row was written from.
 //! Every row has one test vector in `tests/fixtures/providers.json`, computed from that
 //! documentation by `tests/fixtures/provider_vectors.py`.
 
@@ -39,6 +40,10 @@ pub struct Provider {
     /// The provider's published source-address list (a URL or a note); not fetched.
     #[serde(default)]
     pub ips: Option<String>,
+    /// The setup handshake the gateway answers for routes with `handshake = true`
+    /// (`"slack"`, `"meta"`, … one of `crate::handshake::Kind`), if the provider has one.
+    #[serde(default)]
+    pub handshake: Option<String>,
     /// The documentation page the row was written from.
     pub docs: String,
 }
@@ -205,8 +210,10 @@ pub fn listing(markdown: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if markdown {
-        out.push_str("| provider | name | scheme | event type | delivery id | docs |\n");
-        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+        out.push_str(
+            "| provider | name | scheme | event type | delivery id | handshake | docs |\n",
+        );
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
         for p in all() {
             let scheme = match parameters(&p.verify) {
                 params if params.is_empty() => format!("`{}`", p.scheme()),
@@ -214,12 +221,15 @@ pub fn listing(markdown: bool) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | `{}` | {} | {} | {} | [docs]({}) |",
+                "| {} | `{}` | {} | {} | {} | {} | [docs]({}) |",
                 p.title,
                 p.name,
                 scheme,
                 code_or_note(&p.event),
                 code_or_note(&p.delivery_id),
+                p.handshake
+                    .as_deref()
+                    .map_or(String::new(), |h| format!("`{h}`")),
                 p.docs
             );
         }
@@ -297,6 +307,13 @@ mod tests {
                 p.name
             );
             assert_ne!(p.scheme(), "unknown", "{}: scheme", p.name);
+            if let Some(kind) = &p.handshake {
+                assert!(
+                    crate::handshake::Kind::parse(kind).is_some(),
+                    "{}: handshake {kind:?} is not a kind",
+                    p.name
+                );
+            }
             let mut spec = VerifySpec {
                 provider: Some(p.name.clone()),
                 ..VerifySpec::default()
