@@ -141,6 +141,7 @@ pub fn overlay(row: &VerifySpec, route: &VerifySpec) -> VerifySpec {
         timestamp_format,
         id_header,
         bearer,
+        signed_body,
     } = route.clone();
     VerifySpec {
         scheme: row.scheme.clone(),
@@ -160,6 +161,7 @@ pub fn overlay(row: &VerifySpec, route: &VerifySpec) -> VerifySpec {
         timestamp_format: timestamp_format.or_else(|| row.timestamp_format.clone()),
         id_header: id_header.or_else(|| row.id_header.clone()),
         bearer: bearer.or(row.bearer),
+        signed_body: signed_body.or_else(|| row.signed_body.clone()),
     }
 }
 
