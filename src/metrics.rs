@@ -36,6 +36,7 @@ pub const FANOUT_DROPPED_TOTAL: &str = "hookgate_fanout_dropped_total";
 pub const FANOUT_QUEUED: &str = "hookgate_fanout_queued";
 pub const DEDUPE_ENTRIES: &str = "hookgate_dedupe_entries";
 pub const SIGNATURE_FAILURES_TOTAL: &str = "hookgate_signature_failures_total";
+pub const DECODED_BODIES_TOTAL: &str = "hookgate_decoded_bodies_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
 pub const UPSTREAM_TARGETS_HEALTHY: &str = "hookgate_upstream_targets_healthy";
@@ -238,6 +239,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub request_body_bytes: HistogramVec,
     pub signature_failures: IntCounterVec,
+    /// Bodies with a `Content-Encoding` that a route read through, by coding and result.
+    pub decoded_bodies: IntCounterVec,
     pub rate_limit_keys: IntGaugeVec,
     pub events: IntCounterVec,
     pub fanout_copies: IntCounterVec,
@@ -296,6 +299,14 @@ impl Metrics {
                 "Deliveries refused by signature or token verification, by scheme and reason (missing, malformed, ambiguous, mismatch, expired)",
             ),
             &["route", "scheme", "reason"],
+        )
+        .expect("valid metric");
+        let decoded_bodies = IntCounterVec::new(
+            Opts::new(
+                DECODED_BODIES_TOTAL,
+                "Request bodies with a Content-Encoding that a route reads, by coding (gzip, deflate, br, other) and result (decoded, too_large, corrupt, unsupported, malformed)",
+            ),
+            &["route", "coding", "result"],
         )
         .expect("valid metric");
         let rate_limit_keys = IntGaugeVec::new(
@@ -458,6 +469,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(request_body_bytes.clone()),
             Box::new(signature_failures.clone()),
+            Box::new(decoded_bodies.clone()),
             Box::new(rate_limit_keys.clone()),
             Box::new(events.clone()),
             Box::new(fanout_copies.clone()),
@@ -491,6 +503,7 @@ impl Metrics {
             request_duration,
             request_body_bytes,
             signature_failures,
+            decoded_bodies,
             rate_limit_keys,
             events,
             fanout_copies,
@@ -609,6 +622,7 @@ impl Metrics {
         remove_unless(&self.requests, any_route)
             + remove_unless(&self.request_duration, any_route)
             + remove_unless(&self.request_body_bytes, any_route)
+            + remove_unless(&self.decoded_bodies, any_route)
             + remove_unless(&self.signature_failures, |labels| {
                 route(labels).is_some_and(|r| r.scheme == Some(labels.get("scheme")))
             })
