@@ -50,7 +50,8 @@ fn stream_signature(body: &[u8]) -> String {
 /// - `stream`: provider `getstream` (signs the decoded body), event from the JSON body;
 /// - `github`: signs the bytes as sent, event from the JSON body;
 /// - `routed`: no signature, event from the JSON body routed to `billing`, a 1 MiB cap;
-/// - `plain`: reads nothing of the body.
+/// - `plain`: reads nothing of the body;
+/// - `deduped`: its delivery id is in the JSON body.
 fn gateway() -> (Gateway, Upstream, Upstream) {
     let app = Upstream::start("app");
     let billing = Upstream::start("billing");
@@ -84,6 +85,12 @@ fn gateway() -> (Gateway, Upstream, Upstream) {
              [[routes.events]]\nmatch = \"invoice.*\"\nupstream = \"billing\"",
         )
         .route("plain", "/plain", "app", "")
+        .route(
+            "deduped",
+            "/deduped",
+            "app",
+            "dedupe = { key = \"json:/message/id\" }",
+        )
         .start();
     (gateway, app, billing)
 }
@@ -335,4 +342,88 @@ fn a_route_that_reads_nothing_forwards_coded_bytes_unread() {
         "a _method field (method override) is not accepted"
     );
     assert_eq!(app.count(), 2);
+}
+
+#[test]
+fn a_delivery_id_is_read_from_the_decoded_body() {
+    let (gateway, app, _billing) = gateway();
+    let send = |coding: &str, body: &[u8]| {
+        post(
+            gateway.proxy,
+            "/deduped",
+            &[
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", coding),
+            ],
+            body,
+        )
+    };
+    // Guards `KeySource::Json(_)` in the proxy's `reads_body`: the id read from the gzip
+    // bytes is not JSON (400).
+    send("gzip", &gzip(EVENT)).expect_status(200);
+    assert_eq!(app.count(), 1);
+    // The same delivery, coded another way, has the same id.
+    let answer = send("br", &br(EVENT));
+    answer.expect_status(200);
+    assert_eq!(answer.json()["status"], "duplicate");
+    assert_eq!(app.count(), 1, "a duplicate is not forwarded");
+}
+
+/// A config with `[server]` lines `server` and one route with lines `route`.
+fn config(server: &str, route: &str) -> Result<hookgate::config::Config, String> {
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{server}\n\
+         [upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n\
+         [[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\n{route}\n"
+    );
+    hookgate::config::Config::from_toml(&text, std::path::Path::new("t.toml"))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn max_decoded_body_defaults_to_eight_times_max_body_and_can_be_set_per_server_and_route() {
+    let cap = |server: &str, route: &str| config(server, route).unwrap().routes[0].max_decoded_body;
+    assert_eq!(cap("", ""), 8 << 20, "8 x the default max_body (1MiB)");
+    assert_eq!(cap("", "max_body = \"2MiB\""), 16 << 20);
+    assert_eq!(
+        cap("max_decoded_body = \"3MiB\"", "max_body = \"2MiB\""),
+        3 << 20
+    );
+    assert_eq!(
+        cap(
+            "max_decoded_body = \"3MiB\"",
+            "max_decoded_body = \"512KiB\""
+        ),
+        512 << 10
+    );
+    let error = config("", "max_decoded_body = \"lots\"").unwrap_err();
+    assert!(error.contains("max_decoded_body"), "{error}");
+}
+
+#[test]
+fn signed_body_is_as_sent_or_decoded_and_only_for_schemes_that_sign_a_body() {
+    let verify = |keys: &str| {
+        config(
+            "",
+            &format!("verify = {{ {keys}, secrets = [\"literal:{SECRET}\"] }}"),
+        )
+    };
+    let signs_decoded = |keys: &str| verify(keys).unwrap().routes[0].verifier.signs_decoded();
+    assert!(!signs_decoded("scheme = \"github\""));
+    assert!(!signs_decoded(
+        "scheme = \"github\", signed_body = \"as_sent\""
+    ));
+    assert!(signs_decoded(
+        "scheme = \"github\", signed_body = \"decoded\""
+    ));
+    // Stream's row signs the decoded body; a route can say otherwise.
+    assert!(signs_decoded("provider = \"getstream\""));
+    assert!(!signs_decoded(
+        "provider = \"getstream\", signed_body = \"as_sent\""
+    ));
+    let error = verify("scheme = \"github\", signed_body = \"gzip\"").unwrap_err();
+    assert!(error.contains("verify.signed_body"), "{error}");
+    let error =
+        verify("scheme = \"token\", header = \"X-Token\", signed_body = \"decoded\"").unwrap_err();
+    assert!(error.contains("signs no body"), "{error}");
 }
