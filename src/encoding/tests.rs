@@ -9,7 +9,7 @@ use super::*;
 const JSON: &[u8] =
     br#"{"type":"message.new","message":{"id":"m-1","text":"hello hello hello hello hello"}}"#;
 
-pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(data).unwrap();
     encoder.finish().unwrap()
@@ -61,7 +61,8 @@ fn headers(lines: &[&str]) -> HeaderMap {
 #[test]
 fn content_encoding_is_read_as_one_case_insensitive_coding() {
     use CodingError::*;
-    let cases: &[(&[&str], Result<Option<Coding>, CodingError>)] = &[
+    type Case<'a> = (&'a [&'a str], Result<Option<Coding>, CodingError>);
+    let cases: &[Case] = &[
         (&[], Ok(None)),
         (&["identity"], Ok(None)),
         (&["IDENTITY"], Ok(None)),
