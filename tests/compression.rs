@@ -173,6 +173,34 @@ fn a_gzip_body_signed_after_compression_is_verified_as_sent_and_its_event_read_d
     )
     .expect_status(401);
     assert_eq!(app.count(), 1);
+
+    // A forged bomb is refused on its signature before any decoding: 401, not 413.
+    // Guards the `self.verify(route, session, body, None, ctx)?` before `encoding::decode`
+    // in `decode_body`.
+    let bomb = gzip(&vec![0u8; 10 << 20]);
+    let forged = github_signature("not-the-secret", &bomb);
+    let answer = post(
+        gateway.proxy,
+        "/github",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+            ("X-Hub-Signature-256", forged.as_str()),
+        ],
+        &bomb,
+    );
+    answer.expect_status(401);
+    assert_eq!(answer.json()["error"], "signature_invalid");
+    gateway.assert_metric(
+        "hookgate_signature_failures_total",
+        &[("route", "github"), ("reason", "mismatch")],
+        2.0,
+    );
+    gateway.assert_no_series(
+        "hookgate_decoded_bodies_total",
+        &[("route", "github"), ("result", "too_large")],
+    );
+    assert_eq!(app.count(), 1);
 }
 
 #[test]
