@@ -10,6 +10,7 @@ pub mod dedupe; // duplicate-delivery suppression, bounded
 pub mod delivery; // queued delivery: durable store, background delivery, replay
 pub mod demo; // `hookgate demo`
 pub mod echo; // built-in echo upstream for the demo
+pub mod encoding; // Content-Encoding: one coding read strictly, decoded under a size cap
 pub mod events; // event extraction and event-based routing rules
 pub mod fanout; // background copies to secondary upstreams, bounded, with retries
 pub mod handshake; // setup handshakes answered by the gateway (challenge echoes, Asana's secret)

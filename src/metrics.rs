@@ -37,6 +37,7 @@ pub const FANOUT_QUEUED: &str = "hookgate_fanout_queued";
 pub const DEDUPE_ENTRIES: &str = "hookgate_dedupe_entries";
 pub const SIGNATURE_FAILURES_TOTAL: &str = "hookgate_signature_failures_total";
 pub const HANDSHAKES_TOTAL: &str = "hookgate_handshakes_total";
+pub const DECODED_BODIES_TOTAL: &str = "hookgate_decoded_bodies_total";
 pub const UPSTREAM_DURATION_SECONDS: &str = "hookgate_upstream_duration_seconds";
 pub const UPSTREAM_RESPONSES_TOTAL: &str = "hookgate_upstream_responses_total";
 pub const UPSTREAM_TARGETS_HEALTHY: &str = "hookgate_upstream_targets_healthy";
@@ -245,6 +246,8 @@ pub struct Metrics {
     pub signature_failures: IntCounterVec,
     /// Setup handshakes by route, provider and outcome (`answered`, `refused`).
     pub handshakes: IntCounterVec,
+    /// Bodies with a `Content-Encoding` that a route read through, by coding and result.
+    pub decoded_bodies: IntCounterVec,
     pub rate_limit_keys: IntGaugeVec,
     pub events: IntCounterVec,
     pub fanout_copies: IntCounterVec,
@@ -311,6 +314,14 @@ impl Metrics {
                 "Setup handshakes (challenges, verifications) the gateway answered itself or refused, by route and provider",
             ),
             &["route", "provider", "outcome"],
+        )
+        .expect("valid metric");
+        let decoded_bodies = IntCounterVec::new(
+            Opts::new(
+                DECODED_BODIES_TOTAL,
+                "Request bodies with a Content-Encoding that a route reads, by coding (gzip, deflate, br, other) and result (decoded, too_large, corrupt, unsupported, malformed)",
+            ),
+            &["route", "coding", "result"],
         )
         .expect("valid metric");
         let rate_limit_keys = IntGaugeVec::new(
@@ -474,6 +485,7 @@ impl Metrics {
             Box::new(request_body_bytes.clone()),
             Box::new(signature_failures.clone()),
             Box::new(handshakes.clone()),
+            Box::new(decoded_bodies.clone()),
             Box::new(rate_limit_keys.clone()),
             Box::new(events.clone()),
             Box::new(fanout_copies.clone()),
@@ -508,6 +520,7 @@ impl Metrics {
             request_body_bytes,
             signature_failures,
             handshakes,
+            decoded_bodies,
             rate_limit_keys,
             events,
             fanout_copies,
@@ -626,6 +639,7 @@ impl Metrics {
         remove_unless(&self.requests, any_route)
             + remove_unless(&self.request_duration, any_route)
             + remove_unless(&self.request_body_bytes, any_route)
+            + remove_unless(&self.decoded_bodies, any_route)
             + remove_unless(&self.signature_failures, |labels| {
                 route(labels).is_some_and(|r| r.scheme == Some(labels.get("scheme")))
             })

@@ -167,6 +167,7 @@ mod tests {
             ),
             dedupe: None,
             max_body: 1024,
+            max_decoded_body: 8192,
             allow: crate::allowlist::Allowlist::any(),
             rate_limit: None,
             verifier: std::sync::Arc::new(crate::verify::Verifier::disabled()),

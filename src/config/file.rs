@@ -43,6 +43,9 @@ pub struct ServerFile {
     pub admin: String,
     #[serde(default = "default_max_body")]
     pub max_body: String,
+    /// Cap on a body once its `Content-Encoding` is undone (413 past it); 8 × each route's
+    /// `max_body` when absent.
+    pub max_decoded_body: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// Default allowlist for routes without their own `allow`; any address when absent.
@@ -101,6 +104,7 @@ impl Default for ServerFile {
             tls: None,
             admin: default_admin(),
             max_body: default_max_body(),
+            max_decoded_body: None,
             trusted_proxies: Vec::new(),
             allow: None,
             max_inflight: None,
@@ -188,6 +192,8 @@ pub struct RouteFile {
     /// `"name"` or `["a", "b"]` (fan-out: the first answers the sender).
     pub upstream: OneOrMany,
     pub max_body: Option<String>,
+    /// Cap on the decoded body; `[server] max_decoded_body` when absent.
+    pub max_decoded_body: Option<String>,
     /// Client addresses allowed on this route (CIDRs or `[ip_sets]` names); `[server] allow` when absent.
     pub allow: Option<Vec<String>>,
     pub rate_limit: Option<RateLimitSpec>,

@@ -83,6 +83,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsListener>,
     pub admin: SocketAddr,
     pub max_body: u64,
+    /// `max_decoded_body`, when set; otherwise each route's is 8 × its `max_body`.
+    pub max_decoded_body: Option<u64>,
     /// Peers whose `X-Forwarded-For` is believed (see `allowlist::client_addr`).
     pub trusted_proxies: IpSet,
     /// The allowlist of routes that set none.
@@ -155,6 +157,10 @@ impl Default for ClientLimits {
 /// 1 GiB of buffered bodies.
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 
+/// A route's `max_decoded_body`, when neither it nor `[server]` sets one, is this many times
+/// its `max_body`: webhook JSON compresses 5–10×.
+pub const DECODED_BODY_FACTOR: u64 = 8;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsListener {
     pub listen: SocketAddr,
@@ -209,6 +215,8 @@ pub struct RouteSettings {
     pub events: Arc<EventRouter>,
     pub dedupe: Option<DedupeConfig>,
     pub max_body: u64,
+    /// Bytes a body may decode to when it is decoded (`encoding`); more is refused with 413.
+    pub max_decoded_body: u64,
     pub allow: Allowlist,
     pub rate_limit: Option<RateLimit>,
     /// Compiled with its secrets resolved; `Verifier::disabled()` when the route has no `verify`.
@@ -502,6 +510,12 @@ fn compile_server(
     });
     let admin = problems.take("server.admin", parse_listen_addr(&server.admin));
     let max_body = problems.take("server.max_body", parse_size(&server.max_body));
+    let max_decoded_body = match &server.max_decoded_body {
+        Some(text) => problems
+            .take("server.max_decoded_body", parse_size(text))
+            .map(Some),
+        None => Some(None),
+    };
     let trusted_proxies =
         problems.take_all(ip_sets.resolve("server.trusted_proxies", &server.trusted_proxies));
     let allow = problems.take_all(ip_sets.allowlist(
@@ -574,6 +588,7 @@ fn compile_server(
         tls,
         admin: admin?,
         max_body: max_body?,
+        max_decoded_body: max_decoded_body?,
         trusted_proxies: trusted_proxies?,
         allow: allow?,
         max_inflight: server.max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT),
@@ -876,6 +891,13 @@ fn compile_route(
         Some(text) => problems.take(&format!("{key}.max_body"), parse_size(text)),
         None => server.map(|s| s.max_body),
     };
+    let max_decoded_body = match &route.max_decoded_body {
+        Some(text) => problems.take(&format!("{key}.max_decoded_body"), parse_size(text)),
+        None => match server.and_then(|s| s.max_decoded_body) {
+            Some(limit) => Some(limit),
+            None => max_body.map(|limit| limit.saturating_mul(DECODED_BODY_FACTOR)),
+        },
+    };
     let host = route.host.map(|h| h.to_ascii_lowercase());
     let default_allow = server.map_or_else(Allowlist::any, |s| s.allow.clone());
     let allow = problems.take_all(ip_sets.allowlist(
@@ -982,6 +1004,7 @@ fn compile_route(
         events: Arc::new(events?),
         dedupe: dedupe?,
         max_body: max_body?,
+        max_decoded_body: max_decoded_body?,
         allow: allow?,
         rate_limit: rate_limit?,
         verifier: Arc::new(verifier),

@@ -264,6 +264,14 @@ impl EventRouter {
         self.extractor.is_some()
     }
 
+    /// Whether [`EventRouter::route`] reads the body (a JSON, form or XML event; a header
+    /// event does not): a body with a `Content-Encoding` is then decoded first.
+    pub fn reads_body(&self) -> bool {
+        self.extractor
+            .as_ref()
+            .is_some_and(|extractor| !matches!(extractor, Extractor::Header(_)))
+    }
+
     /// Extracts the event of a verified request and picks its target.
     pub fn route<'r, 'a>(
         &'r self,

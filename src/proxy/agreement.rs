@@ -109,19 +109,23 @@ pub fn check(
 /// # Errors
 /// The reason to show the sender.
 pub fn check_form_body(head: &RequestHeader, body: &[u8]) -> Result<(), &'static str> {
-    let form = head
-        .headers
+    if declares_form(head) && has_method_field(body) {
+        return Err("a _method field (method override) is not accepted");
+    }
+    Ok(())
+}
+
+/// Whether the request declares a form body (`application/x-www-form-urlencoded`), whose
+/// fields [`check_form_body`] reads.
+pub fn declares_form(head: &RequestHeader) -> bool {
+    head.headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.as_bytes().split(|&b| b == b';').next())
         .is_some_and(|essence| {
             essence
                 .trim_ascii()
                 .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
-        });
-    if form && has_method_field(body) {
-        return Err("a _method field (method override) is not accepted");
-    }
-    Ok(())
+        })
 }
 
 /// Whether a query has a `_method` parameter.

@@ -11,6 +11,8 @@
 //! 5. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
 //!    an unsigned setup handshake (route `handshake`) -> answered (Meta, Dropbox, X, Graph,
 //!                                                      Asana) | 400 | 403 | 409
+//!    undo its Content-Encoding when the route reads -> 415 unsupported_content_encoding
+//!    the body (module `encoding`)                       / 400 bad_request / 413 body_too_large
 //! 6. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
 //!                                                      | timestamp_out_of_range
 //!    a signed setup handshake in the verified body   -> answered (Slack, Zoom, Twitch, Discord)
@@ -21,7 +23,9 @@
 //!    remember the delivery id and queue copies for the fan-out upstreams
 //! 10. metrics + one access-log line (logging phase)
 //! ```
-//! Steps 0–4 cost no body read: a refused request closes its connection.
+//! Steps 0–4 cost no body read: a refused request closes its connection. A
+//! decoded body lives from step 5 to step 8, which never wait, and is dropped
+//! before step 9: at most one per worker thread.
 //! The phases only delegate: matching is `routing`, client address and
 //! allowlists `allowlist`, limits `ratelimit`, verification `verify`,
 //! target choice `upstream`, body reading `body`, the exchange `forward`,
@@ -62,6 +66,7 @@ use pingora::server::ShutdownWatch;
 use crate::admission::{Counted, InflightLimit, InflightSlot};
 use crate::allowlist;
 use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
+use crate::encoding;
 use crate::events::Target;
 use crate::fanout::{Fanout, Payload};
 use crate::metrics::{ClientLimit, Metrics, Outcome, RouteHandles, UNMATCHED_ROUTE};
@@ -339,10 +344,15 @@ impl Gateway {
         if ctx.handshake_only {
             return Err(Refusal::new(Reply::METHOD_NOT_ALLOWED));
         }
-        let admitted = match self.verify_and_admit(route, session, &body, ctx)? {
-            Checked::Admitted(admitted) => admitted, // 6, 7, 8
-            Checked::Handshake(answer) => return Ok(handshake::answer(session, ctx, answer).await),
-        };
+        let decoded = self.decode_body(route, session, &body, ctx)?; // 5
+        let admitted =
+            match self.verify_and_admit(route, session, &body, decoded.as_deref(), ctx)? {
+                Checked::Admitted(admitted) => admitted, // 6, 7, 8
+                Checked::Handshake(answer) => {
+                    return Ok(handshake::answer(session, ctx, answer).await)
+                }
+            };
+        drop(decoded);
         self.forward_primary(snapshot, session, ctx, route, admitted)
             .await // 9
     }
@@ -491,16 +501,102 @@ impl Gateway {
         refusal.close()
     }
 
+    /// Step 5, last part: a body with a `Content-Encoding` is decoded (under the
+    /// route's `max_decoded_body`) when the route reads it: its signature covers
+    /// the decoded bytes, its event or delivery id is in the body, or it is a
+    /// form (whose `_method` field the app would act on). Otherwise the coded
+    /// bytes are forwarded unread, whatever the coding. `None`: nothing decoded.
+    /// On a route whose signature covers the bytes as sent, they are verified
+    /// before decoding.
+    fn decode_body(
+        &self,
+        route: &Route,
+        session: &Session,
+        body: &bytes::Bytes,
+        ctx: &RequestContext,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        let head = session.req_header();
+        if !head.headers.contains_key(http::header::CONTENT_ENCODING)
+            || !(reads_body(route) || agreement::declares_form(head))
+        {
+            return Ok(None);
+        }
+        let count = |coding: &str, result: &str| {
+            self.metrics
+                .decoded_bodies
+                .with_label_values(&[route.name(), coding, result])
+                .inc();
+        };
+        let coding = match encoding::read(&head.headers) {
+            Ok(Some(coding)) => coding,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                count("other", error.label());
+                let reply = match error {
+                    encoding::CodingError::Malformed => Reply::BAD_REQUEST,
+                    _ => Reply::UNSUPPORTED_CONTENT_ENCODING,
+                };
+                return Err(Refusal::new(reply)
+                    .reason(&error)
+                    .detail(format!("Content-Encoding: {error}")));
+            }
+        };
+        if !route.settings.verifier.signs_decoded() {
+            // The signature covers the bytes as sent: a forgery is refused before any
+            // decoding work (a bomb costs its sender ~1000x less than it costs to decode).
+            // Step 6 verifies again, over the few compressed bytes.
+            self.verify(route, session, body, None, ctx)?;
+        }
+        let decoded =
+            encoding::decode(coding, body, route.settings.max_decoded_body).map_err(|error| {
+                count(coding.as_str(), error.label());
+                let (reply, detail) = match &error {
+                    encoding::DecodeError::TooLarge { .. } => (Reply::BODY_TOO_LARGE, None),
+                    encoding::DecodeError::Corrupt { detail, .. } => {
+                        (Reply::BAD_REQUEST, detail.as_deref())
+                    }
+                };
+                Refusal::new(reply).reason(&error).detail(match detail {
+                    Some(detail) => format!("{error} ({detail})"),
+                    None => error.to_string(),
+                })
+            })?;
+        count(coding.as_str(), "decoded");
+        agreement::check_form_body(head, &decoded).map_err(Refusal::bad_request)?;
+        Ok(Some(decoded))
+    }
+
     /// Steps 6–8: verify the body and the head, then a signed handshake, the
-    /// duplicate delivery and the event. All read the verified body; the answer
-    /// is decided first.
+    /// duplicate delivery and the event. All read the verified body
+    /// (`decoded`, when step 5 decoded it); the answer is decided first.
     fn verify_and_admit<'r>(
         &self,
         route: &'r Route,
         session: &Session,
         body: &bytes::Bytes,
+        decoded: Option<&[u8]>,
         ctx: &mut RequestContext,
     ) -> Result<Checked<'r>, Refusal> {
+        let verified = self.verify(route, session, body, decoded, ctx)?;
+        let headers = &session.req_header().headers;
+        if let Some(answer) = handshake::signed(&self.metrics, route, headers, verified.body())? {
+            return Ok(Checked::Handshake(answer));
+        }
+        self.admit(route, &verified, body, headers, ctx)
+            .map(Checked::Admitted)
+    }
+
+    /// Step 6: the route's verifier over the request as received, reading
+    /// `decoded` as its body when step 5 decoded it. An Asana handshake route
+    /// verifies with the secret its handshake handed over.
+    fn verify<'a>(
+        &self,
+        route: &Route,
+        session: &'a Session,
+        body: &'a bytes::Bytes,
+        decoded: Option<&'a [u8]>,
+        ctx: &RequestContext,
+    ) -> Result<Verified<'a>, Refusal> {
         let head = session.req_header();
         let request = verify::Request {
             method: head.method.as_str(),
@@ -509,7 +605,6 @@ impl Gateway {
             headers: &head.headers,
             body,
         };
-        // An Asana handshake route verifies with the secret its handshake handed over.
         let handed_over = route
             .settings
             .handshake
@@ -517,27 +612,22 @@ impl Gateway {
             .and_then(|h| h.asana())
             .and_then(|secret| secret.verifier(self.handshake_secrets.as_deref()));
         let verifier = handed_over.as_ref().unwrap_or(&route.settings.verifier);
-        let verified = verifier
-            .verify(&request, SystemTime::now())
-            .map_err(|error| {
-                self.metrics
-                    .signature_failures
-                    .with_label_values(&[route.name(), verifier.scheme(), error.reason()])
-                    .inc();
-                let refusal = Refusal::new(Reply::for_verify_error(&error));
-                match &error {
-                    verify::VerifyError::Ambiguous(why) => refusal.reason(why),
-                    _ => refusal,
-                }
-                .detail(error.to_string())
-            })?;
-        if let Some(answer) =
-            handshake::signed(&self.metrics, route, &head.headers, verified.body())?
-        {
-            return Ok(Checked::Handshake(answer));
-        }
-        self.admit(route, &verified, body, &head.headers, ctx)
-            .map(Checked::Admitted)
+        let verified = match decoded {
+            None => verifier.verify(&request, SystemTime::now()),
+            Some(decoded) => verifier.verify_decoded(&request, decoded, SystemTime::now()),
+        };
+        verified.map_err(|error| {
+            self.metrics
+                .signature_failures
+                .with_label_values(&[route.name(), verifier.scheme(), error.reason()])
+                .inc();
+            let refusal = Refusal::new(Reply::for_verify_error(&error));
+            match &error {
+                verify::VerifyError::Ambiguous(why) => refusal.reason(why),
+                _ => refusal,
+            }
+            .detail(error.to_string())
+        })
     }
 
     /// Step 9: forward the verified bytes to the primary upstream and relay its
@@ -754,7 +844,7 @@ pub struct VerifiedBody(bytes::Bytes);
 
 impl VerifiedBody {
     fn new(body: &bytes::Bytes, verified: &Verified<'_>) -> Self {
-        VerifiedBody(body.slice_ref(verified.body()))
+        VerifiedBody(body.slice_ref(verified.wire()))
     }
 
     pub fn len(&self) -> usize {
@@ -942,6 +1032,20 @@ impl Gateway {
         )
         .await
     }
+}
+
+/// Whether anything the route does reads the body's content, so that a body
+/// with a `Content-Encoding` must be decoded first (step 5): a signature over
+/// the decoded body, a setup handshake, an event or a delivery id in the body.
+fn reads_body(route: &Route) -> bool {
+    let settings = &route.settings;
+    settings.verifier.signs_decoded()
+        || settings.handshake.is_some()
+        || settings.events.reads_body()
+        || settings
+            .dedupe
+            .as_ref()
+            .is_some_and(|dedupe| matches!(dedupe.key, crate::dedupe::KeySource::Json(_)))
 }
 
 /// Step 3: the route's IP allowlist.

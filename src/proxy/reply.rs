@@ -43,6 +43,9 @@ impl Reply {
     pub const HEADER_TOO_LARGE: Reply =
         Reply::new(431, "header_too_large", Outcome::HeaderTooLarge);
     pub const BAD_REQUEST: Reply = Reply::new(400, "bad_request", Outcome::BadRequest);
+    /// A `Content-Encoding` the route cannot read through (unknown, or several codings).
+    pub const UNSUPPORTED_CONTENT_ENCODING: Reply =
+        Reply::new(415, "unsupported_content_encoding", Outcome::BadRequest);
     pub const REQUEST_TIMEOUT: Reply = Reply::new(408, "request_timeout", Outcome::BadRequest);
     pub const SIGNATURE_MISSING: Reply =
         Reply::new(401, "signature_missing", Outcome::SignatureInvalid);
@@ -194,6 +197,10 @@ pub async fn send(
     if reply.status == 405 {
         // The route's methods are not disclosed; POST is what webhooks use.
         header.insert_header("Allow", "POST")?;
+    }
+    if reply.status == 415 {
+        // The codings a request may use (RFC 9110 §12.5.3, §15.5.16).
+        header.insert_header("Accept-Encoding", crate::encoding::ACCEPTED)?;
     }
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;

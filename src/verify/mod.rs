@@ -195,6 +195,10 @@ pub struct VerifySpec {
     /// `jwt`: the claim holding the lower-case hex SHA-256 of the body (Netlify: `"sha256"`,
     /// Plaid: `"request_body_sha256"`). Without it the token does not cover the body.
     pub body_sha256_claim: Option<String>,
+    /// Which bytes the signature covers when the body has a `Content-Encoding`: `"as_sent"`
+    /// (default: the bytes on the wire, what an HMAC over the raw body covers) or `"decoded"`
+    /// (the body once gzip/deflate/br is undone, as Stream signs). Not for token schemes.
+    pub signed_body: Option<String>,
 }
 
 impl VerifySpec {
@@ -248,7 +252,10 @@ pub struct Request<'a> {
 /// Proof that a body passed its route's verification. Only this module can make one.
 #[derive(Clone, Copy)]
 pub struct Verified<'a> {
+    /// The body as the app reads it: `wire` with its content coding undone.
     body: &'a [u8],
+    /// The bytes as received.
+    wire: &'a [u8],
     scheme: &'static str,
     signed_id: Option<&'a str>,
 }
@@ -257,14 +264,24 @@ impl<'a> Verified<'a> {
     fn new(body: &'a [u8], scheme: &'static str, signed_id: Option<&'a str>) -> Self {
         Verified {
             body,
+            wire: body,
             scheme,
             signed_id,
         }
     }
 
-    /// The exact body bytes that were verified (forward these, nothing else).
+    /// The body as the app reads it: the received bytes with their content coding
+    /// (`Content-Encoding`, see `encoding`) undone, or the received bytes themselves when the
+    /// request has none or the route reads nothing of the body. Events, delivery ids and
+    /// anything else that reads the body read these.
     pub fn body(&self) -> &'a [u8] {
         self.body
+    }
+
+    /// The exact bytes received, which the signature (or, with `signed_body = "decoded"`, the
+    /// signed decoding of them) vouches for: forward these, nothing else.
+    pub fn wire(&self) -> &'a [u8] {
+        self.wire
     }
 
     /// Canonical scheme that vouched for the body (`"none"` for routes without `verify`).
@@ -348,6 +365,8 @@ pub struct Verifier {
     scheme: &'static str,
     /// The provider row the route named, if any.
     provider: Option<&'static providers::Provider>,
+    /// Whether the signature covers the decoded body (`signed_body = "decoded"`).
+    signs_decoded: bool,
     kind: Kind,
 }
 
@@ -379,6 +398,7 @@ impl Verifier {
         Verifier {
             scheme: "none",
             provider: None,
+            signs_decoded: false,
             kind: Kind::Disabled,
         }
     }
@@ -453,6 +473,24 @@ impl Verifier {
             return Err(problems);
         };
         let mut cx = compile::Cx::new(spec, scheme, resolve_secret);
+        let signs_decoded = match spec.signed_body.as_deref() {
+            None | Some("as_sent") => false,
+            Some("decoded") if matches!(scheme, "token" | "gitlab") => {
+                cx.problem(
+                    "signed_body",
+                    format!("the {scheme} scheme signs no body; remove signed_body"),
+                );
+                false
+            }
+            Some("decoded") => true,
+            Some(other) => {
+                cx.problem(
+                    "signed_body",
+                    format!("unknown value {other:?}; use \"as_sent\" (the default: the bytes received) or \"decoded\" (the body once its Content-Encoding is undone)"),
+                );
+                false
+            }
+        };
         let kind = match scheme {
             "github" => github::compile(&mut cx).map(|h| Kind::Hmac(Box::new(h))),
             "gitlab" => gitlab::compile(&mut cx).map(Kind::Gitlab),
@@ -480,6 +518,7 @@ impl Verifier {
             (problems, Some(kind)) if problems.is_empty() => Ok(Verifier {
                 scheme,
                 provider,
+                signs_decoded,
                 kind,
             }),
             (problems, _) if !problems.is_empty() => Err(problems),
@@ -524,6 +563,41 @@ impl Verifier {
             Kind::Token(t) => Some(t.header()),
             _ => None,
         }
+    }
+
+    /// Whether the signature covers the decoded body (`signed_body = "decoded"`): a request
+    /// with a `Content-Encoding` must then be decoded before [`Verifier::verify_decoded`].
+    pub fn signs_decoded(&self) -> bool {
+        self.signs_decoded
+    }
+
+    /// Verifies a request whose body (`request.body`, as received) has a content coding, and
+    /// `decoded`, that body with its coding undone: over `decoded` when the route signs the
+    /// decoded body ([`Verifier::signs_decoded`]), else over the received bytes. The
+    /// [`Verified`] reads `decoded` and forwards `request.body` either way.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub fn verify_decoded<'a>(
+        &self,
+        request: &Request<'a>,
+        decoded: &'a [u8],
+        now: SystemTime,
+    ) -> Result<Verified<'a>, VerifyError> {
+        let signed = if self.signs_decoded {
+            Request {
+                body: decoded,
+                ..*request
+            }
+        } else {
+            *request
+        };
+        let verified = self.verify(&signed, now)?;
+        Ok(Verified {
+            body: decoded,
+            wire: request.body,
+            ..verified
+        })
     }
 
     /// Verifies `request` as of `now`. On success the [`Verified`] holds `request.body`.

@@ -153,6 +153,7 @@ pub fn overlay(row: &VerifySpec, route: &VerifySpec) -> VerifySpec {
         bearer,
         issuer,
         body_sha256_claim,
+        signed_body,
     } = route.clone();
     VerifySpec {
         scheme: row.scheme.clone(),
@@ -174,6 +175,7 @@ pub fn overlay(row: &VerifySpec, route: &VerifySpec) -> VerifySpec {
         bearer: bearer.or(row.bearer),
         issuer: issuer.or_else(|| row.issuer.clone()),
         body_sha256_claim: body_sha256_claim.or_else(|| row.body_sha256_claim.clone()),
+        signed_body: signed_body.or_else(|| row.signed_body.clone()),
     }
 }
 
