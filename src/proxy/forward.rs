@@ -75,14 +75,17 @@ pub struct Outgoing<'a> {
 /// `answered` is called with the upstream's status as soon as its response
 /// head is read, before anything is relayed: whatever the sender does next
 /// (a retry on another connection, say) already sees the delivery as made.
-pub async fn forward(
+pub async fn forward<Answered>(
     connections: &UpstreamConnections,
     session: &mut Session,
     pool: &UpstreamPool,
     request: Outgoing<'_>,
     last_target: &mut LastTarget,
-    answered: impl FnOnce(u16),
-) -> Result<Forwarded, ForwardError> {
+    answered: impl FnOnce(u16) -> Answered,
+) -> Result<Forwarded, ForwardError>
+where
+    Answered: std::future::Future<Output = ()>,
+{
     let Outgoing {
         head,
         body,
@@ -102,7 +105,7 @@ pub async fn forward(
         )));
     };
     let mut exchange = sent?;
-    answered(exchange.status);
+    answered(exchange.status).await;
     let mut forwarded = Forwarded {
         status: exchange.status,
         upstream_time: exchange.started.elapsed(),

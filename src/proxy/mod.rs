@@ -8,10 +8,12 @@
 //! 2. client address: the peer, or X-Forwarded-For through trusted proxies only
 //! 3. the route's IP allowlist                       -> 403 ip_not_allowed
 //! 4. the route's rate limit                         -> 429 rate_limited + Retry-After
+//!    (with [cluster]: shared in Redis; Redis down   -> 503 cluster_unavailable, or local)
 //! 5. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
 //! 6. verify the signature or token of the route     -> 401 signature_missing | signature_invalid
 //!                                                      | timestamp_out_of_range
 //! 7. duplicate delivery id (route `dedupe`)         -> 200 duplicate / 409 duplicate_in_flight
+//!    (with [cluster]: shared in Redis; Redis down   -> 503 cluster_unavailable, or local)
 //! 8. event type -> the route's upstream(s)          -> 422 event_unmatched / 400 bad_request
 //! 9. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
 //!    of the primary upstream; relay its answer to the sender; after a 2xx,
@@ -56,6 +58,8 @@ use pingora::server::ShutdownWatch;
 
 use crate::admission::{Counted, InflightLimit, InflightSlot};
 use crate::allowlist;
+use crate::cluster::{ClusterClient, Operation};
+use crate::config::cluster::OnUnavailable;
 use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
 use crate::events::Target;
 use crate::fanout::{Fanout, Payload};
@@ -83,6 +87,8 @@ pub struct Gateway {
     unmatched: RouteHandles,
     /// The store and background delivery of queued routes, when `[storage]` is set.
     queue: Option<Arc<crate::delivery::Queue>>,
+    /// The shared Redis of `[cluster]`: rate limits and dedupe across instances.
+    cluster: Option<Arc<ClusterClient>>,
 }
 
 impl Gateway {
@@ -104,12 +110,19 @@ impl Gateway {
             fanout,
             unmatched: RouteHandles::new(UNMATCHED_ROUTE, []),
             queue: None,
+            cluster: None,
         }
     }
 
     /// Stores and answers 202 on `delivery = "queued"` routes through `queue`.
     pub fn with_queue(mut self, queue: Option<Arc<crate::delivery::Queue>>) -> Self {
         self.queue = queue;
+        self
+    }
+
+    /// Keeps rate limits and dedupe in `cluster`'s Redis, shared by every instance.
+    pub fn with_cluster(mut self, cluster: Option<Arc<ClusterClient>>) -> Self {
+        self.cluster = cluster;
         self
     }
 }
@@ -304,9 +317,11 @@ impl Gateway {
         let client = self.client_address(snapshot, session, ctx); // 2
         let route = self.route(snapshot, session, ctx)?; // 1
         allow(route, client)?; // 3
-        rate_limit(route, client, session)?; // 4
+        self.rate_limit(route, client, session).await?; // 4
         let body = self.read_body(snapshot, session, ctx, route).await?; // 5
-        let admitted = self.verify_and_admit(route, session, &body, ctx)?; // 6, 7, 8
+        let admitted = self
+            .verify_and_admit(snapshot, route, session, &body, ctx)
+            .await?; // 6, 7, 8
         self.forward_primary(snapshot, session, ctx, route, admitted)
             .await // 9
     }
@@ -446,8 +461,9 @@ impl Gateway {
 
     /// Steps 6–8: verify the body and the head, then the duplicate delivery and
     /// the event. All read the verified body; the answer is decided first.
-    fn verify_and_admit<'r>(
+    async fn verify_and_admit<'r>(
         &self,
+        snapshot: &Snapshot,
         route: &'r Route,
         session: &Session,
         body: &bytes::Bytes,
@@ -476,7 +492,8 @@ impl Gateway {
                 }
                 .detail(error.to_string())
             })?;
-        self.admit(route, &verified, body, &head.headers, ctx)
+        self.admit(snapshot, route, &verified, body, &head.headers, ctx)
+            .await
     }
 
     /// Step 9: forward the verified bytes to the primary upstream and relay its
@@ -536,11 +553,14 @@ impl Gateway {
         // provider retries, and must get through. It is remembered once the 2xx
         // head is read, before the answer is relayed, so a sender that retries
         // as soon as it sees the answer gets "duplicate", not 409.
-        let claim = admitted.claim;
-        let remember = |status: u16| {
-            if let Some(claim) = claim.filter(|_| (200..300).contains(&status)) {
-                claim.forwarded(Instant::now());
-            }
+        // A failed forward forgets the id before the answer goes out, here or
+        // (the upstream gave no answer) below, so the sender's retry gets through.
+        let claim = std::sync::Mutex::new(admitted.claim);
+        let take_claim = || claim.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let remember = |status: u16| match take_claim() {
+            Some(claim) if (200..300).contains(&status) => claim.confirm(Instant::now()),
+            Some(claim) => claim.release(),
+            None => crate::dedupe::Confirm::done(),
         };
         let request = forward::Outgoing {
             head: &head,
@@ -555,8 +575,13 @@ impl Gateway {
             &mut ctx.target,
             remember,
         )
-        .await
-        .map_err(|error| match error {
+        .await;
+        if forwarded.is_err() {
+            if let Some(claim) = take_claim() {
+                claim.release().await;
+            }
+        }
+        let forwarded = forwarded.map_err(|error| match error {
             ForwardError::Unavailable => {
                 Refusal::new(Reply::UPSTREAM_UNAVAILABLE).detail("no healthy target")
             }
@@ -703,17 +728,34 @@ type Relayed = Result<()>;
 impl Gateway {
     /// Steps 7 and 8 for a verified request: duplicate delivery, then the event
     /// and the upstreams it routes to.
-    fn admit<'r>(
+    async fn admit<'r>(
         &self,
+        snapshot: &Snapshot,
         route: &'r Route,
         verified: &Verified<'_>,
         body: &bytes::Bytes,
         headers: &http::HeaderMap,
         ctx: &mut RequestContext,
     ) -> Result<Admitted<'r>, Refusal> {
-        let claim = match &route.dedupe {
+        let admission = match (&route.dedupe, &self.cluster) {
+            (None, _) => None,
+            (Some(store), None) => Some(store.admit(verified, headers, Instant::now())),
+            (Some(store), Some(cluster)) => {
+                let id = store.config().delivery_id(verified, headers);
+                let lease = claim_lease(cluster, snapshot, route);
+                let admission = store
+                    .admit_clustered(cluster, route.name(), lease, id, Instant::now())
+                    .await;
+                match admission {
+                    Ok(Err(unavailable)) => return Err(cluster_unavailable(&unavailable)),
+                    Ok(Ok(admission)) => Some(Ok(admission)),
+                    Err(error) => Some(Err(error)),
+                }
+            }
+        };
+        let claim = match admission {
             None => None,
-            Some(store) => match store.admit(verified, headers, Instant::now()) {
+            Some(admission) => match admission {
                 Ok(Admission::Forward(claim)) => claim,
                 Ok(Admission::Duplicate) => {
                     return Err(
@@ -830,16 +872,68 @@ fn allow(route: &Route, client: IpAddr) -> Result<(), Refusal> {
     }
 }
 
-/// Step 4: the route's rate limit, decided before the body is read.
-fn rate_limit(route: &Route, client: IpAddr, session: &Session) -> Result<(), Refusal> {
-    let Some(limiter) = &route.limiter else {
-        return Ok(());
-    };
-    limiter
-        .check(client, &session.req_header().headers)
-        .map_err(|limited| {
+impl Gateway {
+    /// Step 4: the route's rate limit, decided before the body is read: in
+    /// Redis with `[cluster]` (or, while it does not answer, as
+    /// `on_unavailable` says), else by this instance's limiter.
+    async fn rate_limit(
+        &self,
+        route: &Route,
+        client: IpAddr,
+        session: &Session,
+    ) -> Result<(), Refusal> {
+        let Some(limiter) = &route.limiter else {
+            return Ok(());
+        };
+        let headers = &session.req_header().headers;
+        let decided = match &self.cluster {
+            None => limiter.check(client, headers),
+            Some(cluster) => {
+                let limit = limiter.config();
+                let key =
+                    crate::ratelimit::shared_key(cluster, route.name(), limit, client, headers);
+                match crate::ratelimit::check_shared(cluster, limit, key).await {
+                    Ok(decided) => decided,
+                    Err(e) => match cluster.settings().on_unavailable {
+                        OnUnavailable::Local => {
+                            cluster.count_fallback(Operation::RateLimit);
+                            limiter.check(client, headers)
+                        }
+                        OnUnavailable::Reject => return Err(cluster_unavailable(&e)),
+                    },
+                }
+            }
+        };
+        decided.map_err(|limited| {
             Refusal::new(Reply::RATE_LIMITED)
                 .retry_after(limited.retry_after_secs())
                 .detail(limited.to_string())
         })
+    }
+}
+
+/// 503 `cluster_unavailable`: Redis did not answer and `on_unavailable = "reject"`.
+fn cluster_unavailable(error: &dyn std::fmt::Display) -> Refusal {
+    Refusal::new(Reply::CLUSTER_UNAVAILABLE)
+        .retry_after(crate::cluster::UNAVAILABLE_RETRY_AFTER_SECS)
+        .detail(format!("cluster: {error}"))
+}
+
+/// How long a dedupe claim of `route` is held in Redis: `[cluster] claim_lease`,
+/// else the longest `response_timeout` of the upstreams the route can send to
+/// plus 5 s, so a live instance never loses its claim mid-forward.
+fn claim_lease(cluster: &ClusterClient, snapshot: &Snapshot, route: &Route) -> Duration {
+    cluster.settings().claim_lease.unwrap_or_else(|| {
+        let longest = route
+            .settings
+            .upstreams
+            .iter()
+            .map(String::as_str)
+            .chain(route.settings.events.upstreams())
+            .filter_map(|name| snapshot.config.upstreams.get(name))
+            .map(|upstream| upstream.response_timeout)
+            .max()
+            .unwrap_or_default();
+        longest + crate::dedupe::CLAIM_LEASE_MARGIN
+    })
 }

@@ -58,6 +58,9 @@ impl Reply {
     /// A queued route could not store the delivery: the sender should retry.
     pub const STORAGE_UNAVAILABLE: Reply =
         Reply::new(503, "storage_unavailable", Outcome::StorageUnavailable);
+    /// `[cluster]` Redis did not answer and `on_unavailable = "reject"`.
+    pub const CLUSTER_UNAVAILABLE: Reply =
+        Reply::new(503, "cluster_unavailable", Outcome::ClusterUnavailable);
 
     /// The 401 answer for a verification failure.
     pub fn for_verify_error(error: &VerifyError) -> Reply {
