@@ -103,7 +103,11 @@ pub fn manager_config(cluster: &Cluster) -> ConnectionManagerConfig {
 /// The shared handle: cheap to clone the connection out of, safe to call from
 /// any runtime. `Debug` shows the redacted URL only.
 pub struct ClusterClient {
+    /// Tells this client's per-thread connections from another client's.
+    id: u64,
     settings: Cluster,
+    client: redis::Client,
+    /// The connection of the ping and of callers outside a proxy worker.
     connection: ConnectionManager,
     up: AtomicBool,
     metrics: Arc<Metrics>,
@@ -134,7 +138,7 @@ impl ClusterClient {
         let client = redis_client(settings)?;
         let connection = {
             let _entered = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client, manager_config(settings))?
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config(settings))?
         };
         for operation in Operation::ALL {
             metrics
@@ -147,8 +151,11 @@ impl ClusterClient {
                 .with_label_values(&[operation.as_str()]);
         }
         metrics.cluster_up.with_label_values::<&str>(&[]).set(0);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let client = Arc::new(ClusterClient {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             settings: settings.clone(),
+            client,
             connection,
             up: AtomicBool::new(false),
             metrics,
@@ -222,7 +229,7 @@ impl ClusterClient {
             return Err(ClusterError::Down);
         }
         let timeout = self.settings.command_timeout;
-        let result = match tokio::time::timeout(timeout, command(self.connection.clone())).await {
+        let result = match tokio::time::timeout(timeout, command(self.worker_connection())).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout() {
@@ -237,6 +244,40 @@ impl ClusterClient {
         };
         self.count_error(operation);
         Err(result)
+    }
+
+    /// The connection for a command issued on this thread. On a current-thread
+    /// runtime (each proxy worker: `work_stealing = false`) it is the thread's
+    /// own, created on first use, whose I/O runs on that same thread: a command
+    /// then costs no wakeup of another thread, and the commands of the requests
+    /// a worker holds at once leave in one write. Elsewhere, the shared one.
+    fn worker_connection(&self) -> ConnectionManager {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        thread_local! {
+            static CONNECTIONS: std::cell::RefCell<Vec<(u64, ConnectionManager)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let own_thread = Handle::try_current()
+            .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        if !own_thread {
+            return self.connection.clone();
+        }
+        CONNECTIONS.with(|connections| {
+            let mut connections = connections.borrow_mut();
+            if let Some((_, connection)) = connections.iter().find(|(id, _)| *id == self.id) {
+                return connection.clone();
+            }
+            match ConnectionManager::new_lazy_with_config(
+                self.client.clone(),
+                manager_config(&self.settings),
+            ) {
+                Ok(connection) => {
+                    connections.push((self.id, connection.clone()));
+                    connection
+                }
+                Err(_) => self.connection.clone(),
+            }
+        })
     }
 
     /// Counts one decision taken on this instance's own state because Redis
