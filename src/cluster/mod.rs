@@ -100,6 +100,13 @@ pub fn manager_config(cluster: &Cluster) -> ConnectionManagerConfig {
         .set_number_of_retries(2)
 }
 
+/// [`manager_config`] without the response timeout: the client's own
+/// connections are bounded by [`ClusterClient::run`] and the ping, so each
+/// command arms one timer, not two.
+fn own_config(cluster: &Cluster) -> ConnectionManagerConfig {
+    manager_config(cluster).set_response_timeout(None)
+}
+
 /// The shared handle: cheap to clone the connection out of, safe to call from
 /// any runtime. `Debug` shows the redacted URL only.
 pub struct ClusterClient {
@@ -138,7 +145,7 @@ impl ClusterClient {
         let client = redis_client(settings)?;
         let connection = {
             let _entered = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config(settings))?
+            ConnectionManager::new_lazy_with_config(client.clone(), own_config(settings))?
         };
         for operation in Operation::ALL {
             metrics
@@ -229,7 +236,9 @@ impl ClusterClient {
             return Err(ClusterError::Down);
         }
         let timeout = self.settings.command_timeout;
-        let result = match tokio::time::timeout(timeout, command(self.worker_connection())).await {
+        // Pingora's coarse timer: cheaper than tokio's wheel, and precise enough.
+        let answer = pingora::prelude::timeout(timeout, command(self.worker_connection())).await;
+        let result = match answer {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout() {
@@ -269,7 +278,7 @@ impl ClusterClient {
             }
             match ConnectionManager::new_lazy_with_config(
                 self.client.clone(),
-                manager_config(&self.settings),
+                own_config(&self.settings),
             ) {
                 Ok(connection) => {
                     connections.push((self.id, connection.clone()));
