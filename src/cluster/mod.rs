@@ -170,16 +170,20 @@ impl ClusterClient {
         });
         let first = client.clone();
         let deadline = settings.connect_timeout + settings.command_timeout;
-        let _ = runtime.block_on(async move { tokio::time::timeout(deadline, first.ping()).await });
-        if !client.is_up() {
-            tracing::warn!(redis = %settings.redis, "cluster: Redis does not answer yet; retrying every {PING_INTERVAL:?}");
+        let failed = runtime
+            .block_on(async move { tokio::time::timeout(deadline, first.ping()).await })
+            .unwrap_or_else(|_| Some("no answer in time".to_string()));
+        if let Some(error) = failed {
+            tracing::warn!(redis = %settings.redis, %error, "cluster: Redis does not answer yet; retrying every {PING_INTERVAL:?}");
         }
         let pinger = Arc::downgrade(&client);
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(PING_INTERVAL).await;
                 match pinger.upgrade() {
-                    Some(client) => client.ping().await,
+                    Some(client) => {
+                        client.ping().await;
+                    }
                     None => return,
                 }
             }
@@ -305,7 +309,8 @@ impl ClusterClient {
             .inc();
     }
 
-    async fn ping(&self) {
+    /// Pings Redis and records whether it answered; the error when it did not.
+    async fn ping(&self) -> Option<String> {
         let mut connection = self.connection.clone();
         let answer = tokio::time::timeout(
             self.settings
@@ -317,18 +322,21 @@ impl ClusterClient {
         match answer {
             Ok(Ok(_)) => {
                 self.set_up(true);
+                None
             }
             Ok(Err(e)) => {
                 self.count_error(Operation::Ping);
                 if self.set_up(false) {
                     tracing::warn!(redis = %self.settings.redis, error = %e, "cluster: Redis is unreachable");
                 }
+                Some(e.to_string())
             }
             Err(_) => {
                 self.count_error(Operation::Ping);
                 if self.set_up(false) {
                     tracing::warn!(redis = %self.settings.redis, "cluster: Redis does not answer the ping in time");
                 }
+                Some("no answer to PING in time".to_string())
             }
         }
     }
