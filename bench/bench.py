@@ -404,6 +404,7 @@ def cmd_record(args):
         "cpu_ticks": args.cpu_after - args.cpu_before,
         "sys_ticks": args.sys_after - args.sys_before,
         "up_cpu_ticks": args.up_after - args.up_before,
+        "aux_cpu_ticks": args.aux_after - args.aux_before,
         "clk_tck": os.sysconf("SC_CLK_TCK"),
         "rss_kib": args.rss_kib,
         "up_accepts": args.accepts_after - args.accepts_before,
@@ -439,6 +440,7 @@ def derived(row):
         "cpu_us": cpu_s / n * 1e6,
         "sys_pct": row.get("sys_ticks", 0) / max(row["cpu_ticks"], 1) * 100,
         "up_cpu_100k": up_s / n * 1e5,
+        "aux_cpu_us": row.get("aux_cpu_ticks", 0) / row["clk_tck"] / n * 1e6,
         "rss_mib": row["rss_kib"] / 1024,
         "mbps": row["requests"] * row["size"] / secs / 1e6,
         "up_conns": row["up_accepts"],
@@ -454,13 +456,15 @@ def summary_line(row):
             + (f"  ERRORS {d['bad']}" if d["bad"] else ""))
 
 
-SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate", "queued", "baseline"]
+SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate", "queued", "deduped", "cluster", "baseline"]
 LABEL = {
     "direct": "upstream direct",
     "nginx": "nginx proxy_pass",
     "haproxy": "HAProxy (full job)",
     "hookgate": "hookgate*",
     "queued": "hookgate queued*",
+    "deduped": "hookgate + dedupe*",
+    "cluster": "hookgate + dedupe, [cluster]*",
     "baseline": "hookgate baseline*",
 }
 
@@ -557,6 +561,26 @@ def cmd_report(args):
                        + " | ".join(fmt(v) for v in vs)
                        + f" | {qs.get('acked', '-')} | {qs.get('delivered', '-')} | {qs.get('upstream', '-')} | "
                        f"{qs.get('drain_s', '-')} | {check} |")
+
+    if any(k[1] == "cluster" for k in cells):
+        out.append("")
+        out.append("Several instances (`[cluster]`): the same rate-limited, deduped, signed route with "
+                   "its limiter and dedupe state in Redis (cluster) or in the process (deduped). "
+                   "Redis CPU is the redis-server's own, per request; goal: hookgate CPU/req at most "
+                   "1.15x the local state's:")
+        out.append("")
+        out.append("| scenario | local req/s | cluster req/s | req/s ratio | local CPU µs/req | cluster CPU µs/req | CPU/req ratio | + Redis CPU µs/req | (hookgate + Redis) / local | p99 ms local / cluster | check |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for sc in scenarios:
+            l, c = cells.get((sc, "deduped")), cells.get((sc, "cluster"))
+            if not l or not c:
+                continue
+            dl, dc = derived(l), derived(c)
+            bad = dl["bad"] + dc["bad"]
+            out.append(f"| {sc} | {dl['rps']:.0f} | {dc['rps']:.0f} | {fmt(ratio(dc['rps'], dl['rps']))} | "
+                       f"{dl['cpu_us']:.1f} | {dc['cpu_us']:.1f} | {fmt(ratio(dc['cpu_us'], dl['cpu_us']))} | "
+                       f"{dc['aux_cpu_us']:.1f} | {fmt(ratio(dc['cpu_us'] + dc['aux_cpu_us'], dl['cpu_us']))} | "
+                       f"{dl['p99_ms']:.2f} / {dc['p99_ms']:.2f} | " + ("ok" if not bad else f"{bad} bad") + " |")
 
     if any(k[1] == "baseline" for k in cells):
         out.append("")
@@ -803,6 +827,8 @@ def main():
                  "rss-kib", "accepts-before", "accepts-after"):
         s.add_argument(f"--{name}", type=int, required=True)
     s.add_argument("--queue", default="", help="a queued cell: the output of `drain`")
+    s.add_argument("--aux-before", type=int, default=0, help="CPU ticks of the cell's Redis (cluster)")
+    s.add_argument("--aux-after", type=int, default=0)
     s.set_defaults(fn=cmd_record)
     s = sub.add_parser("report"); s.add_argument("results"); s.add_argument("--markdown")
     s.set_defaults(fn=cmd_report)

@@ -17,6 +17,24 @@ wrk.headers["X-GitHub-Event"] = "pull_request"
 wrk.headers["X-GitHub-Delivery"] = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
 wrk.headers["X-Hub-Signature-256"] = signature
 
+-- BENCH_UNIQUE_IDS=<prefix>: every request gets its own X-GitHub-Delivery
+-- (<prefix>-<thread>-<n>), for routes that deduplicate on it. Costs wrk a
+-- request() call per request; the fixed request above is used otherwise.
+local unique_prefix = os.getenv("BENCH_UNIQUE_IDS")
+if unique_prefix and unique_prefix ~= "" then
+  local threads = 0
+  function setup(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+  end
+  local n = 0
+  function request()
+    n = n + 1
+    wrk.headers["X-GitHub-Delivery"] = string.format("%s-%d-%d", unique_prefix, tid or 0, n)
+    return wrk.format()
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

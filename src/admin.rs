@@ -49,6 +49,8 @@ pub struct Admin {
     serving: Vec<SocketAddr>,
     /// The store of queued deliveries, for `/events`.
     queue: Option<Arc<crate::delivery::Queue>>,
+    /// The shared Redis of `[cluster]`, for `/readyz`.
+    cluster: Option<Arc<crate::cluster::ClusterClient>>,
 }
 
 impl Admin {
@@ -68,7 +70,17 @@ impl Admin {
             reloader,
             serving,
             queue: None,
+            cluster: None,
         }
+    }
+
+    /// Reports `cluster` in `/readyz`: not ready while its Redis does not answer
+    /// and `on_unavailable = "reject"` (every rate-limited or deduped delivery would
+    /// get 503). With `"local"` it stays ready: requests are decided on the
+    /// instance's own state, counted in `hookgate_cluster_fallbacks_total`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::ClusterClient>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Serves `/events` (inspect and replay queued deliveries) from `queue`.
@@ -103,6 +115,15 @@ impl Admin {
     async fn not_ready_reason(&self) -> Option<String> {
         if !self.health_known.load(Ordering::Acquire) {
             return Some("the first upstream health checks have not completed".to_string());
+        }
+        if let Some(cluster) = &self.cluster {
+            let reject =
+                cluster.settings().on_unavailable == crate::config::cluster::OnUnavailable::Reject;
+            if reject && !cluster.is_up() {
+                return Some(
+                    "the [cluster] Redis does not answer (on_unavailable = \"reject\")".to_string(),
+                );
+            }
         }
         self.unbound_listener()
             .await

@@ -72,6 +72,17 @@
 //! call, oldest first; a full table evicts the oldest entry, counted in [`Stats::evicted`] (if that
 //! grows, deliveries are forgotten before their TTL: raise `max_entries`).
 //!
+//! # Several instances (`[cluster]`)
+//! With `[cluster]`, [`DedupeStore::admit_clustered`] keeps claims and forwarded ids in
+//! Redis instead, with the same rules across every instance: a claim is `SET key token NX
+//! PX lease` (in one Lua script that also tells a forwarded id from one in flight), a
+//! successful forward `SET key "f" PX ttl` before the answer is relayed ([`Claim::confirm`]),
+//! a failed one deletes the key if it still holds this claim's token. An instance that dies
+//! holding a claim blocks that id (409) for at most the lease. Redis bounds the entries by
+//! their TTL, not `max_entries` (about 100 bytes each): size its `maxmemory` for the ids of
+//! one TTL. While Redis does not answer, `[cluster] on_unavailable` decides: this store
+//! (`"local"`, counted) or 503.
+//!
 //! # Time
 //! Every call takes `now: Instant`, so tests run on a fake timeline without sleeping. The
 //! store lives in memory: a restart forgets everything.
@@ -80,12 +91,14 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
+use crate::cluster::{ClusterClient, ClusterError, Operation};
+use crate::config::cluster::OnUnavailable;
 use crate::events::{JsonPointer, Scope};
 use crate::verify::Verified;
 
@@ -100,6 +113,9 @@ pub const MAX_MAX_ENTRIES: usize = 100_000_000;
 /// Planning figure for one entry's memory, table slack included (hash table at its lowest
 /// load, age queue just grown).
 pub const BYTES_PER_ENTRY_BOUND: usize = 128;
+/// Added to the longest upstream `response_timeout` of a route for its claim lease in Redis
+/// (`[cluster]` without `claim_lease`).
+pub const CLAIM_LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// The `Retry-After` (seconds) to send with 409 `duplicate_in_flight`.
 pub const IN_FLIGHT_RETRY_AFTER_SECS: u64 = 10;
 
@@ -366,9 +382,11 @@ impl DedupeStore {
         let generation = state.insert(id, now, false, shared);
         drop(state);
         Admission::Forward(Some(Claim {
-            shared: Arc::clone(shared),
+            inner: ClaimOf::Local {
+                shared: Arc::clone(shared),
+                generation,
+            },
             id,
-            generation,
             done: false,
         }))
     }
@@ -476,13 +494,30 @@ impl State {
     }
 }
 
-/// An id claimed as in flight by one request. Call [`Claim::forwarded`] once the forward
-/// succeeded; [`Claim::failed`] or dropping the claim forgets the id.
+/// An id claimed as in flight by one request. Call [`Claim::forwarded`] (or, for a claim
+/// that may be held in Redis, [`Claim::confirm`]) once the forward succeeded;
+/// [`Claim::failed`] or dropping the claim forgets the id.
 pub struct Claim {
-    shared: Arc<Shared>,
+    inner: ClaimOf,
     id: DeliveryId,
-    generation: u64,
     done: bool,
+}
+
+enum ClaimOf {
+    /// In this instance's store.
+    Local {
+        shared: Arc<Shared>,
+        generation: u64,
+    },
+    /// In Redis (`[cluster]`): the key and the token that says the claim is ours.
+    Cluster(Box<ClusterClaim>),
+}
+
+struct ClusterClaim {
+    cluster: Arc<ClusterClient>,
+    key: String,
+    token: String,
+    ttl: Duration,
 }
 
 impl fmt::Debug for Claim {
@@ -497,28 +532,129 @@ impl Claim {
         self.id
     }
 
-    /// The forward succeeded: remember the id for the TTL from `now`.
-    pub fn forwarded(mut self, now: Instant) {
+    /// The forward succeeded: remember the id for the TTL from `now`. A claim
+    /// held in Redis is remembered in the background; prefer [`Claim::confirm`].
+    pub fn forwarded(self, now: Instant) {
+        let cluster = match &self.inner {
+            ClaimOf::Cluster(claim) => Some(claim.cluster.clone()),
+            ClaimOf::Local { .. } => None,
+        };
+        if let (Some(cluster), Confirm(Some(pending))) = (cluster, self.confirm(now)) {
+            cluster.spawn(pending);
+        }
+    }
+
+    /// The forward succeeded: remember the id for the TTL. Awaiting the returned
+    /// future writes a claim held in Redis there before the answer is relayed, so a
+    /// retry on any instance is answered `duplicate`.
+    pub fn confirm(mut self, now: Instant) -> Confirm {
         self.done = true;
-        let shared = &self.shared;
-        let now = shared.nanos(now);
-        let mut state = shared.lock();
-        match state.slots.get_mut(&self.id) {
-            Some(slot) if slot.generation() == self.generation => {
-                slot.tag |= 1;
-                slot.at = now;
+        match &self.inner {
+            ClaimOf::Local { shared, generation } => {
+                mark_forwarded(shared, self.id, *generation, now);
+                Confirm(None)
             }
-            // Another request holds the id now (ours expired as stale): leave it.
-            Some(_) => {}
-            // Evicted while in flight: remember it anyway, it is the newest knowledge.
-            None => {
-                state.insert(self.id, now, true, shared);
+            ClaimOf::Cluster(claim) => {
+                let cluster = claim.cluster.clone();
+                let key = claim.key.clone();
+                let ttl = claim.ttl;
+                Confirm(Some(Box::pin(async move {
+                    let written = cluster
+                        .run(Operation::Dedupe, |mut connection| async move {
+                            redis::cmd("SET")
+                                .arg(&key)
+                                .arg(FORWARDED)
+                                .arg("PX")
+                                .arg(duration_millis(ttl))
+                                .query_async::<()>(&mut connection)
+                                .await
+                        })
+                        .await;
+                    if let Err(e) = written {
+                        // The claim stays until its lease ends; a retry until then gets 409.
+                        tracing::warn!(error = %e, "dedupe: could not remember a forwarded delivery id in Redis");
+                    }
+                })))
             }
         }
     }
 
     /// The forward failed: forget the id so a retry gets through. Same as dropping.
     pub fn failed(self) {}
+
+    /// The forward failed: forget the id. Awaiting the returned future deletes a
+    /// claim held in Redis before the answer goes out, so the sender's retry, on any
+    /// instance, gets through (dropping the claim deletes it in the background).
+    pub fn release(mut self) -> Confirm {
+        let ClaimOf::Cluster(claim) = &self.inner else {
+            return Confirm(None); // dropped here: removed at once
+        };
+        self.done = true;
+        let (cluster, key, token) = (
+            claim.cluster.clone(),
+            claim.key.clone(),
+            claim.token.clone(),
+        );
+        Confirm(Some(Box::pin(async move {
+            release_claim(&cluster, key, token).await;
+        })))
+    }
+}
+
+/// Deletes a claim in Redis if it still holds `token`. If Redis does not answer,
+/// the claim ends with its lease.
+async fn release_claim(cluster: &ClusterClient, key: String, token: String) {
+    let _ = cluster
+        .run(Operation::Dedupe, |mut connection| async move {
+            release_script()
+                .key(key)
+                .arg(token)
+                .invoke_async::<i64>(&mut connection)
+                .await
+        })
+        .await;
+}
+
+/// What is left to do after [`Claim::confirm`]: nothing for a local claim, the
+/// Redis write for a claim held there. Await it.
+pub struct Confirm(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl Confirm {
+    /// Nothing to do.
+    pub fn done() -> Confirm {
+        Confirm(None)
+    }
+}
+
+impl std::future::Future for Confirm {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.0.as_mut() {
+            None => std::task::Poll::Ready(()),
+            Some(pending) => pending.as_mut().poll(cx),
+        }
+    }
+}
+
+fn mark_forwarded(shared: &Shared, id: DeliveryId, generation: u64, now: Instant) {
+    let now = shared.nanos(now);
+    let mut state = shared.lock();
+    match state.slots.get_mut(&id) {
+        Some(slot) if slot.generation() == generation => {
+            slot.tag |= 1;
+            slot.at = now;
+        }
+        // Another request holds the id now (ours expired as stale): leave it.
+        Some(_) => {}
+        // Evicted while in flight: remember it anyway, it is the newest knowledge.
+        None => {
+            state.insert(id, now, true, shared);
+        }
+    }
 }
 
 impl Drop for Claim {
@@ -526,12 +662,146 @@ impl Drop for Claim {
         if self.done {
             return;
         }
-        let mut state = self.shared.lock();
-        if let Entry::Occupied(e) = state.slots.entry(self.id) {
-            if e.get().generation() == self.generation {
-                e.remove();
+        match &self.inner {
+            ClaimOf::Local { shared, generation } => {
+                let mut state = shared.lock();
+                if let Entry::Occupied(e) = state.slots.entry(self.id) {
+                    if e.get().generation() == *generation {
+                        e.remove();
+                    }
+                }
+            }
+            ClaimOf::Cluster(claim) => {
+                // Deleted only while it is still our claim; if Redis does not answer,
+                // the claim ends with its lease.
+                let cluster = claim.cluster.clone();
+                let key = claim.key.clone();
+                let token = claim.token.clone();
+                claim.cluster.spawn(async move {
+                    release_claim(&cluster, key, token).await;
+                });
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across instances (`[cluster]`)
+
+/// The value of a remembered (forwarded) id in Redis; a claim holds its token instead.
+const FORWARDED: &str = "f";
+
+/// Claims `KEYS[1]` with token `ARGV[1]` for `ARGV[2]` ms unless it exists;
+/// returns 0 (claimed), 1 (forwarded) or 2 (in flight elsewhere).
+const CLAIM_SCRIPT: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+if redis.call('GET', KEYS[1]) == 'f' then
+  return 1
+end
+return 2
+"#;
+
+/// Deletes `KEYS[1]` if it still holds the claim token `ARGV[1]`.
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+fn claim_script() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(CLAIM_SCRIPT))
+}
+
+fn release_script() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(RELEASE_SCRIPT))
+}
+
+fn duration_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A claim token unique to this process and claim: a random process id and a counter.
+fn claim_token() -> String {
+    static PROCESS: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("{process}:{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Redis did not answer a dedupe check and `on_unavailable = "reject"`: answer 503.
+#[derive(Debug, thiserror::Error)]
+#[error("dedupe: {0}")]
+pub struct ClusterUnavailable(#[from] pub ClusterError);
+
+impl DedupeStore {
+    /// [`DedupeStore::admit`] across instances: the id is claimed in Redis under
+    /// `<prefix>dd:<route>:<32 hex>` for `lease` (how long a claim outlives an
+    /// instance that died holding it), and remembered there for the TTL once
+    /// forwarded. While Redis does not answer: this store decides
+    /// (`on_unavailable = "local"`, counted) or `Ok(Err(ClusterUnavailable))`.
+    pub async fn admit_clustered(
+        &self,
+        cluster: &Arc<ClusterClient>,
+        route: &str,
+        lease: Duration,
+        id: Result<Option<DeliveryId>, DedupeError>,
+        now: Instant,
+    ) -> Result<Result<Admission, ClusterUnavailable>, DedupeError> {
+        let id = match id? {
+            Some(id) => id,
+            None => {
+                self.shared.no_id.fetch_add(1, Ordering::Relaxed);
+                return Ok(Ok(Admission::Forward(None)));
+            }
+        };
+        let key = cluster.key(&["dd", route, &hex::encode(id.0)]);
+        let token = claim_token();
+        let claimed = cluster
+            .run(Operation::Dedupe, |mut connection| {
+                let (key, token) = (key.clone(), token.clone());
+                async move {
+                    claim_script()
+                        .key(key)
+                        .arg(token)
+                        .arg(duration_millis(lease))
+                        .invoke_async::<i64>(&mut connection)
+                        .await
+                }
+            })
+            .await;
+        let shared = &self.shared;
+        Ok(Ok(match claimed {
+            Ok(0) => Admission::Forward(Some(Claim {
+                inner: ClaimOf::Cluster(Box::new(ClusterClaim {
+                    cluster: cluster.clone(),
+                    key,
+                    token,
+                    ttl: shared.config.ttl,
+                })),
+                id,
+                done: false,
+            })),
+            Ok(1) => {
+                shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                Admission::Duplicate
+            }
+            Ok(_) => {
+                shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                Admission::InFlight
+            }
+            Err(e) => match cluster.settings().on_unavailable {
+                OnUnavailable::Local => {
+                    cluster.count_fallback(Operation::Dedupe);
+                    self.check(id, now)
+                }
+                OnUnavailable::Reject => return Ok(Err(ClusterUnavailable(e))),
+            },
+        }))
     }
 }
 

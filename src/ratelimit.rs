@@ -7,7 +7,8 @@
 //! validation (`config::ratelimit`), the `[server]` in-flight cap (`admission`), which client
 //! address a request has (`allowlist::client_addr`), answering 429/503 or setting headers
 //! (the proxy), running the prune timer (the proxy calls [`RouteLimiter::prune`] every few
-//! seconds; this module needs no runtime), or metrics names.
+//! seconds; this module needs no runtime), the connection to Redis (`cluster`), or metrics
+//! names.
 //!
 //! # Configuration
 //! ```toml
@@ -50,6 +51,16 @@
 //! raised to one million (52 MB); hash table growth in powers of two makes it vary between
 //! about 29 and 57 bytes per key.
 //!
+//! # Several instances (`[cluster]`)
+//! With `[cluster]`, [`check_shared`] decides instead of the route's [`RouteLimiter`]: the
+//! same GCRA runs in one Lua script in Redis (one `EVALSHA` round trip per request, on
+//! Redis's clock), so the limit holds across every instance with no overshoot beyond what
+//! a single instance allows. Keys are [`shared_key`]s and expire once their burst refilled;
+//! `max_keys` does not bound them (Redis's `maxmemory` does: about 100 bytes per key, each
+//! living at most `burst` × interval). While Redis does not answer, `[cluster]
+//! on_unavailable` decides: `"local"` uses the [`RouteLimiter`] (counted), `"reject"`
+//! answers 503.
+//!
 //! # Time
 //! [`RouteLimiter`] is generic over governor's [`Clock`]; production uses the default
 //! (quanta) clock, tests use `governor::clock::FakeRelativeClock` and never sleep.
@@ -84,7 +95,7 @@ pub const FULL_PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// IPv6 clients are keyed by this prefix length (a multiple of 8).
 pub const IPV6_KEY_PREFIX_LEN: u8 = 64;
-const _: () = assert!(IPV6_KEY_PREFIX_LEN % 8 == 0 && IPV6_KEY_PREFIX_LEN <= 128);
+const _: () = assert!(IPV6_KEY_PREFIX_LEN.is_multiple_of(8) && IPV6_KEY_PREFIX_LEN <= 128);
 
 /// The longest refill time (`burst` × interval) accepted.
 pub const MAX_REFILL: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -498,6 +509,100 @@ fn theoretical_arrival(state: &InMemoryState) -> Option<Nanos> {
     })
     .err()
     .flatten()
+}
+
+// ---------------------------------------------------------------------------------------------
+// One limit across instances (`[cluster]`)
+
+/// The GCRA of governor, run atomically in Redis on Redis's clock (`TIME`), so
+/// every instance and every clock skew between them sees one bucket. Times are
+/// microseconds. `KEYS[1]`: the bucket. `ARGV[1]`: the interval `T`, `ARGV[2]`:
+/// the tolerance `tau = T × (burst − 1)`. The key holds the theoretical arrival
+/// time (TAT) and expires when it is reached: a bucket whose burst refilled is
+/// the same as no bucket. Returns `{1, 0}` (allowed) or `{0, wait}`.
+const GCRA_SCRIPT: &str = r#"
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local earliest = tat - tau
+if now < earliest then
+  return {0, earliest - now}
+end
+local next_tat = math.max(tat, now) + interval
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
+return {1, 0}
+"#;
+
+fn gcra_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(GCRA_SCRIPT))
+}
+
+/// The Redis key of a request's bucket under `route`'s limit, the same on every
+/// instance: `<prefix>rl:<route>:route`, `…:ip:<32 hex>` (the address as the
+/// local limiter keys it, IPv6 by /64) or `…:h:<32 hex>` (a SHA-256 prefix of
+/// the header's lines, so key names stay short whatever the header holds) and
+/// `…:h:missing`.
+pub fn shared_key(
+    cluster: &crate::cluster::ClusterClient,
+    route: &str,
+    limit: &RateLimit,
+    client: IpAddr,
+    headers: &HeaderMap,
+) -> String {
+    let bucket = match &limit.by {
+        LimitBy::Route => "route".to_string(),
+        LimitBy::Ip => format!("ip:{}", hex::encode(ip_key(client))),
+        LimitBy::Header(name) => {
+            let mut values = headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                "h:missing".to_string()
+            } else {
+                use sha2::Digest;
+                let mut hasher = sha2::Sha256::new();
+                for value in values {
+                    hasher.update((value.len() as u64).to_le_bytes());
+                    hasher.update(value.as_bytes());
+                }
+                format!("h:{}", hex::encode(&hasher.finalize()[..16]))
+            }
+        }
+    };
+    cluster.key(&["rl", route, &bucket])
+}
+
+/// Takes one request from the shared bucket `key` (from [`shared_key`]): one
+/// `EVALSHA` round trip, same GCRA and `Retry-After` as [`RouteLimiter`].
+/// `Err` when Redis did not answer in time; the caller applies `on_unavailable`.
+pub async fn check_shared(
+    cluster: &crate::cluster::ClusterClient,
+    limit: &RateLimit,
+    key: String,
+) -> Result<Result<(), RateLimited>, crate::cluster::ClusterError> {
+    let interval = (limit.rate.interval().as_micros() as u64).max(1);
+    let tau = interval.saturating_mul(u64::from(limit.burst.get() - 1));
+    let (allowed, wait): (i64, i64) = cluster
+        .run(
+            crate::cluster::Operation::RateLimit,
+            |mut connection| async move {
+                gcra_script()
+                    .key(key)
+                    .arg(interval)
+                    .arg(tau)
+                    .invoke_async(&mut connection)
+                    .await
+            },
+        )
+        .await?;
+    Ok(if allowed == 1 {
+        Ok(())
+    } else {
+        Err(RateLimited {
+            wait: Duration::from_micros(wait.max(1) as u64),
+        })
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::admission::InflightLimit;
+use crate::cluster::ClusterClient;
 use crate::config::Config;
 use crate::delivery::redb_store::RedbStore;
 use crate::delivery::Queue;
@@ -86,6 +87,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let watch = config.server.watch;
     let fanout_config = config.server.fanout;
     let storage = config.storage.clone();
+    let cluster_settings = config.cluster.clone();
     let inflight = InflightLimit::new(config.server.max_inflight);
     let max_connections = config.server.limits.max_connections;
 
@@ -147,6 +149,23 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             (Some(Arc::new(queue)), Some(runtime))
         }
     };
+    // [cluster]: one connection to the shared Redis, on a runtime of its own
+    // (its connection task and ping), made before any listener accepts.
+    let (cluster, cluster_runtime) = match &cluster_settings {
+        None => (None, None),
+        Some(settings) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("hookgate-cluster")
+                .enable_all()
+                .build()
+                .map_err(|e| StartError::Setup(format!("the cluster runtime: {e}")))?;
+            let client = ClusterClient::start(settings, metrics.clone(), runtime.handle())
+                .map_err(|e| StartError::Setup(format!("[cluster] {}: {e}", settings.redis)))?;
+            tracing::info!(cluster = %settings.describe(), "cluster: rate limits and dedupe are shared in Redis");
+            (Some(client), Some(runtime))
+        }
+    };
     let reloader = Arc::new(Reloader::new(
         options.config_path.clone(),
         state.clone(),
@@ -181,7 +200,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 connections.clone(),
             )
             .with_queue(queue.clone())
-            .with_handshake_secrets(handshake_secrets),
+            .with_handshake_secrets(handshake_secrets)
+            .with_cluster(cluster.clone()),
             max_connections,
             metrics.clone(),
         ),
@@ -218,7 +238,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                     .map(|listener| listener.addr)
                     .collect(),
             )
-            .with_queue(queue.clone()),
+            .with_queue(queue.clone())
+            .with_cluster(cluster.clone()),
         ),
     );
     admin_listener.add_to(&mut admin);
@@ -269,6 +290,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     drop(copies_runtime);
     drop((listen, tls_listener, admin_listener, echo_listener));
     drop(queue_runtime);
+    drop(cluster);
+    drop(cluster_runtime);
     Ok(())
 }
 

@@ -151,7 +151,26 @@ fn the_compose_stack_references_files_that_exist() {
     let compose = yaml("docker-compose.yml");
     let services = compose["services"].as_hash().unwrap();
     let names: Vec<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(names, ["hookgate", "upstream", "prometheus", "grafana"]);
+    assert_eq!(
+        names,
+        [
+            "hookgate",
+            "upstream",
+            "prometheus",
+            "grafana",
+            "redis",
+            "hookgate-a",
+            "hookgate-b"
+        ]
+    );
+    // The several-instances services stay out of a plain `docker compose up`.
+    for name in ["redis", "hookgate-a", "hookgate-b"] {
+        assert_eq!(
+            compose["services"][name]["profiles"][0].as_str(),
+            Some("cluster"),
+            "{name}"
+        );
+    }
     assert_eq!(compose["services"]["hookgate"]["build"].as_str(), Some("."));
     assert!(repo().join("Dockerfile").is_file());
     for service in services.values() {

@@ -8,6 +8,7 @@
 //! 2. client address: the peer, or X-Forwarded-For through trusted proxies only
 //! 3. the route's IP allowlist                       -> 403 ip_not_allowed
 //! 4. the route's rate limit                         -> 429 rate_limited + Retry-After
+//!    (with [cluster]: shared in Redis; Redis down   -> 503 cluster_unavailable, or local)
 //! 5. read the body, bounded by the route's max_body -> 413 body_too_large (Content-Length first)
 //!    an unsigned setup handshake (route `handshake`) -> answered (Meta, Dropbox, X, Graph,
 //!                                                      Asana) | 400 | 403 | 409
@@ -17,6 +18,7 @@
 //!                                                      | timestamp_out_of_range
 //!    a signed setup handshake in the verified body   -> answered (Slack, Zoom, Twitch, Discord)
 //! 7. duplicate delivery id (route `dedupe`)         -> 200 duplicate / 409 duplicate_in_flight
+//!    (with [cluster]: shared in Redis; Redis down   -> 503 cluster_unavailable, or local)
 //! 8. event type -> the route's upstream(s)          -> 422 event_unmatched / 400 bad_request
 //! 9. forward the verified bytes to a healthy target -> 503 upstream_unavailable / 502 / 504
 //!    of the primary upstream; relay its answer to the sender; after a 2xx,
@@ -24,8 +26,8 @@
 //! 10. metrics + one access-log line (logging phase)
 //! ```
 //! Steps 0–4 cost no body read: a refused request closes its connection. A
-//! decoded body lives from step 5 to step 8, which never wait, and is dropped
-//! before step 9: at most one per worker thread.
+//! decoded body lives from step 5 to step 8 (which wait only for a `[cluster]`
+//! dedupe check) and is dropped before step 9.
 //! The phases only delegate: matching is `routing`, client address and
 //! allowlists `allowlist`, limits `ratelimit`, verification `verify`,
 //! target choice `upstream`, body reading `body`, the exchange `forward`,
@@ -65,6 +67,8 @@ use pingora::server::ShutdownWatch;
 
 use crate::admission::{Counted, InflightLimit, InflightSlot};
 use crate::allowlist;
+use crate::cluster::{ClusterClient, Operation};
+use crate::config::cluster::OnUnavailable;
 use crate::dedupe::{Admission, Claim, IN_FLIGHT_RETRY_AFTER_SECS};
 use crate::encoding;
 use crate::events::Target;
@@ -95,6 +99,8 @@ pub struct Gateway {
     queue: Option<Arc<crate::delivery::Queue>>,
     /// Where Asana handshake secrets are kept, when `[storage]` is set (else in files).
     handshake_secrets: Option<Arc<dyn crate::handshake::SecretStore>>,
+    /// The shared Redis of `[cluster]`: rate limits and dedupe across instances.
+    cluster: Option<Arc<ClusterClient>>,
 }
 
 impl Gateway {
@@ -117,6 +123,7 @@ impl Gateway {
             unmatched: RouteHandles::new(UNMATCHED_ROUTE, []),
             queue: None,
             handshake_secrets: None,
+            cluster: None,
         }
     }
 
@@ -132,6 +139,12 @@ impl Gateway {
         secrets: Option<Arc<dyn crate::handshake::SecretStore>>,
     ) -> Self {
         self.handshake_secrets = secrets;
+        self
+    }
+
+    /// Keeps rate limits and dedupe in `cluster`'s Redis, shared by every instance.
+    pub fn with_cluster(mut self, cluster: Option<Arc<ClusterClient>>) -> Self {
+        self.cluster = cluster;
         self
     }
 }
@@ -330,7 +343,7 @@ impl Gateway {
         let client = self.client_address(snapshot, session, ctx); // 2
         let route = self.route(snapshot, session, ctx)?; // 1
         allow(route, client)?; // 3
-        rate_limit(route, client, session)?; // 4
+        self.rate_limit(route, client, session).await?; // 4
         let body = self.read_body(snapshot, session, ctx, route).await?; // 5
         if let Some(answer) = handshake::unsigned(
             &self.metrics,
@@ -345,13 +358,13 @@ impl Gateway {
             return Err(Refusal::new(Reply::METHOD_NOT_ALLOWED));
         }
         let decoded = self.decode_body(route, session, &body, ctx)?; // 5
-        let admitted =
-            match self.verify_and_admit(route, session, &body, decoded.as_deref(), ctx)? {
-                Checked::Admitted(admitted) => admitted, // 6, 7, 8
-                Checked::Handshake(answer) => {
-                    return Ok(handshake::answer(session, ctx, answer).await)
-                }
-            };
+        let admitted = match self
+            .verify_and_admit(snapshot, route, session, &body, decoded.as_deref(), ctx)
+            .await?
+        {
+            Checked::Admitted(admitted) => admitted, // 6, 7, 8
+            Checked::Handshake(answer) => return Ok(handshake::answer(session, ctx, answer).await),
+        };
         drop(decoded);
         self.forward_primary(snapshot, session, ctx, route, admitted)
             .await // 9
@@ -569,8 +582,9 @@ impl Gateway {
     /// Steps 6–8: verify the body and the head, then a signed handshake, the
     /// duplicate delivery and the event. All read the verified body
     /// (`decoded`, when step 5 decoded it); the answer is decided first.
-    fn verify_and_admit<'r>(
+    async fn verify_and_admit<'r>(
         &self,
+        snapshot: &Snapshot,
         route: &'r Route,
         session: &Session,
         body: &bytes::Bytes,
@@ -582,7 +596,8 @@ impl Gateway {
         if let Some(answer) = handshake::signed(&self.metrics, route, headers, verified.body())? {
             return Ok(Checked::Handshake(answer));
         }
-        self.admit(route, &verified, body, headers, ctx)
+        self.admit(snapshot, route, &verified, body, headers, ctx)
+            .await
             .map(Checked::Admitted)
     }
 
@@ -687,22 +702,28 @@ impl Gateway {
         // provider retries, and must get through. It is remembered once the 2xx
         // head is read, before the answer is relayed, so a sender that retries
         // as soon as it sees the answer gets "duplicate", not 409.
+        // A failed forward forgets the id before the answer goes out, here or
+        // (the upstream gave no answer) below, so the sender's retry gets through.
         // With a store, the copies of an accepted delivery are stored (fsynced)
         // before the answer is relayed: once the sender has its 2xx, a crash
         // or restart loses no copy. Without one, or when the store refuses,
         // they go to the in-memory fan-out queue after the answer.
-        let claim = admitted.claim;
+        let claim = std::sync::Mutex::new(admitted.claim);
+        let take_claim = || claim.lock().unwrap_or_else(|p| p.into_inner()).take();
         let store = self.queue.as_ref().filter(|_| !admitted.copies.is_empty());
         let stored = AtomicBool::new(false);
         let (request_id, event) = (&ctx.request_id, &ctx.event);
         let (copies, body) = (admitted.copies, &admitted.body);
         let remember = |status: u16| {
             let accepted = (200..300).contains(&status);
-            if let Some(claim) = claim.filter(|_| accepted) {
-                claim.forwarded(Instant::now());
-            }
+            let confirm = match take_claim() {
+                Some(claim) if accepted => claim.confirm(Instant::now()),
+                Some(claim) => claim.release(),
+                None => crate::dedupe::Confirm::done(),
+            };
             let (stored, head) = (&stored, &head);
             async move {
+                confirm.await;
                 if let (true, Some(queue)) = (accepted, store) {
                     let copy = StoredCopy {
                         route: route.name(),
@@ -729,8 +750,13 @@ impl Gateway {
             &mut ctx.target,
             remember,
         )
-        .await
-        .map_err(|error| match error {
+        .await;
+        if forwarded.is_err() {
+            if let Some(claim) = take_claim() {
+                claim.release().await;
+            }
+        }
+        let forwarded = forwarded.map_err(|error| match error {
             ForwardError::Unavailable => {
                 Refusal::new(Reply::UPSTREAM_UNAVAILABLE).detail("no healthy target")
             }
@@ -883,17 +909,34 @@ type Relayed = Result<()>;
 impl Gateway {
     /// Steps 7 and 8 for a verified request: duplicate delivery, then the event
     /// and the upstreams it routes to.
-    fn admit<'r>(
+    async fn admit<'r>(
         &self,
+        snapshot: &Snapshot,
         route: &'r Route,
         verified: &Verified<'_>,
         body: &bytes::Bytes,
         headers: &http::HeaderMap,
         ctx: &mut RequestContext,
     ) -> Result<Admitted<'r>, Refusal> {
-        let claim = match &route.dedupe {
+        let admission = match (&route.dedupe, &self.cluster) {
+            (None, _) => None,
+            (Some(store), None) => Some(store.admit(verified, headers, Instant::now())),
+            (Some(store), Some(cluster)) => {
+                let id = store.config().delivery_id(verified, headers);
+                let lease = claim_lease(cluster, snapshot, route);
+                let admission = store
+                    .admit_clustered(cluster, route.name(), lease, id, Instant::now())
+                    .await;
+                match admission {
+                    Ok(Err(unavailable)) => return Err(cluster_unavailable(&unavailable)),
+                    Ok(Ok(admission)) => Some(Ok(admission)),
+                    Err(error) => Some(Err(error)),
+                }
+            }
+        };
+        let claim = match admission {
             None => None,
-            Some(store) => match store.admit(verified, headers, Instant::now()) {
+            Some(admission) => match admission {
                 Ok(Admission::Forward(claim)) => claim,
                 Ok(Admission::Duplicate) => {
                     return Err(
@@ -1058,18 +1101,70 @@ fn allow(route: &Route, client: IpAddr) -> Result<(), Refusal> {
     }
 }
 
-/// Step 4: the route's rate limit, decided before the body is read.
-fn rate_limit(route: &Route, client: IpAddr, session: &Session) -> Result<(), Refusal> {
-    let Some(limiter) = &route.limiter else {
-        return Ok(());
-    };
-    limiter
-        .check(client, &session.req_header().headers)
-        .map_err(|limited| {
+impl Gateway {
+    /// Step 4: the route's rate limit, decided before the body is read: in
+    /// Redis with `[cluster]` (or, while it does not answer, as
+    /// `on_unavailable` says), else by this instance's limiter.
+    async fn rate_limit(
+        &self,
+        route: &Route,
+        client: IpAddr,
+        session: &Session,
+    ) -> Result<(), Refusal> {
+        let Some(limiter) = &route.limiter else {
+            return Ok(());
+        };
+        let headers = &session.req_header().headers;
+        let decided = match &self.cluster {
+            None => limiter.check(client, headers),
+            Some(cluster) => {
+                let limit = limiter.config();
+                let key =
+                    crate::ratelimit::shared_key(cluster, route.name(), limit, client, headers);
+                match crate::ratelimit::check_shared(cluster, limit, key).await {
+                    Ok(decided) => decided,
+                    Err(e) => match cluster.settings().on_unavailable {
+                        OnUnavailable::Local => {
+                            cluster.count_fallback(Operation::RateLimit);
+                            limiter.check(client, headers)
+                        }
+                        OnUnavailable::Reject => return Err(cluster_unavailable(&e)),
+                    },
+                }
+            }
+        };
+        decided.map_err(|limited| {
             Refusal::new(Reply::RATE_LIMITED)
                 .retry_after(limited.retry_after_secs())
                 .detail(limited.to_string())
         })
+    }
+}
+
+/// 503 `cluster_unavailable`: Redis did not answer and `on_unavailable = "reject"`.
+fn cluster_unavailable(error: &dyn std::fmt::Display) -> Refusal {
+    Refusal::new(Reply::CLUSTER_UNAVAILABLE)
+        .retry_after(crate::cluster::UNAVAILABLE_RETRY_AFTER_SECS)
+        .detail(format!("cluster: {error}"))
+}
+
+/// How long a dedupe claim of `route` is held in Redis: `[cluster] claim_lease`,
+/// else the longest `response_timeout` of the upstreams the route can send to
+/// plus 5 s, so a live instance never loses its claim mid-forward.
+fn claim_lease(cluster: &ClusterClient, snapshot: &Snapshot, route: &Route) -> Duration {
+    cluster.settings().claim_lease.unwrap_or_else(|| {
+        let longest = route
+            .settings
+            .upstreams
+            .iter()
+            .map(String::as_str)
+            .chain(route.settings.events.upstreams())
+            .filter_map(|name| snapshot.config.upstreams.get(name))
+            .map(|upstream| upstream.response_timeout)
+            .max()
+            .unwrap_or_default();
+        longest + crate::dedupe::CLAIM_LEASE_MARGIN
+    })
 }
 
 /// What [`Gateway::store_copies`] stores: an accepted direct delivery and the

@@ -53,7 +53,7 @@ impl Gateway {
             Ok(event_id) => {
                 // Dedupe: a queued event counts as forwarded once it is stored.
                 if let Some(claim) = admitted.claim {
-                    claim.forwarded(Instant::now());
+                    claim.confirm(Instant::now()).await;
                 }
                 ctx.outcome = Some(Outcome::Queued);
                 ctx.status = Some(202);

@@ -67,6 +67,9 @@ impl Reply {
     /// An Asana handshake offering a secret while another is held for the route.
     pub const HANDSHAKE_SECRET_HELD: Reply =
         Reply::new(409, "handshake_secret_held", Outcome::SignatureInvalid);
+    /// `[cluster]` Redis did not answer and `on_unavailable = "reject"`.
+    pub const CLUSTER_UNAVAILABLE: Reply =
+        Reply::new(503, "cluster_unavailable", Outcome::ClusterUnavailable);
 
     /// The 401 answer for a verification failure.
     pub fn for_verify_error(error: &VerifyError) -> Reply {

@@ -1,0 +1,439 @@
+//! Several instances as one (issue 15, part 1), through the real binary: two
+//! or three gateways share a real `redis-server` on loopback (started here, on
+//! a free port, without persistence) for their rate limits and dedupe. Each
+//! test names the product line that turns it red.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ---------------------------------------------------------------- redis-server
+
+/// A `redis-server` on 127.0.0.1, killed on drop; it can be stopped and
+/// started again on the same port (a restart under traffic).
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Redis::start_with_password(None)
+    }
+
+    fn start_with_password(password: Option<&str>) -> Redis {
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().unwrap().port()
+        };
+        let mut redis = Redis {
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            password: password.map(str::to_string),
+            child: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT/0`, without credentials.
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers PING.
+    fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let port = self.port.to_string();
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ];
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass", password]);
+        }
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log");
+        let child = Command::new("redis-server")
+            .args(&args)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("redis-server is installed (scripts/setup installs it)");
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(10), || self.ping());
+        assert!(up, "redis-server did not answer on port {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL: what a crash looks like to the gateways).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let mut command = String::new();
+        if let Some(password) = &self.password {
+            command.push_str(&format!("AUTH {password}\r\n"));
+        }
+        command.push_str("PING\r\n");
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        if stream.write_all(command.as_bytes()).is_err() {
+            return false;
+        }
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        for _ in 0..2 {
+            line.clear();
+            if reader.read_line(&mut line).is_err() {
+                return false;
+            }
+            if line.starts_with("+PONG") {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn cluster_table(redis: &Redis, extra: &str) -> String {
+    format!("[cluster]\nredis = \"{}\"\n{extra}", redis.url())
+}
+
+fn delivery(to: SocketAddr, path: &str, id: &str, body: &[u8]) -> std::io::Result<Response> {
+    try_post(
+        to,
+        path,
+        &[("X-Delivery", id), ("Content-Type", "application/json")],
+        body,
+    )
+}
+
+const DEDUPE: &str = "dedupe = { key = \"header:X-Delivery\" }";
+
+// ---------------------------------------------------------------- rate limits
+
+/// Two instances, one limit: of 30 deliveries spread over both, exactly the
+/// burst of 10 gets through (the rate refills one per 6 minutes), and every
+/// refusal carries `Retry-After`. Guards the `check_shared` call in the
+/// proxy's rate-limit step (`src/proxy/mod.rs`): with each instance's own
+/// limiter, 20 would get through.
+#[test]
+fn the_combined_rate_of_two_instances_is_the_configured_limit() {
+    let redis = Redis::start();
+    let app = Upstream::start("app");
+    let setup = Setup::new()
+        .table(&cluster_table(&redis, ""))
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", "rate_limit = { rate = \"10/h\" }");
+    let gateways = [setup.start(), setup.start()];
+    let mut passed = 0;
+    let mut limited = 0;
+    for i in 0..30 {
+        let gateway = &gateways[i % 2];
+        let answer = post(
+            gateway.proxy,
+            "/hooks",
+            &[],
+            format!("{{\"n\":{i}}}").as_bytes(),
+        );
+        match answer.status {
+            200 => passed += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(answer.json()["error"], "rate_limited");
+                let retry_after: u64 = answer
+                    .header("retry-after")
+                    .and_then(|v| v.parse().ok())
+                    .expect("Retry-After in seconds");
+                assert!((1..=360).contains(&retry_after), "{retry_after}");
+            }
+            other => panic!("unexpected status {other}: {:?}", answer.json()),
+        }
+    }
+    assert_eq!((passed, limited), (10, 20));
+    assert_eq!(app.count(), 10, "the upstream got exactly the allowed ones");
+    for gateway in &gateways {
+        gateway.assert_metric("hookgate_cluster_up", &[], 1.0);
+        gateway.assert_metric(
+            "hookgate_cluster_errors_total",
+            &[("operation", "rate_limit")],
+            0.0,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- dedupe
+
+/// A provider's retry that lands on the other instance is answered
+/// `duplicate` and not forwarded again; an id whose forward failed is not
+/// remembered, so its retry on the other instance is forwarded. Guards the
+/// `SET key "f" PX ttl` of `Claim::confirm` (`src/dedupe.rs`): without it the
+/// claim is released after the 2xx too, and the retry is forwarded again.
+#[test]
+fn a_retry_on_the_second_instance_is_a_duplicate() {
+    let redis = Redis::start();
+    let app = Upstream::start("app");
+    let failing = Upstream::with("failing", Behavior::status(500));
+    let setup = Setup::new()
+        .table(&cluster_table(&redis, ""))
+        .upstream(&app)
+        .upstream(&failing)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .route("flaky", "/flaky", "failing", DEDUPE);
+    let (first, second) = (setup.start(), setup.start());
+    let body = b"{\"id\":\"evt_1\"}";
+    let sent = delivery(first.proxy, "/hooks", "evt_1", body).unwrap();
+    assert_eq!(sent.status, 200, "{:?}", sent.json());
+    let retry = delivery(second.proxy, "/hooks", "evt_1", body).unwrap();
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.json()["status"], "duplicate");
+    assert_eq!(app.count(), 1, "forwarded once");
+    assert_eq!(app.received()[0].body, body);
+    second.assert_requests("hooks", "duplicate", 1.0);
+
+    for gateway in [&first, &second] {
+        let answer = delivery(gateway.proxy, "/flaky", "evt_2", body).unwrap();
+        assert_eq!(answer.status, 500, "the upstream's answer is relayed");
+    }
+    assert_eq!(
+        failing.count(),
+        2,
+        "a failed id is forgotten on every instance"
+    );
+}
+
+/// An instance killed with `kill -9` while it forwards holds its claim in
+/// Redis: the other instance answers 409 `duplicate_in_flight` until the
+/// claim's lease (here 2 s) ends, then forwards the retry. Guards the
+/// `'PX', ARGV[2]` of the claim script (`src/dedupe.rs`): a claim without a
+/// lease would block that id for good.
+#[test]
+fn a_claim_held_by_a_killed_instance_ends_with_its_lease() {
+    let redis = Redis::start();
+    let slow = Upstream::with("app", Behavior::delayed(Duration::from_secs(20)));
+    let fast = Upstream::start("app");
+    let cluster = cluster_table(&redis, "claim_lease = \"2s\"");
+    // The same route on both instances; the first one's upstream never answers in time.
+    let mut first = Setup::new()
+        .table(&cluster)
+        .upstream(&slow)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    let second = Setup::new()
+        .table(&cluster)
+        .upstream(&fast)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    let body = b"{\"id\":\"evt_kill\"}";
+    let to = first.proxy;
+    let stuck = std::thread::spawn(move || delivery(to, "/hooks", "evt_kill", body));
+    assert!(
+        wait_until(Duration::from_secs(10), || slow.count() == 1),
+        "the first instance is forwarding"
+    );
+    first.signal("KILL");
+    assert!(first.wait_exit(Duration::from_secs(5)).is_some());
+    let _ = stuck.join();
+    let started = Instant::now();
+    let blocked = delivery(second.proxy, "/hooks", "evt_kill", body).unwrap();
+    assert_eq!(blocked.status, 409, "{:?}", blocked.json());
+    assert_eq!(blocked.json()["error"], "duplicate_in_flight");
+    let mut last = 409;
+    let freed = wait_until(Duration::from_secs(10), || {
+        last = delivery(second.proxy, "/hooks", "evt_kill", body).map_or(0, |r| r.status);
+        last != 409
+    });
+    assert!(freed, "still {last} after 10 s");
+    assert_eq!(last, 200);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(fast.count(), 1, "forwarded once, after the lease");
+}
+
+// ---------------------------------------------------------------- Redis down
+
+/// `on_unavailable = "local"`: while Redis is down, deliveries keep flowing on
+/// each instance's own limiter and dedupe (counted as fallbacks, `/readyz`
+/// stays ready); once Redis is back, the instances share again without a
+/// restart. Guards the `OnUnavailable::Local` arm of the rate-limit step
+/// (`src/proxy/mod.rs`): without it, the fallback is never counted.
+#[test]
+fn with_local_a_redis_restart_falls_back_then_recovers() {
+    let mut redis = Redis::start();
+    let app = Upstream::start("app");
+    let setup = Setup::new()
+        .table(&cluster_table(&redis, "on_unavailable = \"local\""))
+        .upstream(&app)
+        .route(
+            "hooks",
+            "/hooks",
+            "app",
+            &format!("rate_limit = {{ rate = \"1000/s\" }}\n{DEDUPE}"),
+        );
+    let (first, second) = (setup.start(), setup.start());
+    redis.stop();
+    first.assert_metric("hookgate_cluster_up", &[], 0.0);
+    for i in 0..5 {
+        let answer = delivery(first.proxy, "/hooks", &format!("down-{i}"), b"{}").unwrap();
+        assert_eq!(answer.status, 200, "{:?}", answer.json());
+    }
+    assert_eq!(app.count(), 5);
+    assert!(
+        first.metric_required(
+            "hookgate_cluster_fallbacks_total",
+            &[("operation", "rate_limit")]
+        ) >= 5.0
+    );
+    assert!(
+        first.metric_required(
+            "hookgate_cluster_fallbacks_total",
+            &[("operation", "dedupe")]
+        ) >= 5.0
+    );
+    assert_eq!(get(first.admin, "/readyz").unwrap().status, 200);
+
+    redis.resume();
+    for gateway in [&first, &second] {
+        gateway.assert_metric("hookgate_cluster_up", &[], 1.0);
+    }
+    let fallbacks = first.metric_required("hookgate_cluster_fallbacks_total", &[]);
+    let sent = delivery(first.proxy, "/hooks", "after", b"{}").unwrap();
+    assert_eq!(sent.status, 200);
+    let retry = delivery(second.proxy, "/hooks", "after", b"{}").unwrap();
+    assert_eq!(retry.json()["status"], "duplicate", "shared again");
+    assert_eq!(
+        first.metric_required("hookgate_cluster_fallbacks_total", &[]),
+        fallbacks
+    );
+    assert_eq!(app.count(), 6);
+}
+
+/// `on_unavailable = "reject"` (the default): while Redis is down, a
+/// rate-limited or deduped route answers 503 `cluster_unavailable` with
+/// `Retry-After` and forwards nothing, a route that uses neither still works,
+/// and `/readyz` says not ready; once Redis is back, both recover without a
+/// restart. Guards the `reject && !cluster.is_up()` check of `/readyz`
+/// (`src/admin.rs`).
+#[test]
+fn with_reject_a_redis_restart_answers_503_then_recovers() {
+    let mut redis = Redis::start();
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .table(&cluster_table(&redis, ""))
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .route("plain", "/plain", "app", "")
+        .start();
+    redis.stop();
+    gateway.assert_metric("hookgate_cluster_up", &[], 0.0);
+    let refused = delivery(gateway.proxy, "/hooks", "evt_down", b"{}").unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["error"], "cluster_unavailable");
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    assert_eq!(app.count(), 0, "nothing forwarded undecided");
+    gateway.assert_requests("hooks", "cluster_unavailable", 1.0);
+    assert_eq!(post(gateway.proxy, "/plain", &[], b"{}").status, 200);
+    let not_ready = get(gateway.admin, "/readyz").unwrap();
+    assert_eq!(not_ready.status, 503);
+    assert!(not_ready.json()["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("cluster")));
+
+    redis.resume();
+    let recovered = wait_until(Duration::from_secs(10), || {
+        delivery(gateway.proxy, "/hooks", "evt_up", b"{}").is_ok_and(|r| r.status == 200)
+    });
+    assert!(recovered, "not recovered; log:\n{}", gateway.log());
+    assert_eq!(get(gateway.admin, "/readyz").unwrap().status, 200);
+}
+
+// ---------------------------------------------------------------- secrets
+
+/// The Redis password shows nowhere: not in `hookgate check`, the log, `/config`
+/// or `/metrics`, while the gateway authenticates with it (the cluster is up).
+/// Guards `RedisUrl::redacted` (`src/config/cluster.rs`) as the only form
+/// printed.
+#[test]
+fn the_redis_password_never_shows() {
+    const PASSWORD: &str = "Redis-Pw-4f9c2e";
+    let redis = Redis::start_with_password(Some(PASSWORD));
+    let app = Upstream::start("app");
+    let table = format!(
+        "[cluster]\nredis = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n",
+        redis.port
+    );
+    let setup = Setup::new()
+        .table(&table)
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", DEDUPE);
+    let gateway = setup.start();
+    gateway.assert_metric("hookgate_cluster_up", &[], 1.0);
+    assert_eq!(
+        delivery(gateway.proxy, "/hooks", "a", b"{}")
+            .unwrap()
+            .status,
+        200
+    );
+
+    let check = Command::new(BIN)
+        .args(["check", "-c", gateway.config_path.to_str().unwrap()])
+        .output()
+        .expect("run hookgate check");
+    let checked = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{checked}");
+    assert!(
+        checked.contains("redis://:[redacted]@127.0.0.1"),
+        "{checked}"
+    );
+    let config = get(gateway.admin, "/config").unwrap();
+    let metrics = get(gateway.admin, "/metrics").unwrap();
+    for (what, text) in [
+        ("check", checked),
+        ("log", gateway.log()),
+        (
+            "/config",
+            String::from_utf8_lossy(&config.body).into_owned(),
+        ),
+        (
+            "/metrics",
+            String::from_utf8_lossy(&metrics.body).into_owned(),
+        ),
+    ] {
+        assert!(
+            !text.contains(PASSWORD),
+            "{what} shows the password:\n{text}"
+        );
+    }
+}
