@@ -5,6 +5,7 @@ pub mod admin; // /metrics /healthz /readyz
 pub mod admission; // in-flight and connection caps, the in-flight gauge
 pub mod allowlist; // CIDR sets, trusted proxies, client address
 pub mod cli; // command-line definition
+pub mod cluster; // the shared Redis of several instances: connection, deadlines, up/down
 pub mod config; // TOML file -> validated Config, errors with line and key
 pub mod dedupe; // duplicate-delivery suppression, bounded
 pub mod delivery; // queued delivery: durable store, background delivery, replay

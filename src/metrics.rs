@@ -55,6 +55,10 @@ pub const STORE_BYTES: &str = "hookgate_store_bytes";
 pub const STORE_MAX_BYTES: &str = "hookgate_store_max_bytes";
 pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
 
+pub const CLUSTER_UP: &str = "hookgate_cluster_up";
+pub const CLUSTER_ERRORS_TOTAL: &str = "hookgate_cluster_errors_total";
+pub const CLUSTER_FALLBACKS_TOTAL: &str = "hookgate_cluster_fallbacks_total";
+
 /// `hookgate_queue_attempts_total{result}`: a 2xx, a retryable failure, a final answer.
 pub const QUEUE_ATTEMPT_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
 /// `hookgate_queue_dead_total{reason}`.
@@ -113,11 +117,14 @@ pub enum Outcome {
     Queued,
     /// A queued route could not store it (full or failing store): 503.
     StorageUnavailable,
+    /// `[cluster]` Redis did not answer a rate limit or dedupe check and
+    /// `on_unavailable = "reject"`: 503.
+    ClusterUnavailable,
 }
 
 impl Outcome {
     /// How many outcomes there are (one cached counter each per route).
-    const COUNT: usize = Outcome::StorageUnavailable as usize + 1;
+    const COUNT: usize = Outcome::ClusterUnavailable as usize + 1;
 
     /// Every outcome, in declaration order.
     pub const ALL: [Outcome; Outcome::COUNT] = [
@@ -139,6 +146,7 @@ impl Outcome {
         Outcome::UpstreamUnavailable,
         Outcome::Queued,
         Outcome::StorageUnavailable,
+        Outcome::ClusterUnavailable,
     ];
 
     /// The outcomes a request can have before a route matched, counted under
@@ -181,6 +189,7 @@ impl Outcome {
             Outcome::UpstreamUnavailable => "upstream_unavailable",
             Outcome::Queued => "queued",
             Outcome::StorageUnavailable => "storage_unavailable",
+            Outcome::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -262,6 +271,14 @@ pub struct Metrics {
     pub store_bytes: IntGauge,
     pub store_max_bytes: IntGauge,
     pub store_errors: IntCounterVec,
+    /// `[cluster]`: 1 while Redis answers, 0 while not; no series without `[cluster]`.
+    pub cluster_up: IntGaugeVec,
+    /// `[cluster]`: Redis commands that failed or timed out, by `operation`
+    /// (`cluster::Operation`).
+    pub cluster_errors: IntCounterVec,
+    /// `[cluster]`: decisions taken on this instance's own state because Redis
+    /// did not answer (`on_unavailable = "local"`), by `operation`.
+    pub cluster_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -449,6 +466,23 @@ impl Metrics {
         for kind in STORE_ERROR_KINDS {
             store_errors.with_label_values(&[kind]);
         }
+        // The cluster series are created by `cluster::ClusterClient::start`, so
+        // a gateway without `[cluster]` exports none.
+        let cluster_up = IntGaugeVec::new(
+            Opts::new(
+                CLUSTER_UP,
+                "1 while the [cluster] Redis answers, 0 while it does not (pinged every 500 ms)",
+            ),
+            &[],
+        )
+        .expect("valid metric");
+        let [cluster_errors, cluster_fallbacks] = [
+            (CLUSTER_ERRORS_TOTAL, "Redis commands of [cluster] that failed, timed out or were not sent because Redis was down, by operation (ping, rate_limit, dedupe, store)"),
+            (CLUSTER_FALLBACKS_TOTAL, "Rate limit and dedupe decisions taken on this instance's own state because Redis did not answer (on_unavailable = \"local\"), by operation"),
+        ]
+        .map(|(name, help)| {
+            IntCounterVec::new(Opts::new(name, help), &["operation"]).expect("valid metric")
+        });
         for outcome in Outcome::UNMATCHED {
             requests.with_label_values(&[UNMATCHED_ROUTE, outcome.as_str()]);
         }
@@ -479,6 +513,9 @@ impl Metrics {
             Box::new(store_bytes.clone()),
             Box::new(store_max_bytes.clone()),
             Box::new(store_errors.clone()),
+            Box::new(cluster_up.clone()),
+            Box::new(cluster_errors.clone()),
+            Box::new(cluster_fallbacks.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -512,6 +549,9 @@ impl Metrics {
             store_bytes,
             store_max_bytes,
             store_errors,
+            cluster_up,
+            cluster_errors,
+            cluster_fallbacks,
         }
     }
 

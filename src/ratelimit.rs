@@ -84,7 +84,7 @@ pub const FULL_PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// IPv6 clients are keyed by this prefix length (a multiple of 8).
 pub const IPV6_KEY_PREFIX_LEN: u8 = 64;
-const _: () = assert!(IPV6_KEY_PREFIX_LEN % 8 == 0 && IPV6_KEY_PREFIX_LEN <= 128);
+const _: () = assert!(IPV6_KEY_PREFIX_LEN.is_multiple_of(8) && IPV6_KEY_PREFIX_LEN <= 128);
 
 /// The longest refill time (`burst` × interval) accepted.
 pub const MAX_REFILL: Duration = Duration::from_secs(366 * 24 * 3600);

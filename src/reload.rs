@@ -215,6 +215,10 @@ impl Reloader {
         if previous.config.storage != config.storage {
             restart_required.push("storage");
         }
+        // The connection to Redis is made once, at start (`cluster`).
+        if previous.config.cluster != config.cluster {
+            restart_required.push("cluster");
+        }
         let changes = describe_changes(&previous.config, &config);
         let sha256 = config.source_hash.clone();
         let max_inflight = config.server.max_inflight;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::cluster::ClusterFile;
 use super::dedupe::DedupeSpec;
 use super::events::{EventRuleFile, EventSpec, OneOrMany};
 use super::fanout::FanoutSpec;
@@ -31,6 +32,8 @@ pub struct FileConfig {
     pub routes: Vec<RouteFile>,
     /// The on-disk store of queued deliveries; required once a route is queued.
     pub storage: Option<StorageFile>,
+    /// Several instances sharing rate limits and dedupe through Redis.
+    pub cluster: Option<ClusterFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@
 //! not own the runtime objects built from a `Config` (pools, route table): those
 //! live in `upstream` and `routing`.
 
+pub mod cluster;
 pub mod dedupe;
 pub mod events;
 pub mod fanout;
@@ -74,6 +75,9 @@ pub struct Config {
     pub routes: Vec<RouteSettings>,
     /// `[storage]`: where queued deliveries are kept (restart to change).
     pub storage: Option<StorageSettings>,
+    /// `[cluster]`: the Redis that instances share rate limits and dedupe
+    /// through (restart to change).
+    pub cluster: Option<cluster::Cluster>,
 }
 
 #[derive(Debug, Clone)]
@@ -378,6 +382,21 @@ fn compile(
             }
         },
     };
+    let cluster = match &file.cluster {
+        None => None,
+        Some(cluster) => {
+            let mut warnings = Vec::new();
+            let compiled = cluster.compile(&resolver, &mut |w| warnings.push(w));
+            warnings.into_iter().for_each(|w| problems.warn(w));
+            match compiled {
+                Ok(cluster) => Some(cluster),
+                Err(found) => {
+                    problems.extend("cluster", found);
+                    None
+                }
+            }
+        }
+    };
     // Declared names, so an upstream with a bad field does not also fail every route naming it.
     let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
@@ -449,6 +468,7 @@ fn compile(
             upstreams,
             routes,
             storage,
+            cluster,
         }),
         _ => Err(problems.0),
     }
@@ -1122,6 +1142,9 @@ impl Config {
                     ),
                 }
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            let _ = writeln!(out, "cluster: {}", cluster.describe());
         }
         if let Some(storage) = &self.storage {
             let _ = writeln!(

@@ -1,0 +1,298 @@
+//! The shared connection to Redis of a `[cluster]` (issue 15): one multiplexed
+//! connection that reconnects with backoff, a per-command deadline, and whether
+//! Redis is up right now.
+//!
+//! Owns: the [`ClusterClient`] handle (a redis-rs `ConnectionManager` with the
+//! `[cluster]` timeouts), the key names it builds ([`ClusterClient::key`]), the
+//! background ping that keeps [`ClusterClient::is_up`] and `hookgate_cluster_up`
+//! current and drives reconnects, and the counting of failed commands
+//! (`hookgate_cluster_errors_total{operation}`) and fallbacks
+//! (`hookgate_cluster_fallbacks_total{operation}`). Does not own what is stored
+//! (`ratelimit`, `dedupe`, `delivery`), nor the choice between falling back and
+//! refusing (`[cluster] on_unavailable`, applied by the callers).
+//!
+//! While Redis is down, commands fail at once ([`ClusterError::Down`]) instead
+//! of each waiting for its deadline: the ping finds out when it is back, every
+//! `PING_INTERVAL`. Nothing here logs the URL's password or a key's value.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::cluster::Cluster;
+use crate::metrics::Metrics;
+
+/// The `Retry-After` (seconds) of a 503 `cluster_unavailable`.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// How often Redis is pinged, up or down.
+pub const PING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The longest wait between two reconnection attempts of the connection manager.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+
+/// What a command was for: the `operation` label of the cluster metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// The background health ping.
+    Ping,
+    /// A rate limit decision (`ratelimit`).
+    RateLimit,
+    /// A dedupe claim, mark or release (`dedupe`).
+    Dedupe,
+    /// The queued-delivery store on Redis (`delivery`).
+    Store,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 4] = [
+        Operation::Ping,
+        Operation::RateLimit,
+        Operation::Dedupe,
+        Operation::Store,
+    ];
+
+    /// Operations that can fall back to this instance's state (`on_unavailable = "local"`).
+    pub const FALLBACKS: [Operation; 2] = [Operation::RateLimit, Operation::Dedupe];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Ping => "ping",
+            Operation::RateLimit => "rate_limit",
+            Operation::Dedupe => "dedupe",
+            Operation::Store => "store",
+        }
+    }
+}
+
+/// Why a command gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Redis was already known to be unreachable; nothing was sent.
+    #[error("Redis is unreachable")]
+    Down,
+    /// No answer within `[cluster] command_timeout`.
+    #[error("no answer from Redis within {0:?}")]
+    Timeout(Duration),
+    /// Redis or the connection answered with an error.
+    #[error("Redis command failed: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The redis-rs client for `cluster`: its URL, credentials and TLS. The store
+/// (`[storage] backend = "redis"`) builds its own connections from it.
+pub fn redis_client(cluster: &Cluster) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(cluster.redis.connection_info())
+}
+
+/// Connection-manager settings for `cluster`: its connect and command timeouts,
+/// reconnects with jittered exponential backoff from 100 ms up to 2 s. Few
+/// retries per reconnection: the ping starts the next one.
+pub fn manager_config(cluster: &Cluster) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(cluster.connect_timeout))
+        .set_response_timeout(Some(cluster.command_timeout))
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(MAX_RECONNECT_DELAY)
+        .set_number_of_retries(2)
+}
+
+/// The shared handle: cheap to clone the connection out of, safe to call from
+/// any runtime. `Debug` shows the redacted URL only.
+pub struct ClusterClient {
+    settings: Cluster,
+    connection: ConnectionManager,
+    up: AtomicBool,
+    metrics: Arc<Metrics>,
+    /// The runtime the connection and the ping run on; background writes too.
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("redis", &self.settings.redis)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+impl ClusterClient {
+    /// Creates the client on `runtime` (which runs its connection and its
+    /// ping), tries one ping (bounded by the connect and command timeouts) so a
+    /// reachable Redis counts as up from the first request, and starts pinging
+    /// every [`PING_INTERVAL`]. A Redis that is down at start is not an error:
+    /// the client is down until a ping gets through. Call outside any runtime.
+    pub fn start(
+        settings: &Cluster,
+        metrics: Arc<Metrics>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<ClusterClient>, ClusterError> {
+        let client = redis_client(settings)?;
+        let connection = {
+            let _entered = runtime.enter();
+            ConnectionManager::new_lazy_with_config(client, manager_config(settings))?
+        };
+        for operation in Operation::ALL {
+            metrics
+                .cluster_errors
+                .with_label_values(&[operation.as_str()]);
+        }
+        for operation in Operation::FALLBACKS {
+            metrics
+                .cluster_fallbacks
+                .with_label_values(&[operation.as_str()]);
+        }
+        metrics.cluster_up.with_label_values::<&str>(&[]).set(0);
+        let client = Arc::new(ClusterClient {
+            settings: settings.clone(),
+            connection,
+            up: AtomicBool::new(false),
+            metrics,
+            runtime: runtime.clone(),
+        });
+        let first = client.clone();
+        let deadline = settings.connect_timeout + settings.command_timeout;
+        let _ = runtime.block_on(async move { tokio::time::timeout(deadline, first.ping()).await });
+        if !client.is_up() {
+            tracing::warn!(redis = %settings.redis, "cluster: Redis does not answer yet; retrying every {PING_INTERVAL:?}");
+        }
+        let pinger = Arc::downgrade(&client);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(PING_INTERVAL).await;
+                match pinger.upgrade() {
+                    Some(client) => client.ping().await,
+                    None => return,
+                }
+            }
+        });
+        Ok(client)
+    }
+
+    /// The `[cluster]` settings it was built from.
+    pub fn settings(&self) -> &Cluster {
+        &self.settings
+    }
+
+    /// Whether the last ping or command got an answer.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// `key_prefix` followed by `parts` joined with `:`. Callers pass bounded,
+    /// key-safe parts (route names, hex digests), never raw header values.
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.settings.key_prefix.clone();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push(':');
+            }
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// Runs `task` on the cluster's runtime: for writes nobody waits for (a
+    /// released claim).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// A clone of the multiplexed connection, for a caller that runs its own
+    /// commands (and its own deadline).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// Runs `command` on the shared connection within `command_timeout`. Fails
+    /// at once while Redis is known to be down. A failure is counted under
+    /// `operation`; a lost connection or a timeout marks Redis down until the
+    /// next ping gets through.
+    pub async fn run<T, F, Fut>(&self, operation: Operation, command: F) -> Result<T, ClusterError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            self.count_error(operation);
+            return Err(ClusterError::Down);
+        }
+        let timeout = self.settings.command_timeout;
+        let result = match tokio::time::timeout(timeout, command(self.connection.clone())).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout() {
+                    self.set_up(false);
+                }
+                ClusterError::Redis(e)
+            }
+            Err(_) => {
+                self.set_up(false);
+                ClusterError::Timeout(timeout)
+            }
+        };
+        self.count_error(operation);
+        Err(result)
+    }
+
+    /// Counts one decision taken on this instance's own state because Redis
+    /// did not answer (`on_unavailable = "local"`).
+    pub fn count_fallback(&self, operation: Operation) {
+        self.metrics
+            .cluster_fallbacks
+            .with_label_values(&[operation.as_str()])
+            .inc();
+    }
+
+    fn count_error(&self, operation: Operation) {
+        self.metrics
+            .cluster_errors
+            .with_label_values(&[operation.as_str()])
+            .inc();
+    }
+
+    async fn ping(&self) {
+        let mut connection = self.connection.clone();
+        let answer = tokio::time::timeout(
+            self.settings
+                .command_timeout
+                .max(self.settings.connect_timeout),
+            redis::cmd("PING").query_async::<String>(&mut connection),
+        )
+        .await;
+        match answer {
+            Ok(Ok(_)) => {
+                self.set_up(true);
+            }
+            Ok(Err(e)) => {
+                self.count_error(Operation::Ping);
+                if self.set_up(false) {
+                    tracing::warn!(redis = %self.settings.redis, error = %e, "cluster: Redis is unreachable");
+                }
+            }
+            Err(_) => {
+                self.count_error(Operation::Ping);
+                if self.set_up(false) {
+                    tracing::warn!(redis = %self.settings.redis, "cluster: Redis does not answer the ping in time");
+                }
+            }
+        }
+    }
+
+    /// Records whether Redis answers; returns whether that changed.
+    fn set_up(&self, up: bool) -> bool {
+        let was = self.up.swap(up, Ordering::AcqRel);
+        self.metrics
+            .cluster_up
+            .with_label_values::<&str>(&[])
+            .set(i64::from(up));
+        if up && !was {
+            tracing::info!(redis = %self.settings.redis, "cluster: Redis answers");
+        }
+        was != up
+    }
+}
