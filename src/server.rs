@@ -26,8 +26,12 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::admission::InflightLimit;
+use crate::config::storage::Backend;
 use crate::config::Config;
+use crate::config::StorageSettings;
 use crate::delivery::redb_store::RedbStore;
+use crate::delivery::redis_store::{RedisOptions, RedisStore};
+use crate::delivery::store::{EventStore, StoreError};
 use crate::delivery::Queue;
 use crate::echo::Echo;
 use crate::fanout::Fanout;
@@ -86,6 +90,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let watch = config.server.watch;
     let fanout_config = config.server.fanout;
     let storage = config.storage.clone();
+    let cluster = config.cluster.clone();
     let inflight = InflightLimit::new(config.server.max_inflight);
     let max_connections = config.server.limits.max_connections;
 
@@ -123,12 +128,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .enable_all()
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
-            let path = storage.path.clone();
-            let opened = RedbStore::open(&path, storage.max_bytes);
+            let where_ = storage.backend.to_string();
+            let opened = open_store(&storage, cluster.as_ref(), runtime.handle());
             let queue = opened
                 .and_then(|store| {
                     Queue::start(
-                        Arc::new(store),
+                        store,
                         storage,
                         fanout_config.attempt_timeout,
                         Arc::new(CopySender::new(state.clone(), queue_connections.clone())),
@@ -137,7 +142,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                         runtime.handle().clone(),
                     )
                 })
-                .map_err(|e| StartError::Setup(format!("the store in {}: {e}", path.display())))?;
+                .map_err(|e| StartError::Setup(format!("the store ({where_}): {e}")))?;
             (Some(Arc::new(queue)), Some(runtime))
         }
     };
@@ -344,6 +349,38 @@ impl Listener {
 
 /// Binds and releases every address, so a taken port fails the start with a clear error.
 /// Port 0 is checked by [`Listener::resolve`] instead.
+/// The queued-delivery store `[storage] backend` names: redb in its directory,
+/// or Redis through `[cluster]` (the config refuses `redis` without it).
+fn open_store(
+    storage: &StorageSettings,
+    cluster: Option<&crate::config::cluster::Cluster>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Arc<dyn EventStore>, StoreError> {
+    match &storage.backend {
+        Backend::Redb { path } => Ok(Arc::new(RedbStore::open(path, storage.max_bytes)?)),
+        Backend::Redis { lease } => {
+            let cluster = cluster.ok_or_else(|| {
+                StoreError::Io("backend = \"redis\" needs a [cluster] table".to_string())
+            })?;
+            let client = crate::cluster::redis_client(cluster)
+                .map_err(|e| StoreError::Io(format!("the [cluster] Redis: {e}")))?;
+            let options = RedisOptions {
+                key_prefix: cluster.key_prefix.clone(),
+                command_timeout: cluster.command_timeout,
+                lease: *lease,
+                max_bytes: storage.max_bytes,
+            };
+            let store = RedisStore::open(
+                client,
+                crate::cluster::manager_config(cluster),
+                options,
+                runtime,
+            )?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> {
     let server = &config.server;
     let mut wanted: Vec<(SocketAddr, &'static str)> = server

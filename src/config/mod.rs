@@ -397,6 +397,16 @@ fn compile(
             }
         }
     };
+    let redis_store = file
+        .storage
+        .as_ref()
+        .is_some_and(|s| s.backend.as_deref() == Some("redis"));
+    if redis_store && file.cluster.is_none() {
+        problems.push(
+            "storage.backend",
+            "backend = \"redis\" keeps queued events in the [cluster] Redis, and there is no [cluster] table; add [cluster] redis = \"redis://HOST:6379/0\", or use backend = \"redb\"",
+        );
+    }
     // Declared names, so an upstream with a bad field does not also fail every route naming it.
     let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
@@ -1150,7 +1160,7 @@ impl Config {
             let _ = writeln!(
                 out,
                 "storage: {} (max_bytes {} B, retention {}, {} attempts at once per upstream)",
-                storage.path.display(),
+                storage.backend,
                 storage.max_bytes,
                 humantime::format_duration(storage.retention),
                 storage.concurrency
