@@ -275,8 +275,10 @@ fn one_instance_lists_shows_and_replays_the_others_event() {
         get(second.admin, &format!("/events/{id}"))
             .is_ok_and(|r| r.status == 200 && r.json()["status"] == "dead")
     });
-    // Guards RedisStore::get reading Redis (not this instance's memory): the
-    // second instance never saw the request.
+    // The second instance never saw the request: it reads it from Redis by
+    // the id the first one answered. Guards `tag: tag_of(&options.key_prefix)`
+    // in RedisStore::open (one id space for every instance): a tag of its own
+    // per instance, as redb has, makes the id unknown here (404).
     assert!(
         dead,
         "instance 2 does not show {id} as dead; log:\n{}",
