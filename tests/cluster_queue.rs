@@ -43,9 +43,14 @@ fn body(i: usize) -> Vec<u8> {
 /// A gateway config: `[cluster]` on `redis`, the Redis store, one queued route
 /// `gh` to upstream `app` at `app`.
 fn config(redis: &RedisServer, app: SocketAddr, retry: &str) -> String {
+    config_with(redis, app, retry, "")
+}
+
+/// [`config`] with more `[storage]` lines.
+fn config_with(redis: &RedisServer, app: SocketAddr, retry: &str, storage: &str) -> String {
     format!(
         "[cluster]\nredis = \"{}\"\nkey_prefix = \"cq:\"\n\
-         [storage]\nbackend = \"redis\"\nlease = \"{LEASE}\"\nretention = \"1h\"\n\
+         [storage]\nbackend = \"redis\"\nlease = \"{LEASE}\"\nretention = \"1h\"\n{storage}\n\
          [upstreams.app]\ntargets = [\"{app}\"]\ntimeout = \"10s\"\nhealth = {{ interval = \"100ms\" }}\n\
          [[routes]]\nname = \"gh\"\npath = \"/hooks/gh\"\nupstream = \"app\"\n\
          verify = {{ scheme = \"github\", secrets = [\"literal:{SECRET}\"] }}\n\
@@ -335,4 +340,69 @@ fn the_redis_backend_without_a_cluster_table_is_refused_with_its_line() {
         .lines()
         .find(|l| l.contains("test.toml:5: storage.backend"));
     assert!(line.is_some_and(|l| l.contains("[cluster]")), "{stderr}");
+}
+
+#[test]
+fn a_full_redis_store_answers_503_with_retry_after_and_keeps_what_it_acknowledged() {
+    let redis = RedisServer::start();
+    let down = DeadPort::new();
+    let gateway = Gateway::start(&config_with(
+        &redis,
+        down.addr,
+        FAST_RETRY,
+        "max_bytes = \"4KiB\"",
+    ));
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..100 {
+        let body = format!("{{\"delivery\":{i},\"pad\":\"{}\"}}", "p".repeat(200)).into_bytes();
+        let response = signed_post(gateway.proxy, &body).expect("post");
+        if response.status == 202 {
+            acknowledged.push(body);
+            continue;
+        }
+        refused = Some(response);
+        break;
+    }
+    // Guards the max_bytes check at the top of the APPEND script: without it
+    // all 100 are stored and acknowledged.
+    let refused = refused.expect("a 4 KiB store refuses before 100 events of 200+ bytes");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["error"], "storage_unavailable");
+    assert!(
+        refused.header("Retry-After").is_some(),
+        "{:?}",
+        refused.header("Retry-After")
+    );
+    assert!(!acknowledged.is_empty());
+    let app = down.come_up("app", Behavior::default());
+    let all = wait_until(Duration::from_secs(20), || {
+        app.count() >= acknowledged.len()
+    });
+    assert!(all, "delivered {} of {}", app.count(), acknowledged.len());
+    let got: HashSet<Vec<u8>> = app.received().into_iter().map(|r| r.body).collect();
+    for body in &acknowledged {
+        assert!(got.contains(body), "{}", String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
+fn weak_redis_durability_settings_are_warned_about_at_start() {
+    let redis = RedisServer::start();
+    assert!(redis
+        .command("CONFIG SET appendfsync everysec")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let app = Upstream::start("app");
+    let gateway = Gateway::start(&config(&redis, app.addr, FAST_RETRY));
+    // Guards `check_settings` in `renew_leases` (RedisStore): the operator
+    // learns at start that up to 1 s of acknowledged events is at risk.
+    let warned = wait_until(Duration::from_secs(10), || {
+        gateway.log().contains("appendfsync is everysec")
+    });
+    assert!(warned, "{}", gateway.log());
+    assert!(
+        !gateway.log().contains("maxmemory-policy is"),
+        "{}",
+        gateway.log()
+    );
 }
