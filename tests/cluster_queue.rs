@@ -20,7 +20,7 @@ const SECRET: &str = "cluster-queue-secret";
 
 /// The lease of these tests: a killed instance's deliveries are taken over
 /// about this long after its last renewal.
-const LEASE: &str = "2s";
+const LEASE: &str = "3s";
 
 fn signed_post(to: SocketAddr, body: &[u8]) -> std::io::Result<Response> {
     let signature = github_signature(SECRET, body);
@@ -145,7 +145,7 @@ fn two_running_instances_deliver_each_event_once() {
     let redis = RedisServer::start();
     // Each answer takes longer than the lease: a delivery in progress must stay
     // with the instance making it.
-    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(2500)));
+    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(3500)));
     let rest = config(&redis, app.addr, FAST_RETRY);
     let gateways = [Gateway::start(&rest), Gateway::start(&rest)];
     let mut sent: HashMap<String, Vec<u8>> = HashMap::new();
@@ -154,12 +154,12 @@ fn two_running_instances_deliver_each_event_once() {
         sent.insert(accept(&gateways[i % 2], &body), body);
     }
     assert_eq!(sent.len(), 20, "event ids are unique across instances");
-    let all = wait_until(Duration::from_secs(30), || app.count() >= sent.len());
+    let all = wait_until(Duration::from_secs(40), || app.count() >= sent.len());
     assert!(all, "delivered {} of {}", app.count(), sent.len());
     // Guards the lease renewal (`inner.renew()` in `renew_leases`): without it
     // the other instance takes over each entry whose attempt outlived the lease
     // and delivers it again. Longer than two leases: a late duplicate would show.
-    let duplicate = wait_until(Duration::from_secs(6), || app.count() > sent.len());
+    let duplicate = wait_until(Duration::from_secs(8), || app.count() > sent.len());
     assert!(
         !duplicate,
         "{} deliveries for {} events",
