@@ -257,7 +257,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Makes every earlier write durable. Attempt records may be committed
     /// without an fsync of their own (at worst one more attempt after a crash);
-    /// a clean stop calls this so it repeats none.
+    /// a clean stop calls this so it repeats none. A shared store also hands
+    /// what this instance holds to the others here.
     async fn sync(&self) -> Result<(), StoreError>;
 
     /// Removes delivered and dead events finished before `before_ms`; returns how many.
