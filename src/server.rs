@@ -90,7 +90,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let watch = config.server.watch;
     let fanout_config = config.server.fanout;
     let storage = config.storage.clone();
-    let cluster = config.cluster.clone();
+    let cluster_settings = config.cluster.clone();
     let inflight = InflightLimit::new(config.server.max_inflight);
     let max_connections = config.server.limits.max_connections;
 
@@ -129,7 +129,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
             let where_ = storage.backend.to_string();
-            let opened = open_store(&storage, cluster.as_ref(), runtime.handle());
+            let opened = open_store(&storage, cluster_settings.as_ref(), runtime.handle());
             let queue = opened
                 .and_then(|store| {
                     Queue::start(

@@ -397,16 +397,6 @@ fn compile(
             }
         }
     };
-    let redis_store = file
-        .storage
-        .as_ref()
-        .is_some_and(|s| s.backend.as_deref() == Some("redis"));
-    if redis_store && file.cluster.is_none() {
-        problems.push(
-            "storage.backend",
-            "backend = \"redis\" keeps queued events in the [cluster] Redis, and there is no [cluster] table; add [cluster] redis = \"redis://HOST:6379/0\", or use backend = \"redb\"",
-        );
-    }
     // Declared names, so an upstream with a bad field does not also fail every route naming it.
     let upstream_names: Vec<String> = file.upstreams.keys().cloned().collect();
     let upstreams: BTreeMap<String, UpstreamSettings> = file
@@ -440,6 +430,16 @@ fn compile(
         }
     }
     check_route_overlaps(&routes, &mut problems);
+    let redis_store = file
+        .storage
+        .as_ref()
+        .is_some_and(|s| s.backend.as_deref() == Some("redis"));
+    if redis_store && file.cluster.is_none() {
+        problems.push(
+            "storage.backend",
+            "backend = \"redis\" keeps queued events in the [cluster] Redis, and there is no [cluster] table; add [cluster] redis = \"redis://HOST:6379/0\", or use backend = \"redb\"",
+        );
+    }
     if file.storage.is_none() {
         for (index, route) in routes.iter().enumerate() {
             if matches!(route.delivery, Delivery::Queued(_)) {
