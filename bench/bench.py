@@ -456,7 +456,7 @@ def summary_line(row):
             + (f"  ERRORS {d['bad']}" if d["bad"] else ""))
 
 
-SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate", "queued", "deduped", "cluster", "baseline"]
+SYSTEM_ORDER = ["direct", "nginx", "haproxy", "hookgate", "queued", "queued-redis", "deduped", "cluster", "baseline"]
 LABEL = {
     "direct": "upstream direct",
     "nginx": "nginx proxy_pass",
@@ -465,6 +465,7 @@ LABEL = {
     "queued": "hookgate queued*",
     "deduped": "hookgate + dedupe*",
     "cluster": "hookgate + dedupe, [cluster]*",
+    "queued-redis": "hookgate queued on Redis*",
     "baseline": "hookgate baseline*",
 }
 
@@ -537,17 +538,21 @@ def cmd_report(args):
             vals.extend(ratio(dh[k], dp.get(k)) for k in keys)
         out.append(f"| {sc} | " + " | ".join(fmt(v) for v in vals) + " |")
 
-    if any(k[1] == "queued" for k in cells):
+    for qsys in ("queued", "queued-redis"):
+        if not any(k[1] == qsys for k in cells):
+            continue
         out.append("")
-        out.append("Queued delivery (`delivery = \"queued\"`): req/s and p50/p99 are the sender's 202 "
-                   "(stored with fsync); drain = seconds from the end of the wrk run until every 202 "
+        store = ("in Redis (the answer of its script; appendfsync always; Redis's own CPU is not in "
+                 "hookgate's CPU and is logged per cell)" if qsys == "queued-redis" else "with fsync")
+        out.append(f"Queued delivery (`delivery = \"queued\"`, {LABEL[qsys]}): req/s and p50/p99 are the sender's 202 "
+                   f"(stored {store}); drain = seconds from the end of the wrk run until every 202 "
                    "was delivered (hookgate's delivered attempts and the upstream's request count both "
                    "reach the 202 count, warm-up and preflight included):")
         out.append("")
         out.append("| scenario | queued req/s | ack p50 ms | ack p99 ms | vs hookgate direct mode | vs HAProxy | vs upstream direct | 202s | delivered | upstream got | drain s | check |")
         out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for sc in scenarios:
-            q = cells.get((sc, "queued"))
+            q = cells.get((sc, qsys))
             if not q:
                 continue
             dq = derived(q)

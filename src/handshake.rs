@@ -675,16 +675,23 @@ pub fn forget(config: &crate::config::Config, route: &str) -> Result<String, Str
         .as_ref()
         .and_then(|h| h.asana())
         .ok_or_else(|| format!("route {route:?} has no asana handshake"))?;
-    let (forgot, place) = match &config.storage {
-        Some(storage) => {
+    let redb = config
+        .storage
+        .as_ref()
+        .and_then(|storage| match &storage.backend {
+            crate::config::storage::Backend::Redb { path } => Some((path, storage.max_bytes)),
+            // A Redis store keeps no handshake secrets: they are in files.
+            crate::config::storage::Backend::Redis { .. } => None,
+        });
+    let (forgot, place) = match redb {
+        Some((path, max_bytes)) => {
             let store =
-                crate::delivery::redb_store::RedbStore::open(&storage.path, storage.max_bytes)
-                    .map_err(|e| {
-                        format!("{e} (stop the gateway first: the store is open while it runs)")
-                    })?;
+                crate::delivery::redb_store::RedbStore::open(path, max_bytes).map_err(|e| {
+                    format!("{e} (stop the gateway first: the store is open while it runs)")
+                })?;
             (
                 keeper.forget(Some(&store))?,
-                format!("the store in {}", storage.path.display()),
+                format!("the store in {}", path.display()),
             )
         }
         None => (keeper.forget(None)?, keeper.path().display().to_string()),

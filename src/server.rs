@@ -27,8 +27,12 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::admission::InflightLimit;
 use crate::cluster::ClusterClient;
+use crate::config::storage::Backend;
 use crate::config::Config;
+use crate::config::StorageSettings;
 use crate::delivery::redb_store::RedbStore;
+use crate::delivery::redis_store::{RedisOptions, RedisStore};
+use crate::delivery::store::{EventStore, StoreError};
 use crate::delivery::Queue;
 use crate::echo::Echo;
 use crate::fanout::Fanout;
@@ -126,13 +130,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .enable_all()
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
-            let path = storage.path.clone();
-            let opened = RedbStore::open(&path, storage.max_bytes).map(Arc::new);
-            // Asana handshake secrets are kept in the same store.
-            handshake_secrets = opened
-                .as_ref()
-                .ok()
-                .map(|store| store.clone() as Arc<dyn crate::handshake::SecretStore>);
+            let where_ = storage.backend.to_string();
+            let opened = open_store(&storage, cluster_settings.as_ref(), runtime.handle()).map(
+                |(store, secrets)| {
+                    // Asana handshake secrets are kept in the same store (redb only).
+                    handshake_secrets = secrets;
+                    store
+                },
+            );
             let queue = opened
                 .and_then(|store| {
                     Queue::start(
@@ -145,7 +150,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                         runtime.handle().clone(),
                     )
                 })
-                .map_err(|e| StartError::Setup(format!("the store in {}: {e}", path.display())))?;
+                .map_err(|e| StartError::Setup(format!("the store ({where_}): {e}")))?;
             (Some(Arc::new(queue)), Some(runtime))
         }
     };
@@ -374,6 +379,50 @@ impl Listener {
 
 /// Binds and releases every address, so a taken port fails the start with a clear error.
 /// Port 0 is checked by [`Listener::resolve`] instead.
+/// The queued-delivery store `[storage] backend` names: redb in its directory,
+/// or Redis through `[cluster]` (the config refuses `redis` without it).
+fn open_store(
+    storage: &StorageSettings,
+    cluster: Option<&crate::config::cluster::Cluster>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<OpenedStore, StoreError> {
+    match &storage.backend {
+        Backend::Redb { path } => {
+            let store = Arc::new(RedbStore::open(path, storage.max_bytes)?);
+            let secrets = store.clone() as Arc<dyn crate::handshake::SecretStore>;
+            Ok((store, Some(secrets)))
+        }
+        Backend::Redis { lease } => {
+            let cluster = cluster.ok_or_else(|| {
+                StoreError::Io("backend = \"redis\" needs a [cluster] table".to_string())
+            })?;
+            let client = crate::cluster::redis_client(cluster)
+                .map_err(|e| StoreError::Io(format!("the [cluster] Redis: {e}")))?;
+            let options = RedisOptions {
+                key_prefix: cluster.key_prefix.clone(),
+                command_timeout: cluster.command_timeout,
+                lease: *lease,
+                max_bytes: storage.max_bytes,
+            };
+            let store = RedisStore::open(
+                client,
+                crate::cluster::manager_config(cluster),
+                options,
+                runtime,
+            )?;
+            // Asana handshake secrets then stay in files, per instance.
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
+/// The queued-delivery store, and where Asana handshake secrets are kept when
+/// it can hold them (redb; `None`: in files beside the config).
+type OpenedStore = (
+    Arc<dyn EventStore>,
+    Option<Arc<dyn crate::handshake::SecretStore>>,
+);
+
 fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> {
     let server = &config.server;
     let mut wanted: Vec<(SocketAddr, &'static str)> = server

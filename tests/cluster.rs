@@ -353,7 +353,10 @@ fn with_reject_a_redis_restart_answers_503_then_recovers() {
         .route("plain", "/plain", "app", "")
         .start();
     redis.stop();
-    gateway.assert_metric("hookgate_cluster_up", &[], 0.0);
+    // Set by the client once it sees the connection drop: a moment later.
+    assert!(wait_until(Duration::from_secs(5), || gateway
+        .metric("hookgate_cluster_up", &[])
+        == Some(0.0)));
     let refused = delivery(gateway.proxy, "/hooks", "evt_down", b"{}").unwrap();
     assert_eq!(refused.status, 503);
     assert_eq!(refused.json()["error"], "cluster_unavailable");
@@ -436,4 +439,38 @@ fn the_redis_password_never_shows() {
             "{what} shows the password:\n{text}"
         );
     }
+}
+
+/// `[cluster]` is read once, at start: a reload that changes it applies the
+/// rest and reports the restart it needs. Guards the `cluster` entry of
+/// `restart_required` in `src/reload.rs`.
+#[test]
+fn a_reload_that_changes_the_cluster_says_a_restart_is_required() {
+    let redis = Redis::start();
+    let app = Upstream::start("app");
+    let setup = |prefix: &str| {
+        Setup::new()
+            .table(&cluster_table(
+                &redis,
+                &format!("key_prefix = \"{prefix}\"\n"),
+            ))
+            .upstream(&app)
+            .route("hooks", "/hooks", "app", DEDUPE)
+    };
+    let gateway = setup("one:").start();
+    gateway.rewrite(&setup("two:").rest());
+    let answer = gateway.post_reload();
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let report = answer.json();
+    assert!(
+        report["report"]["restart_required"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|s| s == "cluster")),
+        "{report}"
+    );
 }

@@ -441,6 +441,16 @@ fn compile(
         }
     }
     check_route_overlaps(&routes, &mut problems);
+    let redis_store = file
+        .storage
+        .as_ref()
+        .is_some_and(|s| s.backend.as_deref() == Some("redis"));
+    if redis_store && file.cluster.is_none() {
+        problems.push(
+            "storage.backend",
+            "backend = \"redis\" keeps queued events in the [cluster] Redis, and there is no [cluster] table; add [cluster] redis = \"redis://HOST:6379/0\", or use backend = \"redb\"",
+        );
+    }
     if file.storage.is_none() {
         for (index, route) in routes.iter().enumerate() {
             if matches!(route.delivery, Delivery::Queued(_)) {
@@ -1223,7 +1233,7 @@ impl Config {
             let _ = writeln!(
                 out,
                 "storage: {} (max_bytes {} B, retention {}, {} attempts at once per upstream)",
-                storage.path.display(),
+                storage.backend,
                 storage.max_bytes,
                 humantime::format_duration(storage.retention),
                 storage.concurrency

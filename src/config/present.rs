@@ -89,11 +89,32 @@ impl Config {
             },
             "upstreams": upstreams,
             "routes": routes,
-            "storage": self.storage.as_ref().map(|s| json!({
-                "path": s.path.display().to_string(),
-                "max_bytes": s.max_bytes,
-                "retention_ms": millis(s.retention),
-                "concurrency": s.concurrency,
+            "storage": self.storage.as_ref().map(|s| {
+                let mut storage = json!({
+                    "max_bytes": s.max_bytes,
+                    "retention_ms": millis(s.retention),
+                    "concurrency": s.concurrency,
+                });
+                match &s.backend {
+                    super::storage::Backend::Redb { path } => {
+                        storage["backend"] = "redb".into();
+                        storage["path"] = path.display().to_string().into();
+                    }
+                    super::storage::Backend::Redis { lease } => {
+                        storage["backend"] = "redis".into();
+                        storage["lease_ms"] = millis(*lease).into();
+                    }
+                }
+                storage
+            }),
+            // The URL with its password replaced by `[redacted]`.
+            "cluster": self.cluster.as_ref().map(|c| json!({
+                "redis": c.redis.redacted(),
+                "key_prefix": c.key_prefix,
+                "on_unavailable": c.on_unavailable.as_str(),
+                "connect_timeout_ms": millis(c.connect_timeout),
+                "command_timeout_ms": millis(c.command_timeout),
+                "claim_lease_ms": c.claim_lease.map(millis),
             })),
             // The URL with its password replaced by `[redacted]`.
             "cluster": self.cluster.as_ref().map(|c| json!({

@@ -8,7 +8,10 @@
 //!
 //! ```toml
 //! [storage]                  # required once any route is queued
-//! path = "data"              # a directory, relative to the config file
+//! backend = "redb"           # or "redis": the store in [cluster]'s Redis, shared by every instance
+//! path = "data"              # redb: a directory, relative to the config file
+//! lease = "30s"              # redis: a delivery held by an instance that stopped renewing
+//!                            # it this long is taken over by another instance
 //! max_bytes = "10GiB"        # when full, deliveries get 503, never a 202 that is not stored
 //! retention = "7d"           # delivered and dead events are kept this long
 //! concurrency = 8            # attempts in progress at once, per upstream
@@ -30,7 +33,9 @@ use crate::units::{parse_duration, parse_size};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageFile {
-    pub path: String,
+    pub backend: Option<String>,
+    pub path: Option<String>,
+    pub lease: Option<String>,
     pub max_bytes: Option<String>,
     pub retention: Option<String>,
     pub concurrency: Option<usize>,
@@ -46,11 +51,38 @@ pub struct RetryFile {
     pub max_age: Option<String>,
 }
 
+/// Where queued events are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store (`delivery::redb_store`), one instance.
+    Redb {
+        /// The store's directory (the config file's directory joined with `path`).
+        path: PathBuf,
+    },
+    /// Redis Streams (`delivery::redis_store`) in the `[cluster]` Redis,
+    /// shared by every instance.
+    Redis {
+        /// A pending delivery whose holder has not renewed it for this long is
+        /// taken over by another instance; 30 s by default.
+        lease: Duration,
+    },
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Redb { path } => write!(f, "redb in {}", path.display()),
+            Backend::Redis { lease } => {
+                write!(f, "redis (lease {})", humantime::format_duration(*lease))
+            }
+        }
+    }
+}
+
 /// The checked `[storage]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageSettings {
-    /// The store's directory (the config file's directory joined with `path`).
-    pub path: PathBuf,
+    pub backend: Backend,
     /// Bytes of stored events (heads, bodies and records) at most; 10 GiB by default.
     pub max_bytes: u64,
     /// How long delivered and dead events are kept; 7 days by default.
@@ -95,17 +127,70 @@ impl Default for RetryPolicy {
 pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_CONCURRENCY: usize = 8;
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The shortest lease: it is renewed every third of it, one command per renewal.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
 
 impl StorageFile {
     /// Checks the table; `base_dir` is the config file's directory.
     pub fn compile(&self, base_dir: &Path) -> Result<StorageSettings, Vec<Problem>> {
         let mut problems = Vec::new();
-        if self.path.trim().is_empty() {
-            problems.push(Problem::new(
-                "path",
-                "name the store's directory, e.g. path = \"data\" (relative to the config file)",
-            ));
-        }
+        let backend = match self.backend.as_deref() {
+            None | Some("redb") => {
+                if self.lease.is_some() {
+                    problems.push(Problem::new(
+                        "lease",
+                        "lease applies only to backend = \"redis\" (one redb store has one instance)",
+                    ));
+                }
+                match self.path.as_deref().map(str::trim) {
+                    Some(path) if !path.is_empty() => Some(Backend::Redb {
+                        path: base_dir.join(path),
+                    }),
+                    _ => {
+                        problems.push(Problem::new(
+                            "path",
+                            "name the store's directory, e.g. path = \"data\" (relative to the config file)",
+                        ));
+                        None
+                    }
+                }
+            }
+            Some("redis") => {
+                if self.path.is_some() {
+                    problems.push(Problem::new(
+                        "path",
+                        "backend = \"redis\" keeps events in [cluster]'s Redis, not in a directory; remove path",
+                    ));
+                }
+                match &self.lease {
+                    None => Some(Backend::Redis {
+                        lease: DEFAULT_LEASE,
+                    }),
+                    Some(text) => match parse_duration(text) {
+                        Ok(lease) if lease >= MIN_LEASE => Some(Backend::Redis { lease }),
+                        Ok(_) => {
+                            problems.push(Problem::new(
+                                "lease",
+                                "use at least \"1s\" (the lease is renewed every third of it)",
+                            ));
+                            None
+                        }
+                        Err(e) => {
+                            problems.push(Problem::new("lease", e));
+                            None
+                        }
+                    },
+                }
+            }
+            Some(_) => {
+                problems.push(Problem::new(
+                    "backend",
+                    "unknown backend; use \"redb\" (embedded, one instance) or \"redis\" (shared by every instance, needs [cluster])",
+                ));
+                None
+            }
+        };
         let max_bytes = match &self.max_bytes {
             None => Some(DEFAULT_MAX_BYTES),
             Some(text) => match parse_size(text) {
@@ -139,10 +224,12 @@ impl StorageFile {
             }
             n => Some(n.unwrap_or(DEFAULT_CONCURRENCY)),
         };
-        match (max_bytes, retention, concurrency) {
-            (Some(max_bytes), Some(retention), Some(concurrency)) if problems.is_empty() => {
+        match (backend, max_bytes, retention, concurrency) {
+            (Some(backend), Some(max_bytes), Some(retention), Some(concurrency))
+                if problems.is_empty() =>
+            {
                 Ok(StorageSettings {
-                    path: base_dir.join(&self.path),
+                    backend,
                     max_bytes,
                     retention,
                     concurrency,
@@ -276,18 +363,27 @@ mod tests {
     #[test]
     fn storage_defaults_and_refusals() {
         let file = StorageFile {
-            path: "data".into(),
+            backend: None,
+            path: Some("data".into()),
+            lease: None,
             max_bytes: None,
             retention: None,
             concurrency: None,
         };
         let settings = file.compile(Path::new("/etc/hookgate")).unwrap();
-        assert_eq!(settings.path, Path::new("/etc/hookgate/data"));
+        assert_eq!(
+            settings.backend,
+            Backend::Redb {
+                path: "/etc/hookgate/data".into()
+            }
+        );
         assert_eq!(settings.max_bytes, DEFAULT_MAX_BYTES);
         assert_eq!(settings.retention, DEFAULT_RETENTION);
         assert_eq!(settings.concurrency, DEFAULT_CONCURRENCY);
         let bad = StorageFile {
-            path: "".into(),
+            backend: None,
+            path: Some("".into()),
+            lease: None,
             max_bytes: Some("0".into()),
             retention: Some("a week".into()),
             concurrency: Some(0),
@@ -299,5 +395,45 @@ mod tests {
             .map(|p| p.key)
             .collect();
         assert_eq!(keys, ["path", "max_bytes", "retention", "concurrency"]);
+    }
+
+    #[test]
+    fn redis_backend_takes_a_lease_and_no_path() {
+        let file = |path: Option<&str>, lease: Option<&str>| StorageFile {
+            backend: Some("redis".into()),
+            path: path.map(Into::into),
+            lease: lease.map(Into::into),
+            max_bytes: None,
+            retention: None,
+            concurrency: None,
+        };
+        let settings = file(None, None).compile(Path::new(".")).unwrap();
+        assert_eq!(
+            settings.backend,
+            Backend::Redis {
+                lease: DEFAULT_LEASE
+            }
+        );
+        let settings = file(None, Some("5s")).compile(Path::new(".")).unwrap();
+        assert_eq!(
+            settings.backend,
+            Backend::Redis {
+                lease: Duration::from_secs(5)
+            }
+        );
+        let keys = |f: StorageFile| -> Vec<String> {
+            f.compile(Path::new("."))
+                .unwrap_err()
+                .into_iter()
+                .map(|p| p.key)
+                .collect()
+        };
+        assert_eq!(keys(file(Some("data"), Some("10ms"))), ["path", "lease"]);
+        let mut other = file(None, None);
+        other.backend = Some("etcd".into());
+        assert_eq!(keys(other), ["backend"]);
+        let mut redb_lease = file(Some("data"), Some("5s"));
+        redb_lease.backend = None;
+        assert_eq!(keys(redb_lease), ["lease"]);
     }
 }

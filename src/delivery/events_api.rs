@@ -166,12 +166,12 @@ fn head_json(head: &[u8], secret_header: Option<&str>) -> (String, Vec<Value>) {
 }
 
 /// `GET /events?…`
-pub fn list(queue: &Queue, query: Option<&str>) -> Answer {
+pub async fn list(queue: &Queue, query: Option<&str>) -> Answer {
     let (filter, limit) = match parse_query(queue, query) {
         Ok(parsed) => parsed,
         Err(answer) => return answer,
     };
-    match queue.list(&filter, limit) {
+    match queue.list(&filter, limit).await {
         Ok(events) => {
             let next = (events.len() == limit)
                 .then(|| events.last().map(|(key, _)| queue.store().event_id(*key)))
@@ -199,18 +199,18 @@ fn not_found() -> Answer {
 }
 
 /// `GET /events/ID`
-pub fn show(queue: &Queue, id: &str) -> Answer {
+pub async fn show(queue: &Queue, id: &str) -> Answer {
     let Some(key) = queue.store().key_of(id) else {
         return not_found();
     };
-    let record = match queue.store().get(key) {
+    let record = match queue.store().get(key).await {
         Ok(Some(record)) => record,
         Ok(None) => return not_found(),
         Err(error) => return storage_error(error),
     };
     let mut value = summary(queue, key, &record, true);
     value["method"] = record.method.as_str().into();
-    if let Ok(Some((head, body))) = queue.store().payload(key) {
+    if let Ok(Some((head, body))) = queue.store().payload(key).await {
         // The route as configured now: a reload that renamed the token header leaves an
         // older event's header to the name heuristic alone.
         let snapshot = queue.inner.state.load();
@@ -262,7 +262,7 @@ pub async fn replay_matching(queue: &Queue, query: Option<&str>) -> Answer {
     if filter.route.is_none() && filter.status.is_none() && filter.since_ms.is_none() {
         return bad("name at least one of route, status, since (replaying every event is refused)");
     }
-    let events = match queue.list(&filter, MAX_REPLAY) {
+    let events = match queue.list(&filter, MAX_REPLAY).await {
         Ok(events) => events,
         Err(error) => return storage_error(error),
     };
@@ -305,10 +305,10 @@ pub async fn handle(
     let post = method == http::Method::POST;
     let get = method == http::Method::GET;
     Some(match (segments.as_slice(), get, post) {
-        ([], true, _) => list(queue, query),
+        ([], true, _) => list(queue, query).await,
         (["replay"], _, true) => replay_matching(queue, query).await,
         ([id, "replay"], _, true) => replay_one(queue, id).await,
-        ([id], true, _) => show(queue, id),
+        ([id], true, _) => show(queue, id).await,
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             json!({"error": "method_not_allowed", "endpoints": ["GET /events", "GET /events/ID", "POST /events/ID/replay", "POST /events/replay?route=&status=&since="]}),

@@ -6,8 +6,10 @@
 //! Owns: the [`Queue`] runtime — opening the store at start, resuming the
 //! pending deliveries found in it, the timers of due deliveries, one attempt at
 //! a time per delivery under a per-upstream concurrency limit, the retry
-//! decision after each attempt, replay, retention purges and shutdown. The
-//! store itself is behind [`store::EventStore`] (`redb_store` is its backend).
+//! decision after each attempt, replay, retention purges, the take-over of
+//! deliveries another instance stopped holding (a shared store), and shutdown.
+//! The store itself is behind [`store::EventStore`]: `redb_store` (embedded,
+//! one instance) or `redis_store` (shared by every instance; its leases).
 //! Does not own: the `[storage]`/`retry` config (`config::storage`), the
 //! upstream exchange (`proxy`'s [`Deliver`], the same as fan-out copies), the
 //! retry classes and the jittered backoff (`fanout`: [`AttemptOutcome::class`],
@@ -15,8 +17,13 @@
 //!
 //! # What is guaranteed
 //! - A 202 is sent only after [`Queue::accept`] returned, i.e. after the
-//!   event's transaction was committed with fsync. A full store or a storage
-//!   error is an `Err`, answered 503 by the proxy.
+//!   event's transaction was committed with fsync (redb), or after Redis
+//!   answered the script that stored it (as durable as Redis's `appendfsync`).
+//!   A full store or a storage error is an `Err`, answered 503 by the proxy.
+//! - With a shared store, each pending delivery is held by one instance at a
+//!   time; one whose holder stopped renewing its lease is taken over by
+//!   another ([`store::EventStore::claim`], every `claim_every`), so a killed
+//!   instance strands nothing.
 //! - Delivery is at least once: an attempt that timed out or broke after the
 //!   request was written may have reached the app, and a crash between an
 //!   upstream's 2xx and its record means one more try. Every try carries the
@@ -45,6 +52,7 @@
 pub mod client;
 pub mod events_api;
 pub mod redb_store;
+pub mod redis_store;
 pub mod store;
 
 use std::collections::{BTreeSet, HashMap};
@@ -245,7 +253,7 @@ impl Queue {
         metrics: Arc<Metrics>,
         runtime: Handle,
     ) -> Result<Queue, StoreError> {
-        let pending = store.pending()?;
+        let pending = runtime.block_on(store.pending())?;
         let mut timers = BTreeSet::new();
         let mut backlog = Backlog::default();
         for (key, record) in &pending {
@@ -336,7 +344,7 @@ impl Queue {
         let replayed = self.inner.store.replay(key).await?;
         if !replayed.is_empty() {
             // On a read error only the gauges miss it; the deliveries are scheduled below.
-            if let Ok(Some(record)) = self.inner.store.get(key) {
+            if let Ok(Some(record)) = self.inner.store.get(key).await {
                 let mut backlog = lock(&self.inner.backlog);
                 for index in &replayed {
                     if let Some(delivery) = record.deliveries.get(*index) {
@@ -384,12 +392,12 @@ impl Queue {
     }
 
     /// Events matching `filter`, newest first (see [`EventStore::list`]).
-    pub fn list(
+    pub async fn list(
         &self,
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<(EventKey, EventRecord)>, StoreError> {
-        self.inner.store.list(filter, limit)
+        self.inner.store.list(filter, limit).await
     }
 }
 
@@ -501,6 +509,36 @@ impl Inner {
         }
     }
 
+    /// Schedules the deliveries this instance takes over from instances that
+    /// stopped renewing their leases (a shared store only).
+    async fn take_over(&self) {
+        match self.store.claim().await {
+            Ok(claimed) if claimed.is_empty() => {}
+            Ok(claimed) => {
+                tracing::info!(
+                    deliveries = claimed.len(),
+                    "took over queued deliveries whose lease had passed"
+                );
+                for (key, record, index) in claimed {
+                    let Some(delivery) = record.deliveries.get(index) else {
+                        continue;
+                    };
+                    lock(&self.backlog).add(
+                        key,
+                        &record.route,
+                        record.received_ms,
+                        &delivery.upstream,
+                    );
+                    self.schedule(delivery.next_ms, key, index);
+                }
+            }
+            Err(error) => {
+                self.metrics.store_errors.with_label_values(&["io"]).inc();
+                tracing::warn!(%error, "cannot take over queued deliveries of other instances now");
+            }
+        }
+    }
+
     /// Sets the backlog gauges from the counts in memory (no store read).
     fn refresh_gauges(&self) {
         let now = now_ms();
@@ -523,10 +561,17 @@ impl Inner {
 async fn housekeep(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
     let mut last_purge = Instant::now();
+    let claim_every = inner.store.claim_every();
+    let tick = claim_every.map_or(REFRESH_EVERY, |every| every.min(REFRESH_EVERY));
+    let mut last_claim = Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(REFRESH_EVERY) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        if claim_every.is_some_and(|every| last_claim.elapsed() >= every) {
+            last_claim = Instant::now();
+            inner.take_over().await;
         }
         inner.refresh_gauges();
         if last_purge.elapsed() >= PURGE_EVERY {
@@ -576,7 +621,7 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
     let _forget = ForgetHot(&inner, key, index);
     let record = match hot {
         Some(record) => record,
-        None => match inner.store.get(key) {
+        None => match inner.store.get(key).await {
             Ok(Some(record)) => record,
             Ok(None) => return, // purged or never stored
             Err(error) => {
@@ -635,12 +680,18 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
     if inner.stopping.load(Ordering::SeqCst) {
         return;
     }
+    // A shared store: another instance took this delivery over (this one
+    // could not renew its lease in time); it is that instance's now.
+    if !inner.store.holds(key, index) {
+        lock(&inner.backlog).done(key, route, upstream);
+        return;
+    }
     inner.in_progress.fetch_add(1, Ordering::AcqRel);
     let _counted = InProgress(&inner.in_progress);
     let hot = lock(&inner.hot).take(key, index);
     let stored = match hot {
         Some(payload) => Ok(Some(payload)),
-        None => inner.store.payload(key),
+        None => inner.store.payload(key).await,
     };
     let (head, body) = match stored {
         Ok(Some(payload)) => payload,

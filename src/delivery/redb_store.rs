@@ -247,13 +247,13 @@ impl EventStore for RedbStore {
         answer(rx).await
     }
 
-    fn get(&self, key: EventKey) -> Result<Option<EventRecord>, StoreError> {
+    async fn get(&self, key: EventKey) -> Result<Option<EventRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         let table = tx.open_table(EVENTS).map_err(io)?;
         RedbStore::read_record(&table, key)
     }
 
-    fn payload(&self, key: EventKey) -> Result<Option<(Bytes, Bytes)>, StoreError> {
+    async fn payload(&self, key: EventKey) -> Result<Option<(Bytes, Bytes)>, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         let heads = tx.open_table(HEADS).map_err(io)?;
         let bodies = tx.open_table(BODIES).map_err(io)?;
@@ -268,7 +268,7 @@ impl EventStore for RedbStore {
         })
     }
 
-    fn list(
+    async fn list(
         &self,
         filter: &Filter,
         limit: usize,
@@ -300,7 +300,7 @@ impl EventStore for RedbStore {
         Ok(found)
     }
 
-    fn pending(&self) -> Result<Vec<(EventKey, EventRecord)>, StoreError> {
+    async fn pending(&self) -> Result<Vec<(EventKey, EventRecord)>, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         let pending = tx.open_table(PENDING).map_err(io)?;
         let events = tx.open_table(EVENTS).map_err(io)?;
@@ -804,7 +804,7 @@ mod tests {
             None,
             "another store's id"
         );
-        let (_, body) = store.payload(a).unwrap().unwrap();
+        let (_, body) = store.payload(a).await.unwrap().unwrap();
         assert_eq!(&body[..], b"one");
         store
             .record(a, 0, attempt(200), Next::Delivered)
@@ -814,7 +814,7 @@ mod tests {
             .record(a, 1, attempt(500), Next::Dead("3 attempts failed".into()))
             .await
             .unwrap();
-        let record = store.get(a).unwrap().unwrap();
+        let record = store.get(a).await.unwrap().unwrap();
         assert_eq!(record.status(), Status::Dead);
         assert_eq!(record.deliveries[1].tries, 1);
         let dead = Filter {
@@ -823,21 +823,23 @@ mod tests {
         };
         let listed: Vec<EventKey> = store
             .list(&dead, 10)
+            .await
             .unwrap()
             .into_iter()
             .map(|(k, _)| k)
             .collect();
         assert_eq!(listed, [a]);
         // Paging: newest first, `before` continues.
-        let all = store.list(&Filter::default(), 1).unwrap();
+        let all = store.list(&Filter::default(), 1).await.unwrap();
         assert_eq!(all[0].0, b);
         let next = Filter {
             before: Some(b),
             ..Filter::default()
         };
-        assert_eq!(store.list(&next, 1).unwrap()[0].0, a);
+        assert_eq!(store.list(&next, 1).await.unwrap()[0].0, a);
         let pending: Vec<EventKey> = store
             .pending()
+            .await
             .unwrap()
             .into_iter()
             .map(|(k, _)| k)
@@ -845,7 +847,7 @@ mod tests {
         assert_eq!(pending, [b]);
         // A replay makes every finished delivery pending again, tries reset.
         assert_eq!(store.replay(a).await.unwrap(), vec![0, 1]);
-        let record = store.get(a).unwrap().unwrap();
+        let record = store.get(a).await.unwrap().unwrap();
         assert_eq!(record.status(), Status::Pending);
         assert_eq!(record.deliveries[1].tries, 0);
         assert_eq!(record.deliveries[1].attempts.len(), 1, "the history stays");
@@ -855,7 +857,7 @@ mod tests {
         let store = RedbStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.bytes_used(), used);
         assert_eq!(store.event_id(a), id, "ids are stable across restarts");
-        assert_eq!(store.pending().unwrap().len(), 2);
+        assert_eq!(store.pending().await.unwrap().len(), 2);
         let c = store.append(event("gh", &["ci"], b"three")).await.unwrap();
         assert!(c > b, "keys are never reused");
     }
@@ -885,7 +887,7 @@ mod tests {
             store.purge(now_ms() + 1000).await.unwrap(),
             keys.len() as u64
         );
-        assert!(store.get(keys[0]).unwrap().is_none());
+        assert!(store.get(keys[0]).await.unwrap().is_none());
         assert!(store.bytes_used() < 500, "{}", store.bytes_used());
         store
             .append(event("gh", &["ci"], &[b'x'; 500]))
@@ -912,6 +914,6 @@ mod tests {
             keys.insert(task.await.unwrap().unwrap());
         }
         assert_eq!(keys.len(), 200);
-        assert_eq!(store.pending().unwrap().len(), 200);
+        assert_eq!(store.pending().await.unwrap().len(), 200);
     }
 }

@@ -1,14 +1,18 @@
 //! The store of queued deliveries behind one small trait, [`EventStore`], so a
-//! shared multi-node backend can later sit behind the same calls. Its first
-//! backend is [`super::redb_store::RedbStore`].
+//! shared multi-node backend sits behind the same calls.
 //!
 //! Owns: the records ([`NewEvent`] in, [`EventRecord`] with one
 //! [`DeliveryRecord`] per upstream and its [`AttemptRecord`]s out), event ids,
 //! the [`Filter`] for listings, and [`StoreError`]. Does not own when an
 //! attempt is made or what its outcome means (`delivery::worker`).
 //!
-//! Every write returns once it is durable (on disk, fsynced): a caller may
-//! answer the sender 202 after [`EventStore::append`] returned `Ok`.
+//! Every write returns once it is durable (on disk, fsynced; for Redis, once
+//! the server answered the script that wrote it): a caller may answer the
+//! sender 202 after [`EventStore::append`] returned `Ok`.
+//!
+//! Backends: [`super::redb_store::RedbStore`] (one instance, embedded) and
+//! [`super::redis_store::RedisStore`] (any number of instances sharing one
+//! Redis; the reads are network calls, hence async).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -253,27 +257,48 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Makes every earlier write durable. Attempt records may be committed
     /// without an fsync of their own (at worst one more attempt after a crash);
-    /// a clean stop calls this so it repeats none.
+    /// a clean stop calls this so it repeats none. A shared store also hands
+    /// what this instance holds to the others here.
     async fn sync(&self) -> Result<(), StoreError>;
 
     /// Removes delivered and dead events finished before `before_ms`; returns how many.
     async fn purge(&self, before_ms: u64) -> Result<u64, StoreError>;
 
     /// One event's record.
-    fn get(&self, key: EventKey) -> Result<Option<EventRecord>, StoreError>;
+    async fn get(&self, key: EventKey) -> Result<Option<EventRecord>, StoreError>;
 
     /// One event's head and body.
-    fn payload(&self, key: EventKey) -> Result<Option<(Bytes, Bytes)>, StoreError>;
+    async fn payload(&self, key: EventKey) -> Result<Option<(Bytes, Bytes)>, StoreError>;
 
     /// Events matching `filter`, newest first, at most `limit`.
-    fn list(
+    async fn list(
         &self,
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<(EventKey, EventRecord)>, StoreError>;
 
-    /// Every event with a pending delivery (to resume after a start).
-    fn pending(&self) -> Result<Vec<(EventKey, EventRecord)>, StoreError>;
+    /// Every event with a pending delivery this instance resumes at start.
+    async fn pending(&self) -> Result<Vec<(EventKey, EventRecord)>, StoreError>;
+
+    /// Pending deliveries this instance takes over now from another one that
+    /// stopped renewing its lease (a shared store; see `redis_store`), as
+    /// (event, record, delivery index). A store of one instance has none.
+    async fn claim(&self) -> Result<Vec<(EventKey, EventRecord, usize)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// How often [`EventStore::claim`] is worth calling; `None` for a store
+    /// of one instance.
+    fn claim_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Whether this instance still holds delivery `index` of `key` (a shared
+    /// store's lease may have passed to another instance). Checked before each
+    /// attempt; a delivery not held is dropped from this instance's timers.
+    fn holds(&self, _key: EventKey, _index: usize) -> bool {
+        true
+    }
 
     /// Bytes of stored events (heads, bodies, records), as counted against `max_bytes`.
     fn bytes_used(&self) -> u64;

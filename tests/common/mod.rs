@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 
+pub mod redis;
 pub mod setup;
 #[allow(unused_imports)]
 pub use setup::Setup;
