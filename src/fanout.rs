@@ -76,6 +76,10 @@ pub struct FanoutConfig {
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub attempt_timeout: Duration,
+    /// With a `[storage]` table: copies are stored (fsynced) before the
+    /// primary's answer is relayed and delivered by the queued-delivery
+    /// runtime, instead of this in-memory queue. Default `true`.
+    pub stored: bool,
 }
 
 impl Default for FanoutConfig {
@@ -88,6 +92,7 @@ impl Default for FanoutConfig {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(30),
+            stored: true,
         }
     }
 }

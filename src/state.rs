@@ -133,7 +133,10 @@ impl Snapshot {
                 Ok(Route {
                     metrics: RouteHandles::register(
                         metrics,
-                        route_series(settings, config.storage.is_some()),
+                        route_series(
+                            settings,
+                            config.storage.is_some() && config.server.fanout.stored,
+                        ),
                     ),
                     settings: settings.clone(),
                     limiter,

@@ -487,10 +487,18 @@ fn every_dashboard_and_alert_expression_returns_series_from_a_real_prometheus() 
         upstream_section("down", down, ""),
     ]
     .concat();
+    // [cluster] on a real Redis, so the cluster panels and alert have series;
+    // "local" keeps every outcome below the same if Redis misbehaves.
+    let redis = common::redis::RedisServer::start();
+    let cluster = format!(
+        "[cluster]\nredis = \"{}\"\non_unavailable = \"local\"\n",
+        redis.url()
+    );
     let gateway = Gateway::start_with_server(
-        "max_inflight = 2\nfanout = { queue = 1, concurrency = 1, attempts = 1 }",
+        "max_inflight = 2\nfanout = { queue = 1, concurrency = 1, attempts = 1, stored = false }",
         &format!(
             r#"{upstreams}
+{cluster}
 [[routes]]
 name = "github"
 path = "/github"

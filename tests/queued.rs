@@ -682,3 +682,34 @@ fn events_commands_exit_64_when_refused_and_69_when_the_gateway_is_unreachable()
     assert_eq!(output.status.code(), Some(69), "{text}");
     assert!(text.contains("cannot reach the admin listener"), "{text}");
 }
+
+#[test]
+fn fan_out_stored_false_keeps_copies_in_memory_beside_a_store() {
+    let app = Upstream::start("app");
+    let copies = Upstream::start("copies");
+    let gateway = Setup::new()
+        .server("fanout = { stored = false }")
+        .table(&storage(""))
+        .upstream(&app)
+        .upstream(&copies)
+        .fan_out("gh", "/hooks/gh", &["app", "copies"], "")
+        .start();
+    // Breaks when `forward_primary` ignores `FanoutConfig::stored`: the copy
+    // then goes through the store and carries an event id.
+    let answer = post(gateway.proxy, "/hooks/gh", &[], b"{\"n\":1}");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(wait_until(Duration::from_secs(10), || copies.count() == 1));
+    assert!(copies.received()[0].header("x-hookgate-event-id").is_none());
+    assert!(wait_until(Duration::from_secs(5), || gateway.metric(
+        "hookgate_fanout_copies_total",
+        &[
+            ("route", "gh"),
+            ("upstream", "copies"),
+            ("result", "delivered")
+        ],
+    ) == Some(1.0)));
+    gateway.assert_no_series(
+        "hookgate_queue_backlog",
+        &[("route", "gh"), ("upstream", "copies")],
+    );
+}

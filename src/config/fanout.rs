@@ -20,6 +20,7 @@ pub struct FanoutSpec {
     pub backoff: Option<String>,
     pub max_backoff: Option<String>,
     pub attempt_timeout: Option<String>,
+    pub stored: Option<bool>,
 }
 
 impl FanoutSpec {
@@ -113,6 +114,7 @@ impl FanoutSpec {
             backoff,
             max_backoff,
             attempt_timeout,
+            stored: self.stored.unwrap_or(defaults.stored),
         })
     }
 }

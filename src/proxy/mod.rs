@@ -710,7 +710,10 @@ impl Gateway {
         // they go to the in-memory fan-out queue after the answer.
         let claim = std::sync::Mutex::new(admitted.claim);
         let take_claim = || claim.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let store = self.queue.as_ref().filter(|_| !admitted.copies.is_empty());
+        let store = self
+            .queue
+            .as_ref()
+            .filter(|_| self.fanout.config().stored && !admitted.copies.is_empty());
         let stored = AtomicBool::new(false);
         let (request_id, event) = (&ctx.request_id, &ctx.event);
         let (copies, body) = (admitted.copies, &admitted.body);
