@@ -158,6 +158,7 @@ mod tests {
             backoff: Some("10s".into()),
             max_backoff: Some("1s".into()),
             attempt_timeout: Some("0s".into()),
+            stored: None,
         };
         let keys: Vec<String> = bad
             .compile()
