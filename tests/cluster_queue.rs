@@ -239,23 +239,6 @@ fn a_down_redis_gets_503_never_202_and_everything_acknowledged_arrives_after_it_
     );
 }
 
-/// `hookgate events ARGS` against `gateway`'s admin listener.
-fn cli(gateway: &Gateway, args: &[&str]) -> (i32, String) {
-    let output = Command::new(BIN)
-        .arg("events")
-        .args(args)
-        .args(["-c", gateway.config_path.to_str().unwrap()])
-        .args(["--admin", &gateway.admin.to_string()])
-        .output()
-        .expect("run hookgate events");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
-}
-
 fn admin_post(admin: SocketAddr, target: &str) -> Response {
     let request = format!(
         "POST {target} HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -289,7 +272,7 @@ fn one_instance_lists_shows_and_replays_the_others_event() {
         "instance 2 does not show {id} as dead; log:\n{}",
         first.log()
     );
-    let (code, listed) = cli(&second, &["list", "--status", "dead"]);
+    let (code, listed) = second.events_cli(&["list", "--status", "dead"]);
     assert_eq!(code, 0, "{listed}");
     assert!(listed.contains(&id), "{listed}");
     let app = down.come_up("app", Behavior::default());

@@ -75,25 +75,6 @@ fn admin_get(admin: SocketAddr, target: &str) -> serde_json::Value {
     response.json()
 }
 
-/// Runs `hookgate events ...` against `config`; (exit code, stdout + stderr).
-/// `hookgate events ARGS` against the gateway's admin listener (the config says
-/// port 0, so the address it took is passed with `--admin`).
-fn cli(gateway: &Gateway, args: &[&str]) -> (i32, String) {
-    let output = Command::new(BIN)
-        .arg("events")
-        .args(args)
-        .args(["-c", gateway.config_path.to_str().unwrap()])
-        .args(["--admin", &gateway.admin.to_string()])
-        .output()
-        .expect("run hookgate events");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
-}
-
 /// A gateway with one queued route `gh` whose upstream `app` is down: a held,
 /// non-listening port that `DeadPort::come_up` turns into the upstream later.
 fn gateway_before_its_upstream(storage_extra: &str) -> (DeadPort, Gateway) {
@@ -319,10 +300,10 @@ fn an_upstream_answering_500_kills_the_event_and_a_cli_replay_delivers_it() {
     // Guards `number >= policy.attempts` in delivery::attempt: three tries, then dead.
     assert_eq!(attempts, ["1", "2", "3"]);
     // `events list` and `events show` on the real data.
-    let (code, out) = cli(&gateway, &["list", "--status", "dead"]);
+    let (code, out) = gateway.events_cli(&["list", "--status", "dead"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&id) && out.contains("app:dead(3)"), "{out}");
-    let (code, out) = cli(&gateway, &["show", &id]);
+    let (code, out) = gateway.events_cli(&["show", &id]);
     assert_eq!(code, 0, "{out}");
     let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(shown["status"], "dead");
@@ -335,7 +316,7 @@ fn an_upstream_answering_500_kills_the_event_and_a_cli_replay_delivers_it() {
     failing.stop();
     drop(failing);
     let fixed = Upstream::at(at, "app", Behavior::default());
-    let (code, out) = cli(&gateway, &["replay", &id]);
+    let (code, out) = gateway.events_cli(&["replay", &id]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 delivery replayed"), "{out}");
     assert!(
@@ -665,7 +646,7 @@ fn a_full_store_sends_a_direct_routes_copies_through_the_memory_queue() {
 fn events_commands_exit_64_when_refused_and_69_when_the_gateway_is_unreachable() {
     let (_down, gateway) = gateway_before_its_upstream("");
     // Guards `ClientError::exit_code`.
-    let (code, text) = cli(&gateway, &["show", "ffffffffffffffffffff"]);
+    let (code, text) = gateway.events_cli(&["show", "ffffffffffffffffffff"]);
     assert_eq!(code, 64, "{text}");
     let nobody = DeadPort::new();
     let output = Command::new(BIN)

@@ -394,9 +394,6 @@ struct Tables<'t> {
     pending: redb::Table<'t, u64, ()>,
 }
 
-/// Attempt records kept per delivery; older ones are dropped first.
-const MAX_ATTEMPT_RECORDS: usize = 100;
-
 /// A failed operation's reply (the error is sent in its place).
 fn failed(op: Op) -> Reply {
     fn e<T>() -> Result<T, StoreError> {
@@ -621,29 +618,7 @@ impl Writer {
         let Some(delivery) = record.deliveries.get_mut(index) else {
             return Ok(Err(StoreError::NotFound(format!("{key}/{index}"))));
         };
-        if let Some(attempt) = attempt {
-            delivery.tries += 1;
-            if delivery.attempts.len() >= MAX_ATTEMPT_RECORDS {
-                delivery.attempts.remove(0);
-            }
-            delivery.attempts.push(attempt);
-        }
-        match next {
-            Next::RetryAt(at) => {
-                delivery.status = Status::Pending;
-                delivery.next_ms = at;
-            }
-            Next::Delivered => {
-                delivery.status = Status::Delivered;
-                delivery.finished_ms = Some(now_ms());
-                delivery.reason = None;
-            }
-            Next::Dead(reason) => {
-                delivery.status = Status::Dead;
-                delivery.finished_ms = Some(now_ms());
-                delivery.reason = Some(reason);
-            }
-        }
+        delivery.apply(attempt, next);
         Writer::save(t, key, &record, old_len, bytes)?;
         Ok(Ok(()))
     }

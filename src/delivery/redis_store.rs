@@ -68,8 +68,6 @@ use super::store::{
 
 /// The consumer group every instance reads the delivery stream in.
 const GROUP: &str = "delivery";
-/// Attempts kept per delivery (the oldest are dropped), as in the redb store.
-const MAX_ATTEMPT_RECORDS: usize = 100;
 /// Records read per round trip when listing.
 const LIST_BATCH: usize = 200;
 /// Events a listing reads at most before it gives up (filters match few).
@@ -307,33 +305,6 @@ fn consumer_name() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".to_string());
     format!("{host}-{}-{}", std::process::id(), now_ms())
-}
-
-/// Applies an attempt and what follows it to one delivery (as the redb store does).
-fn apply(delivery: &mut DeliveryRecord, attempt: Option<AttemptRecord>, next: Next) {
-    if let Some(attempt) = attempt {
-        delivery.tries += 1;
-        if delivery.attempts.len() >= MAX_ATTEMPT_RECORDS {
-            delivery.attempts.remove(0);
-        }
-        delivery.attempts.push(attempt);
-    }
-    match next {
-        Next::RetryAt(at) => {
-            delivery.status = Status::Pending;
-            delivery.next_ms = at;
-        }
-        Next::Delivered => {
-            delivery.status = Status::Delivered;
-            delivery.finished_ms = Some(now_ms());
-            delivery.reason = None;
-        }
-        Next::Dead(reason) => {
-            delivery.status = Status::Dead;
-            delivery.finished_ms = Some(now_ms());
-            delivery.reason = Some(reason);
-        }
-    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -659,7 +630,7 @@ impl EventStore for RedisStore {
                 return Err(StoreError::NotFound(format!("{key}/{index}")));
             };
             let mut delivery: DeliveryRecord = serde_json::from_str(&old).map_err(io)?;
-            apply(&mut delivery, attempt.clone(), next.clone());
+            delivery.apply(attempt.clone(), next.clone());
             let done = delivery.status != Status::Pending;
             let new = to_json(&delivery)?;
             let mut conn = s.conn.clone();

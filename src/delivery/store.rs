@@ -109,6 +109,40 @@ pub struct DeliveryRecord {
     pub finished_ms: Option<u64>,
 }
 
+/// Attempts kept per delivery; older ones are dropped (`tries` still counts them).
+pub const MAX_ATTEMPT_RECORDS: usize = 100;
+
+impl DeliveryRecord {
+    /// Records `attempt` (when one was made) and what follows it: due again at
+    /// a time, delivered, or dead with its reason. Every backend applies a
+    /// recorded attempt through this.
+    pub fn apply(&mut self, attempt: Option<AttemptRecord>, next: Next) {
+        if let Some(attempt) = attempt {
+            self.tries += 1;
+            if self.attempts.len() >= MAX_ATTEMPT_RECORDS {
+                self.attempts.remove(0);
+            }
+            self.attempts.push(attempt);
+        }
+        match next {
+            Next::RetryAt(at) => {
+                self.status = Status::Pending;
+                self.next_ms = at;
+            }
+            Next::Delivered => {
+                self.status = Status::Delivered;
+                self.finished_ms = Some(now_ms());
+                self.reason = None;
+            }
+            Next::Dead(reason) => {
+                self.status = Status::Dead;
+                self.finished_ms = Some(now_ms());
+                self.reason = Some(reason);
+            }
+        }
+    }
+}
+
 /// An event as stored, without its head and body ([`EventStore::payload`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {

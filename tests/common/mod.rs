@@ -208,6 +208,25 @@ impl Gateway {
     }
 
     /// `POST /reload` on the admin listener.
+    /// Runs `hookgate events ARGS` against this gateway's config and admin
+    /// listener (the config says port 0, so the address it took is passed
+    /// with `--admin`): (exit code, stdout + stderr).
+    pub fn events_cli(&self, args: &[&str]) -> (i32, String) {
+        let output = Command::new(BIN)
+            .arg("events")
+            .args(args)
+            .args(["-c", self.config_path.to_str().unwrap()])
+            .args(["--admin", &self.admin.to_string()])
+            .output()
+            .expect("run hookgate events");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text)
+    }
+
     pub fn post_reload(&self) -> Response {
         let request = format!("POST /reload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.admin);
         send_raw(self.admin, request.as_bytes()).expect("POST /reload")
