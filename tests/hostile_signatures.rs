@@ -116,3 +116,116 @@ fn mailgun_token_written_with_escapes_cannot_replay_past_dedupe() {
     assert_eq!(received[0].body, original);
     assert_eq!(received[1].body, form_body(&form_token).into_bytes());
 }
+
+const X_SECRET: &str = "x-consumer-secret-hostile-0123";
+
+#[test]
+fn x_crc_answer_cannot_sign_a_delivery() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route(
+            "x",
+            "/hooks/x",
+            "app",
+            &format!(
+                "verify = {{ scheme = \"hmac\", header = \"x-twitter-webhooks-signature\", encoding = \"base64\", prefix = \"sha256=\", secrets = [\"literal:{X_SECRET}\"] }}\nhandshake = \"x-crc\""
+            ),
+        )
+        .start();
+    // Anyone may ask for the CRC answer of a text of their choosing ...
+    let asked = get(gateway.proxy, "/hooks/x?crc_token=action=delete").unwrap();
+    assert_eq!(asked.status, 200);
+    let signature = asked.json()["response_token"]
+        .as_str()
+        .expect("response_token")
+        .to_string();
+    assert_eq!(
+        signature,
+        format!(
+            "sha256={}",
+            STANDARD.encode(hmac_sha256(X_SECRET.as_bytes(), b"action=delete"))
+        )
+    );
+    // ... which is X's signature of a delivery with that body. Guards the `Kind::XCrc` arm
+    // of `Handshake::signed` (src/handshake.rs): without it this forgery is forwarded.
+    let forged = post(
+        gateway.proxy,
+        "/hooks/x",
+        &[("x-twitter-webhooks-signature", signature.as_str())],
+        b"action=delete",
+    );
+    assert_eq!(
+        forged.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&forged.body)
+    );
+    assert_eq!(forged.json()["error"], "bad_request");
+    assert_eq!(forged.json()["route"], "x");
+    assert_eq!(app.count(), 0, "a body the CRC answer signed was forwarded");
+
+    // A real X delivery (JSON) still passes, byte for byte.
+    let body = br#"{"for_user_id":"2244994945","tweet_create_events":[]}"#;
+    let real = format!(
+        "sha256={}",
+        STANDARD.encode(hmac_sha256(X_SECRET.as_bytes(), body))
+    );
+    post(
+        gateway.proxy,
+        "/hooks/x",
+        &[
+            ("x-twitter-webhooks-signature", real.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    .expect_status(200);
+    let received = app.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body, body);
+}
+
+/// `hookgate check` on a one-route config: its exit status and what it printed.
+fn check(route: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"x\"\npath = \"/x\"\nupstream = \"app\"\n{route}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn x_crc_is_refused_on_routes_whose_signature_covers_more_than_the_body() {
+    // On a Stripe route the CRC answer for "{t}.{body}" is Stripe's v1 (base64 instead of
+    // hex): a forged delivery with a fresh timestamp and any body. On an HS256 JWT route the
+    // answer for a JWS signing input is the token's signature. Guards the
+    // `signs_the_body_alone` check in `plan` (src/config/handshake.rs).
+    for verify in [
+        "verify = { scheme = \"stripe\", secrets = [\"literal:whsec_x\"] }",
+        "verify = { scheme = \"jwt\", algorithm = \"HS256\", header = \"X-Token\", secrets = [\"literal:x\"] }",
+        "verify = { scheme = \"hmac\", header = \"X-Sig\", signed = \"{timestamp}.{body}\", timestamp_header = \"X-Ts\", secrets = [\"literal:x\"] }",
+        "verify = { provider = \"github\", secrets = [\"literal:x\"] }",
+    ] {
+        let (ok, text) = check(&format!("{verify}\nhandshake = \"x-crc\""));
+        assert!(!ok, "{verify} with x-crc was accepted:\n{text}");
+        assert!(text.contains("routes[0].handshake"), "{text}");
+        assert!(text.contains("X's own scheme"), "{text}");
+    }
+    let (ok, text) = check(
+        "verify = { scheme = \"hmac\", header = \"x-twitter-webhooks-signature\", encoding = \"base64\", prefix = \"sha256=\", secrets = [\"literal:x\"] }\nhandshake = \"x-crc\"",
+    );
+    assert!(ok, "{text}");
+}
