@@ -229,3 +229,74 @@ fn x_crc_is_refused_on_routes_whose_signature_covers_more_than_the_body() {
     );
     assert!(ok, "{text}");
 }
+
+/// `hookgate sign -c <the gateway's config> --route <route>`: success, stdout, stderr.
+fn hookgate_sign(gateway: &Gateway, route: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["sign", "-c", gateway.config_path.to_str().unwrap()])
+        .args(["--route", route])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sign_on_an_asana_route_uses_the_handed_over_secret() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("asana", "/hooks/asana", "app", "handshake = \"asana\"")
+        .start();
+    // Before the handshake there is no secret to sign with: say so rather than print a
+    // signature under the route's random stand-in key.
+    let (ok, _, stderr) = hookgate_sign(&gateway, "asana");
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("none is kept"), "{stderr}");
+
+    let secret = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
+    let shake = post(
+        gateway.proxy,
+        "/hooks/asana",
+        &[("X-Hook-Secret", secret)],
+        b"",
+    );
+    assert_eq!(shake.status, 200);
+    // Guards `asana_verifier` in src/sign.rs: signed with `route.verifier` (the stand-in),
+    // the printed delivery is refused with 401.
+    let (ok, stdout, stderr) = hookgate_sign(&gateway, "asana");
+    assert!(ok, "{stderr}");
+    let headers: Vec<(&str, &str)> = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("curl "))
+        .filter_map(|l| l.split_once(": "))
+        .collect();
+    let expected = hex::encode(hmac_sha256(
+        secret.as_bytes(),
+        hookgate::sign::SAMPLE_BODY.as_bytes(),
+    ));
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("x-hook-signature") && *v == expected),
+        "{stdout}"
+    );
+    let answer = post(
+        gateway.proxy,
+        "/hooks/asana",
+        &headers,
+        hookgate::sign::SAMPLE_BODY.as_bytes(),
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let received = app.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body, hookgate::sign::SAMPLE_BODY.as_bytes());
+}
