@@ -300,3 +300,37 @@ fn sign_on_an_asana_route_uses_the_handed_over_secret() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].body, hookgate::sign::SAMPLE_BODY.as_bytes());
 }
+
+#[test]
+fn meta_handshake_as_the_readme_writes_it_on_the_shipped_meta_route() {
+    // conf/examples/meta.toml verifies Meta with `scheme = "github"` (no provider row); the
+    // README's `handshake = { verify_token = … }` added to it must mean Meta's handshake.
+    // Guards `None if table.verify_token.is_some() => Kind::Meta` in `plan`
+    // (src/config/handshake.rs): without it this config is refused and the gateway does not
+    // start.
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route(
+            "meta",
+            "/webhooks/meta",
+            "app",
+            "verify = { scheme = \"github\", secrets = [\"literal:meta-app-secret-0123\"] }\nhandshake = { verify_token = \"literal:meatyhamhock\" }",
+        )
+        .start();
+    let answered = get(
+        gateway.proxy,
+        "/webhooks/meta?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock",
+    )
+    .unwrap();
+    assert_eq!(answered.status, 200);
+    assert_eq!(answered.body, b"1158201444");
+    let wrong = get(
+        gateway.proxy,
+        "/webhooks/meta?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guessed",
+    )
+    .unwrap();
+    assert_eq!(wrong.status, 403);
+    assert_eq!(wrong.json()["error"], "handshake_refused");
+    assert_eq!(app.count(), 0, "a handshake was forwarded");
+}

@@ -103,6 +103,10 @@ pub fn plan(
         },
         None => match implied {
             Some(kind) => kind,
+            // Only Meta's handshake has a verify token: `handshake = { verify_token = … }` on
+            // a route verified as GitHub-style `X-Hub-Signature-256` (Meta's scheme) without
+            // `provider = "meta"` means Meta's, as the README shows it.
+            None if table.verify_token.is_some() => Kind::Meta,
             None => {
                 return Err(vec![Problem::new(
                     "handshake",
