@@ -334,3 +334,27 @@ fn meta_handshake_as_the_readme_writes_it_on_the_shipped_meta_route() {
     assert_eq!(wrong.json()["error"], "handshake_refused");
     assert_eq!(app.count(), 0, "a handshake was forwarded");
 }
+/// A 1024-bit RSA public key (SubjectPublicKeyInfo), made for this test (Python `cryptography`).
+const RSA_1024_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDOj5PoVfA3/o8MyECirvofDUFI\nBkQIh6VK4Mg8Blj8gENgrbrzcsYQuJ67D/xR2xQMs4ZbutDpQjZuHgx//FQARsz8\nwR0eAyu8JKJjZxqc/k1SuNUfN2/RRMFWNWnZ8LQnDnZnAFOZM0dK9iMdlSs/hNuU\n2p7ZMdY1r4Y8QbqhDwIDAQAB\n-----END PUBLIC KEY-----";
+/// The same key as bare base64 DER.
+const RSA_1024_DER: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDOj5PoVfA3/o8MyECirvofDUFIBkQIh6VK4Mg8Blj8gENgrbrzcsYQuJ67D/xR2xQMs4ZbutDpQjZuHgx//FQARsz8wR0eAyu8JKJjZxqc/k1SuNUfN2/RRMFWNWnZ8LQnDnZnAFOZM0dK9iMdlSs/hNuU2p7ZMdY1r4Y8QbqhDwIDAQAB";
+/// A 2048-bit RSA public key (PKCS#1), made for this test.
+const RSA_2048_PKCS1: &str = "-----BEGIN RSA PUBLIC KEY-----\nMIIBCgKCAQEAnrippaN6GUepJNnA3QXpAo362f2dbcEwDqpu9QNzPaqAIw36qbCt\nhnczzb5/bJIlKBDRgeyYx/hfikUDsvzLDiNTpUA3DXYMr7L3ZRJXj3AI47l4MZAo\ngF8f8Jhjcd3FMIas1TUOAYHT5JJgs+wvqtCKveHhaWJreVjvZW/qAWUvPupMoUi6\nW7DTXUXb9dwXzbyOvF4uvdLpvTy5Jy/sXLMoHZ8AXTAe0Ax02Krk6cvkmjLPniO8\niMU6Vi4WlubCmRU8AGD2oj/nAjKnNnYx7v8EfrU1G4HYCT/mFQQbU2VmNXX4MMj2\nB+JT5hUGNKviXQxy/zmyXQ0T/stpPCbnDQIDAQAB\n-----END RSA PUBLIC KEY-----";
+
+#[test]
+fn rsa_keys_under_2048_bits_are_refused_in_every_form() {
+    // The README says RSA keys under 2048 bits are refused; only JWKs were. Guards the
+    // `at_least_2048` calls in `rs256_key` (src/verify/keys.rs): without them the PEM and
+    // DER forms of the 1024-bit key load.
+    let route = |key: &str| {
+        format!("verify = {{ scheme = \"jwt\", algorithm = \"RS256\", header = \"X-Token\", public_key = '''{key}''' }}")
+    };
+    for key in [RSA_1024_PEM, RSA_1024_DER] {
+        let (ok, text) = check(&route(key));
+        assert!(!ok, "a 1024-bit key was accepted:\n{text}");
+        assert!(text.contains("routes[0].verify.public_key"), "{text}");
+        assert!(text.contains("1024-bit RSA key"), "{text}");
+    }
+    let (ok, text) = check(&route(RSA_2048_PKCS1));
+    assert!(ok, "{text}");
+}
