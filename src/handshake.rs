@@ -304,7 +304,8 @@ impl Handshake {
     }
 
     /// A signed handshake (Slack, Zoom, Twitch, Discord), looked at after the route's
-    /// verification passed, on the verified body: `None` when it is a delivery.
+    /// verification passed, on the verified body: `None` when it is a delivery. On an X CRC
+    /// route, a verified body the CRC answer could have signed is refused here too.
     pub fn signed(&self, headers: &HeaderMap, body: &[u8]) -> Option<Result<Answer, Refused>> {
         match self.kind {
             Kind::Slack => {
@@ -331,6 +332,18 @@ impl Handshake {
                 let value = json(body)?;
                 (value.get("type")? == 1).then(|| Ok(Answer::json("{\"type\":1}".to_string())))
             }
+            // Not a handshake, but the other side of one: the CRC answer is the HMAC of any
+            // `crc_token`, which is also the signature of a delivery whose body is that token.
+            // A verified body that could have been a `crc_token` may have been signed by the
+            // gateway itself on anyone's request, so it is refused.
+            Kind::XCrc => std::str::from_utf8(body)
+                .ok()
+                .filter(|text| echoable(text, false).is_ok())
+                .map(|_| {
+                    Err(Refused::Malformed(
+                        "the body is made only of crc_token characters, so the route's CRC answer could have signed it",
+                    ))
+                }),
             _ => None,
         }
     }

@@ -48,6 +48,10 @@ pub fn sign(
             names.join(", ")
         )
     })?;
+    // An Asana handshake route verifies with the secret its handshake handed over; its
+    // configured verifier holds a random stand-in, whose signatures would never verify.
+    let handed_over = asana_verifier(config, route_name, route)?;
+    let verifier = handed_over.as_deref().unwrap_or(&route.verifier);
     let body = match body_file {
         Some(path) => {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
@@ -62,7 +66,7 @@ pub fn sign(
     let mut body = body;
     // Schemes that carry the signature in the body (Mailgun) rewrite it; the curl line then
     // sends the signed body inline instead of the file.
-    if let Some(signed_body) = route.verifier.sign_body(&body, now) {
+    if let Some(signed_body) = verifier.sign_body(&body, now) {
         let (signed, signed_type) = signed_body?;
         body = signed;
         content_type = signed_type;
@@ -79,7 +83,7 @@ pub fn sign(
         headers: &headers,
         body: &body,
     };
-    let mut signed = route.verifier.sign(&request, now)?;
+    let mut signed = verifier.sign(&request, now)?;
     if !signed
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
@@ -87,13 +91,36 @@ pub fn sign(
         signed.push(("Content-Type".to_string(), content_type.to_string()));
     }
     if let Some(event) = options.event {
-        signed.push(event_header(&route.verifier, event)?);
+        signed.push(event_header(verifier, event)?);
     }
     let curl = curl_line(&url, &signed, body_file, &body);
     Ok(Signed {
         headers: signed,
         url,
         curl,
+    })
+}
+
+/// The verifier of an Asana handshake route: built from the kept `X-Hook-Secret` (the file;
+/// the `[storage]` store is held open by the running gateway), `None` for other routes.
+fn asana_verifier(
+    config: &Config,
+    route_name: &str,
+    route: &RouteSettings,
+) -> Result<Option<std::sync::Arc<verify::Verifier>>, String> {
+    let Some(keeper) = route.handshake.as_ref().and_then(|h| h.asana()) else {
+        return Ok(None);
+    };
+    if config.storage.is_some() {
+        return Err(format!(
+            "route {route_name:?} is signed with the secret Asana handed over, which is kept in the [storage] store the running gateway holds open; sign with it yourself (hex HMAC-SHA256 of the body in X-Hook-Signature)"
+        ));
+    }
+    keeper.verifier(None).map(Some).ok_or_else(|| {
+        format!(
+            "route {route_name:?} is signed with the secret Asana hands over in its X-Hook-Secret handshake, and none is kept in {} yet: create the webhook in Asana first",
+            keeper.path().display()
+        )
     })
 }
 

@@ -103,6 +103,10 @@ pub fn plan(
         },
         None => match implied {
             Some(kind) => kind,
+            // Only Meta's handshake has a verify token: `handshake = { verify_token = … }` on
+            // a route verified as GitHub-style `X-Hub-Signature-256` (Meta's scheme) without
+            // `provider = "meta"` means Meta's, as the README shows it.
+            None if table.verify_token.is_some() => Kind::Meta,
             None => {
                 return Err(vec![Problem::new(
                     "handshake",
@@ -130,6 +134,12 @@ pub fn plan(
                 "the {} handshake is answered with an HMAC of the route's first secret: add verify.secrets",
                 kind.as_str()
             ),
+        ));
+    }
+    if kind == Kind::XCrc && !signs_the_body_alone(verify) {
+        problems.push(Problem::new(
+            "handshake",
+            "the x-crc answer is HMAC-SHA256 of any crc_token under the route's first secret, so it signs whatever anyone asks: on a route whose signature covers more than the body (a timestamp, a URL, a JWT) that forges deliveries; use x-crc only with X's own scheme: verify = { scheme = \"hmac\", header = \"x-twitter-webhooks-signature\", prefix = \"sha256=\", encoding = \"base64\", secrets = [...] } (no signed template)",
         ));
     }
     match (kind, &table.verify_token) {
@@ -160,6 +170,20 @@ pub fn plan(
         table,
         verify: asana_verify,
     }))
+}
+
+/// Whether `verify` is the generic `hmac` scheme over the body alone (X's own scheme): the
+/// only one an X CRC answer may share its secret with. With anything else in the signed
+/// message (Stripe's `{t}.{body}`, a JWS signing input, `{timestamp}`/`{url}` templates) the
+/// answer to a chosen `crc_token` is a valid signature of a chosen delivery. With the body
+/// alone, only bodies made of `crc_token` characters could be signed that way, and those are
+/// refused at run time ([`crate::handshake::Handshake::signed`]).
+fn signs_the_body_alone(verify: Option<&VerifySpec>) -> bool {
+    verify.is_some_and(|v| {
+        v.provider.is_none()
+            && v.scheme == "hmac"
+            && v.signed.as_deref().is_none_or(|t| t == "{body}")
+    })
 }
 
 /// Asana's `verify` table: the route's (default `hmac` over the body in `X-Hook-Signature`,

@@ -183,12 +183,26 @@ pub(super) fn es256_key(entry: &Entry) -> Result<DecodingKey, String> {
     ))
 }
 
-/// An RS256 decoding key (SPKI or PKCS#1 PEM, SPKI DER, or an RSA JWK of at least 2048 bits).
+/// An RS256 decoding key (SPKI or PKCS#1 PEM, SPKI DER, or an RSA JWK), of at least 2048 bits.
 pub(super) fn rs256_key(entry: &Entry) -> Result<DecodingKey, String> {
     let not_rsa = "is not an RSA public key";
     match entry {
         Entry::Pem { label, block } if label == "PUBLIC KEY" || label == "RSA PUBLIC KEY" => {
-            DecodingKey::from_rsa_pem(block.as_bytes()).map_err(|_| not_rsa.to_string())
+            let key =
+                DecodingKey::from_rsa_pem(block.as_bytes()).map_err(|_| not_rsa.to_string())?;
+            let body: String = block
+                .lines()
+                .filter(|line| !line.starts_with("-----"))
+                .flat_map(|line| line.chars().filter(|c| !c.is_ascii_whitespace()))
+                .collect();
+            let der = STANDARD.decode(body).map_err(|_| not_rsa.to_string())?;
+            let pkcs1 = if label == "PUBLIC KEY" {
+                spki_subject_key(&der)
+            } else {
+                Some(der.as_slice())
+            };
+            at_least_2048(pkcs1, not_rsa)?;
+            Ok(key)
         }
         Entry::Pem { label, .. } => Err(format!(
             "holds a PEM {label:?}; expected -----BEGIN PUBLIC KEY----- of an RSA key"
@@ -198,7 +212,10 @@ pub(super) fn rs256_key(entry: &Entry) -> Result<DecodingKey, String> {
                 "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
                 STANDARD.encode(der)
             );
-            DecodingKey::from_rsa_pem(block.as_bytes()).map_err(|_| not_rsa.to_string())
+            let key =
+                DecodingKey::from_rsa_pem(block.as_bytes()).map_err(|_| not_rsa.to_string())?;
+            at_least_2048(spki_subject_key(der), not_rsa)?;
+            Ok(key)
         }
         Entry::Jwk(jwk) => match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => {
@@ -218,6 +235,64 @@ pub(super) fn rs256_key(entry: &Entry) -> Result<DecodingKey, String> {
             _ => Err("holds a JWK that is not an RSA key (kty \"RSA\")".into()),
         },
     }
+}
+
+/// Refuses an RSA key under 2048 bits (the JWK branch's rule, for PEM and DER keys too):
+/// `pkcs1` is its DER `RSAPublicKey` (RFC 8017 §A.1.1), `None` when it could not be found.
+fn at_least_2048(pkcs1: Option<&[u8]>, not_rsa: &str) -> Result<(), String> {
+    let bits = pkcs1
+        .and_then(|der| der_field(der, 0x30))
+        .and_then(|(sequence, _)| der_field(sequence, 0x02))
+        .map(|(modulus, _)| {
+            let significant: &[u8] = match modulus.iter().position(|&b| b != 0) {
+                Some(first) => &modulus[first..],
+                None => &[],
+            };
+            significant.first().map_or(0, |top| {
+                significant.len() * 8 - top.leading_zeros() as usize
+            })
+        })
+        .ok_or_else(|| not_rsa.to_string())?;
+    if bits < 2048 {
+        return Err(format!(
+            "holds a {bits}-bit RSA key; RS256 needs at least 2048 bits"
+        ));
+    }
+    Ok(())
+}
+
+/// The subject public key (for RSA, the DER `RSAPublicKey`) of a DER SubjectPublicKeyInfo
+/// (RFC 5280 §4.1): SEQUENCE { SEQUENCE algorithm, BIT STRING key }.
+fn spki_subject_key(der: &[u8]) -> Option<&[u8]> {
+    let (info, _) = der_field(der, 0x30)?;
+    let (_, rest) = der_field(info, 0x30)?;
+    let (bits, _) = der_field(rest, 0x03)?;
+    match bits.split_first()? {
+        (0, key) => Some(key),
+        _ => None,
+    }
+}
+
+/// One DER field with `tag` at the start of `input`: its contents and what follows.
+fn der_field(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 #[cfg(test)]

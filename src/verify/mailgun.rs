@@ -108,7 +108,15 @@ impl Mailgun {
             Stamp::Text(t) => Cow::Borrowed(t.as_ref()),
             Stamp::Number(n) => Cow::Owned(n.to_string()),
         };
-        let token = &token.0;
+        // The token is the signed id that `dedupe` keys on, compared as written: the same
+        // token spelled with a JSON escape (`\u0061`) or a form escape (`%61`, `+`) would
+        // verify (the HMAC covers the decoded text) yet be a new id, so a replay would pass
+        // deduplication. Mailgun's tokens are plain letters and digits: refuse any escape.
+        let Text(Cow::Borrowed(token)) = token else {
+            return Err(malformed(
+                "the token is written with escapes (JSON \\u or form %XX/+); Mailgun writes it plainly",
+            ));
+        };
         if token.is_empty() || token.len() > 256 {
             return Err(malformed("the token is empty or longer than 256 bytes"));
         }
@@ -136,10 +144,7 @@ impl Mailgun {
                 self.keys.len()
             )));
         }
-        Ok(match block.token {
-            Some(Text(Cow::Borrowed(token))) => Some(token),
-            _ => None,
-        })
+        Ok(Some(token))
     }
 
     /// `request.body` with a signature block for a fresh token, signed with the first key as
