@@ -483,3 +483,65 @@ fn provider_routes_end_to_end() {
         hookgate::sign::SAMPLE_BODY.as_bytes()
     );
 }
+
+/// A provider route takes its event source for `[[routes.events]]` and, with
+/// `dedupe = { key = "provider" }`, its delivery id from the row. Guards
+/// `provider_event` and the `key = "provider"` arm in `config::compile_route`.
+#[test]
+fn a_provider_route_routes_by_the_rows_event_and_dedupes_by_its_delivery_id() {
+    let ci = Upstream::start("ci");
+    let other = Upstream::start("other");
+    let gateway = Setup::new()
+        .upstream(&ci)
+        .upstream(&other)
+        .route(
+            "gh",
+            "/gh",
+            "other",
+            "verify = { provider = \"github\", secrets = [\"literal:s\"] }\n\
+             dedupe = { key = \"provider\" }\n\
+             [[routes.events]]\nmatch = \"push\"\nupstream = \"ci\"\n",
+        )
+        .start();
+    let body = b"{\"ref\":\"main\"}";
+    let signature = github_signature("s", body);
+    let send = |event: &str, id: &str| {
+        post(
+            gateway.proxy,
+            "/gh",
+            &[
+                ("X-Hub-Signature-256", &signature),
+                ("X-GitHub-Event", event),
+                ("X-GitHub-Delivery", id),
+            ],
+            body,
+        )
+    };
+    assert_eq!(send("push", "d-1").status, 200);
+    assert_eq!(send("issues", "d-2").status, 200);
+    assert_eq!(ci.count(), 1, "push went to the rule's upstream");
+    assert_eq!(other.count(), 1, "issues went to the route's upstream");
+    let again = send("push", "d-1");
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["status"], "duplicate");
+    assert_eq!(ci.count(), 1);
+}
+
+#[test]
+fn dedupe_key_provider_needs_a_row_with_a_readable_id() {
+    let text = |verify: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\n{verify}dedupe = {{ key = \"provider\" }}\n"
+        )
+    };
+    let error = |verify: &str| match Config::from_toml(&text(verify), Path::new("t.toml")) {
+        Ok(_) => panic!("{verify} was accepted"),
+        Err(e) => e.to_string(),
+    };
+    // Acuity's row has a note, not an id.
+    let e = error("verify = { provider = \"acuity\", secrets = [\"literal:x\"] }\n");
+    assert!(e.contains("routes[0].dedupe.key"), "{e}");
+    assert!(e.contains("names no delivery id"), "{e}");
+    let e = error("");
+    assert!(e.contains("needs verify = { provider"), "{e}");
+}

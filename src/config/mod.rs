@@ -902,8 +902,21 @@ fn compile_route(
         }
     }
     let is_upstream = |name: &str| upstream_names.iter().any(|n| n == name);
+    // A provider route with event rules but no `event` table reads the event
+    // where the provider's row says it is.
+    let provider = route
+        .verify
+        .as_ref()
+        .and_then(|v| v.provider.as_deref())
+        .and_then(crate::verify::providers::find);
+    let from_provider = match (&route.event, provider) {
+        (None, Some(row)) if !route.events.is_empty() || route.unmatched.is_some() => {
+            provider_event(&row.event)
+        }
+        _ => None,
+    };
     let events = events::compile_router(
-        route.event.as_ref(),
+        route.event.as_ref().or(from_provider.as_ref()),
         &route.events,
         route.unmatched.as_deref(),
         &upstreams,
@@ -1006,7 +1019,31 @@ fn compile_route(
             }
         },
     };
-    let dedupe = match &route.dedupe {
+    let dedupe_spec = match &route.dedupe {
+        Some(spec) if spec.key.trim() == "provider" => {
+            match provider.and_then(|row| provider_key(&row.delivery_id)) {
+                Some(id) => Some(dedupe::DedupeSpec {
+                    key: id.to_string(),
+                    ..spec.clone()
+                }),
+                None => {
+                    problems.push(
+                        format!("{key}.dedupe.key"),
+                        match provider {
+                            Some(row) => format!(
+                                "provider {:?} names no delivery id hookgate can read ({}); write the key, e.g. key = \"header:<Name>\" or \"json:<pointer>\"",
+                                row.name, row.delivery_id
+                            ),
+                            None => "key = \"provider\" needs verify = { provider = \"...\" } on the route; or write the key, e.g. key = \"header:<Name>\"".to_string(),
+                        },
+                    );
+                    return None;
+                }
+            }
+        }
+        other => other.clone(),
+    };
+    let dedupe = match &dedupe_spec {
         None => Some(None),
         Some(spec) => match spec.compile(verifier.scheme()) {
             Ok(dedupe) => Some(Some(dedupe)),
@@ -1309,4 +1346,32 @@ mod tests {
             assert!(parse_path_pattern(path).is_ok(), "{path}");
         }
     }
+}
+
+/// A provider row's event source as an `event` table, when it is one
+/// (`"header:<Name>"`, `"json:<pointer>"`, `"form:<field>"`); `None` for a note.
+fn provider_event(source: &str) -> Option<events::EventSpec> {
+    let source = provider_key(source)?;
+    let mut spec = events::EventSpec::default();
+    if let Some(name) = source.strip_prefix("header:") {
+        spec.header = Some(name.to_string());
+    } else if let Some(pointer) = source.strip_prefix("json:") {
+        spec.json = Some(pointer.to_string());
+    } else if let Some(field) = source.strip_prefix("form:") {
+        spec.form = Some(field.to_string());
+    } else {
+        return None;
+    }
+    Some(spec)
+}
+
+/// A provider row's source when it is a bare key (`"header:X-Id"`,
+/// `"json:/id"`, `"standard-webhooks"`), not a note with words after it.
+fn provider_key(source: &str) -> Option<&str> {
+    let source = source.trim();
+    let key = source.starts_with("header:")
+        || source.starts_with("json:")
+        || source.starts_with("form:")
+        || source == "standard-webhooks";
+    (key && !source.contains(char::is_whitespace)).then_some(source)
 }

@@ -6,9 +6,10 @@
 //! Owns: the table (its parsing, lookup, close-name suggestions), the overlay of a route's
 //! `verify` table onto a row, and the listing printed by `hookgate providers`. Does not own:
 //! the schemes themselves (every row is expressed through an existing scheme of this module),
-//! the route's `event`/`dedupe` tables (a row's `event` and `delivery_id` are shown by
-//! `hookgate providers` and `hookgate check` as the values to write there; they are not applied
-//! on their own), fetching anything at runtime (a row's `ips` is a URL or a note).
+//! the route's `event`/`dedupe` tables (`config` applies a row's `event` to a route with event
+//! rules and no `event` table, and its `delivery_id` to `dedupe = { key = "provider" }`, when
+//! they are bare keys rather than notes), fetching anything at runtime (a row's `ips` is a URL
+//! or a note).
 //!
 //! Each row: `name` (what routes write), `title`, `verify` (the same keys as a route's
 //! `verify` table, without `secrets`), `event` and `delivery_id` (`"header:<Name>"`,
