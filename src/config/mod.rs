@@ -1280,6 +1280,34 @@ impl Config {
     }
 }
 
+/// A provider row's event source as an `event` table, when it is one
+/// (`"header:<Name>"`, `"json:<pointer>"`, `"form:<field>"`); `None` for a note.
+fn provider_event(source: &str) -> Option<events::EventSpec> {
+    let source = provider_key(source)?;
+    let mut spec = events::EventSpec::default();
+    if let Some(name) = source.strip_prefix("header:") {
+        spec.header = Some(name.to_string());
+    } else if let Some(pointer) = source.strip_prefix("json:") {
+        spec.json = Some(pointer.to_string());
+    } else if let Some(field) = source.strip_prefix("form:") {
+        spec.form = Some(field.to_string());
+    } else {
+        return None;
+    }
+    Some(spec)
+}
+
+/// A provider row's source when it is a bare key (`"header:X-Id"`,
+/// `"json:/id"`, `"standard-webhooks"`), not a note with words after it.
+fn provider_key(source: &str) -> Option<&str> {
+    let source = source.trim();
+    let key = source.starts_with("header:")
+        || source.starts_with("json:")
+        || source.starts_with("form:")
+        || source == "standard-webhooks";
+    (key && !source.contains(char::is_whitespace)).then_some(source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1346,32 +1374,4 @@ mod tests {
             assert!(parse_path_pattern(path).is_ok(), "{path}");
         }
     }
-}
-
-/// A provider row's event source as an `event` table, when it is one
-/// (`"header:<Name>"`, `"json:<pointer>"`, `"form:<field>"`); `None` for a note.
-fn provider_event(source: &str) -> Option<events::EventSpec> {
-    let source = provider_key(source)?;
-    let mut spec = events::EventSpec::default();
-    if let Some(name) = source.strip_prefix("header:") {
-        spec.header = Some(name.to_string());
-    } else if let Some(pointer) = source.strip_prefix("json:") {
-        spec.json = Some(pointer.to_string());
-    } else if let Some(field) = source.strip_prefix("form:") {
-        spec.form = Some(field.to_string());
-    } else {
-        return None;
-    }
-    Some(spec)
-}
-
-/// A provider row's source when it is a bare key (`"header:X-Id"`,
-/// `"json:/id"`, `"standard-webhooks"`), not a note with words after it.
-fn provider_key(source: &str) -> Option<&str> {
-    let source = source.trim();
-    let key = source.starts_with("header:")
-        || source.starts_with("json:")
-        || source.starts_with("form:")
-        || source == "standard-webhooks";
-    (key && !source.contains(char::is_whitespace)).then_some(source)
 }
