@@ -794,13 +794,27 @@ impl DedupeStore {
                 shared.in_flight.fetch_add(1, Ordering::Relaxed);
                 Admission::InFlight
             }
-            Err(e) => match cluster.settings().on_unavailable {
-                OnUnavailable::Local => {
-                    cluster.count_fallback(Operation::Dedupe);
-                    self.check(id, now)
+            Err(e) => {
+                if !matches!(e, ClusterError::Down) {
+                    // The claim was sent but not answered: a paused Redis runs it when
+                    // it resumes, and the id would then be blocked (409) for the whole
+                    // lease by a claim nobody holds. Delete it behind the claim.
+                    cluster.send_behind(Operation::Dedupe, lease, |mut connection| async move {
+                        release_script()
+                            .key(key)
+                            .arg(token)
+                            .invoke_async::<i64>(&mut connection)
+                            .await
+                    });
                 }
-                OnUnavailable::Reject => return Ok(Err(ClusterUnavailable(e))),
-            },
+                match cluster.settings().on_unavailable {
+                    OnUnavailable::Local => {
+                        cluster.count_fallback(Operation::Dedupe);
+                        self.check(id, now)
+                    }
+                    OnUnavailable::Reject => return Ok(Err(ClusterUnavailable(e))),
+                }
+            }
         }))
     }
 }
