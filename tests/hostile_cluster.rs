@@ -30,9 +30,9 @@ fn redis_clients(redis: &RedisServer) -> usize {
 /// Redis paused (SIGSTOP: a stalled VM, a long fork, a full disk), not
 /// killed: the dedupe claim sent just before times out and the sender gets
 /// 503 `cluster_unavailable`, but the claim sits in Redis's socket buffer and
-/// runs when Redis resumes. Nobody holds it, yet with a 30 s lease it would
-/// answer the provider's retry 409 `duplicate_in_flight` on every instance for
-/// 30 s. The gateway now sends the claim's release behind it, so the retry
+/// runs when Redis resumes. Nobody holds it, yet for its whole lease (65 s
+/// here) it answered the provider's retry 409 `duplicate_in_flight` on every
+/// instance. The gateway now sends the claim's release behind it, so the retry
 /// right after Redis resumes is forwarded, once. Guards the
 /// `cluster.send_behind(...)` release in the `Err(e)` arm of
 /// `DedupeStore::admit_clustered` (`src/dedupe.rs`): without it, the retry
@@ -41,10 +41,8 @@ fn redis_clients(redis: &RedisServer) -> usize {
 fn a_claim_that_timed_out_on_a_paused_redis_does_not_block_the_retry() {
     let redis = RedisServer::start();
     let app = Upstream::start("app");
-    let cluster = format!(
-        "[cluster]\nredis = \"{}\"\nclaim_lease = \"30s\"\n",
-        redis.url()
-    );
+    // No claim_lease: derived, the upstream's 60 s response_timeout + 5 s.
+    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
     let setup = Setup::new()
         .table(&cluster)
         .upstream(&app)
@@ -109,4 +107,49 @@ fn a_claim_that_timed_out_on_a_paused_redis_does_not_block_the_retry() {
         "remembered once forwarded: {again:?}"
     );
     assert_eq!(app.count(), 1);
+}
+
+/// An operator shortens `[cluster] claim_lease` (to free the ids of a crashed
+/// instance sooner) below an upstream's `response_timeout`: a live instance
+/// still waiting for a slow app loses its claim, and the provider's retry on
+/// the other instance was forwarded a second time (seen against the real
+/// binaries: `claim_lease = "3s"`, an app answering in 5 s, two forwards).
+/// Such a config is now refused at load, naming the key and the fix. Guards
+/// the `check_claim_lease` call in `config::load` (`src/config/mod.rs`):
+/// without it the gateway starts and `hookgate check` says OK.
+#[test]
+fn a_claim_lease_shorter_than_a_forward_is_refused_at_load() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let config = |lease: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+             [cluster]\nredis = \"{}\"\nclaim_lease = \"{lease}\"\n\
+             [upstreams.app]\ntargets = [\"{}\"]\nresponse_timeout = \"10s\"\n\
+             [[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n{DEDUPE}\n",
+            redis.url(),
+            app.addr
+        )
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hookgate.toml");
+    for (lease, ok) in [("3s", false), ("15s", true)] {
+        std::fs::write(&path, config(lease)).expect("write config");
+        let check = std::process::Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run hookgate check");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert_eq!(check.status.success(), ok, "claim_lease {lease}: {said}");
+        if !ok {
+            assert!(said.contains("cluster.claim_lease"), "{said}");
+            assert!(said.contains("response_timeout 10s"), "{said}");
+            assert!(said.contains("at least 15s"), "{said}");
+        }
+    }
 }
