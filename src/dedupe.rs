@@ -81,7 +81,9 @@
 //! holding a claim blocks that id (409) for at most the lease. Redis bounds the entries by
 //! their TTL, not `max_entries` (about 100 bytes each): size its `maxmemory` for the ids of
 //! one TTL. While Redis does not answer, `[cluster] on_unavailable` decides: this store
-//! (`"local"`, counted) or 503.
+//! (`"local"`, counted) or 503. A claim whose answer timed out may still run (a paused Redis
+//! runs what is queued on its sockets when it resumes), so its release is sent right behind
+//! it on the same connection ([`ClusterClient::send_behind`]).
 //!
 //! # Time
 //! Every call takes `now: Instant`, so tests run on a fake timeline without sleeping. The
