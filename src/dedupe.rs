@@ -81,7 +81,9 @@
 //! holding a claim blocks that id (409) for at most the lease. Redis bounds the entries by
 //! their TTL, not `max_entries` (about 100 bytes each): size its `maxmemory` for the ids of
 //! one TTL. While Redis does not answer, `[cluster] on_unavailable` decides: this store
-//! (`"local"`, counted) or 503.
+//! (`"local"`, counted) or 503. A claim whose answer timed out may still run (a paused Redis
+//! runs what is queued on its sockets when it resumes), so its release is sent right behind
+//! it on the same connection ([`ClusterClient::send_behind`]).
 //!
 //! # Time
 //! Every call takes `now: Instant`, so tests run on a fake timeline without sleeping. The
@@ -794,13 +796,27 @@ impl DedupeStore {
                 shared.in_flight.fetch_add(1, Ordering::Relaxed);
                 Admission::InFlight
             }
-            Err(e) => match cluster.settings().on_unavailable {
-                OnUnavailable::Local => {
-                    cluster.count_fallback(Operation::Dedupe);
-                    self.check(id, now)
+            Err(e) => {
+                if !matches!(e, ClusterError::Down) {
+                    // The claim was sent but not answered: a paused Redis runs it when
+                    // it resumes, and the id would then be blocked (409) for the whole
+                    // lease by a claim nobody holds. Delete it behind the claim.
+                    cluster.send_behind(Operation::Dedupe, lease, |mut connection| async move {
+                        release_script()
+                            .key(key)
+                            .arg(token)
+                            .invoke_async::<i64>(&mut connection)
+                            .await
+                    });
                 }
-                OnUnavailable::Reject => return Ok(Err(ClusterUnavailable(e))),
-            },
+                match cluster.settings().on_unavailable {
+                    OnUnavailable::Local => {
+                        cluster.count_fallback(Operation::Dedupe);
+                        self.check(id, now)
+                    }
+                    OnUnavailable::Reject => return Ok(Err(ClusterUnavailable(e))),
+                }
+            }
         }))
     }
 }

@@ -243,14 +243,16 @@ fn a_claim_held_by_a_killed_instance_ends_with_its_lease() {
     let fast = Upstream::start("app");
     let cluster = cluster_table(&redis, "claim_lease = \"2s\"");
     // The same route on both instances; the first one's upstream never answers in time.
+    // A claim_lease shorter than an upstream's response_timeout is refused at load.
+    let short = "response_timeout = \"2s\"";
     let mut first = Setup::new()
         .table(&cluster)
-        .upstream(&slow)
+        .upstream_named("app", &[slow.addr], short)
         .route("hooks", "/hooks", "app", DEDUPE)
         .start();
     let second = Setup::new()
         .table(&cluster)
-        .upstream(&fast)
+        .upstream_named("app", &[fast.addr], short)
         .route("hooks", "/hooks", "app", DEDUPE)
         .start();
     let body = b"{\"id\":\"evt_kill\"}";

@@ -259,6 +259,31 @@ impl ClusterClient {
         Err(result)
     }
 
+    /// Sends `command` on this thread's connection, behind whatever this thread
+    /// sent before, whether or not Redis is known to be up, and returns at once;
+    /// the command is given up after `bound`. For undoing a command that timed
+    /// out but that Redis may still run once it answers again (a paused Redis
+    /// runs what was queued on its sockets when it resumes): Redis runs one
+    /// connection's commands in order, so the undo runs after it. A failure is
+    /// counted under `operation`.
+    pub fn send_behind<T, F, Fut>(&self, operation: Operation, bound: Duration, command: F)
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
+    {
+        let sent = command(self.worker_connection());
+        let metrics = self.metrics.clone();
+        self.runtime.spawn(async move {
+            if !matches!(tokio::time::timeout(bound, sent).await, Ok(Ok(_))) {
+                metrics
+                    .cluster_errors
+                    .with_label_values(&[operation.as_str()])
+                    .inc();
+            }
+        });
+    }
+
     /// The connection for a command issued on this thread. On a current-thread
     /// runtime (each proxy worker: `work_stealing = false`) it is the thread's
     /// own, created on first use, whose I/O runs on that same thread: a command

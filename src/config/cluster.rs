@@ -17,7 +17,8 @@
 //! on_unavailable = "reject"          # or "local": see [`OnUnavailable`]
 //! connect_timeout = "1s"             # each connection attempt
 //! command_timeout = "250ms"          # each command, from the request's point of view
-//! claim_lease = "35s"                # optional; see [`Cluster::claim_lease`]
+//! claim_lease = "65s"                # optional; at least the response_timeout of every
+//!                                    # deduped route's upstreams; see [`Cluster::claim_lease`]
 //! ```
 //!
 //! Sentinel is not supported yet: point `redis` at the primary (or at a proxy
@@ -92,7 +93,9 @@ pub struct Cluster {
     /// and `on_unavailable` decides.
     pub command_timeout: Duration,
     /// How long a dedupe claim outlives an instance that died holding it; `None`:
-    /// derived per route from its upstream's timeouts (`dedupe`).
+    /// derived per route from its upstream's timeouts (`dedupe`). A config whose
+    /// lease is shorter than a direct deduped route's upstream `response_timeout`
+    /// is refused (`config::check_claim_lease`): the claim would end mid-forward.
     pub claim_lease: Option<Duration>,
 }
 

@@ -461,6 +461,9 @@ fn compile(
             }
         }
     }
+    if let Some(lease) = cluster.as_ref().and_then(|c| c.claim_lease) {
+        check_claim_lease(lease, &routes, &upstreams, &mut problems);
+    }
     let no_routes_allowed = server.as_ref().is_some_and(|s| s.allow_no_routes);
     if !had_routes && !no_routes_allowed {
         problems.push(
@@ -503,6 +506,43 @@ fn compile(
             cluster,
         }),
         _ => Err(problems.0),
+    }
+}
+
+/// A dedupe claim must outlive the forward it guards: with `[cluster]
+/// claim_lease` shorter than an upstream's `response_timeout`, a live instance
+/// still forwarding loses its claim and another instance forwards the same
+/// delivery. Queued routes are exempt (their claim ends when the event is stored).
+fn check_claim_lease(
+    lease: Duration,
+    routes: &[RouteSettings],
+    upstreams: &BTreeMap<String, UpstreamSettings>,
+    problems: &mut Problems,
+) {
+    let exposed = routes
+        .iter()
+        .filter(|route| route.dedupe.is_some() && !matches!(route.delivery, Delivery::Queued(_)))
+        .flat_map(|route| {
+            route
+                .upstreams
+                .iter()
+                .map(String::as_str)
+                .chain(route.events.upstreams())
+                .filter_map(move |name| upstreams.get(name).map(|u| (route, name, u)))
+        })
+        .filter(|(_, _, upstream)| upstream.response_timeout > lease)
+        .max_by_key(|(_, _, upstream)| upstream.response_timeout);
+    if let Some((route, name, upstream)) = exposed {
+        problems.push(
+            "cluster.claim_lease",
+            format!(
+                "claim_lease {} is shorter than the response_timeout {} of upstream {name:?} (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again; set claim_lease to at least {}, lower that response_timeout, or leave claim_lease out (derived per route)",
+                humantime::format_duration(lease),
+                humantime::format_duration(upstream.response_timeout),
+                route.name,
+                humantime::format_duration(upstream.response_timeout + crate::dedupe::CLAIM_LEASE_MARGIN),
+            ),
+        );
     }
 }
 

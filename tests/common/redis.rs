@@ -106,6 +106,18 @@ impl RedisServer {
         Some(String::from_utf8_lossy(&buffer[..n]).into_owned())
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`) to the server: a paused Redis keeps
+    /// its sockets open and runs what was queued on them when it resumes.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} redis-server");
+    }
+
     /// Kills the server with SIGKILL (a crash) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
