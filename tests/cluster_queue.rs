@@ -369,6 +369,38 @@ fn a_full_redis_store_answers_503_with_retry_after_and_keeps_what_it_acknowledge
     }
 }
 
+/// Redis itself full (`maxmemory` with `noeviction`) below `max_bytes`: 503
+/// with `Retry-After` too, counted as a full store, never a 202. Guards the
+/// `OOM` arm of `RedisStore::run`.
+#[test]
+fn a_redis_out_of_memory_answers_503_with_retry_after() {
+    let redis = RedisServer::start();
+    assert!(redis
+        .command("CONFIG SET maxmemory 3mb")
+        .is_some_and(|r| r.starts_with("+OK")));
+    let down = DeadPort::new();
+    let gateway = Gateway::start(&config_with(
+        &redis,
+        down.addr,
+        FAST_RETRY,
+        &format!("lease = \"{LEASE}\""),
+    ));
+    let mut refused = None;
+    for i in 0..400 {
+        let body = format!("{{\"delivery\":{i},\"pad\":\"{}\"}}", "p".repeat(20_000)).into_bytes();
+        let response = signed_post(gateway.proxy, &body).expect("post");
+        if response.status != 202 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("a 3 MB Redis refuses before 400 events of 20 KB");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["error"], "storage_unavailable");
+    assert_eq!(refused.header("Retry-After"), Some("60"));
+    gateway.assert_metric("hookgate_store_errors_total", &[("kind", "full")], 1.0);
+}
+
 #[test]
 fn weak_redis_durability_settings_are_warned_about_at_start() {
     let redis = RedisServer::start();

@@ -324,7 +324,7 @@ impl Queue {
             }
             Err(error) => {
                 let kind = match error {
-                    StoreError::Full { .. } => "full",
+                    StoreError::Full { .. } | StoreError::OutOfMemory(_) => "full",
                     _ => "io",
                 };
                 self.inner

@@ -396,6 +396,9 @@ impl Shared {
                 let reachable =
                     !(error.is_io_error() || error.is_connection_dropped() || error.is_timeout());
                 self.up.store(reachable, Ordering::Release);
+                if error.code() == Some("OOM") {
+                    return Err(StoreError::OutOfMemory(format!("redis {what}: {error}")));
+                }
                 Err(StoreError::Io(format!("redis {what}: {error}")))
             }
             Err(_) => {

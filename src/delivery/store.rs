@@ -260,6 +260,10 @@ pub enum StoreError {
     /// Storing the event would pass `[storage] max_bytes`.
     #[error("the store is full ([storage] max_bytes {max_bytes} B)")]
     Full { max_bytes: u64 },
+    /// The shared store (Redis) refused the write for lack of memory
+    /// (`maxmemory` with `noeviction`): full too, though below `max_bytes`.
+    #[error("the Redis store is out of memory (its maxmemory): {0}")]
+    OutOfMemory(String),
     /// The database failed (disk full, I/O error, corruption) or is closed.
     #[error("storage error: {0}")]
     Io(String),

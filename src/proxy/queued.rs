@@ -69,7 +69,9 @@ impl Gateway {
             Err(error) => {
                 let refusal = Refusal::new(Reply::STORAGE_UNAVAILABLE).detail(error.to_string());
                 Err(match error {
-                    StoreError::Full { .. } => refusal.retry_after(FULL_RETRY_AFTER_SECS),
+                    StoreError::Full { .. } | StoreError::OutOfMemory(_) => {
+                        refusal.retry_after(FULL_RETRY_AFTER_SECS)
+                    }
                     _ => refusal,
                 })
             }
