@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use common::*;
@@ -23,13 +21,6 @@ use sha2::{Digest as _, Sha256};
 
 const SG_SIG: &str = "X-Twilio-Email-Event-Webhook-Signature";
 const SG_TS: &str = "X-Twilio-Email-Event-Webhook-Timestamp";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn ec_key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32].into()).unwrap()
@@ -86,7 +77,7 @@ fn sendgrid_ecdsa_forwards_signed_bytes_and_refuses_tampering() {
         )
         .start();
     let body = br#"[{"email":"a@example.com","event":"delivered","sg_event_id":"e1"}]"#;
-    let headers = sendgrid_headers(&key, now(), body);
+    let headers = sendgrid_headers(&key, now_secs(), body);
     let answer = post(gateway.proxy, "/hooks/sendgrid", &as_refs(&headers), body);
     assert_eq!(answer.status, 200, "{}", gateway.log());
     let received = app.received();
@@ -106,11 +97,11 @@ fn sendgrid_ecdsa_forwards_signed_bytes_and_refuses_tampering() {
     );
     assert_refused(&answer, "sendgrid", "signature_invalid", &app);
 
-    let other_key = sendgrid_headers(&ec_key(8), now(), body);
+    let other_key = sendgrid_headers(&ec_key(8), now_secs(), body);
     let answer = post(gateway.proxy, "/hooks/sendgrid", &as_refs(&other_key), body);
     assert_refused(&answer, "sendgrid", "signature_invalid", &app);
 
-    let stale = sendgrid_headers(&key, now() - 3600, body);
+    let stale = sendgrid_headers(&key, now_secs() - 3600, body);
     let answer = post(gateway.proxy, "/hooks/sendgrid", &as_refs(&stale), body);
     assert_refused(&answer, "sendgrid", "timestamp_out_of_range", &app);
     gateway.assert_requests("sendgrid", "signature_invalid", 3.0);
@@ -144,7 +135,7 @@ fn key_files_are_relative_to_the_config_and_reread_on_reload() {
     gateway.post_reload().expect_status(200);
     let body = br#"[{"event":"open"}]"#;
     let send = |key: &SigningKey| {
-        let headers = sendgrid_headers(key, now(), body);
+        let headers = sendgrid_headers(key, now_secs(), body);
         post(gateway.proxy, "/hooks/sendgrid", &as_refs(&headers), body).status
     };
     assert_eq!(send(&old), 200, "{}", gateway.log());
@@ -318,7 +309,7 @@ fn mailgun_signature_inside_the_body() {
         .start();
     let json = [("Content-Type", "application/json")];
     let token = "4d8b2c0e9a7f6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
-    let body = mailgun_body(KEY, now(), token, "delivered");
+    let body = mailgun_body(KEY, now_secs(), token, "delivered");
     let answer = post(gateway.proxy, "/hooks/mailgun", &json, &body);
     assert_eq!(answer.status, 200, "{}", gateway.log());
     let received = app.received();
@@ -328,7 +319,7 @@ fn mailgun_signature_inside_the_body() {
     // Guards `sigs.matches(...)` in mailgun.rs: with the match forced to true, a body signed
     // under another key is forwarded.
     app.clear();
-    let forged = mailgun_body("key-someone-else", now(), token, "delivered");
+    let forged = mailgun_body("key-someone-else", now_secs(), token, "delivered");
     let answer = post(gateway.proxy, "/hooks/mailgun", &json, &forged);
     assert_refused(&answer, "mailgun", "signature_invalid", &app);
 
@@ -345,7 +336,7 @@ fn mailgun_signature_inside_the_body() {
         br#"{"event-data":{"event":"delivered"}}"#,
     );
     assert_refused(&answer, "mailgun", "signature_missing", &app);
-    let stale = mailgun_body(KEY, now() - 3600, token, "delivered");
+    let stale = mailgun_body(KEY, now_secs() - 3600, token, "delivered");
     let answer = post(gateway.proxy, "/hooks/mailgun", &json, &stale);
     assert_refused(&answer, "mailgun", "timestamp_out_of_range", &app);
 

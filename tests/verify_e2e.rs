@@ -26,12 +26,6 @@ const SW_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SW_NEW: &str = "whsec_dGhpcyBpcyBhIHRlc3Qga2V5IGZvciBob29rZ2F0ZQ==";
 const SW_WRONG: &str = "whsec_d3Jvbmcga2V5IHdyb25nIGtleSB3cm9uZyBrZXkh";
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    parts.iter().for_each(|p| mac.update(p));
-    mac.finalize().into_bytes().to_vec()
-}
-
 fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
     parts.iter().for_each(|p| mac.update(p));

@@ -87,6 +87,22 @@ pub fn github_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// HMAC-SHA256 of `parts` concatenated, under `key`: the raw MAC bytes.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    parts.iter().for_each(|part| mac.update(part));
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Seconds since the Unix epoch, as signed timestamps are written.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// `[upstreams.NAME]` sections for recording upstreams.
 pub fn upstream_sections(list: &[&Upstream]) -> String {
     list.iter()
