@@ -345,6 +345,11 @@ impl BackgroundService for ReloadTriggers {
         };
         if let Some(watcher) = watcher.as_mut() {
             watcher.follow(&self.reloader.watched_files());
+            // A file changed between loading the config and watching it raised
+            // no event: compare once now that the watch is in place.
+            if self.reloader.inputs_changed().await {
+                let _ = self.reloader.reload("file").await;
+            }
         }
         loop {
             tokio::select! {
@@ -368,6 +373,10 @@ impl BackgroundService for ReloadTriggers {
                 () = self.reloader.swapped.notified() => {
                     if let Some(watcher) = watcher.as_mut() {
                         watcher.follow(&self.reloader.watched_files());
+                        // The same gap for files the new config added.
+                        if self.reloader.inputs_changed().await {
+                            let _ = self.reloader.reload("file").await;
+                        }
                     }
                 }
             }
