@@ -312,6 +312,8 @@ fn an_upstream_answering_500_kills_the_event_and_a_cli_replay_delivers_it() {
     assert_eq!(tries.len(), 3);
     assert!(tries.iter().all(|a| a["status"] == 500), "{shown}");
     assert!(!out.contains(SECRET), "the route's secret is never shown");
+    assert!(shown["replayed_at"].is_null(), "{shown}");
+    let received_at = shown["received_at"].clone();
     // The app is fixed; a replay through the CLI delivers the event.
     failing.stop();
     drop(failing);
@@ -333,6 +335,13 @@ fn an_upstream_answering_500_kills_the_event_and_a_cli_replay_delivers_it() {
         "/events?status=delivered"
     )["events"][0]["id"]
         == id.as_str()));
+    // Guards `record.replayed_ms = Some(now)` in the store's replay (it used
+    // to overwrite `received_ms`): the receipt time survives the replay.
+    let (code, out) = gateway.events_cli(&["show", &id]);
+    assert_eq!(code, 0, "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(shown["received_at"], received_at, "{shown}");
+    assert!(shown["replayed_at"].is_string(), "{shown}");
 }
 
 #[test]

@@ -126,6 +126,7 @@ fn summary(queue: &Queue, key: EventKey, record: &EventRecord, attempts: bool) -
         "event": record.event,
         "request_id": record.request_id,
         "received_at": time(record.received_ms),
+        "replayed_at": record.replayed_ms.map(time),
         "body_bytes": record.body_bytes,
         "deliveries": record.deliveries.iter().map(|d| delivery_json(d, attempts)).collect::<Vec<_>>(),
     })

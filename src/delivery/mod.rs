@@ -260,7 +260,7 @@ impl Queue {
             for (index, delivery) in record.deliveries.iter().enumerate() {
                 if delivery.status == Status::Pending {
                     timers.insert((delivery.next_ms, *key, index));
-                    backlog.add(*key, &record.route, record.received_ms, &delivery.upstream);
+                    backlog.add(*key, &record.route, record.started_ms(), &delivery.upstream);
                 }
             }
         }
@@ -308,7 +308,7 @@ impl Queue {
                 {
                     let mut backlog = lock(&self.inner.backlog);
                     for delivery in &record.deliveries {
-                        backlog.add(key, &record.route, record.received_ms, &delivery.upstream);
+                        backlog.add(key, &record.route, record.started_ms(), &delivery.upstream);
                     }
                 }
                 let upstreams = record.deliveries.len();
@@ -348,7 +348,7 @@ impl Queue {
                 let mut backlog = lock(&self.inner.backlog);
                 for index in &replayed {
                     if let Some(delivery) = record.deliveries.get(*index) {
-                        backlog.add(key, &record.route, record.received_ms, &delivery.upstream);
+                        backlog.add(key, &record.route, record.started_ms(), &delivery.upstream);
                     }
                 }
             }
@@ -526,7 +526,7 @@ impl Inner {
                     lock(&self.backlog).add(
                         key,
                         &record.route,
-                        record.received_ms,
+                        record.started_ms(),
                         &delivery.upstream,
                     );
                     self.schedule(delivery.next_ms, key, index);
@@ -657,7 +657,7 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
             .await;
         return;
     }
-    let age = Duration::from_millis(now_ms().saturating_sub(record.received_ms));
+    let age = Duration::from_millis(now_ms().saturating_sub(record.started_ms()));
     if age > policy.max_age {
         let next = dead(
             format!("not delivered within retry.max_age {:?}", policy.max_age),
@@ -757,7 +757,7 @@ async fn attempt(inner: Arc<Inner>, key: EventKey, index: usize) {
                 .queue_attempts
                 .with_label_values(&[route, upstream, "retried"])
                 .inc();
-            let age = Duration::from_millis(now_ms().saturating_sub(record.received_ms));
+            let age = Duration::from_millis(now_ms().saturating_sub(record.started_ms()));
             if number >= policy.attempts {
                 dead(
                     format!("{number} attempts failed, the last with {label}"),

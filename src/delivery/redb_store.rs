@@ -645,8 +645,8 @@ impl Writer {
             }
         }
         if !replayed.is_empty() {
-            // A replayed event starts a new max_age.
-            record.received_ms = now;
+            // A replayed event starts a new max_age; its receipt time stays.
+            record.replayed_ms = Some(now);
             Writer::save(t, key, &record, old_len, bytes)?;
         }
         Ok(Ok(replayed))

@@ -709,8 +709,8 @@ impl EventStore for RedisStore {
             if changes.is_empty() {
                 return Ok(Vec::new());
             }
-            // A replayed event starts a new max_age.
-            record.received_ms = now;
+            // A replayed event starts a new max_age; its receipt time stays.
+            record.replayed_ms = Some(now);
             record.deliveries.clear();
             let mut invocation = s.scripts.replay.prepare_invoke();
             invocation

@@ -150,7 +150,12 @@ pub struct EventRecord {
     pub method: String,
     pub request_id: String,
     pub event: Option<String>,
+    /// When the sender's request was accepted (Unix ms); a replay keeps it.
     pub received_ms: u64,
+    /// When the event was last replayed (Unix ms): `retry.max_age` and the
+    /// backlog age count from here after a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_ms: Option<u64>,
     pub retry_attempts: u32,
     pub retry_backoff_ms: u64,
     pub retry_max_backoff_ms: u64,
@@ -161,6 +166,12 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
+    /// Where the current round of deliveries started (Unix ms): the replay, or
+    /// else the receipt. `retry.max_age` and the backlog age count from it.
+    pub fn started_ms(&self) -> u64 {
+        self.replayed_ms.unwrap_or(self.received_ms)
+    }
+
     /// A new event's record: every delivery pending and due now.
     pub fn new(event: &NewEvent) -> EventRecord {
         EventRecord {
@@ -169,6 +180,7 @@ impl EventRecord {
             request_id: event.request_id.clone(),
             event: event.event.clone(),
             received_ms: event.received_ms,
+            replayed_ms: None,
             retry_attempts: event.retry.attempts,
             retry_backoff_ms: event.retry.backoff.as_millis() as u64,
             retry_max_backoff_ms: event.retry.max_backoff.as_millis() as u64,
