@@ -49,6 +49,51 @@ upstream = "app"
     );
 }
 
+/// `check` shows each route's allowlist, rate limit and dedupe, so an operator
+/// sees what guards a route without reading the TOML. Guards the `allow`,
+/// `rate_limit` and `dedupe` parts of `Config::describe`.
+#[test]
+fn check_lists_a_routes_allowlist_rate_limit_and_dedupe() {
+    let (code, stdout, stderr) = check(
+        r#"
+[ip_sets]
+office = ["10.0.0.0/8", "192.168.1.0/24", "172.16.0.0/12", "127.0.0.1"]
+
+[upstreams.app]
+targets = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "guarded"
+path = "/guarded"
+upstream = "app"
+allow = ["office"]
+rate_limit = { rate = "100/s", burst = 20, per = "ip" }
+dedupe = { key = "header:X-Delivery", ttl = "1h" }
+
+[[routes]]
+name = "open"
+path = "/open"
+upstream = "app"
+"#,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let guarded = stdout.lines().find(|l| l.contains("/guarded")).unwrap_or("");
+    assert!(
+        guarded.contains("allow 10.0.0.0/8 127.0.0.1/32 172.16.0.0/12 and 1 more"),
+        "{stdout}"
+    );
+    assert!(
+        guarded.contains("rate_limit 100/1s burst 20 per ip"),
+        "{stdout}"
+    );
+    assert!(guarded.contains("dedupe header:x-delivery ttl 1h"), "{stdout}");
+    let open = stdout.lines().find(|l| l.contains("/open")).unwrap_or("");
+    assert!(
+        !open.contains("allow") && !open.contains("rate_limit") && !open.contains("dedupe"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn every_problem_is_listed_with_its_line_and_key_and_exit_78() {
     // Guards `Problems` collecting every error with `locate::line_of`: stopping

@@ -1281,7 +1281,7 @@ impl Config {
                 });
             let _ = writeln!(
                 out,
-                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, handshake {}, max_body {} B{})",
+                "  {:<16} {:<6} {host} {path} -> {} [{targets}] (verify {}, handshake {}, max_body {} B{}{}{}{})",
                 route.name,
                 methods,
                 route.upstreams.join("+"),
@@ -1291,6 +1291,27 @@ impl Config {
                     .as_ref()
                     .map_or("off", |h| h.kind().as_str()),
                 route.max_body,
+                route.allow.set().map_or(String::new(), |set| {
+                    let nets = set.networks();
+                    let shown: Vec<String> = nets.iter().take(3).map(ToString::to_string).collect();
+                    match nets.len() {
+                        n if n > 3 => format!(", allow {} and {} more", shown.join(" "), n - 3),
+                        _ => format!(", allow {}", shown.join(" ")),
+                    }
+                }),
+                route.rate_limit.as_ref().map_or(String::new(), |limit| format!(
+                    ", rate_limit {} burst {} per {}{}",
+                    limit.rate,
+                    limit.burst,
+                    limit.by,
+                    if self.cluster.is_some() { " (shared: [cluster])" } else { "" }
+                )),
+                route.dedupe.as_ref().map_or(String::new(), |dedupe| format!(
+                    ", dedupe {} ttl {}{}",
+                    dedupe.key,
+                    humantime::format_duration(dedupe.ttl),
+                    if self.cluster.is_some() { " (shared: [cluster])" } else { "" }
+                )),
                 match route.delivery {
                     Delivery::Direct => String::new(),
                     Delivery::Queued(retry) => format!(
