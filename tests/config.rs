@@ -77,7 +77,10 @@ upstream = "app"
 "#,
     );
     assert_eq!(code, 0, "{stderr}");
-    let guarded = stdout.lines().find(|l| l.contains("/guarded")).unwrap_or("");
+    let guarded = stdout
+        .lines()
+        .find(|l| l.contains("/guarded"))
+        .unwrap_or("");
     assert!(
         guarded.contains("allow 10.0.0.0/8 127.0.0.1/32 172.16.0.0/12 and 1 more"),
         "{stdout}"
@@ -86,12 +89,23 @@ upstream = "app"
         guarded.contains("rate_limit 100/1s burst 20 per ip"),
         "{stdout}"
     );
-    assert!(guarded.contains("dedupe header:x-delivery ttl 1h"), "{stdout}");
+    assert!(
+        guarded.contains("dedupe header:x-delivery ttl 1h"),
+        "{stdout}"
+    );
     let open = stdout.lines().find(|l| l.contains("/open")).unwrap_or("");
     assert!(
         !open.contains("allow") && !open.contains("rate_limit") && !open.contains("dedupe"),
         "{stdout}"
     );
+    assert!(!stdout.contains("shared: [cluster]"), "{stdout}");
+    // With [cluster], both live in Redis and the table says so (check does not connect).
+    let (code, stdout, stderr) = check(&format!(
+        "[cluster]\nredis = \"redis://127.0.0.1:1/0\"\n{}",
+        "[upstreams.app]\ntargets = [\"127.0.0.1:9000\"]\n[[routes]]\nname = \"g\"\npath = \"/g\"\nupstream = \"app\"\nrate_limit = { rate = \"5/s\" }\ndedupe = { key = \"header:X-Delivery\" }\n"
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.matches("(shared: [cluster])").count(), 2, "{stdout}");
 }
 
 #[test]
