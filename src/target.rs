@@ -305,25 +305,31 @@ impl Authority {
     }
 }
 
-/// `a.b.c.d`, each a decimal from 0 to 255 without leading zeros.
+/// `a.b.c.d`, each a decimal from 0 to 255 without leading zeros. One pass
+/// over the bytes (a `split('.')` cost ~500 instructions per request).
 fn is_dotted_quad(name: &str) -> bool {
-    let mut octets = 0;
-    for octet in name.split('.') {
-        octets += 1;
-        // At most 3 digits, so the value fits before it is compared.
-        let canonical = matches!(octet.len(), 1..=3)
-            && (octet == "0" || !octet.starts_with('0'))
-            && octet
-                .bytes()
-                .try_fold(0u16, |n, b| {
-                    b.is_ascii_digit().then(|| n * 10 + u16::from(b - b'0'))
-                })
-                .is_some_and(|n| n <= 255);
-        if !canonical {
-            return false;
+    let (mut octets, mut value, mut digits, mut leading_zero) = (0u8, 0u16, 0u8, false);
+    for &b in name.as_bytes() {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 3 || leading_zero {
+                    return false;
+                }
+                leading_zero = digits == 0 && b == b'0';
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
+            }
+            b'.' => {
+                if digits == 0 || value > 255 || octets == 3 {
+                    return false;
+                }
+                octets += 1;
+                (value, digits, leading_zero) = (0, 0, false);
+            }
+            _ => return false,
         }
     }
-    octets == 4
+    octets == 3 && digits > 0 && value <= 255
 }
 
 /// The request's authority by one rule: the absolute-form target's authority,

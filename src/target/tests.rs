@@ -159,9 +159,38 @@ fn dotted_quads() {
         "1..3.4",
         "1.2.3.",
         "1.2.3.x",
+        "",
+        ".1.2.3",
+        "01.2.3.4",
+        "1.2.3.00",
+        "999.1.1.1",
     ] {
         assert!(!is_dotted_quad(name), "{name}");
     }
+    // The same answer as the standard library's strict parser (no leading
+    // zeros, four octets) over every string of up to 7 bytes from a small alphabet.
+    let alphabet = [b'0', b'1', b'2', b'5', b'9', b'.'];
+    let mut checked = 0;
+    for len in 0..=7u32 {
+        for n in 0..alphabet.len().pow(len) {
+            let mut rest = n;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let b = alphabet[rest % alphabet.len()];
+                    rest /= alphabet.len();
+                    b
+                })
+                .collect();
+            let name = std::str::from_utf8(&bytes).unwrap();
+            assert_eq!(
+                is_dotted_quad(name),
+                name.parse::<std::net::Ipv4Addr>().is_ok(),
+                "{name}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 300_000);
 }
 
 #[test]
