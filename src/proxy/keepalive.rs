@@ -23,8 +23,8 @@
 //! Pingora's loop does. Does not own: reading, answering and finishing a
 //! request (`Gateway::process_new_http`), the limits it applies (`client`),
 //! the connection cap (`client::ConnectionLimit`), or HTTP/2 connections,
-//! which keep Pingora's own loop (one stream per request; nothing idles in
-//! a session there).
+//! which keep Pingora's own loop and task (its HTTP/2 connection state, not
+//! measured here).
 
 use std::sync::Arc;
 use std::time::Duration;
