@@ -523,12 +523,14 @@ fn spawn_drain_watcher(
     });
 }
 
-/// Bytes read ahead from a client socket. Pingora's default is 64 KiB per
-/// connection, held for as long as the connection lives; 8 KiB still takes a
-/// typical webhook head and a small body in one read, and larger reads bypass
-/// the buffer. Measured with `bench/run`: an idle keep-alive connection holds
-/// 41 kB instead of 98 kB, at the same CPU per delivery (docs/performance.md).
-const CLIENT_READ_BUFFER: usize = 8 * 1024;
+/// Bytes read ahead from a client socket, held for as long as the connection
+/// lives (Pingora's default is 64 KiB). 4 KiB is the size of Pingora's head
+/// buffer: the one-byte read of `keepalive`'s idle wait fills it in one
+/// syscall and the head buffer takes the rest in one copy, and body reads of
+/// 4 KiB or more bypass it. Measured with `bench/run`: an idle keep-alive
+/// connection holds 14.8 kB with 4 KiB, 19.0 kB with 8 KiB, at the same CPU
+/// per delivery at 1 KiB and 1 MiB (docs/performance.md).
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
 fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(CLIENT_READ_BUFFER)

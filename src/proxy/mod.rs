@@ -37,9 +37,9 @@
 //! it reads the body, verifies and forwards in one pass and always answers
 //! itself (DESIGN.md §2), so the proxy framework's phases, modules and its large
 //! per-request futures were pure cost (docs/performance.md). Pingora still
-//! provides the listeners, TLS, HTTP/1 and HTTP/2 sessions, keep-alive reuse
-//! with senders, and new upstream connections (`connections` keeps the idle
-//! ones). A request head Pingora cannot parse gets the same JSON 400 as any
+//! provides the listeners, TLS, HTTP/1 and HTTP/2 sessions, the HTTP/2
+//! connection loop (`keepalive` runs HTTP/1's), and new upstream connections
+//! (`connections` keeps the idle ones). A request head Pingora cannot parse gets the same JSON 400 as any
 //! other bad request.
 
 mod agreement;
@@ -51,6 +51,7 @@ mod forward;
 mod framing;
 mod handshake;
 mod headers;
+mod keepalive;
 mod queued;
 mod reply;
 
@@ -211,7 +212,7 @@ impl HttpServerApp for Gateway {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let limits = self.state.load().config.server.limits;
-        let deadline = client::head_deadline(&session, &limits);
+        let deadline = client::head_deadline(&limits);
         let mut stopping = shutdown.clone();
         let read = tokio::select! {
             // biased: a request already buffered is served rather than dropped
@@ -251,8 +252,8 @@ impl HttpServerApp for Gateway {
         let mut ctx = self.new_ctx();
         ctx.head_read = true;
         let error = match client::check_head(&session, &limits) {
-            // Boxed: an idle keep-alive connection waits in `read_request` above, and
-            // holds this future's ~6 KB only while a request is being handled.
+            // Boxed: a connection waiting in `read_request` above holds this
+            // future's ~6 KB only while a request is being handled.
             Ok(()) => Box::pin(self.handle(&mut session, &mut ctx)).await.err(),
             Err(limit) => {
                 self.metrics.client_limit_hit(limit);
