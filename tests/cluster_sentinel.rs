@@ -142,8 +142,16 @@ fn after_a_failover_the_same_gateway_works_through_the_new_master() {
     });
     assert!(moved, "last answer {last:?}; log:\n{}", gateway.log());
     let (status, json) = last.unwrap();
-    assert_eq!((status, &json["status"]), (200, &"duplicate".into()), "{json}");
-    assert_eq!(received_on(&app, "/hooks").len(), 1, "forwarded once in all");
+    assert_eq!(
+        (status, &json["status"]),
+        (200, &"duplicate".into()),
+        "{json}"
+    );
+    assert_eq!(
+        received_on(&app, "/hooks").len(),
+        1,
+        "forwarded once in all"
+    );
     gateway.assert_metric("hookgate_cluster_up", &[], 1.0);
     // The ping failed while the master was gone (hookgate_cluster_up was 0
     // then; a poll may miss that window, the counter cannot).
@@ -192,10 +200,12 @@ fn after_a_failover_the_same_gateway_works_through_the_new_master() {
     );
 }
 
-/// A gateway that starts while the Sentinel's master is a replica (ROLE
-/// `slave`): it is not ready; once the Sentinel's view is right, it works.
-/// Simpler case guarded here: the ROLE check of `Sentinels::master`
-/// (`src/cluster/sentinel.rs`) refuses a node that is not a master.
+/// A Sentinel that names a replica (ROLE `slave`) as the master: the gateway
+/// does not write there; it is not ready and answers 503
+/// `cluster_unavailable`. Guards the two ROLE checks together: the lookup's
+/// in `Sentinels::master` (`src/cluster/sentinel.rs`) and the ping's in
+/// `ClusterClient::ping_once` (`src/cluster/mod.rs`); with both removed the
+/// test is red (each alone keeps the replica out).
 #[test]
 fn a_replica_named_as_master_is_refused() {
     let master = RedisServer::start();
@@ -213,7 +223,12 @@ fn a_replica_named_as_master_is_refused() {
                 sentinel.addr
             ))
             .upstream(&app)
-            .route("hooks", "/hooks", "app", "dedupe = { key = \"header:X-Delivery\" }")
+            .route(
+                "hooks",
+                "/hooks",
+                "app",
+                "dedupe = { key = \"header:X-Delivery\" }",
+            )
             .rest(),
     );
     let said = wait_until(Duration::from_secs(10), || {
@@ -310,7 +325,9 @@ fn sentinel_and_tls_config_errors_name_file_line_and_key() {
     ));
     assert_eq!(code, 0, "{output}");
     assert!(
-        output.contains("sentinel master \"m\" via 127.0.0.1:26379 (db 0, sentinel password [redacted])"),
+        output.contains(
+            "sentinel master \"m\" via 127.0.0.1:26379 (db 0, sentinel password [redacted])"
+        ),
         "{output}"
     );
     assert!(!output.contains(SENTINEL_PASSWORD), "{output}");

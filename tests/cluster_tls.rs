@@ -77,10 +77,12 @@ fn cluster(addr: SocketAddr, tls: &str) -> String {
 }
 
 fn limited(table: &str, app: &Upstream) -> Setup {
-    Setup::new()
-        .table(table)
-        .upstream(app)
-        .route("hooks", "/hooks", "app", "rate_limit = { rate = \"4/h\" }")
+    Setup::new().table(table).upstream(app).route(
+        "hooks",
+        "/hooks",
+        "app",
+        "rate_limit = { rate = \"4/h\" }",
+    )
 }
 
 /// Two gateways trusting the private CA share one limit over TLS: of 10
@@ -94,7 +96,10 @@ fn with_the_private_ca_two_gateways_share_a_limit_over_tls() {
     let redis = pki.server(false);
     let app = Upstream::start("app");
     let setup = limited(
-        &cluster(redis.addr, &format!("ca = \"{}\"", shown(&pki.path("ca.pem")))),
+        &cluster(
+            redis.addr,
+            &format!("ca = \"{}\"", shown(&pki.path("ca.pem"))),
+        ),
         &app,
     );
     let gateways = [setup.start(), setup.start()];
@@ -165,7 +170,11 @@ fn a_client_certificate_is_presented_when_redis_requires_one() {
     assert_eq!(post(with.proxy, "/hooks", &[], b"{}").status, 200);
     let (found, log) = log_with(&without, "cluster: Redis");
     assert!(found, "log:\n{log}");
-    assert_eq!(get(without.admin, "/readyz").unwrap().status, 503, "log:\n{log}");
+    assert_eq!(
+        get(without.admin, "/readyz").unwrap().status,
+        503,
+        "log:\n{log}"
+    );
     without.assert_metric("hookgate_cluster_up", &[], 0.0);
     assert!(!with.log().contains("PRIVATE KEY"));
 }

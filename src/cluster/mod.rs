@@ -418,7 +418,9 @@ impl ClusterClient {
                 if sentinel {
                     sentinel::role_of(&mut connection).await
                 } else {
-                    redis::cmd("PING").query_async::<String>(&mut connection).await
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut connection)
+                        .await
                 }
             },
         )

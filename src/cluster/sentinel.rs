@@ -169,7 +169,9 @@ impl Sentinels {
 }
 
 /// `ROLE`'s first field on `connection`; `master` when the user may not run it.
-pub async fn role_of<C: redis::aio::ConnectionLike>(connection: &mut C) -> redis::RedisResult<String> {
+pub async fn role_of<C: redis::aio::ConnectionLike>(
+    connection: &mut C,
+) -> redis::RedisResult<String> {
     let answer: redis::RedisResult<Vec<redis::Value>> =
         redis::cmd("ROLE").query_async(connection).await;
     match answer {
@@ -210,7 +212,7 @@ pub fn describe(error: &redis::RedisError) -> String {
 pub enum Target {
     /// A client built from `[cluster] redis` (or by a test), with its
     /// redacted address for the log.
-    Fixed(redis::Client, String),
+    Fixed(Box<redis::Client>, String),
     /// The master the Sentinels of this `[cluster]` name.
     Sentinel(Box<Cluster>),
 }
@@ -221,7 +223,7 @@ impl Target {
     pub fn of(cluster: &Cluster) -> Result<Target, SentinelError> {
         match &cluster.redis {
             Endpoint::Url(url) => client_for(url.connection_info(), cluster.tls.as_ref())
-                .map(|client| Target::Fixed(client, url.redacted().to_string()))
+                .map(|client| Target::Fixed(Box::new(client), url.redacted().to_string()))
                 .map_err(|e| SentinelError::Client(describe(&e))),
             Endpoint::Sentinel(_) => Ok(Target::Sentinel(Box::new(cluster.clone()))),
         }
@@ -236,7 +238,7 @@ impl From<redis::Client> for Target {
             | redis::ConnectionAddr::TcpTls { host, port, .. } => format_node(host, *port),
             _ => "(unix socket)".to_string(),
         };
-        Target::Fixed(client, address)
+        Target::Fixed(Box::new(client), address)
     }
 }
 
@@ -297,7 +299,7 @@ impl Link {
         };
         match target {
             Target::Fixed(client, address) => {
-                link.install(client.clone(), address.clone())
+                link.install((**client).clone(), address.clone())
                     .map_err(|e| SentinelError::Client(describe(&e)))?;
                 Ok(Arc::new(link))
             }
@@ -306,7 +308,9 @@ impl Link {
                     sentinels: Some(Sentinels::new(cluster, settings)),
                     ..link
                 })),
-                Endpoint::Url(_) => Target::of(cluster).and_then(|fixed| Link::new(&fixed, link.config, runtime)),
+                Endpoint::Url(_) => {
+                    Target::of(cluster).and_then(|fixed| Link::new(&fixed, link.config, runtime))
+                }
             },
         }
     }
@@ -465,7 +469,11 @@ mod tests {
             std::io::ErrorKind::InvalidData,
             "received corrupt message of type InvalidContentType",
         ));
-        assert!(describe(&error).starts_with("TLS handshake failed: "), "{}", describe(&error));
+        assert!(
+            describe(&error).starts_with("TLS handshake failed: "),
+            "{}",
+            describe(&error)
+        );
         let refused = redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             "Connection refused",

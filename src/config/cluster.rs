@@ -371,7 +371,11 @@ impl fmt::Debug for TlsMaterial {
 /// Reads and checks `[cluster] tls`: each file through `resolver` (so a
 /// change is part of the reload fingerprint), each PEM parsed now so a bad
 /// file is a config error, not a failed connection later.
-fn compile_tls(file: &TlsFile, resolver: &Resolver<'_>, problems: &mut Vec<Problem>) -> Option<TlsMaterial> {
+fn compile_tls(
+    file: &TlsFile,
+    resolver: &Resolver<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<TlsMaterial> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut read = |key: &str, path: &Option<String>| -> Option<Secret> {
@@ -393,17 +397,29 @@ fn compile_tls(file: &TlsFile, resolver: &Resolver<'_>, problems: &mut Vec<Probl
         match parsed {
             Ok(list) if !list.is_empty() => true,
             Ok(_) => {
-                problems.push(Problem::new(key, format!("holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the {what}")));
+                problems.push(Problem::new(
+                    key,
+                    format!(
+                        "holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the {what}"
+                    ),
+                ));
                 false
             }
             Err(e) => {
-                problems.push(Problem::new(key, format!("is not a valid PEM certificate file ({e}); give the {what}")));
+                problems.push(Problem::new(
+                    key,
+                    format!("is not a valid PEM certificate file ({e}); give the {what}"),
+                ));
                 false
             }
         }
     };
     if let Some(ca) = &ca {
-        ok &= certificates("tls.ca", ca, "CA certificate(s) that signed the Redis server's certificate");
+        ok &= certificates(
+            "tls.ca",
+            ca,
+            "CA certificate(s) that signed the Redis server's certificate",
+        );
     }
     if let Some(cert) = &cert {
         ok &= certificates("tls.cert", cert, "client certificate chain");
@@ -411,22 +427,35 @@ fn compile_tls(file: &TlsFile, resolver: &Resolver<'_>, problems: &mut Vec<Probl
     if let Some(key) = &key {
         if PrivateKeyDer::from_pem_slice(key.expose()).is_err() {
             // The parser's message is not quoted: it might show key bytes.
-            problems.push(Problem::new("tls.key", "holds no PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)"));
+            problems.push(Problem::new(
+                "tls.key",
+                "holds no PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)",
+            ));
             ok = false;
         }
     }
     match (&file.cert, &file.key) {
         (Some(_), None) => {
-            problems.push(Problem::new("tls.key", "is missing: a client certificate (tls.cert) needs its private key"));
+            problems.push(Problem::new(
+                "tls.key",
+                "is missing: a client certificate (tls.cert) needs its private key",
+            ));
             ok = false;
         }
         (None, Some(_)) => {
-            problems.push(Problem::new("tls.cert", "is missing: a private key (tls.key) needs its client certificate"));
+            problems.push(Problem::new(
+                "tls.cert",
+                "is missing: a private key (tls.key) needs its client certificate",
+            ));
             ok = false;
         }
         _ => {}
     }
-    if !ok || (file.ca.is_some() && ca.is_none()) || (file.cert.is_some() && cert.is_none()) || (file.key.is_some() && key.is_none()) {
+    if !ok
+        || (file.ca.is_some() && ca.is_none())
+        || (file.cert.is_some() && cert.is_none())
+        || (file.key.is_some() && key.is_none())
+    {
         return None;
     }
     let paths = [("ca", &file.ca), ("cert", &file.cert), ("key", &file.key)]
@@ -435,7 +464,9 @@ fn compile_tls(file: &TlsFile, resolver: &Resolver<'_>, problems: &mut Vec<Probl
         .collect();
     Some(TlsMaterial {
         ca: ca.map(|ca| ca.expose().to_vec()),
-        client: cert.zip(key).map(|(cert, key)| (cert.expose().to_vec(), key)),
+        client: cert
+            .zip(key)
+            .map(|(cert, key)| (cert.expose().to_vec(), key)),
         paths,
     })
 }
@@ -450,7 +481,12 @@ fn compile_sentinel(
     problems: &mut Vec<Problem>,
 ) -> Option<SentinelSettings> {
     let before = problems.len();
-    if file.master.is_empty() || file.master.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if file.master.is_empty()
+        || file
+            .master
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         problems.push(Problem::new("sentinel.master", "give the master's name as the Sentinels know it (sentinel monitor NAME … in sentinel.conf), e.g. \"mymaster\""));
     }
     if file.nodes.is_empty() {
@@ -460,7 +496,10 @@ fn compile_sentinel(
     for (i, node) in file.nodes.iter().enumerate() {
         match parse_node(node) {
             Some(address) => nodes.push(address),
-            None => problems.push(Problem::new(format!("sentinel.nodes[{i}]"), "is not HOST:PORT (e.g. \"10.0.0.1:26379\" or \"[::1]:26379\")")),
+            None => problems.push(Problem::new(
+                format!("sentinel.nodes[{i}]"),
+                "is not HOST:PORT (e.g. \"10.0.0.1:26379\" or \"[::1]:26379\")",
+            )),
         }
     }
     if file.db.is_some_and(|db| db < 0) {
@@ -489,8 +528,15 @@ fn compile_sentinel(
         return None;
     }
     let db = file.db.unwrap_or(0);
-    let list: Vec<String> = nodes.iter().map(|(host, port)| format_node(host, *port)).collect();
-    let mut redacted = format!("sentinel master {:?} via {} (db {db}", file.master, list.join(", "));
+    let list: Vec<String> = nodes
+        .iter()
+        .map(|(host, port)| format_node(host, *port))
+        .collect();
+    let mut redacted = format!(
+        "sentinel master {:?} via {} (db {db}",
+        file.master,
+        list.join(", ")
+    );
     if password.is_some() {
         redacted.push_str(", password [redacted]");
     }
@@ -521,7 +567,11 @@ fn parse_node(text: &str) -> Option<(String, u16)> {
         None if host.contains(':') => return None,
         None => host.to_string(),
     };
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@') {
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@')
+    {
         return None;
     }
     Some((host, port))
@@ -729,9 +779,10 @@ impl Cluster {
         format!(
             "{}{} (key_prefix {:?}, on_unavailable {}, connect_timeout {}, command_timeout {}{})",
             self.redis.redacted(),
-            self.tls
-                .as_ref()
-                .map_or(String::new(), |tls| format!(" with TLS {}", tls.paths.join(", "))),
+            self.tls.as_ref().map_or(String::new(), |tls| format!(
+                " with TLS {}",
+                tls.paths.join(", ")
+            )),
             self.key_prefix,
             self.on_unavailable.as_str(),
             humantime::format_duration(self.connect_timeout),
@@ -809,14 +860,24 @@ mod tests {
                 ("sentinel-3".to_string(), 26379)
             ]
         );
-        for shown in [format!("{cluster:?}"), cluster.describe(), cluster.redis.to_string()] {
-            assert!(!shown.contains("Sent1nel-Pw") && !shown.contains("Mast3r-Pw"), "{shown}");
+        for shown in [
+            format!("{cluster:?}"),
+            cluster.describe(),
+            cluster.redis.to_string(),
+        ] {
+            assert!(
+                !shown.contains("Sent1nel-Pw") && !shown.contains("Mast3r-Pw"),
+                "{shown}"
+            );
             assert!(
                 shown.contains("sentinel master \"mymaster\" via 10.0.0.1:26379, [::1]:26380, sentinel-3:26379 (db 2, password [redacted], sentinel password [redacted])"),
                 "{shown}"
             );
         }
-        assert_eq!(settings.sentinel_info(1).redis_settings().password(), Some("Sent1nel-Pw"));
+        assert_eq!(
+            settings.sentinel_info(1).redis_settings().password(),
+            Some("Sent1nel-Pw")
+        );
         let node = settings.node_info("10.0.0.9", 6379);
         assert_eq!(node.redis_settings().password(), Some("Mast3r-Pw"));
         assert_eq!(node.redis_settings().db(), 2);
@@ -832,16 +893,24 @@ mod tests {
         let mut both = sentinel(&["127.0.0.1:26379"]);
         both.redis = Some("redis://127.0.0.1:6379".into());
         assert_eq!(keys(compile(&both).0), ["sentinel"]);
-        let neither = ClusterFile { redis: None, ..file("unused") };
+        let neither = ClusterFile {
+            redis: None,
+            ..file("unused")
+        };
         assert_eq!(keys(compile(&neither).0), ["redis"]);
         assert_eq!(keys(compile(&sentinel(&[])).0), ["sentinel.nodes"]);
         assert_eq!(
             keys(compile(&sentinel(&["127.0.0.1", "h:0", "a:b:1", "ok:26379"])).0),
-            ["sentinel.nodes[0]", "sentinel.nodes[1]", "sentinel.nodes[2]"]
+            [
+                "sentinel.nodes[0]",
+                "sentinel.nodes[1]",
+                "sentinel.nodes[2]"
+            ]
         );
         let mut unnamed = sentinel(&["127.0.0.1:26379"]);
         unnamed.sentinel.as_mut().unwrap().master = String::new();
-        unnamed.sentinel.as_mut().unwrap().password = Some("${HOOKGATE_TEST_SENTINEL_UNSET}".into());
+        unnamed.sentinel.as_mut().unwrap().password =
+            Some("${HOOKGATE_TEST_SENTINEL_UNSET}".into());
         let problems = compile(&unnamed).0.unwrap_err();
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["sentinel.master", "sentinel.password"]);
@@ -876,10 +945,16 @@ mod tests {
         let material = cluster.tls.as_ref().unwrap();
         // Read through the resolver (part of the reload fingerprint), which
         // drops the final newline.
-        assert_eq!(material.ca.as_deref(), Some(cert.pem().trim_end().as_bytes()));
+        assert_eq!(
+            material.ca.as_deref(),
+            Some(cert.pem().trim_end().as_bytes())
+        );
         assert!(material.client.is_some());
         let shown = format!("{cluster:?} {}", cluster.describe());
-        assert!(shown.contains("ca ca.pem, cert client.pem, key client.key"), "{shown}");
+        assert!(
+            shown.contains("ca ca.pem, cert client.pem, key client.key"),
+            "{shown}"
+        );
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
         let mut bad = file("rediss://127.0.0.1:6380/0");
         bad.tls = Some(tls(Some("missing.pem"), Some("junk.pem"), None));

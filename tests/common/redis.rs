@@ -85,7 +85,11 @@ impl RedisServer {
                 .request(&["INFO replication"])
                 .is_some_and(|reply| reply[0].contains("state=online"))
         });
-        assert!(online, "the replica did not sync; its log:\n{}", replica.log());
+        assert!(
+            online,
+            "the replica did not sync; its log:\n{}",
+            replica.log()
+        );
         replica
     }
 
@@ -325,7 +329,8 @@ fn read_reply(reader: &mut impl std::io::BufRead) -> Option<String> {
         }
         "*" => {
             let count: i64 = rest.parse().ok()?;
-            let items: Option<Vec<String>> = (0..count.max(0)).map(|_| read_reply(reader)).collect();
+            let items: Option<Vec<String>> =
+                (0..count.max(0)).map(|_| read_reply(reader)).collect();
             Some(items?.join(" "))
         }
         _ => None,
