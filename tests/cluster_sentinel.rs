@@ -246,7 +246,13 @@ fn a_replica_named_as_master_is_refused() {
     assert_eq!(answer.status, 503, "{:?}", answer.json());
     assert_eq!(answer.json()["error"], "cluster_unavailable");
     assert_eq!(app.count(), 0);
-    assert_eq!(get(gateway.admin, "/readyz").unwrap().status, 503);
+    // The admin listener may start after the proxy's: poll until it answers.
+    let mut ready = None;
+    wait_until(Duration::from_secs(10), || {
+        ready = get(gateway.admin, "/readyz").ok().map(|r| r.status);
+        ready.is_some()
+    });
+    assert_eq!(ready, Some(503));
 }
 
 fn check(text: &str) -> (i32, String) {

@@ -123,6 +123,17 @@ fn log_with(gateway: &Gateway, text: &str) -> (bool, String) {
     (found, gateway.log())
 }
 
+/// `/readyz`'s status once the admin listener answers (it may start after
+/// the log line a test waited for), polled for up to 10 s.
+fn readyz(gateway: &Gateway) -> Option<u16> {
+    let mut status = None;
+    wait_until(Duration::from_secs(10), || {
+        status = get(gateway.admin, "/readyz").ok().map(|r| r.status);
+        status.is_some()
+    });
+    status
+}
+
 /// Without the CA (the system store does not know it) the gateway starts
 /// but is not ready, refuses rate-limited deliveries with 503, and its log
 /// says the TLS handshake failed. Guards the TLS wording of
@@ -135,10 +146,16 @@ fn without_the_ca_the_gateway_is_not_ready_and_says_tls() {
     let gateway = Gateway::spawn("", &limited(&cluster(redis.addr, ""), &app).rest());
     let (found, log) = log_with(&gateway, "TLS handshake failed");
     assert!(found, "log:\n{log}");
-    let ready = get(gateway.admin, "/readyz").map(|r| r.status);
-    assert_eq!(ready.ok(), Some(503), "log:\n{log}");
+    assert_eq!(readyz(&gateway), Some(503), "log:\n{log}");
     gateway.assert_metric("hookgate_cluster_up", &[], 0.0);
-    assert_eq!(post(gateway.proxy, "/hooks", &[], b"{}").status, 503);
+    let mut answer = None;
+    wait_until(Duration::from_secs(10), || {
+        answer = try_post(gateway.proxy, "/hooks", &[], b"{}")
+            .ok()
+            .map(|r| r.status);
+        answer.is_some()
+    });
+    assert_eq!(answer, Some(503));
     assert_eq!(app.count(), 0);
 }
 
@@ -170,11 +187,7 @@ fn a_client_certificate_is_presented_when_redis_requires_one() {
     assert_eq!(post(with.proxy, "/hooks", &[], b"{}").status, 200);
     let (found, log) = log_with(&without, "cluster: Redis");
     assert!(found, "log:\n{log}");
-    assert_eq!(
-        get(without.admin, "/readyz").unwrap().status,
-        503,
-        "log:\n{log}"
-    );
+    assert_eq!(readyz(&without), Some(503), "log:\n{log}");
     without.assert_metric("hookgate_cluster_up", &[], 0.0);
     assert!(!with.log().contains("PRIVATE KEY"));
 }
