@@ -13,7 +13,12 @@
 //!
 //! While Redis is down, commands fail at once ([`ClusterError::Down`]) instead
 //! of each waiting for its deadline: the ping finds out when it is back, every
-//! `PING_INTERVAL`. Nothing here logs the URL's password or a key's value.
+//! `PING_INTERVAL`. With `[cluster] sentinel`, the ping asks `ROLE` instead of
+//! `PING`, and a failed ping (or a `READONLY` answer to a command) makes the
+//! [`sentinel::Link`] ask the Sentinels where the master is now. Nothing here
+//! logs the URL's password or a key's value.
+
+pub mod sentinel;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +27,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::cluster::Cluster;
+use self::sentinel::{Link, Target};
+use crate::config::cluster::{Cluster, Endpoint};
 use crate::metrics::Metrics;
 
 /// The `Retry-After` (seconds) of a 503 `cluster_unavailable`.
@@ -82,10 +88,11 @@ pub enum ClusterError {
     Redis(#[from] redis::RedisError),
 }
 
-/// The redis-rs client for `cluster`: its URL, credentials and TLS. The store
-/// (`[storage] backend = "redis"`) builds its own connections from it.
-pub fn redis_client(cluster: &Cluster) -> redis::RedisResult<redis::Client> {
-    redis::Client::open(cluster.redis.connection_info())
+/// What `cluster`'s connections are built from: its URL (or Sentinels),
+/// credentials and TLS. The store (`[storage] backend = "redis"`) builds its
+/// own [`Link`] from it.
+pub fn redis_client(cluster: &Cluster) -> Result<Target, sentinel::SentinelError> {
+    Target::of(cluster)
 }
 
 /// Connection-manager settings for `cluster`: its connect and command timeouts,
@@ -113,9 +120,10 @@ pub struct ClusterClient {
     /// Tells this client's per-thread connections from another client's.
     id: u64,
     settings: Cluster,
-    client: redis::Client,
-    /// The connection of the ping and of callers outside a proxy worker.
-    connection: ConnectionManager,
+    /// The node commands go to (followed across failovers with Sentinel):
+    /// its manager is the connection of the ping and of callers outside a
+    /// proxy worker.
+    link: Arc<Link>,
     up: AtomicBool,
     metrics: Arc<Metrics>,
     /// The runtime the connection and the ping run on; background writes too.
@@ -126,6 +134,7 @@ impl std::fmt::Debug for ClusterClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterClient")
             .field("redis", &self.settings.redis)
+            .field("node", &self.link.address())
             .field("up", &self.is_up())
             .finish()
     }
@@ -142,11 +151,15 @@ impl ClusterClient {
         metrics: Arc<Metrics>,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Arc<ClusterClient>, ClusterError> {
-        let client = redis_client(settings)?;
-        let connection = {
-            let _entered = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), own_config(settings))?
-        };
+        let link = redis_client(settings)
+            .and_then(|target| Link::new(&target, own_config(settings), runtime))
+            .map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "cannot build the client",
+                    e.to_string(),
+                ))
+            })?;
         for operation in Operation::ALL {
             metrics
                 .cluster_errors
@@ -162,17 +175,22 @@ impl ClusterClient {
         let client = Arc::new(ClusterClient {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             settings: settings.clone(),
-            client,
-            connection,
+            link,
             up: AtomicBool::new(false),
             metrics,
             runtime: runtime.clone(),
         });
         let first = client.clone();
-        let deadline = settings.connect_timeout + settings.command_timeout;
+        let attempt = settings.connect_timeout + settings.command_timeout;
+        // With Sentinel the first ping also finds the master: up to two
+        // connections per Sentinel, then the ping.
+        let deadline = match &settings.redis {
+            Endpoint::Sentinel(sentinel) => attempt * (2 * sentinel.nodes.len() as u32 + 1),
+            Endpoint::Url(_) => attempt,
+        };
         let failed = runtime
             .block_on(async move { tokio::time::timeout(deadline, first.ping()).await })
-            .unwrap_or_else(|_| Some("no answer in time".to_string()));
+            .unwrap_or_else(|_| Some(client.no_answer()));
         if let Some(error) = failed {
             tracing::warn!(redis = %settings.redis, %error, "cluster: Redis does not answer yet; retrying every {PING_INTERVAL:?}");
         }
@@ -221,9 +239,10 @@ impl ClusterClient {
     }
 
     /// A clone of the multiplexed connection, for a caller that runs its own
-    /// commands (and its own deadline).
-    pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
+    /// commands (and its own deadline); `None` while the Sentinels have named
+    /// no master yet.
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        self.link.manager()
     }
 
     /// Runs `command` on the shared connection within `command_timeout`. Fails
@@ -239,14 +258,24 @@ impl ClusterClient {
             self.count_error(operation);
             return Err(ClusterError::Down);
         }
+        let Some(connection) = self.worker_connection() else {
+            self.count_error(operation);
+            return Err(ClusterError::Down);
+        };
         let timeout = self.settings.command_timeout;
         // Pingora's coarse timer: cheaper than tokio's wheel, and precise enough.
-        let answer = pingora::prelude::timeout(timeout, command(self.worker_connection())).await;
+        let answer = pingora::prelude::timeout(timeout, command(connection)).await;
         let result = match answer {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout() {
                     self.set_up(false);
+                }
+                // A replica (a demoted master): stop sending there; the ping
+                // asks the Sentinels for the new master.
+                if e.code() == Some("READONLY") {
+                    self.set_up(false);
+                    self.link.suspect();
                 }
                 ClusterError::Redis(e)
             }
@@ -272,8 +301,15 @@ impl ClusterClient {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
     {
-        let sent = command(self.worker_connection());
         let metrics = self.metrics.clone();
+        let Some(connection) = self.worker_connection() else {
+            metrics
+                .cluster_errors
+                .with_label_values(&[operation.as_str()])
+                .inc();
+            return;
+        };
+        let sent = command(connection);
         self.runtime.spawn(async move {
             if !matches!(tokio::time::timeout(bound, sent).await, Ok(Ok(_))) {
                 metrics
@@ -286,34 +322,39 @@ impl ClusterClient {
 
     /// The connection for a command issued on this thread. On a current-thread
     /// runtime (each proxy worker: `work_stealing = false`) it is the thread's
-    /// own, created on first use, whose I/O runs on that same thread: a command
-    /// then costs no wakeup of another thread, and the commands of the requests
-    /// a worker holds at once leave in one write. Elsewhere, the shared one.
-    fn worker_connection(&self) -> ConnectionManager {
+    /// own, created on first use (and again when the link moved to another
+    /// node), whose I/O runs on that same thread: a command then costs no
+    /// wakeup of another thread, and the commands of the requests a worker
+    /// holds at once leave in one write. Elsewhere, the shared one. `None`
+    /// while no node is known (Sentinel, before the first master).
+    fn worker_connection(&self) -> Option<ConnectionManager> {
         use tokio::runtime::{Handle, RuntimeFlavor};
         thread_local! {
-            static CONNECTIONS: std::cell::RefCell<Vec<(u64, ConnectionManager)>> =
+            static CONNECTIONS: std::cell::RefCell<Vec<(u64, u64, ConnectionManager)>> =
                 const { std::cell::RefCell::new(Vec::new()) };
         }
         let own_thread = Handle::try_current()
             .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::CurrentThread);
         if !own_thread {
-            return self.connection.clone();
+            return self.link.manager();
         }
+        let generation = self.link.generation();
         CONNECTIONS.with(|connections| {
             let mut connections = connections.borrow_mut();
-            if let Some((_, connection)) = connections.iter().find(|(id, _)| *id == self.id) {
-                return connection.clone();
-            }
-            match ConnectionManager::new_lazy_with_config(
-                self.client.clone(),
-                own_config(&self.settings),
-            ) {
-                Ok(connection) => {
-                    connections.push((self.id, connection.clone()));
-                    connection
+            let found = connections.iter().position(|(id, _, _)| *id == self.id);
+            if let Some(i) = found {
+                if connections[i].1 == generation {
+                    return Some(connections[i].2.clone());
                 }
-                Err(_) => self.connection.clone(),
+                connections.swap_remove(i);
+            }
+            let (generation, client) = self.link.client()?;
+            match ConnectionManager::new_lazy_with_config(client, own_config(&self.settings)) {
+                Ok(connection) => {
+                    connections.push((self.id, generation, connection.clone()));
+                    Some(connection)
+                }
+                Err(_) => self.link.manager(),
             }
         })
     }
@@ -334,35 +375,93 @@ impl ClusterClient {
             .inc();
     }
 
-    /// Pings Redis and records whether it answered; the error when it did not.
+    /// Pings Redis and records whether it answered; the error when it did
+    /// not. With Sentinel: finds the master first if none is known, asks
+    /// `ROLE` (a replica does not count as up), and after a failed ping asks
+    /// the Sentinels again and, if they name another node, pings that one.
     async fn ping(&self) -> Option<String> {
-        let mut connection = self.connection.clone();
+        if !self.link.follows_sentinels() {
+            return self.ping_once().await;
+        }
+        if self.link.manager().is_none() && !self.link.lookup().await {
+            let error = self
+                .link
+                .last_error()
+                .unwrap_or_else(|| "no master known".to_string());
+            self.count_error(Operation::Ping);
+            if self.set_up(false) {
+                tracing::warn!(redis = %self.settings.redis, %error, "cluster: the Sentinels name no reachable master");
+            }
+            return Some(error);
+        }
+        let failed = self.ping_once().await?;
+        let before = self.link.generation();
+        self.link.lookup().await;
+        if self.link.generation() != before {
+            return self.ping_once().await;
+        }
+        Some(failed)
+    }
+
+    /// One `PING` (`ROLE` with Sentinel) on the link's connection.
+    async fn ping_once(&self) -> Option<String> {
+        let Some(mut connection) = self.link.manager() else {
+            return Some("no master known".to_string());
+        };
+        let sentinel = self.link.follows_sentinels();
+        let node = self.link.address().unwrap_or_default();
         let answer = tokio::time::timeout(
             self.settings
                 .command_timeout
                 .max(self.settings.connect_timeout),
-            redis::cmd("PING").query_async::<String>(&mut connection),
+            async {
+                if sentinel {
+                    sentinel::role_of(&mut connection).await
+                } else {
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut connection)
+                        .await
+                }
+            },
         )
         .await;
         match answer {
+            Ok(Ok(role)) if sentinel && role != "master" => {
+                self.count_error(Operation::Ping);
+                let error = format!("{node} answers ROLE {role:?}, not master");
+                if self.set_up(false) {
+                    tracing::warn!(redis = %self.settings.redis, %node, "cluster: the node is no longer the master");
+                }
+                Some(error)
+            }
             Ok(Ok(_)) => {
                 self.set_up(true);
                 None
             }
             Ok(Err(e)) => {
                 self.count_error(Operation::Ping);
+                let error = sentinel::describe(&e);
                 if self.set_up(false) {
-                    tracing::warn!(redis = %self.settings.redis, error = %e, "cluster: Redis is unreachable");
+                    tracing::warn!(redis = %self.settings.redis, %node, %error, "cluster: Redis is unreachable");
                 }
-                Some(e.to_string())
+                Some(error)
             }
             Err(_) => {
                 self.count_error(Operation::Ping);
                 if self.set_up(false) {
-                    tracing::warn!(redis = %self.settings.redis, "cluster: Redis does not answer the ping in time");
+                    tracing::warn!(redis = %self.settings.redis, %node, "cluster: Redis does not answer the ping in time");
                 }
-                Some("no answer to PING in time".to_string())
+                Some(self.no_answer())
             }
+        }
+    }
+
+    /// What a ping that timed out says; over TLS, the likely cause too.
+    fn no_answer(&self) -> String {
+        if self.settings.redis.is_tls() {
+            "no answer to PING in time (TLS: a server that does not speak TLS on this port never completes the handshake; check the port and tls-port)".to_string()
+        } else {
+            "no answer to PING in time".to_string()
         }
     }
 
@@ -374,7 +473,7 @@ impl ClusterClient {
             .with_label_values::<&str>(&[])
             .set(i64::from(up));
         if up && !was {
-            tracing::info!(redis = %self.settings.redis, "cluster: Redis answers");
+            tracing::info!(redis = %self.settings.redis, node = %self.link.address().unwrap_or_default(), "cluster: Redis answers");
         }
         was != up
     }

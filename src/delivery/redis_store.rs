@@ -50,6 +50,11 @@
 //! - Every command has a deadline (`command_timeout`): an unreachable Redis
 //!   is a [`StoreError::Io`] (503 `storage_unavailable`), never a hang. The
 //!   connection manager reconnects with backoff; nothing needs a restart.
+//!   With `[cluster] sentinel`, a failed command (or a `READONLY` answer)
+//!   makes the store's [`Link`] ask the Sentinels for the master, and the
+//!   next commands go to the new one. Replication is asynchronous: an event
+//!   acknowledged just before the master died may be missing on the replica
+//!   that replaces it, unless the master runs with `min-replicas-to-write`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +65,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use tokio::runtime::Handle;
+
+use crate::cluster::sentinel::{Link, Target};
 
 use super::store::{
     now_ms, AttemptRecord, DeliveryRecord, EventKey, EventRecord, EventStore, Filter, NewEvent,
@@ -267,7 +274,8 @@ pub struct RedisStore {
 }
 
 struct Shared {
-    conn: ConnectionManager,
+    /// The node commands go to; followed across failovers with Sentinel.
+    link: Arc<Link>,
     keys: Keys,
     scripts: Scripts,
     options: RedisOptions,
@@ -329,19 +337,22 @@ fn assemble(fields: &[Option<String>]) -> Result<Option<EventRecord>, StoreError
 }
 
 impl RedisStore {
-    /// Opens the store on `client` (`[cluster]`'s URL and credentials) with
+    /// Opens the store on `target` (`[cluster]`'s URL or Sentinels,
+    /// credentials and TLS; or a `redis::Client` through `into()`) with
     /// `config` (its timeouts and reconnect backoff), without waiting for
     /// Redis: a Redis that is down at start makes queued routes answer 503
     /// until it is reachable. Its own connection (not the one rate limits and
     /// dedupe share), the lease renewal and the settings check run on `runtime`.
     pub fn open(
-        client: redis::Client,
+        target: Target,
         config: redis::aio::ConnectionManagerConfig,
         options: RedisOptions,
         runtime: &Handle,
     ) -> Result<RedisStore, StoreError> {
         let _entered = runtime.enter();
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(io)?;
+        let link = Link::new(&target, config, runtime).map_err(io)?;
+        // With Sentinel, start finding the master now.
+        link.suspect();
         let prefix = format!("{}q:", options.key_prefix);
         let keys = Keys {
             seq: format!("{prefix}seq"),
@@ -352,7 +363,7 @@ impl RedisStore {
             event: format!("{prefix}ev:"),
         };
         let inner = Arc::new(Shared {
-            conn,
+            link,
             keys,
             scripts: Scripts {
                 append: redis::Script::new(APPEND),
@@ -381,6 +392,21 @@ impl RedisStore {
 }
 
 impl Shared {
+    /// The connection of the node commands go to now; an error while the
+    /// Sentinels have named no master yet (one is being looked for).
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.link.manager().ok_or_else(|| {
+            self.up.store(false, Ordering::Release);
+            self.link.suspect();
+            StoreError::Io(format!(
+                "redis: the Sentinels name no master yet{}",
+                self.link
+                    .last_error()
+                    .map_or(String::new(), |e| format!(" ({e})"))
+            ))
+        })
+    }
+
     /// Runs `call` with the command deadline; marks Redis up or down.
     async fn run<T, F>(&self, what: &str, call: F) -> Result<T, StoreError>
     where
@@ -396,6 +422,9 @@ impl Shared {
                 let reachable =
                     !(error.is_io_error() || error.is_connection_dropped() || error.is_timeout());
                 self.up.store(reachable, Ordering::Release);
+                if Link::is_suspect(&error) {
+                    self.link.suspect();
+                }
                 if error.code() == Some("OOM") {
                     return Err(StoreError::OutOfMemory(format!("redis {what}: {error}")));
                 }
@@ -403,6 +432,7 @@ impl Shared {
             }
             Err(_) => {
                 self.up.store(false, Ordering::Release);
+                self.link.suspect();
                 Err(StoreError::Io(format!(
                     "redis {what}: no answer within {:?}",
                     self.options.command_timeout
@@ -421,14 +451,14 @@ impl Shared {
         for key in keys {
             invocation.arg(*key);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let rows: Vec<Vec<Option<String>>> =
             self.run("read", invocation.invoke_async(&mut conn)).await?;
         rows.iter().map(|fields| assemble(fields)).collect()
     }
 
     async fn delivery(&self, key: EventKey, index: usize) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         self.run(
             "read",
             redis::cmd("HGET")
@@ -460,7 +490,7 @@ impl Shared {
             for (_, id) in chunk {
                 invocation.arg(id);
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn()?;
             let (lost, bytes): (Vec<String>, u64) = self
                 .run("lease renewal", invocation.invoke_async(&mut conn))
                 .await?;
@@ -481,7 +511,9 @@ impl Shared {
     /// Reads the durability settings once and warns about each that weakens
     /// the acknowledgement. Returns whether Redis answered.
     async fn check_settings(&self) -> bool {
-        let mut conn = self.conn.clone();
+        let Ok(mut conn) = self.conn() else {
+            return false;
+        };
         let answer: Result<Vec<String>, StoreError> = self
             .run(
                 "CONFIG GET",
@@ -603,7 +635,7 @@ impl EventStore for RedisStore {
         for delivery in &deliveries {
             invocation.arg(delivery);
         }
-        let mut conn = s.conn.clone();
+        let mut conn = s.conn()?;
         let (key, used, ids): (u64, u64, Option<Vec<String>>) =
             s.run("append", invocation.invoke_async(&mut conn)).await?;
         s.bytes.store(used, Ordering::Release);
@@ -636,7 +668,7 @@ impl EventStore for RedisStore {
             delivery.apply(attempt.clone(), next.clone());
             let done = delivery.status != Status::Pending;
             let new = to_json(&delivery)?;
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn()?;
             let set: i64 = s
                 .run(
                     "record",
@@ -676,7 +708,7 @@ impl EventStore for RedisStore {
     async fn replay(&self, key: EventKey) -> Result<Vec<usize>, StoreError> {
         let s = &self.inner;
         for _ in 0..RECORD_TRIES {
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn()?;
             let fields: Vec<Option<String>> = {
                 let rows: Vec<Vec<Option<String>>> = s
                     .run(
@@ -753,7 +785,7 @@ impl EventStore for RedisStore {
         let ids: Vec<String> = lock(&s.held).drain().map(|(_, id)| id).collect();
         let idle_ms = 2 * s.options.lease.as_millis() as u64;
         for chunk in ids.chunks(RENEW_BATCH) {
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn()?;
             let _: Vec<String> = s
                 .run(
                     "release",
@@ -783,7 +815,7 @@ impl EventStore for RedisStore {
         let s = &self.inner;
         let mut purged = 0;
         for _ in 0..PURGE_ROUNDS {
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn()?;
             let n: u64 = s
                 .run(
                     "purge",
@@ -812,7 +844,7 @@ impl EventStore for RedisStore {
 
     async fn payload(&self, key: EventKey) -> Result<Option<(Bytes, Bytes)>, StoreError> {
         let s = &self.inner;
-        let mut conn = s.conn.clone();
+        let mut conn = s.conn()?;
         let (head, body): (Option<Vec<u8>>, Option<Vec<u8>>) = s
             .run(
                 "read",
@@ -842,7 +874,7 @@ impl EventStore for RedisStore {
         };
         let mut scanned = 0;
         while found.len() < limit && scanned < LIST_SCAN_MAX {
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn()?;
             let keys: Vec<u64> = s
                 .run(
                     "list",
@@ -894,7 +926,7 @@ impl EventStore for RedisStore {
         let mut cursor = "0-0".to_string();
         let mut entries: Vec<(String, EventKey, usize)> = Vec::new();
         for _ in 0..CLAIM_ROUNDS {
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn()?;
             let answer: Result<(String, Vec<(String, Option<Vec<String>>)>, redis::Value), _> = s
                 .run(
                     "take-over",
@@ -965,7 +997,7 @@ impl EventStore for RedisStore {
         if !stale.is_empty() {
             // Finished or purged: the entry outlived its delivery (e.g. a replay
             // replaced it); drop it so it is not taken over again.
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn()?;
             let _: Result<(), _> = s
                 .run(
                     "ack",
@@ -1104,7 +1136,7 @@ mod tests {
             max_bytes,
         };
         let config = redis::aio::ConnectionManagerConfig::new();
-        RedisStore::open(client, config, options, &Handle::current()).unwrap()
+        RedisStore::open(client.into(), config, options, &Handle::current()).unwrap()
     }
 
     fn event(body: &[u8], upstreams: &[&str]) -> NewEvent {
