@@ -116,15 +116,6 @@ impl Config {
                 "command_timeout_ms": millis(c.command_timeout),
                 "claim_lease_ms": c.claim_lease.map(millis),
             })),
-            // The URL with its password replaced by `[redacted]`.
-            "cluster": self.cluster.as_ref().map(|c| json!({
-                "redis": c.redis.redacted(),
-                "key_prefix": c.key_prefix,
-                "on_unavailable": c.on_unavailable.as_str(),
-                "connect_timeout_ms": millis(c.connect_timeout),
-                "command_timeout_ms": millis(c.command_timeout),
-                "claim_lease_ms": c.claim_lease.map(millis),
-            })),
         })
     }
 }
