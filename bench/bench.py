@@ -246,7 +246,7 @@ def cmd_drain(args):
     print(acked, delivered, upstream, f"{took:.2f}", missing)
 
 
-def post(conn, path, body, sig):
+def post(conn, path, body, sig, delivery=None):
     headers = {
         "Content-Type": "application/json",
         "X-GitHub-Event": "pull_request",
@@ -254,6 +254,8 @@ def post(conn, path, body, sig):
     }
     if sig:
         headers["X-Hub-Signature-256"] = sig
+    if delivery:
+        headers["X-GitHub-Delivery"] = delivery
     conn.request("POST", path, body=body, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
@@ -288,8 +290,10 @@ def cmd_client(args):
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     bad = 0
     start = time.monotonic()
-    for _ in range(args.n):
-        resp, _ = post(conn, u.path, body, args.sig)
+    for i in range(args.n):
+        # --unique-ids PREFIX: a fresh X-GitHub-Delivery per request (deduped routes)
+        delivery = f"{args.unique_ids}-{i}" if args.unique_ids else None
+        resp, _ = post(conn, u.path, body, args.sig, delivery)
         if resp.status != args.status:
             bad += 1
     took = time.monotonic() - start
@@ -819,7 +823,8 @@ def main():
     s = sub.add_parser("check"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
     s.add_argument("status", type=int); s.add_argument("header", nargs="?"); s.set_defaults(fn=cmd_check)
     s = sub.add_parser("client"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
-    s.add_argument("n", type=int); s.add_argument("--status", type=int, default=200); s.set_defaults(fn=cmd_client)
+    s.add_argument("n", type=int); s.add_argument("--status", type=int, default=200)
+    s.add_argument("--unique-ids", default=""); s.set_defaults(fn=cmd_client)
     s = sub.add_parser("idle"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
     s.add_argument("--pid", type=int, required=True); s.add_argument("--n", type=int, default=2000)
     s.add_argument("--settle", type=float, default=2.0); s.add_argument("--system", default="?")

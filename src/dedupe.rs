@@ -558,18 +558,16 @@ impl Claim {
             }
             ClaimOf::Cluster(claim) => {
                 let cluster = claim.cluster.clone();
-                let key = claim.key.clone();
-                let ttl = claim.ttl;
+                let mut command = redis::cmd("SET");
+                command
+                    .arg(&claim.key)
+                    .arg(FORWARDED)
+                    .arg("PX")
+                    .arg(duration_millis(claim.ttl));
                 Confirm(Some(Box::pin(async move {
                     let written = cluster
                         .run(Operation::Dedupe, |mut connection| async move {
-                            redis::cmd("SET")
-                                .arg(&key)
-                                .arg(FORWARDED)
-                                .arg("PX")
-                                .arg(duration_millis(ttl))
-                                .query_async::<()>(&mut connection)
-                                .await
+                            command.query_async::<()>(&mut connection).await
                         })
                         .await;
                     if let Err(e) = written {
@@ -606,15 +604,19 @@ impl Claim {
 /// Deletes a claim in Redis if it still holds `token`. If Redis does not answer,
 /// the claim ends with its lease.
 async fn release_claim(cluster: &ClusterClient, key: String, token: String) {
+    let command = release_command(&key, &token);
     let _ = cluster
         .run(Operation::Dedupe, |mut connection| async move {
-            release_script()
-                .key(key)
-                .arg(token)
-                .invoke_async::<i64>(&mut connection)
-                .await
+            crate::cluster::invoke::<i64>(&mut connection, release_script(), &command).await
         })
         .await;
+}
+
+/// The release script's command for `key` held with `token`.
+fn release_command(key: &str, token: &str) -> redis::Cmd {
+    let mut command = crate::cluster::evalsha(release_script(), key);
+    command.arg(token);
+    command
 }
 
 /// What is left to do after [`Claim::confirm`]: nothing for a local claim, the
@@ -729,10 +731,14 @@ fn duration_millis(d: Duration) -> u64 {
 
 /// A claim token unique to this process and claim: a random process id and a counter.
 fn claim_token() -> String {
+    use std::fmt::Write;
     static PROCESS: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let process = PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
-    format!("{process}:{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut token = String::with_capacity(process.len() + 21);
+    token.push_str(process);
+    let _ = write!(token, ":{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    token
 }
 
 /// Redis did not answer a dedupe check and `on_unavailable = "reject"`: answer 503.
@@ -761,19 +767,18 @@ impl DedupeStore {
                 return Ok(Ok(Admission::Forward(None)));
             }
         };
-        let key = cluster.key(&["dd", route, &hex::encode(id.0)]);
+        let mut digest = [0u8; 32];
+        let digest = hex::encode_to_slice(id.0, &mut digest)
+            .ok()
+            .and_then(|()| std::str::from_utf8(&digest).ok())
+            .unwrap_or_default();
+        let key = cluster.key(&["dd", route, digest]);
         let token = claim_token();
+        let mut command = crate::cluster::evalsha(claim_script(), &key);
+        command.arg(&token).arg(duration_millis(lease));
         let claimed = cluster
-            .run(Operation::Dedupe, |mut connection| {
-                let (key, token) = (key.clone(), token.clone());
-                async move {
-                    claim_script()
-                        .key(key)
-                        .arg(token)
-                        .arg(duration_millis(lease))
-                        .invoke_async::<i64>(&mut connection)
-                        .await
-                }
+            .run(Operation::Dedupe, |mut connection| async move {
+                crate::cluster::invoke::<i64>(&mut connection, claim_script(), &command).await
             })
             .await;
         let shared = &self.shared;
@@ -801,11 +806,9 @@ impl DedupeStore {
                     // The claim was sent but not answered: a paused Redis runs it when
                     // it resumes, and the id would then be blocked (409) for the whole
                     // lease by a claim nobody holds. Delete it behind the claim.
+                    let command = release_command(&key, &token);
                     cluster.send_behind(Operation::Dedupe, lease, |mut connection| async move {
-                        release_script()
-                            .key(key)
-                            .arg(token)
-                            .invoke_async::<i64>(&mut connection)
+                        crate::cluster::invoke::<i64>(&mut connection, release_script(), &command)
                             .await
                     });
                 }

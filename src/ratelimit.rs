@@ -53,9 +53,14 @@
 //!
 //! # Several instances (`[cluster]`)
 //! With `[cluster]`, [`check_shared`] decides instead of the route's [`RouteLimiter`]: the
-//! same GCRA runs in one Lua script in Redis (one `EVALSHA` round trip per request, on
-//! Redis's clock), so the limit holds across every instance with no overshoot beyond what
-//! a single instance allows. Keys are [`shared_key`]s and expire once their burst refilled;
+//! same GCRA runs in one Lua script in Redis (on Redis's clock), so the limit holds across
+//! every instance. One `EVALSHA` may take several tokens at once ([`Grants`]): the instance
+//! spends them locally within [`GRANT_LIFETIME`] (10 ms), so at high rates most requests
+//! cost no round trip. The bound: in any window `W`, all instances together admit at most
+//! `burst + (W + 10 ms) × rate`, i.e. at most `⌈rate × 10 ms⌉` more than one instance
+//! would, whatever the number of instances; below 200/s (or with `burst = 1`) every
+//! request asks Redis and the limit is exact. Keys are [`shared_key`]s and expire once
+//! their burst refilled;
 //! `max_keys` does not bound them (Redis's `maxmemory` does: about 100 bytes per key, each
 //! living at most `burst` × interval). While Redis does not answer, `[cluster]
 //! on_unavailable` decides: `"local"` uses the [`RouteLimiter`] (counted), `"reject"`
@@ -217,6 +222,8 @@ type KeyedLimiter<C> =
 pub struct RouteLimiter<C: Clock = DefaultClock> {
     config: RateLimit,
     state: LimiterState<C>,
+    /// Tokens of the shared bucket (`[cluster]`) granted to this instance.
+    grants: Grants,
 }
 
 enum LimiterState<C: Clock> {
@@ -276,6 +283,7 @@ impl<C: Clock + Clone> RouteLimiter<C> {
         RouteLimiter {
             config: config.clone(),
             state,
+            grants: Grants::new(config),
         }
     }
 }
@@ -333,9 +341,11 @@ impl<C: Clock> RouteLimiter<C> {
         self.check_key(&self.key(client, headers))
     }
 
-    /// Drops buckets that are indistinguishable from fresh ones and releases table memory.
-    /// O(number of keys); call it on a timer. Returns the number of keys left.
+    /// Drops buckets that are indistinguishable from fresh ones and releases table memory,
+    /// and the shared buckets' grants that ran out. O(number of keys); call it on a timer.
+    /// Returns the number of keys left.
     pub fn prune(&self) -> usize {
+        self.grants.prune(std::time::Instant::now());
         match &self.state {
             LimiterState::Route(_) => 0,
             LimiterState::Keyed(keyed) => {
@@ -514,25 +524,55 @@ fn theoretical_arrival(state: &InMemoryState) -> Option<Nanos> {
 // ---------------------------------------------------------------------------------------------
 // One limit across instances (`[cluster]`)
 
+/// How long tokens granted by a shared bucket may be spent on the instance that
+/// asked for them, counted from the moment it asked (before Redis granted them).
+pub const GRANT_LIFETIME: Duration = Duration::from_millis(10);
+
+/// The most tokens one request to Redis takes from a shared bucket.
+pub const MAX_GRANT: u32 = 64;
+
+impl RateLimit {
+    /// How many tokens one `EVALSHA` may take from the shared bucket at most:
+    /// `min(MAX_GRANT, burst, ⌊GRANT_LIFETIME / interval⌋)`, at least 1 (the
+    /// interval as the script sees it, in whole microseconds). 1 below
+    /// 200 requests a second: every request then asks Redis.
+    pub fn max_grant(&self) -> u32 {
+        let interval = shared_interval_micros(self);
+        let in_lifetime = (GRANT_LIFETIME.as_micros() as u64 / interval).min(u64::from(MAX_GRANT));
+        (in_lifetime as u32).min(self.burst.get()).max(1)
+    }
+}
+
+/// The interval `T` of the shared GCRA in microseconds, at least 1.
+fn shared_interval_micros(limit: &RateLimit) -> u64 {
+    (limit.rate.interval().as_micros() as u64).max(1)
+}
+
 /// The GCRA of governor, run atomically in Redis on Redis's clock (`TIME`), so
 /// every instance and every clock skew between them sees one bucket. Times are
 /// microseconds. `KEYS[1]`: the bucket. `ARGV[1]`: the interval `T`, `ARGV[2]`:
-/// the tolerance `tau = T × (burst − 1)`. The key holds the theoretical arrival
-/// time (TAT) and expires when it is reached: a bucket whose burst refilled is
-/// the same as no bucket. Returns `{1, 0}` (allowed) or `{0, wait}`.
+/// the tolerance `tau = T × (burst − 1)`, `ARGV[3]`: how many tokens the
+/// instance wants (at least 1). The key holds the theoretical arrival time
+/// (TAT) and expires when it is reached: a bucket whose burst refilled is the
+/// same as no bucket. Grants as many of the wanted tokens as the bucket holds
+/// (the n-th is there while `TAT + (n − 1) × T − now ≤ tau`), each as if one
+/// request had arrived now. Returns `{granted, 0}` or, when not even one is
+/// there, `{0, wait}`: for one token, exactly the one-request GCRA.
 const GCRA_SCRIPT: &str = r#"
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local interval = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-local earliest = tat - tau
-if now < earliest then
-  return {0, earliest - now}
+local want = tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
+local there = math.floor((tau - (tat - now)) / interval) + 1
+if there < 1 then
+  return {0, tat - tau - now}
 end
-local next_tat = math.max(tat, now) + interval
+local granted = math.min(want, there)
+local next_tat = tat + granted * interval
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
-return {1, 0}
+return {granted, 0}
 "#;
 
 fn gcra_script() -> &'static redis::Script {
@@ -573,36 +613,241 @@ pub fn shared_key(
     cluster.key(&["rl", route, &bucket])
 }
 
-/// Takes one request from the shared bucket `key` (from [`shared_key`]): one
-/// `EVALSHA` round trip, same GCRA and `Retry-After` as [`RouteLimiter`].
-/// `Err` when Redis did not answer in time; the caller applies `on_unavailable`.
+/// Takes one request from the shared bucket of the request's key under
+/// `route`'s limit: from the tokens Redis granted this instance less than
+/// [`GRANT_LIFETIME`] ago, else with one `EVALSHA` that asks for up to
+/// [`RateLimit::max_grant`] tokens (see [`Grants`]). Same GCRA and
+/// `Retry-After` as [`RouteLimiter`]. `Err` when Redis did not answer in time;
+/// the caller applies `on_unavailable`.
 pub async fn check_shared(
     cluster: &crate::cluster::ClusterClient,
-    limit: &RateLimit,
-    key: String,
+    route: &str,
+    limiter: &RouteLimiter,
+    client: IpAddr,
+    headers: &HeaderMap,
 ) -> Result<Result<(), RateLimited>, crate::cluster::ClusterError> {
-    let interval = (limit.rate.interval().as_micros() as u64).max(1);
+    let limit = &limiter.config;
+    let local = limiter.key(client, headers);
+    let asking = match limiter.grants.take(local, std::time::Instant::now()) {
+        Take::Spent => return Ok(Ok(())),
+        Take::Ask(asking) => asking,
+    };
+    let key = shared_key(cluster, route, limit, client, headers);
+    let interval = shared_interval_micros(limit);
     let tau = interval.saturating_mul(u64::from(limit.burst.get() - 1));
-    let (allowed, wait): (i64, i64) = cluster
+    let mut command = crate::cluster::evalsha(gcra_script(), &key);
+    command.arg(interval).arg(tau).arg(asking.tokens());
+    let (granted, wait): (i64, i64) = cluster
         .run(
             crate::cluster::Operation::RateLimit,
             |mut connection| async move {
-                gcra_script()
-                    .key(key)
-                    .arg(interval)
-                    .arg(tau)
-                    .invoke_async(&mut connection)
-                    .await
+                crate::cluster::invoke(&mut connection, gcra_script(), &command).await
             },
         )
         .await?;
-    Ok(if allowed == 1 {
+    asking.granted(u32::try_from(granted.max(0)).unwrap_or(u32::MAX));
+    Ok(if granted >= 1 {
         Ok(())
     } else {
         Err(RateLimited {
             wait: Duration::from_micros(wait.max(1) as u64),
         })
     })
+}
+
+/// The tokens of shared buckets that Redis granted this instance and that are
+/// not spent yet, by the local key of the bucket: the bounded local budget of a
+/// `[cluster]` rate limit.
+///
+/// A request spends a token held here if one is, without asking Redis. Else it
+/// asks Redis for `want` tokens (one for itself, the rest kept here for
+/// [`GRANT_LIFETIME`] from the moment of asking; unspent ones are then dropped,
+/// never given back or kept longer). `want` adapts to this instance's own
+/// traffic on the key: it starts at 1, doubles (up to
+/// [`RateLimit::max_grant`]) each time the previous grant was whole and spent
+/// within its lifetime, halves when tokens were left over, and falls back to 1
+/// whenever Redis grants fewer than asked (the bucket is nearly empty: then
+/// each request asks Redis for one, as without grants). One request on behalf
+/// of a key is on its way at a time; others meanwhile ask for their own token
+/// only.
+///
+/// **The bound.** Every request admitted spends a token the shared GCRA granted
+/// at most [`GRANT_LIFETIME`] earlier. So in any window of length `W`, all
+/// instances together admit at most what the GCRA alone admits in `W + 10 ms`:
+/// `burst + (W + 10 ms) × rate`, i.e. at most `⌈rate × 10 ms⌉` more than one
+/// instance would (1% of one second's rate), however many instances there are.
+/// When `max_grant` is 1 (rate under 200/s, or `burst = 1`) nothing is held and
+/// the limit is exact. The other way, an instance holds at most `max_grant − 1`
+/// tokens that another instance might have used, for at most 10 ms.
+///
+/// Bounded: at most `max_keys` entries (1 per route); a key without an entry
+/// when the table is full asks Redis for one token per request.
+pub struct Grants {
+    max_grant: u32,
+    max_keys: usize,
+    table: std::sync::Mutex<std::collections::HashMap<LimitKey, Grant>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    /// Tokens left to spend.
+    tokens: u32,
+    /// Until when they may be spent: the moment of asking plus [`GRANT_LIFETIME`].
+    until: std::time::Instant,
+    /// How many the next request to Redis asks for (1 ..= max_grant).
+    want: u32,
+    /// A request on behalf of this entry is on its way.
+    asking: bool,
+    /// The last such request got all it asked for.
+    full: bool,
+}
+
+/// What [`Grants::take`] decided for one request.
+pub enum Take<'g> {
+    /// A granted token was spent: admitted.
+    Spent,
+    /// Ask Redis; report the answer with [`Asking::granted`].
+    Ask(Asking<'g>),
+}
+
+/// One request to Redis for tokens of a shared bucket. Dropping it without
+/// [`Asking::granted`] (no answer, cancelled) keeps nothing.
+pub struct Asking<'g> {
+    grants: &'g Grants,
+    key: LimitKey,
+    tokens: u32,
+    at: std::time::Instant,
+    /// Asks on behalf of the key's entry (else for its own token only).
+    lead: bool,
+    done: bool,
+}
+
+impl Asking<'_> {
+    /// How many tokens to ask for (at least 1).
+    pub fn tokens(&self) -> u32 {
+        self.tokens
+    }
+
+    /// Redis granted `granted` tokens (0: refused): one is this request's, the
+    /// rest are kept until the moment of asking plus [`GRANT_LIFETIME`].
+    pub fn granted(mut self, granted: u32) {
+        self.done = true;
+        self.grants.granted(&self, granted);
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.lead {
+            // No answer: nothing is kept, and the next request leads.
+            self.grants.granted(self, 1);
+        }
+    }
+}
+
+impl Grants {
+    fn new(limit: &RateLimit) -> Grants {
+        Grants {
+            max_grant: limit.max_grant(),
+            max_keys: match limit.by {
+                LimitBy::Route => 1,
+                LimitBy::Ip | LimitBy::Header(_) => limit.max_keys.max(1),
+            },
+            table: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<LimitKey, Grant>> {
+        // The table holds plain numbers: consistent after any panic.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Spends a token granted for `key` if one is still valid at `now`, or says
+    /// how many to ask Redis for.
+    pub fn take(&self, key: LimitKey, now: std::time::Instant) -> Take<'_> {
+        let ask = |tokens, lead| {
+            Take::Ask(Asking {
+                grants: self,
+                key,
+                tokens,
+                at: now,
+                lead,
+                done: false,
+            })
+        };
+        if self.max_grant == 1 {
+            return ask(1, false);
+        }
+        let mut table = self.lock();
+        let full = table.len() >= self.max_keys;
+        let grant = match table.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(_) if full => return ask(1, false),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Grant {
+                tokens: 0,
+                until: now,
+                want: 1,
+                asking: false,
+                full: false,
+            }),
+        };
+        let valid = now < grant.until;
+        if grant.tokens > 0 && valid {
+            grant.tokens -= 1;
+            return Take::Spent;
+        }
+        if grant.asking {
+            return ask(1, false);
+        }
+        if grant.tokens > 0 {
+            // Tokens ran out of time: this instance asked for more than it needed.
+            grant.want = (grant.want / 2).max(1);
+            grant.tokens = 0;
+        } else if valid && grant.full {
+            // All spent within their lifetime: ask for more.
+            grant.want = grant.want.saturating_mul(2).min(self.max_grant);
+        }
+        grant.asking = true;
+        ask(grant.want, true)
+    }
+
+    /// Records Redis's answer to `asking` (`granted` tokens).
+    fn granted(&self, asking: &Asking<'_>, granted: u32) {
+        if self.max_grant == 1 {
+            return;
+        }
+        let mut table = self.lock();
+        let Some(grant) = table.get_mut(&asking.key) else {
+            return;
+        };
+        if granted < asking.tokens {
+            grant.want = 1;
+        }
+        if asking.lead {
+            grant.asking = false;
+            grant.full = granted >= asking.tokens;
+            grant.tokens = granted.saturating_sub(1);
+            grant.until = asking.at + GRANT_LIFETIME;
+        }
+    }
+
+    /// Drops the entries whose tokens ran out of time (their `want` with them).
+    fn prune(&self, now: std::time::Instant) {
+        if self.max_grant == 1 {
+            return;
+        }
+        self.lock()
+            .retain(|_, grant| grant.asking || now < grant.until);
+    }
+
+    /// Tokens held for `key` and still valid at `now`.
+    #[cfg(test)]
+    fn held(&self, key: LimitKey, now: std::time::Instant) -> u32 {
+        self.lock()
+            .get(&key)
+            .filter(|grant| now < grant.until)
+            .map_or(0, |grant| grant.tokens)
+    }
 }
 
 #[cfg(test)]

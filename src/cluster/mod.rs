@@ -74,6 +74,32 @@ impl Operation {
     }
 }
 
+/// `EVALSHA` of `script` on the one key `key`; the caller adds the arguments
+/// (`ARGV`) and runs it with [`invoke`]. Builds the command in one buffer,
+/// where `Script::key(..).arg(..)` would copy every argument twice more.
+pub fn evalsha(script: &redis::Script, key: &str) -> redis::Cmd {
+    let mut command = redis::cmd("EVALSHA");
+    command.arg(script.get_hash()).arg(1).arg(key);
+    command
+}
+
+/// Runs `command` (from [`evalsha`] of `script`); when Redis does not know the
+/// script (`NOSCRIPT`: after a restart or a `SCRIPT FLUSH`), loads it and runs
+/// the command once more, as `Script::invoke_async` does.
+pub async fn invoke<T: redis::FromRedisValue>(
+    connection: &mut ConnectionManager,
+    script: &redis::Script,
+    command: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    match command.query_async(connection).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(connection).await?;
+            command.query_async(connection).await
+        }
+        answer => answer,
+    }
+}
+
 /// Why a command gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -221,8 +247,12 @@ impl ClusterClient {
 
     /// `key_prefix` followed by `parts` joined with `:`. Callers pass bounded,
     /// key-safe parts (route names, hex digests), never raw header values.
+    /// One allocation, of the final length.
     pub fn key(&self, parts: &[&str]) -> String {
-        let mut key = self.settings.key_prefix.clone();
+        let prefix = &self.settings.key_prefix;
+        let length = prefix.len() + parts.iter().map(|part| part.len() + 1).sum::<usize>();
+        let mut key = String::with_capacity(length);
+        key.push_str(prefix);
         for (i, part) in parts.iter().enumerate() {
             if i > 0 {
                 key.push(':');

@@ -1122,10 +1122,15 @@ impl Gateway {
         let decided = match &self.cluster {
             None => limiter.check(client, headers),
             Some(cluster) => {
-                let limit = limiter.config();
-                let key =
-                    crate::ratelimit::shared_key(cluster, route.name(), limit, client, headers);
-                match crate::ratelimit::check_shared(cluster, limit, key).await {
+                match crate::ratelimit::check_shared(
+                    cluster,
+                    route.name(),
+                    limiter,
+                    client,
+                    headers,
+                )
+                .await
+                {
                     Ok(decided) => decided,
                     Err(e) => match cluster.settings().on_unavailable {
                         OnUnavailable::Local => {

@@ -227,3 +227,249 @@ fn cap_holds_under_concurrency() {
     assert_eq!(l.keys(), 1000);
     assert_eq!(l.overflow_hits(), 8000 - 1000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Grants of shared buckets (`[cluster]`)
+
+fn limit(rate: &str, burst: Option<u32>, per: Option<&str>) -> RateLimit {
+    spec(rate, burst, per).compile().unwrap()
+}
+
+fn asked(take: Take<'_>) -> Asking<'_> {
+    match take {
+        Take::Ask(asking) => asking,
+        Take::Spent => panic!("expected a request to Redis, a token was spent"),
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn max_grant_is_what_the_rate_refills_in_the_grant_lifetime() {
+    // rate, burst, max_grant
+    let table: [(&str, Option<u32>, u32); 8] = [
+        ("10/h", None, 1),
+        ("100/s", None, 1),
+        ("199/s", None, 1),
+        ("200/s", None, 2),
+        ("1000/s", None, 10),
+        ("1000/s", Some(4), 4),
+        ("1000/s", Some(1), 1),
+        ("1000000000/s", None, MAX_GRANT),
+    ];
+    for (rate, burst, expected) in table {
+        assert_eq!(
+            limit(rate, burst, None).max_grant(),
+            expected,
+            "{rate} {burst:?}"
+        );
+    }
+}
+
+#[test]
+fn grants_grow_while_spent_in_time_and_are_spent_locally() {
+    let grants = Grants::new(&limit("1000/s", None, None)); // max_grant 10
+    let key = LimitKey(KeyKind::Route);
+    let t0 = std::time::Instant::now();
+    let first = asked(grants.take(key, t0));
+    assert_eq!(
+        first.tokens(),
+        1,
+        "the first request asks for its own token"
+    );
+    first.granted(1);
+    // Spent within its lifetime: the next request asks for twice as many, and
+    // a request meanwhile asks for its own token only.
+    let second = asked(grants.take(key, t0 + MS));
+    assert_eq!(second.tokens(), 2);
+    let meanwhile = asked(grants.take(key, t0 + MS));
+    assert_eq!(meanwhile.tokens(), 1);
+    meanwhile.granted(1);
+    second.granted(2);
+    assert_eq!(grants.held(key, t0 + 2 * MS), 1);
+    assert!(matches!(grants.take(key, t0 + 2 * MS), Take::Spent));
+    let mut want = 2;
+    for step in 3..6u32 {
+        want = (want * 2).min(10);
+        let next = asked(grants.take(key, t0 + step * MS));
+        assert_eq!(next.tokens(), want);
+        next.granted(want);
+        for _ in 1..want {
+            assert!(matches!(grants.take(key, t0 + step * MS), Take::Spent));
+        }
+    }
+    assert_eq!(want, 10, "capped at max_grant");
+}
+
+#[test]
+fn granted_tokens_expire_with_their_lifetime_and_the_want_shrinks() {
+    let grants = Grants::new(&limit("1000/s", None, None));
+    let key = LimitKey(KeyKind::Route);
+    let t0 = std::time::Instant::now();
+    asked(grants.take(key, t0)).granted(1);
+    let asking = asked(grants.take(key, t0 + MS)); // asked at t0 + 1 ms
+    assert_eq!(asking.tokens(), 2);
+    asking.granted(2);
+    // Valid until the moment of asking plus the lifetime, not after.
+    let last = t0 + MS + GRANT_LIFETIME;
+    assert_eq!(grants.held(key, last - Duration::from_nanos(1)), 1);
+    assert_eq!(grants.held(key, last), 0);
+    let again = asked(grants.take(key, last));
+    assert_eq!(again.tokens(), 1, "a token left over: ask for half");
+    again.granted(1);
+    // Pruning drops the entry once nothing valid is held.
+    grants.prune(last + GRANT_LIFETIME);
+    assert_eq!(grants.lock().len(), 0);
+}
+
+#[test]
+fn a_short_grant_or_a_refusal_goes_back_to_one_token_per_request() {
+    let grants = Grants::new(&limit("1000/s", None, None));
+    let key = LimitKey(KeyKind::Route);
+    let t0 = std::time::Instant::now();
+    asked(grants.take(key, t0)).granted(1);
+    let asking = asked(grants.take(key, t0 + MS));
+    assert_eq!(asking.tokens(), 2);
+    asking.granted(1); // the bucket held one
+    assert_eq!(grants.held(key, t0 + MS), 0);
+    let next = asked(grants.take(key, t0 + 2 * MS));
+    assert_eq!(next.tokens(), 1);
+    next.granted(0); // refused
+    assert_eq!(asked(grants.take(key, t0 + 3 * MS)).tokens(), 1);
+    // A request for several tokens that gets no answer keeps nothing and lets
+    // the next one ask again.
+    let grants = Grants::new(&limit("1000/s", None, None));
+    asked(grants.take(key, t0)).granted(1);
+    let unanswered = asked(grants.take(key, t0 + MS));
+    assert_eq!(unanswered.tokens(), 2);
+    assert_eq!(asked(grants.take(key, t0 + MS)).tokens(), 1, "meanwhile");
+    drop(unanswered);
+    assert_eq!(grants.held(key, t0 + MS), 0);
+    let next = asked(grants.take(key, t0 + 2 * MS));
+    assert!(next.lead && next.tokens() == 1, "the next request leads");
+}
+
+#[test]
+fn exact_limits_and_full_tables_hold_nothing() {
+    let t0 = std::time::Instant::now();
+    let exact = Grants::new(&limit("100/s", None, None));
+    for i in 0..5u32 {
+        let asking = asked(exact.take(LimitKey(KeyKind::Route), t0 + i * MS));
+        assert_eq!(asking.tokens(), 1);
+        asking.granted(1);
+    }
+    assert_eq!(exact.lock().len(), 0);
+    let capped = Grants::new(&RateLimit {
+        max_keys: 2,
+        ..limit("1000/s", None, Some("ip"))
+    });
+    let keys: Vec<LimitKey> = (1..=3u8)
+        .map(|i| LimitKey(KeyKind::Bucket([i; 16])))
+        .collect();
+    for key in &keys {
+        asked(capped.take(*key, t0)).granted(1);
+    }
+    assert_eq!(capped.lock().len(), 2);
+    for _ in 0..3 {
+        let asking = asked(capped.take(keys[2], t0 + MS));
+        assert_eq!(asking.tokens(), 1, "no entry: one token per request");
+        asking.granted(1);
+    }
+}
+
+/// The documented bound, on a simulated timeline: several instances with
+/// random arrivals and random Redis round trips share one GCRA (the script's
+/// arithmetic); in every window of length W, the admitted requests number at
+/// most `burst + ⌊(W + GRANT_LIFETIME) / T⌋ + 1`.
+#[test]
+fn admissions_stay_within_the_documented_bound() {
+    for (rate, burst, instances, seed) in [
+        ("1000/s", Some(10), 2, 1u64),
+        ("1000/s", Some(10), 4, 2),
+        ("5000/s", Some(50), 3, 3),
+        ("100000/s", None, 4, 4),
+    ] {
+        let limit = limit(rate, burst, None);
+        let interval = shared_interval_micros(&limit) as f64;
+        let tau = interval * f64::from(limit.burst.get() - 1);
+        let mut tat = 0.0f64; // the shared bucket, microseconds
+        let mut script = |now: f64, want: u32| -> u32 {
+            let t = tat.max(now);
+            let there = ((tau - (t - now)) / interval).floor() + 1.0;
+            if there < 1.0 {
+                return 0;
+            }
+            let granted = f64::from(want).min(there);
+            tat = t + granted * interval;
+            granted as u32
+        };
+        let mut rng = seed;
+        let mut random = move |below: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % below
+        };
+        let origin = std::time::Instant::now();
+        let grants: Vec<Grants> = (0..instances).map(|_| Grants::new(&limit)).collect();
+        let key = LimitKey(KeyKind::Route);
+        let mut admitted: Vec<f64> = Vec::new();
+        // Arrivals at random instances in rounds of 100 ms: 40 ms at about
+        // half the rate (grants grow and tokens are held), 20 ms without
+        // traffic (the bucket refills; held tokens go stale), 40 ms at about
+        // twice the rate. Redis runs each request 0..2 ms after it was sent
+        // and its answer arrives at once.
+        let mut pending: Vec<(u64, Asking<'_>)> = Vec::new();
+        let mut spent = 0;
+        let mut now_us = 0u64;
+        while now_us < 500_000 {
+            let gap = (interval as u64).max(1);
+            now_us += match now_us % 100_000 {
+                0..40_000 => 1 + random(4 * gap),
+                40_000..60_000 => 20_000,
+                _ => 1 + random(gap),
+            };
+            pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+            while pending.last().is_some_and(|(at, _)| *at <= now_us) {
+                let (at, asking) = pending.pop().unwrap();
+                let granted = script(at as f64, asking.tokens());
+                asking.granted(granted);
+                if granted >= 1 {
+                    admitted.push(at as f64);
+                }
+            }
+            let instance = random(instances) as usize;
+            let now = origin + Duration::from_micros(now_us);
+            match grants[instance].take(key, now) {
+                Take::Spent => {
+                    spent += 1;
+                    admitted.push(now_us as f64);
+                }
+                Take::Ask(asking) => pending.push((now_us + random(2000), asking)),
+            }
+        }
+        admitted.sort_by(f64::total_cmp);
+        let lifetime = GRANT_LIFETIME.as_micros() as f64;
+        for window in [1_000.0, 10_000.0, 50_000.0] {
+            let bound =
+                f64::from(limit.burst.get()) + ((window + lifetime) / interval).floor() + 1.0;
+            let mut start = 0;
+            for end in 0..admitted.len() {
+                while admitted[end] - admitted[start] > window {
+                    start += 1;
+                }
+                let count = (end - start + 1) as f64;
+                assert!(
+                    count <= bound,
+                    "{rate}: {count} admitted within {window} µs, bound {bound}"
+                );
+            }
+        }
+        assert!(admitted.len() > 100, "{rate}: {}", admitted.len());
+        assert!(
+            spent > admitted.len() / 10,
+            "{rate}: {spent} of {} spent locally",
+            admitted.len()
+        );
+    }
+}

@@ -696,6 +696,9 @@ fn serve_connection(
     stop: &AtomicBool,
 ) {
     stream.set_nonblocking(false).unwrap();
+    // The head and the body leave in two writes: without this, Nagle holds the
+    // body until the gateway's delayed ACK (about 40 ms per keep-alive exchange).
+    let _ = stream.set_nodelay(true);
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
