@@ -736,3 +736,212 @@ fn a_bad_route_name_and_two_routes_on_one_path_are_config_errors() {
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("routes[1]"), "{stderr}");
 }
+
+// ---------------------------------------------------------------- refusals before the body
+
+/// Writes a head that declares a 100-byte body, sends no body, and reads the
+/// answer: (the answer, whether the gateway then closed the connection).
+fn refused_before_the_body(proxy: SocketAddr, method: &str, path: &str) -> (Response, bool) {
+    let stream = TcpStream::connect(proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(
+            format!("{method} {path} HTTP/1.1\r\nHost: h.example\r\nContent-Length: 100\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let answer = read_response_framed(&mut reader);
+    let closed = closed_within_5s(&mut reader);
+    (answer, closed)
+}
+
+/// README, "The request path": "Steps 0–4 cost no body read: a request refused
+/// there has its connection closed instead of its body drained." A 404, a 405
+/// and a 429 are answered from the head alone (the declared body is never
+/// sent), with `Connection: close`, and the connection is closed (tests/limits.rs
+/// holds the 403). Guards `let close = ctx.close || !session.is_body_done()` in
+/// `Proxy::refuse` (proxy/mod.rs): without it the gateway waits for the body.
+#[test]
+fn refusals_before_the_body_close_the_connection_instead_of_draining_it() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route(
+            "limited",
+            "/limited",
+            "app",
+            "methods = [\"POST\"]\nrate_limit = { rate = \"1/h\", burst = 1 }",
+        )
+        .start();
+    post(gateway.proxy, "/limited", &[], b"{}").expect_status(200);
+    for (method, path, status, error) in [
+        ("POST", "/nowhere", 404, "no_route"),
+        ("PUT", "/limited", 405, "method_not_allowed"),
+        ("POST", "/limited", 429, "rate_limited"),
+    ] {
+        let (answer, closed) = refused_before_the_body(gateway.proxy, method, path);
+        answer.expect_status(status);
+        assert_eq!(answer.json()["error"], error);
+        assert_eq!(
+            answer.header("connection").map(str::to_ascii_lowercase),
+            Some("close".to_string()),
+            "{status}"
+        );
+        assert!(closed, "{status}: the connection waited for the body");
+    }
+    assert_eq!(app.count(), 1);
+}
+
+// ---------------------------------------------------------------- reloads
+
+/// README, "Editing the config while it runs": "Settings read only at start —
+/// `server.listen`, `server.tls`, `server.admin`, `server.threads`,
+/// `server.shutdown_grace`, `server.watch`, `server.log_format`,
+/// `server.fanout`, `server.upstream_keepalive_pool`, `server.max_connections`
+/// — are reported as `restart_required` ... and keep their old values until a
+/// restart", and `[storage]`: "a restart applies changes". One reload changes
+/// eight of them and the store; the answer lists each, the old admin listener
+/// keeps answering and the log stays in its old format. (tests/reload.rs holds
+/// `server.threads` and `server.listen`; tests/cluster.rs `[cluster]`.) Guards
+/// `restart_required` and the `storage` comparison in `Reloader::load_and_swap`
+/// (reload.rs).
+#[test]
+fn a_reload_reports_every_start_only_setting_and_keeps_its_old_value() {
+    let app = Upstream::start("app");
+    let setup = Setup::new()
+        .server("watch = false")
+        .table("[storage]\npath = \"data\"\nmax_bytes = \"1GiB\"")
+        .upstream(&app)
+        .route("r", "/r", "app", "");
+    let gateway = setup.start();
+    let server = gateway
+        .server_section()
+        .replace("admin = \"127.0.0.1:0\"", "admin = \"127.0.0.2:0\"")
+        .replace("shutdown_grace = \"3s\"", "shutdown_grace = \"4s\"")
+        .replace("watch = false", "watch = true");
+    let changed = format!(
+        "{server}log_format = \"json\"\nfanout = {{ queue = 7 }}\nupstream_keepalive_pool = 7\n\
+         max_connections = 77\ntls = {{ listen = \"127.0.0.1:0\", cert = \"c.pem\", key = \"k.pem\" }}\n\n{}",
+        setup.rest().replace("max_bytes = \"1GiB\"", "max_bytes = \"2GiB\"")
+    );
+    // The TLS files must exist for the new config to load at all.
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(gateway.dir.path().join("c.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(gateway.dir.path().join("k.pem"), pair.key_pair.serialize_pem()).unwrap();
+    gateway.rewrite_whole(&changed);
+    let answered = gateway.post_reload();
+    answered.expect_status(200);
+    let report = answered.json();
+    let mut listed: Vec<String> = report["report"]["restart_required"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{report}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "server.admin",
+            "server.fanout",
+            "server.log_format",
+            "server.max_connections",
+            "server.shutdown_grace",
+            "server.tls",
+            "server.upstream_keepalive_pool",
+            "server.watch",
+            "storage",
+        ],
+        "{report}"
+    );
+    // The old values stay: the admin listener where it was, text log lines.
+    get(gateway.admin, "/healthz").unwrap().expect_status(200);
+    let before = gateway.log().lines().count();
+    post(gateway.proxy, "/r", &[], b"{}").expect_status(200);
+    assert!(wait_until(Duration::from_secs(5), || gateway
+        .log()
+        .lines()
+        .skip(before)
+        .any(|line| line.contains("hookgate::access"))));
+    let access: Vec<String> = gateway
+        .log()
+        .lines()
+        .skip(before)
+        .filter(|line| line.contains("hookgate::access"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        access.iter().all(|line| !line.trim_start().starts_with('{')),
+        "log_format changed without a restart: {access:?}"
+    );
+}
+
+// ---------------------------------------------------------------- label sets
+
+/// The backticked words of the README's metrics row for `metric`: inside the
+/// parentheses of its meaning column, or else after its colon.
+fn readme_label_values(metric: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|line| line.starts_with(&format!("| `{metric}` |")))
+        .unwrap_or_else(|| panic!("README has no row for {metric}"));
+    let meaning = row.rsplit('|').nth(1).unwrap();
+    let listed = meaning
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| inside)
+        .or_else(|| meaning.split_once(':').map(|(_, after)| after))
+        .unwrap_or_else(|| panic!("no list in {row}"));
+    listed
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// README, metrics table: `hookgate_requests_total`'s `outcome` list and
+/// `hookgate_client_limit_hits_total`'s `limit` list are exactly the values
+/// the gateway exports, and each outcome the rejections table names is one
+/// of them. Guards `Outcome::as_str`/`Outcome::ALL` and `ClientLimit::as_str`
+/// (metrics.rs): a label renamed or added without its README word turns this red.
+#[test]
+fn the_readme_outcome_and_limit_labels_are_the_exported_ones() {
+    use hookgate::metrics::{ClientLimit, Outcome};
+    let mut documented = readme_label_values("hookgate_requests_total");
+    let mut exported: Vec<String> = Outcome::ALL.iter().map(|o| o.as_str().to_string()).collect();
+    documented.sort();
+    exported.sort();
+    assert_eq!(documented, exported);
+
+    let mut documented = readme_label_values("hookgate_client_limit_hits_total");
+    let mut exported: Vec<String> = ClientLimit::ALL
+        .iter()
+        .map(|l| l.as_str().to_string())
+        .collect();
+    documented.sort();
+    exported.sort();
+    assert_eq!(documented, exported);
+
+    // The rejections table's last column.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split_once("| status | `error` | when | `outcome` label |")
+        .map(|(_, rest)| rest.split("\n\n").next().unwrap())
+        .expect("README has the rejections table");
+    for row in table.lines().skip(2) {
+        let outcome = row.trim_end_matches('|').rsplit('|').next().unwrap().trim().trim_matches('`');
+        assert!(exported_outcome(outcome), "{outcome}: {row}");
+    }
+}
+
+fn exported_outcome(label: &str) -> bool {
+    hookgate::metrics::Outcome::ALL
+        .iter()
+        .any(|o| o.as_str() == label)
+}
