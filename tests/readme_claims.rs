@@ -763,8 +763,12 @@ fn refused_before_the_body(proxy: SocketAddr, method: &str, path: &str) -> (Resp
 /// there has its connection closed instead of its body drained." A 404, a 405
 /// and a 429 are answered from the head alone (the declared body is never
 /// sent), with `Connection: close`, and the connection is closed (tests/limits.rs
-/// holds the 403). Guards `let close = ctx.close || !session.is_body_done()` in
-/// `Proxy::refuse` (proxy/mod.rs): without it the gateway waits for the body.
+/// holds the 403). Held twice: `let close = ctx.close || !session.is_body_done()`
+/// in `Gateway::refuse` (proxy/mod.rs) and Pingora's
+/// `close_on_response_before_downstream_finish` (on by default). Breaking ours
+/// alone keeps this green; breaking both (ours, and
+/// `session.set_close_on_response_before_downstream_finish(false)` in
+/// `reply::send`) turns it red: the 404 says `keep-alive`.
 #[test]
 fn refusals_before_the_body_close_the_connection_instead_of_draining_it() {
     let app = Upstream::start("app");
