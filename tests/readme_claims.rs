@@ -22,7 +22,8 @@ use hookgate::config::{ClientLimits, Config};
 const ONE_ROUTE: &str = "[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\n";
 
 fn load(text: &str) -> Config {
-    Config::from_toml(text, Path::new("/nonexistent/hookgate.toml")).unwrap_or_else(|e| panic!("{e}"))
+    Config::from_toml(text, Path::new("/nonexistent/hookgate.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `hookgate check -c FILE` on `text`: (exit code, stdout, stderr).
@@ -116,7 +117,12 @@ fn server_table_defaults_are_the_documented_ones() {
     // backoff = "500ms", max_backoff = "30s", attempt_timeout = "30s", stored = true }   # the defaults"
     let fanout = &server.fanout;
     assert_eq!(
-        (fanout.queue, fanout.max_bytes, fanout.concurrency, fanout.attempts),
+        (
+            fanout.queue,
+            fanout.max_bytes,
+            fanout.concurrency,
+            fanout.attempts
+        ),
         (1000, 64 << 20, 4, 5)
     );
     assert_eq!(
@@ -182,7 +188,10 @@ fn upstream_and_route_defaults_are_the_documented_ones() {
 #[test]
 fn routes_without_methods_take_the_seven_and_refuse_extension_methods() {
     let app = Upstream::start("app");
-    let gateway = Setup::new().upstream(&app).route("r", "/r", "app", "").start();
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("r", "/r", "app", "")
+        .start();
     let exchange = |method: &str| {
         send_raw(
             gateway.proxy,
@@ -231,13 +240,23 @@ fn the_same_id_while_the_first_is_forwarded_gets_409_with_retry_after_10() {
         .start();
     let proxy = gateway.proxy;
     let first = std::thread::spawn(move || {
-        try_post(proxy, "/github", &[("X-GitHub-Delivery", "d-1")], b"{\"n\":1}")
+        try_post(
+            proxy,
+            "/github",
+            &[("X-GitHub-Delivery", "d-1")],
+            b"{\"n\":1}",
+        )
     });
     assert!(
         wait_until(Duration::from_secs(10), || app.count() == 1),
         "the first delivery never reached the app"
     );
-    let second = post(proxy, "/github", &[("X-GitHub-Delivery", "d-1")], b"{\"n\":1}");
+    let second = post(
+        proxy,
+        "/github",
+        &[("X-GitHub-Delivery", "d-1")],
+        b"{\"n\":1}",
+    );
     second.expect_status(409);
     assert_eq!(second.json()["error"], "duplicate_in_flight");
     assert_eq!(second.json()["route"], "github");
@@ -246,7 +265,12 @@ fn the_same_id_while_the_first_is_forwarded_gets_409_with_retry_after_10() {
     let first = first.join().unwrap().expect("the first delivery's answer");
     first.expect_status(200);
     // The provider's retry after the first succeeded: "duplicate", not forwarded.
-    let retry = post(proxy, "/github", &[("X-GitHub-Delivery", "d-1")], b"{\"n\":1}");
+    let retry = post(
+        proxy,
+        "/github",
+        &[("X-GitHub-Delivery", "d-1")],
+        b"{\"n\":1}",
+    );
     retry.expect_status(200);
     assert_eq!(retry.json()["status"], "duplicate");
     assert_eq!(app.count(), 1, "one id, one delivery to the app");
@@ -371,11 +395,17 @@ fn the_answer_loses_the_hop_by_hop_headers_the_upstream_sent() {
 #[test]
 fn a_request_id_of_128_characters_is_kept_and_one_of_129_replaced() {
     let app = Upstream::start("app");
-    let gateway = Setup::new().upstream(&app).route("r", "/r", "app", "").start();
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("r", "/r", "app", "")
+        .start();
     let longest = "a".repeat(128);
     let answered = post(gateway.proxy, "/r", &[("X-Request-Id", &longest)], b"{}");
     assert_eq!(answered.header("x-request-id"), Some(longest.as_str()));
-    assert_eq!(app.received()[0].header("x-request-id"), Some(longest.as_str()));
+    assert_eq!(
+        app.received()[0].header("x-request-id"),
+        Some(longest.as_str())
+    );
 
     let too_long = "a".repeat(129);
     let answered = post(gateway.proxy, "/r", &[("X-Request-Id", &too_long)], b"{}");
@@ -384,7 +414,10 @@ fn a_request_id_of_128_characters_is_kept_and_one_of_129_replaced() {
         uuid_shaped(&made),
         "a UUID replaces a 129-character id: {made}"
     );
-    assert_eq!(app.received()[1].header("x-request-id"), Some(made.as_str()));
+    assert_eq!(
+        app.received()[1].header("x-request-id"),
+        Some(made.as_str())
+    );
 }
 
 fn uuid_shaped(text: &str) -> bool {
@@ -474,7 +507,10 @@ fn keepalive_timeout_0s_closes_the_connection_after_each_answer() {
     assert!(closed_within_5s(&mut reader), "the connection stayed open");
 
     // The default keeps it: two answers on one connection.
-    let on = Setup::new().upstream(&app).route("r", "/r", "app", "").start();
+    let on = Setup::new()
+        .upstream(&app)
+        .route("r", "/r", "app", "")
+        .start();
     let stream = TcpStream::connect(on.proxy).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -628,7 +664,10 @@ fn sigint_exits_without_waiting_for_the_delivery_in_flight() {
 #[test]
 fn the_last_good_config_time_is_set_at_start_and_moved_only_by_a_good_reload() {
     let app = Upstream::start("app");
-    let setup = Setup::new().server("watch = false").upstream(&app).route("r", "/r", "app", "");
+    let setup = Setup::new()
+        .server("watch = false")
+        .upstream(&app)
+        .route("r", "/r", "app", "");
     let before_start = now_secs() as f64;
     let gateway = setup.start();
     let name = "hookgate_config_last_reload_success_timestamp_seconds";
@@ -641,13 +680,21 @@ fn the_last_good_config_time_is_set_at_start_and_moved_only_by_a_good_reload() {
     let changed = setup.clone().route("s", "/s", "app", "");
     gateway.rewrite(&changed.rest());
     gateway.post_reload().expect_status(200);
-    gateway.assert_metric("hookgate_config_reloads_total", &[("result", "success")], 1.0);
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "success")],
+        1.0,
+    );
     let reloaded = gateway.metric_required(name, &[]);
     assert!(reloaded > at_start, "{reloaded} <= {at_start}");
 
     gateway.rewrite("[[routes]]\nname = \"broken\"\n");
     gateway.post_reload().expect_status(422);
-    gateway.assert_metric("hookgate_config_reloads_total", &[("result", "failure")], 1.0);
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        1.0,
+    );
     assert_eq!(gateway.metric_required(name, &[]), reloaded);
 }
 
@@ -688,11 +735,18 @@ fn rate_limit_keys_counts_the_client_addresses_a_per_ip_limiter_holds() {
 #[test]
 fn config_shows_the_configured_port_0() {
     let app = Upstream::start("app");
-    let gateway = Setup::new().upstream(&app).route("r", "/r", "app", "").start();
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("r", "/r", "app", "")
+        .start();
     let config = get(gateway.admin, "/config").unwrap();
     config.expect_status(200);
     let json = config.json();
-    assert_eq!(json["server"]["listen"], serde_json::json!(["127.0.0.1:0"]), "{json}");
+    assert_eq!(
+        json["server"]["listen"],
+        serde_json::json!(["127.0.0.1:0"]),
+        "{json}"
+    );
     assert_eq!(json["server"]["admin"], "127.0.0.1:0", "{json}");
     assert_ne!(gateway.proxy.port(), 0);
 }
@@ -731,7 +785,8 @@ fn a_bad_route_name_and_two_routes_on_one_path_are_config_errors() {
         stderr.contains("routes[0].name") && stderr.contains("letters, digits"),
         "{stderr}"
     );
-    let twice = format!("{ONE_ROUTE}\n[[routes]]\nname = \"other\"\npath = \"/R\"\nupstream = \"app\"\n");
+    let twice =
+        format!("{ONE_ROUTE}\n[[routes]]\nname = \"other\"\npath = \"/R\"\nupstream = \"app\"\n");
     let (code, _, stderr) = check(&twice);
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("routes[1]"), "{stderr}");
@@ -835,7 +890,11 @@ fn a_reload_reports_every_start_only_setting_and_keeps_its_old_value() {
     // The TLS files must exist for the new config to load at all.
     let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     std::fs::write(gateway.dir.path().join("c.pem"), pair.cert.pem()).unwrap();
-    std::fs::write(gateway.dir.path().join("k.pem"), pair.key_pair.serialize_pem()).unwrap();
+    std::fs::write(
+        gateway.dir.path().join("k.pem"),
+        pair.key_pair.serialize_pem(),
+    )
+    .unwrap();
     gateway.rewrite_whole(&changed);
     let answered = gateway.post_reload();
     answered.expect_status(200);
@@ -879,7 +938,9 @@ fn a_reload_reports_every_start_only_setting_and_keeps_its_old_value() {
         .map(str::to_string)
         .collect();
     assert!(
-        access.iter().all(|line| !line.trim_start().starts_with('{')),
+        access
+            .iter()
+            .all(|line| !line.trim_start().starts_with('{')),
         "log_format changed without a restart: {access:?}"
     );
 }
@@ -889,7 +950,8 @@ fn a_reload_reports_every_start_only_setting_and_keeps_its_old_value() {
 /// The backticked words of the README's metrics row for `metric`: inside the
 /// parentheses of its meaning column, or else after its colon.
 fn readme_label_values(metric: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let row = readme
         .lines()
         .find(|line| line.starts_with(&format!("| `{metric}` |")))
@@ -918,7 +980,10 @@ fn readme_label_values(metric: &str) -> Vec<String> {
 fn the_readme_outcome_and_limit_labels_are_the_exported_ones() {
     use hookgate::metrics::{ClientLimit, Outcome};
     let mut documented = readme_label_values("hookgate_requests_total");
-    let mut exported: Vec<String> = Outcome::ALL.iter().map(|o| o.as_str().to_string()).collect();
+    let mut exported: Vec<String> = Outcome::ALL
+        .iter()
+        .map(|o| o.as_str().to_string())
+        .collect();
     documented.sort();
     exported.sort();
     assert_eq!(documented, exported);
@@ -933,13 +998,20 @@ fn the_readme_outcome_and_limit_labels_are_the_exported_ones() {
     assert_eq!(documented, exported);
 
     // The rejections table's last column.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let table = readme
         .split_once("| status | `error` | when | `outcome` label |")
         .map(|(_, rest)| rest.split("\n\n").next().unwrap())
         .expect("README has the rejections table");
     for row in table.lines().skip(2) {
-        let outcome = row.trim_end_matches('|').rsplit('|').next().unwrap().trim().trim_matches('`');
+        let outcome = row
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap()
+            .trim()
+            .trim_matches('`');
         assert!(exported_outcome(outcome), "{outcome}: {row}");
     }
 }
@@ -948,4 +1020,102 @@ fn exported_outcome(label: &str) -> bool {
     hookgate::metrics::Outcome::ALL
         .iter()
         .any(|o| o.as_str() == label)
+}
+
+// ---------------------------------------------------------------- the README's own tables and paths
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// README, "## Verification": the scheme table has one row per scheme
+/// `verify.scheme` accepts (`standard-webhooks` / `svix` share one), no more,
+/// no fewer. Guards `verify::SCHEMES` (verify/mod.rs) against the table: a
+/// scheme added or dropped without its row turns this red.
+#[test]
+fn the_readme_scheme_table_lists_every_accepted_scheme() {
+    let readme = readme();
+    let table = readme
+        .split_once("| scheme | checks | default tolerance | extra keys |")
+        .map(|(_, rest)| rest.split("\n\n").next().unwrap())
+        .expect("README has the scheme table");
+    let mut documented: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|row| row.strip_prefix("| "))
+        .flat_map(|row| {
+            let first = row.split(" | ").next().unwrap();
+            first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut accepted: Vec<String> = hookgate::verify::SCHEMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    documented.sort();
+    accepted.sort();
+    assert_eq!(documented, accepted);
+}
+
+/// Every repository path the README names (markdown link targets and
+/// backticked paths under `conf/`, `docs/`, `tests/`, `src/`, `scripts/`,
+/// `dashboards/`, `bench/`, `benches/`, `.ci/`) exists, globs by their
+/// directory. A file renamed or removed without the README turns this red.
+#[test]
+fn every_repository_path_the_readme_names_exists() {
+    let readme = readme();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prefixes = [
+        "conf/",
+        "docs/",
+        "tests/",
+        "src/",
+        "scripts/",
+        "dashboards/",
+        "bench/",
+        "benches/",
+        ".ci/",
+        "./scripts/",
+        "./.ci/",
+    ];
+    let mut named: Vec<String> = Vec::new();
+    // `[text](target)` links that are not URLs or anchors.
+    for piece in readme.split("](").skip(1) {
+        let target = piece.split(')').next().unwrap();
+        if !target.contains("://") && !target.starts_with('#') {
+            named.push(target.to_string());
+        }
+    }
+    // `code` spans that are a path (a single token, no spaces or `=`).
+    for span in readme.split('`').skip(1).step_by(2) {
+        if prefixes.iter().any(|p| span.starts_with(p))
+            && !span.contains(char::is_whitespace)
+            && !span.contains('=')
+        {
+            named.push(span.to_string());
+        }
+    }
+    assert!(named.len() > 20, "found only {named:?}");
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|path| {
+            let path = path.trim_start_matches("./");
+            // A glob (`conf/ip/*.txt`) or a path under a directory (`src/proxy/`):
+            // its directory must exist.
+            let checked = match path.find('*') {
+                Some(star) => &path[..path[..star].rfind('/').map_or(0, |i| i + 1)],
+                None => path,
+            };
+            !root.join(checked).exists()
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README names paths that do not exist: {missing:?}"
+    );
 }
