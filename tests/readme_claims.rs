@@ -1119,3 +1119,235 @@ fn every_repository_path_the_readme_names_exists() {
         "README names paths that do not exist: {missing:?}"
     );
 }
+
+// ---------------------------------------------------------------- request hop-by-hop headers, sign
+
+/// README, "The request path": "Hop-by-hop headers (`Connection` and those it
+/// lists, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
+/// `Proxy-*`, `Expect`) are not forwarded", end to end: a request carrying
+/// each (an `Upgrade` announced by `Connection: upgrade`) reaches the app
+/// without them, the body intact. Guards `is_hop_by_hop` in
+/// `headers::upstream_head` (proxy/headers.rs).
+#[test]
+fn hop_by_hop_request_headers_never_reach_the_app() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("r", "/r", "app", "")
+        .start();
+    for head in [
+        "Keep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-Checksum\r\nProxy-Foo: 1\r\nProxy-Client-IP: 10.0.0.1\r\nConnection: close\r\n",
+        "Upgrade: websocket\r\nConnection: upgrade\r\n",
+    ] {
+        let request = format!(
+            "POST /r HTTP/1.1\r\nHost: h.example\r\nContent-Length: 7\r\nX-Kept: yes\r\n{head}\r\n{{\"a\":1}}"
+        );
+        let stream = TcpStream::connect(gateway.proxy).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.try_clone().unwrap().write_all(request.as_bytes()).unwrap();
+        read_response_framed(&mut BufReader::new(stream)).expect_status(200);
+    }
+    assert!(wait_until(Duration::from_secs(5), || app.count() == 2));
+    for received in app.received() {
+        assert_eq!(received.body, b"{\"a\":1}");
+        assert_eq!(received.header("x-kept"), Some("yes"));
+        for hop in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+            "proxy-foo",
+            "proxy-client-ip",
+            "transfer-encoding",
+        ] {
+            assert_eq!(received.header(hop), None, "{hop} reached the app");
+        }
+    }
+}
+
+/// README, "`hookgate sign`": "`--event TYPE` adds the provider's event header
+/// where it has one (`X-GitHub-Event`, `X-Gitlab-Event`, `X-Shopify-Topic`,
+/// `Linear-Event`, `Twitch-Eventsub-Subscription-Type`)". Guards the scheme →
+/// header table in `sign.rs` (`event_header`).
+#[test]
+fn sign_event_sets_each_providers_event_header() {
+    let mut config = String::from("[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n");
+    let routes = [
+        (
+            "gh",
+            "scheme = \"github\", secrets = [\"literal:s3cret-for-tests\"]",
+            "X-GitHub-Event",
+        ),
+        (
+            "gl",
+            "scheme = \"gitlab\", secrets = [\"literal:s3cret-for-tests\"]",
+            "X-Gitlab-Event",
+        ),
+        (
+            "sh",
+            "provider = \"shopify\", secrets = [\"literal:s3cret-for-tests\"]",
+            "X-Shopify-Topic",
+        ),
+        (
+            "li",
+            "scheme = \"linear\", secrets = [\"literal:s3cret-for-tests\"]",
+            "Linear-Event",
+        ),
+        (
+            "tw",
+            "scheme = \"twitch\", secrets = [\"literal:s3cret-for-tests\"]",
+            "Twitch-Eventsub-Subscription-Type",
+        ),
+    ];
+    for (name, verify, _) in routes {
+        config.push_str(&format!(
+            "\n[[routes]]\nname = \"{name}\"\npath = \"/{name}\"\nupstream = \"app\"\nverify = {{ {verify} }}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, config).unwrap();
+    for (name, _, header) in routes {
+        let output = Command::new(BIN)
+            .args([
+                "sign",
+                "-c",
+                path.to_str().unwrap(),
+                "--route",
+                name,
+                "--event",
+                "thing.happened",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{name}: {stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line == format!("{header}: thing.happened")),
+            "{name}: no `{header}` line in\n{stdout}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- configuration reference tables
+
+/// The keys a table accepts, from the loader's own unknown-key error
+/// (`expected one of `a`, `b`, ...`): `text` must put an unknown key `zzz` in it.
+fn accepted_keys(text: &str) -> Vec<String> {
+    let error = Config::from_toml(text, Path::new("/nonexistent/h.toml"))
+        .err()
+        .expect("an unknown key is an error")
+        .to_string();
+    let list = error
+        .split_once("expected one of")
+        .unwrap_or_else(|| panic!("{error}"))
+        .1;
+    let mut keys: Vec<String> = list
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The keys a README reference table documents: the backticked words of the
+/// first cell of each row between `heading` and the next `### ` heading
+/// (`[[routes.events]]` counts as `events`).
+fn documented_keys(heading: &str) -> Vec<String> {
+    let readme = readme();
+    let section = readme
+        .split_once(heading)
+        .map(|(_, rest)| rest.split("\n### ").next().unwrap())
+        .unwrap_or_else(|| panic!("README has no {heading}"));
+    let mut keys: Vec<String> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| "))
+        .filter(|row| row.starts_with('`'))
+        .flat_map(|row| {
+            let first = row.split(" | ").next().unwrap();
+            first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(|key| {
+                    key.trim_start_matches("[[routes.")
+                        .trim_end_matches("]]")
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Keys the `[[routes]]` table of the README does not have a row for yet;
+/// they are documented in their own sections ("Queued delivery", "Setup
+/// handshakes"). The test below fails once a row is added, so that this list
+/// is emptied with it, and when any other key lacks a row.
+const ROUTE_KEYS_WITHOUT_A_ROW: [&str; 3] = ["delivery", "handshake", "retry"];
+
+/// README, "## Configuration": the `[server]`, `[upstreams.NAME]` and
+/// `[[routes]]` tables are the configuration reference: each documents every
+/// key its table accepts, and no key it does not. Guards the serde structs of
+/// `config::file` (`ServerFile`, `UpstreamFile`, `RouteFile`): a key added
+/// without its row turns this red.
+#[test]
+fn the_readme_config_tables_document_every_accepted_key() {
+    assert_eq!(
+        documented_keys("### `[server]`"),
+        accepted_keys("[server]\nzzz = 1\n"),
+        "[server]"
+    );
+    assert_eq!(
+        documented_keys("### `[upstreams.NAME]`"),
+        accepted_keys("[upstreams.a]\ntargets = [\"127.0.0.1:1\"]\nzzz = 1\n"),
+        "[upstreams.NAME]"
+    );
+    let mut routes = documented_keys("### `[[routes]]`");
+    routes.extend(ROUTE_KEYS_WITHOUT_A_ROW.iter().map(|k| k.to_string()));
+    routes.sort();
+    assert_eq!(
+        routes,
+        accepted_keys(&format!("{ONE_ROUTE}zzz = 1\n")),
+        "[[routes]] (a key both in the table and in ROUTE_KEYS_WITHOUT_A_ROW appears twice)"
+    );
+    for key in ROUTE_KEYS_WITHOUT_A_ROW {
+        assert!(
+            readme().contains(&format!("{key} = ")),
+            "`{key}` is documented nowhere in the README"
+        );
+    }
+}
+
+/// README, "## Running several instances": the `[cluster]` lines marked "the
+/// default" (`key_prefix = "hookgate:"`, `on_unavailable = "reject"`,
+/// `connect_timeout = "1s"`, `command_timeout = "250ms"`), as literal values
+/// (the unit test in config/cluster.rs compares with the constants), and the
+/// `claim_lease` default margin of 5 s over the longest `response_timeout`.
+/// Guards `DEFAULT_KEY_PREFIX`, `DEFAULT_CONNECT_TIMEOUT`,
+/// `DEFAULT_COMMAND_TIMEOUT` (config/cluster.rs) and `CLAIM_LEASE_MARGIN` (dedupe.rs).
+#[test]
+fn cluster_defaults_are_the_documented_values() {
+    let config = load(&format!(
+        "[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n\n{ONE_ROUTE}"
+    ));
+    let cluster = config.cluster.expect("[cluster] loaded");
+    assert_eq!(cluster.key_prefix, "hookgate:");
+    assert_eq!(
+        cluster.on_unavailable,
+        hookgate::config::cluster::OnUnavailable::Reject
+    );
+    assert_eq!(cluster.connect_timeout, Duration::from_secs(1));
+    assert_eq!(cluster.command_timeout, Duration::from_millis(250));
+    assert_eq!(cluster.claim_lease, None);
+    assert_eq!(hookgate::dedupe::CLAIM_LEASE_MARGIN, Duration::from_secs(5));
+}
