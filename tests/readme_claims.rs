@@ -1240,8 +1240,7 @@ fn sign_event_sets_each_providers_event_header() {
 /// (`expected one of `a`, `b`, ...`): `text` must put an unknown key `zzz` in it.
 fn accepted_keys(text: &str) -> Vec<String> {
     let error = Config::from_toml(text, Path::new("/nonexistent/h.toml"))
-        .err()
-        .expect("an unknown key is an error")
+        .expect_err("an unknown key is an error")
         .to_string();
     let list = error
         .split_once("expected one of")
