@@ -53,7 +53,8 @@ pub struct ServerFile {
     pub trusted_proxies: Vec<String>,
     /// Default allowlist for routes without their own `allow`; any address when absent.
     pub allow: Option<Vec<String>>,
-    /// Most requests handled at once; more are answered 503 `overloaded`. Unlimited when absent.
+    /// Most requests handled at once; more are answered 503 `overloaded`.
+    /// `DEFAULT_MAX_INFLIGHT` (1024) when absent.
     pub max_inflight: Option<usize>,
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: String,

@@ -596,7 +596,7 @@ fn compile_server(
     if server.max_inflight == Some(0) {
         problems.push(
             "server.max_inflight",
-            "0 would refuse every request; remove the key for no limit",
+            "0 would refuse every request; remove the key for the default of 1024",
         );
     }
     let shutdown_grace = problems.take(
