@@ -1292,7 +1292,7 @@ fn documented_keys(heading: &str) -> Vec<String> {
 /// they are documented in their own sections ("Queued delivery", "Setup
 /// handshakes"). The test below fails once a row is added, so that this list
 /// is emptied with it, and when any other key lacks a row.
-const ROUTE_KEYS_WITHOUT_A_ROW: [&str; 3] = ["delivery", "handshake", "retry"];
+const ROUTE_KEYS_WITHOUT_A_ROW: [&str; 0] = [];
 
 /// README, "## Configuration": the `[server]`, `[upstreams.NAME]` and
 /// `[[routes]]` tables are the configuration reference: each documents every

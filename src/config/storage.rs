@@ -109,7 +109,7 @@ pub struct RetryPolicy {
     pub backoff: Duration,
     /// The longest wait between two tries (also caps a `Retry-After`).
     pub max_backoff: Duration,
-    /// After this long since it was received, an event is not tried again.
+    /// After this long since it was received (or last replayed), an event is not tried again.
     pub max_age: Duration,
 }
 
