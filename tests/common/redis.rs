@@ -77,8 +77,17 @@ impl RedisServer {
             .stderr(log)
             .spawn()
             .expect("start redis-server (is the redis-server package installed?)");
+        let pid = child.id();
         self.child = Some(child);
-        let up = wait_until(Duration::from_secs(10), || self.ping());
+        // The port was free a moment ago: another test's server may have taken
+        // it since, and would answer the PING. Ours is the one whose
+        // `process_id` is our child's (ours then exits, unable to bind).
+        let up = wait_until(Duration::from_secs(10), || {
+            self.ping()
+                && self
+                    .command("INFO server")
+                    .is_some_and(|info| info.contains(&format!("process_id:{pid}\r\n")))
+        });
         if !up {
             self.kill();
         }
