@@ -204,7 +204,8 @@ fn own_process(
         &config,
         format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"{grace}\"\n\n{}{}{}",
-            upstream("app", app.addr),
+            // A timeout well above the SIGTERM test's 2 s attempt.
+            upstream("app", app.addr).replace("timeout = \"2s\"", "timeout = \"10s\""),
             queued_route("gh", "app", FAST_RETRY),
             storage(&format!("concurrency = {concurrency}"))
         ),
