@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError};
+use crate::metrics;
 use crate::server::{self, RunOptions, StartError};
 
 pub const DEMO_CONFIG: &str = include_str!("../conf/demo.toml");
@@ -57,20 +58,43 @@ pub enum DemoError {
     Sign(String),
 }
 
+/// Waits until `/readyz` answers 200 and the gateway counts the echo upstream
+/// healthy. Ready only means the first health checks ran, and the echo
+/// service starts beside the health checker: a first check that came before
+/// it listened found it down, and every sample then got 503.
 fn wait_ready(admin: SocketAddr, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Ok((status, _)) = exchange(
-            admin,
-            "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".as_bytes(),
-        ) {
-            if status == 200 {
-                return true;
-            }
+        if answers(admin, "/readyz").is_some() && echo_healthy(admin) {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// The body of a 200 answer to `GET path` on the admin listener.
+fn answers(admin: SocketAddr, path: &str) -> Option<Vec<u8>> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    match exchange(admin, request.as_bytes()) {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+/// Whether `/metrics` shows a healthy target for the upstream `echo`.
+fn echo_healthy(admin: SocketAddr) -> bool {
+    let series = format!(
+        "{}{{upstream=\"echo\"}} ",
+        metrics::UPSTREAM_TARGETS_HEALTHY
+    );
+    answers(admin, "/metrics").is_some_and(|body| {
+        String::from_utf8_lossy(&body).lines().any(|line| {
+            line.strip_prefix(&series)
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .is_some_and(|healthy| healthy >= 1.0)
+        })
+    })
 }
 
 /// The sample deliveries: (what it shows, the raw HTTP/1.1 request).

@@ -142,6 +142,12 @@ impl Reloader {
     /// the error text (file, line, key) is returned.
     pub async fn reload(&self, trigger: &'static str) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.serial.lock().await;
+        // Read before loading: a file that changes while (or after) the load
+        // reads it then differs from this fingerprint, and its next event
+        // reloads it. A fingerprint read after a refused load could already be
+        // that of a good edit completing it (a file written in place, read
+        // half-way), which the watcher would then skip as refused.
+        let attempted = self.fingerprint_now().await;
         let result = self.load_and_swap(trigger).await;
         match &result {
             Ok(report) => {
@@ -173,7 +179,6 @@ impl Reloader {
                 self.swapped.notify_one();
             }
             Err(error) => {
-                let attempted = self.fingerprint_now().await;
                 if let Ok(mut refused) = self.last_refused.lock() {
                     *refused = Some(attempted.unwrap_or_else(|| UNREADABLE.to_string()));
                 }

@@ -209,13 +209,19 @@ fn a_scripted_mix_moves_each_counter_exactly_and_logs_one_json_line_each() {
         0.0,
     );
 
-    // One JSON access-log line per request, with the documented fields.
+    // One JSON access-log line per request, with the documented fields. Each
+    // is written just after its request is counted: polled until all are in.
+    let access_lines = |log: &str| -> Vec<serde_json::Value> {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["target"] == "hookgate::access")
+            .collect()
+    };
+    wait_until(Duration::from_secs(5), || {
+        access_lines(&gateway.log()).len() >= script.len()
+    });
     let log = gateway.log();
-    let access: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|line| line["target"] == "hookgate::access")
-        .collect();
+    let access = access_lines(&log);
     assert_eq!(
         access.len(),
         script.len(),

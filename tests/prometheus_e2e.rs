@@ -134,15 +134,24 @@ impl Prometheus {
             http,
         };
         // Ready means this process answers: whoever else holds a taken port
-        // does not say "Prometheus", and our process has exited.
-        let ready = wait_until(Duration::from_secs(20), || {
-            let answered = prometheus
+        // is not serving our storage directory (another test's Prometheus
+        // that took the port first is), and our process has exited.
+        let storage = prometheus.dir.path().join("data").display().to_string();
+        let answers = |path: &str, check: &dyn Fn(&str) -> bool| {
+            prometheus
                 .http
-                .get(format!("http://{addr}/-/ready"))
+                .get(format!("http://{addr}{path}"))
                 .send()
                 .and_then(|r| r.error_for_status())
                 .and_then(|r| r.text())
-                .is_ok_and(|text| text.contains("Prometheus"));
+                .is_ok_and(|text| check(&text))
+        };
+        let ready = wait_until(Duration::from_secs(20), || {
+            let answered = answers("/-/ready", &|text| text.contains("Prometheus"))
+                && answers("/api/v1/status/flags", &|text| {
+                    serde_json::from_str::<serde_json::Value>(text)
+                        .is_ok_and(|flags| flags["data"]["storage.tsdb.path"] == storage.as_str())
+                });
             answered || !matches!(prometheus.child.try_wait(), Ok(None))
         });
         if ready && matches!(prometheus.child.try_wait(), Ok(None)) {
@@ -358,16 +367,30 @@ fn operands_are_split_at_top_level_comparisons_only() {
 
 /// Sends one request per outcome (and the fan-out, dedupe and signature cases
 /// the panels show), asserting each answer; returns when the gateway has
-/// counted all of them.
-fn drive_traffic(gateway: &Gateway, slow: &Upstream) {
+/// counted all of them. `audit` and `slow` hold their answers until
+/// `release_audit` and `release_slow` open, which this does once the case
+/// that needs them held is counted.
+fn drive_traffic(gateway: &Gateway, slow: &Upstream, release_audit: &Gate, release_slow: &Gate) {
     let proxy = gateway.proxy;
     // forwarded: events by rule and the route's own upstream; 2xx and 5xx classes.
     assert_eq!(github(proxy, "push", "d-push").status, 200);
     assert_eq!(github(proxy, "issues", "d-issues").status, 500);
-    // Fan-out: the first copy to the slow "audit" holds the one-copy queue, so
+    // Fan-out: the first copy to the held "audit" holds the one-copy queue, so
     // the second is dropped (queue_full).
     assert_eq!(github(proxy, "pull_request", "d-pr-1").status, 200);
     assert_eq!(github(proxy, "pull_request_review", "d-pr-2").status, 200);
+    // Copies are queued just after the answer: the drop is polled for, then
+    // the held copy may go (a 2 s delay had to outlast both deliveries).
+    gateway.assert_metric(
+        "hookgate_fanout_dropped_total",
+        &[
+            ("route", "github"),
+            ("upstream", "audit"),
+            ("reason", "queue_full"),
+        ],
+        1.0,
+    );
+    release_audit.open();
     // duplicate
     assert_eq!(
         github(proxy, "push", "d-push").json()["status"],
@@ -430,7 +453,9 @@ fn drive_traffic(gateway: &Gateway, slow: &Upstream) {
     only_held(1.0);
     let second = held("s-2");
     assert!(wait_until(Duration::from_secs(5), || slow.count() == 2));
-    assert_eq!(post(proxy, "/orders", &[], order).status, 503);
+    let overloaded = post(proxy, "/orders", &[], order).status;
+    release_slow.open();
+    assert_eq!(overloaded, 503);
     assert_eq!(first.join().unwrap(), 200);
     assert_eq!(second.join().unwrap(), 200);
 
@@ -469,10 +494,13 @@ fn every_dashboard_and_alert_expression_returns_series_from_a_real_prometheus() 
     let started = Instant::now();
     let binary = prometheus_binary();
     let app = Upstream::start("app");
-    let audit = Upstream::with("audit", Behavior::delayed(Duration::from_secs(2)));
+    let release_audit = Gate::new();
+    let audit = Upstream::with("audit", Behavior::held(&release_audit));
     let failing = Upstream::with("failing", Behavior::status(500));
-    // Holds two requests while a third is refused; long enough for a loaded machine.
-    let slow = Upstream::with("slow", Behavior::delayed(Duration::from_secs(3)));
+    // Holds two requests while a third is refused, until the test opens the
+    // gate (a 3 s delay had to outlast six exchanges on a loaded machine).
+    let release_slow = Gate::new();
+    let slow = Upstream::with("slow", Behavior::held(&release_slow));
     let broken = Upstream::with("broken", Behavior::hang_up());
     let lagging = Upstream::with("lagging", Behavior::delayed(Duration::from_secs(3)));
     let down_port = DeadPort::new(); // nothing listens: no healthy target
@@ -488,10 +516,13 @@ fn every_dashboard_and_alert_expression_returns_series_from_a_real_prometheus() 
     ]
     .concat();
     // [cluster] on a real Redis, so the cluster panels and alert have series;
-    // "local" keeps every outcome below the same if Redis misbehaves.
+    // "local" keeps every outcome below the same if Redis misbehaves. A 5 s
+    // command timeout: at the default 250 ms a loaded machine had Redis
+    // answer late, the duplicate was decided locally (no record there) and
+    // forwarded again.
     let redis = common::redis::RedisServer::start();
     let cluster = format!(
-        "[cluster]\nredis = \"{}\"\non_unavailable = \"local\"\n",
+        "[cluster]\nredis = \"{}\"\non_unavailable = \"local\"\ncommand_timeout = \"5s\"\n",
         redis.url()
     );
     let gateway = Gateway::start_with_server(
@@ -583,7 +614,7 @@ path = "data"
         gateway.admin,
         prometheus.log()
     );
-    drive_traffic(&gateway, &slow);
+    drive_traffic(&gateway, &slow, &release_audit, &release_slow);
 
     // Two scrapes that both started after the traffic was counted.
     let counted = unix_now();

@@ -204,7 +204,8 @@ fn own_process(
         &config,
         format!(
             "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nthreads = 2\nshutdown_grace = \"{grace}\"\n\n{}{}{}",
-            upstream("app", app.addr),
+            // A timeout well above the SIGTERM test's 2 s attempt.
+            upstream("app", app.addr).replace("timeout = \"2s\"", "timeout = \"10s\""),
             queued_route("gh", "app", FAST_RETRY),
             storage(&format!("concurrency = {concurrency}"))
         ),
@@ -330,11 +331,14 @@ fn an_upstream_answering_500_kills_the_event_and_a_cli_replay_delivers_it() {
     assert_eq!(got.body, body);
     assert_eq!(got.header("x-hookgate-event-id"), Some(id.as_str()));
     // The record of the 2xx is written a moment after the upstream has it.
-    assert!(wait_until(Duration::from_secs(5), || admin_get(
-        gateway.admin,
-        "/events?status=delivered"
-    )["events"][0]["id"]
-        == id.as_str()));
+    // Polled without panicking: a failed or non-JSON answer is "not yet".
+    assert!(wait_until(Duration::from_secs(5), || {
+        get(gateway.admin, "/events?status=delivered").is_ok_and(|answer| {
+            answer.status == 200
+                && serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .is_ok_and(|json| json["events"][0]["id"] == id.as_str())
+        })
+    }));
     // Guards `record.replayed_ms = Some(now)` in the store's replay (it used
     // to overwrite `received_ms`): the receipt time survives the replay.
     let (code, out) = gateway.events_cli(&["show", &id]);
@@ -527,7 +531,10 @@ fn a_queued_route_without_storage_is_a_config_error_naming_the_key() {
 
 #[test]
 fn sigterm_finishes_the_attempt_in_progress_and_leaves_the_rest_for_the_next_start() {
-    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(700)));
+    // The first attempt lasts 2 s: SIGTERM (a poll, then a `kill` process)
+    // must land while it is in progress, and 700 ms left little room for
+    // that on a loaded machine; 2 s stays well inside the 5 s grace.
+    let app = Upstream::with("app", Behavior::delayed(Duration::from_secs(2)));
     let (dir, config) = own_process(&app, "5s", 1);
     let mut first = start_process(&dir, &config);
     let proxy = first.proxy;
@@ -541,7 +548,9 @@ fn sigterm_finishes_the_attempt_in_progress_and_leaves_the_rest_for_the_next_sta
         .status()
         .unwrap();
     assert!(term.success());
-    let exited = wait_until(Duration::from_secs(5), || {
+    // The grace (5 s) bounds the exit; the wait is longer so a slow exit
+    // under load is not read as a grace overrun.
+    let exited = wait_until(Duration::from_secs(15), || {
         matches!(first.child.try_wait(), Ok(Some(_)))
     });
     assert!(exited, "not stopped within shutdown_grace");
@@ -549,7 +558,8 @@ fn sigterm_finishes_the_attempt_in_progress_and_leaves_the_rest_for_the_next_sta
     // queue goes on starting attempts during the grace period.
     assert_eq!(app.count(), 1, "no new attempt after SIGTERM");
     let _second = start_process(&dir, &config);
-    assert!(wait_until(Duration::from_secs(20), || app.count() >= 5));
+    // Four attempts of 2 s, one at a time, after a start.
+    assert!(wait_until(Duration::from_secs(40), || app.count() >= 5));
     std::thread::sleep(Duration::from_millis(500));
     let received: Vec<Vec<u8>> = app.received().into_iter().map(|r| r.body).collect();
     // The attempt in progress at SIGTERM finished and was recorded: not sent again.
@@ -641,14 +651,16 @@ fn a_full_store_sends_a_direct_routes_copies_through_the_memory_queue() {
     gateway.assert_metric("hookgate_store_errors_total", &[("kind", "full")], 1.0);
     // Counted once the gateway has read the copy's answer, a moment after
     // the upstream recorded it.
-    assert!(wait_until(Duration::from_secs(5), || gateway.metric(
-        "hookgate_fanout_copies_total",
-        &[
-            ("route", "gh"),
-            ("upstream", "copies"),
-            ("result", "delivered")
-        ],
-    ) == Some(1.0)));
+    assert!(wait_until(Duration::from_secs(5), || gateway
+        .try_metric(
+            "hookgate_fanout_copies_total",
+            &[
+                ("route", "gh"),
+                ("upstream", "copies"),
+                ("result", "delivered")
+            ],
+        )
+        .is_ok_and(|copies| copies == Some(1.0))));
 }
 
 #[test]
@@ -690,14 +702,16 @@ fn fan_out_stored_false_keeps_copies_in_memory_beside_a_store() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(wait_until(Duration::from_secs(10), || copies.count() == 1));
     assert!(copies.received()[0].header("x-hookgate-event-id").is_none());
-    assert!(wait_until(Duration::from_secs(5), || gateway.metric(
-        "hookgate_fanout_copies_total",
-        &[
-            ("route", "gh"),
-            ("upstream", "copies"),
-            ("result", "delivered")
-        ],
-    ) == Some(1.0)));
+    assert!(wait_until(Duration::from_secs(5), || gateway
+        .try_metric(
+            "hookgate_fanout_copies_total",
+            &[
+                ("route", "gh"),
+                ("upstream", "copies"),
+                ("result", "delivered")
+            ],
+        )
+        .is_ok_and(|copies| copies == Some(1.0))));
     gateway.assert_no_series(
         "hookgate_queue_backlog",
         &[("route", "gh"), ("upstream", "copies")],

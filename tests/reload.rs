@@ -34,9 +34,16 @@ fn reload_with_server(gateway: &Gateway, server: &str, rest: &str) -> serde_json
     gateway.post_reload().json()
 }
 
+/// The upstream that answered a POST to `path` with 200; `None` for another
+/// status or a failed exchange (polled: never panics).
 fn answered_by(gateway: &Gateway, path: &str) -> Option<String> {
-    let response = post(gateway.proxy, path, &[], b"{}");
+    let response = try_post(gateway.proxy, path, &[], b"{}").ok()?;
     (response.status == 200).then(|| response.header("x-upstream").unwrap_or("").to_string())
+}
+
+/// The status of a POST to `path`; 0 when the exchange failed (polled: never panics).
+fn status_of(gateway: &Gateway, path: &str) -> u16 {
+    try_post(gateway.proxy, path, &[], b"{}").map_or(0, |response| response.status)
 }
 
 #[test]
@@ -91,14 +98,15 @@ fn file_edits_take_effect_within_two_seconds() {
 
     // Change a secret.
     let body = br#"{"zen":"Keep it logically awesome."}"#;
+    // Polled: a failed exchange is 0, never a panic.
     let send_signed = |secret: &str| {
-        post(
+        try_post(
             gateway.proxy,
             "/signed",
             &[("X-Hub-Signature-256", &github_signature(secret, body))],
             body,
         )
-        .status
+        .map_or(0, |response| response.status)
     };
     assert_eq!(send_signed("secret-one"), 200);
     gateway.rewrite(&base("b", "secret-two", "1000/s", &route("added", "b", "")));
@@ -116,7 +124,7 @@ fn file_edits_take_effect_within_two_seconds() {
     gateway.rewrite(&base("b", "secret-two", "1/min", &route("added", "b", "")));
     let limited = || {
         (0..3)
-            .map(|_| post(gateway.proxy, "/limited", &[], b"{}").status)
+            .map(|_| status_of(&gateway, "/limited"))
             .any(|status| status == 429)
     };
     assert!(
@@ -145,7 +153,9 @@ fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
         &b,
         &format!("{}{}", route("x", "a", ""), route("y", "nope", "")),
     ));
-    gateway.assert_metric(
+    // Counted by the watcher after its debounce: waited for as long as any reload.
+    gateway.assert_metric_within(
+        WITHIN,
         "hookgate_config_reloads_total",
         &[("result", "failure")],
         1.0,
@@ -161,6 +171,8 @@ fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
         200,
         "still ready"
     );
+    // The error line is written just after the failure is counted: polled.
+    gateway.wait_log(WITHIN, "routes[1].upstream");
     let log = gateway.log();
     assert!(
         log.contains("configuration reload refused")
@@ -170,7 +182,8 @@ fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
     );
     // A syntax error too.
     gateway.rewrite("[[routes]\nname = ");
-    gateway.assert_metric(
+    gateway.assert_metric_within(
+        WITHIN,
         "hookgate_config_reloads_total",
         &[("result", "failure")],
         2.0,
@@ -451,14 +464,16 @@ impl MountedFiles {
 
 const BODY: &[u8] = br#"{"zen":"Rotate often."}"#;
 
+/// The status of a signed POST to `/signed`; 0 when the exchange failed
+/// (polled: never panics).
 fn signed_status(gateway: &Gateway, secret: &str) -> u16 {
-    post(
+    try_post(
         gateway.proxy,
         "/signed",
         &[("X-Hub-Signature-256", &github_signature(secret, BODY))],
         BODY,
     )
-    .status
+    .map_or(0, |response| response.status)
 }
 
 /// A stream of requests to `/office` on another thread, bounded in count and time.
@@ -513,15 +528,13 @@ fn a_rotated_secret_file_and_an_edited_ip_list_apply_under_traffic() {
 
     files.write_ip_list("# the office moved\n10.0.0.0/8\n");
     assert!(
-        wait_until(WITHIN, || post(gateway.proxy, "/office", &[], b"{}").status
-            == 403),
+        wait_until(WITHIN, || status_of(&gateway, "/office") == 403),
         "the edited IP list was not picked up:\n{}",
         gateway.log()
     );
     files.write_ip_list("127.0.0.1/32\n");
     assert!(
-        wait_until(WITHIN, || post(gateway.proxy, "/office", &[], b"{}").status
-            == 200),
+        wait_until(WITHIN, || status_of(&gateway, "/office") == 200),
         "the IP list was not picked up again"
     );
 
@@ -611,7 +624,9 @@ fn a_truncated_config_is_refused_on_reload() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let gateway = Gateway::start(&routes(&a, &b, &route("x", "a", "")));
     std::fs::write(&gateway.config_path, "").unwrap();
-    gateway.assert_metric(
+    // Counted by the watcher after its debounce: waited for as long as any reload.
+    gateway.assert_metric_within(
+        WITHIN,
         "hookgate_config_reloads_total",
         &[("result", "failure")],
         1.0,
@@ -635,9 +650,80 @@ fn a_truncated_config_is_refused_on_reload() {
         routes(&a, &b, "")
     ));
     assert!(
-        wait_until(WITHIN, || post(gateway.proxy, "/x", &[], b"{}").status
-            == 404),
+        wait_until(WITHIN, || status_of(&gateway, "/x") == 404),
         "allow_no_routes was refused:\n{}",
+        gateway.log()
+    );
+}
+
+/// Whether process `pid` has `path` open (its `/proc/PID/fd` links).
+fn has_open(pid: u32, path: &std::path::Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+    })
+}
+
+/// Serves one read of the FIFO at `fifo` by process `pid` with no bytes:
+/// waits (up to `WITHIN`) for the gateway to open it, runs `meanwhile` while
+/// the reader is attached, closes it (the reader sees an empty file), then
+/// waits until the reader has closed its end, so the next read served is the
+/// next one the gateway makes (a reader blocked in `open` holds no fd).
+fn serve_empty_read(pid: u32, fifo: &std::path::Path, meanwhile: impl FnOnce()) {
+    let (opened, attached) = std::sync::mpsc::channel();
+    let path = fifo.to_path_buf();
+    // Opening a FIFO for writing blocks until a reader opens it: on a thread,
+    // so the wait is bounded here (a thread still blocked ends with the test).
+    std::thread::spawn(move || {
+        let _ = opened.send(std::fs::OpenOptions::new().write(true).open(path));
+    });
+    let writer = attached
+        .recv_timeout(WITHIN)
+        .expect("the gateway did not read the file")
+        .expect("open the FIFO for writing");
+    meanwhile();
+    drop(writer);
+    assert!(
+        wait_until(WITHIN, || !has_open(pid, fifo)),
+        "the gateway kept the FIFO open"
+    );
+}
+
+/// A file caught half-written by a reload (emptied by an in-place write, so
+/// refused) and completed right after must still be picked up. The reload
+/// used to fingerprint the refused attempt after loading, i.e. the completed
+/// file, and the watcher then skipped that good file as already refused.
+/// Guards `attempted` being read before `load_and_swap` in `Reloader::reload`.
+/// A FIFO stands in for the file so the test decides what each read sees: the
+/// watcher's check, the reload's and the load's fingerprint read get an empty
+/// file, and the completed list is renamed in while the load compiles the
+/// empty one (before the fix: while the refused attempt was fingerprinted).
+#[test]
+fn a_file_completed_just_after_a_refused_reading_is_picked_up() {
+    let upstream = Upstream::start("a");
+    let files = MountedFiles::new("secret-one", "127.0.0.0/8\n");
+    let gateway = Gateway::start(&files.config(&upstream));
+    assert_eq!(status_of(&gateway, "/office"), 200);
+
+    let fifo = files.dir.path().join("office.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let completed = files.dir.path().join("office.completed");
+    std::fs::write(&completed, "# the office moved\n10.0.0.0/8\n").unwrap();
+    std::fs::rename(&fifo, files.ip_list_path()).unwrap();
+    let ip_list = files.ip_list_path();
+    for _ in 0..2 {
+        serve_empty_read(gateway.pid(), &ip_list, || {});
+    }
+    serve_empty_read(gateway.pid(), &ip_list, || {
+        std::fs::rename(&completed, &ip_list).unwrap();
+    });
+    assert!(
+        wait_until(WITHIN, || status_of(&gateway, "/office") == 403),
+        "the completed IP list was never picked up:\n{}",
         gateway.log()
     );
 }

@@ -284,8 +284,23 @@ impl Gateway {
     /// recorded in the logging phase, just after the answer reaches the sender.
     #[track_caller]
     pub fn assert_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) {
-        wait_until(Duration::from_secs(5), || {
-            self.metric(name, labels) == Some(expected)
+        self.assert_metric_within(Duration::from_secs(5), name, labels, expected);
+    }
+
+    /// [`Gateway::assert_metric`] waiting up to `within`, for a series written
+    /// by background work (a debounced file watch, a retry schedule).
+    #[track_caller]
+    pub fn assert_metric_within(
+        &self,
+        within: Duration,
+        name: &str,
+        labels: &[(&str, &str)],
+        expected: f64,
+    ) {
+        // `try_metric` in the poll: a scrape that fails once is "not yet", not a panic.
+        wait_until(within, || {
+            self.try_metric(name, labels)
+                .is_ok_and(|value| value == Some(expected))
         });
         assert_eq!(
             self.metric(name, labels),
@@ -320,8 +335,21 @@ impl Gateway {
     /// `/metrics`, e.g. `metric("hookgate_requests_total", &[("route","a"),("outcome","forwarded")])`;
     /// `None` when no such series exists.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let text = String::from_utf8(get(self.admin, "/metrics").expect("scrape").body).unwrap();
-        metric_value(&text, name, labels)
+        self.try_metric(name, labels).expect("scrape /metrics")
+    }
+
+    /// [`Gateway::metric`] that returns a failed scrape instead of panicking:
+    /// for use inside [`wait_until`].
+    pub fn try_metric(&self, name: &str, labels: &[(&str, &str)]) -> std::io::Result<Option<f64>> {
+        let scraped = get(self.admin, "/metrics")?;
+        let text = String::from_utf8(scraped.body).map_err(std::io::Error::other)?;
+        Ok(metric_value(&text, name, labels))
+    }
+
+    /// Waits up to `within` until the process log contains `needle`: log lines
+    /// are written a moment after the answer and the metrics they go with.
+    pub fn wait_log(&self, within: Duration, needle: &str) -> bool {
+        wait_until(within, || self.log().contains(needle))
     }
 
     /// Like [`Gateway::metric`], for a series the test requires to exist.
@@ -513,6 +541,32 @@ pub struct Behavior {
     pub close_after_answer: bool,
     /// Send the body one byte per this interval, after the head.
     pub drip: Option<Duration>,
+    /// Hold each answer until this gate opens (at most [`Gate::LIMIT`]), after `delay`.
+    pub hold: Option<Gate>,
+}
+
+/// A gate a held upstream waits on before it answers ([`Behavior::held`]): the
+/// test decides when held requests end, instead of a delay that a loaded
+/// machine may outlast. Once open it stays open. Clones share the gate.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// The longest an answer is held, whatever the test does.
+    pub const LIMIT: Duration = Duration::from_secs(60);
+
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Lets every held answer (and every later one) go.
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl Default for Behavior {
@@ -524,6 +578,7 @@ impl Default for Behavior {
             hang_up: false,
             close_after_answer: false,
             drip: None,
+            hold: None,
         }
     }
 }
@@ -563,6 +618,14 @@ impl Behavior {
         }
     }
 
+    /// Answers only once `gate` is open (or [`Gate::LIMIT`] passed).
+    pub fn held(gate: &Gate) -> Behavior {
+        Behavior {
+            hold: Some(gate.clone()),
+            ..Behavior::default()
+        }
+    }
+
     /// Answers, then closes the connection the gateway may keep for reuse.
     pub fn close_after_answer() -> Behavior {
         Behavior {
@@ -577,6 +640,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     received: Arc<Mutex<Vec<Received>>>,
+    /// When each request of `received` had arrived, in the same order.
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     /// Connections accepted so far.
     accepted: Arc<AtomicUsize>,
     /// Connections this upstream has closed so far.
@@ -611,8 +676,10 @@ impl Upstream {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread_received = received.clone();
+        let thread_arrivals = arrivals.clone();
         let accepted = Arc::new(AtomicUsize::new(0));
         let thread_accepted = accepted.clone();
         let closed = Arc::new(AtomicUsize::new(0));
@@ -626,12 +693,17 @@ impl Upstream {
                     Ok((stream, _)) => {
                         thread_accepted.fetch_add(1, Ordering::SeqCst);
                         let received = thread_received.clone();
+                        let arrivals = thread_arrivals.clone();
                         let behavior = behavior.clone();
                         let name = thread_name.clone();
                         let stop = thread_stop.clone();
                         let closed = thread_closed.clone();
                         std::thread::spawn(move || {
-                            serve_connection(stream, &name, &behavior, &received, &stop);
+                            let record = Record {
+                                received: &received,
+                                arrivals: &arrivals,
+                            };
+                            serve_connection(stream, &name, &behavior, record, &stop);
                             closed.fetch_add(1, Ordering::SeqCst);
                         });
                     }
@@ -643,6 +715,7 @@ impl Upstream {
             addr,
             name: name.to_string(),
             received,
+            arrivals,
             accepted,
             closed,
             stop,
@@ -654,9 +727,17 @@ impl Upstream {
         self.received.lock().unwrap().clone()
     }
 
+    /// When each request of [`Upstream::received`] had arrived (read in full), in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        let _received = self.received.lock().unwrap();
+        self.arrivals.lock().unwrap().clone()
+    }
+
     /// Forgets what was received so far.
     pub fn clear(&self) {
-        self.received.lock().unwrap().clear();
+        let mut received = self.received.lock().unwrap();
+        received.clear();
+        self.arrivals.lock().unwrap().clear();
     }
 
     pub fn count(&self) -> usize {
@@ -688,11 +769,17 @@ impl Drop for Upstream {
     }
 }
 
+/// Where a connection records what it received.
+struct Record<'a> {
+    received: &'a Mutex<Vec<Received>>,
+    arrivals: &'a Mutex<Vec<Instant>>,
+}
+
 fn serve_connection(
     stream: TcpStream,
     name: &str,
     behavior: &Behavior,
-    received: &Mutex<Vec<Received>>,
+    record: Record<'_>,
     stop: &AtomicBool,
 ) {
     stream.set_nonblocking(false).unwrap();
@@ -713,11 +800,20 @@ fn serve_connection(
             return;
         }
         let head_request = request.method == "HEAD";
-        received.lock().unwrap().push(request);
+        {
+            let mut received = record.received.lock().unwrap();
+            received.push(request);
+            record.arrivals.lock().unwrap().push(Instant::now());
+        }
         if behavior.hang_up {
             return;
         }
         std::thread::sleep(behavior.delay);
+        if let Some(gate) = &behavior.hold {
+            wait_until(Gate::LIMIT, || {
+                gate.is_open() || stop.load(Ordering::SeqCst)
+            });
+        }
         let head = format!(
             "HTTP/1.1 {} Test\r\nContent-Length: {}\r\nContent-Type: application/json\r\nX-Upstream: {name}\r\n\r\n",
             behavior.status,
@@ -976,23 +1072,28 @@ pub fn post_from(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
+    try_post_from(source, to, path, headers, body).expect("POST exchange from a source address")
+}
+
+/// `post_from` that returns the error instead of panicking (for polls).
+pub fn try_post_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     use socket2::{Domain, Socket, Type};
     let domain = if source.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
-    let socket = Socket::new(domain, Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(source, 0).into())
-        .expect("bind the source address");
-    socket
-        .connect_timeout(&to.into(), Duration::from_secs(5))
-        .expect("connect from the source address");
+    let socket = Socket::new(domain, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
     let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {to}\r\nContent-Length: {}\r\n",
         body.len()
@@ -1001,10 +1102,10 @@ pub fn post_from(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("Connection: close\r\n\r\n");
-    let mut writer = stream.try_clone().unwrap();
-    writer.write_all(request.as_bytes()).unwrap();
-    writer.write_all(body).unwrap();
-    read_response(&mut BufReader::new(stream)).expect("response")
+    let mut writer = stream.try_clone()?;
+    writer.write_all(request.as_bytes())?;
+    writer.write_all(body)?;
+    read_response(&mut BufReader::new(stream))
 }
 
 /// Whether `::1` can be bound on this machine.

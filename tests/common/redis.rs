@@ -195,10 +195,21 @@ impl RedisServer {
             .stderr(log)
             .spawn()
             .expect("start redis-server (is the redis-server package installed?)");
+        let pid = child.id();
         self.child = Some(child);
+        // The port was free a moment ago: another test's server may have taken
+        // it since, and would answer the PING. Ours is the one whose
+        // `process_id` is our child's (ours then exits, unable to bind). A
+        // TLS-only server is read from its own log.
         let up = wait_until(Duration::from_secs(10), || match self.kind {
             Kind::Tls(_) => self.log().contains("Ready to accept connections"),
-            _ => self.ping(),
+            _ => {
+                self.ping()
+                    && self.command("INFO server").is_some_and(|info| {
+                        let ours = format!("process_id:{pid}");
+                        info.split(['\r', '\n', ' ']).any(|field| field == ours)
+                    })
+            }
         });
         if !up {
             self.kill();
