@@ -68,6 +68,7 @@ pub struct RunOptions {
 /// Builds every service and blocks until shutdown.
 pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     check_ports(&config, &options)?;
+    take_over_sighup()?;
     let grace = config.server.shutdown_grace;
     let threads = config.server.threads;
     let tls = config.server.tls.clone();
@@ -441,6 +442,24 @@ fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> 
         TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, role, source })?;
     }
     Ok(())
+}
+
+/// Replaces SIGHUP's default action (ending the process) before any listener
+/// is opened: the reload service installs its own listener only when it starts,
+/// after the listeners are logged, and a SIGHUP in between (an operator or a
+/// config-map watcher reloading right after a start) used to kill the process.
+/// tokio keeps a signal's handler installed for the life of the process, so
+/// registering it once on a short-lived runtime is enough; a SIGHUP before the
+/// reload service listens is then ignored instead of fatal.
+fn take_over_sighup() -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| StartError::Setup(format!("a runtime for the signal handler: {e}")))?;
+    runtime
+        .block_on(async { signal(SignalKind::hangup()).map(drop) })
+        .map_err(|e| StartError::Setup(format!("cannot handle SIGHUP: {e}")))
 }
 
 /// SIGTERM and SIGQUIT: graceful; SIGINT: immediate.
