@@ -597,21 +597,8 @@ impl Drop for OwnGateway {
 /// taken as a fast shutdown fails the delivery; unhandled, it kills the process.
 #[test]
 fn sigquit_finishes_the_delivery_in_flight_then_exits_0() {
-    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(800)));
-    let mut gateway = OwnGateway::start(
-        "shutdown_grace = \"30s\"",
-        &format!(
-            "{}\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\n",
-            upstream_sections(&[&app])
-        ),
-    );
-    let proxy = gateway.proxy;
-    let in_flight = std::thread::spawn(move || try_post(proxy, "/r", &[], b"{\"q\":1}"));
-    assert!(
-        wait_until(Duration::from_secs(10), || app.count() == 1),
-        "the delivery never reached the app"
-    );
-    gateway.signal("QUIT");
+    let (mut gateway, _app, in_flight) =
+        signalled_mid_delivery(Duration::from_millis(800), "", "QUIT");
     let answered = in_flight.join().unwrap().expect("an answer, not a reset");
     answered.expect_status(200);
     assert_eq!(
@@ -621,27 +608,45 @@ fn sigquit_finishes_the_delivery_in_flight_then_exits_0() {
     );
 }
 
+/// A gateway with a 30 s `shutdown_grace` in front of an app that answers
+/// after `app_delay`, sent `signal` once a delivery has reached the app; the
+/// delivery's answer (or connection error) comes from the returned thread;
+/// the app is returned so it outlives the gateway's shutdown.
+fn signalled_mid_delivery(
+    app_delay: Duration,
+    upstream_extra: &str,
+    signal: &str,
+) -> (
+    OwnGateway,
+    Upstream,
+    std::thread::JoinHandle<std::io::Result<Response>>,
+) {
+    let app = Upstream::with("app", Behavior::delayed(app_delay));
+    let gateway = OwnGateway::start(
+        "shutdown_grace = \"30s\"",
+        &format!(
+            "{}{upstream_extra}\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\n",
+            upstream_sections(&[&app])
+        ),
+    );
+    let proxy = gateway.proxy;
+    let in_flight = std::thread::spawn(move || try_post(proxy, "/r", &[], b"{\"q\":1}"));
+    assert!(
+        wait_until(Duration::from_secs(10), || app.count() == 1),
+        "the delivery never reached the app"
+    );
+    gateway.signal(signal);
+    (gateway, app, in_flight)
+}
+
 /// README, "Signals": "SIGINT (Ctrl-C) | exit now": with a delivery in flight
 /// to an app that takes 30 s and a 30 s grace, the process is gone within
 /// 10 s. Guards the `ShutdownSignal::FastShutdown` arm for SIGINT in
 /// `Signals::recv` (server.rs): a graceful stop waits for the delivery.
 #[test]
 fn sigint_exits_without_waiting_for_the_delivery_in_flight() {
-    let app = Upstream::with("app", Behavior::delayed(Duration::from_secs(30)));
-    let mut gateway = OwnGateway::start(
-        "shutdown_grace = \"30s\"",
-        &format!(
-            "{}timeout = \"60s\"\n\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\n",
-            upstream_sections(&[&app])
-        ),
-    );
-    let proxy = gateway.proxy;
-    let in_flight = std::thread::spawn(move || try_post(proxy, "/r", &[], b"{\"i\":1}"));
-    assert!(
-        wait_until(Duration::from_secs(10), || app.count() == 1),
-        "the delivery never reached the app"
-    );
-    gateway.signal("INT");
+    let (mut gateway, _app, in_flight) =
+        signalled_mid_delivery(Duration::from_secs(30), "timeout = \"60s\"\n", "INT");
     assert!(
         gateway.wait_exit(Duration::from_secs(10)).is_some(),
         "SIGINT waited for the delivery in flight"
