@@ -13,7 +13,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::redis::RedisServer;
@@ -256,21 +255,8 @@ fn a_replica_named_as_master_is_refused() {
 }
 
 fn check(text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("test.toml");
-    std::fs::write(&path, text).unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .expect("run hookgate check");
-    (
-        output.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let (code, stdout, stderr) = check_config(text);
+    (code, format!("{stdout}{stderr}"))
 }
 
 const REST: &str = "[upstreams.app]\ntargets = [\"127.0.0.1:9000\"]\n\

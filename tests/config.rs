@@ -10,18 +10,7 @@ use common::BIN;
 use hookgate::config::Config;
 
 fn check(text: &str) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("test.toml");
-    std::fs::write(&path, text).unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    common::check_config(text)
 }
 
 #[test]

@@ -66,6 +66,23 @@ impl Default for DeadPort {
     }
 }
 
+/// `hookgate check -c test.toml` on `text`, in a directory of its own:
+/// (exit code, stdout, stderr).
+pub fn check_config(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("test.toml");
+    std::fs::write(&path, text).expect("write the config");
+    let output = Command::new(BIN)
+        .args(["check", "-c", path.to_str().expect("a UTF-8 path")])
+        .output()
+        .expect("run hookgate check");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Polls `condition` every 20 ms until it holds or `within` passes.
 pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
