@@ -226,23 +226,14 @@ fn a_tls_connection_is_kept_alive_across_requests() {
     // connection count stays at one throughout. Breaks when
     // `keepalive::next_session` drops the byte its wait read (the second
     // request then fails).
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let certs = tempfile::tempdir().unwrap();
-    let cert_path = certs.path().join("cert.pem");
-    let key_path = certs.path().join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
+    let certificate = LocalhostCertificate::new();
     let upstream = Upstream::start("app");
     let gateway = app(&upstream)
-        .server(&format!(
-            "tls = {{ listen = \"127.0.0.1:0\", cert = \"{}\", key = \"{}\" }}",
-            cert_path.display(),
-            key_path.display()
-        ))
+        .server(&certificate.tls_setting())
         .server("keepalive_timeout = \"30s\"")
         .start();
     let tls_addr = gateway.tls.expect("the TLS listener announced");
-    let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let root = reqwest::Certificate::from_pem(certificate.pem.as_bytes()).unwrap();
     let client = reqwest::blocking::Client::builder()
         .add_root_certificate(root)
         .resolve("localhost", tls_addr)

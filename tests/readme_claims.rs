@@ -228,24 +228,20 @@ fn the_same_id_while_the_first_is_forwarded_gets_409_with_retry_after_10() {
         )
         .start();
     let proxy = gateway.proxy;
-    let first = std::thread::spawn(move || {
+    let send = move || {
         try_post(
             proxy,
             "/github",
             &[("X-GitHub-Delivery", "d-1")],
             b"{\"n\":1}",
         )
-    });
+    };
+    let first = std::thread::spawn(send);
     assert!(
         wait_until(Duration::from_secs(10), || app.count() == 1),
         "the first delivery never reached the app"
     );
-    let second = post(
-        proxy,
-        "/github",
-        &[("X-GitHub-Delivery", "d-1")],
-        b"{\"n\":1}",
-    );
+    let second = send().expect("an answer");
     second.expect_status(409);
     assert_eq!(second.json()["error"], "duplicate_in_flight");
     assert_eq!(second.json()["route"], "github");
@@ -254,12 +250,7 @@ fn the_same_id_while_the_first_is_forwarded_gets_409_with_retry_after_10() {
     let first = first.join().unwrap().expect("the first delivery's answer");
     first.expect_status(200);
     // The provider's retry after the first succeeded: "duplicate", not forwarded.
-    let retry = post(
-        proxy,
-        "/github",
-        &[("X-GitHub-Delivery", "d-1")],
-        b"{\"n\":1}",
-    );
+    let retry = send().expect("an answer");
     retry.expect_status(200);
     assert_eq!(retry.json()["status"], "duplicate");
     assert_eq!(app.count(), 1, "one id, one delivery to the app");

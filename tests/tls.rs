@@ -7,25 +7,15 @@ use common::*;
 
 #[test]
 fn tls_listener_serves_http1_and_h2() {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let certs = tempfile::tempdir().unwrap();
-    let cert_path = certs.path().join("cert.pem");
-    let key_path = certs.path().join("key.pem");
-    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-    std::fs::write(&key_path, certified.key_pair.serialize_pem()).unwrap();
-
+    let certificate = LocalhostCertificate::new();
     let upstream = Upstream::start("app");
     let gateway = Setup::new()
-        .server(&format!(
-            "tls = {{ listen = \"127.0.0.1:0\", cert = \"{}\", key = \"{}\" }}",
-            cert_path.display(),
-            key_path.display()
-        ))
+        .server(&certificate.tls_setting())
         .upstream(&upstream)
         .route("hooks", "/hooks", "app", "")
         .start();
     let tls_addr = gateway.tls.expect("the TLS listener announced");
-    let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+    let root = reqwest::Certificate::from_pem(certificate.pem.as_bytes()).unwrap();
     let body = bytes(70_000, 7);
     for (http2, version) in [
         (false, reqwest::Version::HTTP_11),

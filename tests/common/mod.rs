@@ -66,6 +66,41 @@ impl Default for DeadPort {
     }
 }
 
+/// A self-signed certificate for `localhost` in PEM files, for a TLS listener.
+pub struct LocalhostCertificate {
+    /// The certificate in PEM, for a client's trusted roots.
+    pub pem: String,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalhostCertificate {
+    pub fn new() -> LocalhostCertificate {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("a self-signed certificate");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, certified.cert.pem()).expect("write the certificate");
+        std::fs::write(&key_path, certified.key_pair.serialize_pem()).expect("write the key");
+        LocalhostCertificate {
+            pem: certified.cert.pem(),
+            cert_path,
+            key_path,
+            _dir: dir,
+        }
+    }
+
+    /// The `[server]` line for a TLS listener on a free loopback port.
+    pub fn tls_setting(&self) -> String {
+        format!(
+            "tls = {{ listen = \"127.0.0.1:0\", cert = \"{}\", key = \"{}\" }}",
+            self.cert_path.display(),
+            self.key_path.display()
+        )
+    }
+}
+
 /// `hookgate check -c test.toml` on `text`, in a directory of its own:
 /// (exit code, stdout, stderr).
 pub fn check_config(text: &str) -> (i32, String, String) {
