@@ -800,7 +800,7 @@ fn refused_before_the_body(proxy: SocketAddr, method: &str, path: &str) -> (Resp
 }
 
 /// README, "The request path": "Steps 0–4 cost no body read: a request refused
-/// there has its connection closed instead of its body drained." A 404, a 405
+/// there with a body has its connection closed instead of its body drained." A 404, a 405
 /// and a 429 are answered from the head alone (the declared body is never
 /// sent), with `Connection: close`, and the connection is closed (tests/limits.rs
 /// holds the 403). Held twice: `let close = ctx.close || !session.is_body_done()`
@@ -837,6 +837,37 @@ fn refusals_before_the_body_close_the_connection_instead_of_draining_it() {
         );
         assert!(closed, "{status}: the connection waited for the body");
     }
+    assert_eq!(app.count(), 1);
+}
+
+/// README, "The request path": "(one without a body keeps its connection)".
+/// A 404 for a request with `Content-Length: 0` leaves nothing unread, so the
+/// connection stays open and the next request on it is served. Guards the
+/// `!session.is_body_done()` half of `let close = ctx.close ||
+/// !session.is_body_done()` in `Gateway::refuse` (proxy/mod.rs): closing after
+/// every refusal turns this red.
+#[test]
+fn a_refusal_of_a_bodyless_request_keeps_the_connection() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("r", "/r", "app", "")
+        .start();
+    let stream = TcpStream::connect(gateway.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    (&stream)
+        .write_all(b"POST /nowhere HTTP/1.1\r\nHost: h.example\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let refused = read_response_framed(&mut reader);
+    refused.expect_status(404);
+    assert_ne!(
+        refused.header("connection").map(str::to_ascii_lowercase),
+        Some("close".to_string())
+    );
+    exchange_kept(&stream, &mut reader).expect_status(200);
     assert_eq!(app.count(), 1);
 }
 
