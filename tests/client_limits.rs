@@ -87,15 +87,12 @@ fn a_head_trickled_byte_by_byte_is_cut_off_at_the_head_deadline() {
     let started = Instant::now();
     // One byte per 100 ms: each read is quick, only the whole head is late.
     // Breaks when `head_deadline` no longer bounds `read_request`.
-    for byte in head {
-        if stream.write_all(std::slice::from_ref(byte)).is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        if started.elapsed() > Duration::from_secs(6) {
-            break;
-        }
-    }
+    trickle(
+        &mut stream,
+        head,
+        Duration::from_millis(100),
+        Duration::from_secs(6),
+    );
     let (_, answer) = wait_closed(&mut stream);
     assert!(
         started.elapsed() < Duration::from_secs(6),

@@ -153,15 +153,12 @@ fn a_head_trickled_on_a_kept_alive_connection_is_cut_off() {
     assert_eq!(read_response(&mut reader).unwrap().status, 200);
     let head = b"POST /hooks/b HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
     let started = Instant::now();
-    for byte in head {
-        if stream.write_all(std::slice::from_ref(byte)).is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        if started.elapsed() > Duration::from_secs(6) {
-            break;
-        }
-    }
+    trickle(
+        &mut stream,
+        head,
+        Duration::from_millis(100),
+        Duration::from_secs(6),
+    );
     let (closed, answer) = read_to_close(&mut stream);
     assert!(closed, "the connection stayed open");
     assert!(

@@ -410,6 +410,17 @@ fn uuid_shaped(text: &str) -> bool {
 
 // ---------------------------------------------------------------- keep-alive
 
+/// A connection to `addr` for several exchanges: the stream (reads time out
+/// after 10 s) and a reader over a clone of it.
+fn kept_connection(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+    (stream, reader)
+}
+
 /// Sends one request without `Connection: close` on `stream` and reads the answer.
 fn exchange_kept(stream: &TcpStream, reader: &mut BufReader<TcpStream>) -> Response {
     let mut writer = stream.try_clone().unwrap();
@@ -473,11 +484,7 @@ fn keepalive_timeout_0s_closes_the_connection_after_each_answer() {
         .upstream(&app)
         .route("r", "/r", "app", "")
         .start();
-    let stream = TcpStream::connect(off.proxy).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let (stream, mut reader) = kept_connection(off.proxy);
     let answered = exchange_kept(&stream, &mut reader);
     answered.expect_status(200);
     assert_eq!(
@@ -491,11 +498,7 @@ fn keepalive_timeout_0s_closes_the_connection_after_each_answer() {
         .upstream(&app)
         .route("r", "/r", "app", "")
         .start();
-    let stream = TcpStream::connect(on.proxy).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let (stream, mut reader) = kept_connection(on.proxy);
     exchange_kept(&stream, &mut reader).expect_status(200);
     exchange_kept(&stream, &mut reader).expect_status(200);
 }
@@ -853,11 +856,7 @@ fn a_refusal_of_a_bodyless_request_keeps_the_connection() {
         .upstream(&app)
         .route("r", "/r", "app", "")
         .start();
-    let stream = TcpStream::connect(gateway.proxy).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let (stream, mut reader) = kept_connection(gateway.proxy);
     (&stream)
         .write_all(b"POST /nowhere HTTP/1.1\r\nHost: h.example\r\nContent-Length: 0\r\n\r\n")
         .unwrap();

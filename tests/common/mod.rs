@@ -101,6 +101,21 @@ impl LocalhostCertificate {
     }
 }
 
+/// Writes `bytes` one at a time, `every` apart, until all are sent, a write
+/// fails (the gateway closed the connection) or `within` has passed.
+pub fn trickle(stream: &mut TcpStream, bytes: &[u8], every: Duration, within: Duration) {
+    let started = Instant::now();
+    for byte in bytes {
+        if stream.write_all(std::slice::from_ref(byte)).is_err() {
+            break;
+        }
+        std::thread::sleep(every);
+        if started.elapsed() > within {
+            break;
+        }
+    }
+}
+
 /// `hookgate check -c test.toml` on `text`, in a directory of its own:
 /// (exit code, stdout, stderr).
 pub fn check_config(text: &str) -> (i32, String, String) {
