@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use pingora::protocols::http::v1::client::HttpSession;
 use pingora::protocols::http::ServerSession as Session;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
@@ -31,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::connections::UpstreamConnections;
 use super::headers::{self, UpstreamHead};
+use super::response::UpstreamResponse;
 use super::VerifiedBody;
 use crate::upstream::UpstreamPool;
 
@@ -139,20 +139,22 @@ enum Relay {
 
 /// A request written to a target and its response head read; the body is next.
 pub struct Exchange {
-    upstream: HttpSession,
+    upstream: UpstreamResponse,
     peer: HttpPeer,
     pub status: u16,
     started: Instant,
-    /// The answer to a `HEAD` has no body, whatever its framing headers say.
-    head_request: bool,
 }
 
 impl Exchange {
     /// The response's `Retry-After` in seconds, when it has one.
     pub fn retry_after(&self) -> Option<Duration> {
-        let head = self.upstream.resp_header()?;
-        let value = head.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-        value.trim().parse().ok().map(Duration::from_secs)
+        let value = self.upstream.header_values("retry-after").next()?;
+        std::str::from_utf8(value)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .map(Duration::from_secs)
     }
 
     /// Reads and discards the response body (for copies nobody waits for).
@@ -162,36 +164,24 @@ impl Exchange {
         pool: &UpstreamPool,
     ) -> Result<(), ForwardError> {
         // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
-        while !self.head_request && upstream_chunk(&mut self.upstream).await?.is_some() {}
+        while self
+            .upstream
+            .body_chunk()
+            .await
+            .map_err(classify)?
+            .is_some()
+        {}
         self.release(connections, pool).await;
         Ok(())
     }
 
-    /// Whether the whole response has been read.
-    fn response_done(&mut self) -> bool {
-        self.head_request || self.upstream.is_body_done()
-    }
-
-    /// Returns the connection to the pool when it can be reused.
-    async fn release(mut self, connections: &UpstreamConnections, pool: &UpstreamPool) {
-        if self.head_request {
-            // The session was not told the request was a HEAD, so it would take
-            // the response's framing at its word: close rather than reuse.
-            self.upstream.shutdown().await;
-            return;
-        }
-        let mut session = self.upstream;
-        // Keep-alive as the response's version and `Connection` allow, and only
-        // when the response was read exactly to its end.
-        session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
+    /// Returns the connection to the pool when it can be reused: the response
+    /// allowed keep-alive and was read exactly to its end.
+    async fn release(self, connections: &UpstreamConnections, pool: &UpstreamPool) {
+        if let Some(stream) = self.upstream.into_reusable().await {
             connections.put(&self.peer, stream, pool.settings().idle_timeout);
         }
     }
-}
-
-async fn upstream_chunk(upstream: &mut HttpSession) -> Result<Option<Bytes>, ForwardError> {
-    upstream.read_body_bytes().await.map_err(classify)
 }
 
 /// Writes `head` + `body` to a healthy target of `pool`, retrying the next
@@ -222,33 +212,32 @@ pub async fn send(
                 continue;
             }
         };
-        let mut upstream =
-            match write_request(upstream, &peer, head, body, pool.settings().timeout).await {
-                Ok(upstream) => upstream,
-                Err(e) => {
-                    if !reused {
-                        tried.push(target);
-                    }
-                    last_error = Some(e);
-                    continue;
+        let stream = match write_request(upstream, head, body, pool.settings().timeout).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                if !reused {
+                    tried.push(target);
                 }
-            };
+                last_error = Some(e);
+                continue;
+            }
+        };
         // `forward` bounds this whole exchange by `response_timeout`; when that is
         // no longer than the per-read `timeout`, a per-read timer on the wait for
         // the head could never fire first, so it is not armed (one timer fewer
         // per request). The body is read with it again.
-        let per_read = upstream.read_timeout;
-        if pool.settings().response_timeout <= pool.settings().timeout {
-            upstream.read_timeout = None;
-        }
-        let status = read_response_head(&mut upstream).await.map_err(classify)?;
-        upstream.read_timeout = per_read;
+        let timeout = pool.settings().timeout;
+        let head_timeout = (pool.settings().response_timeout > timeout).then_some(timeout);
+        let head_request = head.method() == http::Method::HEAD;
+        let mut upstream = UpstreamResponse::read(stream, head_request, head_timeout)
+            .await
+            .map_err(classify)?;
+        upstream.set_read_timeout(Some(timeout));
         return Ok(Exchange {
+            status: upstream.status,
             upstream,
             peer,
-            status,
             started,
-            head_request: head.method() == http::Method::HEAD,
         });
     }
     Err(match last_error {
@@ -258,15 +247,14 @@ pub async fn send(
 }
 
 /// Writes the head and the body in one go (a vectored write when the stream
-/// supports it) and hands back an HTTP/1.1 session ready to read the response.
-/// On failure the connection is dropped, which closes it.
+/// supports it), each write bounded by `timeout`. On failure the connection is
+/// dropped, which closes it.
 async fn write_request(
     mut stream: Stream,
-    peer: &HttpPeer,
     head: &UpstreamHead,
     body: &Bytes,
     timeout: Duration,
-) -> pingora::Result<HttpSession> {
+) -> pingora::Result<Stream> {
     // Upstream peers offer only HTTP/1.1 in ALPN (`UpstreamPool::peer`).
     let mut bytes = head.wire().clone().chain(body.clone());
     let write = async {
@@ -274,39 +262,13 @@ async fn write_request(
         stream.flush().await
     };
     match pingora::prelude::timeout(timeout, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Error::e_because(ErrorType::WriteError, "writing the request", e),
-        Err(_) => {
-            return Error::e_explain(
-                ErrorType::WriteTimedout,
-                format!("writing the request, timeout {timeout:?}"),
-            )
-        }
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Error::e_because(ErrorType::WriteError, "writing the request", e),
+        Err(_) => Error::e_explain(
+            ErrorType::WriteTimedout,
+            format!("writing the request, timeout {timeout:?}"),
+        ),
     }
-    let mut session = HttpSession::new_with_options(stream, peer);
-    // Per read and per write, as the pool's `timeout` promises.
-    session.read_timeout = Some(timeout);
-    session.write_timeout = Some(timeout);
-    Ok(session)
-}
-
-/// Reads the response head, skipping informational (1xx) responses.
-async fn read_response_head(upstream: &mut HttpSession) -> pingora::Result<u16> {
-    // Bounded: an upstream sending endless 1xx heads is broken.
-    for _ in 0..16 {
-        upstream.read_response().await?;
-        let status = upstream
-            .resp_header()
-            .map(|head| head.status.as_u16())
-            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response head"))?;
-        if !(100..200).contains(&status) || status == 101 {
-            return Ok(status);
-        }
-    }
-    Error::e_explain(
-        ErrorType::InvalidHTTPHeader,
-        "too many informational responses",
-    )
 }
 
 async fn relay_response(
@@ -314,31 +276,15 @@ async fn relay_response(
     exchange: &mut Exchange,
     request_id: &str,
 ) -> Result<(), Relay> {
-    let head = exchange.upstream.resp_header().ok_or_else(|| {
-        Relay::NotStarted(Error::explain(
-            ErrorType::InvalidHTTPHeader,
-            "no response head",
-        ))
-    })?;
-    let response = headers::downstream_response(head, request_id).map_err(Relay::NotStarted)?;
-    let done = exchange.response_done();
     let upstream = &mut exchange.upstream;
+    let response = headers::downstream_response(upstream.status, upstream.fields(), request_id)
+        .map_err(Relay::NotStarted)?;
     session
         .write_response_header(Box::new(response))
         .await
         .map_err(Relay::Interrupted)?;
-    if done {
-        return session
-            .write_response_body(Bytes::new(), true)
-            .await
-            .map_err(Relay::Interrupted);
-    }
     // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
-    while let Some(chunk) = upstream
-        .read_body_bytes()
-        .await
-        .map_err(Relay::Interrupted)?
-    {
+    while let Some(chunk) = upstream.body_chunk().await.map_err(Relay::Interrupted)? {
         session
             .write_response_body(chunk, false)
             .await

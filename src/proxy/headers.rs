@@ -289,21 +289,46 @@ fn valid_header_value(value: &[u8]) -> bool {
 /// sender. `Content-Length` and `Transfer-Encoding` stay: the downstream writer
 /// frames by them. Built fresh rather than cloned and pruned: the upstream head
 /// also carries a header-case map that the answer does not need.
-pub fn downstream_response(upstream: &ResponseHeader, request_id: &str) -> Result<ResponseHeader> {
-    let headers = &upstream.headers;
-    let listed = connection_listed(headers);
-    let mut response = ResponseHeader::build_no_case(upstream.status, Some(headers.len() + 1))?;
+pub fn downstream_response<'a, F>(
+    status: u16,
+    fields: F,
+    request_id: &str,
+) -> Result<ResponseHeader>
+where
+    F: Iterator<Item = (&'a [u8], Bytes)> + Clone,
+{
+    let listed: Vec<String> = fields
+        .clone()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+        .filter_map(|(_, value)| String::from_utf8(value.to_vec()).ok())
+        .flat_map(|value| connection_tokens(&value))
+        .collect();
+    let mut response = ResponseHeader::build_no_case(status, Some(fields.size_hint().0 + 1))?;
     let mut has_request_id = false;
-    for (name, value) in headers.iter() {
+    for (name, value) in fields {
+        let name = HeaderName::from_bytes(name).map_err(|e| {
+            Error::because(
+                ErrorType::InvalidHTTPHeader,
+                "invalid response header name",
+                e,
+            )
+        })?;
         let dropped = matches!(
-            *name,
+            name,
             header::CONNECTION | header::UPGRADE | header::TRAILER | header::TE
         ) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
             || name.as_str().starts_with("proxy-")
             || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l));
         if !dropped {
             has_request_id |= name.as_str() == X_REQUEST_ID;
-            response.append_header(name.clone(), value.clone())?;
+            let value = http::HeaderValue::from_maybe_shared(value).map_err(|e| {
+                Error::because(
+                    ErrorType::InvalidHTTPHeader,
+                    "invalid response header value",
+                    e,
+                )
+            })?;
+            response.append_header(name, value)?;
         }
     }
     if !has_request_id {
@@ -336,7 +361,15 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
+        .flat_map(connection_tokens)
+        .collect()
+}
+
+/// The header names one `Connection` value lists, lower-cased (`close` and
+/// `keep-alive` are options, not names).
+fn connection_tokens(value: &str) -> Vec<String> {
+    value
+        .split(',')
         .map(|token| token.trim().to_ascii_lowercase())
         .filter(|token| !token.is_empty() && token != "close" && token != "keep-alive")
         .collect()

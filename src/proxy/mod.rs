@@ -54,6 +54,7 @@ mod headers;
 mod keepalive;
 mod queued;
 mod reply;
+mod response;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};

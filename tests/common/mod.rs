@@ -610,6 +610,9 @@ pub struct Behavior {
     pub drip: Option<Duration>,
     /// Hold each answer until this gate opens (at most [`Gate::LIMIT`]), after `delay`.
     pub hold: Option<Gate>,
+    /// Send these bytes as the whole answer instead of a generated one (for
+    /// malformed or unusually framed responses).
+    pub raw: Option<Vec<u8>>,
 }
 
 /// A gate a held upstream waits on before it answers ([`Behavior::held`]): the
@@ -646,6 +649,7 @@ impl Default for Behavior {
             close_after_answer: false,
             drip: None,
             hold: None,
+            raw: None,
         }
     }
 }
@@ -689,6 +693,14 @@ impl Behavior {
     pub fn held(gate: &Gate) -> Behavior {
         Behavior {
             hold: Some(gate.clone()),
+            ..Behavior::default()
+        }
+    }
+
+    /// Answers every request with exactly `wire` (status line, fields, body).
+    pub fn raw(wire: &[u8]) -> Behavior {
+        Behavior {
+            raw: Some(wire.to_vec()),
             ..Behavior::default()
         }
     }
@@ -880,6 +892,12 @@ fn serve_connection(
             wait_until(Gate::LIMIT, || {
                 gate.is_open() || stop.load(Ordering::SeqCst)
             });
+        }
+        if let Some(wire) = &behavior.raw {
+            if writer.write_all(wire).is_err() || behavior.close_after_answer {
+                return;
+            }
+            continue;
         }
         let head = format!(
             "HTTP/1.1 {} Test\r\nContent-Length: {}\r\nContent-Type: application/json\r\nX-Upstream: {name}\r\n\r\n",
