@@ -95,17 +95,17 @@ where
     } = request;
     let limit = pool.settings().response_timeout;
     let deadline = Instant::now() + limit;
-    // Pingora's coarse timers: cheaper than tokio's wheel, and precise enough.
-    let sent = pingora::prelude::timeout(
-        limit,
-        send(connections, pool, head, body.bytes(), last_target),
-    );
-    let Ok(sent) = sent.await else {
-        return Err(ForwardError::TimedOut(Error::explain(
-            ErrorType::ReadTimedout,
-            format!("no response head within response_timeout {limit:?}"),
-        )));
-    };
+    // The deadline bounds each write and read of the exchange (one timer at a
+    // time, never a second one around them).
+    let sent = send_within(
+        connections,
+        pool,
+        head,
+        body.bytes(),
+        last_target,
+        Some(deadline),
+    )
+    .await;
     let mut exchange = sent?;
     answered(exchange.status).await;
     let mut forwarded = Forwarded {
@@ -185,13 +185,28 @@ impl Exchange {
 }
 
 /// Writes `head` + `body` to a healthy target of `pool`, retrying the next
-/// target while nothing was sent, and reads the response head.
+/// target while nothing was sent, and reads the response head. Each connect,
+/// write and read is bounded by the pool's timeouts only (fan-out copies).
 pub async fn send(
     connections: &UpstreamConnections,
     pool: &UpstreamPool,
     head: &UpstreamHead,
     body: &Bytes,
     last_target: &mut LastTarget,
+) -> Result<Exchange, ForwardError> {
+    send_within(connections, pool, head, body, last_target, None).await
+}
+
+/// [`send`], with every write and read after the connect also ending by
+/// `deadline` (the primary request's `response_timeout`), and so does the
+/// reading of the body later.
+async fn send_within(
+    connections: &UpstreamConnections,
+    pool: &UpstreamPool,
+    head: &UpstreamHead,
+    body: &Bytes,
+    last_target: &mut LastTarget,
+    deadline: Option<Instant>,
 ) -> Result<Exchange, ForwardError> {
     let started = Instant::now();
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -212,7 +227,11 @@ pub async fn send(
                 continue;
             }
         };
-        let stream = match write_request(upstream, head, body, pool.settings().timeout).await {
+        let timeout = pool.settings().timeout;
+        let write_timeout = deadline.map_or(timeout, |deadline| {
+            timeout.min(deadline.saturating_duration_since(Instant::now()))
+        });
+        let stream = match write_request(upstream, head, body, write_timeout).await {
             Ok(stream) => stream,
             Err(e) => {
                 if !reused {
@@ -222,17 +241,10 @@ pub async fn send(
                 continue;
             }
         };
-        // `forward` bounds this whole exchange by `response_timeout`; when that is
-        // no longer than the per-read `timeout`, a per-read timer on the wait for
-        // the head could never fire first, so it is not armed (one timer fewer
-        // per request). The body is read with it again.
-        let timeout = pool.settings().timeout;
-        let head_timeout = (pool.settings().response_timeout > timeout).then_some(timeout);
         let head_request = head.method() == http::Method::HEAD;
-        let mut upstream = UpstreamResponse::read(stream, head_request, head_timeout)
+        let upstream = UpstreamResponse::read(stream, head_request, timeout, deadline)
             .await
             .map_err(classify)?;
-        upstream.set_read_timeout(Some(timeout));
         return Ok(Exchange {
             status: upstream.status,
             upstream,

@@ -313,9 +313,10 @@ where
                 e,
             )
         })?;
+        // `Date` too: Pingora writes its own in every response it sends.
         let dropped = matches!(
             name,
-            header::CONNECTION | header::UPGRADE | header::TRAILER | header::TE
+            header::CONNECTION | header::UPGRADE | header::TRAILER | header::TE | header::DATE
         ) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
             || name.as_str().starts_with("proxy-")
             || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l));

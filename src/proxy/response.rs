@@ -22,7 +22,7 @@
 //! response's headers reach the sender (`headers::downstream_response`).
 
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pingora::protocols::Stream;
@@ -88,21 +88,26 @@ pub struct UpstreamResponse {
     /// Whether the response allows another request on this connection: HTTP/1.1
     /// without `Connection: close`, framed by length or chunks.
     keepalive: bool,
-    /// Per read, when set.
-    read_timeout: Option<Duration>,
+    /// The bound on each read.
+    read_timeout: Duration,
+    /// When set, no read waits past it (`response_timeout`).
+    deadline: Option<Instant>,
 }
 
 impl UpstreamResponse {
     /// Reads the response head from `stream`, skipping informational (1xx)
     /// responses. `head_request`: the request was `HEAD`, so the response has
-    /// no body whatever its framing fields say. Errors: `ReadError` or
-    /// `ConnectionClosed` on the connection, `ReadTimedout` after
-    /// `read_timeout` without a byte, `InvalidHTTPHeader` for a head that is
-    /// malformed, larger than [`MAX_HEAD_BYTES`], or frames its body two ways.
+    /// no body whatever its framing fields say. Each read of the head and,
+    /// later, of the body waits at most `read_timeout`, and never past
+    /// `deadline`. Errors: `ReadError` or `ConnectionClosed` on the
+    /// connection, `ReadTimedout` when a read waited that long,
+    /// `InvalidHTTPHeader` for a head that is malformed, larger than
+    /// [`MAX_HEAD_BYTES`], or frames its body two ways.
     pub async fn read(
         stream: Stream,
         head_request: bool,
-        read_timeout: Option<Duration>,
+        read_timeout: Duration,
+        deadline: Option<Instant>,
     ) -> Result<UpstreamResponse> {
         let mut response = UpstreamResponse {
             stream,
@@ -113,6 +118,7 @@ impl UpstreamResponse {
             framing: Framing::Empty,
             keepalive: false,
             read_timeout,
+            deadline,
         };
         // Bounded: an upstream sending endless 1xx heads is broken.
         for _ in 0..16 {
@@ -130,11 +136,6 @@ impl UpstreamResponse {
             ErrorType::InvalidHTTPHeader,
             "too many informational responses",
         )
-    }
-
-    /// Sets the bound on each read of the body (`None`: unbounded here).
-    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
-        self.read_timeout = timeout;
     }
 
     /// The header fields, in order: name and value bytes as received.
@@ -430,19 +431,22 @@ impl UpstreamResponse {
         self.buffer.reserve(want);
         let mut room = (&mut self.buffer).limit(want);
         let read = self.stream.read_buf(&mut room);
-        let read = match self.read_timeout {
-            Some(limit) => match pingora::prelude::timeout(limit, read).await {
-                Ok(read) => read,
-                Err(_) => {
-                    return Error::e_explain(
-                        ErrorType::ReadTimedout,
-                        format!("reading the response, timeout {limit:?}"),
-                    )
-                }
-            },
-            None => read.await,
+        let limit = match self.deadline {
+            Some(deadline) => self
+                .read_timeout
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => self.read_timeout,
         };
-        read.map_err(|e| Error::because(ErrorType::ReadError, "reading the response", e))
+        // Pingora's coarse timer, registered only if the read has to wait.
+        match pingora::prelude::timeout(limit, read).await {
+            Ok(read) => {
+                read.map_err(|e| Error::because(ErrorType::ReadError, "reading the response", e))
+            }
+            Err(_) => Error::e_explain(
+                ErrorType::ReadTimedout,
+                format!("reading the response: nothing within {limit:?} (timeout, or what was left of response_timeout)"),
+            ),
+        }
     }
 
     /// Whether a comma-separated field `name` lists `token` (case-insensitive).

@@ -34,7 +34,7 @@ async fn read(wire: &'static [u8], close: bool, head_request: bool) -> Result<Ou
     let stream = connect(address).await;
     let outcome = async {
         let mut response =
-            UpstreamResponse::read(stream, head_request, Some(Duration::from_secs(1))).await?;
+            UpstreamResponse::read(stream, head_request, Duration::from_secs(1), None).await?;
         let mut body = Vec::new();
         // Bounded: the wire is finite and each read has a timeout.
         while let Some(chunk) = response.body_chunk().await? {
@@ -250,7 +250,9 @@ fn fields_keep_their_order_and_bytes() {
             tokio::time::sleep(Duration::from_secs(2)).await;
         });
         let stream = connect(address).await;
-        let response = UpstreamResponse::read(stream, false, None).await.unwrap();
+        let response = UpstreamResponse::read(stream, false, Duration::from_secs(1), None)
+            .await
+            .unwrap();
         let fields: Vec<(Vec<u8>, Vec<u8>)> = response
             .fields()
             .map(|(name, value)| (name.to_vec(), value.to_vec()))
