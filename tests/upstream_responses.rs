@@ -40,6 +40,8 @@ fn a_chunked_answer_with_trailers_reaches_the_sender_whole() {
         answered.expect_status(201);
         assert_eq!(answered.body, b"{\"ok\":true}");
         assert_eq!(answered.header("x-app"), Some("1"));
+        // Trailer fields are not relayed (README, "The request path").
+        assert_eq!(answered.header("x-checksum"), None);
     }
     // Read exactly to its end, so the connection served all three.
     assert_eq!(upstream.connections() - health_checks, 1);

@@ -338,6 +338,16 @@ where
     Ok(response)
 }
 
+/// A fresh request id: a random UUID (RFC 9562 §5.4) in its hyphenated lower-case
+/// form, written without the formatting machinery of `to_string`.
+pub fn new_request_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
+}
+
 /// The sender's `X-Request-Id` when it is short and plain, so it can be echoed into
 /// JSON and logs unescaped; otherwise `None` and the gateway makes one.
 pub fn sender_request_id(request: &RequestHeader) -> Option<&str> {

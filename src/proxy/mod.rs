@@ -258,7 +258,7 @@ impl HttpServerApp for Gateway {
             Ok(()) => Box::pin(self.handle(&mut session, &mut ctx)).await.err(),
             Err(limit) => {
                 self.metrics.client_limit_hit(limit);
-                ctx.request_id = uuid::Uuid::new_v4().to_string();
+                ctx.request_id = headers::new_request_id();
                 let refusal = Refusal::new(Reply::HEADER_TOO_LARGE)
                     .detail(format!("{} exceeded", limit.as_str()))
                     .close();
@@ -380,7 +380,7 @@ impl Gateway {
             .map(|addr| addr.ip());
         ctx.request_id = headers::sender_request_id(session.req_header())
             .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(headers::new_request_id);
     }
 
     /// Step 0: a slot under `[server] max_inflight`.
@@ -799,7 +799,7 @@ impl Gateway {
     /// every other refusal, then the connection is closed.
     async fn refuse_head(&self, session: &mut Session, reply: &Reply, error: &Error) {
         let mut ctx = self.new_ctx();
-        ctx.request_id = uuid::Uuid::new_v4().to_string();
+        ctx.request_id = headers::new_request_id();
         ctx.peer = session
             .client_addr()
             .and_then(|addr| addr.as_inet())

@@ -86,7 +86,7 @@ async fn answer_accepted(
     event_id: &str,
     body: String,
 ) -> Result<()> {
-    let mut answer = ResponseHeader::build(202, Some(4))?;
+    let mut answer = ResponseHeader::build_no_case(202, Some(6))?;
     answer.insert_header("Content-Type", "application/json")?;
     answer.insert_header("Content-Length", body.len())?;
     answer.insert_header("X-Request-Id", ctx.request_id.as_str())?;

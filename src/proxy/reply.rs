@@ -193,7 +193,9 @@ pub async fn send(
     reason: Option<&str>,
 ) -> Result<()> {
     let body = json_body(reply, route, request_id, reason);
-    let mut header = ResponseHeader::build(reply.status, Some(4))?;
+    // Without a case map, as relayed answers: names go out in lower case
+    // (RFC 9110 §5.1), and a refusal in a flood costs less to write.
+    let mut header = ResponseHeader::build_no_case(reply.status, Some(6))?;
     header.insert_header("Content-Type", "application/json")?;
     header.insert_header("Content-Length", body.len())?;
     header.insert_header("X-Request-Id", request_id)?;
