@@ -75,7 +75,9 @@
 //! # Several instances (`[cluster]`)
 //! With `[cluster]`, [`DedupeStore::admit_clustered`] keeps claims and forwarded ids in
 //! Redis instead, with the same rules across every instance: a claim is `SET key token NX
-//! PX lease` (in one Lua script that also tells a forwarded id from one in flight), a
+//! PX lease` (in one Lua script that also tells a forwarded id from one in flight, and that
+//! answers "claimed" again when re-run with the same token: a command whose connection
+//! dropped is sent once more, see `ClusterClient::run`), a
 //! successful forward `SET key "f" PX ttl` before the answer is relayed ([`Claim::confirm`]),
 //! a failed one deletes the key if it still holds this claim's token. An instance that dies
 //! holding a claim blocks that id (409) for at most the lease. Redis bounds the entries by
@@ -565,6 +567,7 @@ impl Claim {
                     .arg("PX")
                     .arg(duration_millis(claim.ttl));
                 Confirm(Some(Box::pin(async move {
+                    let command = &command;
                     let written = cluster
                         .run(Operation::Dedupe, |mut connection| async move {
                             command.query_async::<()>(&mut connection).await
@@ -604,7 +607,7 @@ impl Claim {
 /// Deletes a claim in Redis if it still holds `token`. If Redis does not answer,
 /// the claim ends with its lease.
 async fn release_claim(cluster: &ClusterClient, key: String, token: String) {
-    let command = release_command(&key, &token);
+    let command = &release_command(&key, &token);
     let _ = cluster
         .run(Operation::Dedupe, |mut connection| async move {
             crate::cluster::invoke::<i64>(&mut connection, release_script(), &command).await
@@ -696,13 +699,19 @@ impl Drop for Claim {
 const FORWARDED: &str = "f";
 
 /// Claims `KEYS[1]` with token `ARGV[1]` for `ARGV[2]` ms unless it exists;
-/// returns 0 (claimed), 1 (forwarded) or 2 (in flight elsewhere).
+/// returns 0 (claimed), 1 (forwarded) or 2 (in flight elsewhere). Idempotent:
+/// run again with the same token (a retry after a dropped connection, when the
+/// first run may have landed), it answers 0 again instead of "in flight".
 const CLAIM_SCRIPT: &str = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 0
 end
-if redis.call('GET', KEYS[1]) == 'f' then
+local held = redis.call('GET', KEYS[1])
+if held == 'f' then
   return 1
+end
+if held == ARGV[1] then
+  return 0
 end
 return 2
 "#;
@@ -776,6 +785,7 @@ impl DedupeStore {
         let token = claim_token();
         let mut command = crate::cluster::evalsha(claim_script(), &key);
         command.arg(&token).arg(duration_millis(lease));
+        let command = &command;
         let claimed = cluster
             .run(Operation::Dedupe, |mut connection| async move {
                 crate::cluster::invoke::<i64>(&mut connection, claim_script(), &command).await

@@ -637,6 +637,7 @@ pub async fn check_shared(
     let tau = interval.saturating_mul(u64::from(limit.burst.get() - 1));
     let mut command = crate::cluster::evalsha(gcra_script(), &key);
     command.arg(interval).arg(tau).arg(asking.tokens());
+    let command = &command;
     let (granted, wait): (i64, i64) = cluster
         .run(
             crate::cluster::Operation::RateLimit,
