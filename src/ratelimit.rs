@@ -59,8 +59,9 @@
 //! cost no round trip. The bound: in any window `W`, all instances together admit at most
 //! `burst + (W + 10 ms) × rate`, i.e. at most `⌈rate × 10 ms⌉` more than one instance
 //! would, whatever the number of instances; below 200/s (or with `burst = 1`) every
-//! request asks Redis and the limit is exact. Keys are [`shared_key`]s and expire once
-//! their burst refilled;
+//! request asks Redis and the limit is exact. Keys are [`shared_key`]s (named after the
+//! route, the interval and the burst, so a reload that changes the limit starts afresh, as
+//! on one instance) and expire once their burst refilled;
 //! `max_keys` does not bound them (Redis's `maxmemory` does: about 100 bytes per key, each
 //! living at most `burst` × interval). While Redis does not answer, `[cluster]
 //! on_unavailable` decides: `"local"` uses the [`RouteLimiter`] (counted), `"reject"`
@@ -581,10 +582,15 @@ fn gcra_script() -> &'static redis::Script {
 }
 
 /// The Redis key of a request's bucket under `route`'s limit, the same on every
-/// instance: `<prefix>rl:<route>:route`, `…:ip:<32 hex>` (the address as the
-/// local limiter keys it, IPv6 by /64) or `…:h:<32 hex>` (a SHA-256 prefix of
-/// the header's lines, so key names stay short whatever the header holds) and
-/// `…:h:missing`.
+/// instance: `<prefix>rl:<route>:<T>-<burst>:route`, `…:ip:<32 hex>` (the
+/// address as the local limiter keys it, IPv6 by /64) or `…:h:<32 hex>` (a
+/// SHA-256 prefix of the header's lines, so key names stay short whatever the
+/// header holds) and `…:h:missing`. `<T>` is the emission interval in
+/// microseconds and `<burst>` the burst: a reload that changes either starts
+/// from fresh buckets, as a single instance does (`state` keeps a route's local
+/// limiter only when its `rate_limit` is unchanged), instead of keeping the old
+/// bucket's timing (a `2/min` bucket made `Retry-After: 59` answers after a
+/// reload to `100/s`).
 pub fn shared_key(
     cluster: &crate::cluster::ClusterClient,
     route: &str,
@@ -610,7 +616,8 @@ pub fn shared_key(
             }
         }
     };
-    cluster.key(&["rl", route, &bucket])
+    let timing = format!("{}-{}", shared_interval_micros(limit), limit.burst);
+    cluster.key(&["rl", route, &timing, &bucket])
 }
 
 /// Takes one request from the shared bucket of the request's key under

@@ -121,3 +121,45 @@ fn a_killed_or_restarted_redis_connection_is_replaced_without_a_503() {
     );
     assert_eq!(unavailable.unwrap_or(0.0), 0.0, "no 503");
 }
+
+/// A reload that raises a shared rate limit (`2/min` burst 2 to `100/s` burst
+/// 100) takes effect at once, as on a single instance: the route's first
+/// requests after the reload are admitted. The Redis bucket used to keep the
+/// old limit's timing, so every request got 429 `Retry-After: 59` (for up to a
+/// day with `N/d`). Guards the `<T>-<burst>` part of `shared_key`
+/// (`src/ratelimit.rs`): without it, the requests after the reload get 429.
+#[test]
+fn a_reload_that_raises_a_shared_rate_limit_admits_at_once() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let setup = |limit: &str| {
+        Setup::new()
+            .table(&cluster_table(&redis, ""))
+            .upstream(&app)
+            .route("hooks", "/hooks", "app", &format!("rate_limit = {limit}"))
+    };
+    let gateway = setup("{ rate = \"2/min\", burst = 2 }").start();
+    let statuses: Vec<u16> = (0..3)
+        .map(|i| {
+            delivery(&gateway, &format!("before-{i}"))
+                .expect("an answer")
+                .status
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 429]);
+
+    gateway.rewrite(&setup("{ rate = \"100/s\", burst = 100 }").rest());
+    let reloaded = gateway.post_reload();
+    assert_eq!(reloaded.status, 200, "{:?}", reloaded.json());
+    for i in 0..5 {
+        let answer = delivery(&gateway, &format!("after-{i}")).expect("an answer");
+        assert_eq!(
+            answer.status,
+            200,
+            "request {i} after raising the limit: {:?}, Retry-After {:?}",
+            answer.json(),
+            answer.header("retry-after")
+        );
+    }
+    assert_eq!(app.count(), 7);
+}
