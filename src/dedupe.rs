@@ -87,6 +87,12 @@
 //! runs what is queued on its sockets when it resumes), so its release is sent right behind
 //! it on the same connection ([`ClusterClient::send_behind`]).
 //!
+//! On a queued route with the Redis store, the store's append script makes the claim
+//! "forwarded" in the same step as it stores the event ([`Claim::remember`]). When the
+//! append's answer is lost (a timeout: Redis may have run it, or may run it later), the
+//! claim is kept, never released ([`Claim::keep`]): a retry gets 409 until the append
+//! lands (then `duplicate`) or the lease ends (nothing was stored: the retry goes through).
+//!
 //! # Time
 //! Every call takes `now: Instant`, so tests run on a fake timeline without sleeping. The
 //! store lives in memory: a restart forgets everything.
@@ -584,6 +590,32 @@ impl Claim {
 
     /// The forward failed: forget the id so a retry gets through. Same as dropping.
     pub fn failed(self) {}
+
+    /// For a claim held in Redis: the write that remembers its id as forwarded
+    /// for the TTL, for a store on that Redis to make in the same atomic step
+    /// as it stores the event. `None` for a claim in this instance's store.
+    pub fn remember(&self) -> Option<crate::delivery::store::Remember> {
+        match &self.inner {
+            ClaimOf::Cluster(claim) => Some(crate::delivery::store::Remember {
+                key: claim.key.clone(),
+                value: FORWARDED,
+                ttl: claim.ttl,
+            }),
+            ClaimOf::Local { .. } => None,
+        }
+    }
+
+    /// Ends a claim held in Redis without a write of its own: the key stays as
+    /// it is, either made "forwarded" by the store (see [`Claim::remember`]) or,
+    /// when the store's answer was lost, held until its lease ends (a retry
+    /// meanwhile gets 409; after it, `duplicate` if the event was stored, else
+    /// it goes through). A claim in this instance's store is forgotten, as
+    /// dropping it does.
+    pub fn keep(mut self) {
+        if matches!(self.inner, ClaimOf::Cluster(_)) {
+            self.done = true;
+        }
+    }
 
     /// The forward failed: forget the id. Awaiting the returned future deletes a
     /// claim held in Redis before the answer goes out, so the sender's retry, on any

@@ -163,3 +163,247 @@ fn a_reload_that_raises_a_shared_rate_limit_admits_at_once() {
     }
     assert_eq!(app.count(), 7);
 }
+
+// ---------------------------------------------------------------- a store answer lost
+
+/// Which way [`DelayProxy`] holds bytes back.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// Redis's next answer on the connection that sent the marker: Redis has
+    /// run the command, the gateway hears of it late.
+    Answer,
+    /// The bytes that carry the marker: Redis runs the command late.
+    Request,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of Redis that, the first time a client
+/// sends `marker`, holds back one direction of that connection for `delay`.
+/// Its threads end with their connections; the accept loop when it is dropped.
+struct DelayProxy {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fired: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DelayProxy {
+    fn start(
+        to: std::net::SocketAddr,
+        marker: &'static [u8],
+        hold: Hold,
+        delay: Duration,
+    ) -> DelayProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicUsize::new(0));
+        let (stopped, fires) = (stop.clone(), fired.clone());
+        std::thread::spawn(move || {
+            // Bounded: ends when the proxy is dropped, or after 5 minutes.
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            while !stopped.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                // Set by the client side when the marker passed, read by the
+                // side that holds back.
+                let marked = Arc::new(AtomicBool::new(false));
+                let pump = |mut from: std::net::TcpStream,
+                            mut into: std::net::TcpStream,
+                            upstream: bool,
+                            marked: Arc<AtomicBool>,
+                            fires: Arc<AtomicUsize>| {
+                    move || {
+                        let mut buffer = vec![0u8; 65536];
+                        loop {
+                            let n = match from.read(&mut buffer) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let chunk = &buffer[..n];
+                            if upstream
+                                && chunk.windows(marker.len()).any(|w| w == marker)
+                                && fires
+                                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                                    .is_ok()
+                            {
+                                match hold {
+                                    Hold::Request => std::thread::sleep(delay),
+                                    Hold::Answer => marked.store(true, Ordering::Release),
+                                }
+                            }
+                            if !upstream && marked.swap(false, Ordering::AcqRel) {
+                                std::thread::sleep(delay);
+                            }
+                            if into.write_all(chunk).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    }
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(pump(client, server, true, marked.clone(), fires.clone()));
+                std::thread::spawn(pump(s2, c2, false, marked, fires.clone()));
+            }
+        });
+        DelayProxy { addr, stop, fired }
+    }
+
+    fn fired(&self) -> usize {
+        self.fired.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A gateway whose `[cluster]` (dedupe claims and the Redis store) reaches
+/// `redis` through `proxy`: one queued, deduped route `/q` to `app`.
+fn queued_gateway(proxy: &DelayProxy, app: &Upstream) -> Gateway {
+    let table = format!(
+        "[cluster]\nredis = \"redis://{}/0\"\ncommand_timeout = \"250ms\"\n\
+         [storage]\nbackend = \"redis\"\nretention = \"1h\"\nlease = \"2s\"\n",
+        proxy.addr
+    );
+    let gateway = Setup::new()
+        .table(&table)
+        .upstream(app)
+        .route(
+            "q",
+            "/q",
+            "app",
+            &format!(
+                "delivery = \"queued\"\n{DEDUPE}\nretry = {{ attempts = 5, backoff = \"100ms\" }}"
+            ),
+        )
+        .start();
+    // Loads the store's scripts, so the marked append below is one command.
+    let warm = try_post(gateway.proxy, "/q", &[("X-Delivery", "warm-up")], b"{}");
+    assert_eq!(warm.map(|r| r.status).ok(), Some(202));
+    gateway
+}
+
+fn queued(gateway: &Gateway, id: &str, body: &[u8]) -> Response {
+    try_post(
+        gateway.proxy,
+        "/q",
+        &[("X-Delivery", id), ("Content-Type", "application/json")],
+        body,
+    )
+    .expect("an answer")
+}
+
+/// How many events the upstream got with `marker` in the body, once the
+/// delivery of the first has arrived (polled: an event whose append timed out
+/// is not scheduled by this instance; it is taken over once its 2 s lease
+/// passed) and a moment later.
+fn deliveries_with(app: &Upstream, marker: &[u8]) -> usize {
+    let count = || {
+        app.received()
+            .iter()
+            .filter(|r| r.body.windows(marker.len()).any(|w| w == marker))
+            .count()
+    };
+    wait_until(Duration::from_secs(15), || count() >= 1);
+    // A second event, if one was stored, is due at once too.
+    std::thread::sleep(Duration::from_millis(500));
+    count()
+}
+
+/// Redis ran the append of a queued, deduped delivery, but its answer came
+/// after `command_timeout`: the sender got 503 `storage_unavailable` and
+/// retried. The retry used to be stored as a second event (the 503 released
+/// the dedupe claim), so the app got the delivery twice. The append script
+/// now remembers the id as forwarded in the same step as it stores the
+/// event: the retries are 200 `duplicate` and the app gets it once. Guards
+/// the `SET KEYS[5]` in the `APPEND` script (`src/delivery/redis_store.rs`):
+/// without it, the retry is answered 202 (or 409) and stored again.
+#[test]
+fn a_retry_after_a_lost_store_answer_is_a_duplicate() {
+    let redis = RedisServer::start();
+    let proxy = DelayProxy::start(
+        redis.addr,
+        b"DELAYME",
+        Hold::Answer,
+        Duration::from_millis(600),
+    );
+    let app = Upstream::start("app");
+    let gateway = queued_gateway(&proxy, &app);
+    let body = b"{\"id\":\"evt_lost\",\"note\":\"DELAYME\"}";
+
+    let first = queued(&gateway, "evt_lost", body);
+    assert_eq!(first.status, 503, "{:?}", first.json());
+    assert_eq!(first.json()["error"], "storage_unavailable");
+    assert_eq!(proxy.fired(), 1, "the append's answer was held back");
+    for attempt in 0..3 {
+        let retry = queued(&gateway, "evt_lost", body);
+        assert_eq!(
+            (retry.status, retry.json()["status"].clone()),
+            (200, serde_json::json!("duplicate")),
+            "retry {attempt}: {:?}",
+            retry.json()
+        );
+    }
+    let delivered = deliveries_with(&app, b"DELAYME");
+    assert_eq!(delivered, 1, "delivered once; log:\n{}", gateway.log());
+}
+
+/// The append of a queued, deduped delivery reached Redis late (after
+/// `command_timeout`, and after the 503 went out): releasing the claim on the
+/// 503 let the sender's retry through as a second event before the first one
+/// landed. The claim is now kept after an append whose outcome is unknown:
+/// the retry gets 409 `duplicate_in_flight` until the late append lands (and
+/// makes the id "forwarded"), then 200 `duplicate`; never a second 202.
+/// Guards `claim.keep()` in the `Err` arm of `accept_queued`
+/// (`src/proxy/queued.rs`): without it, the claim is released on the 503 and
+/// the retries are let through to the store (answered 503 behind the late
+/// append, or 202: a second event) instead of 409 then `duplicate`.
+#[test]
+fn a_retry_while_a_late_append_is_on_its_way_is_held_off() {
+    let redis = RedisServer::start();
+    let proxy = DelayProxy::start(
+        redis.addr,
+        b"DELAYME",
+        Hold::Request,
+        Duration::from_millis(800),
+    );
+    let app = Upstream::start("app");
+    let gateway = queued_gateway(&proxy, &app);
+    let body = b"{\"id\":\"evt_late\",\"note\":\"DELAYME\"}";
+
+    let first = queued(&gateway, "evt_late", body);
+    assert_eq!(first.status, 503, "{:?}", first.json());
+    let retry = queued(&gateway, "evt_late", body);
+    assert_eq!(retry.status, 409, "{:?}", retry.json());
+    assert_eq!(retry.json()["error"], "duplicate_in_flight");
+    let mut answers = Vec::new();
+    let settled = wait_until(Duration::from_secs(10), || {
+        let answer = queued(&gateway, "evt_late", body);
+        answers.push(answer.status);
+        answer.status != 409
+    });
+    assert!(settled, "still in flight: {answers:?}");
+    let last = queued(&gateway, "evt_late", body);
+    assert_eq!(
+        (last.status, last.json()["status"].clone()),
+        (200, serde_json::json!("duplicate")),
+        "after the late append landed ({answers:?}): {:?}",
+        last.json()
+    );
+    assert!(!answers.contains(&202), "stored twice: {answers:?}");
+    let delivered = deliveries_with(&app, b"DELAYME");
+    assert_eq!(delivered, 1, "delivered once; log:\n{}", gateway.log());
+}
