@@ -407,3 +407,74 @@ fn a_retry_while_a_late_append_is_on_its_way_is_held_off() {
     let delivered = deliveries_with(&app, b"DELAYME");
     assert_eq!(delivered, 1, "delivered once; log:\n{}", gateway.log());
 }
+
+// ---------------------------------------------------------------- max_keys
+
+/// The rate-limit keys of route `route` in `redis`, counted with `SCAN`
+/// (bounded: at most 100 rounds).
+fn rate_limit_keys(redis: &RedisServer, route: &str) -> usize {
+    let pattern = format!("hookgate:rl:{route}:*");
+    let (mut cursor, mut keys) = ("0".to_string(), 0);
+    for _ in 0..100 {
+        let reply = redis
+            .request(&[&format!("SCAN {cursor} MATCH {pattern} COUNT 1000")])
+            .expect("SCAN");
+        let mut words = reply[0].split_whitespace();
+        cursor = words.next().unwrap_or("0").to_string();
+        keys += words.count();
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys
+}
+
+/// `max_keys` bounds the shared buckets of a keyed limit as it bounds the
+/// local table: 30 distinct header values against `max_keys = 5` leave at
+/// most 6 rate-limit keys in Redis (5 buckets and the overflow bucket), for
+/// the hour they would otherwise each live; the sixth new value and later
+/// ones share the overflow bucket (one admitted, then 429), while a value
+/// that has its own bucket keeps it. Unauthenticated senders used to fill
+/// Redis (8,246 keys for an hour from 24,000 requests), and with
+/// `maxmemory` + `noeviction` every cluster route then answered 503. Guards
+/// the `keyed.shared.admit(bucket, now)` check in `check_shared`
+/// (`src/ratelimit.rs`): without it, every new value gets a bucket of its
+/// own (30 admitted, 30 keys in Redis).
+#[test]
+fn max_keys_bounds_the_shared_buckets_in_redis() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .table(&cluster_table(&redis, ""))
+        .upstream(&app)
+        .route(
+            "public",
+            "/public",
+            "app",
+            "rate_limit = { rate = \"1/h\", burst = 1, per = \"header:X-Shop\", max_keys = 5 }",
+        )
+        .start();
+    let shop = |name: &str| {
+        try_post(gateway.proxy, "/public", &[("X-Shop", name)], b"{}")
+            .expect("an answer")
+            .status
+    };
+    let statuses: Vec<u16> = (0..30).map(|i| shop(&format!("shop-{i}"))).collect();
+    assert_eq!(
+        &statuses[..6],
+        [200; 6],
+        "5 own buckets, then the overflow's one token"
+    );
+    assert!(
+        statuses[6..].iter().all(|&s| s == 429),
+        "the overflow bucket is spent: {statuses:?}"
+    );
+    assert_eq!(shop("shop-0"), 429, "shop-0's own bucket is spent");
+    let keys = rate_limit_keys(&redis, "public");
+    assert!(
+        keys <= 6,
+        "{keys} rate-limit keys in Redis for max_keys = 5"
+    );
+    assert_eq!(keys, 6);
+    assert_eq!(app.count(), 6);
+}
