@@ -458,6 +458,20 @@ fn compile_tls(
     {
         return None;
     }
+    if let (Some(cert), Some(key), Some(cert_path), Some(key_path)) =
+        (&cert, &key, &file.cert, &file.key)
+    {
+        if let Err(reason) = client_key_matches(cert, key) {
+            problems.push(Problem::new(
+                "tls.key",
+                format!(
+                    "{key_path} does not fit the client certificate in {cert_path} (tls.cert): \
+                     {reason}; give the private key the certificate was issued for"
+                ),
+            ));
+            return None;
+        }
+    }
     let paths = [("ca", &file.ca), ("cert", &file.cert), ("key", &file.key)]
         .into_iter()
         .filter_map(|(name, path)| path.as_ref().map(|p| format!("{name} {p}")))
@@ -469,6 +483,30 @@ fn compile_tls(
             .map(|(cert, key)| (cert.expose().to_vec(), key)),
         paths,
     })
+}
+
+/// Whether `key` (PEM) is the private key of the first certificate of `cert`
+/// (PEM; both already parsed once): they are built into a rustls client
+/// configuration the way the redis crate builds one for every connection,
+/// which refuses a key whose public key differs from the certificate's (or a
+/// key type rustls cannot sign with). Without this, a mismatch passes `check`
+/// and fails every connection: never ready. The error is rustls's text,
+/// which names no key material.
+fn client_key_matches(cert: &Secret, key: &Secret) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (Ok(chain), Ok(private)) = (
+        CertificateDer::pem_slice_iter(cert.expose()).collect::<Result<Vec<_>, _>>(),
+        PrivateKeyDer::from_pem_slice(key.expose()),
+    ) else {
+        return Err("unreadable PEM".to_string());
+    };
+    pingora::tls::install_default_crypto_provider();
+    pingora::tls::ClientConfig::builder()
+        .with_root_certificates(pingora::tls::RootCertStore::empty())
+        .with_client_auth_cert(chain, private)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Checks `sentinel = { … }`; problems keyed `sentinel.…`.
