@@ -478,3 +478,59 @@ fn max_keys_bounds_the_shared_buckets_in_redis() {
     assert_eq!(keys, 6);
     assert_eq!(app.count(), 6);
 }
+
+// ---------------------------------------------------------------- credentials
+
+/// A password written without its leading `:` (`redis://PASSWORD@host`) is
+/// parsed as a user name, and was printed verbatim by `hookgate check`, the
+/// log and `/config`. A user name is now shown as `***`, with a warning that
+/// says what was probably meant; and a `${ENV}` reference inside the URL (not
+/// expanded: Redis would get the text itself) is refused at load, instead of
+/// a warning that a password was written in the file. Guards the
+/// `(Some(_), false) => "***@"` arm of `redact` (`src/config/cluster.rs`):
+/// with the user name printed, the secret shows in all three.
+#[test]
+fn a_password_in_the_user_name_position_never_shows() {
+    const SECRET: &str = "Hunter2Secret";
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let url = format!("redis://{SECRET}@{}/0", redis.addr);
+    let setup = Setup::new()
+        .table(&format!("[cluster]\nredis = \"{url}\"\n"))
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", DEDUPE);
+    let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n{}", setup.rest());
+    let (code, stdout, stderr) = check_config(&text);
+    let checked = format!("{stdout}{stderr}");
+    assert_eq!(code, 0, "{checked}");
+    assert!(!checked.contains(SECRET), "check shows it:\n{checked}");
+    assert!(
+        checked.contains(&format!("redis://***@{}/0", redis.addr)),
+        "{checked}"
+    );
+    assert!(checked.contains("user name and no password"), "{checked}");
+
+    let gateway = setup.start();
+    let forwarded = delivery(&gateway, "evt_1").expect("an answer");
+    assert_eq!(
+        forwarded.status,
+        200,
+        "Redis in use: {:?}",
+        forwarded.json()
+    );
+    let config = get(gateway.admin, "/config").expect("/config");
+    let config = String::from_utf8_lossy(&config.body).into_owned();
+    assert!(config.contains("***@"), "{config}");
+    for (place, text) in [("/config", config), ("the log", gateway.log())] {
+        assert!(!text.contains(SECRET), "{place} shows it:\n{text}");
+    }
+
+    // `${…}` inside the URL is not expanded: refused, not "written in the file".
+    let inline = text.replace(&url, &format!("redis://:${{REDIS_PW}}@{}/0", redis.addr));
+    let (code, stdout, stderr) = check_config(&inline);
+    let checked = format!("{stdout}{stderr}");
+    assert_ne!(code, 0, "{checked}");
+    assert!(checked.contains("cluster.redis"), "{checked}");
+    assert!(checked.contains("not expanded"), "{checked}");
+    assert!(!checked.contains("written in the config file"), "{checked}");
+}
