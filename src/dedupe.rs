@@ -642,7 +642,7 @@ async fn release_claim(cluster: &ClusterClient, key: String, token: String) {
     let command = &release_command(&key, &token);
     let _ = cluster
         .run(Operation::Dedupe, |mut connection| async move {
-            crate::cluster::invoke::<i64>(&mut connection, release_script(), &command).await
+            crate::cluster::invoke::<i64>(&mut connection, release_script(), command).await
         })
         .await;
 }
@@ -820,7 +820,7 @@ impl DedupeStore {
         let command = &command;
         let claimed = cluster
             .run(Operation::Dedupe, |mut connection| async move {
-                crate::cluster::invoke::<i64>(&mut connection, claim_script(), &command).await
+                crate::cluster::invoke::<i64>(&mut connection, claim_script(), command).await
             })
             .await;
         let shared = &self.shared;

@@ -712,7 +712,7 @@ pub async fn check_shared(
         .run(
             crate::cluster::Operation::RateLimit,
             |mut connection| async move {
-                crate::cluster::invoke(&mut connection, gcra_script(), &command).await
+                crate::cluster::invoke(&mut connection, gcra_script(), command).await
             },
         )
         .await?;
