@@ -75,7 +75,9 @@
 //! # Several instances (`[cluster]`)
 //! With `[cluster]`, [`DedupeStore::admit_clustered`] keeps claims and forwarded ids in
 //! Redis instead, with the same rules across every instance: a claim is `SET key token NX
-//! PX lease` (in one Lua script that also tells a forwarded id from one in flight), a
+//! PX lease` (in one Lua script that also tells a forwarded id from one in flight, and that
+//! answers "claimed" again when re-run with the same token: a command whose connection
+//! dropped is sent once more, see `ClusterClient::run`), a
 //! successful forward `SET key "f" PX ttl` before the answer is relayed ([`Claim::confirm`]),
 //! a failed one deletes the key if it still holds this claim's token. An instance that dies
 //! holding a claim blocks that id (409) for at most the lease. Redis bounds the entries by
@@ -84,6 +86,12 @@
 //! (`"local"`, counted) or 503. A claim whose answer timed out may still run (a paused Redis
 //! runs what is queued on its sockets when it resumes), so its release is sent right behind
 //! it on the same connection ([`ClusterClient::send_behind`]).
+//!
+//! On a queued route with the Redis store, the store's append script makes the claim
+//! "forwarded" in the same step as it stores the event ([`Claim::remember`]). When the
+//! append's answer is lost (a timeout: Redis may have run it, or may run it later), the
+//! claim is kept, never released ([`Claim::keep`]): a retry gets 409 until the append
+//! lands (then `duplicate`) or the lease ends (nothing was stored: the retry goes through).
 //!
 //! # Time
 //! Every call takes `now: Instant`, so tests run on a fake timeline without sleeping. The
@@ -565,6 +573,7 @@ impl Claim {
                     .arg("PX")
                     .arg(duration_millis(claim.ttl));
                 Confirm(Some(Box::pin(async move {
+                    let command = &command;
                     let written = cluster
                         .run(Operation::Dedupe, |mut connection| async move {
                             command.query_async::<()>(&mut connection).await
@@ -581,6 +590,32 @@ impl Claim {
 
     /// The forward failed: forget the id so a retry gets through. Same as dropping.
     pub fn failed(self) {}
+
+    /// For a claim held in Redis: the write that remembers its id as forwarded
+    /// for the TTL, for a store on that Redis to make in the same atomic step
+    /// as it stores the event. `None` for a claim in this instance's store.
+    pub fn remember(&self) -> Option<crate::delivery::store::Remember> {
+        match &self.inner {
+            ClaimOf::Cluster(claim) => Some(crate::delivery::store::Remember {
+                key: claim.key.clone(),
+                value: FORWARDED,
+                ttl: claim.ttl,
+            }),
+            ClaimOf::Local { .. } => None,
+        }
+    }
+
+    /// Ends a claim held in Redis without a write of its own: the key stays as
+    /// it is, either made "forwarded" by the store (see [`Claim::remember`]) or,
+    /// when the store's answer was lost, held until its lease ends (a retry
+    /// meanwhile gets 409; after it, `duplicate` if the event was stored, else
+    /// it goes through). A claim in this instance's store is forgotten, as
+    /// dropping it does.
+    pub fn keep(mut self) {
+        if matches!(self.inner, ClaimOf::Cluster(_)) {
+            self.done = true;
+        }
+    }
 
     /// The forward failed: forget the id. Awaiting the returned future deletes a
     /// claim held in Redis before the answer goes out, so the sender's retry, on any
@@ -604,10 +639,10 @@ impl Claim {
 /// Deletes a claim in Redis if it still holds `token`. If Redis does not answer,
 /// the claim ends with its lease.
 async fn release_claim(cluster: &ClusterClient, key: String, token: String) {
-    let command = release_command(&key, &token);
+    let command = &release_command(&key, &token);
     let _ = cluster
         .run(Operation::Dedupe, |mut connection| async move {
-            crate::cluster::invoke::<i64>(&mut connection, release_script(), &command).await
+            crate::cluster::invoke::<i64>(&mut connection, release_script(), command).await
         })
         .await;
 }
@@ -696,13 +731,19 @@ impl Drop for Claim {
 const FORWARDED: &str = "f";
 
 /// Claims `KEYS[1]` with token `ARGV[1]` for `ARGV[2]` ms unless it exists;
-/// returns 0 (claimed), 1 (forwarded) or 2 (in flight elsewhere).
+/// returns 0 (claimed), 1 (forwarded) or 2 (in flight elsewhere). Idempotent:
+/// run again with the same token (a retry after a dropped connection, when the
+/// first run may have landed), it answers 0 again instead of "in flight".
 const CLAIM_SCRIPT: &str = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 0
 end
-if redis.call('GET', KEYS[1]) == 'f' then
+local held = redis.call('GET', KEYS[1])
+if held == 'f' then
   return 1
+end
+if held == ARGV[1] then
+  return 0
 end
 return 2
 "#;
@@ -776,9 +817,10 @@ impl DedupeStore {
         let token = claim_token();
         let mut command = crate::cluster::evalsha(claim_script(), &key);
         command.arg(&token).arg(duration_millis(lease));
+        let command = &command;
         let claimed = cluster
             .run(Operation::Dedupe, |mut connection| async move {
-                crate::cluster::invoke::<i64>(&mut connection, claim_script(), &command).await
+                crate::cluster::invoke::<i64>(&mut connection, claim_script(), command).await
             })
             .await;
         let shared = &self.shared;

@@ -59,10 +59,15 @@
 //! cost no round trip. The bound: in any window `W`, all instances together admit at most
 //! `burst + (W + 10 ms) × rate`, i.e. at most `⌈rate × 10 ms⌉` more than one instance
 //! would, whatever the number of instances; below 200/s (or with `burst = 1`) every
-//! request asks Redis and the limit is exact. Keys are [`shared_key`]s and expire once
-//! their burst refilled;
-//! `max_keys` does not bound them (Redis's `maxmemory` does: about 100 bytes per key, each
-//! living at most `burst` × interval). While Redis does not answer, `[cluster]
+//! request asks Redis and the limit is exact. Keys are [`shared_key`]s (named after the
+//! route, the interval and the burst, so a reload that changes the limit starts afresh, as
+//! on one instance) and expire once their burst refilled. `max_keys` bounds them per
+//! instance as it bounds the local table: an instance uses at most `max_keys` per-key
+//! buckets of a route in Redis at once (each counted until Redis drops it); a new key beyond
+//! that shares the route's one overflow bucket (counted in [`RouteLimiter::overflow_hits`]).
+//! So Redis holds at most `instances × (max_keys + 1)` keys of a route (about 100 bytes
+//! each), whatever a flood of distinct addresses or header values sends. While Redis does
+//! not answer, `[cluster]
 //! on_unavailable` decides: `"local"` uses the [`RouteLimiter`] (counted), `"reject"`
 //! answers 503.
 //!
@@ -187,6 +192,9 @@ enum KeyKind {
     Route,
     Bucket(BucketKey),
     MissingHeader,
+    /// The shared overflow bucket (`[cluster]`): a new key while this
+    /// instance already uses `max_keys` shared buckets of the route.
+    Overflow,
 }
 
 /// 16 bytes: an IPv6 address (IPv4 mapped, IPv6 cut to its /64) or a 64-bit header hash.
@@ -240,6 +248,8 @@ struct KeyedState<C: Clock> {
     created: C::Instant,
     /// Nanoseconds after `created` of the last prune forced by a full table; `NEVER` if none.
     last_full_prune: AtomicU64,
+    /// The shared buckets (`[cluster]`) this instance uses, bounded like the table.
+    shared: SharedKeys,
 }
 
 const NEVER: u64 = u64::MAX;
@@ -277,6 +287,7 @@ impl<C: Clock + Clone> RouteLimiter<C> {
                     missing: RateLimiter::direct_with_clock(quota, clock),
                     hasher: RandomState::new(),
                     last_full_prune: AtomicU64::new(NEVER),
+                    shared: SharedKeys::new(config.max_keys.max(1)),
                 }))
             }
         };
@@ -333,6 +344,11 @@ impl<C: Clock> RouteLimiter<C> {
             (LimiterState::Keyed(keyed), KeyKind::MissingHeader | KeyKind::Route) => {
                 check_direct(&keyed.missing)
             }
+            // Only `check_shared` makes it, and asks Redis with it.
+            (LimiterState::Keyed(keyed), KeyKind::Overflow) => keyed
+                .limiter
+                .check_key(&OVERFLOW_BUCKET)
+                .map_err(|not_until| limited(&not_until, keyed.limiter.clock())),
         }
     }
 
@@ -345,26 +361,32 @@ impl<C: Clock> RouteLimiter<C> {
     /// and the shared buckets' grants that ran out. O(number of keys); call it on a timer.
     /// Returns the number of keys left.
     pub fn prune(&self) -> usize {
-        self.grants.prune(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        self.grants.prune(now);
         match &self.state {
             LimiterState::Route(_) => 0,
             LimiterState::Keyed(keyed) => {
                 keyed.limiter.retain_recent();
                 keyed.limiter.shrink_to_fit();
-                keyed.counters.len.load(Ordering::Acquire)
+                keyed.shared.prune(now);
+                self.keys()
             }
         }
     }
 
-    /// Number of per-key buckets held (0 per route).
+    /// Number of per-key buckets held (0 per route): in the local table, plus
+    /// the shared buckets (`[cluster]`) this instance uses in Redis.
     pub fn keys(&self) -> usize {
         match &self.state {
             LimiterState::Route(_) => 0,
-            LimiterState::Keyed(keyed) => keyed.counters.len.load(Ordering::Acquire),
+            LimiterState::Keyed(keyed) => {
+                keyed.counters.len.load(Ordering::Acquire) + keyed.shared.len()
+            }
         }
     }
 
-    /// How many new keys were checked against the overflow bucket because the table was full.
+    /// How many new keys were checked against the overflow bucket because the table was full
+    /// (the local table, or with `[cluster]` this instance's shared buckets).
     pub fn overflow_hits(&self) -> u64 {
         match &self.state {
             LimiterState::Route(_) => 0,
@@ -556,8 +578,9 @@ fn shared_interval_micros(limit: &RateLimit) -> u64 {
 /// (TAT) and expires when it is reached: a bucket whose burst refilled is the
 /// same as no bucket. Grants as many of the wanted tokens as the bucket holds
 /// (the n-th is there while `TAT + (n − 1) × T − now ≤ tau`), each as if one
-/// request had arrived now. Returns `{granted, 0}` or, when not even one is
-/// there, `{0, wait}`: for one token, exactly the one-request GCRA.
+/// request had arrived now. Returns `{granted, 0, life}` or, when not even one
+/// is there, `{0, wait, life}`: for one token, exactly the one-request GCRA.
+/// `life` is how long the key lives from now (0: it does not exist).
 const GCRA_SCRIPT: &str = r#"
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -567,12 +590,12 @@ local want = tonumber(ARGV[3])
 local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
 local there = math.floor((tau - (tat - now)) / interval) + 1
 if there < 1 then
-  return {0, tat - tau - now}
+  return {0, tat - tau - now, tat - now}
 end
 local granted = math.min(want, there)
 local next_tat = tat + granted * interval
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000))
-return {granted, 0}
+return {granted, 0, next_tat - now}
 "#;
 
 fn gcra_script() -> &'static redis::Script {
@@ -581,10 +604,15 @@ fn gcra_script() -> &'static redis::Script {
 }
 
 /// The Redis key of a request's bucket under `route`'s limit, the same on every
-/// instance: `<prefix>rl:<route>:route`, `…:ip:<32 hex>` (the address as the
-/// local limiter keys it, IPv6 by /64) or `…:h:<32 hex>` (a SHA-256 prefix of
-/// the header's lines, so key names stay short whatever the header holds) and
-/// `…:h:missing`.
+/// instance: `<prefix>rl:<route>:<T>-<burst>:route`, `…:ip:<32 hex>` (the
+/// address as the local limiter keys it, IPv6 by /64) or `…:h:<32 hex>` (a
+/// SHA-256 prefix of the header's lines, so key names stay short whatever the
+/// header holds) and `…:h:missing`. `<T>` is the emission interval in
+/// microseconds and `<burst>` the burst: a reload that changes either starts
+/// from fresh buckets, as a single instance does (`state` keeps a route's local
+/// limiter only when its `rate_limit` is unchanged), instead of keeping the old
+/// bucket's timing (a `2/min` bucket made `Retry-After: 59` answers after a
+/// reload to `100/s`).
 pub fn shared_key(
     cluster: &crate::cluster::ClusterClient,
     route: &str,
@@ -592,7 +620,17 @@ pub fn shared_key(
     client: IpAddr,
     headers: &HeaderMap,
 ) -> String {
-    let bucket = match &limit.by {
+    shared_key_of(
+        cluster,
+        route,
+        limit,
+        &shared_bucket(limit, client, headers),
+    )
+}
+
+/// The last part of a [`shared_key`]: the request's bucket.
+fn shared_bucket(limit: &RateLimit, client: IpAddr, headers: &HeaderMap) -> String {
+    match &limit.by {
         LimitBy::Route => "route".to_string(),
         LimitBy::Ip => format!("ip:{}", hex::encode(ip_key(client))),
         LimitBy::Header(name) => {
@@ -609,8 +647,18 @@ pub fn shared_key(
                 format!("h:{}", hex::encode(&hasher.finalize()[..16]))
             }
         }
-    };
-    cluster.key(&["rl", route, &bucket])
+    }
+}
+
+/// `<prefix>rl:<route>:<T>-<burst>:<bucket>` (see [`shared_key`]).
+fn shared_key_of(
+    cluster: &crate::cluster::ClusterClient,
+    route: &str,
+    limit: &RateLimit,
+    bucket: &str,
+) -> String {
+    let timing = format!("{}-{}", shared_interval_micros(limit), limit.burst);
+    cluster.key(&["rl", route, &timing, bucket])
 }
 
 /// Takes one request from the shared bucket of the request's key under
@@ -619,6 +667,14 @@ pub fn shared_key(
 /// [`RateLimit::max_grant`] tokens (see [`Grants`]). Same GCRA and
 /// `Retry-After` as [`RouteLimiter`]. `Err` when Redis did not answer in time;
 /// the caller applies `on_unavailable`.
+///
+/// `max_keys` bounds the shared buckets as it bounds the local table: this
+/// instance uses at most `max_keys` per-key buckets of the route in Redis
+/// (each counted until Redis drops it, as the script reports); a new key
+/// while they are all in use is checked against the route's one overflow
+/// bucket `…:<T>-<burst>:overflow` (counted in
+/// [`RouteLimiter::overflow_hits`]). So a flood of distinct addresses or
+/// header values adds at most `max_keys + 1` keys per instance to Redis.
 pub async fn check_shared(
     cluster: &crate::cluster::ClusterClient,
     route: &str,
@@ -627,25 +683,43 @@ pub async fn check_shared(
     headers: &HeaderMap,
 ) -> Result<Result<(), RateLimited>, crate::cluster::ClusterError> {
     let limit = &limiter.config;
-    let local = limiter.key(client, headers);
-    let asking = match limiter.grants.take(local, std::time::Instant::now()) {
+    let now = std::time::Instant::now();
+    let mut local = limiter.key(client, headers);
+    let shared = match (&limiter.state, local.0) {
+        (LimiterState::Keyed(keyed), KeyKind::Bucket(bucket)) => {
+            if !keyed.shared.admit(bucket, now) {
+                keyed.counters.overflow_hits.fetch_add(1, Ordering::Relaxed);
+                local = LimitKey(KeyKind::Overflow);
+            }
+            Some(&keyed.shared)
+        }
+        _ => None,
+    };
+    let asking = match limiter.grants.take(local, now) {
         Take::Spent => return Ok(Ok(())),
         Take::Ask(asking) => asking,
     };
-    let key = shared_key(cluster, route, limit, client, headers);
+    let key = match local.0 {
+        KeyKind::Overflow => shared_key_of(cluster, route, limit, "overflow"),
+        _ => shared_key(cluster, route, limit, client, headers),
+    };
     let interval = shared_interval_micros(limit);
     let tau = interval.saturating_mul(u64::from(limit.burst.get() - 1));
     let mut command = crate::cluster::evalsha(gcra_script(), &key);
     command.arg(interval).arg(tau).arg(asking.tokens());
-    let (granted, wait): (i64, i64) = cluster
+    let command = &command;
+    let (granted, wait, life): (i64, i64, i64) = cluster
         .run(
             crate::cluster::Operation::RateLimit,
             |mut connection| async move {
-                crate::cluster::invoke(&mut connection, gcra_script(), &command).await
+                crate::cluster::invoke(&mut connection, gcra_script(), command).await
             },
         )
         .await?;
     asking.granted(u32::try_from(granted.max(0)).unwrap_or(u32::MAX));
+    if let (Some(shared), KeyKind::Bucket(bucket)) = (shared, local.0) {
+        shared.lives_until(bucket, now + Duration::from_micros(life.max(0) as u64));
+    }
     Ok(if granted >= 1 {
         Ok(())
     } else {
@@ -653,6 +727,81 @@ pub async fn check_shared(
             wait: Duration::from_micros(wait.max(1) as u64),
         })
     })
+}
+
+/// The bucket key of the local overflow state (never a real key's: `check_key`
+/// of [`KeyKind::Overflow`] is not called in practice).
+const OVERFLOW_BUCKET: BucketKey = [0xff; 16];
+
+/// The per-key shared buckets (`[cluster]`) of one route this instance uses in
+/// Redis, each until Redis drops it (as the script last reported, or
+/// [`FULL_PRUNE_INTERVAL`] while the first answer is awaited): at most `max`.
+struct SharedKeys {
+    max: usize,
+    table: std::sync::Mutex<SharedTable>,
+}
+
+#[derive(Default)]
+struct SharedTable {
+    until: std::collections::HashMap<BucketKey, std::time::Instant>,
+    /// The last prune forced by a full table.
+    last_full_prune: Option<std::time::Instant>,
+}
+
+impl SharedKeys {
+    fn new(max: usize) -> SharedKeys {
+        SharedKeys {
+            max,
+            table: std::sync::Mutex::new(SharedTable::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedTable> {
+        // Plain numbers: consistent after any panic.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `bucket` may use a shared bucket of its own: it already does,
+    /// or there is room (after dropping the expired ones, at most once per
+    /// [`FULL_PRUNE_INTERVAL`] while full), and it is counted from now.
+    fn admit(&self, bucket: BucketKey, now: std::time::Instant) -> bool {
+        let mut table = self.lock();
+        if table.until.contains_key(&bucket) {
+            return true;
+        }
+        if table.until.len() >= self.max {
+            let due = table
+                .last_full_prune
+                .is_none_or(|at| now.saturating_duration_since(at) >= FULL_PRUNE_INTERVAL);
+            if !due {
+                return false;
+            }
+            table.last_full_prune = Some(now);
+            table.until.retain(|_, until| *until > now);
+            if table.until.len() >= self.max {
+                return false;
+            }
+        }
+        table.until.insert(bucket, now + FULL_PRUNE_INTERVAL);
+        true
+    }
+
+    /// Redis keeps `bucket`'s key until `until` (from the script's answer).
+    fn lives_until(&self, bucket: BucketKey, until: std::time::Instant) {
+        if let Some(entry) = self.lock().until.get_mut(&bucket) {
+            *entry = until;
+        }
+    }
+
+    fn prune(&self, now: std::time::Instant) {
+        let mut table = self.lock();
+        table.until.retain(|_, until| *until > now);
+        table.until.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.lock().until.len()
+    }
 }
 
 /// The tokens of shared buckets that Redis granted this instance and that are

@@ -208,3 +208,46 @@ fn rediss_to_a_plain_text_redis_names_tls() {
         .unwrap();
     assert!(line.contains("TLS"), "{line}");
 }
+
+/// A client key that is not the client certificate's (here the server's key
+/// given with the client certificate) is a config error at load, keyed
+/// `cluster.tls.key`, naming both files and no key material: `hookgate check`
+/// fails and the gateway does not start. It used to pass `check` and start,
+/// then fail every connection (never ready). Guards the
+/// `client_key_matches(cert, key)` check of `compile_tls`
+/// (`src/config/cluster.rs`): without it, `check` exits 0.
+#[test]
+fn a_client_key_that_does_not_match_its_certificate_is_refused_at_load() {
+    let pki = Pki::new();
+    let key_path = shown(&pki.path("server.key"));
+    let text = format!(
+        "{}[upstreams.app]\ntargets = [\"127.0.0.1:9000\"]\n\
+         [[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nupstream = \"app\"\n",
+        cluster(
+            "127.0.0.1:6380".parse().unwrap(),
+            &format!(
+                "ca = \"{}\", cert = \"{}\", key = \"{key_path}\"",
+                shown(&pki.path("ca.pem")),
+                shown(&pki.path("client.pem")),
+            ),
+        )
+    );
+    let (code, stdout, stderr) = check_config(&text);
+    let output = format!("{stdout}{stderr}");
+    assert_ne!(code, 0, "{output}");
+    let line = output
+        .lines()
+        .find(|line| line.contains("cluster.tls.key"))
+        .unwrap_or_else(|| panic!("no cluster.tls.key problem:\n{output}"));
+    assert!(line.contains(&key_path), "{line}");
+    assert!(line.contains("client.pem"), "{line}");
+    let key = std::fs::read_to_string(pki.path("server.key")).unwrap();
+    let key_body = key.lines().nth(1).unwrap();
+    assert!(!output.contains(key_body), "key material shown:\n{output}");
+    assert!(!output.contains("PRIVATE KEY"), "{output}");
+
+    // The good pair passes.
+    let good = text.replace(&key_path, &shown(&pki.path("client.key")));
+    let (code, stdout, stderr) = check_config(&good);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

@@ -21,7 +21,7 @@
 pub mod sentinel;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +100,37 @@ pub async fn invoke<T: redis::FromRedisValue>(
     }
 }
 
+/// Whether `error` says the connection was lost or could not be made (broken
+/// pipe, reset, refused, end of stream), as opposed to an answer from Redis or a
+/// timeout.
+fn is_dropped(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped() || error.is_connection_refusal()
+}
+
+/// One proxy worker thread's connection to one client's Redis.
+struct WorkerConnection {
+    /// [`ClusterClient::id`].
+    client: u64,
+    /// The link's generation (node) it was opened for.
+    generation: u64,
+    /// [`ClusterClient::epoch`] when it was opened.
+    epoch: u64,
+    connection: ConnectionManager,
+}
+
+thread_local! {
+    static WORKER_CONNECTIONS: std::cell::RefCell<Vec<WorkerConnection>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether this thread runs a current-thread runtime (a proxy worker), whose
+/// commands go on the thread's own connections.
+fn on_own_thread() -> bool {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::CurrentThread)
+}
+
 /// Why a command gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -151,6 +182,10 @@ pub struct ClusterClient {
     /// proxy worker.
     link: Arc<Link>,
     up: AtomicBool,
+    /// Bumped each time the ping finds Redis back after it was down: every
+    /// thread's connection older than that is rebuilt before its next command
+    /// (it most likely died with the old server).
+    epoch: AtomicU64,
     metrics: Arc<Metrics>,
     /// The runtime the connection and the ping run on; background writes too.
     runtime: tokio::runtime::Handle,
@@ -197,12 +232,13 @@ impl ClusterClient {
                 .with_label_values(&[operation.as_str()]);
         }
         metrics.cluster_up.with_label_values::<&str>(&[]).set(0);
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let client = Arc::new(ClusterClient {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             settings: settings.clone(),
             link,
             up: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             metrics,
             runtime: runtime.clone(),
         });
@@ -275,30 +311,57 @@ impl ClusterClient {
         self.link.manager()
     }
 
-    /// Runs `command` on the shared connection within `command_timeout`. Fails
-    /// at once while Redis is known to be down. A failure is counted under
-    /// `operation`; a lost connection or a timeout marks Redis down until the
-    /// next ping gets through.
+    /// Runs `command` on this thread's connection (see [`Self::worker_connection`])
+    /// within `command_timeout`. Fails at once while Redis is known to be down.
+    /// A failure is counted under `operation`.
+    ///
+    /// A connection that died while idle (Redis restarted, closed an idle
+    /// client under its `timeout` setting, `CLIENT KILL`) fails the next
+    /// command with a dropped-connection error although Redis is fine: then
+    /// the command is sent once more on a fresh connection, within the same
+    /// deadline, and Redis is not marked down for it (the ping decides that).
+    /// Redis-rs gives the same error whether the command never left (the usual
+    /// case: the connection was found dead) or the connection dropped after it
+    /// was written, so **every command run here must be safe to run twice**:
+    /// the dedupe scripts are idempotent for their token (a claim re-run by its
+    /// holder answers "claimed"), a forwarded mark or a release is the same
+    /// write again, and a rate-limit script run twice can only take one token
+    /// too many (refuse, never admit more). Only when the fresh connection
+    /// fails too, or on a timeout, is Redis marked down until the next ping
+    /// gets through.
     pub async fn run<T, F, Fut>(&self, operation: Operation, command: F) -> Result<T, ClusterError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if !self.is_up() {
             self.count_error(operation);
             return Err(ClusterError::Down);
         }
-        let Some(connection) = self.worker_connection() else {
-            self.count_error(operation);
-            return Err(ClusterError::Down);
-        };
         let timeout = self.settings.command_timeout;
+        let attempts = async {
+            let connection = self.worker_connection().ok_or(ClusterError::Down)?;
+            match command(connection).await {
+                Err(e) if is_dropped(&e) => {
+                    self.forget_worker_connection();
+                    let connection = self.worker_connection().ok_or(ClusterError::Down)?;
+                    command(connection).await.map_err(|e| {
+                        // Also on a fresh connection: Redis itself is unreachable.
+                        if is_dropped(&e) {
+                            self.set_up(false);
+                        }
+                        ClusterError::Redis(e)
+                    })
+                }
+                answer => answer.map_err(ClusterError::Redis),
+            }
+        };
         // Pingora's coarse timer: cheaper than tokio's wheel, and precise enough.
-        let answer = pingora::prelude::timeout(timeout, command(connection)).await;
+        let answer = pingora::prelude::timeout(timeout, attempts).await;
         let result = match answer {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout() {
+            Ok(Err(ClusterError::Redis(e))) => {
+                if (e.is_unrecoverable_error() && !is_dropped(&e)) || e.is_timeout() {
                     self.set_up(false);
                 }
                 // A replica (a demoted master): stop sending there; the ping
@@ -309,6 +372,7 @@ impl ClusterClient {
                 }
                 ClusterError::Redis(e)
             }
+            Ok(Err(other)) => other,
             Err(_) => {
                 self.set_up(false);
                 ClusterError::Timeout(timeout)
@@ -353,40 +417,51 @@ impl ClusterClient {
     /// The connection for a command issued on this thread. On a current-thread
     /// runtime (each proxy worker: `work_stealing = false`) it is the thread's
     /// own, created on first use (and again when the link moved to another
-    /// node), whose I/O runs on that same thread: a command then costs no
-    /// wakeup of another thread, and the commands of the requests a worker
-    /// holds at once leave in one write. Elsewhere, the shared one. `None`
-    /// while no node is known (Sentinel, before the first master).
+    /// node, when the ping found Redis back after it was down, or after
+    /// [`Self::forget_worker_connection`]), whose I/O runs on that same thread:
+    /// a command then costs no wakeup of another thread, and the commands of
+    /// the requests a worker holds at once leave in one write. Elsewhere, the
+    /// shared one. `None` while no node is known (Sentinel, before the first
+    /// master).
     fn worker_connection(&self) -> Option<ConnectionManager> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        thread_local! {
-            static CONNECTIONS: std::cell::RefCell<Vec<(u64, u64, ConnectionManager)>> =
-                const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let own_thread = Handle::try_current()
-            .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::CurrentThread);
-        if !own_thread {
+        if !on_own_thread() {
             return self.link.manager();
         }
         let generation = self.link.generation();
-        CONNECTIONS.with(|connections| {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        WORKER_CONNECTIONS.with(|connections| {
             let mut connections = connections.borrow_mut();
-            let found = connections.iter().position(|(id, _, _)| *id == self.id);
+            let found = connections.iter().position(|c| c.client == self.id);
             if let Some(i) = found {
-                if connections[i].1 == generation {
-                    return Some(connections[i].2.clone());
+                if connections[i].generation == generation && connections[i].epoch == epoch {
+                    return Some(connections[i].connection.clone());
                 }
                 connections.swap_remove(i);
             }
             let (generation, client) = self.link.client()?;
             match ConnectionManager::new_lazy_with_config(client, own_config(&self.settings)) {
                 Ok(connection) => {
-                    connections.push((self.id, generation, connection.clone()));
+                    connections.push(WorkerConnection {
+                        client: self.id,
+                        generation,
+                        epoch,
+                        connection: connection.clone(),
+                    });
                     Some(connection)
                 }
                 Err(_) => self.link.manager(),
             }
         })
+    }
+
+    /// Drops this thread's connection (it was found dead): the next
+    /// [`Self::worker_connection`] opens a fresh one.
+    fn forget_worker_connection(&self) {
+        if on_own_thread() {
+            WORKER_CONNECTIONS.with(|connections| {
+                connections.borrow_mut().retain(|c| c.client != self.id);
+            });
+        }
     }
 
     /// Counts one decision taken on this instance's own state because Redis
@@ -435,22 +510,30 @@ impl ClusterClient {
 
     /// One `PING` (`ROLE` with Sentinel) on the link's connection.
     async fn ping_once(&self) -> Option<String> {
-        let Some(mut connection) = self.link.manager() else {
+        let Some(connection) = self.link.manager() else {
             return Some("no master known".to_string());
         };
         let sentinel = self.link.follows_sentinels();
         let node = self.link.address().unwrap_or_default();
+        let ask = |mut connection: ConnectionManager| async move {
+            if sentinel {
+                sentinel::role_of(&mut connection).await
+            } else {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+            }
+        };
         let answer = tokio::time::timeout(
             self.settings
                 .command_timeout
                 .max(self.settings.connect_timeout),
             async {
-                if sentinel {
-                    sentinel::role_of(&mut connection).await
-                } else {
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut connection)
-                        .await
+                match ask(connection.clone()).await {
+                    // The connection died while idle (`CLIENT KILL`, a restart):
+                    // the manager reconnects; ask once more on the new one.
+                    Err(e) if is_dropped(&e) => ask(connection).await,
+                    answer => answer,
                 }
             },
         )
@@ -503,6 +586,7 @@ impl ClusterClient {
             .with_label_values::<&str>(&[])
             .set(i64::from(up));
         if up && !was {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             tracing::info!(redis = %self.settings.redis, node = %self.link.address().unwrap_or_default(), "cluster: Redis answers");
         }
         was != up

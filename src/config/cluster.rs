@@ -170,7 +170,8 @@ impl RedisUrl {
         })
     }
 
-    /// The URL with any password replaced by `[redacted]`: safe for logs and `check`.
+    /// The URL with any password replaced by `[redacted]` and any user name by
+    /// `***`: safe for logs, `check` and `/config`.
     pub fn redacted(&self) -> &str {
         &self.redacted
     }
@@ -201,11 +202,14 @@ impl RedisUrl {
     }
 }
 
+/// The URL without credentials: a password is `[redacted]`, a user name
+/// `***` (a password written without its leading `:`, `redis://PASSWORD@host`,
+/// is parsed as a user name).
 fn redact(info: &ConnectionInfo, has_password: bool) -> String {
     let settings = info.redis_settings();
     let credentials = match (settings.username(), has_password) {
-        (Some(user), true) => format!("{user}:[redacted]@"),
-        (Some(user), false) => format!("{user}@"),
+        (Some(_), true) => "***:[redacted]@".to_string(),
+        (Some(_), false) => "***@".to_string(),
         (None, true) => ":[redacted]@".to_string(),
         (None, false) => String::new(),
     };
@@ -458,6 +462,20 @@ fn compile_tls(
     {
         return None;
     }
+    if let (Some(cert), Some(key), Some(cert_path), Some(key_path)) =
+        (&cert, &key, &file.cert, &file.key)
+    {
+        if let Err(reason) = client_key_matches(cert, key) {
+            problems.push(Problem::new(
+                "tls.key",
+                format!(
+                    "{key_path} does not fit the client certificate in {cert_path} (tls.cert): \
+                     {reason}; give the private key the certificate was issued for"
+                ),
+            ));
+            return None;
+        }
+    }
     let paths = [("ca", &file.ca), ("cert", &file.cert), ("key", &file.key)]
         .into_iter()
         .filter_map(|(name, path)| path.as_ref().map(|p| format!("{name} {p}")))
@@ -469,6 +487,30 @@ fn compile_tls(
             .map(|(cert, key)| (cert.expose().to_vec(), key)),
         paths,
     })
+}
+
+/// Whether `key` (PEM) is the private key of the first certificate of `cert`
+/// (PEM; both already parsed once): they are built into a rustls client
+/// configuration the way the redis crate builds one for every connection,
+/// which refuses a key whose public key differs from the certificate's (or a
+/// key type rustls cannot sign with). Without this, a mismatch passes `check`
+/// and fails every connection: never ready. The error is rustls's text,
+/// which names no key material.
+fn client_key_matches(cert: &Secret, key: &Secret) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (Ok(chain), Ok(private)) = (
+        CertificateDer::pem_slice_iter(cert.expose()).collect::<Result<Vec<_>, _>>(),
+        PrivateKeyDer::from_pem_slice(key.expose()),
+    ) else {
+        return Err("unreadable PEM".to_string());
+    };
+    pingora::tls::install_default_crypto_provider();
+    pingora::tls::ClientConfig::builder()
+        .with_root_certificates(pingora::tls::RootCertStore::empty())
+        .with_client_auth_cert(chain, private)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Checks `sentinel = { … }`; problems keyed `sentinel.…`.
@@ -761,11 +803,17 @@ impl ClusterFile {
                 Ok(url) => RedisUrl::parse(url.trim(), password),
                 Err(_) => Err("the referenced URL is not valid UTF-8".to_string()),
             }
+        } else if redis.contains("${") {
+            // Not the password's own text, most likely, and not a password
+            // written in the file either: say what happens instead.
+            Err("a ${…} reference inside a URL is not expanded (Redis would get the text itself as the password); put the whole URL in the variable (redis = \"${REDIS_URL}\") or give password = \"${REDIS_PASSWORD}\"".to_string())
         } else {
             let parsed = RedisUrl::parse(redis, password);
             if let Ok(url) = &parsed {
                 if url.redacted.contains("[redacted]") && self.password.is_none() {
                     warn("cluster.redis carries a password written in the config file; prefer redis = \"${REDIS_URL}\" or password = \"${REDIS_PASSWORD}\"".to_string());
+                } else if url.redacted.contains("***@") {
+                    warn("cluster.redis has a user name and no password: if it is the password, write redis://:PASSWORD@HOST (with the ':'), better from password = \"${REDIS_PASSWORD}\"".to_string());
                 }
             }
             parsed
@@ -1003,7 +1051,7 @@ mod tests {
         ] {
             assert!(!shown.contains("Sup3rS3cret"), "{shown}");
             assert!(
-                shown.contains("rediss://app:[redacted]@redis.internal:6380/2"),
+                shown.contains("rediss://***:[redacted]@redis.internal:6380/2"),
                 "{shown}"
             );
         }

@@ -299,10 +299,26 @@ impl Queue {
 
     /// Stores `event` durably and schedules its deliveries; its event id once on disk.
     pub async fn accept(&self, event: NewEvent) -> Result<String, StoreError> {
+        self.accept_remembering(event, None).await
+    }
+
+    /// Whether [`Queue::accept_remembering`] writes its [`store::Remember`]
+    /// atomically with the event (the store is on Redis).
+    pub fn remembers(&self) -> bool {
+        self.inner.store.remembers()
+    }
+
+    /// [`Queue::accept`], writing `remember` in the same atomic step as the
+    /// event when the store [`Queue::remembers`].
+    pub async fn accept_remembering(
+        &self,
+        event: NewEvent,
+        remember: Option<&store::Remember>,
+    ) -> Result<String, StoreError> {
         let record = EventRecord::new(&event);
         let (head, body) = (event.head.clone(), event.body.clone());
         let route = event.route.clone();
-        match self.inner.store.append(event).await {
+        match self.inner.store.append_remembering(event, remember).await {
             Ok(key) => {
                 let now = now_ms();
                 {

@@ -41,6 +41,11 @@
 //!   settings are read at start (`CONFIG GET`) and a warning names each one
 //!   that weakens the guarantee, or says they could not be read (managed
 //!   Redis often renames `CONFIG`).
+//! - A 503 is not a proof that nothing was stored: an append whose answer
+//!   came after `command_timeout` may have run. With a route's dedupe, the
+//!   append script remembers the delivery id as forwarded in the same step
+//!   ([`Remember`]), so the sender's retry is answered `duplicate` exactly
+//!   when the event was stored.
 //! - Delivery is at least once across instances: a delivery is made by one
 //!   instance at a time while its lease is renewed; an instance that stops
 //!   renewing (killed, paused, cut off from Redis for a whole lease) may see
@@ -70,7 +75,7 @@ use crate::cluster::sentinel::{Link, Target};
 
 use super::store::{
     now_ms, AttemptRecord, DeliveryRecord, EventKey, EventRecord, EventStore, Filter, NewEvent,
-    Next, Status, StoreError,
+    Next, Remember, Status, StoreError,
 };
 
 /// The consumer group every instance reads the delivery stream in.
@@ -93,9 +98,12 @@ const PURGE_ROUNDS: usize = 10;
 const RECORD_TRIES: usize = 3;
 
 /// Appends an event, its deliveries' stream entries, and reads them as this
-/// consumer. KEYS: seq, events, stream, bytes. ARGV: max_bytes, size, base,
-/// head, body, group, consumer, event key prefix, then one delivery JSON each.
-/// Returns `{0, used, nil}` when full, else `{key, used, {stream ids}}`.
+/// consumer. KEYS: seq, events, stream, bytes, and optionally a key to
+/// remember ([`Remember`]: a dedupe claim made "forwarded"). ARGV: max_bytes,
+/// size, base, head, body, group, consumer, event key prefix, the remembered
+/// value and its TTL in ms (ignored without the fifth key), then one delivery
+/// JSON each. Returns `{0, used, nil}` when full (nothing written), else
+/// `{key, used, {stream ids}}`.
 const APPEND: &str = r#"
 local used = tonumber(redis.call('GET', KEYS[4]) or '0')
 local size = tonumber(ARGV[2])
@@ -103,12 +111,12 @@ if used + size > tonumber(ARGV[1]) then return {0, used, false} end
 redis.pcall('XGROUP', 'CREATE', KEYS[3], ARGV[6], '0', 'MKSTREAM')
 local key = redis.call('INCR', KEYS[1])
 local ev = ARGV[8] .. key
-local n = #ARGV - 8
+local n = #ARGV - 10
 redis.call('HSET', ev, 'base', ARGV[3], 'head', ARGV[4], 'body', ARGV[5], 'n', n, 'size', size)
 local ids = {}
 for i = 0, n - 1 do
   local id = redis.call('XADD', KEYS[3], '*', 'k', key, 'i', i)
-  redis.call('HSET', ev, 'd' .. i, ARGV[9 + i], 's' .. i, id)
+  redis.call('HSET', ev, 'd' .. i, ARGV[11 + i], 's' .. i, id)
   ids[#ids + 1] = id
 end
 local last = ids[#ids]
@@ -120,6 +128,9 @@ for _ = 1, 1000 do
 end
 redis.call('ZADD', KEYS[2], key, key)
 used = redis.call('INCRBY', KEYS[4], size)
+if #KEYS > 4 then
+  redis.call('SET', KEYS[5], ARGV[9], 'PX', ARGV[10])
+end
 return {key, used, ids}
 "#;
 
@@ -604,6 +615,21 @@ async fn renew_leases(store: std::sync::Weak<Shared>) {
 #[async_trait]
 impl EventStore for RedisStore {
     async fn append(&self, event: NewEvent) -> Result<EventKey, StoreError> {
+        self.append_remembering(event, None).await
+    }
+
+    fn remembers(&self) -> bool {
+        true
+    }
+
+    /// Stores the event and writes `remember` in one script: a sender that
+    /// got no answer (a timeout while Redis ran it) and retries finds its
+    /// delivery id remembered exactly when the event was stored.
+    async fn append_remembering(
+        &self,
+        event: NewEvent,
+        remember: Option<&Remember>,
+    ) -> Result<EventKey, StoreError> {
         let s = &self.inner;
         let record = EventRecord::new(&event);
         let mut base = record.clone();
@@ -632,6 +658,20 @@ impl EventStore for RedisStore {
             .arg(GROUP)
             .arg(&s.consumer)
             .arg(&s.keys.event);
+        match remember {
+            Some(remember) => {
+                let ttl_ms = u64::try_from(remember.ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                invocation
+                    .key(&remember.key)
+                    .arg(remember.value)
+                    .arg(ttl_ms);
+            }
+            None => {
+                invocation.arg("").arg(0);
+            }
+        }
         for delivery in &deliveries {
             invocation.arg(delivery);
         }

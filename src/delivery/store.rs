@@ -284,12 +284,39 @@ pub enum StoreError {
     NotFound(String),
 }
 
+/// A key a shared store writes in the same atomic step as it stores an event:
+/// a route's dedupe claim, made "forwarded" (`SET key value PX ttl`), so the
+/// event is stored exactly when its delivery id is remembered, whether or not
+/// the sender hears the answer (see `proxy::queued`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remember {
+    pub key: String,
+    pub value: &'static str,
+    pub ttl: std::time::Duration,
+}
+
 /// A durable store of queued events. Writes return once durable; reads see
 /// every write that returned.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Stores `event` with every delivery pending; returns its key once on disk.
     async fn append(&self, event: NewEvent) -> Result<EventKey, StoreError>;
+
+    /// [`EventStore::append`], also writing `remember` in the same atomic step
+    /// when the store [`EventStore::remembers`]; other stores ignore it.
+    async fn append_remembering(
+        &self,
+        event: NewEvent,
+        _remember: Option<&Remember>,
+    ) -> Result<EventKey, StoreError> {
+        self.append(event).await
+    }
+
+    /// Whether [`EventStore::append_remembering`] writes its [`Remember`] (a
+    /// store on the Redis that dedupe claims live in).
+    fn remembers(&self) -> bool {
+        false
+    }
 
     /// Records an attempt of delivery `index` of event `key` and what follows it.
     async fn record(

@@ -49,11 +49,22 @@ impl Gateway {
             received_ms: now_ms().saturating_sub(ctx.started.elapsed().as_millis() as u64),
             retry,
         };
-        match queue.accept(event).await {
+        // Dedupe: a queued event counts as forwarded once it is stored. A claim
+        // held in Redis is made "forwarded" by the store's own append script
+        // when the store is on Redis: stored and remembered in one step.
+        let claim = admitted.claim;
+        let remember = claim
+            .as_ref()
+            .filter(|_| queue.remembers())
+            .and_then(|claim| claim.remember());
+        match queue.accept_remembering(event, remember.as_ref()).await {
             Ok(event_id) => {
-                // Dedupe: a queued event counts as forwarded once it is stored.
-                if let Some(claim) = admitted.claim {
-                    claim.confirm(Instant::now()).await;
+                if let Some(claim) = claim {
+                    if remember.is_some() {
+                        claim.keep();
+                    } else {
+                        claim.confirm(Instant::now()).await;
+                    }
                 }
                 ctx.outcome = Some(Outcome::Queued);
                 ctx.status = Some(202);
@@ -67,6 +78,18 @@ impl Gateway {
                 Ok(answer_accepted(session, ctx, &event_id, body).await)
             }
             Err(error) => {
+                let stored_nothing =
+                    matches!(error, StoreError::Full { .. } | StoreError::OutOfMemory(_));
+                if let Some(claim) = claim {
+                    if remember.is_some() && !stored_nothing {
+                        // The append may have run (an answer lost to a timeout or a
+                        // dropped connection): never release the claim, or the
+                        // sender's retry would be stored again as a second event.
+                        // It ends with its lease, or was made "forwarded".
+                        claim.keep();
+                    }
+                    // Otherwise dropped here: released, so the retry gets through.
+                }
                 let refusal = Refusal::new(Reply::STORAGE_UNAVAILABLE).detail(error.to_string());
                 Err(match error {
                     StoreError::Full { .. } | StoreError::OutOfMemory(_) => {
