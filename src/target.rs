@@ -411,14 +411,7 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
         format!("[{literal}]")
     } else {
         let name = host.strip_suffix('.').unwrap_or(host);
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-            || name.contains("..")
-            || name.ends_with('.')
-            || name.starts_with('.')
-        {
+        if !is_registered_name(name) {
             return Err(TargetError::HostInvalid);
         }
         // A name whose last label is numeric is an IPv4 address to every URL
@@ -443,6 +436,23 @@ fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {
         header.push_str(port);
     }
     Ok(Some(Authority { header, host_len }))
+}
+
+/// Letters, digits, `-` and `_` in labels separated by single dots, neither
+/// first nor last (RFC 3986 §3.2.2 reg-name, as DNS names are written): one
+/// pass over the bytes.
+fn is_registered_name(name: &str) -> bool {
+    let mut previous = b'.';
+    for byte in name.bytes() {
+        let allowed = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_')
+            || (byte == b'.' && previous != b'.');
+        if !allowed {
+            return false;
+        }
+        previous = byte;
+    }
+    !name.is_empty() && previous != b'.'
 }
 
 #[cfg(test)]

@@ -351,7 +351,9 @@ pub fn new_request_id() -> String {
 /// The sender's `X-Request-Id` when it is short and plain, so it can be echoed into
 /// JSON and logs unescaped; otherwise `None` and the gateway makes one.
 pub fn sender_request_id(request: &RequestHeader) -> Option<&str> {
-    let value = request.headers.get(X_REQUEST_ID)?.to_str().ok()?;
+    // A `HeaderName` is looked up without parsing a `&str` name first.
+    static NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+    let value = request.headers.get(&NAME)?.to_str().ok()?;
     let plain = !value.is_empty()
         && value.len() <= 128
         && value
