@@ -534,3 +534,42 @@ fn a_password_in_the_user_name_position_never_shows() {
     assert!(checked.contains("not expanded"), "{checked}");
     assert!(!checked.contains("written in the config file"), "{checked}");
 }
+
+/// A Redis that answers but refuses writes (`maxmemory` reached under
+/// `noeviction`) is reachable: `/readyz` stays 200, yet a deduped route
+/// cannot claim its id and answers 503 `cluster_unavailable` (fail closed),
+/// and recovers as soon as Redis accepts writes again (README, "Running
+/// several instances"). Guards `Ok(Err(unavailable)) => return
+/// Err(cluster_unavailable(..))` after `admit_clustered` in
+/// `Gateway::verify_and_admit` (`src/proxy/mod.rs`): forwarding without a
+/// claim would be a 200 here.
+#[test]
+fn a_redis_that_refuses_writes_is_a_503_while_ready_stays_200() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .table(&cluster_table(&redis, ""))
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    warm_up(&gateway, &redis);
+    app.clear();
+    redis
+        .command("CONFIG SET maxmemory-policy noeviction")
+        .expect("CONFIG SET");
+    redis.command("CONFIG SET maxmemory 1").expect("CONFIG SET");
+    let refused = delivery(&gateway, "evt_oom").expect("an answer");
+    assert_eq!(refused.status, 503, "{:?}", refused.json());
+    assert_eq!(refused.json()["error"], "cluster_unavailable");
+    assert_eq!(app.count(), 0, "forwarded without a claim");
+    assert_eq!(get(gateway.admin, "/readyz").unwrap().status, 200);
+    assert_eq!(
+        gateway.metric("hookgate_cluster_up", &[]),
+        Some(1.0),
+        "Redis answers: it is up"
+    );
+    redis.command("CONFIG SET maxmemory 0").expect("CONFIG SET");
+    let accepted = delivery(&gateway, "evt_oom").expect("an answer");
+    assert_eq!(accepted.status, 200, "{:?}", accepted.json());
+    assert_eq!(app.count(), 1);
+}
