@@ -7,21 +7,12 @@ mod common;
 
 use common::*;
 
-/// Route `hooks` on `/hooks/*` to `upstream` (as upstream `app`), and the
-/// connections the upstream had accepted once the gateway was ready: its one
-/// health check (the next is an hour away), which requests do not reuse.
-fn gateway_for(upstream: &Upstream) -> (Gateway, usize) {
-    let gateway = Setup::new()
-        .upstream_named("app", &[upstream.addr], "health = { interval = \"1h\" }")
+/// Route `hooks` on `/hooks/*` to `upstream` (as upstream `app`).
+fn gateway_for(upstream: &Upstream) -> Gateway {
+    Setup::new()
+        .upstream_named("app", &[upstream.addr], "")
         .route("hooks", "/hooks/*", "app", "")
-        .start();
-    // Ready means the health check passed; the upstream's accept loop may
-    // count its connection a moment later.
-    let counted = wait_until(std::time::Duration::from_secs(10), || {
-        upstream.connections() >= 1
-    });
-    assert!(counted, "the health check's connection never arrived");
-    (gateway, upstream.connections())
+        .start()
 }
 
 #[test]
@@ -34,7 +25,7 @@ fn a_chunked_answer_with_trailers_reaches_the_sender_whole() {
               6;note=x\r\n{\"ok\":\r\n5\r\ntrue}\r\n0\r\nX-Checksum: 1\r\n\r\n",
         ),
     );
-    let (gateway, health_checks) = gateway_for(&upstream);
+    let gateway = gateway_for(&upstream);
     for _ in 0..3 {
         let answered = post(gateway.proxy, "/hooks/a", &[], b"{}");
         answered.expect_status(201);
@@ -44,7 +35,7 @@ fn a_chunked_answer_with_trailers_reaches_the_sender_whole() {
         assert_eq!(answered.header("x-checksum"), None);
     }
     // Read exactly to its end, so the connection served all three.
-    assert_eq!(upstream.connections() - health_checks, 1);
+    assert_eq!(upstream.connections_used(), 1);
 }
 
 #[test]
@@ -58,7 +49,7 @@ fn an_answer_framed_two_ways_is_a_502_and_its_connection_is_dropped() {
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
     );
-    let (gateway, health_checks) = gateway_for(&upstream);
+    let gateway = gateway_for(&upstream);
     for _ in 0..2 {
         let answered = post(gateway.proxy, "/hooks/a", &[], b"{}");
         answered.expect_status(502);
@@ -66,7 +57,7 @@ fn an_answer_framed_two_ways_is_a_502_and_its_connection_is_dropped() {
     }
     assert_eq!(upstream.count(), 2);
     assert_eq!(
-        upstream.connections() - health_checks,
+        upstream.connections_used(),
         2,
         "a connection was reused after an invalid answer"
     );
@@ -84,14 +75,14 @@ fn bytes_after_an_answer_are_never_taken_for_the_next_answer() {
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nrealHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforge",
         ),
     );
-    let (gateway, health_checks) = gateway_for(&upstream);
+    let gateway = gateway_for(&upstream);
     for _ in 0..3 {
         let answered = post(gateway.proxy, "/hooks/a", &[], b"{}");
         answered.expect_status(200);
         assert_eq!(answered.body, b"real");
     }
     assert_eq!(upstream.count(), 3);
-    assert_eq!(upstream.connections() - health_checks, 3);
+    assert_eq!(upstream.connections_used(), 3);
 }
 
 #[test]
@@ -104,13 +95,13 @@ fn an_answer_framed_by_close_is_relayed_whole_and_not_reused() {
             ..Behavior::raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
         },
     );
-    let (gateway, health_checks) = gateway_for(&upstream);
+    let gateway = gateway_for(&upstream);
     for _ in 0..2 {
         let answered = post(gateway.proxy, "/hooks/a", &[], b"{}");
         answered.expect_status(200);
         assert_eq!(answered.body, b"until the end");
     }
-    assert_eq!(upstream.connections() - health_checks, 2);
+    assert_eq!(upstream.connections_used(), 2);
 }
 
 #[test]
@@ -122,7 +113,7 @@ fn a_bad_chunk_size_is_a_502() {
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n\r\n",
     ] {
         let upstream = Upstream::with("app", Behavior::raw(wire));
-        let (gateway, _) = gateway_for(&upstream);
+        let gateway = gateway_for(&upstream);
         // The head was relayed before the body failed: the sender's
         // connection is cut, never given a complete 200.
         match try_post(gateway.proxy, "/hooks/a", &[], b"{}") {

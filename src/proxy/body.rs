@@ -68,10 +68,10 @@ pub async fn read_bounded(
 
 /// The next piece of the body, unless the deadline passes first.
 async fn read_chunk(session: &mut Session, deadline: Instant) -> Result<Option<Bytes>, BodyError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    match pingora::prelude::timeout(left, session.read_request_body()).await {
-        Ok(read) => read.map_err(BodyError::Read),
-        Err(_) => Err(BodyError::Late),
+    let left = || deadline.saturating_duration_since(Instant::now());
+    match super::within::within(left, session.read_request_body()).await {
+        Some(read) => read.map_err(BodyError::Read),
+        None => Err(BodyError::Late),
     }
 }
 

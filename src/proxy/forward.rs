@@ -31,6 +31,7 @@ use tokio::io::AsyncWriteExt;
 use super::connections::UpstreamConnections;
 use super::headers::{self, UpstreamHead};
 use super::response::UpstreamResponse;
+use super::within::within;
 use super::VerifiedBody;
 use crate::upstream::UpstreamPool;
 
@@ -113,13 +114,12 @@ where
         upstream_time: exchange.started.elapsed(),
         interrupted: None,
     };
-    let left = deadline.saturating_duration_since(Instant::now());
-    match pingora::prelude::timeout(left, relay_response(session, &mut exchange, request_id)).await
-    {
-        Ok(Ok(())) => exchange.release(connections, pool).await,
-        Ok(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),
-        Ok(Err(Relay::Interrupted(e))) => forwarded.interrupted = Some(e),
-        Err(_) => {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    match within(left, relay_response(session, &mut exchange, request_id)).await {
+        Some(Ok(())) => exchange.release(connections, pool).await,
+        Some(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),
+        Some(Err(Relay::Interrupted(e))) => forwarded.interrupted = Some(e),
+        None => {
             forwarded.interrupted = Some(Error::explain(
                 ErrorType::ReadTimedout,
                 format!("response not complete within response_timeout {limit:?}"),
@@ -228,9 +228,11 @@ async fn send_within(
             }
         };
         let timeout = pool.settings().timeout;
-        let write_timeout = deadline.map_or(timeout, |deadline| {
-            timeout.min(deadline.saturating_duration_since(Instant::now()))
-        });
+        let write_timeout = || {
+            deadline.map_or(timeout, |deadline| {
+                timeout.min(deadline.saturating_duration_since(Instant::now()))
+            })
+        };
         let stream = match write_request(upstream, head, body, write_timeout).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -265,7 +267,7 @@ async fn write_request(
     mut stream: Stream,
     head: &UpstreamHead,
     body: &Bytes,
-    timeout: Duration,
+    timeout: impl FnOnce() -> Duration,
 ) -> pingora::Result<Stream> {
     // Upstream peers offer only HTTP/1.1 in ALPN (`UpstreamPool::peer`).
     let mut bytes = head.wire().clone().chain(body.clone());
@@ -273,12 +275,17 @@ async fn write_request(
         stream.write_all_buf(&mut bytes).await?;
         stream.flush().await
     };
-    match pingora::prelude::timeout(timeout, write).await {
-        Ok(Ok(())) => Ok(stream),
-        Ok(Err(e)) => Error::e_because(ErrorType::WriteError, "writing the request", e),
-        Err(_) => Error::e_explain(
+    let mut limit = Duration::ZERO;
+    let timeout = || {
+        limit = timeout();
+        limit
+    };
+    match within(timeout, write).await {
+        Some(Ok(())) => Ok(stream),
+        Some(Err(e)) => Error::e_because(ErrorType::WriteError, "writing the request", e),
+        None => Error::e_explain(
             ErrorType::WriteTimedout,
-            format!("writing the request, timeout {timeout:?}"),
+            format!("writing the request, timeout {limit:?}"),
         ),
     }
 }

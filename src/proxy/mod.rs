@@ -55,6 +55,7 @@ mod keepalive;
 mod queued;
 mod reply;
 mod response;
+mod within;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,15 +219,15 @@ impl HttpServerApp for Gateway {
         let read = tokio::select! {
             // biased: a request already buffered is served rather than dropped
             biased;
-            // Pingora's coarse timer: cheaper than tokio's wheel, and precise enough.
-            read = pingora::prelude::timeout(deadline, session.read_request()) => read,
+            // Pingora's coarse timer, made only when the head is not in yet.
+            read = within::within(|| deadline, session.read_request()) => read,
             // shutting down: an idle keep-alive connection is closed
             _ = stopping.wait_for(|stop| *stop) => return None,
         };
         match read {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return None,
-            Ok(Err(e)) => {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => return None,
+            Some(Err(e)) => {
                 if e.etype() == &ErrorType::InvalidHTTPHeader {
                     self.refuse_head(&mut session, &Reply::BAD_REQUEST, &e)
                         .await;
@@ -234,7 +235,7 @@ impl HttpServerApp for Gateway {
                 session.shutdown().await;
                 return None;
             }
-            Err(_) => {
+            None => {
                 self.metrics.client_limit_hit(ClientLimit::HeaderTimeout);
                 let late = Error::explain(
                     ErrorType::ReadTimedout,

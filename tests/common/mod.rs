@@ -723,6 +723,8 @@ pub struct Upstream {
     arrivals: Arc<Mutex<Vec<Instant>>>,
     /// Connections accepted so far.
     accepted: Arc<AtomicUsize>,
+    /// Connections that carried at least one request (health checks do not).
+    used: Arc<AtomicUsize>,
     /// Connections this upstream has closed so far.
     closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -761,6 +763,8 @@ impl Upstream {
         let thread_arrivals = arrivals.clone();
         let accepted = Arc::new(AtomicUsize::new(0));
         let thread_accepted = accepted.clone();
+        let used = Arc::new(AtomicUsize::new(0));
+        let thread_used = used.clone();
         let closed = Arc::new(AtomicUsize::new(0));
         let thread_closed = closed.clone();
         let thread_stop = stop.clone();
@@ -777,10 +781,12 @@ impl Upstream {
                         let name = thread_name.clone();
                         let stop = thread_stop.clone();
                         let closed = thread_closed.clone();
+                        let used = thread_used.clone();
                         std::thread::spawn(move || {
                             let record = Record {
                                 received: &received,
                                 arrivals: &arrivals,
+                                used: &used,
                             };
                             serve_connection(stream, &name, &behavior, record, &stop);
                             closed.fetch_add(1, Ordering::SeqCst);
@@ -796,6 +802,7 @@ impl Upstream {
             received,
             arrivals,
             accepted,
+            used,
             closed,
             stop,
             accept_thread: Some(accept_thread),
@@ -828,6 +835,12 @@ impl Upstream {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Connections that carried at least one request: unlike
+    /// [`Upstream::connections`], health checks (TCP connects) are not counted.
+    pub fn connections_used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
     /// Connections this upstream has closed (after the exchange ended or the peer left).
     pub fn closed(&self) -> usize {
         self.closed.load(Ordering::SeqCst)
@@ -852,6 +865,8 @@ impl Drop for Upstream {
 struct Record<'a> {
     received: &'a Mutex<Vec<Received>>,
     arrivals: &'a Mutex<Vec<Instant>>,
+    /// Counts this connection once, at its first request.
+    used: &'a AtomicUsize,
 }
 
 fn serve_connection(
@@ -871,12 +886,15 @@ fn serve_connection(
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     // Bounded: one connection serves at most this many requests.
-    for _ in 0..10_000 {
+    for served in 0..10_000 {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
         if stop.load(Ordering::SeqCst) {
             return;
+        }
+        if served == 0 {
+            record.used.fetch_add(1, Ordering::SeqCst);
         }
         let head_request = request.method == "HEAD";
         {
