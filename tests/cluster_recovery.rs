@@ -306,6 +306,36 @@ fn queued(gateway: &Gateway, id: &str, body: &[u8]) -> Response {
     .expect("an answer")
 }
 
+/// A queued, deduped gateway whose Redis traffic passes a proxy that holds
+/// back, by `delay`, the first request carrying `DELAYME` (or its answer),
+/// and the first delivery of `id` through it, answered 503
+/// `storage_unavailable`.
+struct HeldAppend {
+    _redis: RedisServer,
+    proxy: DelayProxy,
+    app: Upstream,
+    gateway: Gateway,
+    body: Vec<u8>,
+}
+
+fn held_append(hold: Hold, delay: Duration, id: &str) -> HeldAppend {
+    let redis = RedisServer::start();
+    let proxy = DelayProxy::start(redis.addr, b"DELAYME", hold, delay);
+    let app = Upstream::start("app");
+    let gateway = queued_gateway(&proxy, &app);
+    let body = format!("{{\"id\":\"{id}\",\"note\":\"DELAYME\"}}").into_bytes();
+    let first = queued(&gateway, id, &body);
+    assert_eq!(first.status, 503, "{:?}", first.json());
+    assert_eq!(first.json()["error"], "storage_unavailable");
+    HeldAppend {
+        _redis: redis,
+        proxy,
+        app,
+        gateway,
+        body,
+    }
+}
+
 /// How many events the upstream got with `marker` in the body, once the
 /// delivery of the first has arrived (polled: an event whose append timed out
 /// is not scheduled by this instance; it is taken over once its 2 s lease
@@ -333,23 +363,17 @@ fn deliveries_with(app: &Upstream, marker: &[u8]) -> usize {
 /// without it, the retry is answered 202 (or 409) and stored again.
 #[test]
 fn a_retry_after_a_lost_store_answer_is_a_duplicate() {
-    let redis = RedisServer::start();
-    let proxy = DelayProxy::start(
-        redis.addr,
-        b"DELAYME",
-        Hold::Answer,
-        Duration::from_millis(600),
-    );
-    let app = Upstream::start("app");
-    let gateway = queued_gateway(&proxy, &app);
-    let body = b"{\"id\":\"evt_lost\",\"note\":\"DELAYME\"}";
-
-    let first = queued(&gateway, "evt_lost", body);
-    assert_eq!(first.status, 503, "{:?}", first.json());
-    assert_eq!(first.json()["error"], "storage_unavailable");
+    let held = held_append(Hold::Answer, Duration::from_millis(600), "evt_lost");
+    let HeldAppend {
+        proxy,
+        app,
+        gateway,
+        body,
+        ..
+    } = &held;
     assert_eq!(proxy.fired(), 1, "the append's answer was held back");
     for attempt in 0..3 {
-        let retry = queued(&gateway, "evt_lost", body);
+        let retry = queued(gateway, "evt_lost", body);
         assert_eq!(
             (retry.status, retry.json()["status"].clone()),
             (200, serde_json::json!("duplicate")),
@@ -357,7 +381,7 @@ fn a_retry_after_a_lost_store_answer_is_a_duplicate() {
             retry.json()
         );
     }
-    let delivered = deliveries_with(&app, b"DELAYME");
+    let delivered = deliveries_with(app, b"DELAYME");
     assert_eq!(delivered, 1, "delivered once; log:\n{}", gateway.log());
 }
 
@@ -373,30 +397,21 @@ fn a_retry_after_a_lost_store_answer_is_a_duplicate() {
 /// append, or 202: a second event) instead of 409 then `duplicate`.
 #[test]
 fn a_retry_while_a_late_append_is_on_its_way_is_held_off() {
-    let redis = RedisServer::start();
-    let proxy = DelayProxy::start(
-        redis.addr,
-        b"DELAYME",
-        Hold::Request,
-        Duration::from_millis(800),
-    );
-    let app = Upstream::start("app");
-    let gateway = queued_gateway(&proxy, &app);
-    let body = b"{\"id\":\"evt_late\",\"note\":\"DELAYME\"}";
-
-    let first = queued(&gateway, "evt_late", body);
-    assert_eq!(first.status, 503, "{:?}", first.json());
-    let retry = queued(&gateway, "evt_late", body);
+    let held = held_append(Hold::Request, Duration::from_millis(800), "evt_late");
+    let HeldAppend {
+        app, gateway, body, ..
+    } = &held;
+    let retry = queued(gateway, "evt_late", body);
     assert_eq!(retry.status, 409, "{:?}", retry.json());
     assert_eq!(retry.json()["error"], "duplicate_in_flight");
     let mut answers = Vec::new();
     let settled = wait_until(Duration::from_secs(10), || {
-        let answer = queued(&gateway, "evt_late", body);
+        let answer = queued(gateway, "evt_late", body);
         answers.push(answer.status);
         answer.status != 409
     });
     assert!(settled, "still in flight: {answers:?}");
-    let last = queued(&gateway, "evt_late", body);
+    let last = queued(gateway, "evt_late", body);
     assert_eq!(
         (last.status, last.json()["status"].clone()),
         (200, serde_json::json!("duplicate")),
@@ -404,7 +419,7 @@ fn a_retry_while_a_late_append_is_on_its_way_is_held_off() {
         last.json()
     );
     assert!(!answers.contains(&202), "stored twice: {answers:?}");
-    let delivered = deliveries_with(&app, b"DELAYME");
+    let delivered = deliveries_with(app, b"DELAYME");
     assert_eq!(delivered, 1, "delivered once; log:\n{}", gateway.log());
 }
 
