@@ -47,6 +47,18 @@ fn warm_up(gateway: &Gateway, redis: &RedisServer) {
     assert!(warm, "{} connections to Redis", redis_clients(redis));
 }
 
+/// A gateway on `redis` with route `hooks` deduped by `X-Delivery` to `app`,
+/// every proxy thread already holding its Redis connection.
+fn deduped_gateway(redis: &RedisServer, app: &Upstream) -> Gateway {
+    let gateway = Setup::new()
+        .table(&cluster_table(redis, ""))
+        .upstream(app)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    warm_up(&gateway, redis);
+    gateway
+}
+
 /// Each proxy thread keeps its own connection to Redis. Redis closing it
 /// (`CLIENT KILL`, the `timeout` setting of a managed Redis) or restarting
 /// used to fail the thread's next command with "broken pipe", mark the whole
@@ -61,12 +73,7 @@ fn warm_up(gateway: &Gateway, redis: &RedisServer) {
 fn a_killed_or_restarted_redis_connection_is_replaced_without_a_503() {
     let mut redis = RedisServer::start();
     let app = Upstream::start("app");
-    let gateway = Setup::new()
-        .table(&cluster_table(&redis, ""))
-        .upstream(&app)
-        .route("hooks", "/hooks", "app", DEDUPE)
-        .start();
-    warm_up(&gateway, &redis);
+    let gateway = deduped_gateway(&redis, &app);
     let first = delivery(&gateway, "evt_once").expect("an answer");
     assert_eq!(first.status, 200, "{:?}", first.json());
     assert_eq!(first.json()["ok"], true);
@@ -562,12 +569,7 @@ fn a_password_in_the_user_name_position_never_shows() {
 fn a_redis_that_refuses_writes_is_a_503_while_ready_stays_200() {
     let redis = RedisServer::start();
     let app = Upstream::start("app");
-    let gateway = Setup::new()
-        .table(&cluster_table(&redis, ""))
-        .upstream(&app)
-        .route("hooks", "/hooks", "app", DEDUPE)
-        .start();
-    warm_up(&gateway, &redis);
+    let gateway = deduped_gateway(&redis, &app);
     app.clear();
     redis
         .command("CONFIG SET maxmemory-policy noeviction")
