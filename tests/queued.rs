@@ -649,8 +649,14 @@ fn a_full_store_sends_a_direct_routes_copies_through_the_memory_queue() {
     assert_eq!(copies.received()[0].body, payload);
     assert!(copies.received()[0].header("x-hookgate-event-id").is_none());
     gateway.assert_metric("hookgate_store_errors_total", &[("kind", "full")], 1.0);
-    // Counted once the gateway has read the copy's answer, a moment after
-    // the upstream recorded it.
+    assert_copy_delivered(&gateway);
+}
+
+/// Waits until the route `gh`'s copy to `copies` is counted delivered: the
+/// gateway counts it once it has read the copy's answer, a moment after the
+/// upstream recorded it.
+#[track_caller]
+fn assert_copy_delivered(gateway: &Gateway) {
     assert!(wait_until(Duration::from_secs(5), || gateway
         .try_metric(
             "hookgate_fanout_copies_total",
@@ -702,16 +708,7 @@ fn fan_out_stored_false_keeps_copies_in_memory_beside_a_store() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(wait_until(Duration::from_secs(10), || copies.count() == 1));
     assert!(copies.received()[0].header("x-hookgate-event-id").is_none());
-    assert!(wait_until(Duration::from_secs(5), || gateway
-        .try_metric(
-            "hookgate_fanout_copies_total",
-            &[
-                ("route", "gh"),
-                ("upstream", "copies"),
-                ("result", "delivered")
-            ],
-        )
-        .is_ok_and(|copies| copies == Some(1.0))));
+    assert_copy_delivered(&gateway);
     gateway.assert_no_series(
         "hookgate_queue_backlog",
         &[("route", "gh"), ("upstream", "copies")],

@@ -986,6 +986,16 @@ fn readme_label_values(metric: &str) -> Vec<String> {
         .collect()
 }
 
+/// The README's label list for `metric` is exactly `exported`, in any order.
+#[track_caller]
+fn assert_documented_labels<'a>(metric: &str, exported: impl Iterator<Item = &'a str>) {
+    let mut documented = readme_label_values(metric);
+    let mut exported: Vec<String> = exported.map(str::to_string).collect();
+    documented.sort();
+    exported.sort();
+    assert_eq!(documented, exported, "{metric}");
+}
+
 /// README, metrics table: `hookgate_requests_total`'s `outcome` list and
 /// `hookgate_client_limit_hits_total`'s `limit` list are exactly the values
 /// the gateway exports, and each outcome the rejections table names is one
@@ -994,23 +1004,14 @@ fn readme_label_values(metric: &str) -> Vec<String> {
 #[test]
 fn the_readme_outcome_and_limit_labels_are_the_exported_ones() {
     use hookgate::metrics::{ClientLimit, Outcome};
-    let mut documented = readme_label_values("hookgate_requests_total");
-    let mut exported: Vec<String> = Outcome::ALL
-        .iter()
-        .map(|o| o.as_str().to_string())
-        .collect();
-    documented.sort();
-    exported.sort();
-    assert_eq!(documented, exported);
-
-    let mut documented = readme_label_values("hookgate_client_limit_hits_total");
-    let mut exported: Vec<String> = ClientLimit::ALL
-        .iter()
-        .map(|l| l.as_str().to_string())
-        .collect();
-    documented.sort();
-    exported.sort();
-    assert_eq!(documented, exported);
+    assert_documented_labels(
+        "hookgate_requests_total",
+        Outcome::ALL.iter().map(|o| o.as_str()),
+    );
+    assert_documented_labels(
+        "hookgate_client_limit_hits_total",
+        ClientLimit::ALL.iter().map(|l| l.as_str()),
+    );
 
     // The rejections table's last column.
     let readme =
