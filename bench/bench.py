@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -284,21 +285,36 @@ def cmd_check(args):
 
 
 def cmd_client(args):
+    """N sequential POSTs on one keep-alive connection, or spread over --conns
+    connections sent from as many threads (requests in flight at once)."""
     u = urllib.parse.urlsplit(args.url)
     with open(args.body, "rb") as f:
         body = f.read()
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    bad = 0
+    conns = max(1, args.conns)
+    bad = [0] * conns
+
+    def run(k):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        for i in range(k, args.n, conns):
+            # --unique-ids PREFIX: a fresh X-GitHub-Delivery per request (deduped routes)
+            delivery = f"{args.unique_ids}-{i}" if args.unique_ids else None
+            resp, _ = post(conn, u.path, body, args.sig, delivery)
+            if resp.status != args.status:
+                bad[k] += 1
+
     start = time.monotonic()
-    for i in range(args.n):
-        # --unique-ids PREFIX: a fresh X-GitHub-Delivery per request (deduped routes)
-        delivery = f"{args.unique_ids}-{i}" if args.unique_ids else None
-        resp, _ = post(conn, u.path, body, args.sig, delivery)
-        if resp.status != args.status:
-            bad += 1
+    if conns == 1:
+        run(0)
+    else:
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(conns)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     took = time.monotonic() - start
-    print(f"{args.n} requests in {took:.1f} s, {bad} with an unexpected status", file=sys.stderr)
-    if bad:
+    print(f"{args.n} requests on {conns} connections in {took:.1f} s, {sum(bad)} with an unexpected status",
+          file=sys.stderr)
+    if sum(bad):
         sys.exit(1)
 
 
@@ -824,7 +840,8 @@ def main():
     s.add_argument("status", type=int); s.add_argument("header", nargs="?"); s.set_defaults(fn=cmd_check)
     s = sub.add_parser("client"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
     s.add_argument("n", type=int); s.add_argument("--status", type=int, default=200)
-    s.add_argument("--unique-ids", default=""); s.set_defaults(fn=cmd_client)
+    s.add_argument("--unique-ids", default=""); s.add_argument("--conns", type=int, default=1)
+    s.set_defaults(fn=cmd_client)
     s = sub.add_parser("idle"); s.add_argument("url"); s.add_argument("body"); s.add_argument("sig")
     s.add_argument("--pid", type=int, required=True); s.add_argument("--n", type=int, default=2000)
     s.add_argument("--settle", type=float, default=2.0); s.add_argument("--system", default="?")

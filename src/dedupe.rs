@@ -75,11 +75,13 @@
 //! # Several instances (`[cluster]`)
 //! With `[cluster]`, [`DedupeStore::admit_clustered`] keeps claims and forwarded ids in
 //! Redis instead, with the same rules across every instance: a claim is `SET key token NX
-//! PX lease` (in one Lua script that also tells a forwarded id from one in flight, and that
-//! answers "claimed" again when re-run with the same token: a command whose connection
-//! dropped is sent once more, see `ClusterClient::run`), a
-//! successful forward `SET key "f" PX ttl` before the answer is relayed ([`Claim::confirm`]),
-//! a failed one deletes the key if it still holds this claim's token. An instance that dies
+//! PX lease` (that also tells a forwarded id from one in flight, and that answers
+//! "claimed" again when re-run with the same token: a command whose connection dropped is
+//! sent once more, see `ClusterClient::run`), a successful forward `SET key "f" PX ttl`
+//! before the answer is relayed ([`Claim::confirm`]), a failed one deletes the key if it
+//! still holds this claim's token. The operations a worker's requests issue in one turn of
+//! its event loop go to Redis as one Lua script call (`batch`): each still waits for its
+//! own answer, so the rules are those of one command per operation. An instance that dies
 //! holding a claim blocks that id (409) for at most the lease. Redis bounds the entries by
 //! their TTL, not `max_entries` (about 100 bytes each): size its `maxmemory` for the ids of
 //! one TTL. While Redis does not answer, `[cluster] on_unavailable` decides: this store
@@ -107,6 +109,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
+use self::batch::Op;
 use crate::cluster::{ClusterClient, ClusterError, Operation};
 use crate::config::cluster::OnUnavailable;
 use crate::events::{JsonPointer, Scope};
@@ -566,19 +569,9 @@ impl Claim {
             }
             ClaimOf::Cluster(claim) => {
                 let cluster = claim.cluster.clone();
-                let mut command = redis::cmd("SET");
-                command
-                    .arg(&claim.key)
-                    .arg(FORWARDED)
-                    .arg("PX")
-                    .arg(duration_millis(claim.ttl));
+                let (key, ttl) = (claim.key.clone(), claim.ttl);
                 Confirm(Some(Box::pin(async move {
-                    let command = &command;
-                    let written = cluster
-                        .run(Operation::Dedupe, |mut connection| async move {
-                            command.query_async::<()>(&mut connection).await
-                        })
-                        .await;
+                    let written = batch::submit(&cluster, key, Op::Mark { ttl }).await;
                     if let Err(e) = written {
                         // The claim stays until its lease ends; a retry until then gets 409.
                         tracing::warn!(error = %e, "dedupe: could not remember a forwarded delivery id in Redis");
@@ -638,20 +631,8 @@ impl Claim {
 
 /// Deletes a claim in Redis if it still holds `token`. If Redis does not answer,
 /// the claim ends with its lease.
-async fn release_claim(cluster: &ClusterClient, key: String, token: String) {
-    let command = &release_command(&key, &token);
-    let _ = cluster
-        .run(Operation::Dedupe, |mut connection| async move {
-            crate::cluster::invoke::<i64>(&mut connection, release_script(), command).await
-        })
-        .await;
-}
-
-/// The release script's command for `key` held with `token`.
-fn release_command(key: &str, token: &str) -> redis::Cmd {
-    let mut command = crate::cluster::evalsha(release_script(), key);
-    command.arg(token);
-    command
+async fn release_claim(cluster: &Arc<ClusterClient>, key: String, token: String) {
+    let _ = batch::submit(cluster, key, Op::Release { token: &token }).await;
 }
 
 /// What is left to do after [`Claim::confirm`]: nothing for a local claim, the
@@ -730,46 +711,6 @@ impl Drop for Claim {
 /// The value of a remembered (forwarded) id in Redis; a claim holds its token instead.
 const FORWARDED: &str = "f";
 
-/// Claims `KEYS[1]` with token `ARGV[1]` for `ARGV[2]` ms unless it exists;
-/// returns 0 (claimed), 1 (forwarded) or 2 (in flight elsewhere). Idempotent:
-/// run again with the same token (a retry after a dropped connection, when the
-/// first run may have landed), it answers 0 again instead of "in flight".
-const CLAIM_SCRIPT: &str = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 0
-end
-local held = redis.call('GET', KEYS[1])
-if held == 'f' then
-  return 1
-end
-if held == ARGV[1] then
-  return 0
-end
-return 2
-"#;
-
-/// Deletes `KEYS[1]` if it still holds the claim token `ARGV[1]`.
-const RELEASE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
-fn claim_script() -> &'static redis::Script {
-    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| redis::Script::new(CLAIM_SCRIPT))
-}
-
-fn release_script() -> &'static redis::Script {
-    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| redis::Script::new(RELEASE_SCRIPT))
-}
-
-fn duration_millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 /// A claim token unique to this process and claim: a random process id and a counter.
 fn claim_token() -> String {
     use std::fmt::Write;
@@ -815,14 +756,11 @@ impl DedupeStore {
             .unwrap_or_default();
         let key = cluster.key(&["dd", route, digest]);
         let token = claim_token();
-        let mut command = crate::cluster::evalsha(claim_script(), &key);
-        command.arg(&token).arg(duration_millis(lease));
-        let command = &command;
-        let claimed = cluster
-            .run(Operation::Dedupe, |mut connection| async move {
-                crate::cluster::invoke::<i64>(&mut connection, claim_script(), command).await
-            })
-            .await;
+        let claim = Op::Claim {
+            token: &token,
+            lease,
+        };
+        let claimed = batch::submit(cluster, key.clone(), claim).await;
         let shared = &self.shared;
         Ok(Ok(match claimed {
             Ok(0) => Admission::Forward(Some(Claim {
@@ -848,10 +786,14 @@ impl DedupeStore {
                     // The claim was sent but not answered: a paused Redis runs it when
                     // it resumes, and the id would then be blocked (409) for the whole
                     // lease by a claim nobody holds. Delete it behind the claim.
-                    let command = release_command(&key, &token);
+                    let command = batch::command(&key, Op::Release { token: &token });
                     cluster.send_behind(Operation::Dedupe, lease, |mut connection| async move {
-                        crate::cluster::invoke::<i64>(&mut connection, release_script(), &command)
-                            .await
+                        crate::cluster::invoke::<Vec<i64>>(
+                            &mut connection,
+                            batch::script(),
+                            &command,
+                        )
+                        .await
                     });
                 }
                 match cluster.settings().on_unavailable {
@@ -865,6 +807,8 @@ impl DedupeStore {
         }))
     }
 }
+
+mod batch;
 
 #[cfg(test)]
 mod tests;

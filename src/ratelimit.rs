@@ -683,7 +683,7 @@ pub async fn check_shared(
     headers: &HeaderMap,
 ) -> Result<Result<(), RateLimited>, crate::cluster::ClusterError> {
     let limit = &limiter.config;
-    let now = std::time::Instant::now();
+    let mut now = std::time::Instant::now();
     let mut local = limiter.key(client, headers);
     let shared = match (&limiter.state, local.0) {
         (LimiterState::Keyed(keyed), KeyKind::Bucket(bucket)) => {
@@ -695,9 +695,20 @@ pub async fn check_shared(
         }
         _ => None,
     };
-    let asking = match limiter.grants.take(local, now) {
-        Take::Spent => return Ok(Ok(())),
-        Take::Ask(asking) => asking,
+    let mut waits = 0;
+    let asking = loop {
+        match limiter.grants.take(local, now, waits < MAX_WAITS) {
+            Take::Spent => return Ok(Ok(())),
+            Take::Ask(asking) => break asking,
+            Take::Wait(answered) => {
+                // One round trip at most; a lead that never answers ends
+                // within `command_timeout` and wakes this one too.
+                let _ =
+                    pingora::prelude::timeout(cluster.settings().command_timeout, answered).await;
+                waits += 1;
+                now = std::time::Instant::now();
+            }
+        }
     };
     let key = match local.0 {
         KeyKind::Overflow => shared_key_of(cluster, route, limit, "overflow"),
@@ -835,6 +846,9 @@ pub struct Grants {
     max_grant: u32,
     max_keys: usize,
     table: std::sync::Mutex<std::collections::HashMap<LimitKey, Grant>>,
+    /// Woken each time a lead request's answer (or its failure) is recorded:
+    /// the requests that found it on its way wait for it ([`Take::Wait`]).
+    answered: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -857,7 +871,14 @@ pub enum Take<'g> {
     Spent,
     /// Ask Redis; report the answer with [`Asking::granted`].
     Ask(Asking<'g>),
+    /// Another request is asking Redis for this key's tokens: wait for its
+    /// answer (bounded by the caller), then take again.
+    Wait(tokio::sync::futures::Notified<'g>),
 }
+
+/// How many times one request waits for another one's answer
+/// ([`Take::Wait`]) before it asks Redis for its own token.
+pub const MAX_WAITS: u32 = 3;
 
 /// One request to Redis for tokens of a shared bucket. Dropping it without
 /// [`Asking::granted`] (no answer, cancelled) keeps nothing.
@@ -903,6 +924,7 @@ impl Grants {
                 LimitBy::Ip | LimitBy::Header(_) => limit.max_keys.max(1),
             },
             table: std::sync::Mutex::new(std::collections::HashMap::new()),
+            answered: tokio::sync::Notify::new(),
         }
     }
 
@@ -913,7 +935,12 @@ impl Grants {
 
     /// Spends a token granted for `key` if one is still valid at `now`, or says
     /// how many to ask Redis for.
-    pub fn take(&self, key: LimitKey, now: std::time::Instant) -> Take<'_> {
+    ///
+    /// While a lead request for the key is on its way, a request that may
+    /// still wait (`may_wait`) gets [`Take::Wait`] instead of asking Redis for
+    /// its one token: under concurrency, the requests that arrive during a
+    /// round trip then share the lead's grant instead of each costing one.
+    pub fn take(&self, key: LimitKey, now: std::time::Instant, may_wait: bool) -> Take<'_> {
         let ask = |tokens, lead| {
             Take::Ask(Asking {
                 grants: self,
@@ -946,6 +973,11 @@ impl Grants {
             return Take::Spent;
         }
         if grant.asking {
+            if may_wait {
+                // Created under the lock: `notify_waiters` after the lead's
+                // answer wakes it even before it is first polled.
+                return Take::Wait(self.answered.notified());
+            }
             return ask(1, false);
         }
         if grant.tokens > 0 {
@@ -977,6 +1009,8 @@ impl Grants {
             grant.full = granted >= asking.tokens;
             grant.tokens = granted.saturating_sub(1);
             grant.until = asking.at + GRANT_LIFETIME;
+            drop(table);
+            self.answered.notify_waiters();
         }
     }
 

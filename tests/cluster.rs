@@ -88,6 +88,27 @@ impl Redis {
         }
     }
 
+    /// How many script calls (`EVALSHA`) the server has run, from `INFO
+    /// commandstats` (which also counts the commands scripts run, so only
+    /// this line measures round trips).
+    fn evalsha_calls(&self) -> Option<u64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"INFO commandstats\r\n").ok()?;
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let length: usize = header.trim_end().strip_prefix('$')?.parse().ok()?;
+        let mut text = vec![0u8; length + 2];
+        std::io::Read::read_exact(&mut reader, &mut text).ok()?;
+        let text = String::from_utf8(text).ok()?;
+        let calls = text
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+            .map_or(Some(0), |rest| rest.split(',').next()?.parse().ok())?;
+        Some(calls)
+    }
+
     fn ping(&self) -> bool {
         let mut command = String::new();
         if let Some(password) = &self.password {
@@ -363,10 +384,81 @@ fn a_retry_on_the_second_instance_is_a_duplicate() {
     );
 }
 
+/// The dedupe operations that the requests of one worker issue together go to
+/// Redis as one script call, with every rule intact: 30 ids, each sent twice
+/// at once, are forwarded once each (the other copy gets 409 in flight or 200
+/// `duplicate`), and the 90 operations (60 claims, 30 marks) take fewer than
+/// 90 `EVALSHA`s. The upstream holds every forward until all 60 were answered
+/// or are held, so the 30 marks are due together. Guards the batching in
+/// `dedupe::batch::submit` (one call per operation gives exactly 90) and the
+/// per-operation answers of `batch::send` (answers handed to the wrong
+/// request forward an id twice or refuse a fresh one).
+#[test]
+fn concurrent_operations_share_script_calls_and_each_id_is_forwarded_once() {
+    let redis = Redis::start();
+    let gate = Gate::new();
+    let app = Upstream::with("app", Behavior::held(&gate));
+    let gateway = Setup::new()
+        .table(&cluster_table(&redis, "command_timeout = \"5s\"\n"))
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    let before = redis.evalsha_calls().expect("INFO commandstats");
+    let proxy = gateway.proxy;
+    let statuses = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..60)
+            .map(|i| {
+                scope.spawn(move || {
+                    let id = format!("evt_{}", i % 30);
+                    let body = format!("{{\"id\":\"{id}\"}}");
+                    delivery(proxy, "/hooks", &id, body.as_bytes()).map(|r| (id, r.status))
+                })
+            })
+            .collect();
+        // Every id is held upstream once its first copy got there; the other
+        // copies were answered 409 meanwhile.
+        let all_in = wait_until(Duration::from_secs(20), || app.count() >= 30);
+        gate.open();
+        assert!(all_in, "30 forwards reached the upstream: {}", app.count());
+        senders
+            .into_iter()
+            .map(|sender| sender.join().expect("sender").expect("an answer"))
+            .collect::<Vec<_>>()
+    });
+    let forwarded: Vec<_> = statuses
+        .iter()
+        .filter(|(_, status)| *status == 200)
+        .collect();
+    assert_eq!(app.count(), 30, "each id forwarded once");
+    let mut ids: Vec<String> = app
+        .received()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "30 distinct ids upstream");
+    assert!(forwarded.len() >= 30, "{statuses:?}");
+    for (id, status) in &statuses {
+        assert!(
+            *status == 200 || *status == 409,
+            "{id}: {status} (200 forwarded or duplicate, 409 in flight)"
+        );
+    }
+    // The marks are in Redis before the answers: a retry now is a duplicate.
+    let retry = delivery(proxy, "/hooks", "evt_7", b"{\"id\":\"evt_7\"}").unwrap();
+    assert_eq!(retry.json()["status"], "duplicate");
+    let calls = redis.evalsha_calls().expect("INFO commandstats") - before;
+    assert!(
+        calls < 91,
+        "91 operations (with the retry) in {calls} script calls: not batched"
+    );
+}
+
 /// An instance killed with `kill -9` while it forwards holds its claim in
 /// Redis: the other instance answers 409 `duplicate_in_flight` until the
 /// claim's lease (here 2 s) ends, then forwards the retry. Guards the
-/// `'PX', ARGV[2]` of the claim script (`src/dedupe.rs`): a claim without a
+/// `'PX', ARGV[2 * n + i]` of the batch script (`src/dedupe/batch.rs`): a claim without a
 /// lease would block that id for good.
 #[test]
 fn a_claim_held_by_a_killed_instance_ends_with_its_lease() {

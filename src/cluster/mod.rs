@@ -145,6 +145,17 @@ pub enum ClusterError {
     Redis(#[from] redis::RedisError),
 }
 
+impl ClusterError {
+    /// The same error again, for each of the callers that shared one command.
+    pub fn duplicate(&self) -> ClusterError {
+        match self {
+            ClusterError::Down => ClusterError::Down,
+            ClusterError::Timeout(after) => ClusterError::Timeout(*after),
+            ClusterError::Redis(e) => ClusterError::Redis(e.clone()),
+        }
+    }
+}
+
 /// What `cluster`'s connections are built from: its URL (or Sentinels),
 /// credentials and TLS. The store (`[storage] backend = "redis"`) builds its
 /// own [`Link`] from it.
@@ -269,6 +280,18 @@ impl ClusterClient {
             }
         });
         Ok(client)
+    }
+
+    /// Tells this client from another one in the same process (a reload
+    /// builds a new one): for state kept per thread and per client.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the caller runs on a proxy worker thread, whose commands go on
+    /// the thread's own connection (see [`Self::run`]).
+    pub fn on_worker_thread(&self) -> bool {
+        on_own_thread()
     }
 
     /// The `[cluster]` settings it was built from.

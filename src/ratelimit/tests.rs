@@ -239,6 +239,7 @@ fn asked(take: Take<'_>) -> Asking<'_> {
     match take {
         Take::Ask(asking) => asking,
         Take::Spent => panic!("expected a request to Redis, a token was spent"),
+        Take::Wait(_) => panic!("expected a request to Redis, got a wait"),
     }
 }
 
@@ -271,7 +272,7 @@ fn grants_grow_while_spent_in_time_and_are_spent_locally() {
     let grants = Grants::new(&limit("1000/s", None, None)); // max_grant 10
     let key = LimitKey(KeyKind::Route);
     let t0 = std::time::Instant::now();
-    let first = asked(grants.take(key, t0));
+    let first = asked(grants.take(key, t0, false));
     assert_eq!(
         first.tokens(),
         1,
@@ -280,22 +281,25 @@ fn grants_grow_while_spent_in_time_and_are_spent_locally() {
     first.granted(1);
     // Spent within its lifetime: the next request asks for twice as many, and
     // a request meanwhile asks for its own token only.
-    let second = asked(grants.take(key, t0 + MS));
+    let second = asked(grants.take(key, t0 + MS, false));
     assert_eq!(second.tokens(), 2);
-    let meanwhile = asked(grants.take(key, t0 + MS));
+    let meanwhile = asked(grants.take(key, t0 + MS, false));
     assert_eq!(meanwhile.tokens(), 1);
     meanwhile.granted(1);
     second.granted(2);
     assert_eq!(grants.held(key, t0 + 2 * MS), 1);
-    assert!(matches!(grants.take(key, t0 + 2 * MS), Take::Spent));
+    assert!(matches!(grants.take(key, t0 + 2 * MS, false), Take::Spent));
     let mut want = 2;
     for step in 3..6u32 {
         want = (want * 2).min(10);
-        let next = asked(grants.take(key, t0 + step * MS));
+        let next = asked(grants.take(key, t0 + step * MS, false));
         assert_eq!(next.tokens(), want);
         next.granted(want);
         for _ in 1..want {
-            assert!(matches!(grants.take(key, t0 + step * MS), Take::Spent));
+            assert!(matches!(
+                grants.take(key, t0 + step * MS, false),
+                Take::Spent
+            ));
         }
     }
     assert_eq!(want, 10, "capped at max_grant");
@@ -306,15 +310,15 @@ fn granted_tokens_expire_with_their_lifetime_and_the_want_shrinks() {
     let grants = Grants::new(&limit("1000/s", None, None));
     let key = LimitKey(KeyKind::Route);
     let t0 = std::time::Instant::now();
-    asked(grants.take(key, t0)).granted(1);
-    let asking = asked(grants.take(key, t0 + MS)); // asked at t0 + 1 ms
+    asked(grants.take(key, t0, false)).granted(1);
+    let asking = asked(grants.take(key, t0 + MS, false)); // asked at t0 + 1 ms
     assert_eq!(asking.tokens(), 2);
     asking.granted(2);
     // Valid until the moment of asking plus the lifetime, not after.
     let last = t0 + MS + GRANT_LIFETIME;
     assert_eq!(grants.held(key, last - Duration::from_nanos(1)), 1);
     assert_eq!(grants.held(key, last), 0);
-    let again = asked(grants.take(key, last));
+    let again = asked(grants.take(key, last, false));
     assert_eq!(again.tokens(), 1, "a token left over: ask for half");
     again.granted(1);
     // Pruning drops the entry once nothing valid is held.
@@ -327,25 +331,29 @@ fn a_short_grant_or_a_refusal_goes_back_to_one_token_per_request() {
     let grants = Grants::new(&limit("1000/s", None, None));
     let key = LimitKey(KeyKind::Route);
     let t0 = std::time::Instant::now();
-    asked(grants.take(key, t0)).granted(1);
-    let asking = asked(grants.take(key, t0 + MS));
+    asked(grants.take(key, t0, false)).granted(1);
+    let asking = asked(grants.take(key, t0 + MS, false));
     assert_eq!(asking.tokens(), 2);
     asking.granted(1); // the bucket held one
     assert_eq!(grants.held(key, t0 + MS), 0);
-    let next = asked(grants.take(key, t0 + 2 * MS));
+    let next = asked(grants.take(key, t0 + 2 * MS, false));
     assert_eq!(next.tokens(), 1);
     next.granted(0); // refused
-    assert_eq!(asked(grants.take(key, t0 + 3 * MS)).tokens(), 1);
+    assert_eq!(asked(grants.take(key, t0 + 3 * MS, false)).tokens(), 1);
     // A request for several tokens that gets no answer keeps nothing and lets
     // the next one ask again.
     let grants = Grants::new(&limit("1000/s", None, None));
-    asked(grants.take(key, t0)).granted(1);
-    let unanswered = asked(grants.take(key, t0 + MS));
+    asked(grants.take(key, t0, false)).granted(1);
+    let unanswered = asked(grants.take(key, t0 + MS, false));
     assert_eq!(unanswered.tokens(), 2);
-    assert_eq!(asked(grants.take(key, t0 + MS)).tokens(), 1, "meanwhile");
+    assert_eq!(
+        asked(grants.take(key, t0 + MS, false)).tokens(),
+        1,
+        "meanwhile"
+    );
     drop(unanswered);
     assert_eq!(grants.held(key, t0 + MS), 0);
-    let next = asked(grants.take(key, t0 + 2 * MS));
+    let next = asked(grants.take(key, t0 + 2 * MS, false));
     assert!(next.lead && next.tokens() == 1, "the next request leads");
 }
 
@@ -354,7 +362,7 @@ fn exact_limits_and_full_tables_hold_nothing() {
     let t0 = std::time::Instant::now();
     let exact = Grants::new(&limit("100/s", None, None));
     for i in 0..5u32 {
-        let asking = asked(exact.take(LimitKey(KeyKind::Route), t0 + i * MS));
+        let asking = asked(exact.take(LimitKey(KeyKind::Route), t0 + i * MS, false));
         assert_eq!(asking.tokens(), 1);
         asking.granted(1);
     }
@@ -367,11 +375,11 @@ fn exact_limits_and_full_tables_hold_nothing() {
         .map(|i| LimitKey(KeyKind::Bucket([i; 16])))
         .collect();
     for key in &keys {
-        asked(capped.take(*key, t0)).granted(1);
+        asked(capped.take(*key, t0, false)).granted(1);
     }
     assert_eq!(capped.lock().len(), 2);
     for _ in 0..3 {
-        let asking = asked(capped.take(keys[2], t0 + MS));
+        let asking = asked(capped.take(keys[2], t0 + MS, false));
         assert_eq!(asking.tokens(), 1, "no entry: one token per request");
         asking.granted(1);
     }
@@ -440,12 +448,13 @@ fn admissions_stay_within_the_documented_bound() {
             }
             let instance = random(instances) as usize;
             let now = origin + Duration::from_micros(now_us);
-            match grants[instance].take(key, now) {
+            match grants[instance].take(key, now, false) {
                 Take::Spent => {
                     spent += 1;
                     admitted.push(now_us as f64);
                 }
                 Take::Ask(asking) => pending.push((now_us + random(2000), asking)),
+                Take::Wait(_) => panic!("a take that may not wait waited"),
             }
         }
         admitted.sort_by(f64::total_cmp);
@@ -471,5 +480,45 @@ fn admissions_stay_within_the_documented_bound() {
             "{rate}: {spent} of {} spent locally",
             admitted.len()
         );
+    }
+}
+
+#[test]
+fn a_request_meanwhile_waits_for_the_leads_grant_when_it_may() {
+    // Guards `Take::Wait` in `Grants::take` and the `notify_waiters` in
+    // `Grants::granted`: without them each request that arrives during the
+    // lead's round trip asks Redis for its own token.
+    let grants = Grants::new(&limit("1000/s", None, None)); // max_grant 10
+    let key = LimitKey(KeyKind::Route);
+    let t0 = std::time::Instant::now();
+    asked(grants.take(key, t0, false)).granted(1);
+    let lead = asked(grants.take(key, t0 + MS, false));
+    assert_eq!(lead.tokens(), 2);
+    let Take::Wait(answered) = grants.take(key, t0 + MS, true) else {
+        panic!("a request meanwhile that may wait waits");
+    };
+    // Not yet answered: the wait is pending.
+    let mut answered = Box::pin(answered);
+    assert!(futures_poll_once(answered.as_mut()).is_none());
+    lead.granted(2);
+    // The answer wakes it, and the lead's second token is its.
+    assert!(futures_poll_once(answered.as_mut()).is_some());
+    assert!(matches!(grants.take(key, t0 + 2 * MS, true), Take::Spent));
+    // A lead that gets no answer wakes the waiters too.
+    let lead = asked(grants.take(key, t0 + 3 * MS, false));
+    let Take::Wait(answered) = grants.take(key, t0 + 3 * MS, true) else {
+        panic!("waits");
+    };
+    let mut answered = Box::pin(answered);
+    drop(lead);
+    assert!(futures_poll_once(answered.as_mut()).is_some());
+}
+
+/// Polls `future` once with a no-op waker: `Some` when it is ready.
+fn futures_poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut context) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => None,
     }
 }
