@@ -148,29 +148,27 @@ const MAX_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// A 200 answer with body `ok` whose head (status line to the empty line) is
-/// exactly `size` bytes: `Content-Length` and padding fields of at most 4000
-/// bytes each.
+/// exactly `size` bytes (at least 16 KiB): `Content-Length`, padding fields
+/// of 4000 bytes, and one last padding field of 4000 to 8000 bytes.
 fn answer_with_head_of(size: usize) -> Vec<u8> {
     let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
-    let mut field = 0;
-    // Bounded: each field adds at least 1 byte of padding.
-    while head.len() + 2 < size {
-        // "X-Pad-NNNN: " + value + CRLF, at least one byte of value.
+    // Bounded: each field takes at least 4000 bytes of the room.
+    for field in 0.. {
+        // Room before the empty line that ends the head.
         let room = size - 2 - head.len();
+        if room == 0 {
+            break;
+        }
         let name = format!("X-Pad-{field:04}: ");
         let overhead = name.len() + 2;
-        let value = if room >= overhead + 4000 + overhead + 1 {
+        let value = if room > 2 * (overhead + 4000) {
             4000
-        } else if room > overhead + 4000 {
-            // Leave room for one more field of at least one byte.
-            room - overhead - (overhead + 1)
         } else {
             room - overhead
         };
         head.extend_from_slice(name.as_bytes());
         head.extend(std::iter::repeat_n(b'p', value));
         head.extend_from_slice(b"\r\n");
-        field += 1;
     }
     head.extend_from_slice(b"\r\n");
     assert_eq!(head.len(), size, "head size");
