@@ -18,8 +18,9 @@
 //! P q:finished   sorted set: key -> when its last delivery finished (retention)
 //! P q:stream     stream: one entry per pending delivery {k, i}, group "delivery"
 //! P q:bytes      bytes of stored events, as counted against max_bytes
-//! P q:ap:C:N     string, for APPEND_TOKEN_TTL or longer: the key that append
-//!                N of consumer C stored (a re-run of that append answers it)
+//! P q:ap:R:N     string, for APPEND_TOKEN_TTL or longer: the key that append
+//!                N of the store opened with random id R stored (a re-run of
+//!                that append answers it)
 //! ```
 //!
 //! # Leases (Streams consumer group)
@@ -306,7 +307,8 @@ struct Keys {
     bytes: String,
     /// Prefix of an event's hash: append the key.
     event: String,
-    /// Prefix of an append's token: append the consumer and a number.
+    /// Prefix of this store's append tokens, its random id included: append
+    /// a number.
     token: String,
 }
 
@@ -419,7 +421,8 @@ impl RedisStore {
             stream: format!("{prefix}stream"),
             bytes: format!("{prefix}bytes"),
             event: format!("{prefix}ev:"),
-            token: format!("{prefix}ap:"),
+            // Random: unlike consumer names, never the same for two stores.
+            token: format!("{prefix}ap:{}:", uuid::Uuid::new_v4().simple()),
         };
         let inner = Arc::new(Shared {
             link,
@@ -725,9 +728,8 @@ impl EventStore for RedisStore {
             + base.len()
             + deliveries.iter().map(String::len).sum::<usize>()) as u64;
         let token = format!(
-            "{}{}:{}",
+            "{}{}",
             s.keys.token,
-            s.consumer,
             s.appends.fetch_add(1, Ordering::Relaxed)
         );
         let token_ttl_ms = (2 * s.options.command_timeout)
