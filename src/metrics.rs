@@ -30,6 +30,7 @@ pub const REQUESTS_TOTAL: &str = "hookgate_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "hookgate_request_duration_seconds";
 pub const REQUEST_BODY_BYTES: &str = "hookgate_request_body_bytes";
 pub const RATE_LIMIT_KEYS: &str = "hookgate_rate_limit_keys";
+pub const RATE_LIMIT_OVERFLOW_TOTAL: &str = "hookgate_rate_limit_overflow_total";
 pub const EVENTS_TOTAL: &str = "hookgate_events_total";
 pub const FANOUT_COPIES_TOTAL: &str = "hookgate_fanout_copies_total";
 pub const FANOUT_DROPPED_TOTAL: &str = "hookgate_fanout_dropped_total";
@@ -258,6 +259,11 @@ pub struct Metrics {
     /// Bodies with a `Content-Encoding` that a route read through, by coding and result.
     pub decoded_bodies: IntCounterVec,
     pub rate_limit_keys: IntGaugeVec,
+    /// New keys of a per-key limiter checked against its shared overflow
+    /// bucket because its table (`max_keys`) was full, per route; brought up
+    /// to date with `ratelimit::RouteLimiter::overflow_hits` every 10 s
+    /// (`housekeeping`).
+    pub rate_limit_overflow: IntCounterVec,
     pub events: IntCounterVec,
     pub fanout_copies: IntCounterVec,
     pub fanout_dropped: IntCounterVec,
@@ -345,6 +351,14 @@ impl Metrics {
             Opts::new(
                 RATE_LIMIT_KEYS,
                 "Keys (client addresses or header values) held by each route's per-key rate limiter",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let rate_limit_overflow = IntCounterVec::new(
+            Opts::new(
+                RATE_LIMIT_OVERFLOW_TOTAL,
+                "New keys of a per-IP or per-header rate limiter checked against its one shared overflow bucket because max_keys buckets were held, updated every 10 s",
             ),
             &["route"],
         )
@@ -521,6 +535,7 @@ impl Metrics {
             Box::new(handshakes.clone()),
             Box::new(decoded_bodies.clone()),
             Box::new(rate_limit_keys.clone()),
+            Box::new(rate_limit_overflow.clone()),
             Box::new(events.clone()),
             Box::new(fanout_copies.clone()),
             Box::new(fanout_dropped.clone()),
@@ -559,6 +574,7 @@ impl Metrics {
             handshakes,
             decoded_bodies,
             rate_limit_keys,
+            rate_limit_overflow,
             events,
             fanout_copies,
             fanout_dropped,
@@ -687,6 +703,9 @@ impl Metrics {
             + remove_unless(&self.rate_limit_keys, |labels| {
                 route(labels).is_some_and(|r| r.rate_limited)
             })
+            + remove_unless(&self.rate_limit_overflow, |labels| {
+                route(labels).is_some_and(|r| r.keyed_rate_limit)
+            })
             + remove_unless(&self.dedupe_entries, |labels| {
                 route(labels).is_some_and(|r| r.deduped)
             })
@@ -767,6 +786,9 @@ pub struct RouteSeries {
     pub copies: Vec<String>,
     /// Whether it has a rate limit (`hookgate_rate_limit_keys`).
     pub rate_limited: bool,
+    /// Whether that limit is per key, `per = "ip"` or `"header:..."`
+    /// (`hookgate_rate_limit_overflow_total`).
+    pub keyed_rate_limit: bool,
     /// Whether it suppresses duplicate deliveries (`hookgate_dedupe_entries`).
     pub deduped: bool,
     /// Upstreams it delivers to in queued mode (`hookgate_queue_*`); empty for direct routes.
@@ -837,7 +859,8 @@ impl RouteHandles {
     /// - `hookgate_signature_failures_total` per reason (verified routes),
     ///   `hookgate_events_total` per event label (routes reading an event),
     ///   `hookgate_rate_limit_keys` and `hookgate_dedupe_entries` when the
-    ///   route has a limiter or dedupe.
+    ///   route has a limiter or dedupe, `hookgate_rate_limit_overflow_total`
+    ///   when its limiter is per key.
     pub fn register(metrics: &Metrics, series: RouteSeries) -> Self {
         let handles = RouteHandles::lazy(series);
         let route = handles.series.route.as_str();
@@ -890,6 +913,9 @@ impl RouteHandles {
         }
         if handles.series.rate_limited {
             metrics.rate_limit_keys.with_label_values(&[route]);
+        }
+        if handles.series.keyed_rate_limit {
+            metrics.rate_limit_overflow.with_label_values(&[route]);
         }
         if handles.series.deduped {
             metrics.dedupe_entries.with_label_values(&[route]);

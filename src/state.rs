@@ -203,6 +203,10 @@ pub fn route_series(settings: &RouteSettings, stored_copies: bool) -> RouteSerie
         primaries,
         copies,
         rate_limited: settings.rate_limit.is_some(),
+        keyed_rate_limit: settings
+            .rate_limit
+            .as_ref()
+            .is_some_and(|limit| limit.by != crate::ratelimit::LimitBy::Route),
         deduped: settings.dedupe.is_some(),
         queued,
     }
@@ -332,6 +336,7 @@ upstream = "app"
             ));
         }
         zero(r#"hookgate_rate_limit_keys{route="github"}"#.to_string());
+        zero(r#"hookgate_rate_limit_overflow_total{route="github"}"#.to_string());
         zero(r#"hookgate_dedupe_entries{route="github"}"#.to_string());
         for upstream in ["app", "audit", "billing", "idle"] {
             zero(format!(
@@ -344,6 +349,7 @@ upstream = "app"
             r#"route="plain",scheme="#,
             r#"hookgate_events_total{event="_other",route="plain"}"#,
             r#"hookgate_rate_limit_keys{route="plain"}"#,
+            r#"hookgate_rate_limit_overflow_total{route="plain"}"#,
             r#"hookgate_dedupe_entries{route="plain"}"#,
             r#"outcome="no_route",route="github""#,
             r#"outcome="overloaded",route="plain""#,

@@ -287,3 +287,57 @@ rate_limit = { rate = "100/fortnight", per = "cookie" }
         );
     }
 }
+
+/// README, "Rate limits": at `max_keys`, a new key "shares one overflow bucket
+/// with the per-key rate", counted in `hookgate_rate_limit_overflow_total`
+/// (exported at 0 from load for a per-key limit, updated every 10 s). Two
+/// keys fill the table; the third key gets the overflow bucket's one token
+/// (200), the fourth finds it spent (429), and both count. Guards the
+/// `publish_overflow` call in `Housekeeping::upkeep` (housekeeping.rs; without
+/// it the series stays 0) and `rate_limit_overflow.with_label_values` in
+/// `RouteHandles::register` (metrics.rs; without it there is no series at load).
+#[test]
+fn new_keys_past_max_keys_share_the_overflow_bucket_and_are_counted() {
+    let upstream = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route(
+            "keyed",
+            "/keyed",
+            "app",
+            "rate_limit = { rate = \"1/h\", burst = 1, per = \"header:X-Key\", max_keys = 2 }",
+        )
+        .route(
+            "whole",
+            "/whole",
+            "app",
+            "rate_limit = { rate = \"1/h\", burst = 1 }",
+        )
+        .start();
+    let overflow =
+        |route: &str| gateway.metric("hookgate_rate_limit_overflow_total", &[("route", route)]);
+    assert_eq!(
+        overflow("keyed"),
+        Some(0.0),
+        "the series exists at 0 from load"
+    );
+    // One bucket per route: no table, no overflow, no series.
+    gateway.assert_no_series("hookgate_rate_limit_overflow_total", &[("route", "whole")]);
+
+    let send = |key: &str| post(gateway.proxy, "/keyed", &[("X-Key", key)], b"{}");
+    for key in ["a", "b"] {
+        send(key).expect_status(200);
+    }
+    // The table holds a and b; c is checked against the fresh overflow bucket.
+    send("c").expect_status(200);
+    let refused = send("d");
+    refused.expect_status(429);
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(upstream.count(), 3);
+    assert!(
+        wait_until(Duration::from_secs(25), || overflow("keyed") == Some(2.0)),
+        "hookgate_rate_limit_overflow_total is {:?}, not 2, 25 s after two keys past max_keys",
+        overflow("keyed")
+    );
+}

@@ -2,6 +2,9 @@
 //! end: framings relayed byte for byte, and answers whose framing is ambiguous
 //! or that carry bytes past their end refused with a 502, their connection
 //! never used again, so one answer can never be taken for the next request's.
+//! The reader's limits: a head of up to 64 KiB and 128 fields is relayed, one
+//! byte or field more is a 502; a chunk-size line unfinished after 4 KiB cuts
+//! the relayed answer.
 
 mod common;
 
@@ -134,4 +137,169 @@ fn a_bad_chunk_size_is_a_502() {
         );
         assert_eq!(upstream.count(), 1);
     }
+}
+
+// ---------------------------------------------------------------- the reader's limits
+
+/// `proxy::response::MAX_HEAD_BYTES`, `MAX_HEADERS` and `MAX_CHUNK_LINE`, as
+/// the tests below state them (the constants are private to the binary).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// A 200 answer with body `ok` whose head (status line to the empty line) is
+/// exactly `size` bytes (at least 16 KiB): `Content-Length`, padding fields
+/// of 4000 bytes, and one last padding field of 4000 to 8000 bytes.
+fn answer_with_head_of(size: usize) -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+    // Bounded: each field takes at least 4000 bytes of the room.
+    for field in 0.. {
+        // Room before the empty line that ends the head.
+        let room = size - 2 - head.len();
+        if room == 0 {
+            break;
+        }
+        let name = format!("X-Pad-{field:04}: ");
+        let overhead = name.len() + 2;
+        let value = if room > 2 * (overhead + 4000) {
+            4000
+        } else {
+            room - overhead
+        };
+        head.extend_from_slice(name.as_bytes());
+        head.extend(std::iter::repeat_n(b'p', value));
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    assert_eq!(head.len(), size, "head size");
+    head.extend_from_slice(b"ok");
+    head
+}
+
+/// A 200 answer with body `ok` and exactly `fields` header fields.
+fn answer_with_fields(fields: usize) -> Vec<u8> {
+    let mut wire = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+    for i in 1..fields {
+        wire.extend_from_slice(format!("X-Field-{i}: {i}\r\n").as_bytes());
+    }
+    wire.extend_from_slice(b"\r\nok");
+    wire
+}
+
+/// A chunked 200 answer whose first chunk-size line (size, an extension, CRLF)
+/// is exactly `line` bytes; its chunk is `ok`.
+fn chunked_with_size_line_of(line: usize) -> Vec<u8> {
+    let mut wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;e=".to_vec();
+    let size_line = wire.len();
+    wire.extend(std::iter::repeat_n(b'x', line - 4 - 2));
+    wire.extend_from_slice(b"\r\n");
+    assert_eq!(wire.len() - size_line + 4, line, "size line");
+    wire.extend_from_slice(b"ok\r\n0\r\n\r\n");
+    wire
+}
+
+/// Two requests to an upstream answering `wire`: both relayed byte for byte,
+/// over one upstream connection (the answer was read exactly to its end).
+#[track_caller]
+fn passes_on_one_connection(wire: Vec<u8>) -> Vec<Response> {
+    let upstream = Upstream::with("app", Behavior::raw(&wire));
+    let gateway = gateway_for(&upstream);
+    let answers: Vec<Response> = (0..2)
+        .map(|_| post(gateway.proxy, "/hooks/a", &[], b"{}"))
+        .collect();
+    for answered in &answers {
+        answered.expect_status(200);
+        assert_eq!(answered.body, b"ok");
+    }
+    assert_eq!(upstream.count(), 2);
+    assert_eq!(
+        upstream.connections_used(),
+        1,
+        "the connection was not reused"
+    );
+    answers
+}
+
+/// Two requests to an upstream answering `wire`, whose head the gateway
+/// refuses: 502 `upstream_error` each, on two upstream connections.
+#[track_caller]
+fn refused_before_the_head(wire: Vec<u8>) {
+    let upstream = Upstream::with("app", Behavior::raw(&wire));
+    let gateway = gateway_for(&upstream);
+    for _ in 0..2 {
+        let answered = post(gateway.proxy, "/hooks/a", &[], b"{}");
+        answered.expect_status(502);
+        assert_eq!(answered.json()["error"], "upstream_error");
+    }
+    assert_eq!(upstream.count(), 2);
+    assert_eq!(
+        upstream.connections_used(),
+        2,
+        "a connection was reused after a refused answer"
+    );
+    gateway.assert_requests("hooks", "upstream_error", 2.0);
+}
+
+#[test]
+fn a_head_of_64_kib_is_relayed_and_one_byte_more_is_a_502() {
+    // Guards `MAX_HEAD_BYTES` (proxy/response.rs) and the `Partial` arm of
+    // `read_head` that refuses past it: 64 KiB - 1 fails the first half,
+    // 64 KiB + 1 (or no check) the second.
+    let answers = passes_on_one_connection(answer_with_head_of(MAX_HEAD_BYTES));
+    let pad = answers[0].header("x-pad-0000").unwrap_or_default();
+    assert_eq!(pad.len(), 4000, "the padding fields are relayed");
+    refused_before_the_head(answer_with_head_of(MAX_HEAD_BYTES + 1));
+}
+
+#[test]
+fn a_head_of_128_fields_is_relayed_and_129_is_a_502() {
+    // Guards `MAX_HEADERS` (proxy/response.rs), the size of the field array
+    // `read_head` gives httparse: 127 fails the first half, 129 the second.
+    let answers = passes_on_one_connection(answer_with_fields(MAX_HEADERS));
+    assert_eq!(answers[0].header("x-field-127"), Some("127"));
+    refused_before_the_head(answer_with_fields(MAX_HEADERS + 1));
+}
+
+#[test]
+fn a_chunk_size_line_of_4_kib_is_read_and_4_kib_without_its_end_cuts_the_answer() {
+    // Guards `MAX_CHUNK_LINE` (proxy/response.rs) in the `Partial` arm of
+    // `UpstreamResponse::chunked`: a limit of 1 KiB fails the first half (one
+    // of 4 KiB - 1 only when a read ends just before the line's LF); a larger
+    // one (or no check) leaves the reader waiting for the line's end until the
+    // upstream `timeout`, so the second half's log line is missing. The limit
+    // is on a line still unfinished in the buffer: a longer line that arrives
+    // whole in one read is accepted today (`chunked` checks the
+    // length only while the line is `Partial`).
+    passes_on_one_connection(chunked_with_size_line_of(MAX_CHUNK_LINE));
+
+    // 4 KiB of a size line, and no line end: the head was relayed already,
+    // so the sender's connection is cut, never given a complete 200.
+    let mut unfinished = chunked_with_size_line_of(MAX_CHUNK_LINE + 2);
+    unfinished.truncate(unfinished.len() - b"\r\nok\r\n0\r\n\r\n".len());
+    let upstream = Upstream::with("app", Behavior::raw(&unfinished));
+    let gateway = gateway_for(&upstream);
+    for _ in 0..2 {
+        match try_post(gateway.proxy, "/hooks/a", &[], b"{}") {
+            Ok(answered) => assert_ne!(
+                (answered.status, answered.body.as_slice()),
+                (200, &b"ok"[..]),
+                "a complete answer"
+            ),
+            Err(_cut) => {}
+        }
+    }
+    assert!(
+        gateway.wait_log(
+            std::time::Duration::from_secs(5),
+            "invalid chunked response body"
+        ),
+        "no log line names the invalid chunk; log:\n{}",
+        gateway.log()
+    );
+    assert_eq!(upstream.count(), 2);
+    assert_eq!(
+        upstream.connections_used(),
+        2,
+        "a connection was reused after a cut answer"
+    );
 }

@@ -103,7 +103,7 @@ pub async fn invoke<T: redis::FromRedisValue>(
 /// Whether `error` says the connection was lost or could not be made (broken
 /// pipe, reset, refused, end of stream), as opposed to an answer from Redis or a
 /// timeout.
-fn is_dropped(error: &redis::RedisError) -> bool {
+pub(crate) fn is_dropped(error: &redis::RedisError) -> bool {
     error.is_connection_dropped() || error.is_connection_refusal()
 }
 

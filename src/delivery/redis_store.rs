@@ -18,6 +18,9 @@
 //! P q:finished   sorted set: key -> when its last delivery finished (retention)
 //! P q:stream     stream: one entry per pending delivery {k, i}, group "delivery"
 //! P q:bytes      bytes of stored events, as counted against max_bytes
+//! P q:ap:R:N     string, for APPEND_TOKEN_TTL or longer: the key that append
+//!                N of the store opened with random id R stored (a re-run of
+//!                that append answers it)
 //! ```
 //!
 //! # Leases (Streams consumer group)
@@ -55,6 +58,10 @@
 //! - Every command has a deadline (`command_timeout`): an unreachable Redis
 //!   is a [`StoreError::Io`] (503 `storage_unavailable`), never a hang. The
 //!   connection manager reconnects with backoff; nothing needs a restart.
+//!   A connection that died while idle (`CLIENT KILL`, Redis's `timeout`, a
+//!   restart) fails its next command although Redis is up: the command is
+//!   then sent once more on the reconnected connection, within the same
+//!   deadline ([`Shared::run`]), so every command here is safe to run twice.
 //!   With `[cluster] sentinel`, a failed command (or a `READONLY` answer)
 //!   makes the store's [`Link`] ask the Sentinels for the master, and the
 //!   next commands go to the new one. Replication is asynchronous: an event
@@ -96,27 +103,46 @@ const PURGE_BATCH: usize = 1000;
 const PURGE_ROUNDS: usize = 10;
 /// Tries of a record whose delivery another instance changed meanwhile.
 const RECORD_TRIES: usize = 3;
+/// The shortest life of an append's token (`P q:ap:…`): it must outlast
+/// every run of that append, the re-run included, which is sent within
+/// `command_timeout` of the first; twice that is used when longer.
+const APPEND_TOKEN_TTL: Duration = Duration::from_secs(10);
 
 /// Appends an event, its deliveries' stream entries, and reads them as this
-/// consumer. KEYS: seq, events, stream, bytes, and optionally a key to
-/// remember ([`Remember`]: a dedupe claim made "forwarded"). ARGV: max_bytes,
-/// size, base, head, body, group, consumer, event key prefix, the remembered
-/// value and its TTL in ms (ignored without the fifth key), then one delivery
-/// JSON each. Returns `{0, used, nil}` when full (nothing written), else
+/// consumer. KEYS: seq, events, stream, bytes, this append's token, and
+/// optionally a key to remember ([`Remember`]: a dedupe claim made
+/// "forwarded"). ARGV: max_bytes, size, base, head, body, group, consumer,
+/// event key prefix, the remembered value and its TTL in ms (ignored without
+/// the sixth key), the token's TTL in ms, then one delivery JSON each.
+/// Returns `{0, used, nil}` when full (nothing written), else
 /// `{key, used, {stream ids}}`.
+///
+/// Idempotent for its token: the token is set to the event's key in the
+/// same step, so a re-run (the first run's answer was lost with its
+/// connection, [`Shared::run`]) writes nothing and answers the first run's
+/// key and stream ids (`''` for an entry already gone).
 const APPEND: &str = r#"
+local done = redis.call('GET', KEYS[5])
+if done then
+  local ev = ARGV[8] .. done
+  local ids = {}
+  for i = 0, tonumber(redis.call('HGET', ev, 'n') or '0') - 1 do
+    ids[#ids + 1] = redis.call('HGET', ev, 's' .. i) or ''
+  end
+  return {tonumber(done), tonumber(redis.call('GET', KEYS[4]) or '0'), ids}
+end
 local used = tonumber(redis.call('GET', KEYS[4]) or '0')
 local size = tonumber(ARGV[2])
 if used + size > tonumber(ARGV[1]) then return {0, used, false} end
 redis.pcall('XGROUP', 'CREATE', KEYS[3], ARGV[6], '0', 'MKSTREAM')
 local key = redis.call('INCR', KEYS[1])
 local ev = ARGV[8] .. key
-local n = #ARGV - 10
+local n = #ARGV - 11
 redis.call('HSET', ev, 'base', ARGV[3], 'head', ARGV[4], 'body', ARGV[5], 'n', n, 'size', size)
 local ids = {}
 for i = 0, n - 1 do
   local id = redis.call('XADD', KEYS[3], '*', 'k', key, 'i', i)
-  redis.call('HSET', ev, 'd' .. i, ARGV[11 + i], 's' .. i, id)
+  redis.call('HSET', ev, 'd' .. i, ARGV[12 + i], 's' .. i, id)
   ids[#ids + 1] = id
 end
 local last = ids[#ids]
@@ -128,19 +154,22 @@ for _ = 1, 1000 do
 end
 redis.call('ZADD', KEYS[2], key, key)
 used = redis.call('INCRBY', KEYS[4], size)
-if #KEYS > 4 then
-  redis.call('SET', KEYS[5], ARGV[9], 'PX', ARGV[10])
+redis.call('SET', KEYS[5], key, 'PX', ARGV[11])
+if #KEYS > 5 then
+  redis.call('SET', KEYS[6], ARGV[9], 'PX', ARGV[10])
 end
 return {key, used, ids}
 "#;
 
 /// Records delivery ARGV[1] if it is still ARGV[2] (compare and set).
 /// KEYS: event, stream, finished, bytes. ARGV: index, old, new, done (0/1),
-/// now ms, group, key. Returns 1 (set), 0 (changed meanwhile), -1 (no event).
+/// now ms, group, key. Returns 1 (set, or already `new`: a re-run whose first
+/// run did it all), 0 (changed meanwhile), -1 (no event).
 const RECORD: &str = r#"
 local f = 'd' .. ARGV[1]
 local cur = redis.call('HGET', KEYS[1], f)
 if not cur then return -1 end
+if cur == ARGV[3] and cur ~= ARGV[2] then return 1 end
 if cur ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], f, ARGV[3])
 local delta = string.len(ARGV[3]) - string.len(cur)
@@ -168,9 +197,20 @@ return 1
 /// Makes finished deliveries pending again, held by this consumer.
 /// KEYS: event, stream, finished, bytes. ARGV: group, consumer, key, new base,
 /// then (index, old, new) triples. Returns {0, {}} if one changed meanwhile,
-/// {-1, {}} if the event is gone, else {1, the new stream ids}.
+/// {-1, {}} if the event is gone, else {1, the new stream ids}. A re-run
+/// whose first run did it all (every delivery is its `new` already) changes
+/// nothing and answers the same (`''` for an entry already gone).
 const REPLAY: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, {}} end
+local again = true
+for t = 5, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], 'd' .. ARGV[t]) ~= ARGV[t + 2] then again = false end
+end
+if again then
+  local ids = {}
+  for t = 5, #ARGV, 3 do ids[#ids + 1] = redis.call('HGET', KEYS[1], 's' .. ARGV[t]) or '' end
+  return {1, ids}
+end
 for t = 5, #ARGV, 3 do
   if redis.call('HGET', KEYS[1], 'd' .. ARGV[t]) ~= ARGV[t + 1] then return {0, {}} end
 end
@@ -267,6 +307,9 @@ struct Keys {
     bytes: String,
     /// Prefix of an event's hash: append the key.
     event: String,
+    /// Prefix of this store's append tokens, its random id included: append
+    /// a number.
+    token: String,
 }
 
 struct Scripts {
@@ -301,6 +344,12 @@ struct Shared {
     released: AtomicBool,
     /// Tag of this store's event ids (from the prefix: the same on every instance).
     tag: u32,
+    /// Appends made so far: numbers each append's token.
+    appends: AtomicU64,
+    /// Tests: run every command twice, as when its first answer was lost
+    /// with its connection after Redis ran it.
+    #[cfg(test)]
+    run_twice: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -372,6 +421,8 @@ impl RedisStore {
             stream: format!("{prefix}stream"),
             bytes: format!("{prefix}bytes"),
             event: format!("{prefix}ev:"),
+            // Random: unlike consumer names, never the same for two stores.
+            token: format!("{prefix}ap:{}:", uuid::Uuid::new_v4().simple()),
         };
         let inner = Arc::new(Shared {
             link,
@@ -391,6 +442,9 @@ impl RedisStore {
             bytes: AtomicU64::new(0),
             up: AtomicBool::new(false),
             released: AtomicBool::new(false),
+            appends: AtomicU64::new(0),
+            #[cfg(test)]
+            run_twice: AtomicBool::new(false),
         });
         runtime.spawn(renew_leases(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
@@ -418,12 +472,42 @@ impl Shared {
         })
     }
 
-    /// Runs `call` with the command deadline; marks Redis up or down.
-    async fn run<T, F>(&self, what: &str, call: F) -> Result<T, StoreError>
+    /// Runs `call` on the connection within the command deadline; marks
+    /// Redis up or down.
+    ///
+    /// A connection that died while idle (Redis restarted, closed an idle
+    /// client under its `timeout` setting, `CLIENT KILL`) fails the next
+    /// command with a dropped-connection error although Redis is fine; the
+    /// manager then reconnects, and `call` runs once more on the new
+    /// connection, within the same deadline, as `ClusterClient::run` does.
+    /// Redis-rs gives the same error whether the command never left or the
+    /// connection dropped after Redis ran it, so **every `call` must be safe
+    /// to run twice**: an append is idempotent for its token ([`APPEND`]), a
+    /// record or a replay for its new value ([`RECORD`], [`REPLAY`]); reads,
+    /// lease renewals, releases and acks are the same again; a purge only
+    /// removes more of what qualifies; a take-over (`XAUTOCLAIM`) run twice
+    /// leaves what the lost run claimed idle under this consumer, so it is
+    /// taken over again a lease later (late, never lost or doubled).
+    async fn run<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StoreError>
     where
-        F: std::future::Future<Output = redis::RedisResult<T>>,
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.options.command_timeout, call).await {
+        let conn = self.conn()?;
+        let attempts = async {
+            #[cfg(test)]
+            if self.run_twice.load(Ordering::Acquire) {
+                let _ = call(conn.clone()).await;
+            }
+            match call(conn).await {
+                Err(error) if crate::cluster::is_dropped(&error) => match self.link.manager() {
+                    Some(fresh) => call(fresh).await,
+                    None => Err(error),
+                },
+                answer => answer,
+            }
+        };
+        match tokio::time::timeout(self.options.command_timeout, attempts).await {
             Ok(Ok(value)) => {
                 self.up.store(true, Ordering::Release);
                 Ok(value)
@@ -452,6 +536,30 @@ impl Shared {
         }
     }
 
+    /// [`Shared::run`] of one command.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.run(what, |mut conn| async move {
+            command.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// [`Shared::run`] of one script.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.run(what, |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })
+        .await
+    }
+
     fn event_key(&self, key: EventKey) -> String {
         format!("{}{key}", self.keys.event)
     }
@@ -462,22 +570,14 @@ impl Shared {
         for key in keys {
             invocation.arg(*key);
         }
-        let mut conn = self.conn()?;
-        let rows: Vec<Vec<Option<String>>> =
-            self.run("read", invocation.invoke_async(&mut conn)).await?;
+        let rows: Vec<Vec<Option<String>>> = self.invoke("read", &invocation).await?;
         rows.iter().map(|fields| assemble(fields)).collect()
     }
 
     async fn delivery(&self, key: EventKey, index: usize) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn()?;
-        self.run(
-            "read",
-            redis::cmd("HGET")
-                .arg(self.event_key(key))
-                .arg(format!("d{index}"))
-                .query_async(&mut conn),
-        )
-        .await
+        let mut command = redis::cmd("HGET");
+        command.arg(self.event_key(key)).arg(format!("d{index}"));
+        self.query("read", &command).await
     }
 
     /// Renews every lease this instance holds; forgets those it lost.
@@ -501,10 +601,8 @@ impl Shared {
             for (_, id) in chunk {
                 invocation.arg(id);
             }
-            let mut conn = self.conn()?;
-            let (lost, bytes): (Vec<String>, u64) = self
-                .run("lease renewal", invocation.invoke_async(&mut conn))
-                .await?;
+            let (lost, bytes): (Vec<String>, u64) =
+                self.invoke("lease renewal", &invocation).await?;
             self.bytes.store(bytes, Ordering::Release);
             lost_all.extend(lost);
         }
@@ -522,27 +620,12 @@ impl Shared {
     /// Reads the durability settings once and warns about each that weakens
     /// the acknowledgement. Returns whether Redis answered.
     async fn check_settings(&self) -> bool {
-        let Ok(mut conn) = self.conn() else {
-            return false;
-        };
-        let answer: Result<Vec<String>, StoreError> = self
-            .run(
-                "CONFIG GET",
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("append*")
-                    .query_async(&mut conn),
-            )
-            .await;
-        let policy: Result<Vec<String>, StoreError> = self
-            .run(
-                "CONFIG GET",
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("maxmemory-policy")
-                    .query_async(&mut conn),
-            )
-            .await;
+        let mut append = redis::cmd("CONFIG");
+        append.arg("GET").arg("append*");
+        let answer: Result<Vec<String>, StoreError> = self.query("CONFIG GET", &append).await;
+        let mut policy = redis::cmd("CONFIG");
+        policy.arg("GET").arg("maxmemory-policy");
+        let policy: Result<Vec<String>, StoreError> = self.query("CONFIG GET", &policy).await;
         match (answer, policy) {
             (Ok(append), Ok(policy)) => {
                 let settings: HashMap<String, String> = append
@@ -644,12 +727,22 @@ impl EventStore for RedisStore {
             + event.body.len()
             + base.len()
             + deliveries.iter().map(String::len).sum::<usize>()) as u64;
+        let token = format!(
+            "{}{}",
+            s.keys.token,
+            s.appends.fetch_add(1, Ordering::Relaxed)
+        );
+        let token_ttl_ms = (2 * s.options.command_timeout)
+            .max(APPEND_TOKEN_TTL)
+            .as_millis()
+            .max(1);
         let mut invocation = s.scripts.append.prepare_invoke();
         invocation
             .key(&s.keys.seq)
             .key(&s.keys.events)
             .key(&s.keys.stream)
             .key(&s.keys.bytes)
+            .key(&token)
             .arg(s.options.max_bytes)
             .arg(size)
             .arg(&base)
@@ -672,12 +765,12 @@ impl EventStore for RedisStore {
                 invocation.arg("").arg(0);
             }
         }
+        invocation.arg(u64::try_from(token_ttl_ms).unwrap_or(u64::MAX));
         for delivery in &deliveries {
             invocation.arg(delivery);
         }
-        let mut conn = s.conn()?;
         let (key, used, ids): (u64, u64, Option<Vec<String>>) =
-            s.run("append", invocation.invoke_async(&mut conn)).await?;
+            s.invoke("append", &invocation).await?;
         s.bytes.store(used, Ordering::Release);
         let Some(ids) = ids.filter(|_| key > 0) else {
             return Err(StoreError::Full {
@@ -686,7 +779,9 @@ impl EventStore for RedisStore {
         };
         let mut held = lock(&s.held);
         for (index, id) in ids.into_iter().enumerate() {
-            held.insert((key, index), id);
+            if !id.is_empty() {
+                held.insert((key, index), id);
+            }
         }
         Ok(key)
     }
@@ -708,26 +803,20 @@ impl EventStore for RedisStore {
             delivery.apply(attempt.clone(), next.clone());
             let done = delivery.status != Status::Pending;
             let new = to_json(&delivery)?;
-            let mut conn = s.conn()?;
-            let set: i64 = s
-                .run(
-                    "record",
-                    s.scripts
-                        .record
-                        .key(s.event_key(key))
-                        .key(&s.keys.stream)
-                        .key(&s.keys.finished)
-                        .key(&s.keys.bytes)
-                        .arg(index)
-                        .arg(&old)
-                        .arg(&new)
-                        .arg(if done { "1" } else { "0" })
-                        .arg(now_ms())
-                        .arg(GROUP)
-                        .arg(key)
-                        .invoke_async(&mut conn),
-                )
-                .await?;
+            let mut invocation = s.scripts.record.prepare_invoke();
+            invocation
+                .key(s.event_key(key))
+                .key(&s.keys.stream)
+                .key(&s.keys.finished)
+                .key(&s.keys.bytes)
+                .arg(index)
+                .arg(&old)
+                .arg(&new)
+                .arg(if done { "1" } else { "0" })
+                .arg(now_ms())
+                .arg(GROUP)
+                .arg(key);
+            let set: i64 = s.invoke("record", &invocation).await?;
             match set {
                 1 => {
                     if done {
@@ -748,18 +837,10 @@ impl EventStore for RedisStore {
     async fn replay(&self, key: EventKey) -> Result<Vec<usize>, StoreError> {
         let s = &self.inner;
         for _ in 0..RECORD_TRIES {
-            let mut conn = s.conn()?;
             let fields: Vec<Option<String>> = {
-                let rows: Vec<Vec<Option<String>>> = s
-                    .run(
-                        "read",
-                        s.scripts
-                            .records
-                            .arg(&s.keys.event)
-                            .arg(key)
-                            .invoke_async(&mut conn),
-                    )
-                    .await?;
+                let mut read = s.scripts.records.prepare_invoke();
+                read.arg(&s.keys.event).arg(key);
+                let rows: Vec<Vec<Option<String>>> = s.invoke("read", &read).await?;
                 rows.into_iter().next().unwrap_or_default()
             };
             let Some(mut record) = assemble(&fields)? else {
@@ -797,15 +878,16 @@ impl EventStore for RedisStore {
             for (index, old, new) in &changes {
                 invocation.arg(*index).arg(old).arg(new);
             }
-            let (status, ids): (i64, Vec<String>) =
-                s.run("replay", invocation.invoke_async(&mut conn)).await?;
+            let (status, ids): (i64, Vec<String>) = s.invoke("replay", &invocation).await?;
             match status {
                 -1 => return Err(StoreError::NotFound(key.to_string())),
                 0 => continue,
                 _ => {
                     let mut held = lock(&s.held);
                     for ((index, _, _), id) in changes.iter().zip(ids) {
-                        held.insert((key, *index), id);
+                        if !id.is_empty() {
+                            held.insert((key, *index), id);
+                        }
                     }
                     return Ok(changes.into_iter().map(|(index, _, _)| index).collect());
                 }
@@ -825,22 +907,17 @@ impl EventStore for RedisStore {
         let ids: Vec<String> = lock(&s.held).drain().map(|(_, id)| id).collect();
         let idle_ms = 2 * s.options.lease.as_millis() as u64;
         for chunk in ids.chunks(RENEW_BATCH) {
-            let mut conn = s.conn()?;
-            let _: Vec<String> = s
-                .run(
-                    "release",
-                    redis::cmd("XCLAIM")
-                        .arg(&s.keys.stream)
-                        .arg(GROUP)
-                        .arg(&s.consumer)
-                        .arg(0)
-                        .arg(chunk)
-                        .arg("IDLE")
-                        .arg(idle_ms)
-                        .arg("JUSTID")
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let mut release = redis::cmd("XCLAIM");
+            release
+                .arg(&s.keys.stream)
+                .arg(GROUP)
+                .arg(&s.consumer)
+                .arg(0)
+                .arg(chunk)
+                .arg("IDLE")
+                .arg(idle_ms)
+                .arg("JUSTID");
+            let _: Vec<String> = s.query("release", &release).await?;
         }
         if !ids.is_empty() {
             tracing::info!(
@@ -855,21 +932,15 @@ impl EventStore for RedisStore {
         let s = &self.inner;
         let mut purged = 0;
         for _ in 0..PURGE_ROUNDS {
-            let mut conn = s.conn()?;
-            let n: u64 = s
-                .run(
-                    "purge",
-                    s.scripts
-                        .purge
-                        .key(&s.keys.finished)
-                        .key(&s.keys.events)
-                        .key(&s.keys.bytes)
-                        .arg(before_ms)
-                        .arg(&s.keys.event)
-                        .arg(PURGE_BATCH)
-                        .invoke_async(&mut conn),
-                )
-                .await?;
+            let mut invocation = s.scripts.purge.prepare_invoke();
+            invocation
+                .key(&s.keys.finished)
+                .key(&s.keys.events)
+                .key(&s.keys.bytes)
+                .arg(before_ms)
+                .arg(&s.keys.event)
+                .arg(PURGE_BATCH);
+            let n: u64 = s.invoke("purge", &invocation).await?;
             purged += n;
             if n < PURGE_BATCH as u64 {
                 break;
@@ -884,17 +955,9 @@ impl EventStore for RedisStore {
 
     async fn payload(&self, key: EventKey) -> Result<Option<(Bytes, Bytes)>, StoreError> {
         let s = &self.inner;
-        let mut conn = s.conn()?;
-        let (head, body): (Option<Vec<u8>>, Option<Vec<u8>>) = s
-            .run(
-                "read",
-                redis::cmd("HMGET")
-                    .arg(s.event_key(key))
-                    .arg("head")
-                    .arg("body")
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let mut command = redis::cmd("HMGET");
+        command.arg(s.event_key(key)).arg("head").arg("body");
+        let (head, body): (Option<Vec<u8>>, Option<Vec<u8>>) = s.query("read", &command).await?;
         Ok(match (head, body) {
             (Some(head), Some(body)) => Some((head.into(), body.into())),
             _ => None,
@@ -914,20 +977,15 @@ impl EventStore for RedisStore {
         };
         let mut scanned = 0;
         while found.len() < limit && scanned < LIST_SCAN_MAX {
-            let mut conn = s.conn()?;
-            let keys: Vec<u64> = s
-                .run(
-                    "list",
-                    redis::cmd("ZREVRANGEBYSCORE")
-                        .arg(&s.keys.events)
-                        .arg(&max)
-                        .arg("-inf")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(LIST_BATCH)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let mut command = redis::cmd("ZREVRANGEBYSCORE");
+            command
+                .arg(&s.keys.events)
+                .arg(&max)
+                .arg("-inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(LIST_BATCH);
+            let keys: Vec<u64> = s.query("list", &command).await?;
             let Some(last) = keys.last() else { break };
             max = format!("({last}");
             scanned += keys.len();
@@ -966,21 +1024,17 @@ impl EventStore for RedisStore {
         let mut cursor = "0-0".to_string();
         let mut entries: Vec<(String, EventKey, usize)> = Vec::new();
         for _ in 0..CLAIM_ROUNDS {
-            let mut conn = s.conn()?;
-            let answer: Result<(String, Vec<(String, Option<Vec<String>>)>, redis::Value), _> = s
-                .run(
-                    "take-over",
-                    redis::cmd("XAUTOCLAIM")
-                        .arg(&s.keys.stream)
-                        .arg(GROUP)
-                        .arg(&s.consumer)
-                        .arg(lease_ms)
-                        .arg(&cursor)
-                        .arg("COUNT")
-                        .arg(CLAIM_BATCH)
-                        .query_async(&mut conn),
-                )
-                .await;
+            let mut command = redis::cmd("XAUTOCLAIM");
+            command
+                .arg(&s.keys.stream)
+                .arg(GROUP)
+                .arg(&s.consumer)
+                .arg(lease_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(CLAIM_BATCH);
+            let answer: Result<(String, Vec<(String, Option<Vec<String>>)>, redis::Value), _> =
+                s.query("take-over", &command).await;
             let (next, claimed, _) = match answer {
                 Ok(answer) => answer,
                 // No stream or group yet: nothing was ever queued.
@@ -1037,22 +1091,21 @@ impl EventStore for RedisStore {
         if !stale.is_empty() {
             // Finished or purged: the entry outlived its delivery (e.g. a replay
             // replaced it); drop it so it is not taken over again.
-            let mut conn = s.conn()?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("XACK")
+                .arg(&s.keys.stream)
+                .arg(GROUP)
+                .arg(&stale)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&s.keys.stream)
+                .arg(&stale)
+                .ignore();
+            let pipe = &pipe;
             let _: Result<(), _> = s
-                .run(
-                    "ack",
-                    redis::pipe()
-                        .cmd("XACK")
-                        .arg(&s.keys.stream)
-                        .arg(GROUP)
-                        .arg(&stale)
-                        .ignore()
-                        .cmd("XDEL")
-                        .arg(&s.keys.stream)
-                        .arg(&stale)
-                        .ignore()
-                        .query_async(&mut conn),
-                )
+                .run("ack", |mut conn| async move {
+                    pipe.query_async(&mut conn).await
+                })
                 .await;
         }
         Ok(out)
@@ -1287,6 +1340,85 @@ mod tests {
         assert!(matches!(down, Err(StoreError::Io(_))), "{down:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(!store.reachable());
+    }
+
+    /// `Shared::run` sends a command once more on a fresh connection when the
+    /// first one dropped, which may be after Redis ran it. With every command
+    /// run twice, the store does what it does with each run once: one event
+    /// (one key, its bytes counted once, one stream entry per delivery, all
+    /// held), an attempt recorded once, a replay that reports and holds what
+    /// it made pending. Guards the token check at the top of `APPEND` (without
+    /// it: two events), `cur == ARGV[3]` in `RECORD` (the attempt counted
+    /// twice, or the record given up as "kept changing") and the `again` answer of `REPLAY` (a replay reporting nothing).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_command_run_twice_does_what_it_does_once() {
+        let server = redis_server();
+        let store = open(&server, 1 << 20);
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port)).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        store.inner.run_twice.store(true, Ordering::Release);
+
+        let remember = Remember {
+            key: "t:seen:evt_1".into(),
+            value: "forwarded",
+            ttl: Duration::from_secs(60),
+        };
+        let a = store
+            .append_remembering(event(b"one", &["x", "y"]), Some(&remember))
+            .await
+            .unwrap();
+        let all = store.list(&Filter::default(), 10).await.unwrap();
+        assert_eq!(all.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [a]);
+        let entries: u64 = redis::cmd("XLEN")
+            .arg("t:q:stream")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(entries, 2, "one stream entry per delivery");
+        let size: u64 = redis::cmd("HGET")
+            .arg(format!("t:q:ev:{a}"))
+            .arg("size")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(store.bytes_used(), size, "the event's bytes counted once");
+        assert!(store.holds(a, 0) && store.holds(a, 1));
+        let remembered: Option<String> = redis::cmd("GET")
+            .arg(&remember.key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(remembered.as_deref(), Some("forwarded"));
+
+        store
+            .record(a, 0, attempt(), Next::RetryAt(now_ms()))
+            .await
+            .unwrap();
+        assert_eq!(store.get(a).await.unwrap().unwrap().deliveries[0].tries, 1);
+        store.record(a, 0, None, Next::Delivered).await.unwrap();
+        store
+            .record(a, 1, attempt(), Next::Dead("gone".into()))
+            .await
+            .unwrap();
+        let record = store.get(a).await.unwrap().unwrap();
+        assert_eq!(record.deliveries[1].tries, 1);
+        assert_eq!(record.status(), Status::Dead);
+        assert!(!store.holds(a, 0) && !store.holds(a, 1));
+
+        assert_eq!(store.replay(a).await.unwrap(), [0, 1]);
+        assert!(store.holds(a, 0) && store.holds(a, 1));
+        let entries: u64 = redis::cmd("XLEN")
+            .arg("t:q:stream")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(entries, 2, "one new stream entry per replayed delivery");
+
+        // Reads and lease upkeep run twice answer as once.
+        assert_eq!(store.claim().await.unwrap().len(), 0);
+        store.inner.renew().await.unwrap();
+        assert!(store.holds(a, 0) && store.holds(a, 1));
+        assert_eq!(store.payload(a).await.unwrap().unwrap().1, &b"one"[..]);
     }
 
     #[test]
