@@ -3,8 +3,8 @@
 //! or that carry bytes past their end refused with a 502, their connection
 //! never used again, so one answer can never be taken for the next request's.
 //! The reader's limits: a head of up to 64 KiB and 128 fields is relayed, one
-//! byte or field more is a 502; a chunk-size line unfinished after 4 KiB cuts
-//! the relayed answer.
+//! byte or field more is a 502; a chunk-size line longer than 4 KiB (whole, or
+//! unfinished at 4 KiB) cuts the relayed answer.
 
 mod common;
 
@@ -266,10 +266,7 @@ fn a_chunk_size_line_of_4_kib_is_read_and_4_kib_without_its_end_cuts_the_answer(
     // `UpstreamResponse::chunked`: a limit of 1 KiB fails the first half (one
     // of 4 KiB - 1 only when a read ends just before the line's LF); a larger
     // one (or no check) leaves the reader waiting for the line's end until the
-    // upstream `timeout`, so the second half's log line is missing. The limit
-    // is on a line still unfinished in the buffer: a longer line that arrives
-    // whole in one read is accepted today (`chunked` checks the
-    // length only while the line is `Partial`).
+    // upstream `timeout`, so the second half's log line is missing.
     passes_on_one_connection(chunked_with_size_line_of(MAX_CHUNK_LINE));
 
     // 4 KiB of a size line, and no line end: the head was relayed already,
@@ -302,4 +299,31 @@ fn a_chunk_size_line_of_4_kib_is_read_and_4_kib_without_its_end_cuts_the_answer(
         2,
         "a connection was reused after a cut answer"
     );
+}
+
+#[test]
+fn a_whole_chunk_size_line_past_4_kib_cuts_the_answer() {
+    // Guards the `used > MAX_CHUNK_LINE` arm of `UpstreamResponse::chunked`:
+    // without it a line of any length that arrives whole in one read is
+    // accepted (lines of 4,097 to 60,000 bytes were relayed as 200).
+    for line in [MAX_CHUNK_LINE + 1, 60_000] {
+        let upstream = Upstream::with("app", Behavior::raw(&chunked_with_size_line_of(line)));
+        let gateway = gateway_for(&upstream);
+        match try_post(gateway.proxy, "/hooks/a", &[], b"{}") {
+            Ok(answered) => assert_ne!(
+                (answered.status, answered.body.as_slice()),
+                (200, &b"ok"[..]),
+                "a {line}-byte size line gave a complete answer"
+            ),
+            Err(_cut) => {}
+        }
+        assert!(
+            gateway.wait_log(
+                std::time::Duration::from_secs(5),
+                "invalid chunked response body"
+            ),
+            "no log line names the invalid chunk; log:\n{}",
+            gateway.log()
+        );
+    }
 }

@@ -366,6 +366,11 @@ impl UpstreamResponse {
                         return invalid_chunk();
                     }
                     match httparse::parse_chunk_size(&self.buffer) {
+                        // A whole line past the limit is refused as one
+                        // still unfinished at the limit is.
+                        Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                            return invalid_chunk();
+                        }
                         Ok(httparse::Status::Complete((used, size))) => {
                             self.buffer.advance(used);
                             state = if size == 0 {
