@@ -14,6 +14,7 @@ use hookgate::logging::{self, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    hookgate::server::no_transparent_huge_pages();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     if !matches!(command, Command::Serve) {

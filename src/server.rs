@@ -542,6 +542,22 @@ fn spawn_drain_watcher(
     });
 }
 
+/// Turns transparent huge pages off for this process (`prctl(PR_SET_THP_DISABLE)`,
+/// see the kernel's `Documentation/admin-guide/mm/transhuge.rst`); call it
+/// first thing in `main`, before the allocator touched much. mimalloc's arenas
+/// are aligned for huge pages, so on a host whose THP setting is `always` every
+/// arena it touched held 2 MiB pages; its own `madvise(MADV_HUGEPAGE)` (for
+/// hosts set to `madvise`) is compiled out (its `no_thp` feature). They took
+/// 12 MiB of an idle gateway's 26 MiB, and about a quarter of its peak RSS
+/// under load, for no measurable CPU gain (`bench/run`, docs/performance.md).
+/// Best effort: on a kernel without it the gateway runs as before.
+pub fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!(error = %e, "transparent huge pages stay as the host sets them");
+    }
+}
+
 /// Bytes read ahead from a client socket, held for as long as the connection
 /// lives (Pingora's default is 64 KiB). 4 KiB is the size of Pingora's head
 /// buffer: the one-byte read of `keepalive`'s idle wait fills it in one
