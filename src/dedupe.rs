@@ -81,7 +81,10 @@
 //! before the answer is relayed ([`Claim::confirm`]), a failed one deletes the key if it
 //! still holds this claim's token. The operations a worker's requests issue in one turn of
 //! its event loop go to Redis as one Lua script call (`batch`): each still waits for its
-//! own answer, so the rules are those of one command per operation. An instance that dies
+//! own answer, so the rules are those of one command per operation. A forwarded mark that
+//! fails does not change the answer (the upstream has the delivery): the claim holds (409)
+//! while the mark is sent again until it lands or the lease ends (`retry_mark`); with
+//! `on_unavailable = "local"` the id is remembered in this store too, for the fallback. An instance that dies
 //! holding a claim blocks that id (409) for at most the lease. Redis bounds the entries by
 //! their TTL, not `max_entries` (about 100 bytes each): size its `maxmemory` for the ids of
 //! one TTL. While Redis does not answer, `[cluster] on_unavailable` decides: this store
@@ -531,6 +534,11 @@ struct ClusterClaim {
     key: String,
     token: String,
     ttl: Duration,
+    /// When the claim ends in Redis unless it was made "forwarded".
+    lease_end: Instant,
+    /// This instance's store, which decides while Redis does not answer
+    /// (`on_unavailable = "local"`): a forwarded id is remembered there too.
+    local: Option<Arc<Shared>>,
 }
 
 impl fmt::Debug for Claim {
@@ -568,13 +576,19 @@ impl Claim {
                 Confirm(None)
             }
             ClaimOf::Cluster(claim) => {
+                if let Some(local) = &claim.local {
+                    remember_forwarded(local, self.id, now);
+                }
                 let cluster = claim.cluster.clone();
-                let (key, ttl) = (claim.key.clone(), claim.ttl);
+                let (key, ttl, lease_end) = (claim.key.clone(), claim.ttl, claim.lease_end);
                 Confirm(Some(Box::pin(async move {
-                    let written = batch::submit(&cluster, key, Op::Mark { ttl }).await;
+                    let written = batch::submit(&cluster, key.clone(), Op::Mark { ttl }).await;
                     if let Err(e) = written {
-                        // The claim stays until its lease ends; a retry until then gets 409.
-                        tracing::warn!(error = %e, "dedupe: could not remember a forwarded delivery id in Redis");
+                        // The answer goes out: the upstream has the delivery. The
+                        // claim holds (a retry gets 409) while the mark is sent
+                        // again in the background.
+                        tracing::warn!(error = %e, "dedupe: could not remember a forwarded delivery id in Redis; retrying until the claim's lease ends");
+                        retry_mark(cluster, key, ttl, lease_end);
                     }
                 })))
             }
@@ -656,6 +670,63 @@ impl std::future::Future for Confirm {
         match self.0.as_mut() {
             None => std::task::Poll::Ready(()),
             Some(pending) => pending.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The most forwarded marks being retried at once ([`retry_mark`]); past it a
+/// failed mark is counted as lost at once.
+pub const MAX_PENDING_MARKS: usize = 10_000;
+
+static PENDING_MARKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sends a forwarded mark that failed again, every [`crate::cluster::PING_INTERVAL`]
+/// while Redis is up, until it lands or the claim's lease ends (after which
+/// another instance may claim the id: the mark is counted as lost,
+/// `hookgate_cluster_marks_lost_total`). The mark is the same write each
+/// time. Redis paused, restarted, out of memory or refusing writes past the
+/// lease is what can still lose it.
+fn retry_mark(cluster: Arc<ClusterClient>, key: String, ttl: Duration, lease_end: Instant) {
+    if PENDING_MARKS.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_MARKS {
+        PENDING_MARKS.fetch_sub(1, Ordering::AcqRel);
+        cluster.count_lost_mark();
+        return;
+    }
+    let task = cluster.clone();
+    task.spawn(async move {
+        let mut landed = false;
+        // Bounded by the lease: one attempt per ping interval until it ends.
+        while Instant::now() < lease_end {
+            tokio::time::sleep(crate::cluster::PING_INTERVAL).await;
+            if cluster.is_up()
+                && batch::submit(&cluster, key.clone(), Op::Mark { ttl })
+                    .await
+                    .is_ok()
+            {
+                landed = true;
+                break;
+            }
+        }
+        if !landed {
+            cluster.count_lost_mark();
+            tracing::warn!("dedupe: a forwarded delivery id never reached Redis before its claim's lease ended; a retry of it may be forwarded again");
+        }
+        PENDING_MARKS.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// Remembers `id` as forwarded in this instance's store (for the fallback of
+/// `on_unavailable = "local"`), whatever it held.
+fn remember_forwarded(shared: &Shared, id: DeliveryId, now: Instant) {
+    let now = shared.nanos(now);
+    let mut state = shared.lock();
+    match state.slots.get_mut(&id) {
+        Some(slot) => {
+            slot.tag |= 1;
+            slot.at = now;
+        }
+        None => {
+            state.insert(id, now, true, shared);
         }
     }
 }
@@ -769,6 +840,9 @@ impl DedupeStore {
                     key,
                     token,
                     ttl: shared.config.ttl,
+                    lease_end: now + lease,
+                    local: matches!(cluster.settings().on_unavailable, OnUnavailable::Local)
+                        .then(|| shared.clone()),
                 })),
                 id,
                 done: false,

@@ -61,6 +61,7 @@ pub const STORE_ERRORS_TOTAL: &str = "hookgate_store_errors_total";
 pub const CLUSTER_UP: &str = "hookgate_cluster_up";
 pub const CLUSTER_ERRORS_TOTAL: &str = "hookgate_cluster_errors_total";
 pub const CLUSTER_FALLBACKS_TOTAL: &str = "hookgate_cluster_fallbacks_total";
+pub const CLUSTER_MARKS_LOST_TOTAL: &str = "hookgate_cluster_marks_lost_total";
 
 /// `hookgate_queue_attempts_total{result}`: a 2xx, a retryable failure, a final answer.
 pub const QUEUE_ATTEMPT_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
@@ -295,6 +296,9 @@ pub struct Metrics {
     /// `[cluster]`: decisions taken on this instance's own state because Redis
     /// did not answer (`on_unavailable = "local"`), by `operation`.
     pub cluster_fallbacks: IntCounterVec,
+    /// `[cluster]`: forwarded dedupe marks that never reached Redis (retried
+    /// until their claim's lease ended, or dropped past the pending bound).
+    pub cluster_marks_lost: IntCounterVec,
 }
 
 impl Metrics {
@@ -523,6 +527,14 @@ impl Metrics {
         .map(|(name, help)| {
             IntCounterVec::new(Opts::new(name, help), &["operation"]).expect("valid metric")
         });
+        let cluster_marks_lost = IntCounterVec::new(
+            Opts::new(
+                CLUSTER_MARKS_LOST_TOTAL,
+                "Forwarded dedupe marks of [cluster] that never reached Redis (retried until the claim's lease ended, or dropped past 10000 pending): a retry of such an id may be forwarded again",
+            ),
+            &[],
+        )
+        .expect("valid metric");
         for outcome in Outcome::UNMATCHED {
             requests.with_label_values(&[UNMATCHED_ROUTE, outcome.as_str()]);
         }
@@ -559,6 +571,7 @@ impl Metrics {
             Box::new(cluster_up.clone()),
             Box::new(cluster_errors.clone()),
             Box::new(cluster_fallbacks.clone()),
+            Box::new(cluster_marks_lost.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -598,6 +611,7 @@ impl Metrics {
             cluster_up,
             cluster_errors,
             cluster_fallbacks,
+            cluster_marks_lost,
         }
     }
 

@@ -590,3 +590,115 @@ fn a_redis_that_refuses_writes_is_a_503_while_ready_stays_200() {
     assert_eq!(accepted.status, 200, "{:?}", accepted.json());
     assert_eq!(app.count(), 1);
 }
+
+/// A gateway on `redis` (claim lease 3 s, `extra` in `[cluster]`) with route
+/// `hooks` deduped by `X-Delivery` to `app`, warmed up.
+fn short_lease_gateway(redis: &RedisServer, app: &Upstream, extra: &str) -> Gateway {
+    let gateway = Setup::new()
+        .table(&cluster_table(
+            redis,
+            &format!("claim_lease = \"3s\"\n{extra}"),
+        ))
+        .upstream_named("app", &[app.addr], "response_timeout = \"2s\"")
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    warm_up(&gateway, redis);
+    gateway
+}
+
+/// Forwards `id` through `gateway` to `app` (held by `gate`) while Redis
+/// refuses writes: the claim got in, the forwarded mark does not, the sender
+/// still gets the upstream's 200. Leaves Redis refusing writes.
+#[track_caller]
+fn forwarded_while_redis_refuses_writes(
+    gateway: &Gateway,
+    redis: &RedisServer,
+    app: &Upstream,
+    gate: &Gate,
+    id: &str,
+) {
+    let before = app.count();
+    let answer = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| delivery(gateway, id));
+        let arrived = wait_until(Duration::from_secs(10), || app.count() > before);
+        redis
+            .command("CONFIG SET maxmemory-policy noeviction")
+            .expect("CONFIG SET");
+        redis.command("CONFIG SET maxmemory 1").expect("CONFIG SET");
+        gate.open();
+        assert!(arrived, "the delivery reached the upstream");
+        sender.join().expect("sender")
+    });
+    let answer = answer.expect("an answer");
+    assert_eq!(
+        answer.status, 200,
+        "the upstream's answer: {:?}",
+        answer.body
+    );
+    assert!(
+        gateway.wait_log(
+            Duration::from_secs(5),
+            "could not remember a forwarded delivery id"
+        ),
+        "the mark failed; log:\n{}",
+        gateway.log()
+    );
+}
+
+/// The forwarded mark of a delivery the app already answered 2xx failed
+/// (Redis refused writes, or was paused and flagged down): the sender had its
+/// 200, and the claim's token stayed in Redis, so once the lease ended a retry
+/// was forwarded again (found by the session-8 hostile pass). Now the mark is
+/// sent again in the background until it lands: once Redis takes writes, a
+/// retry on another instance is `duplicate`, also after the lease, and the app
+/// got the delivery once. Guards the `retry_mark` call in `Claim::confirm`
+/// (`src/dedupe.rs`): without it the last retry is forwarded (app count 2).
+#[test]
+fn a_forwarded_mark_that_failed_is_sent_again_until_it_lands() {
+    let redis = RedisServer::start();
+    let gate = Gate::new();
+    let app = Upstream::with("app", Behavior::held(&gate));
+    let first = short_lease_gateway(&redis, &app, "");
+    let second = short_lease_gateway(&redis, &app, "");
+    app.clear();
+    forwarded_while_redis_refuses_writes(&first, &redis, &app, &gate, "evt_mark");
+    redis.command("CONFIG SET maxmemory 0").expect("CONFIG SET");
+    let landed = wait_until(Duration::from_secs(10), || {
+        delivery(&second, "evt_mark").is_ok_and(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body)
+                .is_ok_and(|answer| answer["status"] == "duplicate")
+        })
+    });
+    assert!(landed, "the retry never became a duplicate");
+    // Past the 3 s lease: still a duplicate, never forwarded again.
+    std::thread::sleep(Duration::from_millis(3_500));
+    let retry = delivery(&second, "evt_mark").expect("an answer");
+    assert_eq!(retry.status, 200, "{:?}", retry.json());
+    assert_eq!(retry.json()["status"], "duplicate");
+    assert_eq!(app.count(), 1, "the app got the delivery twice");
+    assert_eq!(
+        first.metric("hookgate_cluster_marks_lost_total", &[]),
+        Some(0.0)
+    );
+}
+
+/// With `on_unavailable = "local"`, this instance's own store decides while
+/// Redis does not answer, and it knew nothing of ids claimed in Redis: a retry
+/// of an id this instance had just forwarded went to the app again (found by
+/// the session-8 hostile pass). Now a forwarded id is remembered locally too.
+/// Guards the `remember_forwarded` call in `Claim::confirm` (`src/dedupe.rs`).
+#[test]
+fn with_local_an_instance_remembers_what_it_forwarded_through_redis() {
+    let redis = RedisServer::start();
+    let gate = Gate::new();
+    let app = Upstream::with("app", Behavior::held(&gate));
+    let gateway = short_lease_gateway(&redis, &app, "on_unavailable = \"local\"");
+    app.clear();
+    forwarded_while_redis_refuses_writes(&gateway, &redis, &app, &gate, "evt_local");
+    // Redis still refuses writes: the retry's claim fails and the local store decides.
+    let retry = delivery(&gateway, "evt_local").expect("an answer");
+    assert_eq!(retry.status, 200, "{:?}", retry.json());
+    assert_eq!(retry.json()["status"], "duplicate");
+    assert_eq!(app.count(), 1, "the app got the delivery twice");
+    redis.command("CONFIG SET maxmemory 0").expect("CONFIG SET");
+}

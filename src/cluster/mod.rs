@@ -243,6 +243,7 @@ impl ClusterClient {
                 .with_label_values(&[operation.as_str()]);
         }
         metrics.cluster_up.with_label_values::<&str>(&[]).set(0);
+        metrics.cluster_marks_lost.with_label_values::<&str>(&[]);
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let client = Arc::new(ClusterClient {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -493,6 +494,14 @@ impl ClusterClient {
         self.metrics
             .cluster_fallbacks
             .with_label_values(&[operation.as_str()])
+            .inc();
+    }
+
+    /// Counts one forwarded dedupe mark that never reached Redis.
+    pub fn count_lost_mark(&self) {
+        self.metrics
+            .cluster_marks_lost
+            .with_label_values::<&str>(&[])
             .inc();
     }
 
