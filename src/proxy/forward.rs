@@ -107,7 +107,7 @@ where
         Some(deadline),
     )
     .await;
-    let mut exchange = sent?;
+    let exchange = sent?;
     answered(exchange.status).await;
     let mut forwarded = Forwarded {
         status: exchange.status,
@@ -115,8 +115,9 @@ where
         interrupted: None,
     };
     let left = || deadline.saturating_duration_since(Instant::now());
-    match within(left, relay_response(session, &mut exchange, request_id)).await {
-        Some(Ok(())) => exchange.release(connections, pool).await,
+    let relay = relay_response(session, exchange, request_id, connections, pool);
+    match within(left, relay).await {
+        Some(Ok(())) => {}
         Some(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),
         Some(Err(Relay::Interrupted(e))) => forwarded.interrupted = Some(e),
         None => {
@@ -290,24 +291,43 @@ async fn write_request(
     }
 }
 
+/// Relays the response to the sender. The upstream connection goes back to
+/// the pool (when it can be reused) as soon as the answer was read to its
+/// end, before its last piece is written to the sender: a sender that sends
+/// its next request as soon as it has the answer finds the connection there.
 async fn relay_response(
     session: &mut Session,
-    exchange: &mut Exchange,
+    exchange: Exchange,
     request_id: &str,
+    connections: &UpstreamConnections,
+    pool: &UpstreamPool,
 ) -> Result<(), Relay> {
-    let upstream = &mut exchange.upstream;
+    let upstream = &exchange.upstream;
     let response = headers::downstream_response(upstream.status, upstream.fields(), request_id)
         .map_err(Relay::NotStarted)?;
     session
         .write_response_header(Box::new(response))
         .await
         .map_err(Relay::Interrupted)?;
+    let mut exchange = Some(exchange);
     // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
-    while let Some(chunk) = upstream.body_chunk().await.map_err(Relay::Interrupted)? {
+    while let Some(reading) = exchange.as_mut() {
+        let upstream = &mut reading.upstream;
+        let Some(chunk) = upstream.body_chunk().await.map_err(Relay::Interrupted)? else {
+            break;
+        };
+        if upstream.is_done() {
+            if let Some(done) = exchange.take() {
+                done.release(connections, pool).await;
+            }
+        }
         session
             .write_response_body(chunk, false)
             .await
             .map_err(Relay::Interrupted)?;
+    }
+    if let Some(done) = exchange.take() {
+        done.release(connections, pool).await;
     }
     session
         .write_response_body(Bytes::new(), true)

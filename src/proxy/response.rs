@@ -186,7 +186,10 @@ impl UpstreamResponse {
                         );
                     }
                     let take = self.buffer.len().min(clamp(left));
-                    self.framing = Framing::Length(left - take as u64);
+                    self.framing = match left - take as u64 {
+                        0 => Framing::Done,
+                        rest => Framing::Length(rest),
+                    };
                     return Ok(Some(self.buffer.split_to(take).freeze()));
                 }
                 Framing::Close => {
