@@ -658,8 +658,11 @@ fn a_forwarded_mark_that_failed_is_sent_again_until_it_lands() {
     let redis = RedisServer::start();
     let gate = Gate::new();
     let app = Upstream::with("app", Behavior::held(&gate));
+    // Open while warming up: each proxy thread opens its Redis connection.
+    gate.open();
     let first = short_lease_gateway(&redis, &app, "");
     let second = short_lease_gateway(&redis, &app, "");
+    gate.close();
     app.clear();
     forwarded_while_redis_refuses_writes(&first, &redis, &app, &gate, "evt_mark");
     redis.command("CONFIG SET maxmemory 0").expect("CONFIG SET");
@@ -692,7 +695,9 @@ fn with_local_an_instance_remembers_what_it_forwarded_through_redis() {
     let redis = RedisServer::start();
     let gate = Gate::new();
     let app = Upstream::with("app", Behavior::held(&gate));
+    gate.open();
     let gateway = short_lease_gateway(&redis, &app, "on_unavailable = \"local\"");
+    gate.close();
     app.clear();
     forwarded_while_redis_refuses_writes(&gateway, &redis, &app, &gate, "evt_local");
     // Redis still refuses writes: the retry's claim fails and the local store decides.

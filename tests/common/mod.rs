@@ -634,6 +634,12 @@ impl Gate {
         self.0.store(true, Ordering::SeqCst);
     }
 
+    /// Holds the answers of later requests again (a test that warms up
+    /// through the gate first).
+    pub fn close(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
     pub fn is_open(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
