@@ -570,7 +570,7 @@ impl Claim {
     /// retry on any instance is answered `duplicate`.
     pub fn confirm(mut self, now: Instant) -> Confirm {
         self.done = true;
-        match &self.inner {
+        match &mut self.inner {
             ClaimOf::Local { shared, generation } => {
                 mark_forwarded(shared, self.id, *generation, now);
                 Confirm(None)
@@ -580,7 +580,9 @@ impl Claim {
                     remember_forwarded(local, self.id, now);
                 }
                 let cluster = claim.cluster.clone();
-                let (key, ttl, lease_end) = (claim.key.clone(), claim.ttl, claim.lease_end);
+                // Done: the claim's own key is not needed again.
+                let key = std::mem::take(&mut claim.key);
+                let (ttl, lease_end) = (claim.ttl, claim.lease_end);
                 Confirm(Some(Box::pin(async move {
                     let written = batch::submit(&cluster, key.clone(), Op::Mark { ttl }).await;
                     if let Err(e) = written {

@@ -109,19 +109,25 @@ struct Pending {
     waiters: Vec<oneshot::Sender<Answer>>,
 }
 
-impl Pending {
-    fn push(&mut self, key: String, op: Op<'_>, waiter: oneshot::Sender<Answer>) {
+impl Entry {
+    fn of(key: String, op: Op<'_>) -> Entry {
         let (kind, token, millis) = match op {
             Op::Claim { token, lease } => ("c", Some(token.to_string()), millis(lease)),
             Op::Mark { ttl } => ("m", None, millis(ttl)),
             Op::Release { token } => ("r", Some(token.to_string()), 0),
         };
-        self.entries.push(Entry {
+        Entry {
             key,
             kind,
             token,
             millis,
-        });
+        }
+    }
+}
+
+impl Pending {
+    fn push(&mut self, key: String, op: Op<'_>, waiter: oneshot::Sender<Answer>) {
+        self.entries.push(Entry::of(key, op));
         self.waiters.push(waiter);
     }
 
@@ -154,10 +160,11 @@ impl Pending {
 /// that sends it itself (behind another command on the same connection).
 /// Run it with `cluster::invoke` and [`script`]; it answers a list of one.
 pub fn command(key: &str, op: Op<'_>) -> redis::Cmd {
-    let mut batch = Pending::default();
-    let (waiter, _) = oneshot::channel();
-    batch.push(key.to_string(), op, waiter);
-    batch.command()
+    Pending {
+        entries: vec![Entry::of(key.to_string(), op)],
+        waiters: Vec::new(),
+    }
+    .command()
 }
 
 thread_local! {

@@ -564,6 +564,22 @@ impl Shared {
         format!("{}{key}", self.keys.event)
     }
 
+    /// `script` with the four keys a change of an event's deliveries touches:
+    /// the event, the stream, the finished set and the byte count.
+    fn on_deliveries<'s>(
+        &self,
+        script: &'s redis::Script,
+        key: EventKey,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.event_key(key))
+            .key(&self.keys.stream)
+            .key(&self.keys.finished)
+            .key(&self.keys.bytes);
+        invocation
+    }
+
     async fn records(&self, keys: &[EventKey]) -> Result<Vec<Option<EventRecord>>, StoreError> {
         let mut invocation = self.scripts.records.prepare_invoke();
         invocation.arg(&self.keys.event);
@@ -803,12 +819,8 @@ impl EventStore for RedisStore {
             delivery.apply(attempt.clone(), next.clone());
             let done = delivery.status != Status::Pending;
             let new = to_json(&delivery)?;
-            let mut invocation = s.scripts.record.prepare_invoke();
+            let mut invocation = s.on_deliveries(&s.scripts.record, key);
             invocation
-                .key(s.event_key(key))
-                .key(&s.keys.stream)
-                .key(&s.keys.finished)
-                .key(&s.keys.bytes)
                 .arg(index)
                 .arg(&old)
                 .arg(&new)
@@ -865,12 +877,8 @@ impl EventStore for RedisStore {
             // A replayed event starts a new max_age; its receipt time stays.
             record.replayed_ms = Some(now);
             record.deliveries.clear();
-            let mut invocation = s.scripts.replay.prepare_invoke();
+            let mut invocation = s.on_deliveries(&s.scripts.replay, key);
             invocation
-                .key(s.event_key(key))
-                .key(&s.keys.stream)
-                .key(&s.keys.finished)
-                .key(&s.keys.bytes)
                 .arg(GROUP)
                 .arg(&s.consumer)
                 .arg(key)
