@@ -84,13 +84,13 @@ impl UpstreamConnections {
         Ok((connect.await?, false))
     }
 
-    /// Keeps `stream`, whose last exchange with `peer` is complete, for reuse
-    /// during `idle_timeout`; closes it when the pool is full.
-    pub fn put(&self, peer: &HttpPeer, stream: Stream, idle_timeout: Duration) {
+    /// Keeps `stream`, whose last exchange with the peer whose
+    /// `Peer::reuse_hash` is `key` is complete, for reuse during
+    /// `idle_timeout`; closes it when the pool is full.
+    pub fn put(&self, key: u64, stream: Stream, idle_timeout: Duration) {
         if self.capacity == 0 || idle_timeout.is_zero() {
             return;
         }
-        let key = peer.reuse_hash();
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.count >= self.capacity {
@@ -199,8 +199,8 @@ mod tests {
         let (second, _) = pool.get(&peer).await.unwrap();
         let (_server_second, _) = listener.accept().await.unwrap();
         let second_id = second.id();
-        pool.put(&peer, first, IDLE);
-        pool.put(&peer, second, IDLE);
+        pool.put(peer.reuse_hash(), first, IDLE);
+        pool.put(peer.reuse_hash(), second, IDLE);
         assert_eq!(pool.idle(), 2);
         let (taken, reused) = pool.get(&peer).await.unwrap();
         assert!(reused);
@@ -216,8 +216,8 @@ mod tests {
         let (server_closed, _) = listener.accept().await.unwrap();
         let (chatty, _) = pool.get(&peer).await.unwrap();
         let (mut server_chatty, _) = listener.accept().await.unwrap();
-        pool.put(&peer, closed, IDLE);
-        pool.put(&peer, chatty, IDLE);
+        pool.put(peer.reuse_hash(), closed, IDLE);
+        pool.put(peer.reuse_hash(), chatty, IDLE);
         drop(server_closed);
         server_chatty.write_all(b"unexpected").await.unwrap();
         // Bounded wait for both to become readable on the client side.
@@ -244,7 +244,7 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         // Let the reactor see the fresh connection once, as in real use.
         tokio::task::yield_now().await;
-        pool.put(&peer, client, IDLE);
+        pool.put(peer.reuse_hash(), client, IDLE);
         drop(server.into_std().unwrap());
         let (_, reused) = pool.get(&peer).await.unwrap();
         assert!(!reused, "a closed connection was handed out");
@@ -261,7 +261,7 @@ mod tests {
             servers.push(listener.accept().await.unwrap().0);
         }
         for client in clients {
-            pool.put(&peer, client, Duration::from_millis(20));
+            pool.put(peer.reuse_hash(), client, Duration::from_millis(20));
         }
         assert_eq!(pool.idle(), 2, "the third was closed: the pool is full");
         tokio::time::sleep(Duration::from_millis(40)).await;

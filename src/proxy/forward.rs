@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use pingora::protocols::http::ServerSession as Session;
 use pingora::protocols::Stream;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
@@ -141,7 +141,9 @@ enum Relay {
 /// A request written to a target and its response head read; the body is next.
 pub struct Exchange {
     upstream: UpstreamResponse,
-    peer: HttpPeer,
+    /// The peer's `reuse_hash`: where the connection goes back in the pool
+    /// (the `HttpPeer` itself is ~700 bytes, moved with every await).
+    reuse_key: u64,
     pub status: u16,
     started: Instant,
 }
@@ -180,7 +182,7 @@ impl Exchange {
     /// allowed keep-alive and was read exactly to its end.
     async fn release(self, connections: &UpstreamConnections, pool: &UpstreamPool) {
         if let Some(stream) = self.upstream.into_reusable().await {
-            connections.put(&self.peer, stream, pool.settings().idle_timeout);
+            connections.put(self.reuse_key, stream, pool.settings().idle_timeout);
         }
     }
 }
@@ -251,7 +253,7 @@ async fn send_within(
         return Ok(Exchange {
             status: upstream.status,
             upstream,
-            peer,
+            reuse_key: peer.reuse_hash(),
             started,
         });
     }

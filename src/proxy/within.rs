@@ -12,28 +12,59 @@
 //! `[upstreams]` settings, read by the callers).
 
 use std::future::Future;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`]. It holds `future` once: an `async fn` taking
+    /// the future as an argument and pinning it would hold it twice (the
+    /// argument and the pinned local are separate fields of its state), and
+    /// the upstream answer's relay is several KB.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Within<F, L> {
+        #[pin]
+        future: F,
+        limit: Option<L>,
+        delay: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    }
+}
 
 /// Runs `future` to completion unless it is still waiting `limit()` after it
 /// first had to wait: `None` then. `limit` is only called when the future
 /// does not complete on its first poll.
-pub async fn within<F, L>(limit: L, future: F) -> Option<F::Output>
+pub fn within<F, L>(limit: L, future: F) -> Within<F, L>
 where
     F: Future,
     L: FnOnce() -> Duration,
 {
-    let mut future = std::pin::pin!(future);
-    let first = std::future::poll_fn(|cx| {
-        Poll::Ready(match future.as_mut().poll(cx) {
-            Poll::Ready(output) => Some(output),
-            Poll::Pending => None,
-        })
-    })
-    .await;
-    match first {
-        Some(output) => Some(output),
-        None => pingora::prelude::timeout(limit(), future).await.ok(),
+    Within {
+        future,
+        limit: Some(limit),
+        delay: None,
+    }
+}
+
+impl<F, L> Future for Within<F, L>
+where
+    F: Future,
+    L: FnOnce() -> Duration,
+{
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let delay = match this.delay {
+            Some(delay) => delay,
+            None => {
+                let limit = this.limit.take().map_or(Duration::ZERO, |limit| limit());
+                this.delay.insert(Box::pin(pingora::prelude::sleep(limit)))
+            }
+        };
+        delay.as_mut().poll(cx).map(|()| None)
     }
 }
 
