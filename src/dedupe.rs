@@ -531,8 +531,9 @@ enum ClaimOf {
 
 struct ClusterClaim {
     cluster: Arc<ClusterClient>,
-    key: String,
-    token: String,
+    /// Shared with the batch that sends each write on it (no copy per write).
+    key: Arc<str>,
+    token: Arc<str>,
     ttl: Duration,
     /// When the claim ends in Redis unless it was made "forwarded".
     lease_end: Instant,
@@ -580,8 +581,7 @@ impl Claim {
                     remember_forwarded(local, self.id, now);
                 }
                 let cluster = claim.cluster.clone();
-                // Done: the claim's own key is not needed again.
-                let key = std::mem::take(&mut claim.key);
+                let key = claim.key.clone();
                 let (ttl, lease_end) = (claim.ttl, claim.lease_end);
                 Confirm(Some(Box::pin(async move {
                     let written = batch::submit(&cluster, key.clone(), Op::Mark { ttl }).await;
@@ -606,7 +606,7 @@ impl Claim {
     pub fn remember(&self) -> Option<crate::delivery::store::Remember> {
         match &self.inner {
             ClaimOf::Cluster(claim) => Some(crate::delivery::store::Remember {
-                key: claim.key.clone(),
+                key: claim.key.to_string(),
                 value: FORWARDED,
                 ttl: claim.ttl,
             }),
@@ -647,8 +647,8 @@ impl Claim {
 
 /// Deletes a claim in Redis if it still holds `token`. If Redis does not answer,
 /// the claim ends with its lease.
-async fn release_claim(cluster: &Arc<ClusterClient>, key: String, token: String) {
-    let _ = batch::submit(cluster, key, Op::Release { token: &token }).await;
+async fn release_claim(cluster: &Arc<ClusterClient>, key: Arc<str>, token: Arc<str>) {
+    let _ = batch::submit(cluster, key, Op::Release { token }).await;
 }
 
 /// What is left to do after [`Claim::confirm`]: nothing for a local claim, the
@@ -688,7 +688,7 @@ static PENDING_MARKS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomic
 /// `hookgate_cluster_marks_lost_total`). The mark is the same write each
 /// time. Redis paused, restarted, out of memory or refusing writes past the
 /// lease is what can still lose it.
-fn retry_mark(cluster: Arc<ClusterClient>, key: String, ttl: Duration, lease_end: Instant) {
+fn retry_mark(cluster: Arc<ClusterClient>, key: Arc<str>, ttl: Duration, lease_end: Instant) {
     if PENDING_MARKS.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_MARKS {
         PENDING_MARKS.fetch_sub(1, Ordering::AcqRel);
         cluster.count_lost_mark();
@@ -785,15 +785,15 @@ impl Drop for Claim {
 const FORWARDED: &str = "f";
 
 /// A claim token unique to this process and claim: a random process id and a counter.
-fn claim_token() -> String {
-    use std::fmt::Write;
+fn claim_token() -> Arc<str> {
     static PROCESS: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let process = PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
     let mut token = String::with_capacity(process.len() + 21);
     token.push_str(process);
-    let _ = write!(token, ":{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    token
+    token.push(':');
+    token.push_str(itoa::Buffer::new().format(NEXT.fetch_add(1, Ordering::Relaxed)));
+    Arc::from(token)
 }
 
 /// Redis did not answer a dedupe check and `on_unavailable = "reject"`: answer 503.
@@ -827,10 +827,10 @@ impl DedupeStore {
             .ok()
             .and_then(|()| std::str::from_utf8(&digest).ok())
             .unwrap_or_default();
-        let key = cluster.key(&["dd", route, digest]);
+        let key: Arc<str> = Arc::from(cluster.key(&["dd", route, digest]));
         let token = claim_token();
         let claim = Op::Claim {
-            token: &token,
+            token: token.clone(),
             lease,
         };
         let claimed = batch::submit(cluster, key.clone(), claim).await;
@@ -862,7 +862,7 @@ impl DedupeStore {
                     // The claim was sent but not answered: a paused Redis runs it when
                     // it resumes, and the id would then be blocked (409) for the whole
                     // lease by a claim nobody holds. Delete it behind the claim.
-                    let command = batch::command(&key, Op::Release { token: &token });
+                    let command = batch::command(&key, Op::Release { token });
                     cluster.send_behind(Operation::Dedupe, lease, |mut connection| async move {
                         crate::cluster::invoke::<Vec<i64>>(
                             &mut connection,

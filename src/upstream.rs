@@ -17,7 +17,7 @@ use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 
 use crate::config::UpstreamSettings;
 
@@ -36,6 +36,10 @@ struct Target {
     /// The balancer's own entry, whose health the checks record.
     backend: Backend,
     healthy: AtomicBool,
+    /// Its connection settings, built once ([`UpstreamPool::peer`]).
+    peer: HttpPeer,
+    /// `peer.reuse_hash()`: its key among idle upstream connections.
+    reuse_key: u64,
 }
 
 impl UpstreamPool {
@@ -49,10 +53,14 @@ impl UpstreamPool {
             .get_backend()
             .iter()
             .filter_map(|backend| {
+                let addr = backend_addr(backend)?;
+                let peer = build_peer(settings, addr);
                 Some(Target {
-                    addr: backend_addr(backend)?,
+                    addr,
                     backend: backend.clone(),
                     healthy: AtomicBool::new(backends.ready(backend)),
+                    reuse_key: peer.reuse_hash(),
+                    peer,
                 })
             })
             .collect();
@@ -83,19 +91,14 @@ impl UpstreamPool {
             .map(|target| target.addr)
     }
 
-    /// The connection settings for `target`: timeouts, keepalive and TLS.
-    pub fn peer(&self, target: SocketAddr) -> HttpPeer {
-        let settings = &self.settings;
-        let tls = settings.tls_sni.is_some();
-        let sni = settings.tls_sni.clone().unwrap_or_default();
-        let mut peer = HttpPeer::new(target, tls, sni);
-        let options = &mut peer.options;
-        options.connection_timeout = Some(settings.connect_timeout);
-        options.total_connection_timeout = Some(settings.connect_timeout * 2);
-        options.read_timeout = Some(settings.timeout);
-        options.write_timeout = Some(settings.timeout);
-        options.idle_timeout = Some(settings.idle_timeout);
-        peer
+    /// The connection settings for `target` (timeouts, keepalive and TLS) and
+    /// its key among idle connections (`Peer::reuse_hash`), both built once
+    /// with the pool. `None` for an address that is not one of its targets.
+    pub fn peer(&self, target: SocketAddr) -> Option<(&HttpPeer, u64)> {
+        self.targets
+            .iter()
+            .find(|t| t.addr == target)
+            .map(|t| (&t.peer, t.reuse_key))
     }
 
     /// Runs one round of health checks over every target.
@@ -119,6 +122,20 @@ impl UpstreamPool {
     pub fn health_interval(&self) -> Duration {
         self.settings.health.interval
     }
+}
+
+/// The connection settings for `target`: timeouts, keepalive and TLS.
+fn build_peer(settings: &UpstreamSettings, target: SocketAddr) -> HttpPeer {
+    let tls = settings.tls_sni.is_some();
+    let sni = settings.tls_sni.clone().unwrap_or_default();
+    let mut peer = HttpPeer::new(target, tls, sni);
+    let options = &mut peer.options;
+    options.connection_timeout = Some(settings.connect_timeout);
+    options.total_connection_timeout = Some(settings.connect_timeout * 2);
+    options.read_timeout = Some(settings.timeout);
+    options.write_timeout = Some(settings.timeout);
+    options.idle_timeout = Some(settings.idle_timeout);
+    peer
 }
 
 fn backend_addr(backend: &Backend) -> Option<SocketAddr> {

@@ -36,16 +36,16 @@ use crate::cluster::{ClusterClient, ClusterError, Operation};
 pub const MAX_BATCH: usize = 128;
 
 /// One dedupe operation on one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
     /// `SET key token NX PX lease` unless the key is there: answers 0 (claimed,
     /// also when the key already holds `token`), 1 (forwarded) or 2 (claimed by
     /// another token).
-    Claim { token: &'a str, lease: Duration },
+    Claim { token: Arc<str>, lease: Duration },
     /// `SET key "f" PX ttl`: the id was forwarded. Answers 0.
     Mark { ttl: Duration },
     /// Deletes the key if it still holds `token`. Answers 0.
-    Release { token: &'a str },
+    Release { token: Arc<str> },
 }
 
 /// Runs the operations of a batch in order; per operation `i`, `KEYS[i]` and
@@ -94,10 +94,10 @@ type Answer = Result<i64, ClusterError>;
 
 /// One operation as it goes into the script's arguments.
 struct Entry {
-    key: String,
+    key: Arc<str>,
     kind: &'static str,
     /// The token (claim, release); `None` for a mark.
-    token: Option<String>,
+    token: Option<Arc<str>>,
     /// A claim's lease or a mark's TTL, in ms.
     millis: u64,
 }
@@ -110,11 +110,11 @@ struct Pending {
 }
 
 impl Entry {
-    fn of(key: String, op: Op<'_>) -> Entry {
+    fn of(key: Arc<str>, op: Op) -> Entry {
         let (kind, token, millis) = match op {
-            Op::Claim { token, lease } => ("c", Some(token.to_string()), millis(lease)),
+            Op::Claim { token, lease } => ("c", Some(token), millis(lease)),
             Op::Mark { ttl } => ("m", None, millis(ttl)),
-            Op::Release { token } => ("r", Some(token.to_string()), 0),
+            Op::Release { token } => ("r", Some(token), 0),
         };
         Entry {
             key,
@@ -126,7 +126,7 @@ impl Entry {
 }
 
 impl Pending {
-    fn push(&mut self, key: String, op: Op<'_>, waiter: oneshot::Sender<Answer>) {
+    fn push(&mut self, key: Arc<str>, op: Op, waiter: oneshot::Sender<Answer>) {
         self.entries.push(Entry::of(key, op));
         self.waiters.push(waiter);
     }
@@ -140,12 +140,12 @@ impl Pending {
         let mut command = redis::cmd("EVALSHA");
         command.arg(script().get_hash()).arg(self.entries.len());
         for entry in &self.entries {
-            command.arg(&entry.key);
+            command.arg(&*entry.key);
         }
         for entry in &self.entries {
             command.arg(entry.kind);
             match &entry.token {
-                Some(token) => command.arg(token),
+                Some(token) => command.arg(&**token),
                 None => command.arg(entry.millis),
             };
         }
@@ -159,9 +159,9 @@ impl Pending {
 /// The command of a batch of the one operation `op` on `key`, for a caller
 /// that sends it itself (behind another command on the same connection).
 /// Run it with `cluster::invoke` and [`script`]; it answers a list of one.
-pub fn command(key: &str, op: Op<'_>) -> redis::Cmd {
+pub fn command(key: &Arc<str>, op: Op) -> redis::Cmd {
     Pending {
-        entries: vec![Entry::of(key.to_string(), op)],
+        entries: vec![Entry::of(key.clone(), op)],
         waiters: Vec::new(),
     }
     .command()
@@ -176,7 +176,7 @@ thread_local! {
 /// Outside a proxy worker thread (a background task) it is sent as a batch of
 /// its own. Errors are those of [`ClusterClient::run`], the same for every
 /// operation of the batch; counted once per batch under `dedupe`.
-pub async fn submit(cluster: &Arc<ClusterClient>, key: String, op: Op<'_>) -> Answer {
+pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answer {
     let (waiter, answer) = oneshot::channel();
     if !cluster.on_worker_thread() {
         let mut batch = Pending::default();

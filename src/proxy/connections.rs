@@ -23,7 +23,7 @@ use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::Stream;
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// New and idle keep-alive connections to upstream peers.
@@ -65,10 +65,10 @@ impl UpstreamConnections {
         }
     }
 
-    /// A connection to `peer`: the most recently used idle one that is still
-    /// open, else a new one. The flag says whether it was reused.
-    pub async fn get(&self, peer: &HttpPeer) -> pingora::Result<(Stream, bool)> {
-        let key = peer.reuse_hash();
+    /// A connection to `peer`, whose `Peer::reuse_hash` is `key`: the most
+    /// recently used idle one that is still open, else a new one. The flag
+    /// says whether it was reused.
+    pub async fn get(&self, peer: &HttpPeer, key: u64) -> pingora::Result<(Stream, bool)> {
         // Bounded: each pass removes one idle connection.
         loop {
             let Some(mut idle) = self.take_newest(key) else {
@@ -178,6 +178,7 @@ fn still_open(stream: &mut Stream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::upstreams::peer::Peer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -193,16 +194,16 @@ mod tests {
     async fn an_open_connection_is_reused_newest_first() {
         let (listener, peer) = listener().await;
         let pool = UpstreamConnections::new(8);
-        let (first, reused) = pool.get(&peer).await.unwrap();
+        let (first, reused) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         assert!(!reused);
         let (_server_first, _) = listener.accept().await.unwrap();
-        let (second, _) = pool.get(&peer).await.unwrap();
+        let (second, _) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         let (_server_second, _) = listener.accept().await.unwrap();
         let second_id = second.id();
         pool.put(peer.reuse_hash(), first, IDLE);
         pool.put(peer.reuse_hash(), second, IDLE);
         assert_eq!(pool.idle(), 2);
-        let (taken, reused) = pool.get(&peer).await.unwrap();
+        let (taken, reused) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         assert!(reused);
         assert_eq!(taken.id(), second_id, "the most recently used comes first");
         assert_eq!(pool.idle(), 1);
@@ -212,9 +213,9 @@ mod tests {
     async fn a_connection_the_upstream_closed_or_wrote_to_is_not_reused() {
         let (listener, peer) = listener().await;
         let pool = UpstreamConnections::new(8);
-        let (closed, _) = pool.get(&peer).await.unwrap();
+        let (closed, _) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         let (server_closed, _) = listener.accept().await.unwrap();
-        let (chatty, _) = pool.get(&peer).await.unwrap();
+        let (chatty, _) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         let (mut server_chatty, _) = listener.accept().await.unwrap();
         pool.put(peer.reuse_hash(), closed, IDLE);
         pool.put(peer.reuse_hash(), chatty, IDLE);
@@ -222,7 +223,7 @@ mod tests {
         server_chatty.write_all(b"unexpected").await.unwrap();
         // Bounded wait for both to become readable on the client side.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (fresh, reused) = pool.get(&peer).await.unwrap();
+        let (fresh, reused) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         assert!(!reused, "both idle connections were unusable");
         assert_eq!(pool.idle(), 0);
         let (mut server_fresh, _) = listener.accept().await.unwrap();
@@ -240,13 +241,13 @@ mod tests {
     async fn a_close_the_reactor_has_not_seen_yet_is_not_reused() {
         let (listener, peer) = listener().await;
         let pool = UpstreamConnections::new(8);
-        let (client, _) = pool.get(&peer).await.unwrap();
+        let (client, _) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         // Let the reactor see the fresh connection once, as in real use.
         tokio::task::yield_now().await;
         pool.put(peer.reuse_hash(), client, IDLE);
         drop(server.into_std().unwrap());
-        let (_, reused) = pool.get(&peer).await.unwrap();
+        let (_, reused) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         assert!(!reused, "a closed connection was handed out");
     }
 
@@ -257,7 +258,7 @@ mod tests {
         let mut servers = Vec::new();
         let mut clients = Vec::new();
         for _ in 0..3 {
-            clients.push(pool.get(&peer).await.unwrap().0);
+            clients.push(pool.get(&peer, peer.reuse_hash()).await.unwrap().0);
             servers.push(listener.accept().await.unwrap().0);
         }
         for client in clients {
@@ -267,7 +268,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(40)).await;
         pool.prune();
         assert_eq!(pool.idle(), 0);
-        let (_, reused) = pool.get(&peer).await.unwrap();
+        let (_, reused) = pool.get(&peer, peer.reuse_hash()).await.unwrap();
         assert!(!reused);
     }
 }

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use pingora::protocols::http::ServerSession as Session;
 use pingora::protocols::Stream;
-use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
@@ -221,8 +220,11 @@ async fn send_within(
             break;
         };
         *last_target = Some(target);
-        let peer = pool.peer(target);
-        let (upstream, reused) = match connections.get(&peer).await {
+        let Some((peer, reuse_key)) = pool.peer(target) else {
+            tried.push(target);
+            continue;
+        };
+        let (upstream, reused) = match connections.get(peer, reuse_key).await {
             Ok(connected) => connected,
             Err(e) => {
                 tried.push(target);
@@ -253,7 +255,7 @@ async fn send_within(
         return Ok(Exchange {
             status: upstream.status,
             upstream,
-            reuse_key: peer.reuse_hash(),
+            reuse_key,
             started,
         });
     }
