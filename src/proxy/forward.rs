@@ -22,13 +22,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use pingora::protocols::http::ServerSession as Session;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
 use super::connections::UpstreamConnections;
+use super::downstream::Downstream as Session;
 use super::headers::{self, UpstreamHead};
 use super::response::UpstreamResponse;
 use super::within::within;
@@ -306,7 +306,7 @@ async fn relay_response(
     let response = headers::downstream_response(upstream.status, upstream.fields(), request_id)
         .map_err(Relay::NotStarted)?;
     session
-        .write_response_header(Box::new(response))
+        .write_head(response)
         .await
         .map_err(Relay::Interrupted)?;
     let mut exchange = Some(exchange);
@@ -322,7 +322,7 @@ async fn relay_response(
             }
         }
         session
-            .write_response_body(chunk, false)
+            .write_body(chunk, false)
             .await
             .map_err(Relay::Interrupted)?;
     }
@@ -330,7 +330,7 @@ async fn relay_response(
         done.release(connections, pool).await;
     }
     session
-        .write_response_body(Bytes::new(), true)
+        .write_body(Bytes::new(), true)
         .await
         .map_err(Relay::Interrupted)
 }
