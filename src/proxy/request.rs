@@ -31,6 +31,7 @@
 //! `downstream::Downstream`).
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -78,6 +79,18 @@ const INVALID_CHUNK: ErrorType = ErrorType::Custom("InvalidChunk");
 pub struct HeadLimits {
     pub max_head_size: usize,
     pub max_header_count: usize,
+}
+
+/// Where the parts of a complete head are in the read buffer.
+struct ParsedHead {
+    /// The head's length, empty line included.
+    length: usize,
+    method: Range<usize>,
+    path: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    version: u8,
+    /// Name and value of each field.
+    fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
 /// How the request body ends.
@@ -177,9 +190,9 @@ impl Http1Session {
         // Bounded: each pass reads at least one byte, up to max_head_size.
         loop {
             if !fresh {
-                if let Some(length) = self.parse_head(limits)? {
-                    self.raw_head = self.buffer.split_to(length).freeze();
-                    self.build_head()?;
+                if let Some(parsed) = self.parse_head(limits)? {
+                    self.raw_head = self.buffer.split_to(parsed.length).freeze();
+                    self.build_head(parsed)?;
                     return Ok(true);
                 }
                 if self.buffer.len() > MAX_HEAD_READ.max(limits.max_head_size) {
@@ -226,11 +239,14 @@ impl Http1Session {
         }
     }
 
-    /// Parses the buffered bytes: the head's length once it is complete.
-    fn parse_head(&self, limits: HeadLimits) -> Result<Option<usize>> {
-        let mut fields = [httparse::EMPTY_HEADER; PARSE_HEADERS];
-        let mut request = httparse::Request::new(&mut fields);
-        match request.parse(&self.buffer) {
+    /// Parses the buffered bytes: where the head's parts are once it is complete.
+    fn parse_head(&self, limits: HeadLimits) -> Result<Option<ParsedHead>> {
+        // Uninitialised room: an initialised array of 256 fields is 8 KiB to
+        // fill per request.
+        let mut room =
+            [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; PARSE_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        match request.parse_with_uninit_headers(&self.buffer, &mut room) {
             // The count first, then the size, as `client::check_head`.
             Ok(httparse::Status::Complete(length)) => {
                 if request.headers.len() > limits.max_header_count {
@@ -239,7 +255,22 @@ impl Http1Session {
                 if length > limits.max_head_size {
                     return Error::e_explain(HEAD_TOO_LARGE, "max_head_size exceeded");
                 }
-                Ok(Some(length))
+                let base = self.buffer.as_ptr() as usize;
+                let range = |part: &[u8]| {
+                    let start = part.as_ptr() as usize - base;
+                    start..start + part.len()
+                };
+                Ok(Some(ParsedHead {
+                    length,
+                    method: range(request.method.unwrap_or("").as_bytes()),
+                    path: range(request.path.unwrap_or("").as_bytes()),
+                    version: request.version.unwrap_or(1),
+                    fields: request
+                        .headers
+                        .iter()
+                        .map(|field| (range(field.name.as_bytes()), range(field.value)))
+                        .collect(),
+                }))
             }
             Ok(httparse::Status::Partial) => Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -249,37 +280,25 @@ impl Http1Session {
         }
     }
 
-    /// Builds the `RequestHeader` of the head in `raw_head` (no case map: names
-    /// are lower-cased) and decides the body's framing and keep-alive.
-    fn build_head(&mut self) -> Result<()> {
+    /// Builds the `RequestHeader` of the head now in `raw_head` (no case map:
+    /// names are lower-cased) and decides the body's framing and keep-alive.
+    fn build_head(&mut self, parsed: ParsedHead) -> Result<()> {
         let raw = &self.raw_head;
-        let mut fields = [httparse::EMPTY_HEADER; PARSE_HEADERS];
-        let mut request = httparse::Request::new(&mut fields);
-        // Parsed before: the same bytes parse the same way.
-        request
-            .parse(raw)
-            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "invalid request head", e))?;
-        let base = raw.as_ptr() as usize;
-        let range = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            start..start + part.len()
-        };
+        let text = |range: Range<usize>| std::str::from_utf8(&raw[range]).unwrap_or("");
         let mut head = RequestHeader::build_no_case(
-            request.method.unwrap_or(""),
-            request.path.unwrap_or("").as_bytes(),
-            Some(request.headers.len()),
+            text(parsed.method),
+            &raw[parsed.path],
+            Some(parsed.fields.len()),
         )?;
-        head.set_version(match request.version {
-            Some(0) => Version::HTTP_10,
+        head.set_version(match parsed.version {
+            0 => Version::HTTP_10,
             _ => Version::HTTP_11,
         });
-        for field in request.headers.iter() {
-            let name = raw.slice(range(field.name.as_bytes()));
-            let value =
-                HeaderValue::from_maybe_shared(raw.slice(range(field.value))).map_err(|e| {
-                    Error::because(ErrorType::InvalidHTTPHeader, "invalid header value", e)
-                })?;
-            head.append_header(name, value)?;
+        for (name, value) in parsed.fields {
+            let value = HeaderValue::from_maybe_shared(raw.slice(value)).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "invalid header value", e)
+            })?;
+            head.append_header(raw.slice(name), value)?;
         }
         self.body = body_framing(&head)?;
         pingora::protocols::http::authority::validate_request_authority(&head)?;
