@@ -817,10 +817,11 @@ impl Gateway {
         })
     }
 
-    /// A request head that could not be read: Pingora's parser refused it
-    /// (garbage request line, a bad or conflicting `Content-Length`: 400) or it
-    /// did not arrive in time (408). The JSON answer, counted and logged like
-    /// every other refusal, then the connection is closed.
+    /// A request head that could not be read: the head reader refused it
+    /// (garbage request line, a bad or conflicting `Content-Length`: 400; over
+    /// `max_head_size` or `max_header_count` while read: 431) or it did not
+    /// arrive in time (408). The JSON answer, counted and logged like every
+    /// other refusal, then the connection is closed.
     async fn refuse_head(&self, session: &mut Session, reply: &Reply, error: &Error) {
         let mut ctx = self.new_ctx();
         ctx.request_id = headers::new_request_id();
@@ -864,7 +865,7 @@ impl Gateway {
             handles.upstream_answered(&self.metrics, upstream, status, seconds);
         }
         let route = ctx.route_name().unwrap_or(UNMATCHED_ROUTE);
-        // No head when Pingora could not parse it.
+        // No head when it could not be read.
         let head = ctx.head_read.then(|| session.req_header());
         tracing::info!(
             target: "hookgate::access",
