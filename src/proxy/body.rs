@@ -6,8 +6,8 @@
 //! The whole body must arrive by a deadline (`[server] body_timeout`), so a
 //! sender trickling bytes cannot hold an in-flight slot for longer.
 
+use super::downstream::Downstream as Session;
 use bytes::{Bytes, BytesMut};
-use pingora::protocols::http::ServerSession as Session;
 use std::time::Instant;
 
 /// Why a body could not be read.

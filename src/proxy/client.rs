@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::http::ServerSession as Session;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+use super::downstream::Downstream as Session;
+use super::request::HeadLimits;
 use super::{keepalive, Gateway};
 use crate::admission::InflightLimit;
 use crate::config::ClientLimits;
@@ -102,14 +103,24 @@ pub fn head_deadline(limits: &ClientLimits) -> Duration {
     limits.header_timeout
 }
 
-/// Checks the head just read against `max_header_count` and `max_head_size`.
+/// The limits an HTTP/1 head is read under: refused while it is read
+/// (`request`), never buffered past `max_head_size`.
+pub fn head_limits(limits: &ClientLimits) -> HeadLimits {
+    HeadLimits {
+        max_head_size: limits.max_head_size,
+        max_header_count: limits.max_header_count,
+    }
+}
+
+/// Checks the head just read against `max_header_count` and `max_head_size`
+/// (an HTTP/2 head; an HTTP/1 one was checked as it was read).
 pub fn check_head(session: &Session, limits: &ClientLimits) -> Result<(), ClientLimit> {
     let head = session.req_header();
     if head.headers.len() > limits.max_header_count {
         return Err(ClientLimit::MaxHeaderCount);
     }
-    let size = match session.as_http1() {
-        Some(h1) => h1.get_headers_raw_bytes().len(),
+    let size = match session.raw_head() {
+        Some(raw) => raw.len(),
         // HTTP/2 heads arrive HPACK-coded; count what they decode to.
         None => {
             head.raw_path().len()
@@ -139,7 +150,7 @@ pub fn apply(session: &mut Session, limits: &ClientLimits, metrics: &Metrics) {
             None => session.set_keepalive(None),
         }
     }
-    if session.as_http1().is_some() && session.get_keepalive_reuses_remaining().is_none() {
+    if session.is_http1() && session.get_keepalive_reuses_remaining().is_none() {
         // The first request of the connection: the ones after it are counted
         // down as the connection is reused (`HttpPersistentSettings`).
         session.set_keepalive_reuses_remaining(Some(

@@ -3,30 +3,30 @@
 //!
 //! Owns: refusing heads whose framing a proxy in front of hookgate could read
 //! differently (RFC 9112 §6.1 and §6.3, the request-smuggling classics). Does
-//! not own: Pingora's parser (it already refuses obs-fold, NUL, CR or LF inside
-//! a value, invalid names, several differing `Content-Length` values and
-//! `Transfer-Encoding` on HTTP/1.0), reading the body (`body`), or closing the
-//! connection (every refusal from here is answered with `Connection: close`).
+//! not own: the head reader (`request`: it already refuses obs-fold, NUL, CR or
+//! LF inside a value, invalid names, several differing `Content-Length` values
+//! and `Transfer-Encoding` on HTTP/1.0), reading the body (`body`), or closing
+//! the connection (every refusal from here is answered with `Connection: close`).
 //!
 //! Refused, with the reason the sender sees:
 //! - `Transfer-Encoding` other than exactly one `chunked` (`gzip, chunked`,
 //!   `chunked, chunked`, two fields, `xchunked`);
-//! - `Transfer-Encoding` together with `Content-Length`, in either order (Pingora
-//!   drops the `Content-Length` before we see the head, so the raw head is read);
+//! - `Transfer-Encoding` together with `Content-Length`, in either order (read
+//!   on the raw head, as a field line);
 //! - `Content-Length` that is not one plain decimal number (`4, 4`, `+4`, two fields);
 //! - a line of the head ended by a bare LF instead of CRLF;
-//! - a `#` in the request line (a fragment: Pingora's URI parser drops it, a
-//!   proxy in front might not).
+//! - a `#` in the request line (a fragment: the URI parser drops it, a proxy in
+//!   front might not).
 
-use pingora::protocols::http::ServerSession as Session;
+use super::downstream::Downstream;
 
 /// Checks the framing of the request head `session` has read.
 ///
 /// # Errors
 /// The reason to show the sender (never a header value).
-pub fn check(session: &Session) -> Result<(), &'static str> {
+pub fn check(session: &Downstream) -> Result<(), &'static str> {
     // HTTP/2 frames bodies itself and forbids Transfer-Encoding (RFC 9113 §8.2.2).
-    let Some(h1) = session.as_http1() else {
+    let Some(raw) = session.raw_head() else {
         return Ok(());
     };
     let headers = &session.req_header().headers;
@@ -40,7 +40,7 @@ pub fn check(session: &Session) -> Result<(), &'static str> {
         {
             return Err("Transfer-Encoding must be exactly \"chunked\"");
         }
-        if has_content_length_line(&h1.get_headers_raw_bytes()) {
+        if has_content_length_line(raw) {
             return Err("both Content-Length and Transfer-Encoding");
         }
     }
@@ -54,11 +54,10 @@ pub fn check(session: &Session) -> Result<(), &'static str> {
             return Err("Content-Length is not a decimal number");
         }
     }
-    let raw = h1.get_headers_raw_bytes();
-    if has_bare_lf(&raw) {
+    if has_bare_lf(raw) {
         return Err("a line of the request head ends in a bare LF, not CRLF");
     }
-    let request_line = &raw[..memchr::memchr(b'\n', &raw).unwrap_or(raw.len())];
+    let request_line = &raw[..memchr::memchr(b'\n', raw).unwrap_or(raw.len())];
     if memchr::memchr(b'#', request_line).is_some() {
         return Err("the request target contains a fragment ('#')");
     }

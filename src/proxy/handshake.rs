@@ -7,9 +7,10 @@
 //! answer, and counting `hookgate_handshakes_total`. Does not own recognising a handshake or
 //! its answer's bytes (`crate::handshake`), nor the refusals' JSON (`reply`).
 
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession as Session;
+use bytes::Bytes;
 use pingora::Result;
+
+use super::downstream::{AnswerHead, Downstream};
 
 use super::{Refusal, Reply, RequestContext};
 use crate::handshake::{self, Answer, Handshake, Refused};
@@ -21,7 +22,7 @@ use crate::state::Route;
 pub(super) fn unsigned(
     metrics: &Metrics,
     route: &Route,
-    session: &Session,
+    session: &Downstream,
     body: &[u8],
     secrets: Option<&dyn handshake::SecretStore>,
 ) -> Result<Option<Answer>, Refusal> {
@@ -95,28 +96,39 @@ fn decided(
 /// Writes a handshake's answer: its status, body and headers, plus `nosniff`, `no-store` and
 /// the request id; the connection is closed when the request body was not all read.
 pub(super) async fn answer(
-    session: &mut Session,
+    session: &mut Downstream,
     ctx: &mut RequestContext,
     answer: Answer,
 ) -> Result<()> {
     ctx.outcome = Some(Outcome::Handshake);
     ctx.status = Some(answer.status);
     let close = ctx.close || !session.is_body_done();
-    let mut header = ResponseHeader::build(answer.status, Some(6 + answer.headers.len()))?;
+    let mut header = AnswerHead::new(answer.status, 6 + answer.headers.len());
     if let Some(content_type) = answer.content_type {
-        header.insert_header("Content-Type", content_type)?;
+        header.field(
+            "Content-Type",
+            Bytes::copy_from_slice(content_type.as_bytes()),
+        );
     }
-    header.insert_header("Content-Length", answer.body.len())?;
-    header.insert_header("X-Content-Type-Options", "nosniff")?;
-    header.insert_header("Cache-Control", "no-store")?;
-    header.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    header.number("Content-Length", answer.body.len());
+    header.field("X-Content-Type-Options", Bytes::from_static(b"nosniff"));
+    header.field("Cache-Control", Bytes::from_static(b"no-store"));
+    header.field(
+        "X-Request-Id",
+        Bytes::copy_from_slice(ctx.request_id.as_bytes()),
+    );
     for (name, value) in &answer.headers {
-        header.insert_header(*name, value.as_str())?;
+        // Written as they are: one that could split the head is not sent.
+        if !value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "a handshake answer header value cannot be sent",
+            );
+        }
+        header.field(name, Bytes::copy_from_slice(value.as_bytes()));
     }
-    if close {
-        session.set_keepalive(None);
-        header.insert_header("Connection", "close")?;
-    }
-    session.write_response_header(Box::new(header)).await?;
-    session.write_response_body(answer.body, true).await
+    session.write_answer(header, answer.body, close).await
 }

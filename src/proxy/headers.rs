@@ -15,7 +15,9 @@ use std::net::IpAddr;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName};
 use http::Method;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
+
+use super::downstream::AnswerHead;
 use pingora::{Error, ErrorType, Result};
 
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -286,14 +288,14 @@ fn valid_header_value(value: &[u8]) -> bool {
 }
 
 /// The upstream's response head without its connection-level headers, for the
-/// sender. `Content-Length` and `Transfer-Encoding` stay: the downstream writer
-/// frames by them. Built fresh rather than cloned and pruned: the upstream head
-/// also carries a header-case map that the answer does not need.
-pub fn downstream_response<'a, F>(
-    status: u16,
-    fields: F,
-    request_id: &str,
-) -> Result<ResponseHeader>
+/// sender, names as the upstream wrote them. `Content-Length` and
+/// `Transfer-Encoding` stay: the downstream writer frames by them. `Date` is
+/// dropped: the writer sends its own in every answer.
+///
+/// # Errors
+/// `InvalidHTTPHeader` for a value with a control character (the upstream's
+/// parser refuses those already; checked again as the head is re-sent).
+pub fn downstream_response<'a, F>(status: u16, fields: F, request_id: &str) -> Result<AnswerHead>
 where
     F: Iterator<Item = (&'a [u8], Bytes)> + Clone,
 {
@@ -303,37 +305,38 @@ where
         .filter_map(|(_, value)| String::from_utf8(value.to_vec()).ok())
         .flat_map(|value| connection_tokens(&value))
         .collect();
-    let mut response = ResponseHeader::build_no_case(status, Some(fields.size_hint().0 + 1))?;
+    let mut response = AnswerHead::new(status, fields.size_hint().0 + 1);
     let mut has_request_id = false;
     for (name, value) in fields {
-        let name = HeaderName::from_bytes(name).map_err(|e| {
-            Error::because(
-                ErrorType::InvalidHTTPHeader,
-                "invalid response header name",
-                e,
-            )
-        })?;
-        // `Date` too: Pingora writes its own in every response it sends.
-        let dropped = matches!(
-            name,
-            header::CONNECTION | header::UPGRADE | header::TRAILER | header::TE | header::DATE
-        ) || HOP_BY_HOP_EXTRA.contains(&name.as_str())
-            || name.as_str().starts_with("proxy-")
-            || listed.iter().any(|l| name.as_str().eq_ignore_ascii_case(l));
-        if !dropped {
-            has_request_id |= name.as_str() == X_REQUEST_ID;
-            let value = http::HeaderValue::from_maybe_shared(value).map_err(|e| {
-                Error::because(
-                    ErrorType::InvalidHTTPHeader,
-                    "invalid response header value",
-                    e,
-                )
-            })?;
-            response.append_header(name, value)?;
+        let dropped = [
+            "connection",
+            "upgrade",
+            "trailer",
+            "te",
+            "date",
+            "keep-alive",
+            "proxy-connection",
+        ]
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+            || (name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-"))
+            || listed
+                .iter()
+                .any(|l| name.eq_ignore_ascii_case(l.as_bytes()));
+        if dropped {
+            continue;
         }
+        if !valid_header_value(&value) {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "invalid response header value",
+            );
+        }
+        has_request_id |= name.eq_ignore_ascii_case(X_REQUEST_ID.as_bytes());
+        response.push(Bytes::copy_from_slice(name), value);
     }
     if !has_request_id {
-        response.insert_header(X_REQUEST_ID, request_id)?;
+        response.field(X_REQUEST_ID, Bytes::copy_from_slice(request_id.as_bytes()));
     }
     Ok(response)
 }

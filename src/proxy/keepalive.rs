@@ -9,22 +9,24 @@
 //! This loop runs in a task of its own (`ConnectionLimit` spawns it and lets
 //! Pingora's per-connection task end, whose future is sized for a TLS
 //! handshake), and waits with a one-byte read on the bare [`Stream`] and
-//! builds the session only once the first byte of the next head is in; that
-//! byte becomes the start of the session's head buffer (Pingora's pipelined
-//! prefix), so nothing read is lost or read twice. Bytes the client sent
-//! ahead (a pipelined request still in the stream's read buffer or in the TLS
-//! layer) satisfy the read at once: the wait is a read through every layer of
-//! the stream, never a socket readiness check.
+//! builds hookgate's HTTP/1 session (`request::Http1Session`) only once the
+//! first byte of the next head is in; that byte becomes the start of the
+//! session's head buffer, so nothing read is lost or read twice. Bytes the
+//! client sent ahead (a pipelined request still in the stream's read buffer
+//! or in the TLS layer) satisfy the read at once: the wait is a read through
+//! every layer of the stream, never a socket readiness check. A session that
+//! read past the end of its request is not reused (the connection is closed:
+//! `Http1Session::into_reusable`), so bytes are never dropped or reordered.
 //!
 //! Owns: the idle wait between two requests of one HTTP/1 connection (the
 //! keep-alive timeout of `[server] keepalive_timeout`, and closing idle
 //! connections on shutdown) and the hand-over of the connection's persistent
 //! settings (requests left, keep-alive) from one session to the next, as
-//! Pingora's loop does. Does not own: reading, answering and finishing a
-//! request (`Gateway::process_new_http`), the limits it applies (`client`),
-//! the connection cap (`client::ConnectionLimit`), or HTTP/2 connections,
-//! which keep Pingora's own loop and task (its HTTP/2 connection state, not
-//! measured here).
+//! Pingora's loop did. Does not own: reading, answering and finishing a
+//! request (`request`, `Gateway::serve_request`), the limits it applies
+//! (`client`), the connection cap (`client::ConnectionLimit`), or HTTP/2
+//! connections, which keep Pingora's own loop, session and task (its HTTP/2
+//! connection state, not measured here).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,21 +34,18 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use pingora::apps::{HttpServerApp, ReusedHttpStream};
-use pingora::protocols::http::ServerSession as Session;
+use pingora::apps::HttpServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
+use super::downstream::Downstream;
+use super::request::{Http1Session, Persistent, HEAD_BUFFER};
 use super::Gateway;
 
 /// Pingora's default keep-alive for a connection's first request (`apps`:
 /// `set_keepalive(Some(60))`), before `client::apply` sets `[server]`'s.
 const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
-
-/// The head buffer a session starts from, as Pingora's `read_request`
-/// allocates it (`INIT_HEADER_BUF_SIZE`, 4 KiB); it grows as Pingora's does.
-const HEAD_BUFFER: usize = 4 * 1024;
 
 /// Whether this loop serves `stream`: HTTP/1 over TCP, or over TLS when ALPN
 /// chose HTTP/1.1 or nothing. HTTP/2 (ALPN `h2`, or cleartext `h2c` when the
@@ -69,60 +68,58 @@ pub fn serves(gateway: &Gateway, stream: &Stream) -> bool {
 /// `max_requests_per_connection`; between two passes the connection may idle
 /// for the keep-alive timeout at most.
 pub async fn serve(gateway: &Arc<Gateway>, stream: Stream, shutdown: &ShutdownWatch) {
-    let mut session = Session::new_http1(stream);
     // As Pingora's loop: no keep-alive once shutting down.
-    if *shutdown.borrow() {
-        session.set_keepalive(None);
-    } else {
-        session.set_keepalive(Some(FIRST_REQUEST_KEEPALIVE_SECS));
-    }
-    session.set_keepalive_reuses_remaining(
-        gateway
+    let keepalive = (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS);
+    let persistent = Persistent {
+        keepalive,
+        reuses_remaining: gateway
             .server_options()
             .and_then(|options| options.keepalive_request_limit),
-    );
+    };
     // The first head is read at once: a connection that sends nothing gets
     // `header_timeout` and its 408, as before.
-    let mut reused = gateway.process_new_http(session, shutdown).await;
-    while let Some(connection) = reused {
-        let Some(session) = next_session(gateway, connection, shutdown).await else {
+    let mut session = Downstream::Http1(Http1Session::new(stream, BytesMut::new(), persistent));
+    // Bounded: see above.
+    loop {
+        if !gateway.serve_request(&mut session, shutdown).await {
+            session.shutdown().await;
+            return;
+        }
+        let Downstream::Http1(served) = session else {
             return;
         };
-        reused = gateway.process_new_http(session, shutdown).await;
+        let Some((stream, persistent)) = served.into_reusable().await else {
+            return;
+        };
+        let Some(next) = next_session(gateway, stream, persistent, shutdown).await else {
+            return;
+        };
+        session = Downstream::Http1(next);
     }
 }
 
 /// Waits on a connection whose last answer was sent for the first byte of its
-/// next request, holding only the stream; then builds the session for it.
-/// `None`: the connection is closed (idle timeout, shutdown, the client
-/// closed it or broke it).
+/// next request, holding only the stream; then builds the session for it,
+/// with one request fewer left. `None`: the connection is closed (idle
+/// timeout, shutdown, the client closed it or broke it).
 async fn next_session(
     gateway: &Gateway,
-    connection: ReusedHttpStream,
+    mut stream: Stream,
+    persistent: Persistent,
     shutdown: &ShutdownWatch,
-) -> Option<Session> {
-    let (mut stream, settings) = connection.consume();
+) -> Option<Http1Session> {
     let idle = idle_timeout(gateway)?;
     let first = first_byte(&mut stream, idle, shutdown).await?;
     let mut head = BytesMut::with_capacity(HEAD_BUFFER);
     head.put_u8(first);
     take_arrived(&mut stream, &mut head);
-    let mut session = Session::new_http1(stream);
-    if let Some(settings) = settings {
-        // Requests left (one fewer), keep-alive, and any pipelined prefix.
-        settings.apply_to_session(&mut session);
-    }
-    if session.pipelining_enabled() {
-        // Pingora hands a session that read past its request its overread
-        // bytes as a prefix only when pipelining is on, and the byte read
-        // above would belong after them. hookgate never turns pipelining on
-        // (a session that read past its request is not reused at all), so
-        // this is never reached; close rather than reorder bytes.
-        tracing::error!("HTTP/1 pipelining is on: closing the connection (keepalive loop)");
-        return None;
-    }
-    session.set_pipelined_prefix(head);
-    Some(session)
+    let persistent = Persistent {
+        reuses_remaining: persistent
+            .reuses_remaining
+            .map(|left| left.saturating_sub(1)),
+        ..persistent
+    };
+    Some(Http1Session::new(stream, head, persistent))
 }
 
 /// Moves what the client has already sent after the first byte into `head`,

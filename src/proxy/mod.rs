@@ -36,17 +36,21 @@
 //! The gateway is a Pingora [`HttpServerApp`], not a `pingora-proxy` `ProxyHttp`:
 //! it reads the body, verifies and forwards in one pass and always answers
 //! itself (DESIGN.md §2), so the proxy framework's phases, modules and its large
-//! per-request futures were pure cost (docs/performance.md). Pingora still
-//! provides the listeners, TLS, HTTP/1 and HTTP/2 sessions, the HTTP/2
-//! connection loop (`keepalive` runs HTTP/1's), and new upstream connections
-//! (`connections` keeps the idle ones). A request head Pingora cannot parse gets the same JSON 400 as any
-//! other bad request.
+//! per-request futures were pure cost (docs/performance.md). HTTP/1 requests
+//! are read and answered by hookgate's own session (`request`), in
+//! `keepalive`'s connection loop; `downstream::Downstream` gives the request
+//! path one type over it and Pingora's session, which still serves HTTP/2
+//! (with its connection loop). Pingora also provides the listeners, TLS and
+//! new upstream connections (`connections` keeps the idle ones). A request
+//! head that cannot be read gets the same JSON 400 as any other bad request
+//! (431 over `max_head_size` or `max_header_count`, 408 past `header_timeout`).
 
 mod agreement;
 mod body;
 mod client;
 mod connections;
 mod copies;
+mod downstream;
 mod forward;
 mod framing;
 mod handshake;
@@ -54,6 +58,7 @@ mod headers;
 mod keepalive;
 mod queued;
 mod reply;
+mod request;
 mod response;
 mod within;
 
@@ -65,7 +70,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::prelude::*;
-use pingora::protocols::http::ServerSession as Session;
+use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
 use crate::admission::{Counted, InflightLimit, InflightSlot};
@@ -85,6 +90,7 @@ use body::BodyError;
 pub use client::ConnectionLimit;
 pub use connections::UpstreamConnections;
 pub use copies::{CopyMetrics, CopySender};
+use downstream::{Downstream, Downstream as Session, HeadRead};
 use forward::ForwardError;
 use headers::UpstreamHead;
 pub use reply::{Refusal, Reply};
@@ -206,13 +212,39 @@ impl RequestContext {
 
 #[async_trait]
 impl HttpServerApp for Gateway {
-    /// One request on a new or reused connection: read the head, answer it, log
-    /// it, and hand the connection back for keep-alive when it is reusable.
+    /// One HTTP/2 request (HTTP/1 connections are served by `keepalive`'s
+    /// loop on hookgate's own session): read the head, answer it, log it.
     async fn process_new_http(
         self: &Arc<Self>,
-        mut session: Session,
+        session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let mut downstream = Downstream::Pingora(session);
+        if !self.serve_request(&mut downstream, shutdown).await {
+            return None;
+        }
+        let Downstream::Pingora(session) = downstream else {
+            return None;
+        };
+        let persistent = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|stream| ReusedHttpStream::from_reusable_stream(stream, persistent))
+    }
+}
+
+impl Gateway {
+    /// One request on a new or reused connection: read the head, answer it,
+    /// log it. `true` when the connection may carry another request (the
+    /// caller still checks the session's own verdict).
+    pub(crate) async fn serve_request(
+        &self,
+        session: &mut Session,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
         let limits = self.state.load().config.server.limits;
         let deadline = client::head_deadline(&limits);
         let mut stopping = shutdown.clone();
@@ -220,20 +252,28 @@ impl HttpServerApp for Gateway {
             // biased: a request already buffered is served rather than dropped
             biased;
             // Pingora's coarse timer, made only when the head is not in yet.
-            read = within::within(|| deadline, session.read_request()) => read,
+            read = within::within(|| deadline, session.read_request(client::head_limits(&limits))) => read,
             // shutting down: an idle keep-alive connection is closed
-            _ = stopping.wait_for(|stop| *stop) => return None,
+            _ = stopping.wait_for(|stop| *stop) => return false,
         };
         match read {
-            Some(Ok(true)) => {}
-            Some(Ok(false)) => return None,
+            Some(Ok(HeadRead::Read)) => {}
+            Some(Ok(HeadRead::Closed)) => return false,
             Some(Err(e)) => {
-                if e.etype() == &ErrorType::InvalidHTTPHeader {
-                    self.refuse_head(&mut session, &Reply::BAD_REQUEST, &e)
+                let limit = match *e.etype() {
+                    request::HEAD_TOO_LARGE => Some(ClientLimit::MaxHeadSize),
+                    request::TOO_MANY_HEADERS => Some(ClientLimit::MaxHeaderCount),
+                    _ => None,
+                };
+                if let Some(limit) = limit {
+                    self.metrics.client_limit_hit(limit);
+                    self.refuse_head(session, &Reply::HEADER_TOO_LARGE, &e)
                         .await;
+                } else if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    self.refuse_head(session, &Reply::BAD_REQUEST, &e).await;
                 }
                 session.shutdown().await;
-                return None;
+                return false;
             }
             None => {
                 self.metrics.client_limit_hit(ClientLimit::HeaderTimeout);
@@ -241,29 +281,29 @@ impl HttpServerApp for Gateway {
                     ErrorType::ReadTimedout,
                     format!("the request head took longer than {deadline:?} (header_timeout)"),
                 );
-                self.refuse_head(&mut session, &Reply::REQUEST_TIMEOUT, &late)
+                self.refuse_head(session, &Reply::REQUEST_TIMEOUT, &late)
                     .await;
                 session.shutdown().await;
-                return None;
+                return false;
             }
         }
-        client::apply(&mut session, &limits, &self.metrics);
+        client::apply(session, &limits, &self.metrics);
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
         let mut ctx = self.new_ctx();
         ctx.head_read = true;
-        let error = match client::check_head(&session, &limits) {
+        let error = match client::check_head(session, &limits) {
             // Boxed: a connection waiting in `read_request` above holds this
             // future's ~6 KB only while a request is being handled.
-            Ok(()) => Box::pin(self.handle(&mut session, &mut ctx)).await.err(),
+            Ok(()) => Box::pin(self.handle(session, &mut ctx)).await.err(),
             Err(limit) => {
                 self.metrics.client_limit_hit(limit);
                 ctx.request_id = headers::new_request_id();
                 let refusal = Refusal::new(Reply::HEADER_TOO_LARGE)
                     .detail(format!("{} exceeded", limit.as_str()))
                     .close();
-                self.refuse(&mut session, &mut ctx, refusal).await.err()
+                self.refuse(session, &mut ctx, refusal).await.err()
             }
         };
         if error
@@ -276,17 +316,8 @@ impl HttpServerApp for Gateway {
             // Only a head that cannot be re-serialized gets here; answering is best effort.
             let _ = session.respond_error(500).await;
         }
-        self.log_request(&session, error.as_deref(), &ctx);
-        if error.is_some() || ctx.close {
-            return None;
-        }
-        let persistent = HttpPersistentSettings::for_session(&session);
-        session
-            .finish()
-            .await
-            .ok()
-            .flatten()
-            .map(|stream| ReusedHttpStream::from_reusable_stream(stream, persistent))
+        self.log_request(session, error.as_deref(), &ctx);
+        error.is_none() && !ctx.close
     }
 }
 
@@ -375,10 +406,7 @@ impl Gateway {
 
     /// The peer and the request id, for every answer and log line.
     fn identify(&self, session: &Session, ctx: &mut RequestContext) {
-        ctx.peer = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+        ctx.peer = session.peer_ip();
         ctx.request_id = headers::sender_request_id(session.req_header())
             .map(str::to_string)
             .unwrap_or_else(headers::new_request_id);
@@ -658,9 +686,7 @@ impl Gateway {
         route: &Route,
         admitted: Admitted<'_>,
     ) -> Result<Relayed, Refusal> {
-        let tls = session
-            .digest()
-            .is_some_and(|digest| digest.ssl_digest.is_some());
+        let tls = session.is_tls();
         let downstream = session.req_header();
         let head = headers::upstream_head(
             downstream,
@@ -676,10 +702,7 @@ impl Gateway {
                 client: ctx.client,
                 client_header: snapshot.config.server.client_header.as_ref(),
                 tls,
-                local_port: session
-                    .server_addr()
-                    .and_then(|addr| addr.as_inet())
-                    .map(|addr| addr.port()),
+                local_port: session.local_port(),
                 request_id: &ctx.request_id,
                 route: route.name(),
                 event: ctx.event.as_deref(),
@@ -794,22 +817,24 @@ impl Gateway {
         })
     }
 
-    /// A request head that could not be read: Pingora's parser refused it
-    /// (garbage request line, a bad or conflicting `Content-Length`: 400) or it
-    /// did not arrive in time (408). The JSON answer, counted and logged like
-    /// every other refusal, then the connection is closed.
+    /// A request head that could not be read: the head reader refused it
+    /// (garbage request line, a bad or conflicting `Content-Length`: 400; over
+    /// `max_head_size` or `max_header_count` while read: 431) or it did not
+    /// arrive in time (408). The JSON answer, counted and logged like every
+    /// other refusal, then the connection is closed.
     async fn refuse_head(&self, session: &mut Session, reply: &Reply, error: &Error) {
         let mut ctx = self.new_ctx();
         ctx.request_id = headers::new_request_id();
-        ctx.peer = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+        ctx.peer = session.peer_ip();
         ctx.client = ctx.peer;
         // Never the error's context: for a parse error it holds up to 2 KiB of the
         // raw head, signatures and tokens included. Its cause (httparse's kind of
         // error) or, without one, the fixed explanation is enough.
         ctx.detail = Some(match &error.cause {
+            _ if reply.status == 431 => format!(
+                "{} (the head was not read further)",
+                error.context.as_ref().map_or("", |c| c.as_str())
+            ),
             Some(cause) => format!("invalid request head: {cause}"),
             None => format!(
                 "invalid request head: {}",
@@ -840,7 +865,7 @@ impl Gateway {
             handles.upstream_answered(&self.metrics, upstream, status, seconds);
         }
         let route = ctx.route_name().unwrap_or(UNMATCHED_ROUTE);
-        // No head when Pingora could not parse it.
+        // No head when it could not be read.
         let head = ctx.head_read.then(|| session.req_header());
         tracing::info!(
             target: "hookgate::access",
@@ -849,7 +874,7 @@ impl Gateway {
             client = %ctx.client.map(|ip| ip.to_string()).unwrap_or_default(),
             method = head.map_or("", |head| head.method.as_str()),
             path = head.map_or("", |head| head.uri.path()),
-            status = ctx.status.or_else(|| session.response_written().map(|r| r.status.as_u16())).unwrap_or(0),
+            status = ctx.status.or_else(|| session.response_written()).unwrap_or(0),
             outcome = outcome.as_str(),
             event = ctx.event.as_deref().unwrap_or(""),
             upstream = ctx.upstream.as_deref().unwrap_or(""),

@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession as Session;
+use bytes::Bytes;
 use pingora::Result;
 
+use super::downstream::{AnswerHead, Downstream};
 use super::headers::UpstreamHead;
 use super::{Admitted, Gateway, Refusal, Relayed, Reply, RequestContext};
 use crate::delivery::store::{now_ms, NewEvent, StoreError};
@@ -22,7 +22,7 @@ impl Gateway {
     /// Stores `admitted` for every upstream of its rule and answers the sender.
     pub(super) async fn accept_queued(
         &self,
-        session: &mut Session,
+        session: &mut Downstream,
         ctx: &mut RequestContext,
         route: &Route,
         admitted: Admitted<'_>,
@@ -104,20 +104,21 @@ impl Gateway {
 
 /// The 202 answer of a stored event.
 async fn answer_accepted(
-    session: &mut Session,
+    session: &mut Downstream,
     ctx: &RequestContext,
     event_id: &str,
     body: String,
 ) -> Result<()> {
-    let mut answer = ResponseHeader::build_no_case(202, Some(6))?;
-    answer.insert_header("Content-Type", "application/json")?;
-    answer.insert_header("Content-Length", body.len())?;
-    answer.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-    answer.insert_header("X-Hookgate-Event-Id", event_id)?;
-    if ctx.close {
-        session.set_keepalive(None);
-        answer.insert_header("Connection", "close")?;
-    }
-    session.write_response_header(Box::new(answer)).await?;
-    session.write_response_body(body.into(), true).await
+    let mut answer = AnswerHead::new(202, 4);
+    answer.field("Content-Type", Bytes::from_static(b"application/json"));
+    answer.number("Content-Length", body.len());
+    answer.field(
+        "x-request-id",
+        Bytes::copy_from_slice(ctx.request_id.as_bytes()),
+    );
+    answer.field(
+        "x-hookgate-event-id",
+        Bytes::copy_from_slice(event_id.as_bytes()),
+    );
+    session.write_answer(answer, body.into(), ctx.close).await
 }

@@ -8,9 +8,9 @@
 //! signature ever; other details go to the log.
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession as Session;
 use pingora::Result;
+
+use super::downstream::{AnswerHead, Downstream};
 
 use crate::metrics::Outcome;
 use crate::verify::VerifyError;
@@ -184,7 +184,7 @@ pub fn json_body(
 /// When `close` is set the connection is not kept alive (the request body was not
 /// read, so the stream is not reusable).
 pub async fn send(
-    session: &mut Session,
+    session: &mut Downstream,
     reply: &Reply,
     route: Option<&str>,
     request_id: &str,
@@ -193,29 +193,30 @@ pub async fn send(
     reason: Option<&str>,
 ) -> Result<()> {
     let body = json_body(reply, route, request_id, reason);
-    // Without a case map, as relayed answers: names go out in lower case
-    // (RFC 9110 §5.1), and a refusal in a flood costs less to write.
-    let mut header = ResponseHeader::build_no_case(reply.status, Some(6))?;
-    header.insert_header("Content-Type", "application/json")?;
-    header.insert_header("Content-Length", body.len())?;
-    header.insert_header("X-Request-Id", request_id)?;
+    // Names as Pingora's writer sent them: known ones title-cased, ours in
+    // lower case (RFC 9110 §5.1: names are case-insensitive).
+    let mut header = AnswerHead::new(reply.status, 4 + extra.len());
+    header.field("Content-Type", Bytes::from_static(b"application/json"));
+    header.number("Content-Length", body.len());
+    header.field(
+        "x-request-id",
+        Bytes::copy_from_slice(request_id.as_bytes()),
+    );
     if reply.status == 405 {
         // The route's methods are not disclosed; POST is what webhooks use.
-        header.insert_header("Allow", "POST")?;
+        header.field("Allow", Bytes::from_static(b"POST"));
     }
     if reply.status == 415 {
         // The codings a request may use (RFC 9110 §12.5.3, §15.5.16).
-        header.insert_header("Accept-Encoding", crate::encoding::ACCEPTED)?;
+        header.field(
+            "Accept-Encoding",
+            Bytes::from_static(crate::encoding::ACCEPTED.as_bytes()),
+        );
     }
     for (name, value) in extra {
-        header.insert_header(*name, value.as_str())?;
+        header.field(name, Bytes::copy_from_slice(value.as_bytes()));
     }
-    if close {
-        session.set_keepalive(None);
-        header.insert_header("Connection", "close")?;
-    }
-    session.write_response_header(Box::new(header)).await?;
-    session.write_response_body(body, true).await
+    session.write_answer(header, body, close).await
 }
 
 #[cfg(test)]

@@ -261,7 +261,12 @@ fn responses_lose_their_connection_headers_only() {
         downstream_response(201, fields.iter().cloned(), "req-1").unwrap()
     };
     let response = relay(&fields);
-    let h = &response.headers;
+    let one = |response: &AnswerHead, name: &str| -> Vec<String> {
+        response
+            .values(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
     assert_eq!(response.status, 201);
     for gone in [
         "connection",
@@ -270,14 +275,14 @@ fn responses_lose_their_connection_headers_only() {
         "proxy-authenticate",
         "proxy-foo",
     ] {
-        assert!(!h.contains_key(gone), "{gone} relayed");
+        assert!(!response.has(gone.as_bytes()), "{gone} relayed");
     }
-    assert_eq!(h["content-length"], "2");
-    assert_eq!(h.get_all("set-cookie").iter().count(), 2);
-    assert_eq!(h["x-request-id"], "req-1");
+    assert_eq!(one(&response, "content-length"), ["2"]);
+    assert_eq!(one(&response, "set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(one(&response, "x-request-id"), ["req-1"]);
     fields.push((b"X-Request-Id", Bytes::from_static(b"theirs")));
     let response = relay(&fields);
-    assert_eq!(response.headers["x-request-id"], "theirs");
+    assert_eq!(one(&response, "x-request-id"), ["theirs"]);
 }
 
 #[test]

@@ -1,0 +1,372 @@
+//! The HTTP/1 session against a real loopback connection: a client writes
+//! fixed bytes, the session's reading of them (or its refusal), and the
+//! bytes of its answers, are checked.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+const LIMITS: HeadLimits = HeadLimits {
+    max_head_size: 2048,
+    max_header_count: 8,
+};
+
+/// What the session read of one request.
+#[derive(Debug)]
+struct Read {
+    head: RequestHeader,
+    body: Vec<u8>,
+    keepalive: Option<u64>,
+    reusable: bool,
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A session on a loopback connection whose client side is returned.
+async fn pair() -> (Http1Session, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+    let persistent = Persistent {
+        keepalive: Some(60),
+        reuses_remaining: None,
+    };
+    let mut session = Http1Session::new(stream, BytesMut::new(), persistent);
+    session.set_read_timeout(Some(Duration::from_secs(2)));
+    (session, client)
+}
+
+/// Reads `wire` as one request (head and whole body), the client closing
+/// its side after writing when `close`.
+async fn read_async(wire: &[u8], close: bool) -> Result<Read> {
+    let (mut session, mut client) = pair().await;
+    client.write_all(wire).await.unwrap();
+    if close {
+        client.shutdown().await.unwrap();
+    }
+    if !session.read_request(LIMITS).await? {
+        return Error::e_explain(ErrorType::ConnectionClosed, "no head");
+    }
+    let mut body = Vec::new();
+    // Bounded: the wire is finite and each read has a timeout.
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+    }
+    let head = session.req_header().clone();
+    let keepalive = session.get_keepalive();
+    session.complete = true;
+    let reusable = session.into_reusable().await.is_some();
+    drop(client);
+    Ok(Read {
+        head,
+        body,
+        keepalive,
+        reusable,
+    })
+}
+
+fn read(wire: &[u8]) -> Read {
+    rt().block_on(read_async(wire, false))
+        .unwrap_or_else(|e| panic!("{:?} refused: {e}", wire.escape_ascii().to_string()))
+}
+
+/// The error type of a refused request (head or body).
+fn refused(wire: &[u8]) -> ErrorType {
+    match rt().block_on(read_async(wire, true)) {
+        Ok(read) => panic!(
+            "{:?} accepted: {:?}",
+            wire.escape_ascii().to_string(),
+            read.head
+        ),
+        Err(e) => e.etype().clone(),
+    }
+}
+
+#[test]
+fn heads_and_bodies_as_received() {
+    let read =
+        read(b"POST /h?a=1 HTTP/1.1\r\nHost: a\r\nX-Sig: s\r\nContent-Length: 4\r\n\r\nabcd");
+    assert_eq!(read.head.method, http::Method::POST);
+    assert_eq!(read.head.raw_path(), b"/h?a=1");
+    assert_eq!(read.head.headers["x-sig"], "s");
+    assert_eq!(read.body, b"abcd");
+    assert_eq!(read.keepalive, Some(60));
+    assert!(read.reusable);
+    // Identical Content-Length values collapse (RFC 9110 §8.6); `framing`
+    // then refuses the list.
+    assert_eq!(
+        self::read(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\n\r\nab").body,
+        b"ab"
+    );
+    let chunked = self::read(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n",
+    );
+    assert_eq!(chunked.body, b"abc0123456789");
+    assert!(chunked.reusable);
+}
+
+#[test]
+fn keepalive_follows_the_version_and_connection() {
+    let cases: [(&[u8], Option<u64>); 4] = [
+        (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", None),
+        (
+            b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            Some(60),
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            None,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n",
+            None,
+        ),
+    ];
+    for (wire, keepalive) in cases {
+        let read = read(wire);
+        assert_eq!(
+            read.keepalive,
+            keepalive,
+            "{:?}",
+            wire.escape_ascii().to_string()
+        );
+        assert_eq!(read.reusable, keepalive.is_some());
+    }
+}
+
+#[test]
+fn a_request_sent_behind_another_ends_the_connection() {
+    let read =
+        read(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nAGET / HTTP/1.1\r\n\r\n");
+    assert_eq!(read.body, b"A");
+    assert!(
+        !read.reusable,
+        "overread bytes must not be dropped or reordered"
+    );
+}
+
+#[test]
+fn heads_that_could_be_read_two_ways_are_refused() {
+    let refused_heads: &[&[u8]] = &[
+        b"POST / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n",
+        b"POST /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.2\r\nHost: a\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+    ];
+    for wire in refused_heads {
+        assert_eq!(
+            refused(wire),
+            ErrorType::InvalidHTTPHeader,
+            "{:?}",
+            wire.escape_ascii().to_string()
+        );
+    }
+}
+
+#[test]
+fn heads_over_the_limits_are_refused_while_read() {
+    let long = format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(3000)
+    );
+    assert_eq!(refused(long.as_bytes()), HEAD_TOO_LARGE);
+    // Never complete: refused once the buffer passes 1 MiB.
+    let endless = format!(
+        "POST / HTTP/1.1\r\nX-Big: {}",
+        "a".repeat(MAX_HEAD_READ + 1)
+    );
+    assert_eq!(refused(endless.as_bytes()), HEAD_TOO_LARGE);
+    let many: String = (0..9).map(|i| format!("X-{i}: v\r\n")).collect();
+    let many = format!("POST / HTTP/1.1\r\n{many}\r\n");
+    assert_eq!(refused(many.as_bytes()), TOO_MANY_HEADERS);
+    let lots: String = (0..300).map(|i| format!("X-{i}: v\r\n")).collect();
+    let lots = format!("POST / HTTP/1.1\r\n{lots}\r\n");
+    let limits = HeadLimits {
+        max_head_size: 64 * 1024,
+        ..LIMITS
+    };
+    let refusal = rt().block_on(async {
+        let (mut session, mut client) = pair().await;
+        client.write_all(lots.as_bytes()).await.unwrap();
+        session.read_request(limits).await.unwrap_err()
+    });
+    assert_eq!(refusal.etype(), &TOO_MANY_HEADERS);
+}
+
+#[test]
+fn chunked_bodies_must_be_plain_chunks() {
+    let head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let long_line = format!("{}3\r\nabc\r\n0\r\n\r\n", "0".repeat(5000));
+    let bodies: Vec<&str> = vec![
+        "3;ext=1\r\nabc\r\n0\r\n\r\n",
+        "3 \r\nabc\r\n0\r\n\r\n",
+        "zz\r\nabc\r\n0\r\n\r\n",
+        "fffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        "3\r\nabcX\r\n0\r\n\r\n",
+        "3\nabc\r\n0\r\n\r\n",
+        "3\r\nabc\r\n0\r\nX-T: a\n\r\n",
+        &long_line,
+        // The client closes inside the body.
+        "5\r\nabc",
+    ];
+    for body in bodies {
+        let wire = format!("{head}{body}");
+        let error = refused(wire.as_bytes());
+        assert!(
+            matches!(error, INVALID_CHUNK | ErrorType::ConnectionClosed),
+            "{body:?}: {error:?}"
+        );
+    }
+}
+
+/// The bytes a client receives for what `answer` writes, with the `Date`
+/// value replaced by `D`.
+fn answered<F>(request: &'static [u8], answer: F) -> String
+where
+    F: for<'s> FnOnce(
+        &'s mut Http1Session,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 's>>,
+{
+    rt().block_on(async {
+        let (mut session, mut client) = pair().await;
+        client.write_all(request).await.unwrap();
+        assert!(session.read_request(LIMITS).await.unwrap());
+        while session.read_request_body().await.unwrap().is_some() {}
+        answer(&mut session).await.unwrap();
+        drop(session);
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        let text = String::from_utf8(received).unwrap();
+        let date = text.find("Date: ").map(|at| at + 6).unwrap();
+        let end = date + text[date..].find("\r\n").unwrap();
+        format!("{}D{}", &text[..date], &text[end..])
+    })
+}
+
+fn json_head() -> AnswerHead {
+    let mut head = AnswerHead::new(401, 3);
+    head.field("Content-Type", Bytes::from_static(b"application/json"));
+    head.number("Content-Length", 2usize);
+    head.field("x-request-id", Bytes::from_static(b"r1"));
+    head
+}
+
+#[test]
+fn answers_are_written_as_pingora_wrote_them() {
+    let post: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+    let kept = answered(post, |s| {
+        Box::pin(s.write_answer(json_head(), Bytes::from_static(b"{}"), false))
+    });
+    assert_eq!(
+        kept,
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+         x-request-id: r1\r\nDate: D\r\nConnection: keep-alive\r\n\r\n{}"
+    );
+    let closed = answered(post, |s| {
+        Box::pin(s.write_answer(json_head(), Bytes::from_static(b"{}"), true))
+    });
+    assert_eq!(
+        closed,
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+         x-request-id: r1\r\nConnection: close\r\nDate: D\r\n\r\n{}"
+    );
+    let head_request: &[u8] = b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let no_body = answered(head_request, |s| {
+        Box::pin(s.write_answer(json_head(), Bytes::from_static(b"{}"), false))
+    });
+    assert!(
+        no_body.ends_with("Connection: keep-alive\r\n\r\n"),
+        "{no_body}"
+    );
+}
+
+#[test]
+fn relayed_bodies_keep_their_framing() {
+    let post: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+    let chunked = answered(post, |s| {
+        Box::pin(async move {
+            let mut head = AnswerHead::new(200, 1);
+            head.push(
+                Bytes::from_static(b"Transfer-Encoding"),
+                Bytes::from_static(b"chunked"),
+            );
+            s.write_head(head).await?;
+            s.write_body(Bytes::from_static(b"hello"), false).await?;
+            s.write_body(Bytes::from_static(b"0123456789abcdef"), false)
+                .await?;
+            s.write_body(Bytes::new(), true).await
+        })
+    });
+    assert_eq!(
+        chunked,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: D\r\nConnection: keep-alive\r\n\r\n\
+         5\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n"
+    );
+    let length = answered(post, |s| {
+        Box::pin(async move {
+            let mut head = AnswerHead::new(200, 1);
+            head.number("Content-Length", 5usize);
+            s.write_head(head).await?;
+            s.write_body(Bytes::from_static(b"hel"), false).await?;
+            s.write_body(Bytes::from_static(b"lo"), false).await?;
+            s.write_body(Bytes::new(), true).await
+        })
+    });
+    assert!(length.ends_with("\r\n\r\nhello"), "{length}");
+    // Neither framing: the connection ends the body, and is not kept.
+    let close = answered(post, |s| {
+        Box::pin(async move {
+            s.write_head(AnswerHead::new(200, 0)).await?;
+            s.write_body(Bytes::from_static(b"hello"), true).await
+        })
+    });
+    assert!(close.contains("Connection: close\r\n\r\nhello"), "{close}");
+}
+
+#[test]
+fn an_answer_before_the_body_was_read_closes_the_connection() {
+    rt().block_on(async {
+        let (mut session, mut client) = pair().await;
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nabc")
+            .await
+            .unwrap();
+        assert!(session.read_request(LIMITS).await.unwrap());
+        session
+            .write_answer(json_head(), Bytes::from_static(b"{}"), false)
+            .await
+            .unwrap();
+        assert!(session.into_reusable().await.is_none());
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        let text = String::from_utf8(received).unwrap();
+        assert!(text.contains("Connection: close"), "{text}");
+    });
+}
