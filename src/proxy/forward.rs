@@ -114,16 +114,7 @@ where
         interrupted: None,
     };
     let left = || deadline.saturating_duration_since(Instant::now());
-    // Boxed: inline, the relay's state (~5.6 kB) is held twice by `within`
-    // and makes the request's boxed future ~13 kB, copied whole per request
-    // (hookgate's HTTP/1 session, docs/performance.md).
-    let relay = Box::pin(relay_response(
-        session,
-        exchange,
-        request_id,
-        connections,
-        pool,
-    ));
+    let relay = relay_response(session, exchange, request_id, connections, pool);
     match within(left, relay).await {
         Some(Ok(())) => {}
         Some(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),
