@@ -64,6 +64,11 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// The most bytes asked of the connection in one read of the body.
 const BODY_READ: usize = 64 * 1024;
 
+/// A `Content-Length` body up to this size is read whole into one buffer of
+/// its size before it is handed over (webhooks are almost always below it);
+/// a longer one is handed over read by read, [`BODY_READ`] at most each.
+const WHOLE_BODY: usize = 1024 * 1024;
+
 /// Pingora's read timeout of a session before `client::apply` sets one.
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -340,8 +345,16 @@ impl Http1Session {
                     return Ok(None);
                 }
                 Body::Length(left) => {
-                    if self.buffer.is_empty() {
-                        self.fill(left).await?;
+                    if left <= WHOLE_BODY as u64 {
+                        // Read whole into one buffer sized for it: the body is
+                        // then one chunk (the caller keeps it without joining
+                        // copies) and only one buffer of its size is held.
+                        // Bounded: each read adds at least one byte, or fails.
+                        while (self.buffer.len() as u64) < left {
+                            self.fill(left - self.buffer.len() as u64).await?;
+                        }
+                    } else if self.buffer.is_empty() {
+                        self.fill(left.min(BODY_READ as u64)).await?;
                     }
                     let take = self.buffer.len().min(clamp(left));
                     let rest = left - take as u64;
@@ -437,7 +450,7 @@ impl Http1Session {
     /// Reads at most `want` more bytes (at least 1) into the buffer, waiting
     /// at most the read timeout.
     async fn fill(&mut self, want: u64) -> Result<()> {
-        let want = clamp(want).clamp(1, BODY_READ);
+        let want = clamp(want).clamp(1, WHOLE_BODY);
         self.buffer.reserve(want);
         let mut room = (&mut self.buffer).limit(want);
         let read = self.stream.read_buf(&mut room);

@@ -370,3 +370,34 @@ fn an_answer_before_the_body_was_read_closes_the_connection() {
         assert!(text.contains("Connection: close"), "{text}");
     });
 }
+
+/// A `Content-Length` body that arrives in several writes is handed over as
+/// one chunk of exactly its length (`read_request_body`'s whole-body read):
+/// `body::read_bounded` then keeps it without a joining copy.
+#[test]
+fn a_length_body_in_several_reads_is_one_chunk() {
+    rt().block_on(async {
+        let (mut session, mut client) = pair().await;
+        let body = vec![b'x'; 20_000];
+        let head = format!(
+            "POST /h HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&body[..100]).await.unwrap();
+        assert!(session.read_request(LIMITS).await.unwrap());
+        let writer = tokio::spawn(async move {
+            // Bounded: three writes, 10 ms apart.
+            for part in body[100..].chunks(7_000) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                client.write_all(part).await.unwrap();
+            }
+            client
+        });
+        let chunk = session.read_request_body().await.unwrap().unwrap();
+        assert_eq!(chunk.len(), 20_000);
+        assert!(chunk.iter().all(|&b| b == b'x'));
+        assert!(session.read_request_body().await.unwrap().is_none());
+        drop(writer.await.unwrap());
+    });
+}
