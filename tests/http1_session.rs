@@ -104,3 +104,131 @@ fn a_chunked_answer_is_relayed_whole_and_the_connection_reused() {
         assert_eq!(received[round - 1].body, body.as_bytes(), "round {round}");
     }
 }
+
+/// Reads whatever the gateway sends until it closes the connection (bounded
+/// by the stream's read timeout).
+fn read_all(stream: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Two requests in one write: the first is answered with `Connection: close`
+/// (the gateway never reads the second as part of it, and closes), so the
+/// sender knows to send the second again; the upstream gets only the first.
+#[test]
+fn an_answer_before_a_pipelined_request_says_close() {
+    // Breaks when `Http1Session::serialize` ignores bytes read past the
+    // request: the answer said keep-alive, then the connection closed.
+    let upstream = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    let one = "POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none";
+    let two = "POST /hooks/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo";
+    let mut stream = connect(&gateway);
+    stream.write_all(format!("{one}{two}").as_bytes()).unwrap();
+    let all = read_all(&mut stream);
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    assert_eq!(all.matches("HTTP/1.1 ").count(), 1, "{all}");
+    assert!(
+        all.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{all}"
+    );
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body, b"one");
+}
+
+/// An HTTP/1.0 sender gets no transfer coding (RFC 9112 §6.1): an upstream's
+/// chunked answer is relayed as its data, ended by the close; and its
+/// `Expect: 100-continue` is ignored (RFC 9110 §10.1.1).
+#[test]
+fn an_http10_sender_gets_neither_chunks_nor_100_continue() {
+    // Breaks when `Http1Session::serialize` keeps `Transfer-Encoding` for an
+    // HTTP/1.0 request, or `body::expects_continue` ignores the version.
+    let upstream = Upstream::with(
+        "app",
+        Behavior::raw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        ),
+    );
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    let mut stream = connect(&gateway);
+    stream
+        .write_all(
+            b"POST /hooks/a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\
+              Expect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .unwrap();
+    let all = read_all(&mut stream);
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    assert!(!all.contains("100 Continue"), "{all}");
+    let lower = all.to_ascii_lowercase();
+    assert!(!lower.contains("transfer-encoding"), "{all}");
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{all}");
+    assert!(all.ends_with("\r\n\r\nhello world"), "{all}");
+    assert_eq!(upstream.received()[0].body, b"abc");
+}
+
+/// A 204 is relayed without the `Content-Length` its upstream sent
+/// (RFC 9110 §8.6), and the connection carries the next request.
+#[test]
+fn a_204_is_relayed_without_content_length() {
+    // Breaks when `Http1Session::serialize` relays a 204's Content-Length.
+    let upstream = Upstream::with(
+        "app",
+        Behavior::raw(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+    );
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    let mut stream = connect(&gateway);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for round in 1..=2 {
+        stream
+            .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+            .unwrap();
+        let answer = read_response(&mut reader).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(answer.status, 204, "round {round}");
+        assert_eq!(answer.header("content-length"), None, "round {round}");
+        assert_eq!(
+            answer.header("connection"),
+            Some("keep-alive"),
+            "round {round}"
+        );
+    }
+    assert_eq!(upstream.count(), 2);
+}
+
+/// On a kept-alive connection, a head that stops half-way is answered 408
+/// once `header_timeout` passes, though `keepalive_timeout` is shorter: the
+/// keep-alive timeout bounds the wait for a head's first byte only.
+#[test]
+fn a_stalled_head_on_a_kept_alive_connection_gets_408() {
+    // Breaks when `Http1Session::read_request` applies the keep-alive
+    // timeout to a head already begun: the connection closed at 1 s, silently.
+    let upstream = Upstream::start("app");
+    let gateway = Setup::new()
+        .server("keepalive_timeout = \"1s\"\nheader_timeout = \"3s\"")
+        .upstream(&upstream)
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    let mut stream = connect(&gateway);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    stream
+        .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+        .unwrap();
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
+    stream.write_all(b"POST /hooks/b HTTP/1.1\r\nHo").unwrap();
+    let answer = read_response(&mut reader).expect("an answer, not a silent close");
+    assert_eq!(answer.status, 408);
+    assert_eq!(upstream.count(), 1);
+}

@@ -97,10 +97,13 @@ fn declared_length(session: &Session) -> Result<Option<u64>, BodyError> {
         .ok_or(BodyError::Malformed("Content-Length is not a number"))
 }
 
+/// `Expect: 100-continue` on an HTTP/1.1 request: an HTTP/1.0 client does not
+/// know `100 Continue`, and its expectation is ignored (RFC 9110 §10.1.1).
 fn expects_continue(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    let head = session.req_header();
+    head.version != http::Version::HTTP_10
+        && head
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }

@@ -52,6 +52,12 @@ impl AnswerHead {
         self.field(name, digits);
     }
 
+    /// Removes every field `name` (ASCII case-insensitive).
+    pub fn remove(&mut self, name: &[u8]) {
+        self.fields
+            .retain(|(field, _)| !field.eq_ignore_ascii_case(name));
+    }
+
     /// Whether a field `name` (lower case) is there.
     pub fn has(&self, name: &[u8]) -> bool {
         self.fields

@@ -20,8 +20,8 @@
 //! announced, and a trailer section that is not plain CRLF lines are refused.
 //! `framing` and `agreement` then check the head as before. A head with more
 //! than `max_header_count` fields or more bytes than `max_head_size` is
-//! refused (431); an incomplete one is read up to 1 MiB (Pingora's limit), so
-//! that the answer names the limit it passed.
+//! refused (431), an incomplete one as soon as it is longer than
+//! `max_head_size`: no connection buffers more of a head than that.
 //!
 //! Owns: reading one request head and its body, writing one answer, the
 //! connection's keep-alive state for that request, and whether the stream
@@ -48,10 +48,9 @@ use super::within::within;
 /// The head buffer a session starts from (Pingora's `INIT_HEADER_BUF_SIZE`).
 pub const HEAD_BUFFER: usize = 4 * 1024;
 
-/// How much of an incomplete head is read before it is refused (431), so that
-/// a complete head over a limit is refused for the limit it passed (more
-/// fields than `max_header_count`, or more bytes than `max_head_size`), as
-/// before: Pingora's `MAX_HEADER_SIZE`.
+/// The most of an incomplete head read whatever `max_head_size` says (431
+/// beyond): Pingora's `MAX_HEADER_SIZE`. An incomplete head is refused as
+/// soon as it is longer than `max_head_size`.
 const MAX_HEAD_READ: usize = 1024 * 1024;
 
 /// The most header fields `httparse` is given room for; `max_header_count`
@@ -200,7 +199,7 @@ impl Http1Session {
                     self.build_head(parsed)?;
                     return Ok(true);
                 }
-                if self.buffer.len() > MAX_HEAD_READ.max(limits.max_head_size) {
+                if self.buffer.len() > limits.max_head_size.min(MAX_HEAD_READ) {
                     return Error::e_explain(HEAD_TOO_LARGE, "max_head_size exceeded");
                 }
             }
@@ -211,7 +210,11 @@ impl Http1Session {
             }
             let already = self.buffer.len();
             let read = self.stream.read_buf(&mut self.buffer);
-            let read = match self.persistent.keepalive {
+            // The keep-alive timeout bounds the wait for a head's first byte
+            // only; once part of a head is in, it is read under the read
+            // timeout, and the caller's `header_timeout` answers 408.
+            let idle = self.persistent.keepalive.filter(|_| already == 0);
+            let read = match idle {
                 Some(0) => Ok(read.await),
                 Some(idle) => pingora::prelude::timeout(Duration::from_secs(idle), read)
                     .await
@@ -481,11 +484,16 @@ impl Http1Session {
 
     /// Writes a whole answer: `head`, the gateway's `Date` and `Connection`,
     /// and `body`, in one write. `close`: the connection is closed after it.
-    pub async fn write_answer(&mut self, head: AnswerHead, body: Bytes, close: bool) -> Result<()> {
+    pub async fn write_answer(
+        &mut self,
+        mut head: AnswerHead,
+        body: Bytes,
+        close: bool,
+    ) -> Result<()> {
         if close {
             self.persistent.keepalive = None;
         }
-        let mut wire = self.serialize(&head, body.len(), close);
+        let mut wire = self.serialize(&mut head, body.len(), close);
         if self.framing != Framing::Empty {
             wire.put_slice(&body);
         }
@@ -496,8 +504,8 @@ impl Http1Session {
     /// Writes the head of an answer whose body follows in pieces
     /// ([`Http1Session::write_body`]). A head framed by `Content-Length` waits
     /// to go out with the body, as Pingora's writer did.
-    pub async fn write_head(&mut self, head: AnswerHead) -> Result<()> {
-        let wire = self.serialize(&head, 0, false);
+    pub async fn write_head(&mut self, mut head: AnswerHead) -> Result<()> {
+        let wire = self.serialize(&mut head, 0, false);
         if matches!(self.framing, Framing::Length(_)) {
             self.pending = wire;
             return Ok(());
@@ -558,8 +566,21 @@ impl Http1Session {
     /// body's framing. `body_len` sizes the buffer. `close`: the caller asked
     /// for `Connection: close`, which then comes before `Date` (the order
     /// Pingora's writer left them in).
-    fn serialize(&mut self, head: &AnswerHead, body_len: usize, close: bool) -> BytesMut {
+    fn serialize(&mut self, head: &mut AnswerHead, body_len: usize, close: bool) -> BytesMut {
         let status = http::StatusCode::from_u16(head.status).ok();
+        let http10 = self
+            .head
+            .as_ref()
+            .is_some_and(|h| h.version == Version::HTTP_10);
+        if http10 && head.has(b"transfer-encoding") {
+            // No transfer coding towards an HTTP/1.0 client (RFC 9112 §6.1):
+            // the relayed data goes out as it is, ended by the close.
+            head.remove(b"transfer-encoding");
+        }
+        if head.status == 204 || (100..200).contains(&head.status) {
+            // RFC 9110 §8.6: no Content-Length on a 1xx or 204 answer.
+            head.remove(b"content-length");
+        }
         self.framing = if matches!(head.status, 204 | 304)
             || self
                 .head
@@ -575,8 +596,11 @@ impl Http1Session {
             Framing::Close
         };
         // As Pingora's writer: an answer before the request was read whole, or
-        // one whose end is the connection's, closes the connection.
-        if self.body != Body::Done || self.framing == Framing::Close {
+        // one whose end is the connection's, closes the connection; so does
+        // one after which the client already sent more (a pipelined request is
+        // never read as part of this one: the connection closes after the
+        // answer, and the answer says so).
+        if self.body != Body::Done || self.framing == Framing::Close || !self.buffer.is_empty() {
             self.persistent.keepalive = None;
         }
         let mut wire = BytesMut::with_capacity(head.wire_len() + body_len + 96);
