@@ -224,7 +224,10 @@ fn heads_over_the_limits_are_refused_while_read() {
 fn chunked_bodies_must_be_plain_chunks() {
     let head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
     let long_line = format!("{}3\r\nabc\r\n0\r\n\r\n", "0".repeat(5000));
+    // A trailer section over 4 KiB (trailers are read and dropped, bounded).
+    let long_trailer = format!("3\r\nabc\r\n0\r\nX-T: {}\r\n\r\n", "a".repeat(5000));
     let bodies: Vec<&str> = vec![
+        &long_trailer,
         "3;ext=1\r\nabc\r\n0\r\n\r\n",
         "3 \r\nabc\r\n0\r\n\r\n",
         "zz\r\nabc\r\n0\r\n\r\n",
