@@ -672,7 +672,7 @@ impl Gateway {
                 verify::VerifyError::Ambiguous(why) => refusal.reason(why),
                 _ => refusal,
             }
-            .detail(error.to_string())
+            .detail(&error)
         })
     }
 
@@ -789,10 +789,8 @@ impl Gateway {
             ForwardError::Unavailable => {
                 Refusal::new(Reply::UPSTREAM_UNAVAILABLE).detail("no healthy target")
             }
-            ForwardError::Failed(e) => Refusal::new(Reply::UPSTREAM_ERROR).detail(e.to_string()),
-            ForwardError::TimedOut(e) => {
-                Refusal::new(Reply::UPSTREAM_TIMEOUT).detail(e.to_string())
-            }
+            ForwardError::Failed(e) => Refusal::new(Reply::UPSTREAM_ERROR).detail(&e),
+            ForwardError::TimedOut(e) => Refusal::new(Reply::UPSTREAM_TIMEOUT).detail(&e),
         })?;
         ctx.status = Some(forwarded.status);
         ctx.upstream_status = Some(forwarded.status);
@@ -1128,7 +1126,7 @@ fn allow(route: &Route, client: IpAddr) -> Result<(), Refusal> {
         Ok(())
     } else {
         Err(Refusal::new(Reply::IP_NOT_ALLOWED)
-            .detail(format!("client {client} not in the route's allowlist")))
+            .detail(format_args!("client {client} not in the route's allowlist")))
     }
 }
 
@@ -1172,7 +1170,7 @@ impl Gateway {
         decided.map_err(|limited| {
             Refusal::new(Reply::RATE_LIMITED)
                 .retry_after(limited.retry_after_secs())
-                .detail(limited.to_string())
+                .detail(limited)
         })
     }
 }

@@ -132,8 +132,13 @@ impl Refusal {
         self
     }
 
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+    /// What the access log says of the refusal (never the sender). Formatted
+    /// only while the access log is on: a flood of refusals with the log off
+    /// formats nothing.
+    pub fn detail(mut self, detail: impl std::fmt::Display) -> Self {
+        if tracing::enabled!(target: "hookgate::access", tracing::Level::INFO) {
+            self.detail = Some(detail.to_string());
+        }
         self
     }
 
@@ -222,6 +227,21 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refusal's detail is formatted only while the access log is on.
+    #[test]
+    fn details_are_formatted_only_for_the_access_log() {
+        let off = Refusal::new(Reply::NO_ROUTE).detail("why");
+        assert_eq!(off.detail, None);
+        let on = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(on, || {
+            let refusal = Refusal::new(Reply::NO_ROUTE).detail("why");
+            assert_eq!(refusal.detail.as_deref(), Some("why"));
+        });
+    }
 
     #[test]
     fn bodies_are_valid_json_with_the_fixed_fields() {

@@ -293,21 +293,35 @@ impl Http1Session {
     fn build_head(&mut self, parsed: ParsedHead) -> Result<()> {
         let raw = &self.raw_head;
         let text = |range: Range<usize>| std::str::from_utf8(&raw[range]).unwrap_or("");
-        let mut head = RequestHeader::build_no_case(
-            text(parsed.method),
-            &raw[parsed.path],
-            Some(parsed.fields.len()),
-        )?;
-        head.set_version(match parsed.version {
+        // The fields go straight into the map (Pingora's `append_header`
+        // parses each name again from a case-preserving copy), with the names
+        // webhook senders use taken from `known_name` rather than allocated.
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = http::Method::from_bytes(text(parsed.method).as_bytes())
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "invalid method", e))?;
+        parts.version = match parsed.version {
             0 => Version::HTTP_10,
             _ => Version::HTTP_11,
-        });
+        };
+        parts.headers.reserve(parsed.fields.len());
         for (name, value) in parsed.fields {
+            let name = known_name(&raw[name.clone()]).map_or_else(
+                || {
+                    http::HeaderName::from_bytes(&raw[name]).map_err(|e| {
+                        Error::because(ErrorType::InvalidHTTPHeader, "invalid header name", e)
+                    })
+                },
+                Ok,
+            )?;
             let value = HeaderValue::from_maybe_shared(raw.slice(value)).map_err(|e| {
                 Error::because(ErrorType::InvalidHTTPHeader, "invalid header value", e)
             })?;
-            head.append_header(raw.slice(name), value)?;
+            parts.headers.try_append(name, value).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "too many header fields", e)
+            })?;
         }
+        let mut head = RequestHeader::from(parts);
+        head.set_raw_path(&raw[parsed.path])?;
         self.body = body_framing(&head)?;
         pingora::protocols::http::authority::validate_request_authority(&head)?;
         self.persistent.keepalive = keepalive(&head, self.persistent.keepalive);
@@ -817,6 +831,61 @@ fn chunk_size(buffer: &[u8]) -> Result<Option<(usize, u64)>> {
 
 fn invalid_chunk<T>(why: &'static str) -> Result<T> {
     Error::e_explain(INVALID_CHUNK, why)
+}
+
+/// Header names webhook senders and the proxies in front of hookgate send,
+/// outside the `http` crate's standard ones: parsed from the wire, a name
+/// outside that list is a new allocation per request (`HeaderName::from_bytes`).
+const KNOWN_NAMES: [&str; 30] = [
+    "x-github-event",
+    "x-github-delivery",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "x-github-hook-id",
+    "x-github-hook-installation-target-id",
+    "x-github-hook-installation-target-type",
+    "stripe-signature",
+    "x-slack-signature",
+    "x-slack-request-timestamp",
+    "x-shopify-hmac-sha256",
+    "x-shopify-topic",
+    "x-shopify-shop-domain",
+    "x-shopify-webhook-id",
+    "x-shopify-api-version",
+    "x-shopify-triggered-at",
+    "x-gitlab-token",
+    "x-gitlab-event",
+    "x-gitlab-event-uuid",
+    "x-gitlab-webhook-uuid",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-twilio-signature",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// The `HeaderName` of `name` (any case) when it is one of [`KNOWN_NAMES`]:
+/// a static name, no allocation. Looked up by length first.
+fn known_name(name: &[u8]) -> Option<http::HeaderName> {
+    static BY_LENGTH: std::sync::OnceLock<Vec<Vec<http::HeaderName>>> = std::sync::OnceLock::new();
+    let table = BY_LENGTH.get_or_init(|| {
+        let longest = KNOWN_NAMES.iter().map(|n| n.len()).max().unwrap_or(0);
+        let mut table = vec![Vec::new(); longest + 1];
+        for known in KNOWN_NAMES {
+            table[known.len()].push(http::HeaderName::from_static(known));
+        }
+        table
+    });
+    table
+        .get(name.len())?
+        .iter()
+        .find(|known| known.as_str().as_bytes().eq_ignore_ascii_case(name))
+        .cloned()
 }
 
 fn clamp(value: u64) -> usize {

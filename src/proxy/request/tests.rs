@@ -404,3 +404,21 @@ fn a_length_body_in_several_reads_is_one_chunk() {
         drop(writer.await.unwrap());
     });
 }
+
+/// Webhook header names are found in any case (static, no allocation); other
+/// names are parsed as before, and both read back the same.
+#[test]
+fn known_header_names_are_static() {
+    assert_eq!(
+        known_name(b"X-Hub-Signature-256"),
+        Some(http::HeaderName::from_static("x-hub-signature-256"))
+    );
+    assert_eq!(known_name(b"X-Hub-Signature-257"), None);
+    assert_eq!(known_name(b"content-type"), None);
+    let read = read(
+        b"POST /h HTTP/1.1\r\nHost: a\r\nX-GitHub-Event: push\r\nX-Other: 1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(read.head.headers["x-github-event"], "push");
+    assert_eq!(read.head.headers["x-other"], "1");
+    assert_eq!(read.head.raw_path(), b"/h");
+}
