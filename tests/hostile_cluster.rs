@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::*;
@@ -152,4 +152,120 @@ fn a_claim_lease_shorter_than_a_forward_is_refused_at_load() {
             assert!(said.contains("at least 15s"), "{said}");
         }
     }
+}
+
+/// Script calls Redis has run so far (`INFO commandstats`).
+fn evalsha_calls(redis: &RedisServer) -> Option<u64> {
+    let info = redis.request(&["INFO commandstats"])?.remove(0);
+    let after = info.split("cmdstat_evalsha:calls=").nth(1)?;
+    after.split(',').next()?.parse().ok()
+}
+
+/// One proxy thread, warmed up until its own Redis connection is open (a
+/// connection still being opened sends nothing until Redis answers it).
+fn one_thread_gateway(redis: &RedisServer, app: &Upstream, cluster_extra: &str) -> Gateway {
+    let cluster = format!("[cluster]\nredis = \"{}\"\n{cluster_extra}", redis.url());
+    let gateway = Setup::new()
+        .server("threads = 1")
+        .table(&cluster)
+        .upstream(app)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    let mut warm_ups = 0;
+    let warm = wait_until(Duration::from_secs(10), || {
+        warm_ups += 1;
+        let _ = delivery(&gateway, &format!("evt_warm_{warm_ups}"), b"{}");
+        redis_clients(redis) >= 2
+    });
+    assert!(warm, "{} connections to Redis", redis_clients(redis));
+    gateway
+}
+
+/// Redis stalls (SIGSTOP) with one dedupe batch on its way; the claims of the
+/// 20 deliveries that arrive meanwhile, 20 ms apart, wait for it and go to
+/// Redis together as the next batch once Redis runs again: 2 script calls for
+/// 21 claims, where a batch per event-loop turn made one per delivery (about
+/// 20). Guards the group commit in
+/// `dedupe::batch::submit` / `drain` (`src/dedupe/batch.rs`): one batch in
+/// flight per thread, the next gathered behind it.
+#[test]
+fn claims_gathered_while_a_batch_is_on_its_way_go_as_one_batch() {
+    let redis = RedisServer::start();
+    let gate = Gate::new();
+    let app = Upstream::with("app", Behavior::held(&gate));
+    let gateway = one_thread_gateway(&redis, &app, "command_timeout = \"10s\"\n");
+    // The warm-up deliveries went through: hold only what follows.
+    app.clear();
+    let before = evalsha_calls(&redis).expect("INFO commandstats");
+    let gateway = &gateway;
+    let statuses = std::thread::scope(|scope| {
+        redis.signal("STOP");
+        let first = scope.spawn(move || delivery(gateway, "evt_first", b"{}").map(|r| r.status));
+        std::thread::sleep(Duration::from_millis(300));
+        // 20 ms apart: each in an event-loop turn of its own.
+        let rest: Vec<_> = (0..20)
+            .map(|i| {
+                std::thread::sleep(Duration::from_millis(20));
+                scope.spawn(move || delivery(gateway, &format!("evt_{i}"), b"{}").map(|r| r.status))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        redis.signal("CONT");
+        let all_in = wait_until(Duration::from_secs(10), || app.count() >= 21);
+        let claims = evalsha_calls(&redis).expect("INFO commandstats") - before;
+        gate.open();
+        assert!(all_in, "21 claims granted, {} forwarded", app.count());
+        assert!(
+            claims <= 2,
+            "21 claims in {claims} script calls: not gathered behind the batch in flight"
+        );
+        std::iter::once(first)
+            .chain(rest)
+            .map(|sender| sender.join().expect("sender").expect("an answer"))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(statuses, vec![200; 21]);
+    assert_eq!(app.count(), 21, "each delivery forwarded once");
+}
+
+/// Redis stalls (SIGSTOP) past `command_timeout` (1 s) with a dedupe batch on
+/// its way, and a delivery arrives 500 ms later: its claim waits behind that
+/// batch (one batch in flight per thread), and when the batch times out Redis
+/// is marked down, so the claim gathered behind it fails at once: 503
+/// `cluster_unavailable` (`on_unavailable = "reject"`) 0.5 s after the request,
+/// not after a second full `command_timeout` (1.5 s). Guards the
+/// `set_up(false)` on a timeout in `ClusterClient::run` (`src/cluster/mod.rs`)
+/// that the group commit of `dedupe::batch` relies on.
+#[test]
+fn a_delivery_behind_a_timed_out_batch_waits_one_command_timeout_at_most() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let gateway = one_thread_gateway(
+        &redis,
+        &app,
+        "command_timeout = \"1s\"\non_unavailable = \"reject\"\n",
+    );
+    app.clear();
+    let gateway = &gateway;
+    let (first, second) = std::thread::scope(|scope| {
+        redis.signal("STOP");
+        let first = scope.spawn(move || delivery(gateway, "evt_first", b"{}"));
+        std::thread::sleep(Duration::from_millis(500));
+        let sent = Instant::now();
+        let second = delivery(gateway, "evt_second", b"{}");
+        let waited = sent.elapsed();
+        let first = first.join().expect("sender");
+        redis.signal("CONT");
+        (first, second.map(|answer| (answer, waited)))
+    });
+    let first = first.expect("an answer to the first delivery");
+    assert_eq!(first.status, 503, "{:?}", first.json());
+    let (second, waited) = second.expect("an answer to the second delivery");
+    assert_eq!(second.status, 503, "{:?}", second.json());
+    assert_eq!(second.json()["error"], "cluster_unavailable");
+    assert!(
+        waited < Duration::from_millis(1200),
+        "the second delivery waited {waited:?}: more than the batch it queued behind"
+    );
+    assert_eq!(app.count(), 0, "nothing forwarded while undecided");
 }

@@ -1,28 +1,37 @@
-//! Group commit of the dedupe commands of `[cluster]`: every claim, forwarded
-//! mark and release that the requests of one proxy worker thread issue in one
-//! turn of its event loop goes to Redis as **one** script call.
+//! Group commit of the dedupe commands of `[cluster]`: the claims, forwarded
+//! marks and releases that the requests of one proxy worker thread issue go to
+//! Redis as **one** script call per round trip.
 //!
-//! Owns: the per-thread pending batch ([`submit`]), the task that sends it
-//! when the turn ends, and the script that runs each operation in the order it
-//! was submitted. Does not own what an answer means (`dedupe`), the connection,
-//! its deadline and its retry after a drop (`cluster::ClusterClient::run`).
+//! Owns: the per-thread pending batch ([`submit`]), the task that sends it,
+//! and the script that runs each operation in the order it was submitted.
+//! Does not own what an answer means (`dedupe`), the connection, its deadline
+//! and its retry after a drop (`cluster::ClusterClient::run`).
 //!
 //! Nothing changes for the caller but the cost: each operation still waits for
 //! its own answer, so a forwarded mark is in Redis before the answer it guards
 //! is relayed (a retry on any instance gets `duplicate`), exactly as one
 //! command per operation did. A Redis command costs this process about 9,000
-//! instructions (its hand-off to the connection's task, the write, the read,
-//! the RESP parse), so the operations a turn gathers (a request's claim beside
-//! another one's mark) share that cost. The first operation of a batch spawns
-//! the task that sends it; a worker runs the tasks woken before it first, so
-//! the batch holds what this turn produced and adds no wait of its own.
+//! instructions and, in the kernel, a write, a read and the wake-ups of a round
+//! trip, so the operations a batch gathers (a request's claim beside another
+//! one's mark) share that cost.
+//!
+//! One batch per thread and Redis is in flight at a time (group commit, as a
+//! database log does it): the first operation spawns the task that sends it,
+//! which a worker runs after the tasks woken before it, so the batch holds what
+//! this turn of the event loop produced; operations submitted while it is on
+//! its way wait for its answer and then go together as the next batch. The
+//! more requests are in flight, the larger the batches, and the fewer round
+//! trips per request; an operation waits at most one round trip longer than
+//! alone. A batch that got no answer within `[cluster] command_timeout` marks
+//! Redis down (`ClusterClient::run`), so the batch gathered behind it fails at
+//! once: no operation waits longer than one `command_timeout`.
 //!
 //! Re-running a batch is safe (a dropped connection makes `run` send it once
 //! more): a claim re-run by its holder answers "claimed" again, a mark and a
 //! release are the same write again.
 //!
-//! Bounded: at most [`MAX_BATCH`] operations per script call; the next one
-//! starts another batch.
+//! Bounded: at most [`MAX_BATCH`] operations per script call; a batch that
+//! reaches it is sent at once, beside the one in flight.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
@@ -168,14 +177,16 @@ pub fn command(key: &Arc<str>, op: Op) -> redis::Cmd {
 }
 
 thread_local! {
-    /// Per client id ([`ClusterClient::id`]): this thread's batch being gathered.
+    /// Per client id ([`ClusterClient::id`]): this thread's batch being gathered
+    /// while the thread's sender task for that client runs. An entry exists
+    /// exactly while that task does.
     static PENDING: RefCell<Vec<(u64, Pending)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `op` on `key` in this thread's next batch and waits for its answer.
 /// Outside a proxy worker thread (a background task) it is sent as a batch of
 /// its own. Errors are those of [`ClusterClient::run`], the same for every
-/// operation of the batch; counted once per batch under `dedupe`.
+/// operation of the batch (counted once per batch under `dedupe`).
 pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answer {
     let (waiter, answer) = oneshot::channel();
     if !cluster.on_worker_thread() {
@@ -185,31 +196,20 @@ pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answ
     } else {
         let (start, full) = PENDING.with(|pending| {
             let mut pending = pending.borrow_mut();
-            let i = match pending.iter().position(|(id, _)| *id == cluster.id()) {
-                Some(i) => i,
+            let (start, i) = match pending.iter().position(|(id, _)| *id == cluster.id()) {
+                Some(i) => (false, i),
                 None => {
                     pending.push((cluster.id(), Pending::default()));
-                    pending.len() - 1
+                    (true, pending.len() - 1)
                 }
             };
             let batch = &mut pending[i].1;
-            let start = batch.len() == 0;
             batch.push(key, op, waiter);
             let full = (batch.len() >= MAX_BATCH).then(|| std::mem::take(batch));
             (start, full)
         });
         if start {
-            let cluster = cluster.clone();
-            tokio::spawn(async move {
-                let batch = PENDING.with(|pending| {
-                    let mut pending = pending.borrow_mut();
-                    let i = pending.iter().position(|(id, _)| *id == cluster.id())?;
-                    Some(pending.swap_remove(i).1)
-                });
-                if let Some(batch) = batch.filter(|batch| batch.len() > 0) {
-                    send(cluster, batch).await;
-                }
-            });
+            tokio::spawn(drain(cluster.clone()));
         }
         if let Some(batch) = full {
             tokio::spawn(send(cluster.clone(), batch));
@@ -220,6 +220,29 @@ pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answ
     answer.await.unwrap_or(Err(ClusterError::Timeout(
         cluster.settings().command_timeout,
     )))
+}
+
+/// This thread's sender for `cluster`: sends the gathered batch, waits for its
+/// answer, and repeats with what was gathered meanwhile; ends (removing the
+/// thread's entry) when nothing was.
+async fn drain(cluster: Arc<ClusterClient>) {
+    // Bounded: each pass sends a non-empty batch whose operations each belong
+    // to a request waiting for it, and every pass ends within command_timeout.
+    loop {
+        let batch = PENDING.with(|pending| {
+            let mut pending = pending.borrow_mut();
+            let i = pending.iter().position(|(id, _)| *id == cluster.id())?;
+            if pending[i].1.len() == 0 {
+                pending.swap_remove(i);
+                return None;
+            }
+            Some(std::mem::take(&mut pending[i].1))
+        });
+        let Some(batch) = batch else {
+            return;
+        };
+        send(cluster.clone(), batch).await;
+    }
 }
 
 /// Sends `batch` and hands each operation its answer.

@@ -242,8 +242,14 @@ impl Gateway {
             .map(|a| format!("\"{a}\""))
             .collect();
         let listen = listen.join(", ");
+        // Two proxy threads unless the test sets its own count.
+        let threads = if server_extra.contains("threads =") {
+            ""
+        } else {
+            "threads = 2\n"
+        };
         let server_section = format!(
-            "[server]\nlisten = [{listen}]\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"3s\"\nthreads = 2\n{server_extra}\n"
+            "[server]\nlisten = [{listen}]\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"3s\"\n{threads}{server_extra}\n"
         );
         let config = format!("{server_section}\n{rest}");
         let dir = tempfile::tempdir().expect("temp dir");
