@@ -232,3 +232,39 @@ fn a_stalled_head_on_a_kept_alive_connection_gets_408() {
     assert_eq!(answer.status, 408);
     assert_eq!(upstream.count(), 1);
 }
+
+/// SIGTERM while a request of a kept-alive connection is upstream (its head
+/// read before the signal): the answer arrives whole, says `Connection:
+/// close` (RFC 9112 §9.6), and the connection then ends.
+#[test]
+fn an_answer_written_after_sigterm_says_close() {
+    // Breaks when `Http1Session::serialize` does not read the shutdown
+    // signal: the answer said keep-alive, then the connection closed.
+    let gate = Gate::new();
+    let upstream = Upstream::with("app", Behavior::held(&gate));
+    let mut gateway = Setup::new()
+        .upstream(&upstream)
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    // A connection with no request yet: closed once the gateway shuts down.
+    let mut idle = connect(&gateway);
+    let mut stream = connect(&gateway);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    stream
+        .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || upstream.count() == 1));
+    gateway.signal("TERM");
+    // The idle connection closing shows the gateway is shutting down.
+    assert_eq!(read_all(&mut idle), "", "the idle connection got an answer");
+    gate.open();
+    let answer = read_response(&mut reader).expect("the in-flight answer");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, b"{\"ok\":true}");
+    assert_eq!(answer.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    // EOF (or a reset): the connection ends after the answer.
+    let _ = reader.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert_eq!(gateway.wait_exit(Duration::from_secs(5)), Some(0));
+}

@@ -21,12 +21,12 @@
 //! Owns: the idle wait between two requests of one HTTP/1 connection (the
 //! keep-alive timeout of `[server] keepalive_timeout`, and closing idle
 //! connections on shutdown) and the hand-over of the connection's persistent
-//! settings (requests left, keep-alive) from one session to the next, as
-//! Pingora's loop did. Does not own: reading, answering and finishing a
-//! request (`request`, `Gateway::serve_request`), the limits it applies
-//! (`client`), the connection cap (`client::ConnectionLimit`), or HTTP/2
-//! connections, which keep Pingora's own loop, session and task (its HTTP/2
-//! connection state, not measured here).
+//! settings (requests left, keep-alive, the shutdown signal) from one session
+//! to the next, as Pingora's loop did. Does not own: reading, answering and
+//! finishing a request (`request`, `Gateway::serve_request`), the limits it
+//! applies (`client`), the connection cap (`client::ConnectionLimit`), or
+//! HTTP/2 connections, which keep Pingora's own loop, session and task (its
+//! HTTP/2 connection state, not measured here).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +75,8 @@ pub async fn serve(gateway: &Arc<Gateway>, stream: Stream, shutdown: &ShutdownWa
         reuses_remaining: gateway
             .server_options()
             .and_then(|options| options.keepalive_request_limit),
+        // One clone per connection, handed from session to session.
+        shutdown: shutdown.clone(),
     };
     // The first head is read at once: a connection that sends nothing gets
     // `header_timeout` and its 408, as before.

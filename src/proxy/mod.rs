@@ -288,6 +288,8 @@ impl Gateway {
             }
         }
         client::apply(session, &limits, &self.metrics);
+        // For Pingora's HTTP/1 session (h2c listeners); hookgate's own reads the
+        // signal again as it writes the answer head (`request`).
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }

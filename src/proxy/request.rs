@@ -39,6 +39,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
 use pingora::http::RequestHeader;
 use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -131,12 +132,16 @@ enum Framing {
 }
 
 /// What the keep-alive loop carries from one request to the next.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Persistent {
     /// Keep-alive: `None` off, `Some(0)` without a timeout, else seconds.
     pub keepalive: Option<u64>,
     /// Requests this connection may still carry after the current one.
     pub reuses_remaining: Option<u32>,
+    /// The server's shutdown signal (`true` once a graceful shutdown began):
+    /// an answer whose head is written after it says `Connection: close`, and
+    /// the connection then closes (RFC 9112 §9.6).
+    pub shutdown: ShutdownWatch,
 }
 
 /// One HTTP/1 request on a client connection.
@@ -613,8 +618,14 @@ impl Http1Session {
         // one whose end is the connection's, closes the connection; so does
         // one after which the client already sent more (a pipelined request is
         // never read as part of this one: the connection closes after the
-        // answer, and the answer says so).
-        if self.body != Body::Done || self.framing == Framing::Close || !self.buffer.is_empty() {
+        // answer, and the answer says so); and so does every answer once the
+        // server is shutting down, though the signal came after the head was
+        // read (RFC 9112 §9.6; the keep-alive loop would close it anyway).
+        if self.body != Body::Done
+            || self.framing == Framing::Close
+            || !self.buffer.is_empty()
+            || *self.persistent.shutdown.borrow()
+        {
             self.persistent.keepalive = None;
         }
         let mut wire = BytesMut::with_capacity(head.wire_len() + body_len + 96);

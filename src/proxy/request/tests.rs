@@ -41,6 +41,7 @@ async fn pair() -> (Http1Session, TcpStream) {
     let persistent = Persistent {
         keepalive: Some(60),
         reuses_remaining: None,
+        shutdown: tokio::sync::watch::channel(false).1,
     };
     let mut session = Http1Session::new(stream, BytesMut::new(), persistent);
     session.set_read_timeout(Some(Duration::from_secs(2)));
@@ -377,6 +378,34 @@ fn an_answer_before_the_body_was_read_closes_the_connection() {
 /// A `Content-Length` body that arrives in several writes is handed over as
 /// one chunk of exactly its length (`read_request_body`'s whole-body read):
 /// `body::read_bounded` then keeps it without a joining copy.
+/// The shutdown signal arrives after the head was read: the answer says
+/// `Connection: close` and the connection is not kept.
+#[test]
+fn an_answer_written_once_shutting_down_says_close() {
+    // Breaks when `Http1Session::serialize` does not read the shutdown signal.
+    rt().block_on(async {
+        let (mut session, mut client) = pair().await;
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        session.persistent.shutdown = shutdown;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(session.read_request(LIMITS).await.unwrap());
+        assert!(session.get_keepalive().is_some());
+        stop.send(true).unwrap();
+        session
+            .write_answer(json_head(), Bytes::from_static(b"{}"), false)
+            .await
+            .unwrap();
+        assert!(session.into_reusable().await.is_none());
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        let text = String::from_utf8(received).unwrap();
+        assert!(text.ends_with("\r\nConnection: close\r\n\r\n{}"), "{text}");
+    });
+}
+
 #[test]
 fn a_length_body_in_several_reads_is_one_chunk() {
     rt().block_on(async {
