@@ -268,3 +268,72 @@ fn an_answer_written_after_sigterm_says_close() {
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     assert_eq!(gateway.wait_exit(Duration::from_secs(5)), Some(0));
 }
+
+/// The JSON access-log line whose `request_id` is `id`, once it is written.
+fn access_line(gateway: &Gateway, id: &str) -> Option<serde_json::Value> {
+    let mut found = None;
+    wait_until(Duration::from_secs(5), || {
+        found = gateway
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["target"] == "hookgate::access" && line["request_id"] == id);
+        found.is_some()
+    });
+    found
+}
+
+/// A head refused while read (431, too many fields) is logged with the
+/// method and path of its request line, which arrived whole and valid, and
+/// with none of its field values nor its query; a garbage request line gets
+/// its 400 and no invented method or path.
+#[test]
+fn a_refused_heads_log_line_names_its_request_line() {
+    // Breaks when `Gateway::refuse_head` logs without
+    // `Downstream::refused_request_line`: method and path were empty.
+    let upstream = Upstream::start("app");
+    let gateway = Setup::new()
+        .server("log_format = \"json\"\nmax_header_count = 5")
+        .upstream(&upstream)
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    let fields: String = (0..8)
+        .map(|i| format!("X-Field-{i}: fieldvalue{i}\r\n"))
+        .collect();
+    let cases = [
+        (
+            "too many fields",
+            format!(
+                "POST /hooks/a?token=queryvalue HTTP/1.1\r\nHost: x\r\n{fields}Content-Length: 0\r\n\r\n"
+            ),
+            431,
+            "POST",
+            "/hooks/a",
+        ),
+        (
+            "garbage request line",
+            "NOT HTTP AT ALL\r\nHost: x\r\n\r\n".to_string(),
+            400,
+            "",
+            "",
+        ),
+    ];
+    for (case, wire, status, method, path) in cases {
+        let answer =
+            send_raw(gateway.proxy, wire.as_bytes()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(answer.status, status, "{case}");
+        let id = answer.header("x-request-id").expect("a request id");
+        let line = access_line(&gateway, id)
+            .unwrap_or_else(|| panic!("{case}: no access line; log:\n{}", gateway.log()));
+        assert_eq!(line["status"], status, "{case}: {line}");
+        assert_eq!(line["method"], method, "{case}: {line}");
+        assert_eq!(line["path"], path, "{case}: {line}");
+    }
+    let log = gateway.log();
+    assert!(
+        !log.contains("fieldvalue"),
+        "a field value was logged:\n{log}"
+    );
+    assert!(!log.contains("queryvalue"), "the query was logged:\n{log}");
+    assert_eq!(upstream.count(), 0);
+}

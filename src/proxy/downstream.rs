@@ -162,6 +162,16 @@ impl Downstream {
         }
     }
 
+    /// The request line of an HTTP/1 head refused while it was read, when it
+    /// had arrived whole and valid (see [`Http1Session::refused_request_line`]);
+    /// `None` for HTTP/2.
+    pub fn refused_request_line(&self) -> Option<RequestHeader> {
+        match self {
+            Downstream::Http1(session) => session.refused_request_line(),
+            Downstream::Pingora(_) => None,
+        }
+    }
+
     pub fn is_http1(&self) -> bool {
         match self {
             Downstream::Http1(_) => true,

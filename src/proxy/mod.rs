@@ -43,7 +43,9 @@
 //! (with its connection loop). Pingora also provides the listeners, TLS and
 //! new upstream connections (`connections` keeps the idle ones). A request
 //! head that cannot be read gets the same JSON 400 as any other bad request
-//! (431 over `max_head_size` or `max_header_count`, 408 past `header_timeout`).
+//! (431 over `max_head_size` or `max_header_count`, 408 past `header_timeout`);
+//! its access-log line names the method and path when the request line had
+//! arrived whole and valid, and leaves them empty otherwise.
 
 mod agreement;
 mod body;
@@ -196,8 +198,6 @@ pub struct RequestContext {
     _counted: Counted,
     /// Its admission under `[server] max_inflight`, released on drop.
     admission: Option<InflightSlot>,
-    /// Whether the request head was parsed (so `req_header()` may be called).
-    head_read: bool,
     /// A GET let through to a route without GET only because it may be the route's
     /// handshake: anything else is 405.
     handshake_only: bool,
@@ -294,7 +294,6 @@ impl Gateway {
             session.set_keepalive(None);
         }
         let mut ctx = self.new_ctx();
-        ctx.head_read = true;
         let error = match client::check_head(session, &limits) {
             // Boxed: a connection waiting in `read_request` above holds this
             // future's ~6 KB only while a request is being handled.
@@ -318,7 +317,7 @@ impl Gateway {
             // Only a head that cannot be re-serialized gets here; answering is best effort.
             let _ = session.respond_error(500).await;
         }
-        self.log_request(session, error.as_deref(), &ctx);
+        self.log_request(session, Some(session.req_header()), error.as_deref(), &ctx);
         error.is_none() && !ctx.close
     }
 }
@@ -349,7 +348,6 @@ impl Gateway {
             event: None,
             _counted: Counted::new(&self.metrics.inflight),
             admission: None,
-            head_read: false,
             handshake_only: false,
         }
     }
@@ -847,11 +845,23 @@ impl Gateway {
         // body is unread, and the connection is closed anyway.
         let reason = (reply.status == 400).then_some("the request head is not valid HTTP");
         let _ = reply::send(session, reply, None, &ctx.request_id, true, &[], reason).await;
-        self.log_request(session, None, &ctx);
+        // The log names the method and path when the request line had arrived
+        // whole and valid (never a field: fields may carry secrets).
+        let line = tracing::enabled!(target: "hookgate::access", tracing::Level::INFO)
+            .then(|| session.refused_request_line())
+            .flatten();
+        self.log_request(session, line.as_ref(), None, &ctx);
     }
 
-    /// Metrics and the access-log line of one request.
-    fn log_request(&self, session: &Session, error: Option<&Error>, ctx: &RequestContext) {
+    /// Metrics and the access-log line of one request. `head`: the request's
+    /// head, or the request line of a refused one (`None` without either).
+    fn log_request(
+        &self,
+        session: &Session,
+        head: Option<&pingora::http::RequestHeader>,
+        error: Option<&Error>,
+        ctx: &RequestContext,
+    ) {
         let outcome = ctx.outcome.unwrap_or(Outcome::BadRequest);
         let elapsed = ctx.started.elapsed();
         let handles = match (&ctx.snapshot, ctx.route) {
@@ -865,8 +875,6 @@ impl Gateway {
             handles.upstream_answered(&self.metrics, upstream, status, seconds);
         }
         let route = ctx.route_name().unwrap_or(UNMATCHED_ROUTE);
-        // No head when it could not be read.
-        let head = ctx.head_read.then(|| session.req_header());
         tracing::info!(
             target: "hookgate::access",
             request_id = %ctx.request_id,

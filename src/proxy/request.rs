@@ -347,6 +347,38 @@ impl Http1Session {
         &self.raw_head
     }
 
+    /// The request line of a head refused while it was read (400, 408, 431),
+    /// for the access log: a `RequestHeader` with the line's method and
+    /// request-target and no fields, built as [`Http1Session::read_request`]
+    /// builds a head (so `uri.path()` reads as for any request). `Some` only
+    /// when the line (RFC 9112 §3: method SP request-target SP HTTP-version
+    /// CRLF, after any empty lines, §2.2) had arrived whole and is valid;
+    /// `None` when it is incomplete or invalid. Reads no header field.
+    pub fn refused_request_line(&self) -> Option<RequestHeader> {
+        // A head refused after it was parsed is in `raw_head`; one refused
+        // while read is still in the buffer.
+        let received = if self.raw_head.is_empty() {
+            &self.buffer[..]
+        } else {
+            &self.raw_head[..]
+        };
+        let start = received.iter().position(|&b| !matches!(b, b'\r' | b'\n'))?;
+        let end = start + memchr::memchr(b'\n', &received[start..])? + 1;
+        // The line alone, empty lines before it included: valid and whole when
+        // `httparse` read it to its end and then waits for the fields.
+        let mut request = httparse::Request::new(&mut []);
+        match request.parse(&received[..end]) {
+            Ok(httparse::Status::Partial) if request.version.is_some() => {}
+            _ => return None,
+        }
+        RequestHeader::build_no_case(
+            request.method?.as_bytes(),
+            request.path?.as_bytes(),
+            Some(0),
+        )
+        .ok()
+    }
+
     /// Whether the whole body was read (or there was none).
     pub fn is_body_done(&self) -> bool {
         self.body == Body::Done

@@ -221,6 +221,66 @@ fn heads_over_the_limits_are_refused_while_read() {
     assert_eq!(refusal.etype(), &TOO_MANY_HEADERS);
 }
 
+/// A refused head's request line, as the access log reads it: method and
+/// path when the line arrived whole and valid, nothing otherwise.
+#[test]
+fn a_refused_heads_request_line_is_read_only_when_whole_and_valid() {
+    // Breaks when `Http1Session::refused_request_line` trusts a line without
+    // its CRLF, or one `httparse` refuses.
+    let many: String = (0..9).map(|i| format!("X-{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "too many fields",
+            format!("POST /hooks/a?token=t HTTP/1.1\r\n{many}\r\n"),
+            Some(("POST", "/hooks/a")),
+        ),
+        (
+            "too large",
+            format!("PUT /a/b HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(3000)),
+            Some(("PUT", "/a/b")),
+        ),
+        (
+            "absolute form",
+            format!("POST http://h.example/x/y HTTP/1.1\r\n{many}\r\n"),
+            Some(("POST", "/x/y")),
+        ),
+        (
+            "an empty line first",
+            format!("\r\nPOST /e HTTP/1.1\r\n{many}\r\n"),
+            Some(("POST", "/e")),
+        ),
+        (
+            "a bad field after a good line",
+            "POST /f HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_string(),
+            Some(("POST", "/f")),
+        ),
+        (
+            "garbage line",
+            "NOT HTTP AT ALL\r\nHost: a\r\n\r\n".to_string(),
+            None,
+        ),
+        (
+            "a line longer than the head",
+            format!("POST /{} HTTP/1.1", "a".repeat(3000)),
+            None,
+        ),
+    ];
+    for (case, wire, expected) in cases {
+        let line = rt().block_on(async {
+            let (mut session, mut client) = pair().await;
+            client.write_all(wire.as_bytes()).await.unwrap();
+            client.shutdown().await.unwrap();
+            let refusal = session.read_request(LIMITS).await;
+            assert!(refusal.is_err(), "{case}: accepted");
+            session.refused_request_line()
+        });
+        let line = line
+            .as_ref()
+            .map(|head| (head.method.as_str(), head.uri.path()));
+        assert_eq!(line, expected, "{case}");
+    }
+}
+
 #[test]
 fn chunked_bodies_must_be_plain_chunks() {
     let head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
