@@ -226,6 +226,9 @@ pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answ
 /// answer, and repeats with what was gathered meanwhile; ends (removing the
 /// thread's entry) when nothing was.
 async fn drain(cluster: Arc<ClusterClient>) {
+    let _slot = SenderSlot {
+        client: cluster.id(),
+    };
     // Bounded: each pass sends a non-empty batch whose operations each belong
     // to a request waiting for it, and every pass ends within command_timeout.
     loop {
@@ -233,7 +236,6 @@ async fn drain(cluster: Arc<ClusterClient>) {
             let mut pending = pending.borrow_mut();
             let i = pending.iter().position(|(id, _)| *id == cluster.id())?;
             if pending[i].1.len() == 0 {
-                pending.swap_remove(i);
                 return None;
             }
             Some(std::mem::take(&mut pending[i].1))
@@ -242,6 +244,28 @@ async fn drain(cluster: Arc<ClusterClient>) {
             return;
         };
         send(cluster.clone(), batch).await;
+    }
+}
+
+/// The thread's entry for one client, removed when its sender task ends,
+/// however it ends: a sender dropped with its runtime, or by a panic, leaves
+/// no entry behind that later operations would join and wait on forever (the
+/// waiters of what was gathered are dropped, and their callers get a timeout).
+struct SenderSlot {
+    client: u64,
+}
+
+impl Drop for SenderSlot {
+    fn drop(&mut self) {
+        // `try_with`: the thread-local may already be gone when a runtime is
+        // dropped at thread exit.
+        let _ = PENDING.try_with(|pending| {
+            if let Ok(mut pending) = pending.try_borrow_mut() {
+                if let Some(i) = pending.iter().position(|(id, _)| *id == self.client) {
+                    pending.swap_remove(i);
+                }
+            }
+        });
     }
 }
 
