@@ -538,8 +538,11 @@ struct ClusterClaim {
     /// When the claim ends in Redis unless it was made "forwarded".
     lease_end: Instant,
     /// This instance's store, which decides while Redis does not answer
-    /// (`on_unavailable = "local"`): a forwarded id is remembered there too.
-    local: Option<Arc<Shared>>,
+    /// (`on_unavailable = "local"`), and the generation of the claim's mirror
+    /// there: the id is in flight there too while Redis holds the claim, and
+    /// remembered there once forwarded, so a fallback during an outage never
+    /// forwards what this instance is forwarding or forwarded through Redis.
+    local: Option<(Arc<Shared>, u64)>,
 }
 
 impl fmt::Debug for Claim {
@@ -577,7 +580,7 @@ impl Claim {
                 Confirm(None)
             }
             ClaimOf::Cluster(claim) => {
-                if let Some(local) = &claim.local {
+                if let Some((local, _)) = &claim.local {
                     remember_forwarded(local, self.id, now);
                 }
                 let cluster = claim.cluster.clone();
@@ -621,8 +624,11 @@ impl Claim {
     /// it goes through). A claim in this instance's store is forgotten, as
     /// dropping it does.
     pub fn keep(mut self) {
-        if matches!(self.inner, ClaimOf::Cluster(_)) {
+        if let ClaimOf::Cluster(claim) = &self.inner {
             self.done = true;
+            if let Some((local, generation)) = &claim.local {
+                forget_claim(local, self.id, *generation);
+            }
         }
     }
 
@@ -634,6 +640,9 @@ impl Claim {
             return Confirm(None); // dropped here: removed at once
         };
         self.done = true;
+        if let Some((local, generation)) = &claim.local {
+            forget_claim(local, self.id, *generation);
+        }
         let (cluster, key, token) = (
             claim.cluster.clone(),
             claim.key.clone(),
@@ -733,6 +742,17 @@ fn remember_forwarded(shared: &Shared, id: DeliveryId, now: Instant) {
     }
 }
 
+/// Removes the in-flight claim of `id` made with `generation`, unless the id is
+/// held by a newer claim (or was forwarded) meanwhile.
+fn forget_claim(shared: &Shared, id: DeliveryId, generation: u64) {
+    let mut state = shared.lock();
+    if let Entry::Occupied(e) = state.slots.entry(id) {
+        if e.get().generation() == generation && !e.get().forwarded() {
+            e.remove();
+        }
+    }
+}
+
 fn mark_forwarded(shared: &Shared, id: DeliveryId, generation: u64, now: Instant) {
     let now = shared.nanos(now);
     let mut state = shared.lock();
@@ -756,15 +776,11 @@ impl Drop for Claim {
             return;
         }
         match &self.inner {
-            ClaimOf::Local { shared, generation } => {
-                let mut state = shared.lock();
-                if let Entry::Occupied(e) = state.slots.entry(self.id) {
-                    if e.get().generation() == *generation {
-                        e.remove();
-                    }
-                }
-            }
+            ClaimOf::Local { shared, generation } => forget_claim(shared, self.id, *generation),
             ClaimOf::Cluster(claim) => {
+                if let Some((local, generation)) = &claim.local {
+                    forget_claim(local, self.id, *generation);
+                }
                 // Deleted only while it is still our claim; if Redis does not answer,
                 // the claim ends with its lease.
                 let cluster = claim.cluster.clone();
@@ -835,7 +851,46 @@ impl DedupeStore {
         };
         let claimed = batch::submit(cluster, key.clone(), claim).await;
         let shared = &self.shared;
+        let local = matches!(cluster.settings().on_unavailable, OnUnavailable::Local);
         Ok(Ok(match claimed {
+            Ok(0) if local => {
+                // What this instance decided on its own while Redis did not
+                // answer is not in Redis: a delivery forwarded then is a
+                // duplicate now (and Redis learns it), one still in flight is
+                // 409, and the claim in Redis is given back.
+                match self.check(id, now) {
+                    Admission::Forward(Some(mut mirror)) => {
+                        // The local claim lives on as the mirror of the Redis one
+                        // (`check` claims in this instance's store).
+                        mirror.done = true;
+                        let generation = match mirror.inner {
+                            ClaimOf::Local { generation, .. } => generation,
+                            ClaimOf::Cluster(_) => 0,
+                        };
+                        Admission::Forward(Some(Claim {
+                            inner: ClaimOf::Cluster(Box::new(ClusterClaim {
+                                cluster: cluster.clone(),
+                                key,
+                                token,
+                                ttl: shared.config.ttl,
+                                lease_end: now + lease,
+                                local: Some((shared.clone(), generation)),
+                            })),
+                            id,
+                            done: false,
+                        }))
+                    }
+                    Admission::Duplicate => {
+                        let ttl = shared.config.ttl;
+                        let _ = batch::submit(cluster, key, Op::Mark { ttl }).await;
+                        Admission::Duplicate
+                    }
+                    other => {
+                        release_claim(cluster, key, token).await;
+                        other
+                    }
+                }
+            }
             Ok(0) => Admission::Forward(Some(Claim {
                 inner: ClaimOf::Cluster(Box::new(ClusterClaim {
                     cluster: cluster.clone(),
@@ -843,8 +898,7 @@ impl DedupeStore {
                     token,
                     ttl: shared.config.ttl,
                     lease_end: now + lease,
-                    local: matches!(cluster.settings().on_unavailable, OnUnavailable::Local)
-                        .then(|| shared.clone()),
+                    local: None,
                 })),
                 id,
                 done: false,

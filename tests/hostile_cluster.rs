@@ -269,3 +269,75 @@ fn a_delivery_behind_a_timed_out_batch_waits_one_command_timeout_at_most() {
     );
     assert_eq!(app.count(), 0, "nothing forwarded while undecided");
 }
+
+/// `on_unavailable = "local"` across an outage, on one instance. Two ways it
+/// forwarded an id twice (found by a hostile pass): (1) a delivery forwarded on
+/// the instance's own state while Redis was paused, retried once Redis was
+/// back, was forwarded again (Redis had never heard of it); (2) a delivery
+/// whose claim Redis held, still being forwarded when Redis paused, was
+/// forwarded a second time by the fallback (the instance's own state had never
+/// heard of it). Now a claim granted by Redis is mirrored in flight in the
+/// instance's store, and an id that store knows is answered from it (and
+/// Redis learns a forwarded one). Guards the `Ok(0) if local` arm of
+/// `DedupeStore::admit_clustered` (`src/dedupe.rs`).
+#[test]
+fn with_local_what_an_instance_decided_during_an_outage_holds_after_it() {
+    let redis = RedisServer::start();
+    let gate = Gate::new();
+    let app = Upstream::with("app", Behavior::held(&gate));
+    let cluster = format!(
+        "[cluster]\nredis = \"{}\"\non_unavailable = \"local\"\ncommand_timeout = \"250ms\"\n",
+        redis.url()
+    );
+    let setup = Setup::new()
+        .table(&cluster)
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", DEDUPE);
+    let first = setup.start();
+    let second = setup.start();
+    let up = |gateway: &Gateway, value: f64| {
+        wait_until(Duration::from_secs(10), || {
+            gateway.metric("hookgate_cluster_up", &[]) == Some(value)
+        })
+    };
+    assert!(up(&first, 1.0) && up(&second, 1.0), "both see Redis");
+
+    // (2) Claimed in Redis and held upstream; Redis pauses; the same id again.
+    let held = std::thread::scope(|scope| {
+        let held = scope.spawn(|| delivery(&first, "evt_held", b"{\"n\":1}"));
+        assert!(
+            wait_until(Duration::from_secs(10), || app.count() == 1),
+            "the first copy reached the app"
+        );
+        redis.signal("STOP");
+        assert!(up(&first, 0.0), "the instance sees Redis gone");
+        let again = delivery(&first, "evt_held", b"{\"n\":1}").expect("an answer");
+        assert_eq!(
+            again.status,
+            409,
+            "in flight on this instance: {:?}",
+            again.json()
+        );
+        gate.open();
+        held.join().expect("sender")
+    });
+    assert_eq!(held.expect("an answer").status, 200);
+    assert_eq!(app.count(), 1, "forwarded once");
+
+    // (1) Forwarded on the instance's own state while Redis is paused.
+    let during = delivery(&first, "evt_outage", b"{\"n\":2}").expect("an answer");
+    assert_eq!(during.status, 200, "{:?}", during.json());
+    assert_eq!(app.count(), 2);
+    redis.signal("CONT");
+    assert!(up(&first, 1.0), "the instance sees Redis back");
+    let retry = delivery(&first, "evt_outage", b"{\"n\":2}").expect("an answer");
+    assert_eq!(
+        retry.json()["status"],
+        "duplicate",
+        "remembered on this instance: {retry:?}"
+    );
+    // Redis learnt it from that answer: the other instance knows it too.
+    let elsewhere = delivery(&second, "evt_outage", b"{\"n\":2}").expect("an answer");
+    assert_eq!(elsewhere.json()["status"], "duplicate", "{elsewhere:?}");
+    assert_eq!(app.count(), 2, "each id forwarded once");
+}
