@@ -201,6 +201,7 @@ impl Reloader {
             .clone()
             .ok_or("this configuration is embedded (hookgate demo) and cannot be reloaded")?;
         // Loading reads files and resolves target names: keep it off the async workers.
+        let file = path.clone();
         let config = tokio::task::spawn_blocking(move || Config::load(&path))
             .await
             .map_err(|e| format!("reload task failed: {e}"))?
@@ -223,6 +224,17 @@ impl Reloader {
         // The connection to Redis is made once, at start (`cluster`).
         if previous.config.cluster != config.cluster {
             restart_required.push("cluster");
+            // The running claim lease stays: it must still cover the new
+            // upstreams' forwards (the new file's lease was checked, not this one).
+            let running = previous.config.cluster.as_ref().and_then(|c| c.claim_lease);
+            if let Some(problem) =
+                running.and_then(|lease| crate::config::running_claim_lease_problem(lease, &config))
+            {
+                return Err(format!(
+                    "{}: {problem} (the running [cluster] table, with its claim_lease, stays in use until a restart)",
+                    file.display()
+                ));
+            }
         }
         let changes = describe_changes(&previous.config, &config);
         let sha256 = config.source_hash.clone();

@@ -341,3 +341,50 @@ fn with_local_what_an_instance_decided_during_an_outage_holds_after_it() {
     assert_eq!(elsewhere.json()["status"], "duplicate", "{elsewhere:?}");
     assert_eq!(app.count(), 2, "each id forwarded once");
 }
+
+/// A reload cannot change `[cluster]` (Redis is connected at start), so the
+/// running `claim_lease` stays. A new file that raises both the lease (15 s →
+/// 60 s) and a deduped upstream's `response_timeout` (10 s → 50 s) was
+/// accepted: the new lease was checked, the old one ran under the 50 s
+/// forwards, and a retry on another instance 16 s into a slow forward was
+/// forwarded again (found by a hostile pass). The reload is now refused,
+/// naming the key, and the old config stays. Guards the
+/// `running_claim_lease_problem` check in `Reloader::load_and_swap`
+/// (`src/reload.rs`).
+#[test]
+fn a_reload_that_outgrows_the_running_claim_lease_is_refused() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let setup = |lease: &str, timeout: &str| {
+        Setup::new()
+            .table(&format!(
+                "[cluster]\nredis = \"{}\"\nclaim_lease = \"{lease}\"\n",
+                redis.url()
+            ))
+            .upstream_named(
+                "app",
+                &[app.addr],
+                &format!("response_timeout = \"{timeout}\"\ntimeout = \"{timeout}\""),
+            )
+            .route("hooks", "/hooks", "app", DEDUPE)
+    };
+    let gateway = setup("15s", "10s").start();
+    gateway.rewrite(&setup("60s", "50s").rest());
+    let answer = gateway.post_reload();
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert_ne!(answer.status, 200, "{text}");
+    assert!(text.contains("cluster.claim_lease"), "{text}");
+    assert!(text.contains("restart"), "{text}");
+    // The old config serves on: a delivery still goes through.
+    let answer = delivery(&gateway, "evt_after", b"{}").expect("an answer");
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    // A file that keeps within the running lease is taken.
+    gateway.rewrite(&setup("60s", "12s").rest());
+    let answer = gateway.post_reload();
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}

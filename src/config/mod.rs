@@ -509,6 +509,16 @@ fn compile(
     }
 }
 
+/// [`check_claim_lease`] for a reload that cannot change `[cluster]` (the
+/// connection to Redis is made at start): the running `claim_lease` must still
+/// outlive the forwards of the new config's deduped routes. The problem, keyed
+/// `cluster.claim_lease`, when it does not.
+pub fn running_claim_lease_problem(lease: Duration, config: &Config) -> Option<Problem> {
+    let mut problems = Problems(Vec::new(), Vec::new());
+    check_claim_lease(lease, &config.routes, &config.upstreams, &mut problems);
+    problems.0.into_iter().next()
+}
+
 /// A dedupe claim must outlive the forward it guards: with `[cluster]
 /// claim_lease` shorter than an upstream's `response_timeout`, a live instance
 /// still forwarding loses its claim and another instance forwards the same
