@@ -852,6 +852,21 @@ impl DedupeStore {
         let claimed = batch::submit(cluster, key.clone(), claim).await;
         let shared = &self.shared;
         let local = matches!(cluster.settings().on_unavailable, OnUnavailable::Local);
+        // The claim Redis granted, with its mirror in this instance's store.
+        let held = |key, token, mirror| {
+            Admission::Forward(Some(Claim {
+                inner: ClaimOf::Cluster(Box::new(ClusterClaim {
+                    cluster: cluster.clone(),
+                    key,
+                    token,
+                    ttl: shared.config.ttl,
+                    lease_end: now + lease,
+                    local: mirror,
+                })),
+                id,
+                done: false,
+            }))
+        };
         Ok(Ok(match claimed {
             Ok(0) if local => {
                 // What this instance decided on its own while Redis did not
@@ -867,18 +882,7 @@ impl DedupeStore {
                             ClaimOf::Local { generation, .. } => generation,
                             ClaimOf::Cluster(_) => 0,
                         };
-                        Admission::Forward(Some(Claim {
-                            inner: ClaimOf::Cluster(Box::new(ClusterClaim {
-                                cluster: cluster.clone(),
-                                key,
-                                token,
-                                ttl: shared.config.ttl,
-                                lease_end: now + lease,
-                                local: Some((shared.clone(), generation)),
-                            })),
-                            id,
-                            done: false,
-                        }))
+                        held(key, token, Some((shared.clone(), generation)))
                     }
                     Admission::Duplicate => {
                         let ttl = shared.config.ttl;
@@ -891,18 +895,7 @@ impl DedupeStore {
                     }
                 }
             }
-            Ok(0) => Admission::Forward(Some(Claim {
-                inner: ClaimOf::Cluster(Box::new(ClusterClaim {
-                    cluster: cluster.clone(),
-                    key,
-                    token,
-                    ttl: shared.config.ttl,
-                    lease_end: now + lease,
-                    local: None,
-                })),
-                id,
-                done: false,
-            })),
+            Ok(0) => held(key, token, None),
             Ok(1) => {
                 shared.duplicates.fetch_add(1, Ordering::Relaxed);
                 Admission::Duplicate
