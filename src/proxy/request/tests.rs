@@ -435,9 +435,6 @@ fn an_answer_before_the_body_was_read_closes_the_connection() {
     });
 }
 
-/// A `Content-Length` body that arrives in several writes is handed over as
-/// one chunk of exactly its length (`read_request_body`'s whole-body read):
-/// `body::read_bounded` then keeps it without a joining copy.
 /// The shutdown signal arrives after the head was read: the answer says
 /// `Connection: close` and the connection is not kept.
 #[test]
@@ -466,6 +463,9 @@ fn an_answer_written_once_shutting_down_says_close() {
     });
 }
 
+/// A `Content-Length` body that arrives in several writes is handed over as
+/// one chunk of exactly its length (`read_request_body`'s whole-body read):
+/// `body::read_bounded` then keeps it without a joining copy.
 #[test]
 fn a_length_body_in_several_reads_is_one_chunk() {
     rt().block_on(async {
