@@ -805,11 +805,21 @@ fn claim_token() -> Arc<str> {
     static PROCESS: OnceLock<String> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let process = PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
-    let mut token = String::with_capacity(process.len() + 21);
-    token.push_str(process);
-    token.push(':');
-    token.push_str(itoa::Buffer::new().format(NEXT.fetch_add(1, Ordering::Relaxed)));
-    Arc::from(token)
+    let mut counter = itoa::Buffer::new();
+    let counter = counter.format(NEXT.fetch_add(1, Ordering::Relaxed));
+    // One allocation: joined on the stack (32 hex digits, ':', at most 20 digits).
+    let mut token = [0u8; 64];
+    let length = process.len() + 1 + counter.len();
+    if let Some(room) = token.get_mut(..length) {
+        let (head, tail) = room.split_at_mut(process.len());
+        head.copy_from_slice(process.as_bytes());
+        tail[0] = b':';
+        tail[1..].copy_from_slice(counter.as_bytes());
+        if let Ok(token) = std::str::from_utf8(room) {
+            return Arc::from(token);
+        }
+    }
+    Arc::from(format!("{process}:{counter}"))
 }
 
 /// Redis did not answer a dedupe check and `on_unavailable = "reject"`: answer 503.
@@ -843,7 +853,7 @@ impl DedupeStore {
             .ok()
             .and_then(|()| std::str::from_utf8(&digest).ok())
             .unwrap_or_default();
-        let key: Arc<str> = Arc::from(cluster.key(&["dd", route, digest]));
+        let key = cluster.shared_key(&["dd", route, digest]);
         let token = claim_token();
         let claim = Op::Claim {
             token: token.clone(),

@@ -131,6 +131,27 @@ fn on_own_thread() -> bool {
         .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::CurrentThread)
 }
 
+/// `prefix` followed by `parts` joined with `:`, gathered on the stack and
+/// allocated once; `None` when it is longer than 256 bytes.
+fn joined(prefix: &str, parts: &[&str]) -> Option<Arc<str>> {
+    let mut buffer = [0u8; 256];
+    let mut at = 0;
+    let mut put = |part: &str| {
+        let end = at + part.len();
+        buffer.get_mut(at..end)?.copy_from_slice(part.as_bytes());
+        at = end;
+        Some(())
+    };
+    put(prefix)?;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            put(":")?;
+        }
+        put(part)?;
+    }
+    std::str::from_utf8(&buffer[..at]).ok().map(Arc::from)
+}
+
 /// Why a command gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -320,6 +341,12 @@ impl ClusterClient {
             key.push_str(part);
         }
         key
+    }
+
+    /// [`Self::key`] as a shared string, in one allocation: for a key that a
+    /// request and the writes it issues hold at once.
+    pub fn shared_key(&self, parts: &[&str]) -> Arc<str> {
+        joined(&self.settings.key_prefix, parts).unwrap_or_else(|| Arc::from(self.key(parts)))
     }
 
     /// Runs `task` on the cluster's runtime: for writes nobody waits for (a
@@ -622,5 +649,17 @@ impl ClusterClient {
             tracing::info!(redis = %self.settings.redis, node = %self.link.address().unwrap_or_default(), "cluster: Redis answers");
         }
         was != up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_joined_key_is_the_prefix_and_the_parts_with_colons() {
+        let key = super::joined("hookgate:", &["dd", "github", "00ff"]);
+        assert_eq!(key.as_deref(), Some("hookgate:dd:github:00ff"));
+        let long = "r".repeat(240);
+        assert_eq!(super::joined("hookgate:", &["dd", &long, "00ff"]), None);
+        assert_eq!(super::joined("", &[]).as_deref(), Some(""));
     }
 }

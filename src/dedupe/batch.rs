@@ -144,10 +144,18 @@ impl Pending {
         self.waiters.len()
     }
 
-    /// `EVALSHA sha n KEYS… ARGV…`, in one buffer.
+    /// `EVALSHA sha n KEYS… ARGV…`, in one buffer of about its size.
     fn command(&self) -> redis::Cmd {
-        let mut command = redis::cmd("EVALSHA");
-        command.arg(script().get_hash()).arg(self.entries.len());
+        let n = self.entries.len();
+        let keys: usize = self.entries.iter().map(|entry| entry.key.len()).sum();
+        let tokens: usize = (self.entries.iter())
+            .map(|entry| entry.token.as_ref().map_or(20, |token| token.len()))
+            .sum();
+        let mut command = redis::Cmd::with_capacity(3 + 4 * n, 64 + keys + tokens + 21 * n);
+        command
+            .arg("EVALSHA")
+            .arg(script().get_hash())
+            .arg(self.entries.len());
         for entry in &self.entries {
             command.arg(&*entry.key);
         }
@@ -179,7 +187,8 @@ pub fn command(key: &Arc<str>, op: Op) -> redis::Cmd {
 thread_local! {
     /// Per client id ([`ClusterClient::id`]): this thread's batch being gathered
     /// while the thread's sender task for that client runs. An entry exists
-    /// exactly while that task does.
+    /// exactly while that task does. The sender swaps in the buffers of the
+    /// batch it sent last, so a batch reuses the capacity of the one before.
     static PENDING: RefCell<Vec<(u64, Pending)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -229,6 +238,7 @@ async fn drain(cluster: Arc<ClusterClient>) {
     let _slot = SenderSlot {
         client: cluster.id(),
     };
+    let mut spare = Pending::default();
     // Bounded: each pass sends a non-empty batch whose operations each belong
     // to a request waiting for it, and every pass ends within command_timeout.
     loop {
@@ -238,12 +248,15 @@ async fn drain(cluster: Arc<ClusterClient>) {
             if pending[i].1.len() == 0 {
                 return None;
             }
-            Some(std::mem::take(&mut pending[i].1))
+            Some(std::mem::replace(
+                &mut pending[i].1,
+                std::mem::take(&mut spare),
+            ))
         });
         let Some(batch) = batch else {
             return;
         };
-        send(cluster.clone(), batch).await;
+        spare = send(cluster.clone(), batch).await;
     }
 }
 
@@ -269,18 +282,21 @@ impl Drop for SenderSlot {
     }
 }
 
-/// Sends `batch` and hands each operation its answer.
-async fn send(cluster: Arc<ClusterClient>, batch: Pending) {
+/// Sends `batch` and hands each operation its answer; gives back its buffers,
+/// empty, for the next batch.
+async fn send(cluster: Arc<ClusterClient>, mut batch: Pending) -> Pending {
     let command = &batch.command();
     let answers = cluster
         .run(Operation::Dedupe, |mut connection| async move {
             crate::cluster::invoke::<Vec<i64>>(&mut connection, script(), command).await
         })
         .await;
-    let waiters = batch.waiters;
+    batch.entries.clear();
+    let operations = batch.waiters.len();
+    let waiters = batch.waiters.drain(..);
     match answers {
-        Ok(answers) if answers.len() == waiters.len() => {
-            for (waiter, answer) in waiters.into_iter().zip(answers) {
+        Ok(answers) if answers.len() == operations => {
+            for (waiter, answer) in waiters.zip(answers) {
                 let _ = waiter.send(Ok(answer));
             }
         }
@@ -288,7 +304,7 @@ async fn send(cluster: Arc<ClusterClient>, batch: Pending) {
             let error = redis::RedisError::from((
                 redis::ErrorKind::Parse,
                 "dedupe batch",
-                format!("{} answers for {} operations", answers.len(), waiters.len()),
+                format!("{} answers for {operations} operations", answers.len()),
             ));
             for waiter in waiters {
                 let _ = waiter.send(Err(ClusterError::Redis(error.clone())));
@@ -300,6 +316,7 @@ async fn send(cluster: Arc<ClusterClient>, batch: Pending) {
             }
         }
     }
+    batch
 }
 
 fn millis(d: Duration) -> u64 {

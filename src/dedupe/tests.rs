@@ -473,3 +473,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn claim_tokens_are_the_process_id_and_a_counter_and_never_repeat() {
+    let (first, second) = (claim_token(), claim_token());
+    assert_ne!(first, second);
+    for token in [&first, &second] {
+        let (process, counter) = token.split_once(':').expect("process:counter");
+        assert_eq!(process.len(), 32, "{token}");
+        assert!(process.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+        assert!(counter.parse::<u64>().is_ok(), "{token}");
+    }
+    assert_eq!(
+        first.split_once(':').unwrap().0,
+        second.split_once(':').unwrap().0
+    );
+}
