@@ -688,10 +688,13 @@ impl Http1Session {
     }
 
     /// Writes and flushes `wire`, within the write timeout (`WriteTimedout`).
-    async fn write_out(&mut self, mut wire: Bytes) -> Result<()> {
+    async fn write_out(&mut self, wire: Bytes) -> Result<()> {
         let stream = &mut self.stream;
+        // `write_all`, not `write_all_buf`: one contiguous buffer goes out with
+        // `send`, where the vectored path would take `writev`'s longer way
+        // through the kernel for a single slice.
         let write = async {
-            stream.write_all_buf(&mut wire).await?;
+            stream.write_all(&wire).await?;
             stream.flush().await
         };
         let written = match self.write_timeout {
