@@ -348,9 +348,9 @@ fn with_local_what_an_instance_decided_during_an_outage_holds_after_it() {
 /// accepted: the new lease was checked, the old one ran under the 50 s
 /// forwards, and a retry on another instance 16 s into a slow forward was
 /// forwarded again (found by a hostile pass). The reload is now refused,
-/// naming the key, and the old config stays. Guards the
-/// `running_claim_lease_problem` check in `Reloader::load_and_swap`
-/// (`src/reload.rs`).
+/// naming the key, and the old config stays, also after a reload that was
+/// taken. Guards the `running_claim_lease_problem` check in
+/// `Reloader::load_and_swap` (`src/reload.rs`).
 #[test]
 fn a_reload_that_outgrows_the_running_claim_lease_is_refused() {
     let redis = RedisServer::start();
@@ -387,4 +387,12 @@ fn a_reload_that_outgrows_the_running_claim_lease_is_refused() {
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
+    // The 15 s lease still runs after that reload: the 50 s forwards are
+    // still refused (they were taken once the snapshot held the file's
+    // 60 s lease; guards `keep_start_only` in `src/reload.rs`).
+    gateway.rewrite(&setup("60s", "50s").rest());
+    let answer = gateway.post_reload();
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert_ne!(answer.status, 200, "{text}");
+    assert!(text.contains("cluster.claim_lease"), "{text}");
 }
