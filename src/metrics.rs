@@ -290,8 +290,9 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// `[cluster]`: 1 while Redis answers, 0 while not; no series without `[cluster]`.
     pub cluster_up: IntGaugeVec,
-    /// `[cluster]`: Redis commands that failed or timed out, by `operation`
-    /// (`cluster::Operation`).
+    /// `[cluster]`: operations on Redis that failed or timed out, by
+    /// `operation` (`cluster::Operation`); a failed dedupe batch counts each
+    /// operation it carried.
     pub cluster_errors: IntCounterVec,
     /// `[cluster]`: decisions taken on this instance's own state because Redis
     /// did not answer (`on_unavailable = "local"`), by `operation`.
@@ -521,7 +522,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let [cluster_errors, cluster_fallbacks] = [
-            (CLUSTER_ERRORS_TOTAL, "Redis commands of [cluster] that failed, timed out or were not sent because Redis was down, by operation (ping, rate_limit, dedupe, store)"),
+            (CLUSTER_ERRORS_TOTAL, "Operations on the [cluster] Redis that failed, timed out or were not sent because Redis was down, by operation (ping, rate_limit, dedupe, store); each dedupe claim, mark or release counts once, also when a batch carried it"),
             (CLUSTER_FALLBACKS_TOTAL, "Rate limit and dedupe decisions taken on this instance's own state because Redis did not answer (on_unavailable = \"local\"), by operation"),
         ]
         .map(|(name, help)| {

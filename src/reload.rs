@@ -19,7 +19,10 @@
 //! error (file, line, key) is logged and counted in
 //! `hookgate_config_reloads_total{result="failure"}`. Settings that only take
 //! effect at start (listeners, TLS listener, admin address, threads,
-//! shutdown grace) are reported as needing a restart, never silently ignored.
+//! shutdown grace, `[storage]`, `[cluster]`: `keep_start_only`) are reported
+//! as needing a restart, never silently ignored: the swapped-in config keeps
+//! their running values, so `GET /config` shows what runs and every reload
+//! until a restart compares the file against it and reports them again.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -34,7 +37,7 @@ use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
 use crate::admission::InflightLimit;
-use crate::config::{inputs, Config, ServerSettings};
+use crate::config::{inputs, Config};
 use crate::metrics::Metrics;
 use crate::state::{SharedState, Snapshot};
 
@@ -202,30 +205,27 @@ impl Reloader {
             .ok_or("this configuration is embedded (hookgate demo) and cannot be reloaded")?;
         // Loading reads files and resolves target names: keep it off the async workers.
         let file = path.clone();
-        let config = tokio::task::spawn_blocking(move || Config::load(&path))
+        let mut config = tokio::task::spawn_blocking(move || Config::load(&path))
             .await
             .map_err(|e| format!("reload task failed: {e}"))?
             .map_err(|e| e.to_string())?;
         let previous = self.state.load_full();
+        // What runs, not what the last file said: the running snapshot always
+        // holds the start-only values (they are put back below), so a setting
+        // is reported on every reload until a restart applies it.
+        let restart_required = keep_start_only(&previous.config, &mut config);
         if config.fingerprint == previous.config.fingerprint {
             return Ok(ReloadReport {
                 trigger,
                 sha256: config.source_hash,
                 unchanged: true,
                 changes: Vec::new(),
-                restart_required: Vec::new(),
+                restart_required,
             });
         }
-        let mut restart_required = restart_required(&previous.config.server, &config.server);
-        // The store is opened once, at start (`delivery::Queue`).
-        if previous.config.storage != config.storage {
-            restart_required.push("storage");
-        }
-        // The connection to Redis is made once, at start (`cluster`).
-        if previous.config.cluster != config.cluster {
-            restart_required.push("cluster");
-            // The running claim lease stays: it must still cover the new
-            // upstreams' forwards (the new file's lease was checked, not this one).
+        // The running claim lease stays: it must still cover the new
+        // upstreams' forwards (the new file's lease was checked, not this one).
+        if restart_required.contains(&"cluster") {
             let running = previous.config.cluster.as_ref().and_then(|c| c.claim_lease);
             if let Some(problem) =
                 running.and_then(|lease| crate::config::running_claim_lease_problem(lease, &config))
@@ -260,38 +260,37 @@ fn unix_seconds(time: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn restart_required(old: &ServerSettings, new: &ServerSettings) -> Vec<&'static str> {
+/// Settings read only at start: the listeners, the runtime, the log, the
+/// fan-out queue, the connection pools, the store (`delivery::Queue` opens it)
+/// and the connection to Redis (`cluster`). Each one `new` (a file just
+/// loaded) sets apart from `running` is named, and its running value put back
+/// in `new`: the snapshot, and so `GET /config`, holds what runs, and the next
+/// reload compares against it again.
+fn keep_start_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if old.listen != new.listen {
-        changed.push("server.listen");
+    macro_rules! keep {
+        ($name:literal, $($field:ident).+) => {
+            if running.$($field).+ != new.$($field).+ {
+                changed.push($name);
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        };
     }
-    if old.tls != new.tls {
-        changed.push("server.tls");
-    }
-    if old.admin != new.admin {
-        changed.push("server.admin");
-    }
-    if old.threads != new.threads {
-        changed.push("server.threads");
-    }
-    if old.shutdown_grace != new.shutdown_grace {
-        changed.push("server.shutdown_grace");
-    }
-    if old.watch != new.watch {
-        changed.push("server.watch");
-    }
-    if old.log_format != new.log_format {
-        changed.push("server.log_format");
-    }
-    if old.fanout != new.fanout {
-        changed.push("server.fanout");
-    }
-    if old.upstream_keepalive_pool != new.upstream_keepalive_pool {
-        changed.push("server.upstream_keepalive_pool");
-    }
-    if old.limits.max_connections != new.limits.max_connections {
-        changed.push("server.max_connections");
-    }
+    keep!("server.listen", server.listen);
+    keep!("server.tls", server.tls);
+    keep!("server.admin", server.admin);
+    keep!("server.threads", server.threads);
+    keep!("server.shutdown_grace", server.shutdown_grace);
+    keep!("server.watch", server.watch);
+    keep!("server.log_format", server.log_format);
+    keep!("server.fanout", server.fanout);
+    keep!(
+        "server.upstream_keepalive_pool",
+        server.upstream_keepalive_pool
+    );
+    keep!("server.max_connections", server.limits.max_connections);
+    keep!("storage", storage);
+    keep!("cluster", cluster);
     changed
 }
 

@@ -11,7 +11,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -23,6 +23,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::admin::Admin;
 use crate::admission::InflightLimit;
@@ -279,6 +280,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         server.add_service(echo);
     }
 
+    // Before the first `listening` line and before any service starts: from
+    // here on a shutdown signal is kept until Pingora's main loop asks for it.
+    let draining = Arc::new(AtomicBool::new(false));
+    let signals = Signals::install(draining.clone())?;
     for listener in listen
         .iter()
         .chain(&tls_listener)
@@ -288,10 +293,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         tracing::info!(role = listener.role, addr = %listener.addr, "listening");
     }
 
-    let draining = Arc::new(AtomicBool::new(false));
-    spawn_drain_watcher(draining.clone(), metrics, fanout, queue, grace);
+    spawn_drain_watcher(draining, metrics, fanout, queue, grace);
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals { draining }),
+        shutdown_signal: Box::new(signals),
     });
     drop(copies_runtime);
     drop((listen, tls_listener, admin_listener, echo_listener));
@@ -452,32 +456,76 @@ fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> 
 /// registering it once on a short-lived runtime is enough; a SIGHUP before the
 /// reload service listens is then ignored instead of fatal.
 fn take_over_sighup() -> Result<(), StartError> {
-    use tokio::signal::unix::{signal, SignalKind};
+    on_a_signal_runtime("SIGHUP", async { signal(SignalKind::hangup()).map(drop) })
+}
+
+/// Runs `install` (which makes tokio signal streams) on a short-lived runtime:
+/// making a stream needs a runtime's signal driver, but the handler it installs
+/// stays for the life of the process, and the stream is woken by the driver of
+/// whichever runtime polls it later.
+fn on_a_signal_runtime<T>(
+    what: &str,
+    install: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|e| StartError::Setup(format!("a runtime for the signal handler: {e}")))?;
+        .map_err(|e| StartError::Setup(format!("a runtime for the signal handlers: {e}")))?;
     runtime
-        .block_on(async { signal(SignalKind::hangup()).map(drop) })
-        .map_err(|e| StartError::Setup(format!("cannot handle SIGHUP: {e}")))
+        .block_on(install)
+        .map_err(|e| StartError::Setup(format!("cannot handle {what}: {e}")))
 }
 
 /// SIGTERM and SIGQUIT: graceful; SIGINT: immediate.
+///
+/// SIGINT ends the process here, with exit code 0, rather than through
+/// Pingora's fast shutdown (`ShutdownSignal::FastShutdown`): that shuts the
+/// service runtimes down without first stopping their accept loops, and an
+/// accept loop running on another thread of a runtime than the one its
+/// listener is registered with then gets "the runtime is being shut down"
+/// from every `accept()` and spins without yielding, so its thread never
+/// shuts down and the process waited forever (about one SIGINT in ten with
+/// four proxy threads). Exiting at once loses nothing a crash would not:
+/// a queued delivery is in the store before it is acknowledged.
+///
+/// The three handlers are installed by [`Signals::install`], before the
+/// listeners are logged and before any service starts, not when Pingora's main
+/// loop first polls [`Signals::recv`]: that happens only after every service,
+/// the proxy's listeners included, has started, and a signal in between was
+/// lost when the process had inherited it as ignored (SIGINT and SIGQUIT in a
+/// background job of a non-interactive shell, as CI runs tests), or ended the
+/// process without the drain (their default action). A tokio signal stream
+/// keeps a signal that arrives after it is made until it is polled.
 struct Signals {
     draining: Arc<AtomicBool>,
+    /// SIGTERM, SIGQUIT, SIGINT; taken by the first `recv` (Pingora calls it once).
+    streams: Mutex<Option<[Signal; 3]>>,
+}
+
+impl Signals {
+    fn install(draining: Arc<AtomicBool>) -> Result<Signals, StartError> {
+        let streams = on_a_signal_runtime("SIGTERM, SIGQUIT and SIGINT", async {
+            Ok([
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::quit())?,
+                signal(SignalKind::interrupt())?,
+            ])
+        })?;
+        Ok(Signals {
+            draining,
+            streams: Mutex::new(Some(streams)),
+        })
+    }
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut quit), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::quit()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers; shutting down");
-            return ShutdownSignal::FastShutdown;
+        let streams = self.streams.lock().ok().and_then(|mut s| s.take());
+        let Some([mut term, mut quit, mut int]) = streams else {
+            tracing::error!("shutdown signals asked for twice; stopping");
+            self.draining.store(true, Ordering::SeqCst);
+            return ShutdownSignal::GracefulTerminate;
         };
         let graceful = tokio::select! {
             _ = term.recv() => true,
@@ -489,8 +537,8 @@ impl ShutdownSignalWatch for Signals {
             self.draining.store(true, Ordering::SeqCst);
             ShutdownSignal::GracefulTerminate
         } else {
-            tracing::info!("interrupted: shutting down now");
-            ShutdownSignal::FastShutdown
+            tracing::info!("interrupted: exiting now");
+            std::process::exit(0)
         }
     }
 }

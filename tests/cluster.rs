@@ -700,3 +700,76 @@ fn a_reload_that_changes_the_cluster_says_a_restart_is_required() {
         "{report}"
     );
 }
+
+/// After a reload that changes `[cluster]` (not applied: Redis is connected
+/// at start), `GET /config` shows the `[cluster]` that runs, password
+/// redacted, and every later reload, even of the same file or of one that
+/// changes only a route, still names `cluster` in `restart_required` until a
+/// restart. They showed the new file's table and reported `[]` from the
+/// second reload on: both read the last loaded file instead of what runs.
+/// Guards `keep_start_only` in `src/reload.rs` (putting the running
+/// `[cluster]` back into the swapped-in config).
+#[test]
+fn config_shows_the_running_cluster_and_reloads_say_restart_until_one() {
+    const PASSWORD: &str = "Redis-Pw-9d1e7a";
+    const NEW_PASSWORD: &str = "Unused-Pw-31c8b0";
+    let redis = Redis::start_with_password(Some(PASSWORD));
+    let app = Upstream::start("app");
+    let setup = |password: &str, prefix: &str| {
+        Setup::new()
+            .table(&format!(
+                "[cluster]\nredis = \"redis://:{password}@127.0.0.1:{}/0\"\nkey_prefix = \"{prefix}\"\n",
+                redis.port
+            ))
+            .upstream(&app)
+            .route("hooks", "/hooks", "app", DEDUPE)
+    };
+    let gateway = setup(PASSWORD, "one:").start();
+    let shown = |gateway: &Gateway| {
+        let answer = get(gateway.admin, "/config").unwrap();
+        answer.expect_status(200);
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        for password in [PASSWORD, NEW_PASSWORD] {
+            assert!(
+                !text.contains(password),
+                "/config shows a password:\n{text}"
+            );
+        }
+        answer.json()
+    };
+    let at_start = shown(&gateway)["cluster"].clone();
+    assert_eq!(at_start["key_prefix"], "one:", "{at_start}");
+    let restart_required = |answer: Response| {
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        assert_eq!(answer.status, 200, "{text}");
+        answer.json()["report"]["restart_required"].clone()
+    };
+
+    let changed = setup(NEW_PASSWORD, "two:");
+    gateway.rewrite(&changed.rest());
+    assert_eq!(
+        restart_required(gateway.post_reload()),
+        serde_json::json!(["cluster"])
+    );
+    assert_eq!(
+        shown(&gateway)["cluster"],
+        at_start,
+        "the running [cluster]"
+    );
+
+    // The same file again: nothing to swap, still a restart to report.
+    let again = gateway.post_reload();
+    assert_eq!(again.json()["report"]["unchanged"], true);
+    assert_eq!(restart_required(again), serde_json::json!(["cluster"]));
+
+    // Another edit (a second route) applies; [cluster] still waits.
+    let more = changed.route("more", "/more", "app", "");
+    gateway.rewrite(&more.rest());
+    assert_eq!(
+        restart_required(gateway.post_reload()),
+        serde_json::json!(["cluster"])
+    );
+    let config = shown(&gateway);
+    assert_eq!(config["routes"][1]["name"], "more", "{config}");
+    assert_eq!(config["cluster"], at_start, "the running [cluster]");
+}

@@ -348,9 +348,9 @@ fn with_local_what_an_instance_decided_during_an_outage_holds_after_it() {
 /// accepted: the new lease was checked, the old one ran under the 50 s
 /// forwards, and a retry on another instance 16 s into a slow forward was
 /// forwarded again (found by a hostile pass). The reload is now refused,
-/// naming the key, and the old config stays. Guards the
-/// `running_claim_lease_problem` check in `Reloader::load_and_swap`
-/// (`src/reload.rs`).
+/// naming the key, and the old config stays, also after a reload that was
+/// taken. Guards the `running_claim_lease_problem` check in
+/// `Reloader::load_and_swap` (`src/reload.rs`).
 #[test]
 fn a_reload_that_outgrows_the_running_claim_lease_is_refused() {
     let redis = RedisServer::start();
@@ -387,4 +387,79 @@ fn a_reload_that_outgrows_the_running_claim_lease_is_refused() {
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
+    // The 15 s lease still runs after that reload: the 50 s forwards are
+    // still refused (they were taken once the snapshot held the file's
+    // 60 s lease; guards `keep_start_only` in `src/reload.rs`).
+    gateway.rewrite(&setup("60s", "50s").rest());
+    let answer = gateway.post_reload();
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert_ne!(answer.status, 200, "{text}");
+    assert!(text.contains("cluster.claim_lease"), "{text}");
+}
+
+/// `hookgate_cluster_errors_total{operation="dedupe"}` counts operations, as
+/// its HELP says: 12 deliveries sent at once while Redis is paused (`CLIENT
+/// PAUSE`) are 12 claims refused 503, so 12 errors, although the claims a
+/// proxy thread gathers behind the one in flight go to Redis as one batch
+/// (`src/dedupe/batch.rs`) that fails once. Guards the `batch.len()` passed to
+/// `ClusterClient::run_for` in `dedupe::batch::send`: counted per batch, the
+/// 12 refusals made a handful of errors.
+#[test]
+fn each_refused_dedupe_claim_counts_one_error_also_in_a_batch() {
+    const DELIVERIES: usize = 12;
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .table(&format!("[cluster]\nredis = \"{}\"\n", redis.url()))
+        .upstream(&app)
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    // Both proxy threads' connections open (see the first test), so the
+    // claims below are written at once and wait on the paused Redis.
+    let mut warm_ups = 0;
+    let warm = wait_until(Duration::from_secs(10), || {
+        warm_ups += 1;
+        let _ = delivery(&gateway, &format!("evt_warm_{warm_ups}"), b"{}");
+        redis_clients(&redis) >= 3
+    });
+    assert!(warm, "{} connections", redis_clients(&redis));
+    let errors = || {
+        gateway
+            .metric("hookgate_cluster_errors_total", &[("operation", "dedupe")])
+            .unwrap_or(0.0)
+    };
+    let before = errors();
+
+    // Long enough for every claim to time out (command_timeout 250 ms).
+    let forwarded = app.count();
+    let paused = redis.command("CLIENT PAUSE 3000 ALL");
+    assert!(
+        paused.as_deref().is_some_and(|r| r.starts_with("+OK")),
+        "{paused:?}"
+    );
+    let start = std::sync::Arc::new(std::sync::Barrier::new(DELIVERIES));
+    let senders: Vec<_> = (0..DELIVERIES)
+        .map(|i| {
+            let (start, proxy) = (start.clone(), gateway.proxy);
+            std::thread::spawn(move || {
+                start.wait();
+                try_post(
+                    proxy,
+                    "/hooks",
+                    &[("X-Delivery", &format!("evt_{i}"))],
+                    b"{}",
+                )
+                .map(|answer| answer.status)
+            })
+        })
+        .collect();
+    let statuses: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    let refused = statuses.iter().filter(|s| matches!(s, Ok(503))).count();
+    assert_eq!(refused, DELIVERIES, "{statuses:?}");
+    assert_eq!(
+        errors() - before,
+        DELIVERIES as f64,
+        "one dedupe error per refused claim"
+    );
+    assert_eq!(app.count(), forwarded, "nothing forwarded while paused");
 }

@@ -260,11 +260,18 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
         Some("b"),
         "the rest of the edit applies"
     );
+    // `/config` shows the value that runs, not the file's.
+    assert_eq!(
+        get(gateway.admin, "/config").unwrap().json()["server"]["threads"],
+        2
+    );
 
     // A new `listen` waits for a restart: the old listener keeps serving, and
     // /readyz says ready because it probes the listeners that serve, not the
     // ones the new config names. Breaks when `Admin::unbound_listener` reads
-    // the running config.
+    // the running config. `threads = 1` is still not applied, so it is still
+    // reported (compared with what runs, not with the last file: guards
+    // `keep_start_only` in reload.rs).
     // Another address, never bound: a restart would listen there.
     let moved = gateway
         .server_section()
@@ -274,7 +281,7 @@ fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
     let report = reload_with_server(&gateway, &moved, &routes(&a, &b, &route("x", "b", "")));
     assert_eq!(
         report["report"]["restart_required"],
-        serde_json::json!(["server.listen"])
+        serde_json::json!(["server.listen", "server.threads"])
     );
     assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("b"));
     assert_eq!(get(gateway.admin, "/readyz").unwrap().status, 200);

@@ -362,9 +362,20 @@ impl ClusterClient {
         self.link.manager()
     }
 
+    /// Runs `command`, which carries one operation, as [`Self::run_for`] does.
+    pub async fn run<T, F, Fut>(&self, operation: Operation, command: F) -> Result<T, ClusterError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_for(operation, 1, command).await
+    }
+
     /// Runs `command` on this thread's connection (see [`Self::worker_connection`])
     /// within `command_timeout`. Fails at once while Redis is known to be down.
-    /// A failure is counted under `operation`.
+    /// A failure is counted `operations` times under `operation`: the
+    /// operations `command` carries (a dedupe batch carries several), each of
+    /// which failed.
     ///
     /// A connection that died while idle (Redis restarted, closed an idle
     /// client under its `timeout` setting, `CLIENT KILL`) fails the next
@@ -380,13 +391,18 @@ impl ClusterClient {
     /// too many (refuse, never admit more). Only when the fresh connection
     /// fails too, or on a timeout, is Redis marked down until the next ping
     /// gets through.
-    pub async fn run<T, F, Fut>(&self, operation: Operation, command: F) -> Result<T, ClusterError>
+    pub async fn run_for<T, F, Fut>(
+        &self,
+        operation: Operation,
+        operations: usize,
+        command: F,
+    ) -> Result<T, ClusterError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if !self.is_up() {
-            self.count_error(operation);
+            self.count_errors(operation, operations);
             return Err(ClusterError::Down);
         }
         let timeout = self.settings.command_timeout;
@@ -429,7 +445,7 @@ impl ClusterClient {
                 ClusterError::Timeout(timeout)
             }
         };
-        self.count_error(operation);
+        self.count_errors(operation, operations);
         Err(result)
     }
 
@@ -533,10 +549,15 @@ impl ClusterClient {
     }
 
     fn count_error(&self, operation: Operation) {
+        self.count_errors(operation, 1);
+    }
+
+    /// Counts `operations` failed operations under `operation`.
+    pub fn count_errors(&self, operation: Operation, operations: usize) {
         self.metrics
             .cluster_errors
             .with_label_values(&[operation.as_str()])
-            .inc();
+            .inc_by(u64::try_from(operations).unwrap_or(u64::MAX));
     }
 
     /// Pings Redis and records whether it answered; the error when it did

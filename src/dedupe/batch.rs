@@ -194,8 +194,8 @@ thread_local! {
 
 /// Runs `op` on `key` in this thread's next batch and waits for its answer.
 /// Outside a proxy worker thread (a background task) it is sent as a batch of
-/// its own. Errors are those of [`ClusterClient::run`], the same for every
-/// operation of the batch (counted once per batch under `dedupe`).
+/// its own. Errors are those of [`ClusterClient::run_for`], the same for every
+/// operation of the batch, each counted under `dedupe`.
 pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answer {
     let (waiter, answer) = oneshot::channel();
     if !cluster.on_worker_thread() {
@@ -286,10 +286,15 @@ impl Drop for SenderSlot {
 /// empty, for the next batch.
 async fn send(cluster: Arc<ClusterClient>, mut batch: Pending) -> Pending {
     let command = &batch.command();
+    // A failed batch counts each of its operations, as one command each did.
     let answers = cluster
-        .run(Operation::Dedupe, |mut connection| async move {
-            crate::cluster::invoke::<Vec<i64>>(&mut connection, script(), command).await
-        })
+        .run_for(
+            Operation::Dedupe,
+            batch.len(),
+            |mut connection| async move {
+                crate::cluster::invoke::<Vec<i64>>(&mut connection, script(), command).await
+            },
+        )
         .await;
     batch.entries.clear();
     let operations = batch.waiters.len();
@@ -306,6 +311,7 @@ async fn send(cluster: Arc<ClusterClient>, mut batch: Pending) -> Pending {
                 "dedupe batch",
                 format!("{} answers for {operations} operations", answers.len()),
             ));
+            cluster.count_errors(Operation::Dedupe, waiters.len());
             for waiter in waiters {
                 let _ = waiter.send(Err(ClusterError::Redis(error.clone())));
             }
