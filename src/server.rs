@@ -133,13 +133,18 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
             let where_ = storage.backend.to_string();
-            let opened = open_store(&storage, cluster_settings.as_ref(), runtime.handle()).map(
-                |(store, secrets)| {
-                    // Asana handshake secrets are kept in the same store (redb only).
-                    handshake_secrets = secrets;
-                    store
-                },
-            );
+            let store_errors = metrics.cluster_errors.with_label_values(&["store"]);
+            let opened = open_store(
+                &storage,
+                cluster_settings.as_ref(),
+                store_errors,
+                runtime.handle(),
+            )
+            .map(|(store, secrets)| {
+                // Asana handshake secrets are kept in the same store (redb only).
+                handshake_secrets = secrets;
+                store
+            });
             let queue = opened
                 .and_then(|store| {
                     Queue::start(
@@ -389,6 +394,7 @@ impl Listener {
 fn open_store(
     storage: &StorageSettings,
     cluster: Option<&crate::config::cluster::Cluster>,
+    errors: prometheus::IntCounter,
     runtime: &tokio::runtime::Handle,
 ) -> Result<OpenedStore, StoreError> {
     match &storage.backend {
@@ -408,6 +414,7 @@ fn open_store(
                 command_timeout: cluster.command_timeout,
                 lease: *lease,
                 max_bytes: storage.max_bytes,
+                errors: Some(errors),
             };
             let store = RedisStore::open(
                 client,

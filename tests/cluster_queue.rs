@@ -197,6 +197,14 @@ fn a_down_redis_gets_503_never_202_and_everything_acknowledged_arrives_after_it_
         );
         assert_eq!(response.json()["error"], "storage_unavailable");
     }
+    // README, metrics: each failed store command is counted under
+    // operation="store" (at least the ten refused appends; the background
+    // reads and lease renewals fail too). Guards `Shared::count_error`.
+    let store_errors = gateway.metric("hookgate_cluster_errors_total", &[("operation", "store")]);
+    assert!(
+        store_errors.is_some_and(|errors| errors >= 10.0),
+        "store errors while Redis was down: {store_errors:?}"
+    );
     redis.restart();
     // Recovery without a gateway restart: the connection manager reconnects.
     let mut next = 200;

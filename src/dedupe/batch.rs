@@ -311,7 +311,7 @@ async fn send(cluster: Arc<ClusterClient>, mut batch: Pending) -> Pending {
                 "dedupe batch",
                 format!("{} answers for {operations} operations", answers.len()),
             ));
-            cluster.count_errors(Operation::Dedupe, waiters.len());
+            cluster.count_errors(Operation::Dedupe, operations);
             for waiter in waiters {
                 let _ = waiter.send(Err(ClusterError::Redis(error.clone())));
             }

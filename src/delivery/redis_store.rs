@@ -297,6 +297,10 @@ pub struct RedisOptions {
     pub lease: Duration,
     /// `[storage] max_bytes`.
     pub max_bytes: u64,
+    /// Counts each command that failed, got no answer within
+    /// `command_timeout`, or was not sent because no Redis node was known
+    /// (`hookgate_cluster_errors_total{operation="store"}`).
+    pub errors: Option<prometheus::IntCounter>,
 }
 
 struct Keys {
@@ -493,7 +497,7 @@ impl Shared {
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn()?;
+        let conn = self.conn().inspect_err(|_| self.count_error())?;
         let attempts = async {
             #[cfg(test)]
             if self.run_twice.load(Ordering::Acquire) {
@@ -513,6 +517,7 @@ impl Shared {
                 Ok(value)
             }
             Ok(Err(error)) => {
+                self.count_error();
                 // A server-side error (a script's) means Redis is reachable.
                 let reachable =
                     !(error.is_io_error() || error.is_connection_dropped() || error.is_timeout());
@@ -526,6 +531,7 @@ impl Shared {
                 Err(StoreError::Io(format!("redis {what}: {error}")))
             }
             Err(_) => {
+                self.count_error();
                 self.up.store(false, Ordering::Release);
                 self.link.suspect();
                 Err(StoreError::Io(format!(
@@ -533,6 +539,12 @@ impl Shared {
                     self.options.command_timeout
                 )))
             }
+        }
+    }
+
+    fn count_error(&self) {
+        if let Some(errors) = &self.options.errors {
+            errors.inc();
         }
     }
 
@@ -1235,6 +1247,7 @@ mod tests {
             command_timeout: Duration::from_secs(2),
             lease: Duration::from_secs(1),
             max_bytes,
+            errors: None,
         };
         let config = redis::aio::ConnectionManagerConfig::new();
         RedisStore::open(client.into(), config, options, &Handle::current()).unwrap()
