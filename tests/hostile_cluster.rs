@@ -161,6 +161,18 @@ fn evalsha_calls(redis: &RedisServer) -> Option<u64> {
     after.split(',').next()?.parse().ok()
 }
 
+/// Sends deliveries until Redis has `clients` connections (the gateway's
+/// ping plus one per proxy thread that has served one), within 10 s.
+fn warm_up(gateway: &Gateway, redis: &RedisServer, clients: usize) {
+    let mut warm_ups = 0;
+    let warm = wait_until(Duration::from_secs(10), || {
+        warm_ups += 1;
+        let _ = delivery(gateway, &format!("evt_warm_{warm_ups}"), b"{}");
+        redis_clients(redis) >= clients
+    });
+    assert!(warm, "{} connections to Redis", redis_clients(redis));
+}
+
 /// One proxy thread, warmed up until its own Redis connection is open (a
 /// connection still being opened sends nothing until Redis answers it).
 fn one_thread_gateway(redis: &RedisServer, app: &Upstream, cluster_extra: &str) -> Gateway {
@@ -171,13 +183,7 @@ fn one_thread_gateway(redis: &RedisServer, app: &Upstream, cluster_extra: &str) 
         .upstream(app)
         .route("hooks", "/hooks", "app", DEDUPE)
         .start();
-    let mut warm_ups = 0;
-    let warm = wait_until(Duration::from_secs(10), || {
-        warm_ups += 1;
-        let _ = delivery(&gateway, &format!("evt_warm_{warm_ups}"), b"{}");
-        redis_clients(redis) >= 2
-    });
-    assert!(warm, "{} connections to Redis", redis_clients(redis));
+    warm_up(&gateway, redis, 2);
     gateway
 }
 
@@ -416,13 +422,7 @@ fn each_refused_dedupe_claim_counts_one_error_also_in_a_batch() {
         .start();
     // Both proxy threads' connections open (see the first test), so the
     // claims below are written at once and wait on the paused Redis.
-    let mut warm_ups = 0;
-    let warm = wait_until(Duration::from_secs(10), || {
-        warm_ups += 1;
-        let _ = delivery(&gateway, &format!("evt_warm_{warm_ups}"), b"{}");
-        redis_clients(&redis) >= 3
-    });
-    assert!(warm, "{} connections", redis_clients(&redis));
+    warm_up(&gateway, &redis, 3);
     let errors = || {
         gateway
             .metric("hookgate_cluster_errors_total", &[("operation", "dedupe")])
