@@ -483,7 +483,8 @@ fn on_a_signal_runtime<T>(
         .map_err(|e| StartError::Setup(format!("cannot handle {what}: {e}")))
 }
 
-/// SIGTERM and SIGQUIT: graceful; SIGINT: immediate.
+/// SIGTERM and SIGQUIT: graceful; SIGINT: immediate, also during that drain
+/// ([`exit_on_interrupt`]).
 ///
 /// SIGINT ends the process here, with exit code 0, rather than through
 /// Pingora's fast shutdown (`ShutdownSignal::FastShutdown`): that shuts the
@@ -542,11 +543,42 @@ impl ShutdownSignalWatch for Signals {
         if graceful {
             tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
             self.draining.store(true, Ordering::SeqCst);
+            exit_on_interrupt(int);
             ShutdownSignal::GracefulTerminate
         } else {
             tracing::info!("interrupted: exiting now");
             std::process::exit(0)
         }
+    }
+}
+
+/// SIGINT during the drain still means "exit now". Pingora asks for a
+/// shutdown signal once, so after SIGTERM or SIGQUIT nothing would poll the
+/// SIGINT stream again, while tokio's handler stays installed and swallows
+/// every later SIGINT: Ctrl-C then waited for the drain, up to
+/// `shutdown_grace`. A thread of its own keeps waiting on the stream (a tokio
+/// signal stream is woken by whichever runtime polls it).
+fn exit_on_interrupt(mut interrupt: Signal) {
+    let waiting = std::thread::Builder::new()
+        .name("hookgate-sigint".to_string())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!("SIGINT is not handled during the drain: {e}");
+                    return;
+                }
+            };
+            if runtime.block_on(interrupt.recv()).is_some() {
+                tracing::info!("interrupted during the drain: exiting now");
+                std::process::exit(0);
+            }
+        });
+    if let Err(e) = waiting {
+        tracing::error!("SIGINT is not handled during the drain: {e}");
     }
 }
 
