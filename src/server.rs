@@ -133,11 +133,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
             let where_ = storage.backend.to_string();
-            let store_errors = metrics.cluster_errors.with_label_values(&["store"]);
             let opened = open_store(
                 &storage,
                 cluster_settings.as_ref(),
-                store_errors,
+                &metrics,
                 runtime.handle(),
             )
             .map(|(store, secrets)| {
@@ -394,7 +393,7 @@ impl Listener {
 fn open_store(
     storage: &StorageSettings,
     cluster: Option<&crate::config::cluster::Cluster>,
-    errors: prometheus::IntCounter,
+    metrics: &Metrics,
     runtime: &tokio::runtime::Handle,
 ) -> Result<OpenedStore, StoreError> {
     match &storage.backend {
@@ -414,7 +413,9 @@ fn open_store(
                 command_timeout: cluster.command_timeout,
                 lease: *lease,
                 max_bytes: storage.max_bytes,
-                errors: Some(errors),
+                // Made here, not for every store: the series is [cluster]'s,
+                // and a redb store never counts there.
+                errors: Some(metrics.cluster_errors.with_label_values(&["store"])),
             };
             let store = RedisStore::open(
                 client,
