@@ -69,7 +69,7 @@ pub struct RunOptions {
 /// Builds every service and blocks until shutdown.
 pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     check_ports(&config, &options)?;
-    take_over_sighup()?;
+    let hangup = take_over_sighup()?;
     let grace = config.server.shutdown_grace;
     let threads = config.server.threads;
     let tls = config.server.tls.clone();
@@ -264,7 +264,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     server.add_service(background_service(
         "config reload",
-        ReloadTriggers::new(reloader, watch),
+        ReloadTriggers::new(reloader, watch, Some(hangup)),
     ));
 
     server.add_service(background_service(
@@ -460,11 +460,13 @@ fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> 
 /// is opened: the reload service installs its own listener only when it starts,
 /// after the listeners are logged, and a SIGHUP in between (an operator or a
 /// config-map watcher reloading right after a start) used to kill the process.
-/// tokio keeps a signal's handler installed for the life of the process, so
-/// registering it once on a short-lived runtime is enough; a SIGHUP before the
-/// reload service listens is then ignored instead of fatal.
-fn take_over_sighup() -> Result<(), StartError> {
-    on_a_signal_runtime("SIGHUP", async { signal(SignalKind::hangup()).map(drop) })
+/// The stream is kept for the reload service ([`ReloadTriggers`]): a tokio
+/// signal stream keeps a signal that arrives after it is made, so a SIGHUP
+/// between here and the service's start (after the `listening` lines) still
+/// reloads. A stream made only when the service started missed it, and
+/// tokio's handler, installed for the life of the process, swallowed it.
+fn take_over_sighup() -> Result<Signal, StartError> {
+    on_a_signal_runtime("SIGHUP", async { signal(SignalKind::hangup()) })
 }
 
 /// Runs `install` (which makes tokio signal streams) on a short-lived runtime:
