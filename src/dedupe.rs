@@ -691,7 +691,8 @@ pub const MAX_PENDING_MARKS: usize = 10_000;
 
 static PENDING_MARKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Sends a forwarded mark that failed again, every [`crate::cluster::PING_INTERVAL`]
+/// Sends a forwarded mark that failed again ([`batch::resend`]: its failure
+/// was counted once, when it was first sent), every [`crate::cluster::PING_INTERVAL`]
 /// while Redis is up, until it lands or the claim's lease ends (after which
 /// another instance may claim the id: the mark is counted as lost,
 /// `hookgate_cluster_marks_lost_total`). The mark is the same write each
@@ -710,7 +711,7 @@ fn retry_mark(cluster: Arc<ClusterClient>, key: Arc<str>, ttl: Duration, lease_e
         while Instant::now() < lease_end {
             tokio::time::sleep(crate::cluster::PING_INTERVAL).await;
             if cluster.is_up()
-                && batch::submit(&cluster, key.clone(), Op::Mark { ttl })
+                && batch::resend(&cluster, key.clone(), Op::Mark { ttl })
                     .await
                     .is_ok()
             {

@@ -334,11 +334,23 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
 pub struct ReloadTriggers {
     reloader: Arc<Reloader>,
     watch: bool,
+    /// The SIGHUP stream made before the listeners were logged
+    /// (`server::take_over_sighup`), so a SIGHUP before this service starts
+    /// is kept; taken when it starts. `None`: made then.
+    hangup: Mutex<Option<tokio::signal::unix::Signal>>,
 }
 
 impl ReloadTriggers {
-    pub fn new(reloader: Arc<Reloader>, watch: bool) -> Self {
-        ReloadTriggers { reloader, watch }
+    pub fn new(
+        reloader: Arc<Reloader>,
+        watch: bool,
+        hangup: Option<tokio::signal::unix::Signal>,
+    ) -> Self {
+        ReloadTriggers {
+            reloader,
+            watch,
+            hangup: Mutex::new(hangup),
+        }
     }
 }
 
@@ -346,7 +358,8 @@ impl ReloadTriggers {
 impl BackgroundService for ReloadTriggers {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = match signal(SignalKind::hangup()) {
+        let made = self.hangup.lock().ok().and_then(|mut h| h.take());
+        let mut hangup = match made.map_or_else(|| signal(SignalKind::hangup()), Ok) {
             Ok(hangup) => Some(hangup),
             Err(e) => {
                 tracing::error!("cannot listen for SIGHUP, reload by signal is off: {e}");

@@ -69,7 +69,7 @@ pub struct RunOptions {
 /// Builds every service and blocks until shutdown.
 pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     check_ports(&config, &options)?;
-    take_over_sighup()?;
+    let hangup = take_over_sighup()?;
     let grace = config.server.shutdown_grace;
     let threads = config.server.threads;
     let tls = config.server.tls.clone();
@@ -133,11 +133,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
                 .build()
                 .map_err(|e| StartError::Setup(format!("the delivery runtime: {e}")))?;
             let where_ = storage.backend.to_string();
-            let store_errors = metrics.cluster_errors.with_label_values(&["store"]);
             let opened = open_store(
                 &storage,
                 cluster_settings.as_ref(),
-                store_errors,
+                &metrics,
                 runtime.handle(),
             )
             .map(|(store, secrets)| {
@@ -265,7 +264,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
 
     server.add_service(background_service(
         "config reload",
-        ReloadTriggers::new(reloader, watch),
+        ReloadTriggers::new(reloader, watch, Some(hangup)),
     ));
 
     server.add_service(background_service(
@@ -394,7 +393,7 @@ impl Listener {
 fn open_store(
     storage: &StorageSettings,
     cluster: Option<&crate::config::cluster::Cluster>,
-    errors: prometheus::IntCounter,
+    metrics: &Metrics,
     runtime: &tokio::runtime::Handle,
 ) -> Result<OpenedStore, StoreError> {
     match &storage.backend {
@@ -414,7 +413,9 @@ fn open_store(
                 command_timeout: cluster.command_timeout,
                 lease: *lease,
                 max_bytes: storage.max_bytes,
-                errors: Some(errors),
+                // Made here, not for every store: the series is [cluster]'s,
+                // and a redb store never counts there.
+                errors: Some(metrics.cluster_errors.with_label_values(&["store"])),
             };
             let store = RedisStore::open(
                 client,
@@ -459,11 +460,13 @@ fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> 
 /// is opened: the reload service installs its own listener only when it starts,
 /// after the listeners are logged, and a SIGHUP in between (an operator or a
 /// config-map watcher reloading right after a start) used to kill the process.
-/// tokio keeps a signal's handler installed for the life of the process, so
-/// registering it once on a short-lived runtime is enough; a SIGHUP before the
-/// reload service listens is then ignored instead of fatal.
-fn take_over_sighup() -> Result<(), StartError> {
-    on_a_signal_runtime("SIGHUP", async { signal(SignalKind::hangup()).map(drop) })
+/// The stream is kept for the reload service ([`ReloadTriggers`]): a tokio
+/// signal stream keeps a signal that arrives after it is made, so a SIGHUP
+/// between here and the service's start (after the `listening` lines) still
+/// reloads. A stream made only when the service started missed it, and
+/// tokio's handler, installed for the life of the process, swallowed it.
+fn take_over_sighup() -> Result<Signal, StartError> {
+    on_a_signal_runtime("SIGHUP", async { signal(SignalKind::hangup()) })
 }
 
 /// Runs `install` (which makes tokio signal streams) on a short-lived runtime:
@@ -483,7 +486,8 @@ fn on_a_signal_runtime<T>(
         .map_err(|e| StartError::Setup(format!("cannot handle {what}: {e}")))
 }
 
-/// SIGTERM and SIGQUIT: graceful; SIGINT: immediate.
+/// SIGTERM and SIGQUIT: graceful; SIGINT: immediate, also during that drain
+/// ([`exit_on_interrupt`]).
 ///
 /// SIGINT ends the process here, with exit code 0, rather than through
 /// Pingora's fast shutdown (`ShutdownSignal::FastShutdown`): that shuts the
@@ -542,11 +546,42 @@ impl ShutdownSignalWatch for Signals {
         if graceful {
             tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
             self.draining.store(true, Ordering::SeqCst);
+            exit_on_interrupt(int);
             ShutdownSignal::GracefulTerminate
         } else {
             tracing::info!("interrupted: exiting now");
             std::process::exit(0)
         }
+    }
+}
+
+/// SIGINT during the drain still means "exit now". Pingora asks for a
+/// shutdown signal once, so after SIGTERM or SIGQUIT nothing would poll the
+/// SIGINT stream again, while tokio's handler stays installed and swallows
+/// every later SIGINT: Ctrl-C then waited for the drain, up to
+/// `shutdown_grace`. A thread of its own keeps waiting on the stream (a tokio
+/// signal stream is woken by whichever runtime polls it).
+fn exit_on_interrupt(mut interrupt: Signal) {
+    let waiting = std::thread::Builder::new()
+        .name("hookgate-sigint".to_string())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!("SIGINT is not handled during the drain: {e}");
+                    return;
+                }
+            };
+            if runtime.block_on(interrupt.recv()).is_some() {
+                tracing::info!("interrupted during the drain: exiting now");
+                std::process::exit(0);
+            }
+        });
+    if let Err(e) = waiting {
+        tracing::error!("SIGINT is not handled during the drain: {e}");
     }
 }
 

@@ -463,3 +463,57 @@ fn each_refused_dedupe_claim_counts_one_error_also_in_a_batch() {
     );
     assert_eq!(app.count(), forwarded, "nothing forwarded while paused");
 }
+
+/// `hookgate_cluster_errors_total{operation="dedupe"}` counts "each claim,
+/// mark or release once" (README, metrics): a forwarded mark that Redis
+/// refuses (`OOM` under `maxmemory` with `noeviction`: reachable, refusing
+/// writes) is one error, however often it is sent again meanwhile, and
+/// `hookgate_cluster_marks_lost_total` counts it once its claim's lease ends.
+/// Here the lease is 8 s (response_timeout 3 s + 5 s), so the mark is sent
+/// again about 15 times. Guards `batch::resend` in `dedupe::retry_mark`:
+/// resent with `batch::submit`, each resend counted an error (15 for one
+/// mark; 130 with the default 65 s lease), so the count followed the lease.
+#[test]
+fn a_mark_sent_again_until_its_lease_ends_counts_one_error() {
+    let redis = RedisServer::start();
+    let app = Upstream::with("app", Behavior::delayed(Duration::from_millis(800)));
+    let gateway = Setup::new()
+        .table(&format!("[cluster]\nredis = \"{}\"\n", redis.url()))
+        .upstream_named("app", &[app.addr], "response_timeout = \"3s\"\n")
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    let errors = || {
+        gateway
+            .metric("hookgate_cluster_errors_total", &[("operation", "dedupe")])
+            .unwrap_or(0.0)
+    };
+    let lost = || {
+        gateway
+            .metric("hookgate_cluster_marks_lost_total", &[])
+            .unwrap_or(0.0)
+    };
+    let before = errors();
+    let proxy = gateway.proxy;
+    let sender = std::thread::spawn(move || {
+        try_post(proxy, "/hooks", &[("X-Delivery", "evt_oom")], b"{}").map(|a| a.status)
+    });
+    // Claimed (the app has it); Redis now refuses every write.
+    assert!(wait_until(Duration::from_secs(10), || app.count() == 1));
+    for line in [
+        "CONFIG SET maxmemory-policy noeviction",
+        "CONFIG SET maxmemory 1",
+    ] {
+        let set = redis.command(line);
+        assert!(
+            set.as_deref().is_some_and(|r| r.starts_with("+OK")),
+            "{set:?}"
+        );
+    }
+    assert_eq!(sender.join().unwrap().ok(), Some(200), "the app's answer");
+    assert!(
+        wait_until(Duration::from_secs(15), || lost() == 1.0),
+        "the mark was not counted lost at the end of its lease: {}",
+        lost()
+    );
+    assert_eq!(errors() - before, 1.0, "one refused mark, one error");
+}

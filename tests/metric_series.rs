@@ -170,4 +170,13 @@ max_bytes = "1MiB"
         sample(&gateway, "hookgate_store_max_bytes"),
         Some(1048576.0)
     );
+    // README, metrics: `hookgate_cluster_errors_total` is "[cluster] only"; a
+    // redb store never counts there. Guards creating the `store` series only
+    // for `backend = "redis"` (`open_store`, server.rs): it was made for every
+    // store, so a gateway without [cluster] exported a cluster error series.
+    let text = String::from_utf8(get(gateway.admin, "/metrics").unwrap().body).unwrap();
+    assert!(
+        !text.contains("hookgate_cluster_errors_total{"),
+        "a cluster series without [cluster]:\n{text}"
+    );
 }

@@ -647,6 +647,33 @@ fn sigint_exits_without_waiting_for_the_delivery_in_flight() {
     );
 }
 
+/// README, "Signals": "SIGINT (Ctrl-C) | exit 0 now", also during the drain a
+/// SIGTERM began: with a delivery in flight to an app that takes 30 s and a
+/// 30 s grace, SIGTERM (the drain starts, logged), then SIGINT: the process is
+/// gone, exit 0, within 10 s. Guards `exit_on_interrupt` in `Signals::recv`
+/// (server.rs): without it the SIGINT stream was dropped once SIGTERM was
+/// taken, tokio's handler stayed installed and swallowed every later SIGINT,
+/// and the process waited for the delivery (up to `shutdown_grace`).
+#[test]
+fn sigint_during_the_drain_exits_at_once() {
+    let (mut gateway, _app, _in_flight) =
+        signalled_mid_delivery(Duration::from_secs(30), "timeout = \"60s\"\n", "TERM");
+    let log = gateway._dir.path().join("gateway.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("shutdown requested"))
+        }),
+        "SIGTERM was not taken"
+    );
+    gateway.signal("INT");
+    assert_eq!(
+        gateway.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "SIGINT during the drain waited for the delivery in flight; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
 /// README, "Signals": "SIGINT (Ctrl-C) | exit 0 now", every time: 40 gateways
 /// with four proxy threads, each sent SIGINT once ready, each gone (exit 0)
 /// within 10 s. Guards the `std::process::exit(0)` for SIGINT in

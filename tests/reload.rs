@@ -191,6 +191,67 @@ fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
     assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
 }
 
+/// README, "Signals": "SIGHUP | reload the config file", from the moment
+/// the gateway says it listens. With `watch = false`, an edit and a SIGHUP
+/// sent as soon as the `listening` lines are out (a config-map reloader, an
+/// operator's script) must be applied, eight times over. The log is read
+/// without pause and the signal comes from a shell already waiting to send it
+/// (no fork then), so it goes out within a millisecond or so of the line.
+/// Guards keeping the SIGHUP stream `take_over_sighup` makes (server.rs) for
+/// `ReloadTriggers`: it was dropped there and a new one made only when the
+/// reload service started, after the listeners were logged, and a SIGHUP in
+/// between was swallowed by tokio's handler (13 of 15 lost in a hostile pass).
+#[test]
+fn a_sighup_right_after_the_listening_lines_is_not_lost() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let server = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nthreads = 2\nwatch = false\n\n";
+    for attempt in 1..=8 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.toml");
+        let text =
+            |upstream: &str| format!("{server}{}", routes(&a, &b, &route("x", upstream, "")));
+        std::fs::write(&path, text("a")).unwrap();
+        let log_path = dir.path().join("gateway.log");
+        let mut child = spawn_binary(&["serve", "-c", path.to_str().unwrap()], &dir);
+        let mut sender = std::process::Command::new("sh")
+            .args(["-c", "read _ && kill -HUP \"$0\"", &child.id().to_string()])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut admin = None;
+        while admin.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempt {attempt}: no listeners"
+            );
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            admin = announced_listeners(&log)
+                .into_iter()
+                .find(|(role, _)| role == "admin")
+                .map(|(_, addr)| addr);
+        }
+        std::fs::write(dir.path().join("next.toml"), text("b")).unwrap();
+        std::fs::rename(dir.path().join("next.toml"), &path).unwrap();
+        use std::io::Write as _;
+        sender.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(sender.wait().unwrap().success());
+        let admin = admin.unwrap();
+        let applied = wait_until(WITHIN, || {
+            get(admin, "/config").is_ok_and(|answer| {
+                answer.status == 200 && answer.json()["routes"][0]["upstream"][0] == "b"
+            })
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            applied,
+            "attempt {attempt}: a SIGHUP sent once the gateway listened was lost; log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
+}
+
 #[test]
 fn sighup_and_post_reload_apply_edits_when_watching_is_off() {
     // Guards `self.watch` in `ReloadTriggers::start` (reload.rs): watching

@@ -375,7 +375,7 @@ impl ClusterClient {
     /// within `command_timeout`. Fails at once while Redis is known to be down.
     /// A failure is counted `operations` times under `operation`: the
     /// operations `command` carries (a dedupe batch carries several), each of
-    /// which failed.
+    /// which failed; 0 for a resend of operations already counted.
     ///
     /// A connection that died while idle (Redis restarted, closed an idle
     /// client under its `timeout` setting, `CLIENT KILL`) fails the next

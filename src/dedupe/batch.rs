@@ -282,19 +282,37 @@ impl Drop for SenderSlot {
     }
 }
 
+/// Sends `op` on `key` again, as a batch of its own, for an operation whose
+/// failure was counted when it was first sent (a forwarded mark,
+/// `dedupe::retry_mark`): a failure now is not counted again, so
+/// `hookgate_cluster_errors_total` counts the operation once however often it
+/// is sent.
+pub async fn resend(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answer {
+    let (waiter, answer) = oneshot::channel();
+    let mut batch = Pending::default();
+    batch.push(key, op, waiter);
+    send_counting(cluster.clone(), batch, false).await;
+    answer.await.unwrap_or(Err(ClusterError::Timeout(
+        cluster.settings().command_timeout,
+    )))
+}
+
 /// Sends `batch` and hands each operation its answer; gives back its buffers,
 /// empty, for the next batch.
-async fn send(cluster: Arc<ClusterClient>, mut batch: Pending) -> Pending {
+async fn send(cluster: Arc<ClusterClient>, batch: Pending) -> Pending {
+    send_counting(cluster, batch, true).await
+}
+
+/// [`send`]; `count`: a failure counts each operation of the batch (false for
+/// a [`resend`]).
+async fn send_counting(cluster: Arc<ClusterClient>, mut batch: Pending, count: bool) -> Pending {
     let command = &batch.command();
     // A failed batch counts each of its operations, as one command each did.
+    let counted = if count { batch.len() } else { 0 };
     let answers = cluster
-        .run_for(
-            Operation::Dedupe,
-            batch.len(),
-            |mut connection| async move {
-                crate::cluster::invoke::<Vec<i64>>(&mut connection, script(), command).await
-            },
-        )
+        .run_for(Operation::Dedupe, counted, |mut connection| async move {
+            crate::cluster::invoke::<Vec<i64>>(&mut connection, script(), command).await
+        })
         .await;
     batch.entries.clear();
     let operations = batch.waiters.len();
@@ -311,7 +329,7 @@ async fn send(cluster: Arc<ClusterClient>, mut batch: Pending) -> Pending {
                 "dedupe batch",
                 format!("{} answers for {operations} operations", answers.len()),
             ));
-            cluster.count_errors(Operation::Dedupe, operations);
+            cluster.count_errors(Operation::Dedupe, counted);
             for waiter in waiters {
                 let _ = waiter.send(Err(ClusterError::Redis(error.clone())));
             }
