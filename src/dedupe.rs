@@ -808,19 +808,9 @@ fn claim_token() -> Arc<str> {
     let process = PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
     let mut counter = itoa::Buffer::new();
     let counter = counter.format(NEXT.fetch_add(1, Ordering::Relaxed));
-    // One allocation: joined on the stack (32 hex digits, ':', at most 20 digits).
-    let mut token = [0u8; 64];
-    let length = process.len() + 1 + counter.len();
-    if let Some(room) = token.get_mut(..length) {
-        let (head, tail) = room.split_at_mut(process.len());
-        head.copy_from_slice(process.as_bytes());
-        tail[0] = b':';
-        tail[1..].copy_from_slice(counter.as_bytes());
-        if let Ok(token) = std::str::from_utf8(room) {
-            return Arc::from(token);
-        }
-    }
-    Arc::from(format!("{process}:{counter}"))
+    // 32 hex digits, ':', at most 20 digits: always joined in one allocation.
+    crate::cluster::joined("", &[process, counter])
+        .unwrap_or_else(|| Arc::from(format!("{process}:{counter}")))
 }
 
 /// Redis did not answer a dedupe check and `on_unavailable = "reject"`: answer 503.

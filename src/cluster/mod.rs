@@ -131,23 +131,24 @@ fn on_own_thread() -> bool {
         .is_ok_and(|handle| handle.runtime_flavor() == RuntimeFlavor::CurrentThread)
 }
 
+/// The pieces of a key: `prefix`, then `parts` separated by `:`.
+fn key_pieces<'p>(prefix: &'p str, parts: &'p [&'p str]) -> impl Iterator<Item = &'p str> {
+    let separated = parts.iter().enumerate().flat_map(|(i, part)| {
+        let separator = if i > 0 { ":" } else { "" };
+        [separator, *part]
+    });
+    std::iter::once(prefix).chain(separated)
+}
+
 /// `prefix` followed by `parts` joined with `:`, gathered on the stack and
-/// allocated once; `None` when it is longer than 256 bytes.
-fn joined(prefix: &str, parts: &[&str]) -> Option<Arc<str>> {
+/// allocated once; `None` when that is longer than 256 bytes.
+pub(crate) fn joined(prefix: &str, parts: &[&str]) -> Option<Arc<str>> {
     let mut buffer = [0u8; 256];
     let mut at = 0;
-    let mut put = |part: &str| {
-        let end = at + part.len();
-        buffer.get_mut(at..end)?.copy_from_slice(part.as_bytes());
+    for piece in key_pieces(prefix, parts) {
+        let end = at + piece.len();
+        buffer.get_mut(at..end)?.copy_from_slice(piece.as_bytes());
         at = end;
-        Some(())
-    };
-    put(prefix)?;
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            put(":")?;
-        }
-        put(part)?;
     }
     std::str::from_utf8(&buffer[..at]).ok().map(Arc::from)
 }
@@ -328,19 +329,8 @@ impl ClusterClient {
 
     /// `key_prefix` followed by `parts` joined with `:`. Callers pass bounded,
     /// key-safe parts (route names, hex digests), never raw header values.
-    /// One allocation, of the final length.
     pub fn key(&self, parts: &[&str]) -> String {
-        let prefix = &self.settings.key_prefix;
-        let length = prefix.len() + parts.iter().map(|part| part.len() + 1).sum::<usize>();
-        let mut key = String::with_capacity(length);
-        key.push_str(prefix);
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                key.push(':');
-            }
-            key.push_str(part);
-        }
-        key
+        key_pieces(&self.settings.key_prefix, parts).collect()
     }
 
     /// [`Self::key`] as a shared string, in one allocation: for a key that a
@@ -682,5 +672,12 @@ mod tests {
         let long = "r".repeat(240);
         assert_eq!(super::joined("hookgate:", &["dd", &long, "00ff"]), None);
         assert_eq!(super::joined("", &[]).as_deref(), Some(""));
+        // The heap path (`ClusterClient::key`) joins the same pieces.
+        let pieces: String = super::key_pieces("hookgate:", &["dd", &long, "00ff"]).collect();
+        assert_eq!(pieces, format!("hookgate:dd:{long}:00ff"));
+        assert_eq!(
+            super::key_pieces("p:", &["one"]).collect::<String>(),
+            "p:one"
+        );
     }
 }

@@ -201,7 +201,7 @@ pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answ
     if !cluster.on_worker_thread() {
         let mut batch = Pending::default();
         batch.push(key, op, waiter);
-        send(cluster.clone(), batch).await;
+        send(cluster.clone(), batch, 1).await;
     } else {
         let (start, full) = PENDING.with(|pending| {
             let mut pending = pending.borrow_mut();
@@ -221,7 +221,8 @@ pub async fn submit(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answ
             tokio::spawn(drain(cluster.clone()));
         }
         if let Some(batch) = full {
-            tokio::spawn(send(cluster.clone(), batch));
+            let operations = batch.len();
+            tokio::spawn(send(cluster.clone(), batch, operations));
         }
     }
     // A sender dropped unanswered (its runtime stopped): the batch may have
@@ -256,7 +257,8 @@ async fn drain(cluster: Arc<ClusterClient>) {
         let Some(batch) = batch else {
             return;
         };
-        spare = send(cluster.clone(), batch).await;
+        let operations = batch.len();
+        spare = send(cluster.clone(), batch, operations).await;
     }
 }
 
@@ -291,24 +293,18 @@ pub async fn resend(cluster: &Arc<ClusterClient>, key: Arc<str>, op: Op) -> Answ
     let (waiter, answer) = oneshot::channel();
     let mut batch = Pending::default();
     batch.push(key, op, waiter);
-    send_counting(cluster.clone(), batch, false).await;
+    send(cluster.clone(), batch, 0).await;
     answer.await.unwrap_or(Err(ClusterError::Timeout(
         cluster.settings().command_timeout,
     )))
 }
 
 /// Sends `batch` and hands each operation its answer; gives back its buffers,
-/// empty, for the next batch.
-async fn send(cluster: Arc<ClusterClient>, batch: Pending) -> Pending {
-    send_counting(cluster, batch, true).await
-}
-
-/// [`send`]; `count`: a failure counts each operation of the batch (false for
-/// a [`resend`]).
-async fn send_counting(cluster: Arc<ClusterClient>, mut batch: Pending, count: bool) -> Pending {
+/// empty, for the next batch. A failure counts `counted` operations under
+/// `dedupe` in `hookgate_cluster_errors_total`: each operation of the batch,
+/// as one command each did, or none for a [`resend`].
+async fn send(cluster: Arc<ClusterClient>, mut batch: Pending, counted: usize) -> Pending {
     let command = &batch.command();
-    // A failed batch counts each of its operations, as one command each did.
-    let counted = if count { batch.len() } else { 0 };
     let answers = cluster
         .run_for(Operation::Dedupe, counted, |mut connection| async move {
             crate::cluster::invoke::<Vec<i64>>(&mut connection, script(), command).await
