@@ -223,6 +223,9 @@ impl Reloader {
                 restart_required,
             });
         }
+        if let Some(problem) = crate::config::queued_without_running_store(&config) {
+            return Err(format!("{}: {problem}", file.display()));
+        }
         // The running claim lease stays: it must still cover the new
         // upstreams' forwards (the new file's lease was checked, not this one).
         if restart_required.contains(&"cluster") {

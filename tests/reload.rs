@@ -141,6 +141,44 @@ fn file_edits_take_effect_within_two_seconds() {
     );
 }
 
+/// README, reload: "while no store runs ... a file that makes a route
+/// `delivery = "queued"` is refused (key `routes[N].delivery`) ... the route
+/// keeps its running delivery meanwhile".
+#[test]
+fn a_queued_route_is_refused_while_no_store_runs() {
+    // Guards `config::queued_without_running_store` in `Reloader::load_and_swap`:
+    // without it the reload is accepted (`restart_required: ["storage"]`) and
+    // route x answers 503 "no store is open" until a restart.
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let gateway =
+        Gateway::start_with_server("watch = false", &routes(&a, &b, &route("x", "a", "")));
+    let storage = format!(
+        "[storage]\npath = \"{}\"\n",
+        gateway.dir.path().join("data").display()
+    );
+    let queued = route("x", "a", "delivery = \"queued\"");
+    gateway.rewrite(&format!("{storage}{}", routes(&a, &b, &queued)));
+    let refused = gateway.post_reload();
+    refused.expect_status(422);
+    assert_eq!(refused.json()["status"], "refused");
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("hookgate.toml")
+            && error.contains("routes[0].delivery")
+            && error.contains("restart hookgate"),
+        "{error}"
+    );
+    assert_eq!(
+        answered_by(&gateway, "/x").as_deref(),
+        Some("a"),
+        "route x stays direct"
+    );
+    assert!(get(gateway.admin, "/config").unwrap().json()["storage"].is_null());
+    // The same file is accepted by a process that starts with it.
+    let started = Gateway::start(&format!("{storage}{}", routes(&a, &b, &queued)));
+    assert_eq!(status_of(&started, "/x"), 202);
+}
+
 #[test]
 fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
     // Guards `Reloader::load_and_swap` validating before the swap: swapping a
