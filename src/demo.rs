@@ -39,8 +39,8 @@ pub fn run() -> Result<(), DemoError> {
         }
     });
     let options = RunOptions {
-        config_path: None,
         echo: Some(echo),
+        ..RunOptions::default()
     };
     server::run(config, options)?;
     Ok(())

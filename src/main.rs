@@ -35,6 +35,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve => {
+            // Before the config loads: a SIGHUP meanwhile must not end the
+            // process (it reloads once the gateway serves).
+            let hangup = match hookgate::server::take_over_sighup() {
+                Ok(hangup) => hangup,
+                Err(e) => {
+                    eprintln!("hookgate: {e}");
+                    return ExitCode::from(EXIT_START as u8);
+                }
+            };
             let config = match Config::load(&cli.config) {
                 Ok(config) => config,
                 Err(e) => {
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
             let options = hookgate::server::RunOptions {
                 config_path: Some(cli.config.clone()),
                 echo: None,
+                hangup: Some(hangup),
             };
             match hookgate::server::run(config, options) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -64,12 +64,22 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     /// Serve the built-in echo upstream on this address (for `hookgate demo`).
     pub echo: Option<SocketAddr>,
+    /// SIGHUP, taken over before the config was loaded ([`take_over_sighup`]);
+    /// `None`: [`run`] takes it over itself.
+    pub hangup: Option<Hangup>,
 }
 
+/// SIGHUP taken over from its default action (ending the process), kept for
+/// the reload service: a SIGHUP from here on reloads once the gateway serves.
+pub struct Hangup(Signal);
+
 /// Builds every service and blocks until shutdown.
-pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
+pub fn run(config: Config, mut options: RunOptions) -> Result<(), StartError> {
+    let hangup = match options.hangup.take() {
+        Some(Hangup(hangup)) => hangup,
+        None => take_over_sighup()?.0,
+    };
     check_ports(&config, &options)?;
-    let hangup = take_over_sighup()?;
     let grace = config.server.shutdown_grace;
     let threads = config.server.threads;
     let tls = config.server.tls.clone();
@@ -456,17 +466,22 @@ fn check_ports(config: &Config, options: &RunOptions) -> Result<(), StartError> 
     Ok(())
 }
 
-/// Replaces SIGHUP's default action (ending the process) before any listener
-/// is opened: the reload service installs its own listener only when it starts,
-/// after the listeners are logged, and a SIGHUP in between (an operator or a
-/// config-map watcher reloading right after a start) used to kill the process.
-/// The stream is kept for the reload service ([`ReloadTriggers`]): a tokio
-/// signal stream keeps a signal that arrives after it is made, so a SIGHUP
-/// between here and the service's start (after the `listening` lines) still
-/// reloads. A stream made only when the service started missed it, and
-/// tokio's handler, installed for the life of the process, swallowed it.
-fn take_over_sighup() -> Result<Signal, StartError> {
-    on_a_signal_runtime("SIGHUP", async { signal(SignalKind::hangup()) })
+/// Replaces SIGHUP's default action (ending the process). `hookgate serve`
+/// calls it first, before the config is loaded (reading secret files and IP
+/// sets, opening the store can take a while), and [`run`] otherwise, before
+/// any listener is opened: the reload service installs its own listener only
+/// when it starts, after the listeners are logged, and a SIGHUP in between (an
+/// operator or a config-map watcher reloading right after a start) used to
+/// kill the process. The stream is kept for the reload service
+/// ([`ReloadTriggers`]): a tokio signal stream keeps a signal that arrives
+/// after it is made, so a SIGHUP between here and the service's start (after
+/// the `listening` lines) still reloads. A stream made only when the service
+/// started missed it, and tokio's handler, installed for the life of the
+/// process, swallowed it.
+///
+/// Errors: [`StartError::Setup`] when the handler cannot be installed.
+pub fn take_over_sighup() -> Result<Hangup, StartError> {
+    on_a_signal_runtime("SIGHUP", async { signal(SignalKind::hangup()) }).map(Hangup)
 }
 
 /// Runs `install` (which makes tokio signal streams) on a short-lived runtime:

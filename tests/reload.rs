@@ -833,3 +833,114 @@ fn a_file_completed_just_after_a_refused_reading_is_picked_up() {
         gateway.log()
     );
 }
+
+/// `ShdPnd` and `SigPnd` of process `pid` both empty: no signal waits to be
+/// delivered (`false` once the process is gone).
+fn no_signal_pending(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status.contains("State:")
+            && !status.contains("State:\tZ")
+            && status
+                .lines()
+                .filter(|line| line.starts_with("ShdPnd:") || line.starts_with("SigPnd:"))
+                .all(|line| line.trim_end().ends_with(&"0".repeat(16)))
+    })
+}
+
+/// README, "Signals": "`hookgate serve` takes SIGHUP over before it reads
+/// the config: one sent while it starts does not end the process, and
+/// reloads once the gateway serves". The `[ip_sets]` file is a FIFO, so the
+/// load waits, holding it open, until the test has sent the SIGHUP and seen
+/// it delivered. Guards `take_over_sighup` before `Config::load` in main.rs:
+/// without it the signal's default action ends the process there.
+#[test]
+fn a_sighup_while_the_config_loads_does_not_end_the_process() {
+    let upstream = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("office.txt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&list)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\n\
+             [ip_sets]\noffice = {{ file = \"{}\" }}\n[upstreams.a]\ntargets = [\"{}\"]\n{}",
+            list.display(),
+            upstream.addr,
+            route("office", "a", "allow = [\"office\"]"),
+        ),
+    )
+    .unwrap();
+    // Serves the first read of the FIFO once the test says so. Before the
+    // list is written, a regular file with the same list is renamed over the
+    // FIFO: the reader keeps the FIFO it opened, and every later read (the
+    // load reads the file more than once, the reload again) gets the file.
+    // Opening a FIFO for writing blocks until a reader opens it: on a thread
+    // (still blocked at the end, it ends with the test).
+    let (attached, reading) = std::sync::mpsc::channel();
+    let (go, write_now) = std::sync::mpsc::channel::<()>();
+    let path = list.clone();
+    let regular = dir.path().join("office.regular");
+    std::fs::write(&regular, "127.0.0.0/8\n").unwrap();
+    std::thread::spawn(move || {
+        let Ok(mut writer) = std::fs::OpenOptions::new().write(true).open(&path) else {
+            return;
+        };
+        let _ = attached.send(());
+        let _ = write_now.recv_timeout(WITHIN);
+        let _ = std::fs::rename(&regular, &path);
+        let _ = std::io::Write::write_all(&mut writer, b"127.0.0.0/8\n");
+    });
+    let mut child = spawn_binary(&["serve", "-c", config.to_str().unwrap()], &dir);
+    reading
+        .recv_timeout(WITHIN)
+        .expect("the gateway did not read the IP list");
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let delivered = wait_until(WITHIN, || no_signal_pending(child.id()));
+    let _ = go.send(());
+    let log_path = dir.path().join("gateway.log");
+    let bound = wait_listening(&mut child, &log_path, 1);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let reloaded = bound.as_ref().is_ok_and(|bound| {
+        wait_until(WITHIN, || {
+            get(bound.admin, "/metrics").is_ok_and(|answer| {
+                let text = String::from_utf8_lossy(&answer.body).into_owned();
+                metric_value(
+                    &text,
+                    "hookgate_config_reloads_total",
+                    &[("result", "success")],
+                ) == Some(1.0)
+            })
+        })
+    });
+    let served = (bound.as_ref().ok()).map(|bound| status_of_at(bound.proxy[0], "/office"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        delivered,
+        "the SIGHUP was not delivered, or ended the process"
+    );
+    if let Err(why) = bound {
+        panic!("did not start after the SIGHUP ({why}):\n{}", log());
+    }
+    assert_eq!(served, Some(200), "{}", log());
+    assert!(
+        reloaded,
+        "the SIGHUP did not reload once serving:\n{}",
+        log()
+    );
+}
+
+/// The status of a POST to `path` at `proxy`; 0 when the exchange failed.
+fn status_of_at(proxy: std::net::SocketAddr, path: &str) -> u16 {
+    try_post(proxy, path, &[], b"{}").map_or(0, |response| response.status)
+}
