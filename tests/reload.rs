@@ -179,6 +179,137 @@ fn a_queued_route_is_refused_while_no_store_runs() {
     assert_eq!(status_of(&started, "/x"), 202);
 }
 
+/// README, reload: "while no store runs ... a file that makes a route
+/// `delivery = "queued"` is refused (key `routes[N].delivery`)", and the
+/// config section's "report every problem at once": with two queued routes
+/// and other edits, both keys are named, nothing of the file applies, the
+/// refusal is counted, and a valid file is accepted after it.
+#[test]
+fn every_queued_route_is_named_and_a_valid_file_applies_after_the_refusal() {
+    // Guards the loop over every route in `config::queued_without_running_store`:
+    // stopping at the first queued route names only `routes[0].delivery`.
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let direct = format!("{}{}", route("x", "a", ""), route("y", "a", ""));
+    let gateway = Gateway::start_with_server("watch = false", &routes(&a, &b, &direct));
+    let queued = format!(
+        "[storage]\npath = \"data\"\n{}",
+        routes(
+            &a,
+            &b,
+            &format!(
+                "{}{}{}",
+                route("x", "b", "delivery = \"queued\""),
+                route("y", "b", "delivery = \"queued\""),
+                route("z", "b", ""),
+            ),
+        )
+    );
+    gateway.rewrite(&queued);
+    let refused = gateway.post_reload();
+    refused.expect_status(422);
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("routes[0].delivery") && error.contains("routes[1].delivery"),
+        "{error}"
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        1.0,
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "success")],
+        0.0,
+    );
+    // Nothing of the refused file applies: x and y stay on a, z is unknown.
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    assert_eq!(answered_by(&gateway, "/y").as_deref(), Some("a"));
+    assert_eq!(status_of(&gateway, "/z"), 404);
+    let config = get(gateway.admin, "/config").unwrap().json();
+    assert!(config["storage"].is_null(), "{config}");
+    assert_eq!(
+        config["routes"].as_array().map(Vec::len),
+        Some(2),
+        "{config}"
+    );
+    // The same edits without queued delivery apply; [storage] waits for a restart.
+    let direct = queued.replace("delivery = \"queued\"", "");
+    gateway.rewrite(&direct);
+    let accepted = gateway.post_reload();
+    accepted.expect_status(200);
+    let report = &accepted.json()["report"];
+    assert_eq!(report["restart_required"], serde_json::json!(["storage"]));
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("b"));
+    assert_eq!(answered_by(&gateway, "/z").as_deref(), Some("b"));
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "success")],
+        1.0,
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        1.0,
+    );
+}
+
+/// README, reload: the refusal is only "while no store runs". A process that
+/// started with `[storage]` accepts a reload that makes a route queued, also
+/// when the same file changes a start-only setting (`restart_required`), or
+/// `[storage]` itself (the running store stays).
+#[test]
+fn a_queued_route_is_accepted_when_the_store_runs() {
+    // Guards the `config.storage.is_some()` early return in
+    // `config::queued_without_running_store`: without it this reload is refused.
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let storage = "[storage]\npath = \"data\"\n";
+    let gateway = Gateway::start_with_server(
+        "watch = false",
+        &format!("{storage}{}", routes(&a, &b, &route("x", "a", ""))),
+    );
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    let queued = routes(&a, &b, &route("x", "a", "delivery = \"queued\""));
+    let report = reload_with_server(
+        &gateway,
+        &gateway
+            .server_section()
+            .replace("threads = 2", "threads = 1"),
+        &format!("{storage}{queued}"),
+    );
+    assert_eq!(report["status"], "reloaded", "{report}");
+    assert_eq!(
+        report["report"]["restart_required"],
+        serde_json::json!(["server.threads"]),
+        "{report}"
+    );
+    assert!(wait_until(WITHIN, || status_of(&gateway, "/x") == 202));
+    assert!(
+        wait_until(WITHIN, || a.count() >= 2),
+        "the queued delivery did not arrive"
+    );
+    // Another [storage] path: it waits for a restart, the running store stays
+    // and the route stays queued.
+    gateway.rewrite(&format!("[storage]\npath = \"elsewhere\"\n{queued}"));
+    let accepted = gateway.post_reload();
+    accepted.expect_status(200);
+    let report = &accepted.json()["report"];
+    assert_eq!(report["restart_required"], serde_json::json!(["storage"]));
+    assert_eq!(status_of(&gateway, "/x"), 202);
+    let storage = &get(gateway.admin, "/config").unwrap().json()["storage"];
+    assert!(
+        storage["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("data")),
+        "{storage}"
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        0.0,
+    );
+}
+
 #[test]
 fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
     // Guards `Reloader::load_and_swap` validating before the swap: swapping a
