@@ -978,6 +978,162 @@ fn no_signal_pending(pid: u32) -> bool {
     })
 }
 
+/// A `hookgate serve` held in its config load: the `[ip_sets]` file is a
+/// FIFO, so the load waits, holding it open, until `go` is sent; then the
+/// FIFO (and the file renamed over it) yields `list`.
+struct Loading {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl Loading {
+    /// Starts the binary and returns once it has opened the FIFO.
+    fn start(upstream: &Upstream, list: &'static str) -> Loading {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("office.txt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        let config = dir.path().join("hookgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\n\
+                 [ip_sets]\noffice = {{ file = \"{}\" }}\n[upstreams.a]\ntargets = [\"{}\"]\n{}",
+                fifo.display(),
+                upstream.addr,
+                route("office", "a", "allow = [\"office\"]"),
+            ),
+        )
+        .unwrap();
+        // Serves the first read of the FIFO once the test says so. Before the
+        // list is written, a regular file with the same list is renamed over the
+        // FIFO: the reader keeps the FIFO it opened, and every later read (the
+        // load reads the file more than once, the reload again) gets the file.
+        // Opening a FIFO for writing blocks until a reader opens it: on a thread
+        // (still blocked at the end, it ends with the test).
+        let (attached, reading) = std::sync::mpsc::channel();
+        let (go, write_now) = std::sync::mpsc::channel::<()>();
+        let regular = dir.path().join("office.regular");
+        std::fs::write(&regular, list).unwrap();
+        std::thread::spawn(move || {
+            let Ok(mut writer) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
+                return;
+            };
+            let _ = attached.send(());
+            let _ = write_now.recv_timeout(WITHIN);
+            let _ = std::fs::rename(&regular, &fifo);
+            let _ = std::io::Write::write_all(&mut writer, list.as_bytes());
+        });
+        let child = spawn_binary(&["serve", "-c", config.to_str().unwrap()], &dir);
+        reading
+            .recv_timeout(WITHIN)
+            .expect("the gateway did not read the IP list");
+        Loading { child, dir, go }
+    }
+}
+
+/// Sends `signal` (`-HUP`, `-TERM`) to `child` with kill(1).
+fn send_signal(child: &std::process::Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// How `child` ended, waiting up to `within`; `None` (and killed) when it did not.
+fn wait_exit(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let ended = wait_until(within, || child.try_wait().is_ok_and(|s| s.is_some()));
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    child.wait().ok()
+}
+
+/// README, "Signals": SIGHUPs while an invalid config loads neither end the
+/// process nor keep it waiting: it exits with the config error (78), as
+/// without them. The list in `[ip_sets]` is not an address.
+#[test]
+fn sighups_while_an_invalid_config_loads_end_in_the_config_error() {
+    let upstream = Upstream::start("a");
+    let mut loading = Loading::start(&upstream, "not-an-address\n");
+    for _ in 0..20 {
+        send_signal(&loading.child, "-HUP");
+    }
+    let delivered = wait_until(WITHIN, || no_signal_pending(loading.child.id()));
+    let _ = loading.go.send(());
+    let ended = wait_exit(&mut loading.child, WITHIN);
+    let log = std::fs::read_to_string(loading.dir.path().join("gateway.log")).unwrap_or_default();
+    assert!(
+        delivered,
+        "the SIGHUPs were not delivered, or ended the process:\n{log}"
+    );
+    assert_eq!(ended.and_then(|s| s.code()), Some(78), "{ended:?}\n{log}");
+    assert!(log.contains("ip_sets"), "{log}");
+}
+
+/// README, "Signals": many SIGHUPs while the config loads leave one process
+/// that serves and reloads; SIGTERM meanwhile keeps its inherited effect
+/// (the process ends by it: only SIGHUP is taken over before the load).
+#[test]
+fn many_sighups_while_loading_reload_once_serving_and_sigterm_still_ends_it() {
+    let upstream = Upstream::start("a");
+    let mut loading = Loading::start(&upstream, "127.0.0.0/8\n");
+    for _ in 0..50 {
+        send_signal(&loading.child, "-HUP");
+    }
+    let delivered = wait_until(WITHIN, || no_signal_pending(loading.child.id()));
+    let _ = loading.go.send(());
+    let log_path = loading.dir.path().join("gateway.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let bound = wait_listening(&mut loading.child, &log_path, 1);
+    let reloaded = bound.as_ref().is_ok_and(|bound| {
+        wait_until(WITHIN, || {
+            get(bound.admin, "/metrics").is_ok_and(|answer| {
+                let text = String::from_utf8_lossy(&answer.body).into_owned();
+                metric_value(
+                    &text,
+                    "hookgate_config_reloads_total",
+                    &[("result", "success")],
+                )
+                .is_some_and(|n| n >= 1.0)
+            })
+        })
+    });
+    let served = (bound.as_ref().ok()).map(|bound| status_of_at(bound.proxy[0], "/office"));
+    let _ = loading.child.kill();
+    let _ = loading.child.wait();
+    assert!(
+        delivered,
+        "the SIGHUPs were not delivered, or ended the process"
+    );
+    if let Err(why) = bound {
+        panic!("did not start after the SIGHUPs ({why}):\n{}", log());
+    }
+    assert_eq!(served, Some(200), "{}", log());
+    assert!(
+        reloaded,
+        "the SIGHUPs did not reload once serving:\n{}",
+        log()
+    );
+
+    use std::os::unix::process::ExitStatusExt;
+    let mut loading = Loading::start(&upstream, "127.0.0.0/8\n");
+    send_signal(&loading.child, "-TERM");
+    let ended = wait_exit(&mut loading.child, WITHIN);
+    let _ = loading.go.send(());
+    assert_eq!(ended.and_then(|s| s.signal()), Some(15), "{ended:?}");
+}
+
 /// README, "Signals": "`hookgate serve` takes SIGHUP over before it reads
 /// the config: one sent while it starts does not end the process, and
 /// reloads once the gateway serves". The `[ip_sets]` file is a FIFO, so the
@@ -987,55 +1143,8 @@ fn no_signal_pending(pid: u32) -> bool {
 #[test]
 fn a_sighup_while_the_config_loads_does_not_end_the_process() {
     let upstream = Upstream::start("a");
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("office.txt");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&list)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success());
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\n\
-             [ip_sets]\noffice = {{ file = \"{}\" }}\n[upstreams.a]\ntargets = [\"{}\"]\n{}",
-            list.display(),
-            upstream.addr,
-            route("office", "a", "allow = [\"office\"]"),
-        ),
-    )
-    .unwrap();
-    // Serves the first read of the FIFO once the test says so. Before the
-    // list is written, a regular file with the same list is renamed over the
-    // FIFO: the reader keeps the FIFO it opened, and every later read (the
-    // load reads the file more than once, the reload again) gets the file.
-    // Opening a FIFO for writing blocks until a reader opens it: on a thread
-    // (still blocked at the end, it ends with the test).
-    let (attached, reading) = std::sync::mpsc::channel();
-    let (go, write_now) = std::sync::mpsc::channel::<()>();
-    let path = list.clone();
-    let regular = dir.path().join("office.regular");
-    std::fs::write(&regular, "127.0.0.0/8\n").unwrap();
-    std::thread::spawn(move || {
-        let Ok(mut writer) = std::fs::OpenOptions::new().write(true).open(&path) else {
-            return;
-        };
-        let _ = attached.send(());
-        let _ = write_now.recv_timeout(WITHIN);
-        let _ = std::fs::rename(&regular, &path);
-        let _ = std::io::Write::write_all(&mut writer, b"127.0.0.0/8\n");
-    });
-    let mut child = spawn_binary(&["serve", "-c", config.to_str().unwrap()], &dir);
-    reading
-        .recv_timeout(WITHIN)
-        .expect("the gateway did not read the IP list");
-    let pid = child.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    let Loading { mut child, dir, go } = Loading::start(&upstream, "127.0.0.0/8\n");
+    send_signal(&child, "-HUP");
     let delivered = wait_until(WITHIN, || no_signal_pending(child.id()));
     let _ = go.send(());
     let log_path = dir.path().join("gateway.log");
