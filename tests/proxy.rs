@@ -751,3 +751,56 @@ fn requests_either_side_of_the_one_send_limit_arrive_whole_and_once() {
         .load(std::sync::atomic::Ordering::SeqCst);
     assert!(connections <= 2, "{connections} connections for 5 requests");
 }
+
+/// Fan-out copies and queued deliveries share `forward::write_request` with
+/// the primary request: bodies that put the request either side of
+/// `forward::ONE_SEND_MAX` reach the copy upstream and the queued route's
+/// upstream whole, each once.
+#[test]
+fn copies_and_queued_deliveries_either_side_of_the_one_send_limit_arrive_whole_and_once() {
+    let (primary, copy, queued) = (
+        WireRecorder::start(),
+        WireRecorder::start(),
+        WireRecorder::start(),
+    );
+    let gateway = Setup::new()
+        .table("[storage]\npath = \"data\"")
+        .upstream_named("app", &[primary.addr], "")
+        .upstream_named("copy", &[copy.addr], "")
+        .upstream_named("later", &[queued.addr], "")
+        .fan_out("fan", "/fan", &["app", "copy"], "")
+        .route("queued", "/queued", "later", "delivery = \"queued\"")
+        .start();
+    let content = [("Content-Type", "application/octet-stream")];
+    let sizes = [3600usize, 3700, 3800, 3900, 4000, 4100];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let body = bytes(size, i as u64);
+        post(gateway.proxy, "/fan", &content, &body).expect_status(200);
+        post(gateway.proxy, "/queued", &content, &body).expect_status(202);
+    }
+    let arrived = wait_until(Duration::from_secs(10), || {
+        copy.requests().len() >= sizes.len() && queued.requests().len() >= sizes.len()
+    });
+    assert!(
+        arrived,
+        "copies or queued deliveries missing:\n{}",
+        gateway.log()
+    );
+    for recorder in [&primary, &copy, &queued] {
+        let requests = recorder.requests();
+        assert_eq!(requests.len(), sizes.len(), "each request once");
+        // By body length (the sizes differ): queued deliveries may go in any order.
+        let body_len = |request: &Vec<u8>| {
+            let head = request.windows(4).position(|w| w == b"\r\n\r\n");
+            head.map_or(0, |head| request.len() - head - 4)
+        };
+        for (i, size) in sizes.into_iter().enumerate() {
+            let body = bytes(size, i as u64);
+            let request = requests.iter().find(|r| body_len(r) == size);
+            assert!(
+                request.is_some_and(|r| r.ends_with(&body)),
+                "the {size} B body is missing or differs"
+            );
+        }
+    }
+}
