@@ -223,8 +223,12 @@ impl Reloader {
                 restart_required,
             });
         }
-        if let Some(problem) = crate::config::queued_without_running_store(&config) {
-            return Err(format!("{}: {problem}", file.display()));
+        let queued = crate::config::queued_without_running_store(&config);
+        if !queued.is_empty() {
+            let lines: Vec<String> = (queued.iter())
+                .map(|problem| format!("{}: {problem}", file.display()))
+                .collect();
+            return Err(lines.join("\n"));
         }
         // The running claim lease stays: it must still cover the new
         // upstreams' forwards (the new file's lease was checked, not this one).

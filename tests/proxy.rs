@@ -634,3 +634,173 @@ fn a_broken_chunked_body_or_a_stalled_sender_gets_a_json_4xx_and_nothing_is_forw
     assert_eq!(upstream.count(), 0);
     gateway.assert_requests("hooks", "bad_request", 2.0);
 }
+
+/// A raw HTTP/1.1 upstream on loopback: keeps the exact bytes of each request
+/// (head and `Content-Length` body) and answers 200 on the same connection.
+struct WireRecorder {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WireRecorder {
+    fn start() -> WireRecorder {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (kept, counted) = (requests.clone(), connections.clone());
+        // Ends with the test process; each connection ends on EOF or a 10 s idle read.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(64) {
+                let Ok(mut stream) = stream else { continue };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut buffer: Vec<u8> = Vec::new();
+                    let mut chunk = [0u8; 16 * 1024];
+                    for _ in 0..10_000 {
+                        let complete =
+                            buffer
+                                .windows(4)
+                                .position(|w| w == b"\r\n\r\n")
+                                .and_then(|end| {
+                                    let head =
+                                        String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                                    let length = head
+                                        .lines()
+                                        .find_map(|l| l.strip_prefix("content-length:"))
+                                        .map_or(0, |v| v.trim().parse::<usize>().unwrap_or(0));
+                                    let total = end + 4 + length;
+                                    (buffer.len() >= total).then_some(total)
+                                });
+                        if let Some(total) = complete {
+                            let request: Vec<u8> = buffer.drain(..total).collect();
+                            kept.lock().unwrap().push(request);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(answer).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        WireRecorder {
+            addr,
+            requests,
+            connections,
+        }
+    }
+
+    fn requests(&self) -> Vec<Vec<u8>> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// The upstream gets byte-identical requests whose head and body total one
+/// byte under, at and over `forward::ONE_SEND_MAX` (4,096 B), each once, over
+/// a kept-alive connection. The head's size is measured from a first request
+/// (with a body of as many length digits), so the totals are exact.
+#[test]
+fn requests_either_side_of_the_one_send_limit_arrive_whole_and_once() {
+    // Guards the `<= ONE_SEND_MAX` branch of `forward::write_request`: copying
+    // only the head (or the body twice) into the one-send buffer turns it red.
+    let upstream = WireRecorder::start();
+    let gateway = Setup::new()
+        .upstream_named("app", &[upstream.addr], "")
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    let content = [("Content-Type", "application/octet-stream")];
+    let probe = bytes(1000, 7);
+    post(gateway.proxy, "/hooks/edge", &content, &probe).expect_status(200);
+    let head = upstream.requests()[0].len() - probe.len();
+    let totals = [4095usize, 4096, 4097, 8192];
+    for (i, total) in totals.into_iter().enumerate() {
+        let body = bytes(total - head, i as u64);
+        let answered = post(gateway.proxy, "/hooks/edge", &content, &body);
+        assert_eq!(answered.status, 200, "{total} B");
+        assert_eq!(answered.body, b"ok", "{total} B");
+    }
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 1 + totals.len(), "each request once");
+    for (i, total) in totals.into_iter().enumerate() {
+        let request = &requests[1 + i];
+        let body = bytes(total - head, i as u64);
+        assert_eq!(request.len(), total, "request {i}");
+        assert!(
+            request.ends_with(&body),
+            "the body of the {total} B request differs"
+        );
+        assert!(request.starts_with(b"POST /hooks/edge HTTP/1.1\r\n"));
+        assert_eq!(
+            request[..head].windows(4).position(|w| w == b"\r\n\r\n"),
+            Some(head - 4),
+            "the head of the {total} B request"
+        );
+    }
+    let connections = upstream
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(connections <= 2, "{connections} connections for 5 requests");
+}
+
+/// Fan-out copies and queued deliveries share `forward::write_request` with
+/// the primary request: bodies that put the request either side of
+/// `forward::ONE_SEND_MAX` reach the copy upstream and the queued route's
+/// upstream whole, each once.
+#[test]
+fn copies_and_queued_deliveries_either_side_of_the_one_send_limit_arrive_whole_and_once() {
+    let (primary, copy, queued) = (
+        WireRecorder::start(),
+        WireRecorder::start(),
+        WireRecorder::start(),
+    );
+    let gateway = Setup::new()
+        .table("[storage]\npath = \"data\"")
+        .upstream_named("app", &[primary.addr], "")
+        .upstream_named("copy", &[copy.addr], "")
+        .upstream_named("later", &[queued.addr], "")
+        .fan_out("fan", "/fan", &["app", "copy"], "")
+        .route("queued", "/queued", "later", "delivery = \"queued\"")
+        .start();
+    let content = [("Content-Type", "application/octet-stream")];
+    let sizes = [3600usize, 3700, 3800, 3900, 4000, 4100];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let body = bytes(size, i as u64);
+        post(gateway.proxy, "/fan", &content, &body).expect_status(200);
+        post(gateway.proxy, "/queued", &content, &body).expect_status(202);
+    }
+    let arrived = wait_until(Duration::from_secs(10), || {
+        copy.requests().len() >= sizes.len() && queued.requests().len() >= sizes.len()
+    });
+    assert!(
+        arrived,
+        "copies or queued deliveries missing:\n{}",
+        gateway.log()
+    );
+    for recorder in [&primary, &copy, &queued] {
+        let requests = recorder.requests();
+        assert_eq!(requests.len(), sizes.len(), "each request once");
+        // By body length (the sizes differ): queued deliveries may go in any order.
+        let body_len = |request: &Vec<u8>| {
+            let head = request.windows(4).position(|w| w == b"\r\n\r\n");
+            head.map_or(0, |head| request.len() - head - 4)
+        };
+        for (i, size) in sizes.into_iter().enumerate() {
+            let body = bytes(size, i as u64);
+            let request = requests.iter().find(|r| body_len(r) == size);
+            assert!(
+                request.is_some_and(|r| r.ends_with(&body)),
+                "the {size} B body is missing or differs"
+            );
+        }
+    }
+}

@@ -179,6 +179,137 @@ fn a_queued_route_is_refused_while_no_store_runs() {
     assert_eq!(status_of(&started, "/x"), 202);
 }
 
+/// README, reload: "while no store runs ... a file that makes a route
+/// `delivery = "queued"` is refused (key `routes[N].delivery`)", and the
+/// config section's "report every problem at once": with two queued routes
+/// and other edits, both keys are named, nothing of the file applies, the
+/// refusal is counted, and a valid file is accepted after it.
+#[test]
+fn every_queued_route_is_named_and_a_valid_file_applies_after_the_refusal() {
+    // Guards the loop over every route in `config::queued_without_running_store`:
+    // stopping at the first queued route names only `routes[0].delivery`.
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let direct = format!("{}{}", route("x", "a", ""), route("y", "a", ""));
+    let gateway = Gateway::start_with_server("watch = false", &routes(&a, &b, &direct));
+    let queued = format!(
+        "[storage]\npath = \"data\"\n{}",
+        routes(
+            &a,
+            &b,
+            &format!(
+                "{}{}{}",
+                route("x", "b", "delivery = \"queued\""),
+                route("y", "b", "delivery = \"queued\""),
+                route("z", "b", ""),
+            ),
+        )
+    );
+    gateway.rewrite(&queued);
+    let refused = gateway.post_reload();
+    refused.expect_status(422);
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("routes[0].delivery") && error.contains("routes[1].delivery"),
+        "{error}"
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        1.0,
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "success")],
+        0.0,
+    );
+    // Nothing of the refused file applies: x and y stay on a, z is unknown.
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    assert_eq!(answered_by(&gateway, "/y").as_deref(), Some("a"));
+    assert_eq!(status_of(&gateway, "/z"), 404);
+    let config = get(gateway.admin, "/config").unwrap().json();
+    assert!(config["storage"].is_null(), "{config}");
+    assert_eq!(
+        config["routes"].as_array().map(Vec::len),
+        Some(2),
+        "{config}"
+    );
+    // The same edits without queued delivery apply; [storage] waits for a restart.
+    let direct = queued.replace("delivery = \"queued\"", "");
+    gateway.rewrite(&direct);
+    let accepted = gateway.post_reload();
+    accepted.expect_status(200);
+    let report = &accepted.json()["report"];
+    assert_eq!(report["restart_required"], serde_json::json!(["storage"]));
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("b"));
+    assert_eq!(answered_by(&gateway, "/z").as_deref(), Some("b"));
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "success")],
+        1.0,
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        1.0,
+    );
+}
+
+/// README, reload: the refusal is only "while no store runs". A process that
+/// started with `[storage]` accepts a reload that makes a route queued, also
+/// when the same file changes a start-only setting (`restart_required`), or
+/// `[storage]` itself (the running store stays).
+#[test]
+fn a_queued_route_is_accepted_when_the_store_runs() {
+    // Guards the `config.storage.is_some()` early return in
+    // `config::queued_without_running_store`: without it this reload is refused.
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let storage = "[storage]\npath = \"data\"\n";
+    let gateway = Gateway::start_with_server(
+        "watch = false",
+        &format!("{storage}{}", routes(&a, &b, &route("x", "a", ""))),
+    );
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    let queued = routes(&a, &b, &route("x", "a", "delivery = \"queued\""));
+    let report = reload_with_server(
+        &gateway,
+        &gateway
+            .server_section()
+            .replace("threads = 2", "threads = 1"),
+        &format!("{storage}{queued}"),
+    );
+    assert_eq!(report["status"], "reloaded", "{report}");
+    assert_eq!(
+        report["report"]["restart_required"],
+        serde_json::json!(["server.threads"]),
+        "{report}"
+    );
+    assert!(wait_until(WITHIN, || status_of(&gateway, "/x") == 202));
+    assert!(
+        wait_until(WITHIN, || a.count() >= 2),
+        "the queued delivery did not arrive"
+    );
+    // Another [storage] path: it waits for a restart, the running store stays
+    // and the route stays queued.
+    gateway.rewrite(&format!("[storage]\npath = \"elsewhere\"\n{queued}"));
+    let accepted = gateway.post_reload();
+    accepted.expect_status(200);
+    let report = &accepted.json()["report"];
+    assert_eq!(report["restart_required"], serde_json::json!(["storage"]));
+    assert_eq!(status_of(&gateway, "/x"), 202);
+    let storage = &get(gateway.admin, "/config").unwrap().json()["storage"];
+    assert!(
+        storage["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("data")),
+        "{storage}"
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        0.0,
+    );
+}
+
 #[test]
 fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
     // Guards `Reloader::load_and_swap` validating before the swap: swapping a
@@ -847,6 +978,162 @@ fn no_signal_pending(pid: u32) -> bool {
     })
 }
 
+/// A `hookgate serve` held in its config load: the `[ip_sets]` file is a
+/// FIFO, so the load waits, holding it open, until `go` is sent; then the
+/// FIFO (and the file renamed over it) yields `list`.
+struct Loading {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl Loading {
+    /// Starts the binary and returns once it has opened the FIFO.
+    fn start(upstream: &Upstream, list: &'static str) -> Loading {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("office.txt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        let config = dir.path().join("hookgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\n\
+                 [ip_sets]\noffice = {{ file = \"{}\" }}\n[upstreams.a]\ntargets = [\"{}\"]\n{}",
+                fifo.display(),
+                upstream.addr,
+                route("office", "a", "allow = [\"office\"]"),
+            ),
+        )
+        .unwrap();
+        // Serves the first read of the FIFO once the test says so. Before the
+        // list is written, a regular file with the same list is renamed over the
+        // FIFO: the reader keeps the FIFO it opened, and every later read (the
+        // load reads the file more than once, the reload again) gets the file.
+        // Opening a FIFO for writing blocks until a reader opens it: on a thread
+        // (still blocked at the end, it ends with the test).
+        let (attached, reading) = std::sync::mpsc::channel();
+        let (go, write_now) = std::sync::mpsc::channel::<()>();
+        let regular = dir.path().join("office.regular");
+        std::fs::write(&regular, list).unwrap();
+        std::thread::spawn(move || {
+            let Ok(mut writer) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
+                return;
+            };
+            let _ = attached.send(());
+            let _ = write_now.recv_timeout(WITHIN);
+            let _ = std::fs::rename(&regular, &fifo);
+            let _ = std::io::Write::write_all(&mut writer, list.as_bytes());
+        });
+        let child = spawn_binary(&["serve", "-c", config.to_str().unwrap()], &dir);
+        reading
+            .recv_timeout(WITHIN)
+            .expect("the gateway did not read the IP list");
+        Loading { child, dir, go }
+    }
+}
+
+/// Sends `signal` (`-HUP`, `-TERM`) to `child` with kill(1).
+fn send_signal(child: &std::process::Child, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// How `child` ended, waiting up to `within`; `None` (and killed) when it did not.
+fn wait_exit(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let ended = wait_until(within, || child.try_wait().is_ok_and(|s| s.is_some()));
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    child.wait().ok()
+}
+
+/// README, "Signals": SIGHUPs while an invalid config loads neither end the
+/// process nor keep it waiting: it exits with the config error (78), as
+/// without them. The list in `[ip_sets]` is not an address.
+#[test]
+fn sighups_while_an_invalid_config_loads_end_in_the_config_error() {
+    let upstream = Upstream::start("a");
+    let mut loading = Loading::start(&upstream, "not-an-address\n");
+    for _ in 0..20 {
+        send_signal(&loading.child, "-HUP");
+    }
+    let delivered = wait_until(WITHIN, || no_signal_pending(loading.child.id()));
+    let _ = loading.go.send(());
+    let ended = wait_exit(&mut loading.child, WITHIN);
+    let log = std::fs::read_to_string(loading.dir.path().join("gateway.log")).unwrap_or_default();
+    assert!(
+        delivered,
+        "the SIGHUPs were not delivered, or ended the process:\n{log}"
+    );
+    assert_eq!(ended.and_then(|s| s.code()), Some(78), "{ended:?}\n{log}");
+    assert!(log.contains("ip_sets"), "{log}");
+}
+
+/// README, "Signals": many SIGHUPs while the config loads leave one process
+/// that serves and reloads; SIGTERM meanwhile keeps its inherited effect
+/// (the process ends by it: only SIGHUP is taken over before the load).
+#[test]
+fn many_sighups_while_loading_reload_once_serving_and_sigterm_still_ends_it() {
+    let upstream = Upstream::start("a");
+    let mut loading = Loading::start(&upstream, "127.0.0.0/8\n");
+    for _ in 0..50 {
+        send_signal(&loading.child, "-HUP");
+    }
+    let delivered = wait_until(WITHIN, || no_signal_pending(loading.child.id()));
+    let _ = loading.go.send(());
+    let log_path = loading.dir.path().join("gateway.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let bound = wait_listening(&mut loading.child, &log_path, 1);
+    let reloaded = bound.as_ref().is_ok_and(|bound| {
+        wait_until(WITHIN, || {
+            get(bound.admin, "/metrics").is_ok_and(|answer| {
+                let text = String::from_utf8_lossy(&answer.body).into_owned();
+                metric_value(
+                    &text,
+                    "hookgate_config_reloads_total",
+                    &[("result", "success")],
+                )
+                .is_some_and(|n| n >= 1.0)
+            })
+        })
+    });
+    let served = (bound.as_ref().ok()).map(|bound| status_of_at(bound.proxy[0], "/office"));
+    let _ = loading.child.kill();
+    let _ = loading.child.wait();
+    assert!(
+        delivered,
+        "the SIGHUPs were not delivered, or ended the process"
+    );
+    if let Err(why) = bound {
+        panic!("did not start after the SIGHUPs ({why}):\n{}", log());
+    }
+    assert_eq!(served, Some(200), "{}", log());
+    assert!(
+        reloaded,
+        "the SIGHUPs did not reload once serving:\n{}",
+        log()
+    );
+
+    use std::os::unix::process::ExitStatusExt;
+    let mut loading = Loading::start(&upstream, "127.0.0.0/8\n");
+    send_signal(&loading.child, "-TERM");
+    let ended = wait_exit(&mut loading.child, WITHIN);
+    let _ = loading.go.send(());
+    assert_eq!(ended.and_then(|s| s.signal()), Some(15), "{ended:?}");
+}
+
 /// README, "Signals": "`hookgate serve` takes SIGHUP over before it reads
 /// the config: one sent while it starts does not end the process, and
 /// reloads once the gateway serves". The `[ip_sets]` file is a FIFO, so the
@@ -856,55 +1143,8 @@ fn no_signal_pending(pid: u32) -> bool {
 #[test]
 fn a_sighup_while_the_config_loads_does_not_end_the_process() {
     let upstream = Upstream::start("a");
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("office.txt");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&list)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success());
-    let config = dir.path().join("hookgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\n\
-             [ip_sets]\noffice = {{ file = \"{}\" }}\n[upstreams.a]\ntargets = [\"{}\"]\n{}",
-            list.display(),
-            upstream.addr,
-            route("office", "a", "allow = [\"office\"]"),
-        ),
-    )
-    .unwrap();
-    // Serves the first read of the FIFO once the test says so. Before the
-    // list is written, a regular file with the same list is renamed over the
-    // FIFO: the reader keeps the FIFO it opened, and every later read (the
-    // load reads the file more than once, the reload again) gets the file.
-    // Opening a FIFO for writing blocks until a reader opens it: on a thread
-    // (still blocked at the end, it ends with the test).
-    let (attached, reading) = std::sync::mpsc::channel();
-    let (go, write_now) = std::sync::mpsc::channel::<()>();
-    let path = list.clone();
-    let regular = dir.path().join("office.regular");
-    std::fs::write(&regular, "127.0.0.0/8\n").unwrap();
-    std::thread::spawn(move || {
-        let Ok(mut writer) = std::fs::OpenOptions::new().write(true).open(&path) else {
-            return;
-        };
-        let _ = attached.send(());
-        let _ = write_now.recv_timeout(WITHIN);
-        let _ = std::fs::rename(&regular, &path);
-        let _ = std::io::Write::write_all(&mut writer, b"127.0.0.0/8\n");
-    });
-    let mut child = spawn_binary(&["serve", "-c", config.to_str().unwrap()], &dir);
-    reading
-        .recv_timeout(WITHIN)
-        .expect("the gateway did not read the IP list");
-    let pid = child.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    let Loading { mut child, dir, go } = Loading::start(&upstream, "127.0.0.0/8\n");
+    send_signal(&child, "-HUP");
     let delivered = wait_until(WITHIN, || no_signal_pending(child.id()));
     let _ = go.send(());
     let log_path = dir.path().join("gateway.log");

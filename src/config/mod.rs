@@ -519,25 +519,29 @@ pub fn running_claim_lease_problem(lease: Duration, config: &Config) -> Option<P
     problems.0.into_iter().next()
 }
 
-/// A reload's problem with a queued route when no store runs: `[storage]` is
+/// A reload's problems with queued routes when no store runs, one per queued
+/// route (every one at once, so one edit fixes them all): `[storage]` is
 /// opened only at start, so a file that adds it (and a queued route) cannot
 /// apply until a restart, and the route would answer 503 meanwhile. `config`
 /// holds the running start-only settings (`reload::keep_start_only`), so its
 /// `storage` is `None` exactly when no store runs. The reload is refused and
 /// the running routes stay (fail closed, and lose nothing).
-pub fn queued_without_running_store(config: &Config) -> Option<Problem> {
+pub fn queued_without_running_store(config: &Config) -> Vec<Problem> {
     if config.storage.is_some() {
-        return None;
+        return Vec::new();
     }
-    let (index, route) = (config.routes.iter().enumerate())
-        .find(|(_, route)| matches!(route.delivery, Delivery::Queued(_)))?;
-    Some(Problem::new(
-        format!("routes[{index}].delivery"),
-        format!(
-            "route {:?} is queued, but this process runs no store: [storage] is opened only at start; restart hookgate to add it, or keep delivery = \"direct\" until then (the running config stays in use)",
-            route.name
-        ),
-    ))
+    (config.routes.iter().enumerate())
+        .filter(|(_, route)| matches!(route.delivery, Delivery::Queued(_)))
+        .map(|(index, route)| {
+            Problem::new(
+                format!("routes[{index}].delivery"),
+                format!(
+                    "route {:?} is queued, but this process runs no store: [storage] is opened only at start; restart hookgate to add it, or keep delivery = \"direct\" until then (the running config stays in use)",
+                    route.name
+                ),
+            )
+        })
+        .collect()
 }
 
 /// A dedupe claim must outlive the forward it guards: with `[cluster]
