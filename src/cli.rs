@@ -8,7 +8,8 @@ pub const DEFAULT_CONFIG: &str = "conf/hookgate.toml";
 
 /// Exit status for a configuration error (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
-/// Exit status for a command used wrongly, e.g. an unknown route (sysexits EX_USAGE).
+/// Exit status for a command used wrongly, e.g. an unknown route or a command
+/// line the parser refuses (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 /// Exit status when the running gateway cannot be reached or failed to answer
 /// (sysexits EX_UNAVAILABLE): `hookgate events` with the gateway down.

@@ -15,7 +15,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     hookgate::server::no_transparent_huge_pages();
-    let cli = Cli::parse();
+    // A command line clap refuses is a usage error (EX_USAGE, 64) like the
+    // ones hookgate finds itself, not clap's own 2; `--help` and `--version`
+    // exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let command = cli.command.unwrap_or(Command::Serve);
     if !matches!(command, Command::Serve) {
         logging::init(LogFormat::Text);

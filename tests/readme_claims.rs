@@ -1511,3 +1511,56 @@ fn cluster_defaults_are_the_documented_values() {
     assert_eq!(cluster.claim_lease, None);
     assert_eq!(hookgate::dedupe::CLAIM_LEASE_MARGIN, Duration::from_secs(5));
 }
+
+// ---------------------------------------------------------------- exit statuses
+
+/// `hookgate ARGS`:
+/// (exit code, stdout, stderr).
+fn run_hookgate(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(BIN).args(args).output().expect("run hookgate");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// README, "Queued delivery": "The `events` commands ... exit 0 on success, 64
+/// when used wrongly or refused". A command line the parser refuses (an id
+/// left out, a limit that is not a number, an unknown subcommand or flag) is
+/// used wrongly too, and exits 64 before any admin listener is dialled
+/// (`--admin` names a port nobody listens on, which would be 69); `--help`
+/// still exits 0. Guards the `Cli::try_parse` error arm in `main.rs`: with
+/// `Cli::parse` (clap's own exit status 2) every wrong line here turns red.
+#[test]
+fn events_commands_used_wrongly_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, ONE_ROUTE).unwrap();
+    let config = path.to_str().unwrap();
+    let nobody = DeadPort::new();
+    let admin = nobody.addr.to_string();
+    for wrong in [
+        &["events", "show"][..],
+        &["events", "list", "--limit", "many"],
+        &["events", "list", "--newest"],
+        &["events", "frob"],
+    ] {
+        let mut args = wrong.to_vec();
+        args.extend(["-c", config, "--admin", &admin]);
+        let (code, _, stderr) = run_hookgate(&args);
+        assert_eq!(code, Some(64), "{wrong:?}: {stderr}");
+        assert!(!stderr.trim().is_empty(), "{wrong:?} says what is wrong");
+    }
+    // Refused by hookgate itself (no ids, no filter): 64 as before.
+    let (code, _, stderr) = run_hookgate(&["events", "replay", "-c", config, "--admin", &admin]);
+    assert_eq!(code, Some(64), "{stderr}");
+    // A good line with the gateway unreachable: 69, not a usage error.
+    let (code, _, stderr) = run_hookgate(&["events", "list", "-c", config, "--admin", &admin]);
+    assert_eq!(code, Some(69), "{stderr}");
+    for help in [&["events", "--help"][..], &["--version"]] {
+        let (code, stdout, stderr) = run_hookgate(help);
+        assert_eq!(code, Some(0), "{help:?}: {stderr}");
+        assert!(!stdout.is_empty(), "{help:?} prints to stdout");
+    }
+}
