@@ -1564,3 +1564,37 @@ fn events_commands_used_wrongly_exit_64() {
         assert!(!stdout.is_empty(), "{help:?} prints to stdout");
     }
 }
+
+// ---------------------------------------------------------------- rate limit keys
+
+/// README, "Rate limits": "`per`: ... `"ip"` (per client address; IPv6
+/// clients are grouped by /64 so rotating addresses does not dodge the
+/// limit)". Clients named through a trusted proxy's `X-Forwarded-For`: two
+/// addresses of one /64 share a bucket (the second is refused), an address of
+/// the next /64 and an IPv4 client have their own. Guards `ip_key`
+/// (ratelimit.rs): keying on the whole IPv6 address admits the second client,
+/// cutting more than 64 bits refuses the neighbouring /64.
+#[test]
+fn a_per_ip_limit_holds_ipv6_clients_by_their_64() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .server("trusted_proxies = [\"127.0.0.1/32\"]")
+        .upstream(&app)
+        .route(
+            "r",
+            "/r",
+            "app",
+            "rate_limit = { rate = \"1/h\", burst = 1, per = \"ip\" }",
+        )
+        .start();
+    let from = |client: &str| post(gateway.proxy, "/r", &[("X-Forwarded-For", client)], b"{}");
+    from("2001:db8:1:2::1").expect_status(200);
+    let rotated = from("2001:db8:1:2:ffff:ffff:ffff:fffe");
+    rotated.expect_status(429);
+    assert_eq!(rotated.json()["error"], "rate_limited");
+    from("2001:db8:1:3::1").expect_status(200);
+    from("192.0.2.1").expect_status(200);
+    from("192.0.2.2").expect_status(200);
+    assert_eq!(app.count(), 4);
+    gateway.assert_requests("r", "rate_limited", 1.0);
+}
