@@ -1598,3 +1598,52 @@ fn a_per_ip_limit_holds_ipv6_clients_by_their_64() {
     assert_eq!(app.count(), 4);
     gateway.assert_requests("r", "rate_limited", 1.0);
 }
+
+// ---------------------------------------------------------------- the client header
+
+/// README, `[server]`: "`client_header` | `"X-Real-IP"` | the header that
+/// carries the decided client address to the upstream; `""` for none". A
+/// configured name carries the address (a sender's own value replaced) and
+/// `X-Real-IP` is still removed; `""` sends no client header at all. Guards
+/// `parse_client_header` (config/mod.rs) and the client-header line of
+/// `headers::upstream_head` (proxy/headers.rs): sending `X-Real-IP` whatever
+/// the setting turns both cases red (seen failing).
+#[test]
+fn client_header_names_the_header_or_none() {
+    let spoofed = [
+        ("X-Real-IP", "192.0.2.99"),
+        ("X-Client-Address", "192.0.2.98"),
+    ];
+    for (setting, carried) in [
+        (
+            "client_header = \"X-Client-Address\"",
+            Some("x-client-address"),
+        ),
+        ("client_header = \"\"", None),
+    ] {
+        let app = Upstream::start("app");
+        let gateway = Setup::new()
+            .server(setting)
+            .upstream(&app)
+            .route("r", "/r", "app", "")
+            .start();
+        post_from(
+            "127.0.0.3".parse().unwrap(),
+            gateway.proxy,
+            "/r",
+            &spoofed,
+            b"{}",
+        )
+        .expect_status(200);
+        let received = &app.received()[0];
+        assert_eq!(received.header("x-real-ip"), None, "{setting}");
+        match carried {
+            Some(name) => assert_eq!(received.header(name), Some("127.0.0.3"), "{setting}"),
+            None => assert_eq!(
+                received.header("x-client-address"),
+                Some("192.0.2.98"),
+                "{setting}: an ordinary header, passed on"
+            ),
+        }
+    }
+}
