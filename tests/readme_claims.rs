@@ -1647,3 +1647,54 @@ fn client_header_names_the_header_or_none() {
         }
     }
 }
+
+// ---------------------------------------------------------------- the access log
+
+/// README, "## Logs": the JSON access line shown there has exactly the
+/// fields a real one has (`log_format = "json"`, a forwarded delivery), and
+/// the values the example's request implies. Guards the field list of the
+/// `hookgate::access` event in `Proxy::log_access` (proxy/mod.rs) against the
+/// README: a field added (as `event` once was) or dropped without the example
+/// turns this red.
+#[test]
+fn the_readme_access_line_has_the_fields_of_a_real_one() {
+    let readme = readme();
+    let example: serde_json::Value = readme
+        .split_once("## Logs")
+        .and_then(|(_, logs)| logs.lines().find(|line| line.starts_with("{\"timestamp\"")))
+        .map(|line| serde_json::from_str(line).expect("the README's access line is JSON"))
+        .expect("README's Logs section shows an access line");
+    let app = Upstream::start("ok");
+    let gateway = Setup::new()
+        .server("log_format = \"json\"")
+        .upstream(&app)
+        .route("signed", "/signed", "ok", "")
+        .start();
+    post(gateway.proxy, "/signed", &[], b"{\"action\":\"opened\"}").expect_status(200);
+    let access = |log: &str| -> Option<serde_json::Value> {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["target"] == "hookgate::access")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || access(&gateway.log()).is_some()),
+        "no access line:\n{}",
+        gateway.log()
+    );
+    let real = access(&gateway.log()).unwrap();
+    let keys = |line: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = line.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        keys(&example),
+        keys(&real),
+        "README: {example}\nreal: {real}"
+    );
+    for field in [
+        "route", "client", "method", "path", "status", "outcome", "upstream",
+    ] {
+        assert_eq!(example[field], real[field], "{field}");
+    }
+}
