@@ -1698,3 +1698,43 @@ fn the_readme_access_line_has_the_fields_of_a_real_one() {
         assert_eq!(example[field], real[field], "{field}");
     }
 }
+
+// ---------------------------------------------------------------- sign's output
+
+/// README, "### `hookgate sign`": the output shown there, line by line, is
+/// what `sign` prints for a `stripe` route on `127.0.0.1:8080` (each line
+/// compared up to its first digit or `…`, where the values of the moment
+/// start). Guards the `println!`s of the `Sign` arm in `main.rs` and
+/// `sign::sign`'s header order against the example: a line added, dropped or
+/// reworded on either side turns this red.
+#[test]
+fn sign_prints_what_the_readme_shows() {
+    let readme = readme();
+    let shown: Vec<&str> = readme
+        .split_once("hookgate sign -c conf/hookgate.toml --route stripe")
+        .map(|(_, rest)| rest.split("```").next().unwrap())
+        .expect("README shows a sign example")
+        .lines()
+        .skip(1)
+        .collect();
+    let config = "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[upstreams.billing]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"stripe\"\npath = \"/webhooks/stripe\"\nupstream = \"billing\"\nverify = { scheme = \"stripe\", secrets = [\"literal:whsec_for-tests-only\"] }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let (code, stdout, stderr) =
+        run_hookgate(&["sign", "-c", path.to_str().unwrap(), "--route", "stripe"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        shown.len(),
+        printed.len(),
+        "README:\n{shown:#?}\nprinted:\n{stdout}"
+    );
+    for (doc, real) in shown.iter().zip(&printed) {
+        let fixed: String = doc
+            .chars()
+            .take_while(|c| !c.is_ascii_digit() && *c != '…')
+            .collect();
+        assert!(real.starts_with(&fixed), "README {doc:?}\nprinted {real:?}");
+    }
+}
