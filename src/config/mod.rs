@@ -487,7 +487,9 @@ fn compile(
             && route.allow.set().is_none()
         {
             problems.warn(format!(
-                "route {:?} is queued without verify: anyone who can reach it can store                  requests (up to [storage] max_bytes) that are then delivered to the app;                  add verify, or an allow list",
+                "route {:?} is queued without verify: anyone who can reach it can store \
+                 requests (up to [storage] max_bytes) that are then delivered to the app; \
+                 add verify, or an allow list",
                 route.name
             ));
         }
