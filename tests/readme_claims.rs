@@ -1738,3 +1738,82 @@ fn sign_prints_what_the_readme_shows() {
         assert!(real.starts_with(&fixed), "README {doc:?}\nprinted {real:?}");
     }
 }
+
+// ---------------------------------------------------------------- GET /config
+
+/// README, "Admin endpoints": "`GET /config` | the active config as JSON ...
+/// a start-only setting a reload changed shows the value that runs until a
+/// restart". The client limits, the fan-out queue, the client header, the
+/// decoded-body limits, an upstream's `response_timeout` and a route's
+/// handshake are shown (they were absent, so `server.max_connections` and
+/// `server.fanout`, both start-only, could not be seen at all); after a
+/// reload that changes them, the start-only ones show their running values
+/// and the others the new ones. Guards `Config::to_redacted_json`
+/// (config/present.rs): dropping any of these keys turns this red.
+#[test]
+fn config_shows_the_limits_fanout_and_timeouts_that_run() {
+    let app = Upstream::start("app");
+    let setup = Setup::new()
+        .server("watch = false\nmax_connections = 50\nkeepalive_timeout = \"0s\"\nclient_header = \"X-Client\"\nfanout = { queue = 9, stored = false }")
+        .upstream_named("app", &[app.addr], "response_timeout = \"7s\"")
+        .route("r", "/r", "app", "handshake = \"x-crc\"\nverify = { scheme = \"hmac\", header = \"X-Sig\", secrets = [\"literal:k3y-for-tests\"] }\nmax_body = \"2KiB\"");
+    let gateway = setup.start();
+    let shown = || {
+        let answer = get(gateway.admin, "/config").unwrap();
+        answer.expect_status(200);
+        answer.json()
+    };
+    let config = shown();
+    let server = &config["server"];
+    let expected = serde_json::json!({
+        "max_connections": 50,
+        "keepalive_timeout_ms": null,
+        "max_requests_per_connection": 1000,
+        "header_timeout_ms": 10_000,
+        "body_timeout_ms": 30_000,
+        "send_timeout_ms": 30_000,
+        "max_header_count": 100,
+        "max_head_size": 32 * 1024,
+        "client_header": "x-client",
+        "max_decoded_body": null,
+    });
+    for (key, value) in expected.as_object().unwrap() {
+        assert_eq!(&server[key], value, "server.{key}: {config}");
+    }
+    assert_eq!(server["fanout"]["queue"], 9, "{config}");
+    assert_eq!(server["fanout"]["stored"], false, "{config}");
+    assert_eq!(server["fanout"]["attempts"], 5, "{config}");
+    assert_eq!(
+        config["upstreams"]["app"]["response_timeout_ms"], 7000,
+        "{config}"
+    );
+    let route = &config["routes"][0];
+    assert_eq!(route["handshake"], "x-crc", "{config}");
+    assert_eq!(route["max_decoded_body"], 8 * 2048, "{config}");
+    assert!(!config.to_string().contains("k3y-for-tests"), "{config}");
+
+    // Start-only keys keep the running value; the others take the new one.
+    let changed = gateway
+        .server_section()
+        .replace("max_connections = 50", "max_connections = 77")
+        .replace("queue = 9", "queue = 7")
+        .replace(
+            "client_header = \"X-Client\"",
+            "client_header = \"X-Other\"",
+        );
+    gateway.rewrite_whole(&format!(
+        "{changed}\n{}",
+        setup
+            .rest()
+            .replace("response_timeout = \"7s\"", "response_timeout = \"8s\"")
+    ));
+    gateway.post_reload().expect_status(200);
+    let config = shown();
+    assert_eq!(config["server"]["max_connections"], 50, "{config}");
+    assert_eq!(config["server"]["fanout"]["queue"], 9, "{config}");
+    assert_eq!(config["server"]["client_header"], "x-other", "{config}");
+    assert_eq!(
+        config["upstreams"]["app"]["response_timeout_ms"], 8000,
+        "{config}"
+    );
+}

@@ -10,6 +10,7 @@ impl Config {
     /// The configuration as JSON, secrets left out.
     pub fn to_redacted_json(&self) -> Value {
         let server = &self.server;
+        let (limits, fanout) = (&server.limits, &server.fanout);
         let millis = |d: std::time::Duration| d.as_millis() as u64;
         let upstreams: serde_json::Map<String, Value> = self
             .upstreams
@@ -19,6 +20,7 @@ impl Config {
                     "targets": u.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "connect_timeout_ms": millis(u.connect_timeout),
                     "timeout_ms": millis(u.timeout),
+                    "response_timeout_ms": millis(u.response_timeout),
                     "idle_timeout_ms": millis(u.idle_timeout),
                     "health": { "path": u.health.http_path, "interval_ms": millis(u.health.interval) },
                     "tls_sni": u.tls_sni,
@@ -42,6 +44,7 @@ impl Config {
                     "events": !r.events.labels().collect::<Vec<_>>().is_empty(),
                     "dedupe": r.dedupe.is_some(),
                     "max_body": r.max_body,
+                    "max_decoded_body": r.max_decoded_body,
                     "allow": r.allow.to_string(),
                     "rate_limit": r.rate_limit.as_ref().map(|l| json!({
                         "rate": l.rate.to_string(),
@@ -50,6 +53,7 @@ impl Config {
                         "max_keys": l.max_keys,
                     })),
                     "verify": { "scheme": r.verifier.scheme() },
+                    "handshake": r.handshake.as_ref().map(|h| h.kind().as_str()),
                     "delivery": match r.delivery {
                         super::Delivery::Direct => json!("direct"),
                         super::Delivery::Queued(retry) => json!({
@@ -74,6 +78,7 @@ impl Config {
                 })),
                 "admin": server.admin.to_string(),
                 "max_body": server.max_body,
+                "max_decoded_body": server.max_decoded_body,
                 "trusted_proxies": server.trusted_proxies.to_string(),
                 "allow": server.allow.to_string(),
                 "max_inflight": server.max_inflight,
@@ -82,6 +87,26 @@ impl Config {
                 "client_timeout_ms": millis(server.client_timeout),
                 "watch": server.watch,
                 "upstream_keepalive_pool": server.upstream_keepalive_pool,
+                "client_header": server.client_header.as_ref().map(|h| h.as_str()),
+                "max_connections": limits.max_connections,
+                // null: keep-alive off (`"0s"`).
+                "keepalive_timeout_ms": limits.keepalive_timeout.map(millis),
+                "max_requests_per_connection": limits.max_requests_per_connection,
+                "header_timeout_ms": millis(limits.header_timeout),
+                "body_timeout_ms": millis(limits.body_timeout),
+                "send_timeout_ms": millis(limits.send_timeout),
+                "max_header_count": limits.max_header_count,
+                "max_head_size": limits.max_head_size,
+                "fanout": {
+                    "queue": fanout.queue,
+                    "max_bytes": fanout.max_bytes,
+                    "concurrency": fanout.concurrency,
+                    "attempts": fanout.attempts,
+                    "backoff_ms": millis(fanout.backoff),
+                    "max_backoff_ms": millis(fanout.max_backoff),
+                    "attempt_timeout_ms": millis(fanout.attempt_timeout),
+                    "stored": fanout.stored,
+                },
                 "log_format": format!("{:?}", server.log_format).to_lowercase(),
                 "admin_token": server.admin_token.is_some(),
                 "admin_hosts": server.admin_hosts,
