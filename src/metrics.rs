@@ -89,6 +89,9 @@ const BODY_BUCKETS: &[f64] = &[
 /// `verify::VerifyError::reason` names them.
 pub const SIGNATURE_FAILURE_REASONS: [&str; 4] = ["missing", "malformed", "mismatch", "expired"];
 
+/// `hookgate_handshakes_total{outcome}` values (`proxy::handshake`).
+pub const HANDSHAKE_OUTCOMES: [&str; 2] = ["answered", "refused"];
+
 /// `hookgate_fanout_copies_total{result}` values: a copy delivered, one retry,
 /// a copy given up (`proxy::copies`).
 pub const FANOUT_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
@@ -714,7 +717,10 @@ impl Metrics {
             + remove_unless(&self.signature_failures, |labels| {
                 route(labels).is_some_and(|r| r.scheme == Some(labels.get("scheme")))
             })
-            + remove_unless(&self.handshakes, |labels| route(labels).is_some())
+            + remove_unless(&self.handshakes, |labels| {
+                route(labels)
+                    .is_some_and(|r| r.handshake.as_deref() == Some(labels.get("provider")))
+            })
             + remove_unless(&self.rate_limit_keys, |labels| {
                 route(labels).is_some_and(|r| r.rate_limited)
             })
@@ -808,6 +814,9 @@ pub struct RouteSeries {
     pub deduped: bool,
     /// Upstreams it delivers to in queued mode (`hookgate_queue_*`); empty for direct routes.
     pub queued: Vec<String>,
+    /// The `provider` label of its setup handshake (`hookgate_handshakes_total`);
+    /// `None` for a route without `handshake`.
+    pub handshake: Option<String>,
 }
 
 /// The per-request series of one route, each resolved once and then kept:
@@ -873,6 +882,7 @@ impl RouteHandles {
     ///   `hookgate_fanout_dropped_total` per drop reason;
     /// - `hookgate_signature_failures_total` per reason (verified routes),
     ///   `hookgate_events_total` per event label (routes reading an event),
+    ///   `hookgate_handshakes_total` per outcome (routes with a handshake),
     ///   `hookgate_rate_limit_keys` and `hookgate_dedupe_entries` when the
     ///   route has a limiter or dedupe, `hookgate_rate_limit_overflow_total`
     ///   when its limiter is per key.
@@ -925,6 +935,13 @@ impl RouteHandles {
         }
         for event in &handles.series.events {
             metrics.events.with_label_values(&[route, event]);
+        }
+        if let Some(provider) = &handles.series.handshake {
+            for outcome in HANDSHAKE_OUTCOMES {
+                metrics
+                    .handshakes
+                    .with_label_values(&[route, provider, outcome]);
+            }
         }
         if handles.series.rate_limited {
             metrics.rate_limit_keys.with_label_values(&[route]);

@@ -209,6 +209,10 @@ pub fn route_series(settings: &RouteSettings, stored_copies: bool) -> RouteSerie
             .is_some_and(|limit| limit.by != crate::ratelimit::LimitBy::Route),
         deduped: settings.dedupe.is_some(),
         queued,
+        handshake: settings
+            .handshake
+            .as_ref()
+            .map(|h| h.provider().to_string()),
     }
 }
 

@@ -1817,3 +1817,64 @@ fn config_shows_the_limits_fanout_and_timeouts_that_run() {
         "{config}"
     );
 }
+
+// ---------------------------------------------------------------- series at 0 from load
+
+/// README, metrics: "Every series whose labels come from the configuration is
+/// exported at 0 from the moment the config loads (and after each reload)
+/// ... A reload removes the series of routes ... the new config no longer
+/// has." `hookgate_handshakes_total{route,provider,outcome}` of a route with a
+/// handshake: both outcomes at 0 before the first handshake, and gone once a
+/// reload drops the handshake. Guards the `handshake` arm of
+/// `RouteHandles::register` and of `Metrics::retire` (metrics.rs): without the
+/// first the series are absent at load, without the second they outlive the
+/// handshake.
+#[test]
+fn handshake_series_exist_at_zero_from_load_and_leave_with_the_handshake() {
+    let app = Upstream::start("app");
+    let setup = Setup::new()
+        .server("watch = false")
+        .upstream(&app)
+        .route(
+            "meta",
+            "/meta",
+            "app",
+            "verify = { provider = \"meta\", secrets = [\"literal:app-s3cret-for-tests\"] }\nhandshake = { verify_token = \"literal:v3rify-for-tests\" }",
+        )
+        .route("plain", "/plain", "app", "");
+    let gateway = setup.start();
+    for outcome in ["answered", "refused"] {
+        assert_eq!(
+            gateway.metric(
+                "hookgate_handshakes_total",
+                &[
+                    ("route", "meta"),
+                    ("provider", "meta"),
+                    ("outcome", outcome)
+                ],
+            ),
+            Some(0.0),
+            "{outcome} at load"
+        );
+    }
+    gateway.assert_no_series("hookgate_handshakes_total", &[("route", "plain")]);
+    let challenge = get(
+        gateway.proxy,
+        "/meta?hub.mode=subscribe&hub.verify_token=v3rify-for-tests&hub.challenge=42",
+    )
+    .unwrap();
+    challenge.expect_status(200);
+    gateway.assert_metric(
+        "hookgate_handshakes_total",
+        &[("route", "meta"), ("outcome", "answered")],
+        1.0,
+    );
+
+    let without = setup.rest().replace(
+        "handshake = { verify_token = \"literal:v3rify-for-tests\" }",
+        "",
+    );
+    gateway.rewrite(&without);
+    gateway.post_reload().expect_status(200);
+    gateway.assert_no_series("hookgate_handshakes_total", &[("route", "meta")]);
+}
