@@ -1878,3 +1878,72 @@ fn handshake_series_exist_at_zero_from_load_and_leave_with_the_handshake() {
     gateway.post_reload().expect_status(200);
     gateway.assert_no_series("hookgate_handshakes_total", &[("route", "meta")]);
 }
+
+// ---------------------------------------------------------------- upstream TLS
+
+/// README, `[upstreams.NAME]`: "`tls` | none | `{ sni = "billing.internal" }`:
+/// TLS to the targets, certificate verified for that name". The target is a
+/// second hookgate whose TLS listener holds a certificate for `localhost`,
+/// relaying to the app. Trusting that certificate (`SSL_CERT_FILE`), `sni =
+/// "localhost"` delivers over TLS (the app sees `X-Forwarded-Proto: https`
+/// from the terminating gateway); `sni = "billing.internal"` is refused, and
+/// so is `localhost` without the trust: the health check's TLS handshake
+/// fails, so the target is unhealthy (503 `upstream_unavailable`) and nothing
+/// reaches the app. Guards `build_peer` and `health_check` (upstream.rs): a
+/// peer built without TLS delivers nothing (plain text to a TLS port); a
+/// health check without TLS lets the request reach the peer (502, seen
+/// failing); delivery on the wrong name needs both to skip verification
+/// (the peer alone skipping it stays 503, seen).
+#[test]
+fn upstream_tls_verifies_the_certificate_for_the_sni_name() {
+    let certificate = LocalhostCertificate::new();
+    let app = Upstream::start("app");
+    let terminator = Setup::new()
+        .server(&certificate.tls_setting())
+        .upstream(&app)
+        .route("r", "/r", "app", "")
+        .start();
+    let tls_target = terminator.tls.expect("the TLS listener announced");
+    let roots = tempfile::tempdir().unwrap();
+    let roots_file = roots.path().join("roots.pem");
+    std::fs::write(&roots_file, &certificate.pem).unwrap();
+    let trust = [("SSL_CERT_FILE", roots_file.to_str().unwrap())];
+    let through = |sni: &str, env: &[(&str, &str)]| {
+        let gateway = Setup::new()
+            .upstream_named(
+                "secure",
+                &[tls_target],
+                &format!("tls = {{ sni = \"{sni}\" }}"),
+            )
+            .route("r", "/r", "secure", "")
+            .start_with_env(env);
+        let answer = post(gateway.proxy, "/r", &[], b"{\"over\":\"tls\"}");
+        let error = match answer.status {
+            200 => String::new(),
+            _ => answer.json()["error"].as_str().unwrap_or("").to_string(),
+        };
+        (answer.status, error, gateway.log())
+    };
+
+    let (status, _, log) = through("localhost", &trust);
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(app.count(), 1);
+    let received = &app.received()[0];
+    assert_eq!(received.body, b"{\"over\":\"tls\"}");
+    assert_eq!(received.header("x-forwarded-proto"), Some("https"));
+
+    for (sni, env) in [("billing.internal", &trust[..]), ("localhost", &[][..])] {
+        let (status, error, log) = through(sni, env);
+        assert_eq!(
+            (status, error.as_str()),
+            (503, "upstream_unavailable"),
+            "sni {sni}, trusted {}:\n{log}",
+            !env.is_empty()
+        );
+        assert_eq!(
+            app.count(),
+            1,
+            "sni {sni}: delivered without a verified certificate"
+        );
+    }
+}

@@ -216,7 +216,15 @@ impl Gateway {
         server_extra: &str,
         rest: &str,
     ) -> Gateway {
-        let gateway = Gateway::spawn_listening(extra_listeners, server_extra, rest);
+        let gateway = Gateway::spawn_listening(extra_listeners, server_extra, rest, &[]);
+        gateway.wait_ready();
+        gateway
+    }
+
+    /// Like [`Gateway::start_with_server`], with `env` added to the process's
+    /// environment (e.g. `SSL_CERT_FILE`, the roots it trusts for upstream TLS).
+    pub fn start_with_env(server_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        let gateway = Gateway::spawn_listening(&[], server_extra, rest, env);
         gateway.wait_ready();
         gateway
     }
@@ -233,10 +241,15 @@ impl Gateway {
     /// Starts the process and reads its listener addresses, without waiting
     /// for readiness.
     pub fn spawn(server_extra: &str, rest: &str) -> Gateway {
-        Gateway::spawn_listening(&[], server_extra, rest)
+        Gateway::spawn_listening(&[], server_extra, rest, &[])
     }
 
-    fn spawn_listening(extra_listeners: &[&str], server_extra: &str, rest: &str) -> Gateway {
+    fn spawn_listening(
+        extra_listeners: &[&str],
+        server_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let listen: Vec<String> = std::iter::once("127.0.0.1:0")
             .chain(extra_listeners.iter().copied())
             .map(|a| format!("\"{a}\""))
@@ -255,7 +268,8 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("hookgate.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = spawn_binary(&["serve", "-c", config_path.to_str().unwrap()], &dir);
+        let mut child =
+            spawn_binary_with(&["serve", "-c", config_path.to_str().unwrap()], &dir, env);
         let log_path = dir.path().join("gateway.log");
         let bound = match wait_listening(&mut child, &log_path, 1 + extra_listeners.len()) {
             Ok(bound) => bound,
@@ -541,10 +555,16 @@ fn strip_ansi(line: &str) -> String {
 
 /// Runs the binary with `args`, output to `dir/gateway.log`.
 pub fn spawn_binary(args: &[&str], dir: &tempfile::TempDir) -> Child {
+    spawn_binary_with(args, dir, &[])
+}
+
+/// [`spawn_binary`] with `env` added to the process's environment.
+pub fn spawn_binary_with(args: &[&str], dir: &tempfile::TempDir, env: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
     Command::new(BIN)
         .args(args)
         .env("HOOKGATE_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()

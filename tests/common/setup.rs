@@ -96,6 +96,12 @@ impl Setup {
         Gateway::start_with_server(&self.server_lines(), &self.rest())
     }
 
+    /// Starts the gateway with `env` added to its environment.
+    #[track_caller]
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with_env(&self.server_lines(), &self.rest(), env)
+    }
+
     /// Starts the gateway with more proxy listeners (e.g. `"[::1]:0"`).
     #[track_caller]
     pub fn start_with_listeners(&self, extra_listeners: &[&str]) -> Gateway {
