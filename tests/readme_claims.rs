@@ -1947,3 +1947,34 @@ fn upstream_tls_verifies_the_certificate_for_the_sni_name() {
         );
     }
 }
+
+// ---------------------------------------------------------------- dedupe across reloads
+
+/// README, "Duplicate deliveries": "The store is in memory, per instance; a
+/// reload keeps it when the route's `dedupe` is unchanged." An id forwarded
+/// before a reload that adds another route is still a duplicate after it,
+/// and is not forwarded again. Guards the reuse of the
+/// running route's dedupe store in `Snapshot::rebuild` (state.rs): a fresh
+/// store per snapshot forwards the id a second time.
+#[test]
+fn a_reload_keeps_the_dedupe_store_of_an_unchanged_route() {
+    let app = Upstream::start("app");
+    let setup = Setup::new().server("watch = false").upstream(&app).route(
+        "d",
+        "/d",
+        "app",
+        "dedupe = { key = \"header:X-Delivery\", ttl = \"1h\" }",
+    );
+    let gateway = setup.start();
+    let send = || post(gateway.proxy, "/d", &[("X-Delivery", "id-1")], b"{}");
+    send().expect_status(200);
+    assert_eq!(app.count(), 1);
+
+    gateway.rewrite(&setup.clone().route("other", "/other", "app", "").rest());
+    gateway.post_reload().expect_status(200);
+    let again = send();
+    again.expect_status(200);
+    assert_eq!(again.json()["status"], "duplicate", "{again:?}");
+    assert_eq!(app.count(), 1, "forwarded again after the reload");
+    gateway.assert_requests("d", "duplicate", 1.0);
+}
