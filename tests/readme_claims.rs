@@ -1978,3 +1978,35 @@ fn a_reload_keeps_the_dedupe_store_of_an_unchanged_route() {
     assert_eq!(app.count(), 1, "forwarded again after the reload");
     gateway.assert_requests("d", "duplicate", 1.0);
 }
+
+// ---------------------------------------------------------------- ip_sets problems
+
+/// README, "### `[ip_sets]`": "A CIDR with host bits set (`10.0.0.1/8`) is an
+/// error naming the network form; an unknown set name lists the known ones",
+/// and "`hookgate check` lists every problem": with one set broken, that set's
+/// problem is listed once, references to it and to a valid set are not
+/// reported as unknown, and a misspelt name lists both defined sets. Guards
+/// `IpSets::compile_partly` and the `broken` arm of `IpSets::resolve`
+/// (config/ip_sets.rs): dropping every set when one is broken made each
+/// reference "unknown IP set ...: no [ip_sets] are defined".
+#[test]
+fn one_broken_ip_set_is_one_problem_and_names_stay_known() {
+    let text = "[server]\ntrusted_proxies = [\"lb\"]\n\n[ip_sets]\noffice = [\"10.0.0.1/8\"]\nlb = [\"10.1.0.0/16\"]\n\n[upstreams.app]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"app\"\nallow = [\"office\", \"lb\", \"offic\"]\n";
+    let (code, _, stderr) = check(text);
+    assert_eq!(code, 78, "{stderr}");
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("  "))
+        .collect();
+    assert_eq!(problems.len(), 2, "{stderr}");
+    assert!(
+        problems[0].contains("ip_sets.office[0]") && problems[0].contains("\"10.0.0.0/8\""),
+        "{stderr}"
+    );
+    assert!(
+        problems[1].contains("routes[0].allow[2]")
+            && problems[1].contains("unknown IP set \"offic\"; known sets: \"lb\", \"office\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 configuration problems"), "{stderr}");
+}

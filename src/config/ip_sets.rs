@@ -3,7 +3,7 @@
 //! [`IpSet`]s and [`Allowlist`]s of `crate::allowlist`, which owns what an entry means and
 //! the client-address rule. IP list files are read here, relative to the config file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,6 +72,9 @@ impl<'de> Deserialize<'de> for IpSetSource {
 #[derive(Debug, Clone, Default)]
 pub struct IpSets {
     sets: BTreeMap<String, Arc<IpSet>>,
+    /// Sets that are defined but did not compile: their own problems say why,
+    /// so a reference to one is not reported again as an unknown name.
+    broken: BTreeSet<String>,
 }
 
 impl IpSets {
@@ -79,7 +82,19 @@ impl IpSets {
     /// the config file). Problem keys are relative to `[ip_sets]`: `"github"` for the set,
     /// `"office[1]"` for an inline entry; file problems name the file and line in the message.
     pub fn compile(file: &IpSetsFile, base_dir: &Path) -> Result<IpSets, Vec<Problem>> {
+        let (sets, problems) = IpSets::compile_partly(file, base_dir);
+        if problems.is_empty() {
+            Ok(sets)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// [`IpSets::compile`] that keeps going: the sets that compiled, with the
+    /// names of those that did not (see [`IpSets::resolve`]), and the problems.
+    pub fn compile_partly(file: &IpSetsFile, base_dir: &Path) -> (IpSets, Vec<Problem>) {
         let mut sets = BTreeMap::new();
+        let mut broken = BTreeSet::new();
         let mut problems = Vec::new();
         for (name, source) in file {
             let before = problems.len();
@@ -113,6 +128,7 @@ impl IpSets {
                 }
             };
             if problems.len() > before {
+                broken.insert(name.clone());
                 continue;
             }
             if nets.is_empty() {
@@ -121,15 +137,12 @@ impl IpSets {
                     "IP set has no entries; an allowlist using it would refuse every request. \
                      Add CIDRs or remove the set",
                 ));
+                broken.insert(name.clone());
                 continue;
             }
             sets.insert(name.clone(), Arc::new(IpSet::new(nets)));
         }
-        if problems.is_empty() {
-            Ok(IpSets { sets })
-        } else {
-            Err(problems)
-        }
+        (IpSets { sets, broken }, problems)
     }
 
     pub fn get(&self, name: &str) -> Option<&IpSet> {
@@ -152,6 +165,8 @@ impl IpSets {
             if looks_like_set_name(entry) {
                 match self.sets.get(entry) {
                     Some(set) => nets.extend_from_slice(set.networks()),
+                    // Defined, and reported where it is defined.
+                    None if self.broken.contains(entry) => {}
                     None => problems.push(Problem::new(
                         format!("{key}[{i}]"),
                         self.unknown_name_message(entry),
@@ -193,13 +208,14 @@ impl IpSets {
     }
 
     fn unknown_name_message(&self, name: &str) -> String {
-        if self.sets.is_empty() {
+        if self.sets.is_empty() && self.broken.is_empty() {
             format!(
                 "unknown IP set {name:?}: no [ip_sets] are defined; define it there or write a \
                  CIDR such as \"10.0.0.0/8\""
             )
         } else {
-            let known: Vec<String> = self.sets.keys().map(|k| format!("{k:?}")).collect();
+            let names: BTreeSet<&String> = self.sets.keys().chain(&self.broken).collect();
+            let known: Vec<String> = names.iter().map(|k| format!("{k:?}")).collect();
             format!(
                 "unknown IP set {name:?}; known sets: {}. Define it under [ip_sets] or write a \
                  CIDR such as \"10.0.0.0/8\"",

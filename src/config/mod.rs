@@ -375,13 +375,10 @@ fn compile(
         .collect();
     let mut input_bytes = inputs::read_all(&ip_files);
     let resolver = secrets::Resolver::new(base_dir);
-    let ip_sets = match IpSets::compile(&file.ip_sets, base_dir) {
-        Ok(sets) => sets,
-        Err(found) => {
-            problems.extend("ip_sets", found);
-            IpSets::default()
-        }
-    };
+    // The sets that compiled serve the references to them; a reference to a
+    // broken one is not reported again.
+    let (ip_sets, found) = IpSets::compile_partly(&file.ip_sets, base_dir);
+    problems.extend("ip_sets", found);
     let server = compile_server(file.server, &resolver, &ip_sets, &mut problems);
     let storage = match &file.storage {
         None => None,
