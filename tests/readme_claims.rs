@@ -2010,3 +2010,41 @@ fn one_broken_ip_set_is_one_problem_and_names_stay_known() {
     );
     assert!(stderr.contains("2 configuration problems"), "{stderr}");
 }
+
+// ---------------------------------------------------------------- what setup installs
+
+/// README, "## Development": "`./scripts/setup` ... installs cmake, a C and
+/// C++ compiler (gcc, g++), Prometheus and redis-server". Every package the
+/// script installs is named in that sentence (and in the quickstart's), so a
+/// newcomer knows what it puts on the machine. Guards the README against the
+/// `need+=(...)` lines of `scripts/setup`: a package added there without its
+/// name here turns this red (redis-server once was).
+#[test]
+fn the_readme_names_every_package_setup_installs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(root.join("scripts/setup")).unwrap();
+    let packages: Vec<&str> = script
+        .split("need+=(")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap())
+        .collect();
+    assert!(packages.len() >= 4, "found only {packages:?}");
+    let readme = readme();
+    let development = readme
+        .split_once("`./scripts/setup` (run by")
+        .map(|(_, rest)| rest.split("\n\n").next().unwrap().to_lowercase())
+        .expect("README's Development section names scripts/setup");
+    let quickstart = readme
+        .split_once("On a fresh machine with Rust")
+        .map(|(_, rest)| rest.split("\n\n").next().unwrap().to_lowercase())
+        .expect("README's quickstart says what the commands install");
+    for package in packages {
+        assert!(development.contains(package), "Development: {package}");
+        let named = match package {
+            "gcc" => "a c",
+            "g++" => "c++",
+            other => other,
+        };
+        assert!(quickstart.contains(named), "quickstart: {package}");
+    }
+}
