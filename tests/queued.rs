@@ -410,10 +410,12 @@ fn a_full_store_answers_503_and_drops_nothing_it_acknowledged() {
         }
     }
     let refused = refused.expect("the store filled up");
-    // Guards the Full branch of RedbStore::append and its 503 in proxy/queued.rs.
+    // Guards the Full branch of RedbStore::append and its 503 in proxy/queued.rs,
+    // with the README's "a queued route's store is full (`Retry-After: 60`)"
+    // (`FULL_RETRY_AFTER_SECS`).
     assert_eq!(refused.status, 503);
     assert_eq!(refused.json()["error"], "storage_unavailable");
-    assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("retry-after"), Some("60"));
     assert!(acknowledged.len() >= 5, "{}", acknowledged.len());
     gateway.assert_metric("hookgate_store_errors_total", &[("kind", "full")], 1.0);
     let app = down.come_up("app", Behavior::default());
