@@ -2048,3 +2048,40 @@ fn the_readme_names_every_package_setup_installs() {
         assert!(quickstart.contains(named), "quickstart: {package}");
     }
 }
+
+// ---------------------------------------------------------------- conf/examples
+
+/// README, "Verification": "`conf/examples/` has a ready config per provider
+/// (26, ...), one each for the generic `hmac` and `token` schemes, and two
+/// feature examples (`queued.toml`, `seed-event-routing.toml`)". Counts the
+/// files, so a config added or removed without the README fails here.
+#[test]
+fn the_examples_directory_holds_what_the_readme_counts() {
+    let text = readme();
+    let counted: usize = text
+        .split_once("has a ready config per provider (")
+        .and_then(|(_, rest)| rest.split_once(','))
+        .and_then(|(number, _)| number.trim().parse().ok())
+        .expect("the README counts the provider configs");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/examples");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter_map(|name| name.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    names.sort();
+    let others = ["hmac", "token", "queued", "seed-event-routing"];
+    for other in others {
+        assert!(
+            names.iter().any(|name| name == other),
+            "{other}.toml: {names:?}"
+        );
+        assert!(
+            text.contains(&format!("`{other}")),
+            "the README names {other}"
+        );
+    }
+    let providers = names.iter().filter(|name| !others.contains(&name.as_str()));
+    assert_eq!(providers.count(), counted, "{names:?}");
+}

@@ -238,8 +238,14 @@ fn xff_walk_is_bounded() {
     entries.extend((0..100).map(|i| format!("10.0.0.{}", i % 250)));
     let header = entries.join(",");
     let got = client_addr(ip("10.0.0.2"), [header.as_bytes()], &trusted);
-    // The walk stops after MAX_FORWARDED_HOPS entries, at a trusted hop.
-    assert!(trusted.contains(got));
+    // README, "Client address": the walk stops after MAX_FORWARDED_HOPS
+    // entries, at the 32nd from the right (10.0.0.99 is the first), a trusted
+    // hop, never the sender-written 203.0.113.9 further left.
+    assert_eq!(got, ip("10.0.0.68"));
+    // Empty entries count: 40 of them end the walk at the trusted hop reached.
+    let header = format!("203.0.113.9{}10.0.0.1", ",".repeat(41));
+    let got = client_addr(ip("10.0.0.2"), [header.as_bytes()], &trusted);
+    assert_eq!(got, ip("10.0.0.1"));
 }
 
 #[test]
