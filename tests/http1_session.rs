@@ -33,15 +33,35 @@ fn chunked_bodies_that_are_not_plain_chunks_are_refused() {
         .start();
     let head = "POST /hooks/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     let smuggled = "GET /hooks/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Each with the `reason` the sender gets (README, "Answers": "with a `reason`").
     let cases = [
-        ("chunk extension", "3;x=GET\r\nabc\r\n0\r\n\r\n"),
-        ("space after the size", "3 \r\nabc\r\n0\r\n\r\n"),
+        (
+            "chunk extension",
+            "3;x=GET\r\nabc\r\n0\r\n\r\n",
+            "invalid chunked body: chunk extension (not accepted)",
+        ),
+        (
+            "space after the size",
+            "3 \r\nabc\r\n0\r\n\r\n",
+            "invalid chunked body: whitespace in the chunk-size line",
+        ),
+        (
+            "a size that is not hex",
+            "3g\r\nabc\r\n0\r\n\r\n",
+            "invalid chunked body: chunk size not hexadecimal",
+        ),
+        (
+            "sixteen digits",
+            "0000000000000003\r\nabc\r\n0\r\n\r\n",
+            "invalid chunked body: chunk size over 15 hex digits",
+        ),
         (
             "trailer ended by a bare LF",
             "3\r\nabc\r\n0\r\nX-T: 1\n\r\n",
+            "",
         ),
     ];
-    for (case, body) in cases {
+    for (case, body, reason) in cases {
         let mut stream = connect(&gateway);
         stream
             .write_all(format!("{head}{body}{smuggled}").as_bytes())
@@ -50,6 +70,9 @@ fn chunked_bodies_that_are_not_plain_chunks_are_refused() {
         let answer = read_response(&mut reader).unwrap_or_else(|e| panic!("{case}: {e}"));
         assert_eq!(answer.status, 400, "{case}");
         assert_eq!(answer.json()["error"], "bad_request", "{case}");
+        if !reason.is_empty() {
+            assert_eq!(answer.json()["reason"], reason, "{case}");
+        }
         assert_eq!(answer.header("connection"), Some("close"), "{case}");
         let mut rest = Vec::new();
         // The connection ends (EOF or reset): no second answer.

@@ -535,11 +535,16 @@ impl Gateway {
                 let refusal = match e.etype() {
                     ErrorType::ReadTimedout => Refusal::new(Reply::REQUEST_TIMEOUT),
                     ErrorType::Custom("InvalidChunk") => {
-                        Refusal::bad_request("invalid chunked body")
+                        // What is wrong with the chunk (`request::chunk_size`).
+                        let why = e.context.as_ref().map(ToString::to_string);
+                        let why = why.as_deref().unwrap_or("not plain chunks");
+                        Refusal::bad_request(format!("invalid chunked body: {why}"))
                     }
                     _ => Refusal::new(Reply::BAD_REQUEST),
                 };
-                refusal.detail(format!("reading the request body: {e}"))
+                // `Error`'s own text starts with a space.
+                let error = e.to_string();
+                refusal.detail(format!("reading the request body: {}", error.trim_start()))
             }
         };
         refusal.close()

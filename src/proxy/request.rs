@@ -858,7 +858,7 @@ fn chunk_size(buffer: &[u8]) -> Result<Option<(usize, u64)>> {
         // Refuse early what can never become a valid line.
         if let Some(bad) = window.iter().position(|b| !b.is_ascii_hexdigit()) {
             if !(window[bad] == b'\r' && bad + 1 == window.len()) {
-                return invalid_chunk("invalid chunk size");
+                return invalid_chunk(not_hex(window[bad]));
             }
         }
         return Ok(None);
@@ -867,12 +867,28 @@ fn chunk_size(buffer: &[u8]) -> Result<Option<(usize, u64)>> {
     let Some(digits) = digits.strip_suffix(b"\r") else {
         return invalid_chunk("chunk-size line not ended by CRLF");
     };
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return invalid_chunk("invalid chunk size (extensions are not accepted)");
+    if let Some(&bad) = digits.iter().find(|b| !b.is_ascii_hexdigit()) {
+        return invalid_chunk(not_hex(bad));
+    }
+    if digits.is_empty() {
+        return invalid_chunk("chunk size missing");
+    }
+    if digits.len() > 15 {
+        return invalid_chunk("chunk size over 15 hex digits");
     }
     let text = std::str::from_utf8(digits).map_err(|_| Error::new(INVALID_CHUNK))?;
     let size = u64::from_str_radix(text, 16).map_err(|_| Error::new(INVALID_CHUNK))?;
     Ok(Some((end + 1, size)))
+}
+
+/// Why a chunk-size line with `byte` in it is refused (RFC 9112 §7.1: `chunk-size
+/// [ chunk-ext ] CRLF`; hookgate accepts no extension and no whitespace).
+fn not_hex(byte: u8) -> &'static str {
+    match byte {
+        b';' => "chunk extension (not accepted)",
+        b' ' | b'\t' => "whitespace in the chunk-size line",
+        _ => "chunk size not hexadecimal",
+    }
 }
 
 fn invalid_chunk<T>(why: &'static str) -> Result<T> {
