@@ -7,8 +7,8 @@
 //! head and the body go out in one write (Pingora's client session would flush
 //! the head on its own first: two packets, and two wake-ups of the upstream):
 //! up to [`ONE_SEND_MAX`] bytes copied into one buffer for one `send`, above
-//! it as one vectored write. A target that cannot be connected to, or whose kept-alive
-//! connection fails before the request is written, is retried on the next
+//! it as one vectored write. A target that cannot be connected to, or whose
+//! kept-alive connection fails before the request is written, is retried on the next
 //! healthy target: the request was not sent, so a retry cannot duplicate it.
 //! Once the request is written nothing is retried here (background copies
 //! have their own retry policy in `fanout`).
