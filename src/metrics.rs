@@ -833,6 +833,11 @@ pub struct RouteHandles {
     body_bytes: OnceLock<Histogram>,
     /// One entry per upstream name the route may send to.
     upstreams: Box<[UpstreamHandles]>,
+    /// `hookgate_signature_failures_total` under the route's scheme, by
+    /// [`SIGNATURE_FAILURE_REASONS`] index.
+    signature_failures: [OnceLock<IntCounter>; SIGNATURE_FAILURE_REASONS.len()],
+    /// `hookgate_events_total`, one per [`RouteSeries::events`] label.
+    events: Box<[OnceLock<IntCounter>]>,
 }
 
 struct UpstreamHandles {
@@ -867,6 +872,8 @@ impl RouteHandles {
                     duration: OnceLock::new(),
                 })
                 .collect(),
+            signature_failures: std::array::from_fn(|_| OnceLock::new()),
+            events: series.events.iter().map(|_| OnceLock::new()).collect(),
             series,
         }
     }
@@ -927,14 +934,20 @@ impl RouteHandles {
             }
         }
         if let Some(scheme) = handles.series.scheme {
-            for reason in SIGNATURE_FAILURE_REASONS {
-                metrics
-                    .signature_failures
-                    .with_label_values(&[route, scheme, reason]);
+            for (slot, reason) in handles
+                .signature_failures
+                .iter()
+                .zip(SIGNATURE_FAILURE_REASONS)
+            {
+                let _ = slot.set(
+                    metrics
+                        .signature_failures
+                        .with_label_values(&[route, scheme, reason]),
+                );
             }
         }
-        for event in &handles.series.events {
-            metrics.events.with_label_values(&[route, event]);
+        for (slot, event) in handles.events.iter().zip(&handles.series.events) {
+            let _ = slot.set(metrics.events.with_label_values(&[route, event]));
         }
         if let Some(provider) = &handles.series.handshake {
             for outcome in HANDSHAKE_OUTCOMES {
@@ -1010,6 +1023,39 @@ impl RouteHandles {
                     .with_label_values(&[&self.series.route])
             })
             .observe(bytes as f64);
+    }
+
+    /// Counts a refused signature in `hookgate_signature_failures_total`
+    /// under `scheme` (the verifier's, which is the route's unless a
+    /// handshake handed another over) and `reason` (a
+    /// [`SIGNATURE_FAILURE_REASONS`] value).
+    pub fn count_signature_failure(&self, metrics: &Metrics, scheme: &str, reason: &str) {
+        let lookup = || {
+            metrics
+                .signature_failures
+                .with_label_values(&[&self.series.route, scheme, reason])
+        };
+        let slot = (self.series.scheme == Some(scheme))
+            .then(|| SIGNATURE_FAILURE_REASONS.iter().position(|r| *r == reason))
+            .flatten();
+        match slot {
+            Some(i) => self.signature_failures[i].get_or_init(lookup).inc(),
+            None => lookup().inc(),
+        }
+    }
+
+    /// Counts a routed event in `hookgate_events_total` under `label` (one of
+    /// the route's [`RouteSeries::events`] labels).
+    pub fn count_event(&self, metrics: &Metrics, label: &str) {
+        let lookup = || {
+            metrics
+                .events
+                .with_label_values(&[&self.series.route, label])
+        };
+        match self.series.events.iter().position(|e| e == label) {
+            Some(i) => self.events[i].get_or_init(lookup).inc(),
+            None => lookup().inc(),
+        }
     }
 
     /// Counts an upstream answer and observes its time (`hookgate_upstream_*`).

@@ -668,10 +668,11 @@ impl Gateway {
             Some(decoded) => verifier.verify_decoded(&request, decoded, SystemTime::now()),
         };
         verified.map_err(|error| {
-            self.metrics
-                .signature_failures
-                .with_label_values(&[route.name(), verifier.scheme(), error.reason()])
-                .inc();
+            (route.metrics).count_signature_failure(
+                &self.metrics,
+                verifier.scheme(),
+                error.reason(),
+            );
             let refusal = Refusal::new(Reply::for_verify_error(&error));
             match &error {
                 verify::VerifyError::Ambiguous(why) => refusal.reason(why),
@@ -1001,10 +1002,7 @@ impl Gateway {
             .route(verified, headers)
             .map_err(Refusal::bad_request)?;
         if route.settings.events.has_event() {
-            self.metrics
-                .events
-                .with_label_values(&[route.name(), decision.label])
-                .inc();
+            (route.metrics).count_event(&self.metrics, decision.label);
         }
         ctx.event = decision.event.map(|event| event.into_owned());
         match decision.target {
