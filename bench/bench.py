@@ -498,6 +498,40 @@ def ratio(a, b):
     return None if not a or not b else a / b
 
 
+# (system, peer, label) pairs whose ratio is shown round by round.
+ROUND_PAIRS = (("hookgate", "haproxy", "hookgate / HAProxy"),
+               ("cluster", "deduped", "cluster / local"),
+               ("hookgate", "baseline", "hookgate / baseline"))
+
+
+def round_ratios(groups, scenarios):
+    """Ratios within each round: round k of a system against round k of its peer,
+    which ran minutes apart in the same invocation. The median-req/s rows above
+    pair rounds that may be far apart; this shows how far each ratio moves."""
+    out = ["", "Ratios round by round (req/s ratio / CPU-per-request ratio; median of the rounds last):", "",
+           "| scenario | pair | rounds | median req/s | median CPU/req |",
+           "| --- | --- | --- | ---: | ---: |"]
+    for sc in scenarios:
+        for system, peer, label in ROUND_PAIRS:
+            a, b = groups.get((sc, system)), groups.get((sc, peer))
+            if not a or not b:
+                continue
+            pairs = [(derived(x), derived(y)) for x, y in zip(a, b)]
+            rps = [ratio(x["rps"], y["rps"]) for x, y in pairs]
+            cpu = [ratio(x["cpu_100k"], y["cpu_100k"]) for x, y in pairs]
+            cells = ", ".join(f"{fmt(r)} / {fmt(c)}" for r, c in zip(rps, cpu))
+            out.append(f"| {sc} | {label} | {cells} | {fmt(median(rps))} | {fmt(median(cpu))} |")
+    return out
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def cmd_report(args):
     rows = []
     with open(args.results) as f:
@@ -623,6 +657,9 @@ def cmd_report(args):
             vals2 = [ratio(dh[k], db[k]) for k in ("p99_ms", "up_cpu_100k", "rss_mib")]
             out.append(f"| {sc} | " + " | ".join(fmt(v) for v in vals) + f" | {kernel} | "
                        + " | ".join(fmt(v) for v in vals2) + " |")
+
+    if rounds > 1:
+        out.extend(round_ratios(groups, scenarios))
 
     # Per-byte scaling: CPU per request against body size, at the lowest concurrency.
     forwards = [r for r in rows if r["kind"] == "forward"]
