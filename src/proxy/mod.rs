@@ -849,7 +849,7 @@ impl Gateway {
         // Not `refuse`: without a parsed head the session cannot tell whether a
         // body is unread, and the connection is closed anyway.
         let reason = (reply.status == 400).then_some("the request head is not valid HTTP");
-        let _ = reply::send(session, reply, None, &ctx.request_id, true, &[], reason).await;
+        let _ = reply::send(session, reply, None, &ctx.request_id, true, [], reason).await;
         // The log names the method and path when the request line had arrived
         // whole and valid (never a field: fields may carry secrets).
         let line = tracing::enabled!(target: "hookgate::access", tracing::Level::INFO)
@@ -1104,17 +1104,23 @@ impl Gateway {
         ctx.detail = detail.or(ctx.detail.take());
         ctx.reason = reason;
         let close = ctx.close || !session.is_body_done();
-        let extra: Vec<(&'static str, String)> = retry_after
-            .map(|secs| ("Retry-After", secs.to_string()))
-            .into_iter()
-            .collect();
+        let retry_after =
+            retry_after.map(|secs| ("Retry-After", bytes::Bytes::from(secs.to_string())));
+        // A 405's route is the one that refused the method: `Allow` names what
+        // its host and path take (RFC 9110 §15.5.6).
+        let allow = match (&ctx.snapshot, ctx.route) {
+            (Some(snapshot), Some(index)) if reply.status == 405 => {
+                Some(("Allow", snapshot.table.allow(index)))
+            }
+            _ => None,
+        };
         reply::send(
             session,
             &reply,
             ctx.route_name(),
             &ctx.request_id,
             close,
-            &extra,
+            retry_after.into_iter().chain(allow),
             ctx.reason.as_deref(),
         )
         .await
