@@ -109,8 +109,7 @@ impl RouteTable {
                 // The most specific host and path decide: a less specific route
                 // never takes a method the specific one refused (a `GET` to a
                 // `POST`-only verified route does not fall through to a catch-all).
-                let first = &self.entries[first];
-                if first.host != entry.host || first.path != entry.path {
+                if !same_target(&self.entries[first], entry) {
                     break;
                 }
             }
@@ -139,10 +138,13 @@ impl RouteTable {
 /// seven webhook methods first in [`WEBHOOK_METHODS`]' order, then others in
 /// the config's order.
 fn allow_values(routes: &[RouteSettings]) -> Vec<Bytes> {
-    // Host and path as `find` compares them (`first.host != entry.host || …`).
-    let group = |route: &'_ RouteSettings| match &route.path {
-        PathPattern::Exact(path) => (route.host.clone(), true, path.clone()),
-        PathPattern::Prefix(prefix) => (route.host.clone(), false, prefix.clone()),
+    // Host and path as `same_target` compares them.
+    let group = |route: &'_ RouteSettings| {
+        let host = route.host.as_deref().map(str::to_ascii_lowercase);
+        match &route.path {
+            PathPattern::Exact(path) => (host, true, path.to_ascii_lowercase()),
+            PathPattern::Prefix(prefix) => (host, false, prefix.to_ascii_lowercase()),
+        }
     };
     let mut groups: BTreeMap<_, Vec<&Method>> = BTreeMap::new();
     for route in routes {
@@ -172,6 +174,21 @@ fn allow_values(routes: &[RouteSettings]) -> Vec<Bytes> {
         .iter()
         .map(|route| values[&group(route)].clone())
         .collect()
+}
+
+/// Whether two entries are one target: the same host and path, letter case
+/// aside (requests match both without regard to it).
+fn same_target(a: &Entry, b: &Entry) -> bool {
+    let same_host = match (&a.host, &b.host) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    let same_path = match (&a.path, &b.path) {
+        (PathPattern::Exact(a), PathPattern::Exact(b))
+        | (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    };
+    same_host && same_path
 }
 
 fn specificity(entry: &Entry) -> (bool, bool, usize) {
@@ -384,5 +401,29 @@ mod tests {
         let table = RouteTable::new(&routes);
         assert_eq!(table.allow(0).as_ptr(), table.allow(0).as_ptr());
         assert_eq!(table.allow(0).as_ptr(), table.allow(1).as_ptr());
+    }
+
+    /// Paths match without regard to letter case, so routes whose paths differ
+    /// only in case are one target: each is tried, and `Allow` names them all.
+    #[test]
+    fn paths_differing_only_in_case_are_one_target() {
+        let routes = [
+            route("upper", None, "/Hook", Some(&["POST"])),
+            route("lower", None, "/hook", Some(&["GET"])),
+        ];
+        let table = RouteTable::new(&routes);
+        assert_eq!(
+            table.find(None, "/hook", &Method::GET),
+            RouteMatch::Found(1)
+        );
+        assert_eq!(
+            table.find(None, "/HOOK", &Method::POST),
+            RouteMatch::Found(0)
+        );
+        assert_eq!(
+            table.find(None, "/hook", &Method::PUT),
+            RouteMatch::MethodNotAllowed(0)
+        );
+        assert_eq!(&table.allow(0)[..], b"GET, POST");
     }
 }

@@ -348,6 +348,32 @@ fn a_405_allows_what_the_routes_of_its_host_and_path_take() {
     gateway.assert_requests("any", "method_not_allowed", 1.0);
 }
 
+/// README ("The path."): paths match without regard to ASCII letter case, so two
+/// routes whose paths differ only in case are one target. Guards `same_target`
+/// (routing.rs): comparing the paths byte for byte there made `/case`'s GET a
+/// 405 whose `Allow` said only `POST`.
+#[test]
+fn routes_whose_paths_differ_in_case_are_one_target() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("upper", "/Case", "app", "methods = [\"POST\"]")
+        .route("lower", "/case", "app", "methods = [\"GET\"]")
+        .start();
+    get(gateway.proxy, "/case").unwrap().expect_status(200);
+    assert_eq!(app.received().last().unwrap().method, "GET");
+    post(gateway.proxy, "/case", &[], b"x").expect_status(200);
+    let refused = send_raw(
+        gateway.proxy,
+        b"PUT /CASE HTTP/1.1\r\nHost: h.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .expect("exchange");
+    refused.expect_status(405);
+    assert_eq!(refused.header("allow"), Some("GET, POST"));
+    assert_eq!(refused.json()["route"], "upper");
+    assert_eq!(app.count(), 2);
+}
+
 #[test]
 fn round_robin_across_targets_and_a_dead_target_is_skipped() {
     // Guards `tried.push(target)` and the retry loop in `forward::forward`
