@@ -269,7 +269,9 @@ impl Gateway {
                     self.metrics.client_limit_hit(limit);
                     self.refuse_head(session, &Reply::HEADER_TOO_LARGE, &e)
                         .await;
-                } else if e.etype() == &ErrorType::InvalidHTTPHeader {
+                } else if e.etype() == &ErrorType::InvalidHTTPHeader
+                    || e.etype() == &request::HOST_DIFFERS
+                {
                     self.refuse_head(session, &Reply::BAD_REQUEST, &e).await;
                 }
                 session.shutdown().await;
@@ -821,7 +823,8 @@ impl Gateway {
     }
 
     /// A request head that could not be read: the head reader refused it
-    /// (garbage request line, a bad or conflicting `Content-Length`: 400; over
+    /// (garbage request line, a bad or conflicting `Content-Length`, a `Host`
+    /// that differs from an absolute-form target's authority: 400; over
     /// `max_head_size` or `max_header_count` while read: 431) or it did not
     /// arrive in time (408). The JSON answer, counted and logged like every
     /// other refusal, then the connection is closed.
@@ -848,7 +851,11 @@ impl Gateway {
         ctx.status = Some(reply.status);
         // Not `refuse`: without a parsed head the session cannot tell whether a
         // body is unread, and the connection is closed anyway.
-        let reason = (reply.status == 400).then_some("the request head is not valid HTTP");
+        let reason = match *error.etype() {
+            request::HOST_DIFFERS => Some(target::TargetError::HostDiffers.reason()),
+            _ if reply.status == 400 => Some("the request head is not valid HTTP"),
+            _ => None,
+        };
         let _ = reply::send(session, reply, None, &ctx.request_id, true, [], reason).await;
         // The log names the method and path when the request line had arrived
         // whole and valid (never a field: fields may carry secrets).
