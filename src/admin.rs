@@ -338,7 +338,15 @@ impl ServeHttp for Admin {
         )
         .await
         {
-            return json(status, body);
+            let mut answer = json(status, body);
+            if let Some(allow) = crate::delivery::events_api::allowed(path)
+                .filter(|_| status == StatusCode::METHOD_NOT_ALLOWED)
+            {
+                answer
+                    .headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+            }
+            return answer;
         }
         let head = session.req_header();
         match (&head.method, path) {

@@ -23,6 +23,10 @@
 //! as needing a restart, never silently ignored: the swapped-in config keeps
 //! their running values, so `GET /config` shows what runs and every reload
 //! until a restart compares the file against it and reports them again.
+//! The file is loaded against what runs (`config::Running`): while no store
+//! runs, a queued route is refused with the restart remedy, and deduped
+//! forwards must fit the running `claim_lease`; these problems come in the
+//! same refusal as every other problem of the file.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -203,13 +207,16 @@ impl Reloader {
             .path
             .clone()
             .ok_or("this configuration is embedded (hookgate demo) and cannot be reloaded")?;
-        // Loading reads files and resolves target names: keep it off the async workers.
-        let file = path.clone();
-        let mut config = tokio::task::spawn_blocking(move || Config::load(&path))
-            .await
-            .map_err(|e| format!("reload task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
         let previous = self.state.load_full();
+        // Checked against the running store and claim lease too (start-only:
+        // the file's apply at a restart), so one refusal names every problem.
+        let running = crate::config::Running::of(&previous.config);
+        // Loading reads files and resolves target names: keep it off the async workers.
+        let mut config =
+            tokio::task::spawn_blocking(move || Config::load_for_reload(&path, running))
+                .await
+                .map_err(|e| format!("reload task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
         // What runs, not what the last file said: the running snapshot always
         // holds the start-only values (they are put back below), so a setting
         // is reported on every reload until a restart applies it.
@@ -222,26 +229,6 @@ impl Reloader {
                 changes: Vec::new(),
                 restart_required,
             });
-        }
-        let queued = crate::config::queued_without_running_store(&config);
-        if !queued.is_empty() {
-            let lines: Vec<String> = (queued.iter())
-                .map(|problem| format!("{}: {problem}", file.display()))
-                .collect();
-            return Err(lines.join("\n"));
-        }
-        // The running claim lease stays: it must still cover the new
-        // upstreams' forwards (the new file's lease was checked, not this one).
-        if restart_required.contains(&"cluster") {
-            let running = previous.config.cluster.as_ref().and_then(|c| c.claim_lease);
-            if let Some(problem) =
-                running.and_then(|lease| crate::config::running_claim_lease_problem(lease, &config))
-            {
-                return Err(format!(
-                    "{}: {problem} (the running [cluster] table, with its claim_lease, stays in use until a restart)",
-                    file.display()
-                ));
-            }
         }
         let changes = describe_changes(&previous.config, &config);
         let sha256 = config.source_hash.clone();

@@ -17,7 +17,14 @@
 //! - a route without `methods` takes the methods a webhook may use (GET, POST,
 //!   PUT, PATCH, DELETE, HEAD, OPTIONS); others (CONNECT, TRACE, extension
 //!   methods) are `MethodNotAllowed`.
+//!
+//! A `MethodNotAllowed` answer says what the target takes ([`RouteTable::allow`],
+//! for `Allow`, RFC 9110 §15.5.6): the union of the methods of every route with
+//! that host and path, worked out once when the table is built.
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
 use http::Method;
 
 use crate::config::{PathPattern, RouteSettings};
@@ -46,16 +53,32 @@ struct Entry {
     host: Option<String>,
     path: PathPattern,
     methods: Option<Vec<Method>>,
+    /// The `Allow` value of its host and path (shared by the entries that have them).
+    allow: Bytes,
 }
+
+/// The methods a route without `methods` takes, in the order `Allow` lists them.
+const WEBHOOK_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 impl RouteTable {
     pub fn new(routes: &[RouteSettings]) -> Self {
+        let allow = allow_values(routes);
         let entries: Vec<Entry> = routes
             .iter()
-            .map(|route| Entry {
+            .zip(allow)
+            .map(|(route, allow)| Entry {
                 host: route.host.clone(),
                 path: route.path.clone(),
                 methods: route.methods.clone(),
+                allow,
             })
             .collect();
         let mut order: Vec<usize> = (0..entries.len()).collect();
@@ -86,8 +109,7 @@ impl RouteTable {
                 // The most specific host and path decide: a less specific route
                 // never takes a method the specific one refused (a `GET` to a
                 // `POST`-only verified route does not fall through to a catch-all).
-                let first = &self.entries[first];
-                if first.host != entry.host || first.path != entry.path {
+                if !same_target(&self.entries[first], entry) {
                     break;
                 }
             }
@@ -102,6 +124,71 @@ impl RouteTable {
         }
         method_mismatch.map_or(RouteMatch::NoRoute, RouteMatch::MethodNotAllowed)
     }
+
+    /// The `Allow` value for `MethodNotAllowed(index)`: every method the routes
+    /// with route `index`'s host and path take, e.g. `GET, HEAD, POST`. A clone
+    /// of shared bytes: answering a 405 neither allocates nor formats it.
+    pub fn allow(&self, index: usize) -> Bytes {
+        self.entries[index].allow.clone()
+    }
+}
+
+/// Each route's `Allow` value: the union of the methods of the routes with the
+/// same host and path (the group `find` tries before refusing a method), the
+/// seven webhook methods first in [`WEBHOOK_METHODS`]' order, then others in
+/// the config's order.
+fn allow_values(routes: &[RouteSettings]) -> Vec<Bytes> {
+    // Host and path as `same_target` compares them.
+    let group = |route: &'_ RouteSettings| {
+        let host = route.host.as_deref().map(str::to_ascii_lowercase);
+        match &route.path {
+            PathPattern::Exact(path) => (host, true, path.to_ascii_lowercase()),
+            PathPattern::Prefix(prefix) => (host, false, prefix.to_ascii_lowercase()),
+        }
+    };
+    let mut groups: BTreeMap<_, Vec<&Method>> = BTreeMap::new();
+    for route in routes {
+        let methods = groups.entry(group(route)).or_default();
+        match &route.methods {
+            Some(listed) => methods.extend(listed),
+            None => methods.extend(&WEBHOOK_METHODS),
+        }
+    }
+    let values: BTreeMap<_, Bytes> = groups
+        .into_iter()
+        .map(|(key, methods)| {
+            let mut listed: Vec<&Method> = WEBHOOK_METHODS
+                .iter()
+                .filter(|known| methods.contains(known))
+                .collect();
+            for method in methods {
+                if !listed.contains(&method) {
+                    listed.push(method);
+                }
+            }
+            let names: Vec<&str> = listed.iter().map(|m| m.as_str()).collect();
+            (key, Bytes::from_owner(names.join(", ")))
+        })
+        .collect();
+    routes
+        .iter()
+        .map(|route| values[&group(route)].clone())
+        .collect()
+}
+
+/// Whether two entries are one target: the same host and path, letter case
+/// aside (requests match both without regard to it).
+fn same_target(a: &Entry, b: &Entry) -> bool {
+    let same_host = match (&a.host, &b.host) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    let same_path = match (&a.path, &b.path) {
+        (PathPattern::Exact(a), PathPattern::Exact(b))
+        | (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    };
+    same_host && same_path
 }
 
 fn specificity(entry: &Entry) -> (bool, bool, usize) {
@@ -114,16 +201,7 @@ fn specificity(entry: &Entry) -> (bool, bool, usize) {
 
 /// The methods a route without `methods` accepts.
 fn is_webhook_method(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET
-            | Method::POST
-            | Method::PUT
-            | Method::PATCH
-            | Method::DELETE
-            | Method::HEAD
-            | Method::OPTIONS
-    )
+    WEBHOOK_METHODS.contains(method)
 }
 
 fn path_matches(pattern: &PathPattern, path: &str) -> bool {
@@ -281,5 +359,71 @@ mod tests {
             table.find(None, "/hook/zoom", &Method::PUT),
             RouteMatch::MethodNotAllowed(1)
         );
+    }
+
+    #[test]
+    fn allow_lists_every_method_of_the_host_and_path_in_a_fixed_order() {
+        let routes = [
+            route("catch-all", None, "/hook/*", None),
+            route("deliveries", None, "/hook/zoom", Some(&["POST", "PURGE"])),
+            route("challenge", None, "/hook/zoom", Some(&["GET", "POST"])),
+            route("put-post", None, "/put", Some(&["PUT", "POST"])),
+            route("hosted", Some("a.example"), "/put", Some(&["PATCH"])),
+            route(
+                "traced",
+                None,
+                "/traced",
+                Some(&["TRACE", "DELETE", "LINK"]),
+            ),
+        ];
+        let table = RouteTable::new(&routes);
+        let allow = |index: usize| String::from_utf8(table.allow(index).to_vec()).unwrap();
+        assert_eq!(allow(0), "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        assert_eq!(allow(1), "GET, POST, PURGE");
+        assert_eq!(allow(2), "GET, POST, PURGE");
+        // Another host is another target.
+        assert_eq!(allow(3), "POST, PUT");
+        assert_eq!(allow(4), "PATCH");
+        assert_eq!(allow(5), "DELETE, TRACE, LINK");
+        assert_eq!(
+            table.find(None, "/hook/zoom", &Method::PUT),
+            RouteMatch::MethodNotAllowed(1)
+        );
+    }
+
+    /// Built once per table: a 405 gets the same bytes, not a new copy.
+    #[test]
+    fn allow_values_are_shared_not_rebuilt() {
+        let routes = [
+            route("a", None, "/hook", Some(&["POST"])),
+            route("b", None, "/hook", Some(&["GET"])),
+        ];
+        let table = RouteTable::new(&routes);
+        assert_eq!(table.allow(0).as_ptr(), table.allow(0).as_ptr());
+        assert_eq!(table.allow(0).as_ptr(), table.allow(1).as_ptr());
+    }
+
+    /// Paths match without regard to letter case, so routes whose paths differ
+    /// only in case are one target: each is tried, and `Allow` names them all.
+    #[test]
+    fn paths_differing_only_in_case_are_one_target() {
+        let routes = [
+            route("upper", None, "/Hook", Some(&["POST"])),
+            route("lower", None, "/hook", Some(&["GET"])),
+        ];
+        let table = RouteTable::new(&routes);
+        assert_eq!(
+            table.find(None, "/hook", &Method::GET),
+            RouteMatch::Found(1)
+        );
+        assert_eq!(
+            table.find(None, "/HOOK", &Method::POST),
+            RouteMatch::Found(0)
+        );
+        assert_eq!(
+            table.find(None, "/hook", &Method::PUT),
+            RouteMatch::MethodNotAllowed(0)
+        );
+        assert_eq!(&table.allow(0)[..], b"GET, POST");
     }
 }

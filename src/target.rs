@@ -48,11 +48,15 @@ pub enum TargetError {
     NonAscii,
     HostMissing,
     HostInvalid,
+    /// A `Host` field that is not the absolute-form target's authority (the
+    /// head reader, `proxy::request`, finds it).
+    HostDiffers,
 }
 
-impl fmt::Display for TargetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl TargetError {
+    /// What the sender is told, under `reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
             TargetError::Form => {
                 "the request target must be a path or an http(s) URL (RFC 9112 §3.2)"
             }
@@ -65,7 +69,16 @@ impl fmt::Display for TargetError {
             TargetError::NonAscii => "the path contains a byte outside ASCII",
             TargetError::HostMissing => "the Host header is missing (RFC 9112 §3.2)",
             TargetError::HostInvalid => "the Host is not a valid host[:port]",
-        })
+            TargetError::HostDiffers => {
+                "the Host header differs from the request target's authority"
+            }
+        }
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
     }
 }
 
@@ -336,8 +349,9 @@ fn is_dotted_quad(name: &str) -> bool {
 /// then the `Host` header, then HTTP/2's `:authority` (RFC 9112 §3.2.2,
 /// RFC 9113 §8.3.1). `Ok(None)` for an empty `Host` or an HTTP/1.0 request
 /// without one; an HTTP/1.1 request without `Host` is refused (RFC 9112 §3.2).
-/// Pingora has already refused several `Host` fields and a `Host` that differs
-/// from the target's authority.
+/// The head reader (`proxy::request`) has already refused several `Host`
+/// fields and a `Host` that differs from the target's authority
+/// ([`TargetError::HostDiffers`]).
 pub fn read_authority(
     target: &RequestTarget<'_>,
     headers: &HeaderMap,

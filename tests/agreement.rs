@@ -255,6 +255,37 @@ fn the_authority_is_read_once_and_forwarded_as_read() {
     healthy(&gateway, &upstream, "authority cases");
 }
 
+/// README ("The host."): refused is "a `Host` that is not byte for byte the
+/// target's authority (with the reason `the Host header differs from the
+/// request target's authority`, and the connection closed)". Guards
+/// `only_host_differs` and `HOST_DIFFERS` (proxy/request.rs) and its reason in
+/// `refuse_head` (proxy/mod.rs): without them the reason is "the request head
+/// is not valid HTTP".
+#[test]
+fn a_host_that_differs_from_the_absolute_target_gets_its_own_reason() {
+    let (upstream, gateway, _secrets) = start();
+    for host in ["b.example", "A.example"] {
+        let request = format!(
+            "POST http://a.example/webhooks/x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let (answer, closed) = exchange_closing(gateway.proxy, request.as_bytes(), CLOSE_WITHIN);
+        let answer = answer.expect("an answer");
+        answer.expect_status(400);
+        let body = answer.json();
+        assert_eq!(body["error"], "bad_request", "{host}");
+        assert_eq!(
+            body["reason"], "the Host header differs from the request target's authority",
+            "{host}"
+        );
+        assert_eq!(body.get("route"), None, "{host}");
+        assert_eq!(answer.header("connection"), Some("close"), "{host}");
+        assert!(closed, "{host}: the connection is closed after the 400");
+    }
+    assert_eq!(upstream.count(), 0, "the upstream received nothing");
+    gateway.assert_requests("_unmatched", "bad_request", 2.0);
+    healthy(&gateway, &upstream, "Host differs");
+}
+
 /// The smuggling classics. Each is refused (400, or 413 for the size case),
 /// its connection closed, and nothing reaches the upstream: neither the
 /// request nor what was smuggled behind it.

@@ -398,3 +398,65 @@ fn a_queued_route_open_to_anyone_loads_with_a_warning() {
         );
     }
 }
+
+/// Report every problem at once: a `claim_lease` shorter than the forwards of
+/// two deduped routes is one `cluster.claim_lease` line per route, each with
+/// the start-time remedy. Guards the per-route loop of
+/// `config::check_claim_lease`: reporting only the slowest pair names one route.
+#[test]
+fn a_short_claim_lease_names_every_deduped_route_it_concerns() {
+    let text = r#"
+[cluster]
+redis = "redis://127.0.0.1:9/0"
+claim_lease = "3s"
+
+[upstreams.slow]
+targets = ["127.0.0.1:9"]
+response_timeout = "10s"
+
+[upstreams.slower]
+targets = ["127.0.0.1:9"]
+response_timeout = "20s"
+
+[[routes]]
+name = "one"
+path = "/one"
+upstream = "slow"
+dedupe = { key = "header:X-Delivery" }
+
+[[routes]]
+name = "two"
+path = "/two"
+upstream = "slower"
+dedupe = { key = "header:X-Delivery" }
+
+[[routes]]
+name = "queued"
+path = "/queued"
+upstream = "slower"
+dedupe = { key = "header:X-Delivery" }
+delivery = "queued"
+
+[storage]
+path = "data"
+"#;
+    let error = Config::from_toml(text, Path::new("/nonexistent/hookgate.toml"))
+        .expect_err("a lease shorter than the forwards");
+    let leases: Vec<String> = error
+        .problems
+        .iter()
+        .filter(|p| p.problem.key == "cluster.claim_lease")
+        .map(|p| p.problem.message.clone())
+        .collect();
+    assert_eq!(leases.len(), 2, "{error}");
+    assert!(
+        leases[0].contains("response_timeout 10s of upstream \"slow\" (route \"one\" dedupes)")
+            && leases[0].contains("set claim_lease to at least 15s"),
+        "{error}"
+    );
+    assert!(
+        leases[1].contains("response_timeout 20s of upstream \"slower\" (route \"two\" dedupes)")
+            && leases[1].contains("set claim_lease to at least 25s"),
+        "{error}"
+    );
+}

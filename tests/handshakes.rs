@@ -324,9 +324,12 @@ fn meta_verification_needs_the_verify_token() {
         "meta",
         "meta",
     );
-    // Any other GET on the POST-only route is still 405 (`handshake_only` in `steps`).
+    // Any other GET on the POST-only route is still 405 (`handshake_only` in
+    // `steps`), and its `Allow` names what the route takes.
     let other = get(gateway.proxy, "/meta?x=1").unwrap();
     other.expect_status(405);
+    assert_eq!(other.header("allow"), Some("POST"));
+    assert_eq!(other.json()["error"], "method_not_allowed");
     assert_eq!(app.count(), 0);
     // A signed delivery is forwarded as before.
     let body = br#"{"object":"page","entry":[]}"#;
@@ -369,6 +372,35 @@ fn dropbox_challenge_is_echoed_only_when_safe() {
         "dropbox",
         "dropbox",
     );
+}
+
+/// README: "A GET handshake reaches a route limited to other methods; any other
+/// GET there is still 405, whose `Allow` names the route's methods." Guards the
+/// `Allow` that `refuse` (src/proxy/mod.rs) takes from the route `route` let
+/// through for its handshake: the old fixed `Allow: POST` turns it red.
+#[test]
+fn a_get_that_is_no_handshake_is_told_the_route_methods() {
+    let (gateway, app) = start(
+        "dropbox",
+        "methods = [\"PUT\", \"POST\"]\nverify = { provider = \"dropbox\", secrets = [\"literal:dropbox-app-secret\"] }\nhandshake = true",
+    );
+    let other = get(gateway.proxy, "/dropbox?x=1").unwrap();
+    other.expect_status(405);
+    assert_eq!(other.header("allow"), Some("POST, PUT"));
+    let json = other.json();
+    assert_eq!(json["error"], "method_not_allowed");
+    assert_eq!(json["route"], "dropbox");
+    let answered = get(gateway.proxy, "/dropbox?challenge=abc123").unwrap();
+    assert_answered(
+        &gateway,
+        &app,
+        &answered,
+        "text/plain",
+        b"abc123",
+        "dropbox",
+        "dropbox",
+    );
+    assert_eq!(app.count(), 0);
 }
 
 #[test]

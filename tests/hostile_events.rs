@@ -120,3 +120,36 @@ fn a_replay_by_filter_refuses_a_limit_instead_of_replaying_every_match() {
     assert_eq!(answer.json()["events"], 3);
     assert!(wait_until(Duration::from_secs(10), || app.count() == 6));
 }
+
+/// RFC 9110 §15.5.6: a 405 under `/events` says what the path takes. Guards
+/// `events_api::allowed` and the `Allow` the admin adds to the events API's
+/// 405 (admin.rs `response`): without them the 405 has no `Allow`. A path
+/// that names no endpoint is 404, not a 405 that allows nothing.
+#[test]
+fn events_api_405s_allow_what_the_path_takes() {
+    let app = Upstream::start("app");
+    let gateway = token_gateway(app.addr);
+    let exchange = |method: &str, target: &str| {
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            gateway.admin
+        );
+        send_raw(gateway.admin, request.as_bytes()).expect("admin exchange")
+    };
+    for (method, target, allow) in [
+        ("DELETE", "/events", "GET"),
+        ("POST", "/events/00ab", "GET"),
+        ("GET", "/events/00ab/replay", "POST"),
+        ("PUT", "/events/replay", "GET, POST"),
+    ] {
+        let answer = exchange(method, target);
+        answer.expect_status(405);
+        assert_eq!(answer.header("allow"), Some(allow), "{method} {target}");
+        assert_eq!(answer.json()["error"], "method_not_allowed");
+    }
+    let unknown = exchange("GET", "/events/00ab/replay/again");
+    unknown.expect_status(404);
+    assert_eq!(unknown.json()["error"], "not_found");
+    assert_eq!(unknown.header("allow"), None);
+}

@@ -270,6 +270,110 @@ fn two_paths_route_to_two_pools() {
     gateway.assert_requests("github", "forwarded", 2.0);
 }
 
+/// README ("The path."): "A 405's `Allow` lists every method the routes with
+/// that host and path take (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS in that
+/// order, then others in config order)". Guards `allow_values` (routing.rs) and
+/// the `Allow` that `refuse` (proxy/mod.rs) writes from it: the old fixed
+/// `Allow: POST`, or only the refusing route's methods, turns it red.
+#[test]
+fn a_405_allows_what_the_routes_of_its_host_and_path_take() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("post-only", "/post-only", "app", "methods = [\"POST\"]")
+        .route(
+            "put-post",
+            "/put-post",
+            "app",
+            "methods = [\"PUT\", \"POST\"]",
+        )
+        .route("zoom-deliveries", "/zoom", "app", "methods = [\"POST\"]")
+        .route(
+            "zoom-challenge",
+            "/zoom",
+            "app",
+            "methods = [\"OPTIONS\", \"GET\"]",
+        )
+        .route("any", "/any", "app", "")
+        .start();
+    let exchange = |method: &str, path: &str| {
+        send_raw(
+            gateway.proxy,
+            format!("{method} {path} HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("exchange")
+    };
+    let cases = [
+        ("GET", "/post-only", "post-only", "POST"),
+        ("DELETE", "/put-post", "put-post", "POST, PUT"),
+        ("PUT", "/zoom", "zoom-deliveries", "GET, POST, OPTIONS"),
+        (
+            "TRACE",
+            "/any",
+            "any",
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ),
+    ];
+    for (method, path, route, allow) in cases {
+        let refused = exchange(method, path);
+        refused.expect_status(405);
+        assert_eq!(refused.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(
+            refused
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("allow"))
+                .count(),
+            1,
+            "{method} {path}"
+        );
+        let json = refused.json();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "error": "method_not_allowed",
+                "route": route,
+                "request_id": json["request_id"].as_str().expect("a request id"),
+            }),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(app.count(), 0, "a 405 forwards nothing");
+    // Each method the `Allow` of /zoom names is taken.
+    for method in ["GET", "OPTIONS"] {
+        exchange(method, "/zoom").expect_status(200);
+    }
+    assert_eq!(app.count(), 2);
+    gateway.assert_requests("any", "method_not_allowed", 1.0);
+}
+
+/// README ("The path."): paths match without regard to ASCII letter case, so two
+/// routes whose paths differ only in case are one target. Guards `same_target`
+/// (routing.rs): comparing the paths byte for byte there made `/case`'s GET a
+/// 405 whose `Allow` said only `POST`.
+#[test]
+fn routes_whose_paths_differ_in_case_are_one_target() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("upper", "/Case", "app", "methods = [\"POST\"]")
+        .route("lower", "/case", "app", "methods = [\"GET\"]")
+        .start();
+    get(gateway.proxy, "/case").unwrap().expect_status(200);
+    assert_eq!(app.received().last().unwrap().method, "GET");
+    post(gateway.proxy, "/case", &[], b"x").expect_status(200);
+    let refused = send_raw(
+        gateway.proxy,
+        b"PUT /CASE HTTP/1.1\r\nHost: h.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .expect("exchange");
+    refused.expect_status(405);
+    assert_eq!(refused.header("allow"), Some("GET, POST"));
+    assert_eq!(refused.json()["route"], "upper");
+    assert_eq!(app.count(), 2);
+}
+
 #[test]
 fn round_robin_across_targets_and_a_dead_target_is_skipped() {
     // Guards `tried.push(target)` and the retry loop in `forward::forward`

@@ -310,6 +310,117 @@ fn a_queued_route_is_accepted_when_the_store_runs() {
     );
 }
 
+/// README, reload: a refused file names every problem at once, "the running
+/// `[cluster] claim_lease` stays, a new file whose deduped upstreams'
+/// `response_timeout` outgrows it is refused (key `cluster.claim_lease`, for
+/// each such route)" and "while no store runs ... a file that makes a route
+/// `delivery = "queued"` is refused (key `routes[N].delivery`, for each such
+/// route)". Guards `Config::load_for_reload` in `Reloader::load_and_swap`
+/// and the per-route loop of `config::check_claim_lease`: a reload that
+/// stops at the first kind of problem, or at one route, loses lines here.
+#[test]
+fn a_refused_reload_names_every_problem_of_both_kinds() {
+    let redis = common::redis::RedisServer::start();
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let dedupe = "dedupe = { key = \"header:X-Delivery\" }";
+    let file = |timeout: &str, storage: &str, x: &str| {
+        format!(
+            "[cluster]\nredis = \"{}\"\nclaim_lease = \"15s\"\n{storage}\
+             [upstreams.a]\ntargets = [\"{}\"]\n\
+             [upstreams.slow]\ntargets = [\"{}\"]\nresponse_timeout = \"{timeout}\"\ntimeout = \"{timeout}\"\n{}{}{}",
+            redis.url(),
+            a.addr,
+            b.addr,
+            route("x", "a", x),
+            route("d1", "slow", dedupe),
+            route("d2", "slow", dedupe),
+        )
+    };
+    let gateway = Gateway::start_with_server("watch = false", &file("10s", "", ""));
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    gateway.rewrite(&file(
+        "50s",
+        "[storage]\npath = \"data\"\n",
+        "delivery = \"queued\"",
+    ));
+    let refused = gateway.post_reload();
+    refused.expect_status(422);
+    assert_eq!(refused.json()["status"], "refused");
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    let lines: Vec<&str> = error.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{error}");
+    let config_path = gateway.config_path.display().to_string();
+    for line in &lines {
+        assert!(line.trim_start().starts_with(&config_path), "{line}");
+    }
+    assert!(
+        lines[0]
+            .contains("routes[0].delivery: route \"x\" is queued, but this process runs no store")
+            && lines[0].contains("restart hookgate"),
+        "{error}"
+    );
+    for (line, name) in lines[1..].iter().zip(["d1", "d2"]) {
+        assert!(
+            line.contains("cluster.claim_lease: the running claim_lease 15s is shorter than the response_timeout 50s of upstream \"slow\"")
+                && line.contains(&format!("(route \"{name}\" dedupes)"))
+                && line.contains("restart hookgate with a claim_lease of at least 55s"),
+            "{error}"
+        );
+    }
+    // SIGHUP is refused the same way.
+    gateway.signal("HUP");
+    gateway.assert_metric_within(
+        WITHIN,
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        2.0,
+    );
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "success")],
+        0.0,
+    );
+    // The old config serves on: x stays direct.
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    assert!(get(gateway.admin, "/config").unwrap().json()["storage"].is_null());
+}
+
+/// README, reload: "while no store runs ... a file that makes a route
+/// `delivery = "queued"` is refused ... restart to add it", also when the file
+/// has no `[storage]` table: adding one would only be refused again. `check`
+/// (and a start) still says to add `[storage]`. Guards the `no_store_runs`
+/// branch in `config::compile`: without it the reload says "add [storage]".
+#[test]
+fn a_queued_route_without_storage_on_a_storeless_process_is_told_to_restart() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let gateway =
+        Gateway::start_with_server("watch = false", &routes(&a, &b, &route("x", "a", "")));
+    let queued = routes(&a, &b, &route("x", "a", "delivery = \"queued\""));
+    gateway.rewrite(&queued);
+    let refused = gateway.post_reload();
+    refused.expect_status(422);
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("routes[0].delivery: route \"x\" is queued, but this process runs no store")
+            && error.contains("restart hookgate with a [storage] table"),
+        "{error}"
+    );
+    assert!(!error.contains("add [storage]"), "{error}");
+    gateway.assert_metric(
+        "hookgate_config_reloads_total",
+        &[("result", "failure")],
+        1.0,
+    );
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+    // At start the remedy is to add the table.
+    let (code, _, stderr) = check_config(&format!("{}\n{queued}", gateway.server_section()));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("there is no [storage] table; add [storage] path = \"data\""),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn an_invalid_edit_is_refused_and_the_old_config_keeps_serving() {
     // Guards `Reloader::load_and_swap` validating before the swap: swapping a

@@ -265,9 +265,44 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What runs in the process a file is reloaded into. `[storage]` and
+/// `[cluster]` are read only at start, so a reload is checked against the
+/// running store and claim lease, and its problems say to restart where only a
+/// restart helps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    /// A store runs: the process started with `[storage]`.
+    pub store: bool,
+    /// The running `[cluster] claim_lease`; `None` without `[cluster]` or
+    /// without the key (derived per route).
+    pub claim_lease: Option<Duration>,
+}
+
+impl Running {
+    /// What `config` (a running snapshot's, which holds the running start-only
+    /// settings) runs.
+    pub fn of(config: &Config) -> Running {
+        Running {
+            store: config.storage.is_some(),
+            claim_lease: config.cluster.as_ref().and_then(|c| c.claim_lease),
+        }
+    }
+}
+
 impl Config {
-    /// Reads, parses and validates the file at `path`.
+    /// Reads, parses and validates the file at `path` (for a start or `check`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_into(path, None)
+    }
+
+    /// [`Config::load`] for a reload into a process where `running` runs: every
+    /// problem of the file at once, those the running store and claim lease
+    /// add included.
+    pub fn load_for_reload(path: &Path, running: Running) -> Result<Config, ConfigError> {
+        Config::load_into(path, Some(running))
+    }
+
+    fn load_into(path: &Path, running: Option<Running>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             problems: vec![LocatedProblem {
@@ -275,11 +310,15 @@ impl Config {
                 problem: Problem::new("", format!("cannot read the file: {e}")),
             }],
         })?;
-        Config::from_toml(&text, path)
+        Config::parse(&text, path, running)
     }
 
     /// Parses and validates `text`; `source` names it in errors and anchors relative paths.
     pub fn from_toml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        Config::parse(text, source, None)
+    }
+
+    fn parse(text: &str, source: &Path, running: Option<Running>) -> Result<Config, ConfigError> {
         let fail = |problems: Vec<LocatedProblem>| ConfigError {
             file: source.to_path_buf(),
             problems,
@@ -306,7 +345,7 @@ impl Config {
         })?;
         let base_dir = source.parent().unwrap_or(Path::new("."));
         let source_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
-        compile(file, text, source, base_dir, source_hash).map_err(|problems| {
+        compile(file, text, source, base_dir, source_hash, running).map_err(|problems| {
             fail(
                 problems
                     .into_iter()
@@ -360,6 +399,7 @@ fn compile(
     source: &Path,
     base_dir: &Path,
     source_hash: String,
+    running: Option<Running>,
 ) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
     // IP list files are read for the fingerprint before they are compiled: if one
@@ -448,18 +488,29 @@ fn compile(
             "backend = \"redis\" keeps queued events in the [cluster] Redis, and there is no [cluster] table; add [cluster] redis = \"redis://HOST:6379/0\", or use backend = \"redb\"",
         );
     }
-    if file.storage.is_none() {
-        for (index, route) in routes.iter().enumerate() {
-            if matches!(route.delivery, Delivery::Queued(_)) {
-                problems.push(
-                    format!("routes[{index}].delivery"),
-                    format!("route {:?} is queued but there is no [storage] table; add [storage] path = \"data\" (a directory for the queued events), or use delivery = \"direct\"", route.name),
-                );
-            }
+    let no_store_runs = running.is_some_and(|running| !running.store);
+    for (index, route) in routes.iter().enumerate() {
+        if !matches!(route.delivery, Delivery::Queued(_)) {
+            continue;
+        }
+        let key = format!("routes[{index}].delivery");
+        if no_store_runs {
+            problems.push(key, queued_without_running_store(&route.name));
+        } else if file.storage.is_none() {
+            problems.push(
+                key,
+                format!("route {:?} is queued but there is no [storage] table; add [storage] path = \"data\" (a directory for the queued events), or use delivery = \"direct\"", route.name),
+            );
         }
     }
-    if let Some(lease) = cluster.as_ref().and_then(|c| c.claim_lease) {
-        check_claim_lease(lease, &routes, &upstreams, &mut problems);
+    let file_lease = cluster.as_ref().and_then(|c| c.claim_lease);
+    let running_lease = running.and_then(|running| running.claim_lease);
+    if let Some(lease) = running_lease {
+        check_claim_lease(lease, Lease::Running, &routes, &upstreams, &mut problems);
+    }
+    // A new lease applies at the next start: it must hold then too.
+    if let Some(lease) = file_lease.filter(|&lease| Some(lease) != running_lease) {
+        check_claim_lease(lease, Lease::File, &routes, &upstreams, &mut problems);
     }
     let no_routes_allowed = server.as_ref().is_some_and(|s| s.allow_no_routes);
     if !had_routes && !no_routes_allowed {
@@ -508,75 +559,72 @@ fn compile(
     }
 }
 
-/// [`check_claim_lease`] for a reload that cannot change `[cluster]` (the
-/// connection to Redis is made at start): the running `claim_lease` must still
-/// outlive the forwards of the new config's deduped routes. The problem, keyed
-/// `cluster.claim_lease`, when it does not.
-pub fn running_claim_lease_problem(lease: Duration, config: &Config) -> Option<Problem> {
-    let mut problems = Problems(Vec::new(), Vec::new());
-    check_claim_lease(lease, &config.routes, &config.upstreams, &mut problems);
-    problems.0.into_iter().next()
+/// The problem of a queued route on a reload while no store runs:
+/// `[storage]` is opened only at start, so a file that adds it (and a queued
+/// route) cannot apply until a restart, and the route would answer 503
+/// meanwhile. The reload is refused and the running routes stay (fail closed,
+/// and lose nothing).
+fn queued_without_running_store(route: &str) -> String {
+    format!(
+        "route {route:?} is queued, but this process runs no store: [storage] is opened only at start; restart hookgate with a [storage] table to queue it, or keep delivery = \"direct\" until then (the running config stays in use)"
+    )
 }
 
-/// A reload's problems with queued routes when no store runs, one per queued
-/// route (every one at once, so one edit fixes them all): `[storage]` is
-/// opened only at start, so a file that adds it (and a queued route) cannot
-/// apply until a restart, and the route would answer 503 meanwhile. `config`
-/// holds the running start-only settings (`reload::keep_start_only`), so its
-/// `storage` is `None` exactly when no store runs. The reload is refused and
-/// the running routes stay (fail closed, and lose nothing).
-pub fn queued_without_running_store(config: &Config) -> Vec<Problem> {
-    if config.storage.is_some() {
-        return Vec::new();
-    }
-    (config.routes.iter().enumerate())
-        .filter(|(_, route)| matches!(route.delivery, Delivery::Queued(_)))
-        .map(|(index, route)| {
-            Problem::new(
-                format!("routes[{index}].delivery"),
-                format!(
-                    "route {:?} is queued, but this process runs no store: [storage] is opened only at start; restart hookgate to add it, or keep delivery = \"direct\" until then (the running config stays in use)",
-                    route.name
-                ),
-            )
-        })
-        .collect()
+/// Which `claim_lease` [`check_claim_lease`] holds the routes to, and so the remedy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// The file's: it applies at the next start.
+    File,
+    /// The running one, on a reload: `[cluster]` is read only at start, so
+    /// it stays until a restart whatever the file says.
+    Running,
 }
 
 /// A dedupe claim must outlive the forward it guards: with `[cluster]
 /// claim_lease` shorter than an upstream's `response_timeout`, a live instance
 /// still forwarding loses its claim and another instance forwards the same
 /// delivery. Queued routes are exempt (their claim ends when the event is stored).
+/// One problem per route concerned, naming its slowest such upstream.
 fn check_claim_lease(
     lease: Duration,
+    which: Lease,
     routes: &[RouteSettings],
     upstreams: &BTreeMap<String, UpstreamSettings>,
     problems: &mut Problems,
 ) {
-    let exposed = routes
+    let deduped = routes
         .iter()
-        .filter(|route| route.dedupe.is_some() && !matches!(route.delivery, Delivery::Queued(_)))
-        .flat_map(|route| {
-            route
-                .upstreams
-                .iter()
-                .map(String::as_str)
-                .chain(route.events.upstreams())
-                .filter_map(move |name| upstreams.get(name).map(|u| (route, name, u)))
-        })
-        .filter(|(_, _, upstream)| upstream.response_timeout > lease)
-        .max_by_key(|(_, _, upstream)| upstream.response_timeout);
-    if let Some((route, name, upstream)) = exposed {
-        problems.push(
-            "cluster.claim_lease",
-            format!(
-                "claim_lease {} is shorter than the response_timeout {} of upstream {name:?} (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again; set claim_lease to at least {}, lower that response_timeout, or leave claim_lease out (derived per route)",
-                humantime::format_duration(lease),
-                humantime::format_duration(upstream.response_timeout),
-                route.name,
-                humantime::format_duration(upstream.response_timeout + crate::dedupe::CLAIM_LEASE_MARGIN),
-            ),
+        .filter(|route| route.dedupe.is_some() && !matches!(route.delivery, Delivery::Queued(_)));
+    for route in deduped {
+        let slowest = route
+            .upstreams
+            .iter()
+            .map(String::as_str)
+            .chain(route.events.upstreams())
+            .filter_map(|name| upstreams.get(name).map(|u| (name, u)))
+            .filter(|(_, upstream)| upstream.response_timeout > lease)
+            .max_by_key(|(_, upstream)| upstream.response_timeout);
+        let Some((name, upstream)) = slowest else {
+            continue;
+        };
+        let (lease_text, timeout) = (
+            humantime::format_duration(lease),
+            humantime::format_duration(upstream.response_timeout),
         );
+        let needed = humantime::format_duration(
+            upstream.response_timeout + crate::dedupe::CLAIM_LEASE_MARGIN,
+        );
+        let message = match which {
+            Lease::File => format!(
+                "claim_lease {lease_text} is shorter than the response_timeout {timeout} of upstream {name:?} (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again; set claim_lease to at least {needed}, lower that response_timeout, or leave claim_lease out (derived per route)",
+                route.name,
+            ),
+            Lease::Running => format!(
+                "the running claim_lease {lease_text} is shorter than the response_timeout {timeout} of upstream {name:?} (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again; [cluster] is read only at start, so lower that response_timeout to at most {lease_text}, or restart hookgate with a claim_lease of at least {needed} (or none: derived per route)",
+                route.name,
+            ),
+        };
+        problems.push("cluster.claim_lease", message);
     }
 }
 

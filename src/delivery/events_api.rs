@@ -302,7 +302,7 @@ pub async fn handle(
             json!({"error": "no_store", "hint": "queued delivery is off: configure [storage] and a route with delivery = \"queued\", then restart"}),
         ));
     };
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let segments = segments(rest);
     let post = method == http::Method::POST;
     let get = method == http::Method::GET;
     Some(match (segments.as_slice(), get, post) {
@@ -310,11 +310,38 @@ pub async fn handle(
         (["replay"], _, true) => replay_matching(queue, query).await,
         ([id, "replay"], _, true) => replay_one(queue, id).await,
         ([id], true, _) => show(queue, id).await,
-        _ => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"error": "method_not_allowed", "endpoints": ["GET /events", "GET /events/ID", "POST /events/ID/replay", "POST /events/replay?route=&status=&since="]}),
-        ),
+        (known, _, _) => {
+            let (status, error) = match methods(known) {
+                Some(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+                None => (StatusCode::NOT_FOUND, "not_found"),
+            };
+            (
+                status,
+                json!({"error": error, "endpoints": ["GET /events", "GET /events/ID", "POST /events/ID/replay", "POST /events/replay?route=&status=&since="]}),
+            )
+        }
     })
+}
+
+/// The `Allow` of a 405 under `/events` (RFC 9110 §15.5.6): the methods `path`
+/// takes, `None` when it is no endpoint (or not under `/events`).
+pub fn allowed(path: &str) -> Option<&'static str> {
+    methods(&segments(path.strip_prefix("/events")?))
+}
+
+fn segments(rest: &str) -> Vec<&str> {
+    rest.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+/// The methods `handle` serves for these segments of a path under `/events`.
+fn methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        // `GET /events/replay` shows the event of that id.
+        ["replay"] => Some("GET, POST"),
+        [] | [_] => Some("GET"),
+        [_, "replay"] => Some("POST"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

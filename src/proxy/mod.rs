@@ -269,7 +269,9 @@ impl Gateway {
                     self.metrics.client_limit_hit(limit);
                     self.refuse_head(session, &Reply::HEADER_TOO_LARGE, &e)
                         .await;
-                } else if e.etype() == &ErrorType::InvalidHTTPHeader {
+                } else if e.etype() == &ErrorType::InvalidHTTPHeader
+                    || e.etype() == &request::HOST_DIFFERS
+                {
                     self.refuse_head(session, &Reply::BAD_REQUEST, &e).await;
                 }
                 session.shutdown().await;
@@ -822,7 +824,8 @@ impl Gateway {
     }
 
     /// A request head that could not be read: the head reader refused it
-    /// (garbage request line, a bad or conflicting `Content-Length`: 400; over
+    /// (garbage request line, a bad or conflicting `Content-Length`, a `Host`
+    /// that differs from an absolute-form target's authority: 400; over
     /// `max_head_size` or `max_header_count` while read: 431) or it did not
     /// arrive in time (408). The JSON answer, counted and logged like every
     /// other refusal, then the connection is closed.
@@ -849,8 +852,12 @@ impl Gateway {
         ctx.status = Some(reply.status);
         // Not `refuse`: without a parsed head the session cannot tell whether a
         // body is unread, and the connection is closed anyway.
-        let reason = (reply.status == 400).then_some("the request head is not valid HTTP");
-        let _ = reply::send(session, reply, None, &ctx.request_id, true, &[], reason).await;
+        let reason = match *error.etype() {
+            request::HOST_DIFFERS => Some(target::TargetError::HostDiffers.reason()),
+            _ if reply.status == 400 => Some("the request head is not valid HTTP"),
+            _ => None,
+        };
+        let _ = reply::send(session, reply, None, &ctx.request_id, true, [], reason).await;
         // The log names the method and path when the request line had arrived
         // whole and valid (never a field: fields may carry secrets).
         let line = tracing::enabled!(target: "hookgate::access", tracing::Level::INFO)
@@ -1102,17 +1109,23 @@ impl Gateway {
         ctx.detail = detail.or(ctx.detail.take());
         ctx.reason = reason;
         let close = ctx.close || !session.is_body_done();
-        let extra: Vec<(&'static str, String)> = retry_after
-            .map(|secs| ("Retry-After", secs.to_string()))
-            .into_iter()
-            .collect();
+        let retry_after =
+            retry_after.map(|secs| ("Retry-After", bytes::Bytes::from(secs.to_string())));
+        // A 405's route is the one that refused the method: `Allow` names what
+        // its host and path take (RFC 9110 §15.5.6).
+        let allow = match (&ctx.snapshot, ctx.route) {
+            (Some(snapshot), Some(index)) if reply.status == 405 => {
+                Some(("Allow", snapshot.table.allow(index)))
+            }
+            _ => None,
+        };
         reply::send(
             session,
             &reply,
             ctx.route_name(),
             &ctx.request_id,
             close,
-            &extra,
+            retry_after.into_iter().chain(allow),
             ctx.reason.as_deref(),
         )
         .await

@@ -185,32 +185,28 @@ pub fn json_body(
     Bytes::from(body)
 }
 
-/// Writes `reply` as the whole response, with `extra` headers (e.g. `Retry-After`).
-/// When `close` is set the connection is not kept alive (the request body was not
-/// read, so the stream is not reusable).
+/// Writes `reply` as the whole response, with `extra` headers (`Retry-After`,
+/// and `Allow`, which a 405 must have). When `close` is set the connection is
+/// not kept alive (the request body was not read, so the stream is not reusable).
 pub async fn send(
     session: &mut Downstream,
     reply: &Reply,
     route: Option<&str>,
     request_id: &str,
     close: bool,
-    extra: &[(&'static str, String)],
+    extra: impl IntoIterator<Item = (&'static str, Bytes)>,
     reason: Option<&str>,
 ) -> Result<()> {
     let body = json_body(reply, route, request_id, reason);
     // Names as Pingora's writer sent them: known ones title-cased, ours in
     // lower case (RFC 9110 §5.1: names are case-insensitive).
-    let mut header = AnswerHead::new(reply.status, 4 + extra.len());
+    let mut header = AnswerHead::new(reply.status, 6);
     header.field("Content-Type", Bytes::from_static(b"application/json"));
     header.number("Content-Length", body.len());
     header.field(
         "x-request-id",
         Bytes::copy_from_slice(request_id.as_bytes()),
     );
-    if reply.status == 405 {
-        // The route's methods are not disclosed; POST is what webhooks use.
-        header.field("Allow", Bytes::from_static(b"POST"));
-    }
     if reply.status == 415 {
         // The codings a request may use (RFC 9110 §12.5.3, §15.5.16).
         header.field(
@@ -219,8 +215,12 @@ pub async fn send(
         );
     }
     for (name, value) in extra {
-        header.field(name, Bytes::copy_from_slice(value.as_bytes()));
+        header.field(name, value);
     }
+    debug_assert!(
+        reply.status != 405 || header.has(b"allow"),
+        "a 405 names what is allowed"
+    );
     session.write_answer(header, body, close).await
 }
 

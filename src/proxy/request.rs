@@ -35,9 +35,12 @@ use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
 use pingora::http::RequestHeader;
+use pingora::protocols::http::authority::{
+    raw_target_authority, validate_request_authority, RawTargetAuthority,
+};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType, Result};
@@ -76,6 +79,9 @@ const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const HEAD_TOO_LARGE: ErrorType = ErrorType::Custom("HeadTooLarge");
 /// An error for a request head with too many fields (431, `max_header_count`).
 pub const TOO_MANY_HEADERS: ErrorType = ErrorType::Custom("TooManyHeaders");
+/// An error for an absolute-form target whose authority a `Host` field
+/// contradicts (400, with [`crate::target::TargetError::HostDiffers`]'s reason).
+pub const HOST_DIFFERS: ErrorType = ErrorType::Custom("HostDiffers");
 /// Pingora's error type for an invalid chunked body (`body_refusal` reads it).
 const INVALID_CHUNK: ErrorType = ErrorType::Custom("InvalidChunk");
 
@@ -191,7 +197,8 @@ impl Http1Session {
     /// Reads and checks the request head. `Ok(false)`: the client closed the
     /// connection (or let it idle past its keep-alive timeout) before a byte
     /// of a head. Errors: `InvalidHTTPHeader` for a head that is not valid
-    /// HTTP/1 or frames its body ambiguously (400), [`HEAD_TOO_LARGE`] and
+    /// HTTP/1 or frames its body ambiguously (400), [`HOST_DIFFERS`] (400 with
+    /// its own reason), [`HEAD_TOO_LARGE`] and
     /// [`TOO_MANY_HEADERS`] (431), `ReadTimedout`, `ReadError` and
     /// `ConnectionClosed` when the head stopped arriving.
     pub async fn read_request(&mut self, limits: HeadLimits) -> Result<bool> {
@@ -328,7 +335,16 @@ impl Http1Session {
         let mut head = RequestHeader::from(parts);
         head.set_raw_path(&raw[parsed.path])?;
         self.body = body_framing(&head)?;
-        pingora::protocols::http::authority::validate_request_authority(&head)?;
+        if let Err(refused) = validate_request_authority(&head) {
+            return Err(if only_host_differs(&head) {
+                Error::explain(
+                    HOST_DIFFERS,
+                    "Host header differs from the request-target authority",
+                )
+            } else {
+                refused
+            });
+        }
         self.persistent.keepalive = keepalive(&head, self.persistent.keepalive);
         self.head = Some(head);
         Ok(())
@@ -784,6 +800,34 @@ impl Http1Session {
 /// `chunked` last, `Content-Length` values that are not all one number.
 /// `Transfer-Encoding` together with `Content-Length` is read as chunked here
 /// and refused by `framing::check` (with the reason the sender sees).
+/// Whether the one thing wrong with `head`'s authority is a single `Host`
+/// field that differs from its absolute-form target's authority: Pingora's
+/// check passes both the head with `Host` set to that authority and the head
+/// with an origin-form target (the `Host` alone). Only on the error path (it
+/// copies the head).
+fn only_host_differs(head: &RequestHeader) -> bool {
+    let RawTargetAuthority::Absolute { authority, .. } = raw_target_authority(head.raw_path())
+    else {
+        return false;
+    };
+    let mut hosts = head.headers.get_all(HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return false;
+    };
+    let Ok(agreeing_host) = HeaderValue::from_bytes(authority) else {
+        return false;
+    };
+    if host == agreeing_host {
+        return false;
+    }
+    let mut agreeing = head.clone();
+    let mut host_alone = head.clone();
+    agreeing.insert_header(HOST, agreeing_host).is_ok()
+        && host_alone.set_raw_path(b"/").is_ok()
+        && validate_request_authority(&agreeing).is_ok()
+        && validate_request_authority(&host_alone).is_ok()
+}
+
 fn body_framing(head: &RequestHeader) -> Result<Body> {
     let headers = &head.headers;
     if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {

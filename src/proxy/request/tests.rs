@@ -178,8 +178,11 @@ fn heads_that_could_be_read_two_ways_are_refused() {
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        b"POST http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+        // Another problem beside a differing Host: the generic refusal.
+        b"POST http://u@a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"POST http://a/ HTTP/1.1\r\nHost: b\r\nHost: b\r\n\r\n",
+        b"POST http://a/ HTTP/1.1\r\nHost: u@b\r\n\r\n",
     ];
     for wire in refused_heads {
         assert_eq!(
@@ -189,6 +192,26 @@ fn heads_that_could_be_read_two_ways_are_refused() {
             wire.escape_ascii().to_string()
         );
     }
+}
+
+/// Guards `only_host_differs` (request.rs): a `Host` that differs from the
+/// absolute-form target's authority, and nothing else, is `HOST_DIFFERS`.
+#[test]
+fn a_host_that_differs_from_the_target_authority_has_its_own_error() {
+    for wire in [
+        &b"POST http://a.example/h HTTP/1.1\r\nHost: b.example\r\n\r\n"[..],
+        b"POST http://a.example/h HTTP/1.1\r\nHost: A.example\r\n\r\n",
+        b"POST https://a.example:8443/h HTTP/1.1\r\nHost: a.example\r\n\r\n",
+    ] {
+        assert_eq!(
+            refused(wire),
+            HOST_DIFFERS,
+            "{:?}",
+            wire.escape_ascii().to_string()
+        );
+    }
+    let agreeing = read(b"POST http://a.example/h HTTP/1.1\r\nHost: a.example\r\n\r\n");
+    assert_eq!(agreeing.head.raw_path(), b"http://a.example/h");
 }
 
 #[test]
