@@ -795,11 +795,6 @@ impl Http1Session {
     }
 }
 
-/// How the request's body is framed (RFC 9112 §6.3), refusing what Pingora's
-/// `validate_request` refused: `Transfer-Encoding` on HTTP/1.0 or without
-/// `chunked` last, `Content-Length` values that are not all one number.
-/// `Transfer-Encoding` together with `Content-Length` is read as chunked here
-/// and refused by `framing::check` (with the reason the sender sees).
 /// Whether the one thing wrong with `head`'s authority is a single `Host`
 /// field that differs from its absolute-form target's authority: Pingora's
 /// check passes both the head with `Host` set to that authority and the head
@@ -828,6 +823,11 @@ fn only_host_differs(head: &RequestHeader) -> bool {
         && validate_request_authority(&host_alone).is_ok()
 }
 
+/// How the request's body is framed (RFC 9112 §6.3), refusing what Pingora's
+/// `validate_request` refused: `Transfer-Encoding` on HTTP/1.0 or without
+/// `chunked` last, `Content-Length` values that are not all one number.
+/// `Transfer-Encoding` together with `Content-Length` is read as chunked here
+/// and refused by `framing::check` (with the reason the sender sees).
 fn body_framing(head: &RequestHeader) -> Result<Body> {
     let headers = &head.headers;
     if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
