@@ -3,8 +3,11 @@
 //! request path returns to ask for one.
 //!
 //! Bodies are `{"error":"<code>","route":"<name>","request_id":"<id>"}` (a
-//! duplicate delivery gets `{"status":"duplicate",…}`), plus a `reason` only for
-//! 400s about an unparseable body or delivery id. No secret and no expected
+//! duplicate delivery gets `{"status":"duplicate",…}`), plus a `reason` that
+//! says what to fix where the code alone does not: 400s about the request's
+//! head, target, framing, body, encoding or delivery id, an ambiguous signed
+//! request, a refused handshake. A `reason` is written from the rule that
+//! refused, never from a value of the request. No secret and no expected
 //! signature ever; other details go to the log.
 
 use bytes::Bytes;
