@@ -228,7 +228,7 @@ pub fn run(config: Config, mut options: RunOptions) -> Result<(), StartError> {
         ),
     );
     for listener in &listen {
-        proxy.add_listener(listener.endpoint().l4_buffer(client_buffers()));
+        proxy.add_listener(listener.endpoint().l4_buffer(client_buffers().write(0)));
     }
     if let (Some(tls), Some(listener)) = (&tls, &tls_listener) {
         let mut settings =
@@ -672,6 +672,12 @@ pub fn no_transparent_huge_pages() {
 /// per delivery at 1 KiB and 1 MiB (docs/performance.md).
 const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
+/// The client socket's buffers. Plain listeners get no write buffer (`.write(0)`
+/// where this is used): hookgate's HTTP/1 session writes every answer, and the
+/// `100 Continue`, as one contiguous buffer followed by a flush, so Pingora's
+/// 1,460-byte write buffer only added a copy of each answer and 1.4 kB to every
+/// connection for its whole life. TLS listeners keep it: the TLS stream and
+/// Pingora's HTTP/2 write records and frames piecewise and flush once.
 fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(CLIENT_READ_BUFFER)
 }
