@@ -286,6 +286,39 @@ fn a_host_that_differs_from_the_absolute_target_gets_its_own_reason() {
     healthy(&gateway, &upstream, "Host differs");
 }
 
+/// `only_host_differs` (proxy/request.rs) is "the one thing wrong with head's
+/// authority", and a head with another problem beside a differing `Host` gets
+/// the generic refusal (`heads_that_could_be_read_two_ways_are_refused`). But
+/// it asks only Pingora's check, so a `Host` hookgate refuses on its own (`a b`,
+/// `*`, `b%41`, a port over 65535) or a target that is no http(s) URL
+/// (`ftp://`) was told "the Host header differs": fixing the Host then gets
+/// another 400. Each is still refused and closed; the reason is what is guarded.
+#[test]
+fn a_head_with_another_problem_than_a_differing_host_is_not_told_it_differs() {
+    let (upstream, gateway, _secrets) = start();
+    let cases = [
+        ("http://a.example/webhooks/x", "b c"),
+        ("http://a.example/webhooks/x", "*"),
+        ("http://a.example/webhooks/x", "b%41"),
+        ("http://a.example/webhooks/x", "b:99999"),
+        ("ftp://a.example/webhooks/x", "b.example"),
+    ];
+    for (target, host) in cases {
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let (answer, closed) = exchange_closing(gateway.proxy, request.as_bytes(), CLOSE_WITHIN);
+        let answer = answer.expect("an answer");
+        answer.expect_status(400);
+        assert!(closed, "{target} {host}: closed");
+        assert_ne!(
+            answer.json()["reason"], "the Host header differs from the request target's authority",
+            "{target} {host}"
+        );
+    }
+    assert_eq!(upstream.count(), 0, "the upstream received nothing");
+}
+
 /// The smuggling classics. Each is refused (400, or 413 for the size case),
 /// its connection closed, and nothing reaches the upstream: neither the
 /// request nor what was smuggled behind it.

@@ -680,3 +680,39 @@ fn a_forgotten_asana_secret_is_replaced_by_the_next_handshake() {
         "{out:?}"
     );
 }
+
+/// README: "A GET handshake reaches a route limited to other methods", and a
+/// 405's `Allow` treats the routes of one host and path as one target. With
+/// two routes on one path, the GET handshake was answered only when the
+/// handshake route came first in the file: `RouteTable::find` reports the
+/// first route that refused the method, and `steps` only looks at that one
+/// for a GET handshake, so a `PUT` route listed first made the Dropbox
+/// challenge a 405. Guards the GET-handshake lookup over the whole group.
+#[test]
+fn a_get_handshake_is_answered_whatever_the_order_of_the_routes_on_its_path() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route("puts", "/dropbox", "app", "methods = [\"PUT\"]")
+        .route(
+            "dropbox",
+            "/dropbox",
+            "app",
+            "methods = [\"POST\"]\nverify = { provider = \"dropbox\", secrets = [\"literal:dropbox-app-secret\"] }\nhandshake = true",
+        )
+        .start();
+    let answered = get(gateway.proxy, "/dropbox?challenge=abc123").unwrap();
+    assert_answered(
+        &gateway,
+        &app,
+        &answered,
+        "text/plain",
+        b"abc123",
+        "dropbox",
+        "dropbox",
+    );
+    let other = get(gateway.proxy, "/dropbox?x=1").unwrap();
+    other.expect_status(405);
+    assert_eq!(other.header("allow"), Some("POST, PUT"));
+    assert_eq!(app.count(), 0);
+}

@@ -1295,3 +1295,40 @@ fn a_sighup_while_the_config_loads_does_not_end_the_process() {
 fn status_of_at(proxy: std::net::SocketAddr, path: &str) -> u16 {
     try_post(proxy, path, &[], b"{}").map_or(0, |response| response.status)
 }
+
+/// README, reload: a refusal names every problem, each as `file:line: key:
+/// message`. A route whose `verify` does not compile is left out of the
+/// compiled routes, and the queued check in `config::compile` enumerates the
+/// compiled routes: the queued route after it was named `routes[0].delivery`,
+/// on the bad route's line, so the refusal pointed at the wrong route.
+/// Guards the index the queued check keys its problem with.
+#[test]
+fn a_queued_problem_names_its_own_route_after_a_route_that_did_not_compile() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let gateway =
+        Gateway::start_with_server("watch = false", &routes(&a, &b, &route("x", "a", "")));
+    let file = routes(
+        &a,
+        &b,
+        &format!(
+            "{}{}",
+            route(
+                "bad",
+                "a",
+                "verify = { scheme = \"nosuch\", secrets = [\"literal:s\"] }"
+            ),
+            route("x", "a", "delivery = \"queued\""),
+        ),
+    );
+    gateway.rewrite(&file);
+    let refused = gateway.post_reload();
+    refused.expect_status(422);
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("routes[0].verify.scheme"), "{error}");
+    assert!(
+        error.contains("routes[1].delivery: route \"x\" is queued"),
+        "{error}"
+    );
+    assert!(!error.contains("routes[0].delivery"), "{error}");
+    assert_eq!(answered_by(&gateway, "/x").as_deref(), Some("a"));
+}
