@@ -55,6 +55,9 @@ struct Entry {
     methods: Option<Vec<Method>>,
     /// The `Allow` value of its host and path (shared by the entries that have them).
     allow: Bytes,
+    /// The first route of its host and path (file order) that answers a GET
+    /// handshake, if one does.
+    get_handshake: Option<usize>,
 }
 
 /// The methods a route without `methods` takes, in the order `Allow` lists them.
@@ -79,8 +82,16 @@ impl RouteTable {
                 path: route.path.clone(),
                 methods: route.methods.clone(),
                 allow,
+                get_handshake: None,
             })
             .collect();
+        let mut entries = entries;
+        let answers_get =
+            |i: usize| (routes[i].handshake.as_ref()).is_some_and(|h| h.kind().is_get());
+        for i in 0..entries.len() {
+            entries[i].get_handshake = (0..entries.len())
+                .find(|&j| answers_get(j) && same_target(&entries[i], &entries[j]));
+        }
         let mut order: Vec<usize> = (0..entries.len()).collect();
         // Stable sort keeps the file order among equally specific routes.
         order.sort_by_key(|&i| std::cmp::Reverse(specificity(&entries[i])));
@@ -123,6 +134,13 @@ impl RouteTable {
             method_mismatch.get_or_insert(index);
         }
         method_mismatch.map_or(RouteMatch::NoRoute, RouteMatch::MethodNotAllowed)
+    }
+
+    /// For `MethodNotAllowed(index)` of a GET: the route of that host and path
+    /// whose setup handshake is a GET (Dropbox's challenge, Meta's verify),
+    /// which takes that GET as its handshake whatever the order of the routes.
+    pub fn get_handshake(&self, index: usize) -> Option<usize> {
+        self.entries[index].get_handshake
     }
 
     /// The `Allow` value for `MethodNotAllowed(index)`: every method the routes

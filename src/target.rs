@@ -373,6 +373,12 @@ pub fn read_authority(
     parse_authority(text)
 }
 
+/// Whether `text` is a non-empty `host[:port]` this module accepts (the rules of
+/// [`read_authority`]).
+pub fn is_valid_authority(text: &str) -> bool {
+    matches!(parse_authority(text), Ok(Some(_)))
+}
+
 /// Parses `host[:port]` (RFC 3986 §3.2.2–3): a registered name of letters,
 /// digits, `-`, `.` and `_`, an IPv4 address, or an IPv6 literal in brackets.
 fn parse_authority(text: &str) -> Result<Option<Authority>, TargetError> {

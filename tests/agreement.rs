@@ -304,15 +304,15 @@ fn a_head_with_another_problem_than_a_differing_host_is_not_told_it_differs() {
         ("ftp://a.example/webhooks/x", "b.example"),
     ];
     for (target, host) in cases {
-        let request = format!(
-            "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}"
-        );
+        let request =
+            format!("POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}");
         let (answer, closed) = exchange_closing(gateway.proxy, request.as_bytes(), CLOSE_WITHIN);
         let answer = answer.expect("an answer");
         answer.expect_status(400);
         assert!(closed, "{target} {host}: closed");
         assert_ne!(
-            answer.json()["reason"], "the Host header differs from the request target's authority",
+            answer.json()["reason"],
+            "the Host header differs from the request target's authority",
             "{target} {host}"
         );
     }

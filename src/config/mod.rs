@@ -456,6 +456,9 @@ fn compile(
         .collect();
     let mut seen_names = HashSet::new();
     let mut routes = Vec::new();
+    // Each compiled route's position in the file: a route that did not compile
+    // is left out of `routes`, and later problems must name the file's entry.
+    let mut positions = Vec::new();
     let had_routes = !file.routes.is_empty();
     for (index, route) in file.routes.into_iter().enumerate() {
         let key = format!("routes[{index}]");
@@ -475,9 +478,10 @@ fn compile(
             &mut problems,
         ) {
             routes.push(route);
+            positions.push(index);
         }
     }
-    check_route_overlaps(&routes, &mut problems);
+    check_route_overlaps(&routes, &positions, &mut problems);
     let redis_store = file
         .storage
         .as_ref()
@@ -489,7 +493,7 @@ fn compile(
         );
     }
     let no_store_runs = running.is_some_and(|running| !running.store);
-    for (index, route) in routes.iter().enumerate() {
+    for (route, index) in routes.iter().zip(&positions) {
         if !matches!(route.delivery, Delivery::Queued(_)) {
             continue;
         }
@@ -1202,7 +1206,8 @@ fn compile_route(
 }
 
 /// Two routes with the same host, path and overlapping methods would make the second unreachable.
-fn check_route_overlaps(routes: &[RouteSettings], problems: &mut Problems) {
+/// `positions[i]`: the file's index of `routes[i]`.
+fn check_route_overlaps(routes: &[RouteSettings], positions: &[usize], problems: &mut Problems) {
     for (i, route) in routes.iter().enumerate() {
         // Hosts and paths match without regard to ASCII case (`routing`).
         let same_host = |a: &Option<String>, b: &Option<String>| match (a, b) {
@@ -1224,7 +1229,7 @@ fn check_route_overlaps(routes: &[RouteSettings], problems: &mut Problems) {
         });
         if let Some(earlier) = shadowed_by {
             problems.push(
-                format!("routes[{i}].path"),
+                format!("routes[{}].path", positions[i]),
                 format!("route {:?} has the same host, path and methods as route {:?} (letter case aside: paths match without regard to it) and could never match", route.name, earlier.name),
             );
         }

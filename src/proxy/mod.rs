@@ -482,18 +482,15 @@ impl Gateway {
             }
             RouteMatch::NoRoute => Err(Refusal::new(Reply::NO_ROUTE)),
             RouteMatch::MethodNotAllowed(index) => {
-                ctx.route = Some(index);
-                let route = &snapshot.routes[index];
-                // A GET handshake reaches a route limited to other methods, and only it.
-                let get_handshake = route
-                    .settings
-                    .handshake
-                    .as_ref()
-                    .is_some_and(|h| h.kind().is_get());
-                if get_handshake && head.method == http::Method::GET {
+                // A GET handshake reaches the route of this host and path that
+                // answers one, even when it is limited to other methods, and only it.
+                let handshake = snapshot.table.get_handshake(index);
+                if let (Some(handshake), &http::Method::GET) = (handshake, &head.method) {
+                    ctx.route = Some(handshake);
                     ctx.handshake_only = true;
-                    return Ok(route);
+                    return Ok(&snapshot.routes[handshake]);
                 }
+                ctx.route = Some(index);
                 Err(Refusal::new(Reply::METHOD_NOT_ALLOWED))
             }
         }

@@ -796,10 +796,11 @@ impl Http1Session {
 }
 
 /// Whether the one thing wrong with `head`'s authority is a single `Host`
-/// field that differs from its absolute-form target's authority: Pingora's
-/// check passes both the head with `Host` set to that authority and the head
-/// with an origin-form target (the `Host` alone). Only on the error path (it
-/// copies the head).
+/// field that differs from its absolute-form target's authority: the target
+/// is an http(s) URL and both authorities are `host[:port]` as `target` reads
+/// them, and Pingora's check passes both the head with `Host` set to that
+/// authority and the head with an origin-form target (the `Host` alone). Only
+/// on the error path (it copies the head).
 fn only_host_differs(head: &RequestHeader) -> bool {
     let RawTargetAuthority::Absolute { authority, .. } = raw_target_authority(head.raw_path())
     else {
@@ -813,6 +814,16 @@ fn only_host_differs(head: &RequestHeader) -> bool {
         return false;
     };
     if host == agreeing_host {
+        return false;
+    }
+    // The target and both authorities as hookgate reads them later: a target
+    // that is no http(s) URL, or a `Host` or authority it refuses on its own,
+    // is another problem than the difference.
+    let ours = |text: &[u8]| std::str::from_utf8(text).is_ok_and(crate::target::is_valid_authority);
+    if crate::target::read_target(head.raw_path()).is_err()
+        || !ours(authority)
+        || !ours(host.as_bytes())
+    {
         return false;
     }
     let mut agreeing = head.clone();
