@@ -58,6 +58,8 @@ struct Entry {
     /// The first route of its host and path (file order) that answers a GET
     /// handshake, if one does.
     get_handshake: Option<usize>,
+    /// Every route of its host and path, itself included (file order).
+    target_routes: Box<[usize]>,
 }
 
 /// The methods a route without `methods` takes, in the order `Allow` lists them.
@@ -74,7 +76,7 @@ const WEBHOOK_METHODS: [Method; 7] = [
 impl RouteTable {
     pub fn new(routes: &[RouteSettings]) -> Self {
         let allow = allow_values(routes);
-        let entries: Vec<Entry> = routes
+        let mut entries: Vec<Entry> = routes
             .iter()
             .zip(allow)
             .map(|(route, allow)| Entry {
@@ -83,14 +85,19 @@ impl RouteTable {
                 methods: route.methods.clone(),
                 allow,
                 get_handshake: None,
+                target_routes: Box::default(),
             })
             .collect();
-        let mut entries = entries;
-        let answers_get =
-            |i: usize| (routes[i].handshake.as_ref()).is_some_and(|h| h.kind().is_get());
+        // Once per snapshot, quadratic in the number of routes.
         for i in 0..entries.len() {
-            entries[i].get_handshake = (0..entries.len())
-                .find(|&j| answers_get(j) && same_target(&entries[i], &entries[j]));
+            let target_routes: Box<[usize]> = (0..entries.len())
+                .filter(|&j| same_target(&entries[i], &entries[j]))
+                .collect();
+            entries[i].get_handshake = target_routes
+                .iter()
+                .copied()
+                .find(|&j| (routes[j].handshake.as_ref()).is_some_and(|h| h.kind().is_get()));
+            entries[i].target_routes = target_routes;
         }
         let mut order: Vec<usize> = (0..entries.len()).collect();
         // Stable sort keeps the file order among equally specific routes.
@@ -134,6 +141,12 @@ impl RouteTable {
             method_mismatch.get_or_insert(index);
         }
         method_mismatch.map_or(RouteMatch::NoRoute, RouteMatch::MethodNotAllowed)
+    }
+
+    /// Every route with route `index`'s host and path (the target a 405's
+    /// `Allow` describes), `index` included, in the config's order.
+    pub fn target_routes(&self, index: usize) -> &[usize] {
+        &self.entries[index].target_routes
     }
 
     /// For `MethodNotAllowed(index)` of a GET: the route of that host and path

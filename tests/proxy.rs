@@ -348,6 +348,54 @@ fn a_405_allows_what_the_routes_of_its_host_and_path_take() {
     gateway.assert_requests("any", "method_not_allowed", 1.0);
 }
 
+/// README (the 405 row of the answers table): a 405 and its `Allow` go only to a
+/// client that one route of the target lets in; any other client gets the
+/// route's 403, as every request of it would, and learns nothing of its methods.
+#[test]
+fn a_405_tells_its_methods_only_to_a_client_a_route_of_the_target_lets_in() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route(
+            "private",
+            "/private",
+            "app",
+            "methods = [\"POST\"]\nallow = [\"10.0.0.0/8\"]",
+        )
+        .route(
+            "shared-deny",
+            "/shared",
+            "app",
+            "methods = [\"POST\"]\nallow = [\"10.0.0.0/8\"]",
+        )
+        .route(
+            "shared-local",
+            "/shared",
+            "app",
+            "methods = [\"PUT\"]\nallow = [\"127.0.0.0/8\"]",
+        )
+        .start();
+    let exchange = |method: &str, path: &str| {
+        send_raw(
+            gateway.proxy,
+            format!("{method} {path} HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("exchange")
+    };
+    let denied = exchange("GET", "/private");
+    denied.expect_status(403);
+    assert_eq!(denied.header("allow"), None);
+    assert_eq!(denied.json()["error"], "ip_not_allowed");
+    assert_eq!(denied.json()["route"], "private");
+    // One route of /shared lets 127.0.0.1 in: it is told what the target takes.
+    let refused = exchange("GET", "/shared");
+    refused.expect_status(405);
+    assert_eq!(refused.header("allow"), Some("POST, PUT"));
+    assert_eq!(app.count(), 0, "nothing is forwarded");
+    gateway.assert_requests("private", "ip_denied", 1.0);
+}
+
 /// README ("The path."): paths match without regard to ASCII letter case, so two
 /// routes whose paths differ only in case are one target. Guards `same_target`
 /// (routing.rs): comparing the paths byte for byte there made `/case`'s GET a

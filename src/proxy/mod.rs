@@ -5,6 +5,7 @@
 //! 1. one reading of the request: framing, then the canonical target and the
 //!    authority                                      -> 400 bad_request (+ reason; framing: closed)
 //!    match the route by host + path (+ method)      -> 404 no_route / 405 method_not_allowed
+//!    (a 405 only to a client one route of that host and path allows: 403 else)
 //! 2. client address: the peer, or X-Forwarded-For through trusted proxies only
 //! 3. the route's IP allowlist                       -> 403 ip_not_allowed
 //! 4. the route's rate limit                         -> 429 rate_limited + Retry-After
@@ -377,7 +378,7 @@ impl Gateway {
         self.identify(session, ctx);
         ctx.admission = Some(self.admit_request()?); // 0
         let client = self.client_address(snapshot, session, ctx); // 2
-        let route = self.route(snapshot, session, ctx)?; // 1
+        let route = self.route(snapshot, session, ctx, client)?; // 1
         allow(route, client)?; // 3
         self.rate_limit(route, client, session).await?; // 4
         let body = self.read_body(snapshot, session, ctx, route).await?; // 5
@@ -455,6 +456,7 @@ impl Gateway {
         snapshot: &'s Snapshot,
         session: &Session,
         ctx: &mut RequestContext,
+        client: IpAddr,
     ) -> Result<&'s Route, Refusal> {
         framing::check(session).map_err(|reason| Refusal::bad_request(reason).close())?;
         let head = session.req_header();
@@ -491,6 +493,12 @@ impl Gateway {
                     return Ok(&snapshot.routes[handshake]);
                 }
                 ctx.route = Some(index);
+                // What a target takes is told only to a client that one of its
+                // routes lets in (step 3); any other gets that route's 403.
+                let routes = snapshot.table.target_routes(index);
+                if !(routes.iter()).any(|&i| snapshot.routes[i].settings.allow.permits(client)) {
+                    allow(&snapshot.routes[index], client)?;
+                }
                 Err(Refusal::new(Reply::METHOD_NOT_ALLOWED))
             }
         }
