@@ -207,14 +207,22 @@ fn allow_values(routes: &[RouteSettings]) -> Vec<Bytes> {
         .collect()
 }
 
-/// Whether two entries are one target: the same host and path, letter case
-/// aside (requests match both without regard to it).
+/// Whether two entries are one target ([`same_target_of`]).
 fn same_target(a: &Entry, b: &Entry) -> bool {
-    let same_host = match (&a.host, &b.host) {
+    same_target_of((&a.host, &a.path), (&b.host, &b.path))
+}
+
+/// Whether two routes' `(host, path)` are one target: the same host and path,
+/// letter case aside (requests match both without regard to it).
+pub fn same_target_of(
+    (a_host, a_path): (&Option<String>, &PathPattern),
+    (b_host, b_path): (&Option<String>, &PathPattern),
+) -> bool {
+    let same_host = match (a_host, b_host) {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         (a, b) => a.is_none() && b.is_none(),
     };
-    let same_path = match (&a.path, &b.path) {
+    let same_path = match (a_path, b_path) {
         (PathPattern::Exact(a), PathPattern::Exact(b))
         | (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.eq_ignore_ascii_case(b),
         _ => false,

@@ -1209,23 +1209,15 @@ fn compile_route(
 /// `positions[i]`: the file's index of `routes[i]`.
 fn check_route_overlaps(routes: &[RouteSettings], positions: &[usize], problems: &mut Problems) {
     for (i, route) in routes.iter().enumerate() {
-        // Hosts and paths match without regard to ASCII case (`routing`).
-        let same_host = |a: &Option<String>, b: &Option<String>| match (a, b) {
-            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        let same_path = |a: &PathPattern, b: &PathPattern| match (a, b) {
-            (PathPattern::Exact(a), PathPattern::Exact(b))
-            | (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.eq_ignore_ascii_case(b),
-            _ => false,
-        };
         let shadowed_by = routes[..i].iter().find(|earlier| {
-            same_host(&earlier.host, &route.host)
-                && same_path(&earlier.path, &route.path)
-                && match (&earlier.methods, &route.methods) {
-                    (None, _) | (_, None) => true,
-                    (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
-                }
+            // Hosts and paths match without regard to ASCII case (`routing`).
+            crate::routing::same_target_of(
+                (&earlier.host, &earlier.path),
+                (&route.host, &route.path),
+            ) && match (&earlier.methods, &route.methods) {
+                (None, _) | (_, None) => true,
+                (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+            }
         });
         if let Some(earlier) = shadowed_by {
             problems.push(
