@@ -142,6 +142,27 @@ upstream = "app"
     assert!(stderr.contains("5 configuration problems"), "{stderr}");
 }
 
+/// A method listed twice is a mistake `check` names (the 405's `Allow` would
+/// list it once, so the file and the answer would disagree).
+#[test]
+fn a_method_listed_twice_is_a_problem() {
+    let text = r#"[upstreams.app]
+targets = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "twice"
+path = "/twice"
+upstream = "app"
+methods = ["POST", "HEAD", "post"]
+"#;
+    let (code, stdout, stderr) = check(text);
+    assert_eq!(code, 78, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("test.toml:8: routes[0].methods[2]: POST is listed twice"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn syntax_errors_and_unknown_keys_name_their_line() {
     // Guards `#[serde(deny_unknown_fields)]` on the file types (config/file.rs)

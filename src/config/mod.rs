@@ -995,6 +995,15 @@ fn compile_route(
             if list.is_empty() {
                 problems.push(format!("{key}.methods"), "an empty method list would refuse every request; remove the key to allow any method");
             }
+            for (i, method) in parsed.iter().enumerate() {
+                let Some(method) = method else { continue };
+                if parsed[..i].iter().flatten().any(|earlier| earlier == method) {
+                    problems.push(
+                        format!("{key}.methods[{i}]"),
+                        format!("{method} is listed twice; list each method once"),
+                    );
+                }
+            }
             parsed.into_iter().collect::<Option<Vec<_>>>().map(Some)
         }
     };
