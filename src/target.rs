@@ -348,7 +348,8 @@ fn is_dotted_quad(name: &str) -> bool {
 /// The request's authority by one rule: the absolute-form target's authority,
 /// then the `Host` header, then HTTP/2's `:authority` (RFC 9112 §3.2.2,
 /// RFC 9113 §8.3.1). `Ok(None)` for an empty `Host` or an HTTP/1.0 request
-/// without one; an HTTP/1.1 request without `Host` is refused (RFC 9112 §3.2).
+/// without one; an HTTP/1.1 request without `Host` is refused, whatever its
+/// target's form (RFC 9112 §3.2).
 /// The head reader (`proxy::request`) has already refused several `Host`
 /// fields and a `Host` that differs from the target's authority
 /// ([`TargetError::HostDiffers`]).
@@ -364,6 +365,9 @@ pub fn read_authority(
         return Err(TargetError::HostInvalid);
     }
     let text = match (target.absolute_authority, host_header, uri_authority) {
+        // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without
+        // `Host`, an absolute-form target included.
+        (Some(_), None, _) if version == Version::HTTP_11 => return Err(TargetError::HostMissing),
         (Some(authority), _, _) => authority,
         (None, Some(value), _) => value.to_str().map_err(|_| TargetError::HostInvalid)?,
         (None, None, Some(authority)) => authority,

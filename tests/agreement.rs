@@ -199,11 +199,12 @@ fn paths_that_cannot_be_made_unambiguous_are_refused() {
 fn the_authority_is_read_once_and_forwarded_as_read() {
     let (upstream, gateway, _secrets) = start();
     let proxy = gateway.proxy;
-    // Absolute form without Host: the target's authority picks the verified
-    // route (breaks when `target::read_authority` ignores the absolute form).
+    // Absolute form without Host (HTTP/1.0: HTTP/1.1 requires Host): the
+    // target's authority picks the verified route (breaks when
+    // `target::read_authority` ignores the absolute form).
     let answer = exchange(
         proxy,
-        b"POST https://secure.example/h/x HTTP/1.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+        b"POST https://secure.example/h/x HTTP/1.0\r\nContent-Length: 1\r\n\r\nx",
     );
     assert_refused(
         &answer.unwrap(),
@@ -228,7 +229,7 @@ fn the_authority_is_read_once_and_forwarded_as_read() {
 
     // Verified, the upstream gets an origin-form target and the Host.
     let request = format!(
-        "POST HTTPS://Secure.Example/h//x?q=1 HTTP/1.1\r\nX-Token: {TOKEN}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+        "POST HTTPS://Secure.Example/h//x?q=1 HTTP/1.1\r\nHost: Secure.Example\r\nX-Token: {TOKEN}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
     );
     let answer = exchange(proxy, request.as_bytes());
     assert_eq!(answer.unwrap().status, 200);
@@ -284,6 +285,23 @@ fn a_host_that_differs_from_the_absolute_target_gets_its_own_reason() {
     assert_eq!(upstream.count(), 0, "the upstream received nothing");
     gateway.assert_requests("_unmatched", "bad_request", 2.0);
     healthy(&gateway, &upstream, "Host differs");
+}
+
+/// README ("The host."): refused is "an HTTP/1.1 request without `Host`",
+/// whatever the target's form (RFC 9112 §3.2: a server MUST answer 400). An
+/// absolute-form target without `Host` was forwarded with the target's
+/// authority. Guards the first arm of `target::read_authority`.
+#[test]
+fn an_http11_absolute_form_request_without_host_is_refused() {
+    let (upstream, gateway, _secrets) = start();
+    let request = b"POST http://a.example/webhooks/x HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let answer = send_raw(gateway.proxy, request).expect("an answer");
+    answer.expect_status(400);
+    let body = answer.json();
+    assert_eq!(body["error"], "bad_request");
+    assert_eq!(body["reason"], "the Host header is missing (RFC 9112 §3.2)");
+    assert_eq!(upstream.count(), 0, "the upstream received nothing");
+    healthy(&gateway, &upstream, "absolute form without Host");
 }
 
 /// `only_host_differs` (proxy/request.rs) is "the one thing wrong with head's

@@ -997,7 +997,11 @@ fn compile_route(
             }
             for (i, method) in parsed.iter().enumerate() {
                 let Some(method) = method else { continue };
-                if parsed[..i].iter().flatten().any(|earlier| earlier == method) {
+                if parsed[..i]
+                    .iter()
+                    .flatten()
+                    .any(|earlier| earlier == method)
+                {
                     problems.push(
                         format!("{key}.methods[{i}]"),
                         format!("{method} is listed twice; list each method once"),

@@ -246,8 +246,16 @@ fn authority_rule() {
             b"http://Secure.Example/h/x",
             &[],
             None,
-            v11,
+            Version::HTTP_10,
             some("secure.example", "secure.example"),
+        ),
+        // RFC 9112 §3.2: HTTP/1.1 needs `Host` whatever the target's form.
+        (
+            b"http://Secure.Example/h/x",
+            &[],
+            None,
+            v11,
+            Err(TargetError::HostMissing),
         ),
         (
             b"/x",
