@@ -55,10 +55,8 @@ struct Entry {
     methods: Option<Vec<Method>>,
     /// The `Allow` value of its host and path (shared by the entries that have them).
     allow: Bytes,
-    /// The first route of its host and path (file order) that answers a GET
-    /// handshake, if one does.
-    get_handshake: Option<usize>,
-    /// Every route of its host and path, itself included (file order).
+    /// Every route of its host and path, itself included (file order): the
+    /// routes a 405 speaks for (its `Allow`, its allowlist, a GET handshake).
     target_routes: Box<[usize]>,
 }
 
@@ -84,20 +82,14 @@ impl RouteTable {
                 path: route.path.clone(),
                 methods: route.methods.clone(),
                 allow,
-                get_handshake: None,
                 target_routes: Box::default(),
             })
             .collect();
         // Once per snapshot, quadratic in the number of routes.
         for i in 0..entries.len() {
-            let target_routes: Box<[usize]> = (0..entries.len())
+            entries[i].target_routes = (0..entries.len())
                 .filter(|&j| same_target(&entries[i], &entries[j]))
                 .collect();
-            entries[i].get_handshake = target_routes
-                .iter()
-                .copied()
-                .find(|&j| (routes[j].handshake.as_ref()).is_some_and(|h| h.kind().is_get()));
-            entries[i].target_routes = target_routes;
         }
         let mut order: Vec<usize> = (0..entries.len()).collect();
         // Stable sort keeps the file order among equally specific routes.
@@ -147,13 +139,6 @@ impl RouteTable {
     /// `Allow` describes), `index` included, in the config's order.
     pub fn target_routes(&self, index: usize) -> &[usize] {
         &self.entries[index].target_routes
-    }
-
-    /// For `MethodNotAllowed(index)` of a GET: the route of that host and path
-    /// whose setup handshake is a GET (Dropbox's challenge, Meta's verify),
-    /// which takes that GET as its handshake whatever the order of the routes.
-    pub fn get_handshake(&self, index: usize) -> Option<usize> {
-        self.entries[index].get_handshake
     }
 
     /// The `Allow` value for `MethodNotAllowed(index)`: every method the routes

@@ -270,6 +270,13 @@ fn two_paths_route_to_two_pools() {
     gateway.assert_requests("github", "forwarded", 2.0);
 }
 
+/// `method path` without a body, on a connection of its own.
+fn bodiless(proxy: std::net::SocketAddr, method: &str, path: &str) -> Response {
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n");
+    send_raw(proxy, request.as_bytes()).expect("exchange")
+}
+
 /// README ("The path."): "A 405's `Allow` lists every method the routes with
 /// that host and path take (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS in that
 /// order, then others in config order)". Guards `allow_values` (routing.rs) and
@@ -296,14 +303,7 @@ fn a_405_allows_what_the_routes_of_its_host_and_path_take() {
         )
         .route("any", "/any", "app", "")
         .start();
-    let exchange = |method: &str, path: &str| {
-        send_raw(
-            gateway.proxy,
-            format!("{method} {path} HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .expect("exchange")
-    };
+    let exchange = |method: &str, path: &str| bodiless(gateway.proxy, method, path);
     let cases = [
         ("GET", "/post-only", "post-only", "POST"),
         ("DELETE", "/put-post", "put-post", "POST, PUT"),
@@ -375,14 +375,7 @@ fn a_405_tells_its_methods_only_to_a_client_a_route_of_the_target_lets_in() {
             "methods = [\"PUT\"]\nallow = [\"127.0.0.0/8\"]",
         )
         .start();
-    let exchange = |method: &str, path: &str| {
-        send_raw(
-            gateway.proxy,
-            format!("{method} {path} HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .expect("exchange")
-    };
+    let exchange = |method: &str, path: &str| bodiless(gateway.proxy, method, path);
     let denied = exchange("GET", "/private");
     denied.expect_status(403);
     assert_eq!(denied.header("allow"), None);

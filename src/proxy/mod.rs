@@ -486,16 +486,21 @@ impl Gateway {
             RouteMatch::MethodNotAllowed(index) => {
                 // A GET handshake reaches the route of this host and path that
                 // answers one, even when it is limited to other methods, and only it.
-                let handshake = snapshot.table.get_handshake(index);
-                if let (Some(handshake), &http::Method::GET) = (handshake, &head.method) {
-                    ctx.route = Some(handshake);
-                    ctx.handshake_only = true;
-                    return Ok(&snapshot.routes[handshake]);
+                let routes = snapshot.table.target_routes(index);
+                if head.method == http::Method::GET {
+                    let answers_get = |&&i: &&usize| {
+                        let handshake = snapshot.routes[i].settings.handshake.as_ref();
+                        handshake.is_some_and(|h| h.kind().is_get())
+                    };
+                    if let Some(&handshake) = routes.iter().find(answers_get) {
+                        ctx.route = Some(handshake);
+                        ctx.handshake_only = true;
+                        return Ok(&snapshot.routes[handshake]);
+                    }
                 }
                 ctx.route = Some(index);
                 // What a target takes is told only to a client that one of its
                 // routes lets in (step 3); any other gets that route's 403.
-                let routes = snapshot.table.target_routes(index);
                 if !(routes.iter()).any(|&i| snapshot.routes[i].settings.allow.permits(client)) {
                     allow(&snapshot.routes[index], client)?;
                 }
