@@ -716,3 +716,29 @@ fn a_get_handshake_is_answered_whatever_the_order_of_the_routes_on_its_path() {
     assert_eq!(other.header("allow"), Some("POST, PUT"));
     assert_eq!(app.count(), 0);
 }
+
+/// README: "any other GET there is still 405", and a 405 goes to a client that
+/// one route of the host and path lets in. A GET to a path whose handshake
+/// route denies the client, from a client another route there allows, was
+/// handed to the handshake route and got its 403; it is no handshake for that
+/// client and gets the 405 with `Allow`. A client no route allows still gets
+/// 403 (`a_405_tells_its_methods_only_to_a_client_a_route_of_the_target_lets_in`).
+#[test]
+fn a_get_from_a_client_only_another_route_allows_is_405_not_the_handshake_routes_403() {
+    let app = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&app)
+        .route(
+            "dropbox",
+            "/dropbox",
+            "app",
+            "methods = [\"POST\"]\nallow = [\"10.0.0.0/8\"]\nverify = { provider = \"dropbox\", secrets = [\"literal:dropbox-app-secret\"] }\nhandshake = true",
+        )
+        .route("puts", "/dropbox", "app", "methods = [\"PUT\"]")
+        .start();
+    let answer = get(gateway.proxy, "/dropbox?challenge=abc123").unwrap();
+    answer.expect_status(405);
+    assert_eq!(answer.header("allow"), Some("POST, PUT"));
+    assert_eq!(answer.json()["error"], "method_not_allowed");
+    assert_eq!(app.count(), 0);
+}

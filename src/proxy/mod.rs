@@ -484,24 +484,30 @@ impl Gateway {
             }
             RouteMatch::NoRoute => Err(Refusal::new(Reply::NO_ROUTE)),
             RouteMatch::MethodNotAllowed(index) => {
-                // A GET handshake reaches the route of this host and path that
-                // answers one, even when it is limited to other methods, and only it.
                 let routes = snapshot.table.target_routes(index);
+                let permits = |&i: &usize| snapshot.routes[i].settings.allow.permits(client);
+                let some_route_permits = routes.iter().any(permits);
+                // A GET handshake reaches the route of this host and path that
+                // answers one, even when it is limited to other methods, and only
+                // it: unless that route denies the client and another lets it in,
+                // for whom the GET is no handshake and gets the 405 below.
                 if head.method == http::Method::GET {
                     let answers_get = |&&i: &&usize| {
                         let handshake = snapshot.routes[i].settings.handshake.as_ref();
                         handshake.is_some_and(|h| h.kind().is_get())
                     };
                     if let Some(&handshake) = routes.iter().find(answers_get) {
-                        ctx.route = Some(handshake);
-                        ctx.handshake_only = true;
-                        return Ok(&snapshot.routes[handshake]);
+                        if permits(&handshake) || !some_route_permits {
+                            ctx.route = Some(handshake);
+                            ctx.handshake_only = true;
+                            return Ok(&snapshot.routes[handshake]);
+                        }
                     }
                 }
                 ctx.route = Some(index);
                 // What a target takes is told only to a client that one of its
                 // routes lets in (step 3); any other gets that route's 403.
-                if !(routes.iter()).any(|&i| snapshot.routes[i].settings.allow.permits(client)) {
+                if !some_route_permits {
                     allow(&snapshot.routes[index], client)?;
                 }
                 Err(Refusal::new(Reply::METHOD_NOT_ALLOWED))
