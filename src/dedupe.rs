@@ -130,8 +130,17 @@ pub const MAX_MAX_ENTRIES: usize = 100_000_000;
 /// load, age queue just grown).
 pub const BYTES_PER_ENTRY_BOUND: usize = 128;
 /// Added to the longest upstream `response_timeout` of a route for its claim lease in Redis
-/// (`[cluster]` without `claim_lease`).
+/// (`[cluster]` without `claim_lease`), unless `command_timeout` is longer
+/// ([`claim_lease_margin`]).
 pub const CLAIM_LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// What a derived claim lease adds to a route's longest `response_timeout`:
+/// [`CLAIM_LEASE_MARGIN`], or `command_timeout` if longer, so the lease also
+/// covers the forwarded mark written after the answer (the bound
+/// `config::check_claim_lease` holds a set lease to).
+pub fn claim_lease_margin(command_timeout: Duration) -> Duration {
+    CLAIM_LEASE_MARGIN.max(command_timeout)
+}
 /// The `Retry-After` (seconds) to send with 409 `duplicate_in_flight`.
 pub const IN_FLIGHT_RETRY_AFTER_SECS: u64 = 10;
 

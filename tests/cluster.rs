@@ -467,8 +467,9 @@ fn a_claim_held_by_a_killed_instance_ends_with_its_lease() {
     let fast = Upstream::start("app");
     let cluster = cluster_table(&redis, "claim_lease = \"2s\"");
     // The same route on both instances; the first one's upstream never answers in time.
-    // A claim_lease shorter than an upstream's response_timeout is refused at load.
-    let short = "response_timeout = \"2s\"";
+    // A claim_lease shorter than an upstream's response_timeout plus
+    // command_timeout is refused at load.
+    let short = "response_timeout = \"1500ms\"";
     let mut first = Setup::new()
         .table(&cluster)
         .upstream_named("app", &[slow.addr], short)

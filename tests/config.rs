@@ -420,6 +420,53 @@ fn a_queued_route_open_to_anyone_loads_with_a_warning() {
     }
 }
 
+/// The lease a claim needs covers the whole forward (`response_timeout`) and
+/// the forwarded mark written after it (`command_timeout`): a lease equal to
+/// the `response_timeout` could end just before the mark lands, and another
+/// instance would forward the delivery again. At the bound the file loads;
+/// a millisecond under it, it is refused with the same bounds in its remedy.
+/// Guards the `+ command_timeout` of `config::check_claim_lease`.
+#[test]
+fn a_claim_lease_must_cover_the_forward_and_its_mark() {
+    let file = |lease: &str| {
+        format!(
+            r#"
+[cluster]
+redis = "redis://127.0.0.1:9/0"
+command_timeout = "1s"
+claim_lease = "{lease}"
+
+[upstreams.app]
+targets = ["127.0.0.1:9"]
+response_timeout = "10s"
+
+[[routes]]
+name = "one"
+path = "/one"
+upstream = "app"
+dedupe = {{ key = "header:X-Delivery" }}
+"#
+        )
+    };
+    let at = Path::new("/nonexistent/hookgate.toml");
+    Config::from_toml(&file("11s"), at).expect("a lease of response_timeout + command_timeout");
+    for lease in ["10s", "10s 999ms"] {
+        let error = Config::from_toml(&file(lease), at).expect_err(lease);
+        let problems: Vec<_> = error.problems.iter().map(|p| &p.problem).collect();
+        assert_eq!(problems.len(), 1, "{error}");
+        assert_eq!(problems[0].key, "cluster.claim_lease", "{error}");
+        assert!(
+            problems[0]
+                .message
+                .contains("set claim_lease to at least 11s")
+                && problems[0]
+                    .message
+                    .contains("derived per route: the longest response_timeout + 5s"),
+            "{error}"
+        );
+    }
+}
+
 /// Report every problem at once: a `claim_lease` shorter than the forwards of
 /// two deduped routes is one `cluster.claim_lease` line per route, each with
 /// the start-time remedy. Guards the per-route loop of
@@ -471,13 +518,13 @@ path = "data"
         .collect();
     assert_eq!(leases.len(), 2, "{error}");
     assert!(
-        leases[0].contains("response_timeout 10s of upstream \"slow\" (route \"one\" dedupes)")
-            && leases[0].contains("set claim_lease to at least 15s"),
+        leases[0].contains("response_timeout 10s of upstream \"slow\" plus the command_timeout 250ms of the forwarded mark (route \"one\" dedupes)")
+            && leases[0].contains("lower that response_timeout to at most 2s 750ms, or set claim_lease to at least 10s 250ms"),
         "{error}"
     );
     assert!(
-        leases[1].contains("response_timeout 20s of upstream \"slower\" (route \"two\" dedupes)")
-            && leases[1].contains("set claim_lease to at least 25s"),
+        leases[1].contains("response_timeout 20s of upstream \"slower\" plus the command_timeout 250ms of the forwarded mark (route \"two\" dedupes)")
+            && leases[1].contains("set claim_lease to at least 20s 250ms"),
         "{error}"
     );
 }

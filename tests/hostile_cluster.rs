@@ -149,9 +149,57 @@ fn a_claim_lease_shorter_than_a_forward_is_refused_at_load() {
         if !ok {
             assert!(said.contains("cluster.claim_lease"), "{said}");
             assert!(said.contains("response_timeout 10s"), "{said}");
-            assert!(said.contains("at least 15s"), "{said}");
+            assert!(said.contains("at least 10s 250ms"), "{said}");
         }
     }
+}
+
+/// A derived claim lease covers the forwarded mark too: with a
+/// `command_timeout` (8 s) longer than the 5 s margin, the lease is the
+/// upstream's `response_timeout` (2 s) plus the `command_timeout`, 10 s, not
+/// 7 s, so a mark that takes its whole `command_timeout` still lands before
+/// the claim ends. Read from the claim's `PTTL` while the app holds the
+/// forward. Guards `dedupe::claim_lease_margin` (used by `proxy::claim_lease`):
+/// with the fixed 5 s margin the `PTTL` is at most 7,000 ms.
+#[test]
+fn a_derived_claim_lease_covers_a_long_command_timeout() {
+    let redis = RedisServer::start();
+    let app = Upstream::with("app", Behavior::delayed(Duration::from_secs(3)));
+    let gateway = Setup::new()
+        .table(&format!(
+            "[cluster]\nredis = \"{}\"\ncommand_timeout = \"8s\"\n",
+            redis.url()
+        ))
+        .upstream_named("app", &[app.addr], "response_timeout = \"2s\"")
+        .route("hooks", "/hooks", "app", DEDUPE)
+        .start();
+    let to = gateway.proxy;
+    let held = std::thread::spawn(move || {
+        try_post(
+            to,
+            "/hooks",
+            &[
+                ("X-Delivery", "evt_lease"),
+                ("Content-Type", "application/json"),
+            ],
+            b"{}",
+        )
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || app.count() == 1),
+        "the forward reached the app"
+    );
+    let keys = redis.request(&["KEYS hookgate:dd:hooks:*"]).expect("KEYS")[0].clone();
+    let key = keys.split_whitespace().next().expect("the claim's key");
+    let pttl: i64 = redis.request(&[&format!("PTTL {key}")]).expect("PTTL")[0]
+        .trim()
+        .parse()
+        .expect("a PTTL");
+    assert!(
+        (8_000..=10_000).contains(&pttl),
+        "the claim of {key} has {pttl} ms left, not about 10 s"
+    );
+    let _ = held.join();
 }
 
 /// Script calls Redis has run so far (`INFO commandstats`).

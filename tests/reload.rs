@@ -363,7 +363,7 @@ fn a_refused_reload_names_every_problem_of_both_kinds() {
         assert!(
             line.contains("cluster.claim_lease: the running claim_lease 15s is shorter than the response_timeout 50s of upstream \"slow\"")
                 && line.contains(&format!("(route \"{name}\" dedupes)"))
-                && line.contains("restart hookgate with a claim_lease of at least 55s"),
+                && line.contains("lower that response_timeout to at most 14s 750ms, or restart hookgate with a claim_lease of at least 50s 250ms"),
             "{error}"
         );
     }

@@ -28,7 +28,8 @@
 //! connect_timeout = "1s"             # each connection attempt
 //! command_timeout = "250ms"          # each command, from the request's point of view
 //! claim_lease = "65s"                # optional; at least the response_timeout of every
-//!                                    # deduped route's upstreams; see [`Cluster::claim_lease`]
+//!                                    # deduped route's upstreams plus command_timeout;
+//!                                    # see [`Cluster::claim_lease`]
 //! ```
 
 use std::fmt;
@@ -140,7 +141,8 @@ pub struct Cluster {
     /// How long a dedupe claim outlives an instance that died holding it; `None`:
     /// derived per route from its upstream's timeouts (`dedupe`). A config whose
     /// lease is shorter than a direct deduped route's upstream `response_timeout`
-    /// is refused (`config::check_claim_lease`): the claim would end mid-forward.
+    /// plus `command_timeout` is refused (`config::check_claim_lease`): the claim
+    /// would end mid-forward, or before the forwarded mark is written.
     pub claim_lease: Option<Duration>,
 }
 

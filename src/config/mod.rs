@@ -273,9 +273,29 @@ impl std::error::Error for ConfigError {}
 pub struct Running {
     /// A store runs: the process started with `[storage]`.
     pub store: bool,
-    /// The running `[cluster] claim_lease`; `None` without `[cluster]` or
-    /// without the key (derived per route).
-    pub claim_lease: Option<Duration>,
+    /// The running `[cluster] claim_lease` and `command_timeout`; `None`
+    /// without `[cluster]` or without the `claim_lease` key (derived per route).
+    pub claim_lease: Option<ClaimLease>,
+}
+
+/// A `[cluster] claim_lease` with the `command_timeout` its forwarded marks
+/// are written within: what [`check_claim_lease`] holds a route's forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLease {
+    /// How long a claim holds its id in Redis.
+    pub lease: Duration,
+    /// The longest wait for one Redis command (the forwarded mark's).
+    pub command_timeout: Duration,
+}
+
+impl ClaimLease {
+    /// The set lease of `cluster`, if it has one.
+    fn of(cluster: &cluster::Cluster) -> Option<ClaimLease> {
+        cluster.claim_lease.map(|lease| ClaimLease {
+            lease,
+            command_timeout: cluster.command_timeout,
+        })
+    }
 }
 
 impl Running {
@@ -284,7 +304,7 @@ impl Running {
     pub fn of(config: &Config) -> Running {
         Running {
             store: config.storage.is_some(),
-            claim_lease: config.cluster.as_ref().and_then(|c| c.claim_lease),
+            claim_lease: config.cluster.as_ref().and_then(ClaimLease::of),
         }
     }
 }
@@ -507,7 +527,7 @@ fn compile(
             );
         }
     }
-    let file_lease = cluster.as_ref().and_then(|c| c.claim_lease);
+    let file_lease = cluster.as_ref().and_then(ClaimLease::of);
     let running_lease = running.and_then(|running| running.claim_lease);
     if let Some(lease) = running_lease {
         check_claim_lease(lease, Lease::Running, &routes, &upstreams, &mut problems);
@@ -584,18 +604,25 @@ enum Lease {
     Running,
 }
 
-/// A dedupe claim must outlive the forward it guards: with `[cluster]
-/// claim_lease` shorter than an upstream's `response_timeout`, a live instance
-/// still forwarding loses its claim and another instance forwards the same
-/// delivery. Queued routes are exempt (their claim ends when the event is stored).
-/// One problem per route concerned, naming its slowest such upstream.
+/// A dedupe claim must outlive the forward it guards and the forwarded mark
+/// written after it: with `[cluster] claim_lease` shorter than an upstream's
+/// `response_timeout` (which bounds the whole exchange, `proxy::forward`) plus
+/// `command_timeout` (the mark's write), a live instance still forwarding, or
+/// still writing its mark, loses its claim and another instance forwards the
+/// same delivery. Queued routes are exempt (their claim ends when the event is
+/// stored). One problem per route concerned, naming its slowest such upstream.
+/// The remedies of a file's lease and of the running one name the same bounds.
 fn check_claim_lease(
-    lease: Duration,
+    lease: ClaimLease,
     which: Lease,
     routes: &[RouteSettings],
     upstreams: &BTreeMap<String, UpstreamSettings>,
     problems: &mut Problems,
 ) {
+    let ClaimLease {
+        lease,
+        command_timeout,
+    } = lease;
     let deduped = routes
         .iter()
         .filter(|route| route.dedupe.is_some() && !matches!(route.delivery, Delivery::Queued(_)));
@@ -606,26 +633,30 @@ fn check_claim_lease(
             .map(String::as_str)
             .chain(route.events.upstreams())
             .filter_map(|name| upstreams.get(name).map(|u| (name, u)))
-            .filter(|(_, upstream)| upstream.response_timeout > lease)
+            .filter(|(_, upstream)| upstream.response_timeout + command_timeout > lease)
             .max_by_key(|(_, upstream)| upstream.response_timeout);
         let Some((name, upstream)) = slowest else {
             continue;
         };
-        let (lease_text, timeout) = (
-            humantime::format_duration(lease),
-            humantime::format_duration(upstream.response_timeout),
-        );
-        let needed = humantime::format_duration(
-            upstream.response_timeout + crate::dedupe::CLAIM_LEASE_MARGIN,
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        let (lease_text, timeout) = (text(lease), text(upstream.response_timeout));
+        let needed = text(upstream.response_timeout + command_timeout);
+        let lower = match lease.checked_sub(command_timeout).filter(|d| !d.is_zero()) {
+            Some(most) => format!("lower that response_timeout to at most {}, or ", text(most)),
+            None => String::new(),
+        };
+        let why = format!(
+            "is shorter than the response_timeout {timeout} of upstream {name:?} plus the command_timeout {} of the forwarded mark (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again",
+            text(command_timeout),
+            route.name,
         );
         let message = match which {
             Lease::File => format!(
-                "claim_lease {lease_text} is shorter than the response_timeout {timeout} of upstream {name:?} (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again; set claim_lease to at least {needed}, lower that response_timeout, or leave claim_lease out (derived per route)",
-                route.name,
+                "claim_lease {lease_text} {why}; {lower}set claim_lease to at least {needed}, or leave claim_lease out (derived per route: the longest response_timeout + {})",
+                text(crate::dedupe::claim_lease_margin(command_timeout)),
             ),
             Lease::Running => format!(
-                "the running claim_lease {lease_text} is shorter than the response_timeout {timeout} of upstream {name:?} (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again; [cluster] is read only at start, so lower that response_timeout to at most {lease_text}, or restart hookgate with a claim_lease of at least {needed} (or none: derived per route)",
-                route.name,
+                "the running claim_lease {lease_text} {why}; [cluster] is read only at start, so {lower}restart hookgate with a claim_lease of at least {needed} (or none: derived per route)",
             ),
         };
         problems.push("cluster.claim_lease", message);

@@ -1226,7 +1226,8 @@ fn cluster_unavailable(error: &dyn std::fmt::Display) -> Refusal {
 
 /// How long a dedupe claim of `route` is held in Redis: `[cluster] claim_lease`,
 /// else the longest `response_timeout` of the upstreams the route can send to
-/// plus 5 s, so a live instance never loses its claim mid-forward.
+/// plus 5 s (or `command_timeout` if longer), so a live instance never loses
+/// its claim mid-forward or before its forwarded mark is written.
 fn claim_lease(cluster: &ClusterClient, snapshot: &Snapshot, route: &Route) -> Duration {
     cluster.settings().claim_lease.unwrap_or_else(|| {
         let longest = route
@@ -1239,7 +1240,7 @@ fn claim_lease(cluster: &ClusterClient, snapshot: &Snapshot, route: &Route) -> D
             .map(|upstream| upstream.response_timeout)
             .max()
             .unwrap_or_default();
-        longest + crate::dedupe::CLAIM_LEASE_MARGIN
+        longest + crate::dedupe::claim_lease_margin(cluster.settings().command_timeout)
     })
 }
 
