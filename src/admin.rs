@@ -353,7 +353,10 @@ impl ServeHttp for Admin {
             (&http::Method::POST, "/reload") => return self.reload().await,
             (_, "/reload") => return not_allowed("POST"),
             (&http::Method::GET, _) => {}
-            _ => return not_allowed("GET"),
+            // A path no endpoint has is a 404 whatever the method (RFC 9110
+            // §15.5.6: a 405 says the target exists).
+            (_, "/config" | "/metrics" | "/healthz" | "/readyz") => return not_allowed("GET"),
+            _ => return not_found(),
         }
         match session.req_header().uri.path() {
             "/config" => json(StatusCode::OK, self.active_config()),
@@ -370,12 +373,17 @@ impl ServeHttp for Admin {
                     serde_json::json!({"status": "not_ready", "reason": reason}),
                 ),
             },
-            _ => json(
-                StatusCode::NOT_FOUND,
-                serde_json::json!({"error": "not_found", "endpoints": ["GET /metrics", "GET /healthz", "GET /readyz", "GET /config", "POST /reload", "GET /events", "GET /events/ID", "POST /events/ID/replay", "POST /events/replay"]}),
-            ),
+            _ => not_found(),
         }
     }
+}
+
+/// 404 with the list of endpoints.
+fn not_found() -> Response<Vec<u8>> {
+    json(
+        StatusCode::NOT_FOUND,
+        serde_json::json!({"error": "not_found", "endpoints": ["GET /metrics", "GET /healthz", "GET /readyz", "GET /config", "POST /reload", "GET /events", "GET /events/ID", "POST /events/ID/replay", "POST /events/replay"]}),
+    )
 }
 
 #[cfg(test)]

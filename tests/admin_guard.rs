@@ -96,6 +96,31 @@ fn host_must_be_an_ip_localhost_or_a_listed_name() {
     );
 }
 
+/// RFC 9110 §15.5.6: a 405 says the target exists. A method other than `GET`
+/// on a `GET` endpoint is 405 with `Allow: GET`; any method on a path that
+/// names no endpoint is 404 with the list of endpoints, as a `GET` there is.
+/// Guards the endpoint arm of the method match in `admin.rs` `response`:
+/// before it, `POST /nothing` was a 405 claiming the path takes `GET`.
+#[test]
+fn an_unknown_admin_path_is_404_whatever_the_method() {
+    let upstream = Upstream::start("a");
+    let gateway = one_route(&upstream).start();
+    let host = format!("Host: {}", gateway.admin);
+    let json = "Content-Type: application/json";
+    for method in ["GET", "POST", "DELETE"] {
+        let answer = admin(gateway.admin, method, "/nothing", &[&host, json]);
+        assert_eq!(answer.status, 404, "{method} /nothing");
+        assert_eq!(answer.json()["error"], "not_found", "{method}");
+        assert_eq!(answer.header("allow"), None, "{method}");
+    }
+    for path in ["/metrics", "/healthz", "/readyz", "/config"] {
+        let answer = admin(gateway.admin, "POST", path, &[&host, json]);
+        assert_eq!(answer.status, 405, "POST {path}");
+        assert_eq!(answer.header("allow"), Some("GET"), "POST {path}");
+        assert_eq!(answer.json()["error"], "method_not_allowed");
+    }
+}
+
 /// What a web page can send without a CORS preflight (a form post, a
 /// `text/plain` fetch) cannot reload; `GET /reload` is 405. Guards
 /// `reload_marked` in `admin::guard` and the `(_, "/reload")` arm.
