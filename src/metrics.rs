@@ -129,11 +129,14 @@ pub enum Outcome {
     /// `[cluster]` Redis did not answer a rate limit or dedupe check and
     /// `on_unavailable = "reject"`: 503.
     ClusterUnavailable,
+    /// Forwarded, but the answer was cut off on the sender's side after its
+    /// head: the sender closed, or did not read within `send_timeout`.
+    ClientInterrupted,
 }
 
 impl Outcome {
     /// How many outcomes there are (one cached counter each per route).
-    const COUNT: usize = Outcome::ClusterUnavailable as usize + 1;
+    const COUNT: usize = Outcome::ClientInterrupted as usize + 1;
 
     /// Every outcome, in declaration order.
     pub const ALL: [Outcome; Outcome::COUNT] = [
@@ -157,6 +160,7 @@ impl Outcome {
         Outcome::StorageUnavailable,
         Outcome::Handshake,
         Outcome::ClusterUnavailable,
+        Outcome::ClientInterrupted,
     ];
 
     /// The outcomes a request can have before a route matched, counted under
@@ -201,6 +205,7 @@ impl Outcome {
             Outcome::StorageUnavailable => "storage_unavailable",
             Outcome::Handshake => "handshake",
             Outcome::ClusterUnavailable => "cluster_unavailable",
+            Outcome::ClientInterrupted => "client_interrupted",
         }
     }
 }

@@ -277,6 +277,17 @@ fn a_sender_that_stops_reading_is_cut_off() {
             .is_ok_and(|hits| hits.is_some_and(|hits| hits >= 1.0))),
         "no send timeout counted"
     );
+    // The upstream answered whole: the cut-off answer is the sender's doing,
+    // not an upstream failure that would fire the upstream-errors alert.
+    // Guards `Interruption::client` in `forward::relay_response`.
+    assert!(
+        wait_until(Duration::from_secs(5), || gateway.metric(
+            "hookgate_requests_total",
+            &[("route", "hooks"), ("outcome", "client_interrupted")]
+        ) == Some(1.0)),
+        "the interrupted answer is counted as client_interrupted"
+    );
+    gateway.assert_requests("hooks", "upstream_error", 0.0);
 }
 
 #[test]

@@ -58,7 +58,33 @@ pub struct Forwarded {
     /// Why the answer did not reach the sender whole, once it had started: the
     /// upstream or the sender broke off, or `response_timeout` passed. The
     /// connection to the sender must then be closed.
-    pub interrupted: Option<Box<Error>>,
+    pub interrupted: Option<Interruption>,
+}
+
+/// An answer cut off after its head was written to the sender.
+#[derive(Debug)]
+pub struct Interruption {
+    pub error: Box<Error>,
+    /// A write to the sender failed: it closed, or did not read within
+    /// `[server] send_timeout`. Otherwise the upstream broke off, or
+    /// `response_timeout` passed.
+    pub by_client: bool,
+}
+
+impl Interruption {
+    fn upstream(error: Box<Error>) -> Relay {
+        Relay::Interrupted(Interruption {
+            error,
+            by_client: false,
+        })
+    }
+
+    fn client(error: Box<Error>) -> Relay {
+        Relay::Interrupted(Interruption {
+            error,
+            by_client: true,
+        })
+    }
 }
 
 /// The last target tried, set even when forwarding fails.
@@ -121,10 +147,13 @@ where
         Some(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),
         Some(Err(Relay::Interrupted(e))) => forwarded.interrupted = Some(e),
         None => {
-            forwarded.interrupted = Some(Error::explain(
-                ErrorType::ReadTimedout,
-                format!("response not complete within response_timeout {limit:?}"),
-            ))
+            forwarded.interrupted = Some(Interruption {
+                error: Error::explain(
+                    ErrorType::ReadTimedout,
+                    format!("response not complete within response_timeout {limit:?}"),
+                ),
+                by_client: false,
+            })
         }
     }
     Ok(forwarded)
@@ -135,7 +164,7 @@ enum Relay {
     /// Before anything was written to the sender: it can still be answered.
     NotStarted(Box<Error>),
     /// After the response head was written.
-    Interrupted(Box<Error>),
+    Interrupted(Interruption),
 }
 
 /// A request written to a target and its response head read; the body is next.
@@ -330,12 +359,16 @@ async fn relay_response(
     session
         .write_head(response)
         .await
-        .map_err(Relay::Interrupted)?;
+        .map_err(Interruption::client)?;
     let mut exchange = Some(exchange);
     // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
     while let Some(reading) = exchange.as_mut() {
         let upstream = &mut reading.upstream;
-        let Some(chunk) = upstream.body_chunk().await.map_err(Relay::Interrupted)? else {
+        let Some(chunk) = upstream
+            .body_chunk()
+            .await
+            .map_err(Interruption::upstream)?
+        else {
             break;
         };
         if upstream.is_done() {
@@ -346,7 +379,7 @@ async fn relay_response(
         session
             .write_body(chunk, false)
             .await
-            .map_err(Relay::Interrupted)?;
+            .map_err(Interruption::client)?;
     }
     if let Some(done) = exchange.take() {
         done.release(connections, pool).await;
@@ -354,7 +387,7 @@ async fn relay_response(
     session
         .write_body(Bytes::new(), true)
         .await
-        .map_err(Relay::Interrupted)
+        .map_err(Interruption::client)
 }
 
 fn classify(error: Box<Error>) -> ForwardError {

@@ -831,10 +831,15 @@ impl Gateway {
                 ctx.outcome = Some(Outcome::Forwarded);
                 Ok(())
             }
-            Some(e) => {
+            Some(cut) if cut.by_client => {
+                ctx.outcome = Some(Outcome::ClientInterrupted);
+                ctx.detail = Some(format!("answer not written to the sender: {}", cut.error));
+                Err(cut.error)
+            }
+            Some(cut) => {
                 ctx.outcome = Some(Outcome::UpstreamError);
-                ctx.detail = Some(format!("response interrupted: {e}"));
-                Err(e)
+                ctx.detail = Some(format!("response interrupted: {}", cut.error));
+                Err(cut.error)
             }
         })
     }
