@@ -35,6 +35,17 @@ if unique_prefix and unique_prefix ~= "" then
   end
 end
 
+-- BENCH_DELAY_MS=<ms>: each connection waits that long after an answer before
+-- its next request, so every system gets about the same offered rate
+-- (connections / (latency + delay)) instead of as much as it can take: CPU per
+-- request compared at one load, not at two saturation points.
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms and delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
