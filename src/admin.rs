@@ -330,7 +330,7 @@ impl ServeHttp for Admin {
         if let Err(refusal) = guarded {
             return refusal.answer();
         }
-        if let Some((status, body)) = crate::delivery::events_api::handle(
+        if let Some((status, body, allow)) = crate::delivery::events_api::handle(
             self.queue.as_deref(),
             &head.method,
             path,
@@ -339,9 +339,7 @@ impl ServeHttp for Admin {
         .await
         {
             let mut answer = json(status, body);
-            if let Some(allow) = crate::delivery::events_api::allowed(path)
-                .filter(|_| status == StatusCode::METHOD_NOT_ALLOWED)
-            {
+            if let Some(allow) = allow {
                 answer
                     .headers_mut()
                     .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));

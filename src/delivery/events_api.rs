@@ -285,13 +285,17 @@ pub async fn replay_matching(queue: &Queue, query: Option<&str>) -> Answer {
     )
 }
 
+/// An answer of [`handle`]: status, JSON body, and for a 405 the `Allow` value
+/// (RFC 9110 §15.5.6: the methods the path takes).
+pub type Routed = (StatusCode, Value, Option<&'static str>);
+
 /// Routes an admin request under `/events`; `None` when `path` is not ours.
 pub async fn handle(
     queue: Option<&Queue>,
     method: &http::Method,
     path: &str,
     query: Option<&str>,
-) -> Option<Answer> {
+) -> Option<Routed> {
     let rest = path.strip_prefix("/events")?;
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
@@ -300,48 +304,66 @@ pub async fn handle(
         return Some((
             StatusCode::NOT_FOUND,
             json!({"error": "no_store", "hint": "queued delivery is off: configure [storage] and a route with delivery = \"queued\", then restart"}),
+            None,
         ));
     };
     let segments = segments(rest);
-    let post = method == http::Method::POST;
-    let get = method == http::Method::GET;
-    Some(match (segments.as_slice(), get, post) {
-        ([], true, _) => list(queue, query).await,
-        (["replay"], _, true) => replay_matching(queue, query).await,
-        ([id, "replay"], _, true) => replay_one(queue, id).await,
-        ([id], true, _) => show(queue, id).await,
-        (known, _, _) => {
-            let (status, error) = match methods(known) {
+    let answer = match endpoint(&segments, method) {
+        Ok(Endpoint::List) => list(queue, query).await,
+        Ok(Endpoint::ReplayMatching) => replay_matching(queue, query).await,
+        Ok(Endpoint::ReplayOne(id)) => replay_one(queue, id).await,
+        Ok(Endpoint::Show(id)) => show(queue, id).await,
+        Err(allow) => {
+            let (status, error) = match allow {
                 Some(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
                 None => (StatusCode::NOT_FOUND, "not_found"),
             };
-            (
+            return Some((
                 status,
                 json!({"error": error, "endpoints": ["GET /events", "GET /events/ID", "POST /events/ID/replay", "POST /events/replay?route=&status=&since="]}),
-            )
+                allow,
+            ));
         }
-    })
+    };
+    Some((answer.0, answer.1, None))
 }
 
-/// The `Allow` of a 405 under `/events` (RFC 9110 §15.5.6): the methods `path`
-/// takes, `None` when it is no endpoint (or not under `/events`).
-pub fn allowed(path: &str) -> Option<&'static str> {
-    methods(&segments(path.strip_prefix("/events")?))
+/// What a request under `/events` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Endpoint<'p> {
+    /// `GET /events`
+    List,
+    /// `GET /events/ID`
+    Show(&'p str),
+    /// `POST /events/ID/replay`
+    ReplayOne(&'p str),
+    /// `POST /events/replay`
+    ReplayMatching,
+}
+
+/// The endpoint `method` names at these segments of a path under `/events`;
+/// else `Err` with the methods the segments take (a 405's `Allow`), or
+/// `Err(None)` when they name no endpoint (404). The one table of the API.
+fn endpoint<'p>(
+    segments: &[&'p str],
+    method: &http::Method,
+) -> Result<Endpoint<'p>, Option<&'static str>> {
+    let (get, post) = (method == http::Method::GET, method == http::Method::POST);
+    match *segments {
+        [] if get => Ok(Endpoint::List),
+        ["replay"] if post => Ok(Endpoint::ReplayMatching),
+        // `GET /events/replay` shows the event of that id.
+        [id] if get => Ok(Endpoint::Show(id)),
+        [id, "replay"] if post => Ok(Endpoint::ReplayOne(id)),
+        ["replay"] => Err(Some("GET, POST")),
+        [] | [_] => Err(Some("GET")),
+        [_, "replay"] => Err(Some("POST")),
+        _ => Err(None),
+    }
 }
 
 fn segments(rest: &str) -> Vec<&str> {
     rest.split('/').filter(|s| !s.is_empty()).collect()
-}
-
-/// The methods `handle` serves for these segments of a path under `/events`.
-fn methods(segments: &[&str]) -> Option<&'static str> {
-    match segments {
-        // `GET /events/replay` shows the event of that id.
-        ["replay"] => Some("GET, POST"),
-        [] | [_] => Some("GET"),
-        [_, "replay"] => Some("POST"),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
