@@ -22,8 +22,6 @@
 //! for `Allow`, RFC 9110 §15.5.6): the union of the methods of every route with
 //! that host and path, worked out once when the table is built.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use http::Method;
 
@@ -73,24 +71,20 @@ const WEBHOOK_METHODS: [Method; 7] = [
 
 impl RouteTable {
     pub fn new(routes: &[RouteSettings]) -> Self {
-        let allow = allow_values(routes);
-        let mut entries: Vec<Entry> = routes
+        let targets = target_groups(routes);
+        let allow = allow_values(routes, &targets);
+        let entries: Vec<Entry> = routes
             .iter()
             .zip(allow)
-            .map(|(route, allow)| Entry {
+            .zip(targets)
+            .map(|((route, allow), target_routes)| Entry {
                 host: route.host.clone(),
                 path: route.path.clone(),
                 methods: route.methods.clone(),
                 allow,
-                target_routes: Box::default(),
+                target_routes,
             })
             .collect();
-        // Once per snapshot, quadratic in the number of routes.
-        for i in 0..entries.len() {
-            entries[i].target_routes = (0..entries.len())
-                .filter(|&j| same_target(&entries[i], &entries[j]))
-                .collect();
-        }
         let mut order: Vec<usize> = (0..entries.len()).collect();
         // Stable sort keeps the file order among equally specific routes.
         order.sort_by_key(|&i| std::cmp::Reverse(specificity(&entries[i])));
@@ -149,47 +143,57 @@ impl RouteTable {
     }
 }
 
-/// Each route's `Allow` value: the union of the methods of the routes with the
-/// same host and path (the group `find` tries before refusing a method), the
-/// seven webhook methods first in [`WEBHOOK_METHODS`]' order, then others in
-/// the config's order.
-fn allow_values(routes: &[RouteSettings]) -> Vec<Bytes> {
-    // Host and path as `same_target` compares them.
-    let group = |route: &'_ RouteSettings| {
-        let host = route.host.as_deref().map(str::to_ascii_lowercase);
-        match &route.path {
-            PathPattern::Exact(path) => (host, true, path.to_ascii_lowercase()),
-            PathPattern::Prefix(prefix) => (host, false, prefix.to_ascii_lowercase()),
-        }
-    };
-    let mut groups: BTreeMap<_, Vec<&Method>> = BTreeMap::new();
-    for route in routes {
-        let methods = groups.entry(group(route)).or_default();
-        match &route.methods {
-            Some(listed) => methods.extend(listed),
-            None => methods.extend(&WEBHOOK_METHODS),
-        }
+/// Per route, every route with its host and path ([`same_target_of`]), itself
+/// included, in the config's order. Once per snapshot, quadratic in the number
+/// of routes.
+fn target_groups(routes: &[RouteSettings]) -> Vec<Box<[usize]>> {
+    fn target(route: &RouteSettings) -> (&Option<String>, &PathPattern) {
+        (&route.host, &route.path)
     }
-    let values: BTreeMap<_, Bytes> = groups
-        .into_iter()
-        .map(|(key, methods)| {
-            let mut listed: Vec<&Method> = WEBHOOK_METHODS
-                .iter()
-                .filter(|known| methods.contains(known))
-                .collect();
-            for method in methods {
-                if !listed.contains(&method) {
-                    listed.push(method);
-                }
-            }
-            let names: Vec<&str> = listed.iter().map(|m| m.as_str()).collect();
-            (key, Bytes::from_owner(names.join(", ")))
-        })
-        .collect();
     routes
         .iter()
-        .map(|route| values[&group(route)].clone())
+        .map(|route| {
+            (0..routes.len())
+                .filter(|&j| same_target_of(target(route), target(&routes[j])))
+                .collect()
+        })
         .collect()
+}
+
+/// Each route's `Allow` value: the union of the methods of the routes of its
+/// target group (the group `find` tries before refusing a method), the seven
+/// webhook methods first in [`WEBHOOK_METHODS`]' order, then others in the
+/// config's order. One value per group, shared by its routes.
+fn allow_values(routes: &[RouteSettings], targets: &[Box<[usize]>]) -> Vec<Bytes> {
+    let mut values: Vec<Bytes> = Vec::with_capacity(routes.len());
+    for group in targets {
+        // A group lists its routes in order, so its first route's value, if
+        // that route is not this one, is already made.
+        let first = group[0];
+        if first < values.len() {
+            values.push(values[first].clone());
+            continue;
+        }
+        let mut methods: Vec<&Method> = Vec::new();
+        for &j in group.iter() {
+            match &routes[j].methods {
+                Some(listed) => methods.extend(listed),
+                None => methods.extend(&WEBHOOK_METHODS),
+            }
+        }
+        let mut listed: Vec<&Method> = WEBHOOK_METHODS
+            .iter()
+            .filter(|known| methods.contains(known))
+            .collect();
+        for method in methods {
+            if !listed.contains(&method) {
+                listed.push(method);
+            }
+        }
+        let names: Vec<&str> = listed.iter().map(|m| m.as_str()).collect();
+        values.push(Bytes::from_owner(names.join(", ")));
+    }
+    values
 }
 
 /// Whether two entries are one target ([`same_target_of`]).
