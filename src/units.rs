@@ -12,6 +12,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// [`parse_duration`] of a value that must be more than 0 and at most `max`
+/// (a bound that keeps deadlines and the leases sent to Redis representable).
+/// Errors name the value and the bound, e.g. `"30d" is more than the most
+/// allowed, 24h`.
+pub fn parse_duration_within(text: &str, max: Duration) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be more than 0".to_string()),
+        d if d > max => Err(format!(
+            "{text:?} is more than the most allowed, {}",
+            humantime::format_duration(max)
+        )),
+        d => Ok(d),
+    }
+}
+
 /// Parses a size such as `"1MiB"`, `"512KiB"`, `"10MB"` or a plain byte count `"4096"`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();

@@ -290,6 +290,42 @@ fn a_sender_that_stops_reading_is_cut_off() {
     gateway.assert_requests("hooks", "upstream_error", 0.0);
 }
 
+/// A sender that takes the answer too slowly for the upstream's
+/// `response_timeout` (here it never reads, and `send_timeout` is longer) is
+/// cut off when that deadline passes, and it is the sender's doing: the
+/// upstream answered at once. Counted `client_interrupted`, not
+/// `upstream_error` (found by a hostile pass). Guards the `writing` flag of
+/// `forward::relay_response`, read when the deadline cuts the relay off.
+#[test]
+fn a_sender_too_slow_for_the_response_timeout_is_client_interrupted() {
+    let big = vec![b'x'; 32 * 1024 * 1024];
+    let upstream = Upstream::with(
+        "app",
+        Behavior {
+            body: big,
+            ..Behavior::default()
+        },
+    );
+    let gateway = Setup::new()
+        .server("send_timeout = \"30s\"")
+        .upstream_named("app", &[upstream.addr], "response_timeout = \"1s\"")
+        .route("hooks", "/hooks/*", "app", "")
+        .start();
+    let mut stream = connect(gateway.proxy);
+    stream
+        .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || gateway.metric(
+            "hookgate_requests_total",
+            &[("route", "hooks"), ("outcome", "client_interrupted")]
+        ) == Some(1.0)),
+        "the cut-off answer is counted as client_interrupted"
+    );
+    gateway.assert_requests("hooks", "upstream_error", 0.0);
+    drop(stream);
+}
+
 #[test]
 fn an_upstream_that_drips_is_bounded_and_its_2xx_still_counts() {
     // Head at once, then one byte every 700 ms: each read is quick, the whole

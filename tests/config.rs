@@ -467,6 +467,182 @@ dedupe = {{ key = "header:X-Delivery" }}
     }
 }
 
+/// One route's problem names every upstream of it over the bound, slowest
+/// first, so lowering them as told is accepted at once (a hostile pass had to
+/// follow the remedy three times, one upstream per round). Guards the `over`
+/// list of `config::check_claim_lease`.
+#[test]
+fn a_short_claim_lease_names_every_upstream_of_the_route_over_it() {
+    let file = |a: &str, b: &str, c: &str| {
+        format!(
+            r#"
+[cluster]
+redis = "redis://127.0.0.1:9/0"
+claim_lease = "30s"
+
+[upstreams.app]
+targets = ["127.0.0.1:9"]
+response_timeout = "{a}"
+
+[upstreams.b]
+targets = ["127.0.0.1:9"]
+response_timeout = "{b}"
+
+[upstreams.c]
+targets = ["127.0.0.1:9"]
+response_timeout = "{c}"
+
+[[routes]]
+name = "r"
+path = "/r"
+upstream = ["app", "b"]
+dedupe = {{ key = "header:X-Delivery" }}
+event = {{ header = "X-Event" }}
+  [[routes.events]]
+  match = "other"
+  upstream = "c"
+"#
+        )
+    };
+    let at = Path::new("/nonexistent/hookgate.toml");
+    let error = Config::from_toml(&file("60s", "50s", "40s"), at).expect_err("three over");
+    let problems: Vec<_> = error.problems.iter().map(|p| &p.problem).collect();
+    assert_eq!(problems.len(), 1, "{error}");
+    assert!(
+        problems[0].message.contains(
+            "the response_timeouts of upstreams \"app\" (1m), \"b\" (50s), \"c\" (40s) plus"
+        ) && problems[0]
+            .message
+            .contains("lower those response_timeouts to at most 29s 750ms"),
+        "{error}"
+    );
+    Config::from_toml(&file("29s 750ms", "29s 750ms", "29s 750ms"), at)
+        .expect("the remedy, followed once");
+}
+
+/// Durations that would overflow a deadline or a lease sent to Redis are
+/// config problems, not panics: an upstream duration is at most a day, a
+/// `command_timeout` an hour, a `claim_lease` a week, and each more than 0.
+/// A hostile pass made `check` panic with a `response_timeout` of u64::MAX
+/// seconds, and every deduped request panic without a `claim_lease`. Guards
+/// `units::parse_duration_within` in `compile_upstream` and `Cluster` compile.
+#[test]
+fn durations_past_their_bound_are_problems_not_panics() {
+    let file = |timeout: &str, cluster: &str| {
+        format!(
+            r#"
+[cluster]
+redis = "redis://127.0.0.1:9/0"
+{cluster}
+
+[upstreams.app]
+targets = ["127.0.0.1:9"]
+response_timeout = "{timeout}"
+
+[[routes]]
+name = "r"
+path = "/r"
+upstream = "app"
+dedupe = {{ key = "header:X-Delivery" }}
+"#
+        )
+    };
+    let at = Path::new("/nonexistent/hookgate.toml");
+    for (timeout, cluster, key, said) in [
+        (
+            "18446744073709551615s",
+            "",
+            "upstreams.app.response_timeout",
+            "more than the most allowed, 1day",
+        ),
+        (
+            "100000h",
+            "claim_lease = \"1h\"",
+            "upstreams.app.response_timeout",
+            "more than the most allowed, 1day",
+        ),
+        (
+            "0s",
+            "",
+            "upstreams.app.response_timeout",
+            "must be more than 0",
+        ),
+        (
+            "10s",
+            "claim_lease = \"10000000000000h\"",
+            "cluster.claim_lease",
+            "more than the most allowed, 7days",
+        ),
+        (
+            "10s",
+            "command_timeout = \"2h\"",
+            "cluster.command_timeout",
+            "more than the most allowed, 1h",
+        ),
+    ] {
+        let error = Config::from_toml(&file(timeout, cluster), at)
+            .expect_err(&format!("{timeout} {cluster}"));
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|p| p.problem.key == key && p.problem.message.contains(said)),
+            "{timeout} {cluster}: {error}"
+        );
+    }
+    Config::from_toml(&file("24h", "claim_lease = \"168h\""), at).expect("at the bounds");
+}
+
+/// On a reload, the running lease's remedy names what a restart with this
+/// file needs: the file's `command_timeout`, not the running one. A hostile
+/// pass followed "restart with a claim_lease of at least 1m 10s 250ms" and
+/// `check` refused the result, wanting 1m 12s. Guards `restart_command_timeout`
+/// in `config::check_claim_lease`.
+#[test]
+fn the_restart_remedy_of_a_running_lease_uses_the_files_command_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let file = |lease: &str| {
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+
+[cluster]
+redis = "redis://127.0.0.1:9/0"
+command_timeout = "2s"
+{lease}
+
+[upstreams.app]
+targets = ["127.0.0.1:9"]
+response_timeout = "70s"
+
+[[routes]]
+name = "r"
+path = "/r"
+upstream = "app"
+dedupe = {{ key = "header:X-Delivery" }}
+"#
+        )
+    };
+    std::fs::write(&path, file("")).unwrap();
+    let running = hookgate::config::Running {
+        store: false,
+        claim_lease: Some(hookgate::config::ClaimLease {
+            lease: std::time::Duration::from_secs(60),
+            command_timeout: std::time::Duration::from_millis(250),
+        }),
+    };
+    let error = Config::load_for_reload(&path, running).expect_err("outgrows the running lease");
+    let message = error.to_string();
+    assert!(
+        message.contains("restart hookgate with a claim_lease of at least 1m 12s"),
+        "{message}"
+    );
+    std::fs::write(&path, file("claim_lease = \"1m 12s\"")).unwrap();
+    Config::load(&path).expect("the remedy, followed");
+}
+
 /// Report every problem at once: a `claim_lease` shorter than the forwards of
 /// two deduped routes is one `cluster.claim_lease` line per route, each with
 /// the start-time remedy. Guards the per-route loop of

@@ -41,7 +41,7 @@ use serde::Deserialize;
 use super::secrets::{self, Resolver};
 use super::Problem;
 use crate::secret::Secret;
-use crate::units::parse_duration;
+use crate::units::parse_duration_within;
 
 /// `[cluster]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +118,11 @@ impl OnUnavailable {
 pub const DEFAULT_KEY_PREFIX: &str = "hookgate:";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// The longest `connect_timeout` and `command_timeout`: an hour.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest `claim_lease`: a week (it must exceed a route's longest
+/// `response_timeout`, at most a day, plus `command_timeout`, at most an hour).
+pub const MAX_CLAIM_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest `key_prefix`: every key carries it.
 const MAX_KEY_PREFIX: usize = 64;
 
@@ -737,32 +742,32 @@ impl ClusterFile {
                 None
             }
         };
-        let mut duration =
-            |key: &str, value: &Option<String>, default: Option<Duration>| match value {
-                None => Some(default),
-                Some(text) => match parse_duration(text) {
-                    Ok(d) if d.is_zero() => {
-                        problems.push(Problem::new(key, "must be more than 0"));
-                        None
-                    }
-                    Ok(d) => Some(Some(d)),
-                    Err(e) => {
-                        problems.push(Problem::new(key, e));
-                        None
-                    }
-                },
-            };
+        let mut duration = |key: &str,
+                            value: &Option<String>,
+                            default: Option<Duration>,
+                            max: Duration| match value {
+            None => Some(default),
+            Some(text) => match parse_duration_within(text, max) {
+                Ok(d) => Some(Some(d)),
+                Err(e) => {
+                    problems.push(Problem::new(key, e));
+                    None
+                }
+            },
+        };
         let connect_timeout = duration(
             "connect_timeout",
             &self.connect_timeout,
             Some(DEFAULT_CONNECT_TIMEOUT),
+            MAX_TIMEOUT,
         );
         let command_timeout = duration(
             "command_timeout",
             &self.command_timeout,
             Some(DEFAULT_COMMAND_TIMEOUT),
+            MAX_TIMEOUT,
         );
-        let claim_lease = duration("claim_lease", &self.claim_lease, None);
+        let claim_lease = duration("claim_lease", &self.claim_lease, None, MAX_CLAIM_LEASE);
         match (
             redis,
             on_unavailable,

@@ -45,7 +45,7 @@ use crate::fanout::FanoutConfig;
 use crate::logging::LogFormat;
 use crate::ratelimit::RateLimit;
 use crate::secret::Secret;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_duration_within, parse_size};
 use crate::verify::Verifier;
 use events::OneOrMany;
 use file::{FileConfig, RouteFile, UpstreamFile};
@@ -54,6 +54,12 @@ use ip_sets::{IpSetSource, IpSets};
 /// Idle upstream connections kept by default: enough for a few hundred
 /// concurrent deliveries without reconnecting (Pingora's own default is 128).
 pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL: usize = 1024;
+
+/// The longest `[upstreams.NAME]` duration (`connect_timeout`, `timeout`,
+/// `response_timeout`, `idle_timeout`, `health.interval`): a day. Each is also
+/// more than 0. Deadlines are instants, and a claim lease derived from the
+/// `response_timeout` goes to Redis, so neither may overflow.
+pub const MAX_UPSTREAM_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// The validated configuration the gateway runs on.
 #[derive(Debug, Clone)]
@@ -529,12 +535,21 @@ fn compile(
     }
     let file_lease = cluster.as_ref().and_then(ClaimLease::of);
     let running_lease = running.and_then(|running| running.claim_lease);
+    // A restart reads the file's [cluster], its command_timeout included.
+    let restart_command_timeout = cluster.as_ref().map(|c| c.command_timeout);
     if let Some(lease) = running_lease {
-        check_claim_lease(lease, Lease::Running, &routes, &upstreams, &mut problems);
+        check_claim_lease(
+            lease,
+            Lease::Running,
+            restart_command_timeout,
+            &routes,
+            &upstreams,
+            &mut problems,
+        );
     }
     // A new lease applies at the next start: it must hold then too.
     if let Some(lease) = file_lease.filter(|&lease| Some(lease) != running_lease) {
-        check_claim_lease(lease, Lease::File, &routes, &upstreams, &mut problems);
+        check_claim_lease(lease, Lease::File, None, &routes, &upstreams, &mut problems);
     }
     let no_routes_allowed = server.as_ref().is_some_and(|s| s.allow_no_routes);
     if !had_routes && !no_routes_allowed {
@@ -610,11 +625,14 @@ enum Lease {
 /// `command_timeout` (the mark's write), a live instance still forwarding, or
 /// still writing its mark, loses its claim and another instance forwards the
 /// same delivery. Queued routes are exempt (their claim ends when the event is
-/// stored). One problem per route concerned, naming its slowest such upstream.
-/// The remedies of a file's lease and of the running one name the same bounds.
+/// stored). One problem per route concerned, naming every upstream of it over
+/// the bound, so following the remedy once is enough. The remedies of a
+/// file's lease and of the running one name the same bounds; a restart's
+/// uses `restart_command_timeout`, the file's own (`None`: the lease's).
 fn check_claim_lease(
     lease: ClaimLease,
     which: Lease,
+    restart_command_timeout: Option<Duration>,
     routes: &[RouteSettings],
     upstreams: &BTreeMap<String, UpstreamSettings>,
     problems: &mut Problems,
@@ -623,40 +641,63 @@ fn check_claim_lease(
         lease,
         command_timeout,
     } = lease;
+    let text = |d: Duration| humantime::format_duration(d).to_string();
     let deduped = routes
         .iter()
         .filter(|route| route.dedupe.is_some() && !matches!(route.delivery, Delivery::Queued(_)));
     for route in deduped {
-        let slowest = route
+        let mut over: Vec<(&str, Duration)> = route
             .upstreams
             .iter()
             .map(String::as_str)
             .chain(route.events.upstreams())
-            .filter_map(|name| upstreams.get(name).map(|u| (name, u)))
-            .filter(|(_, upstream)| upstream.response_timeout + command_timeout > lease)
-            .max_by_key(|(_, upstream)| upstream.response_timeout);
-        let Some((name, upstream)) = slowest else {
+            .filter_map(|name| upstreams.get(name).map(|u| (name, u.response_timeout)))
+            .filter(|&(_, timeout)| timeout.saturating_add(command_timeout) > lease)
+            .collect();
+        over.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        over.dedup_by_key(|(name, _)| *name);
+        let Some(&(_, slowest)) = over.first() else {
             continue;
         };
-        let text = |d: Duration| humantime::format_duration(d).to_string();
-        let (lease_text, timeout) = (text(lease), text(upstream.response_timeout));
-        let needed = text(upstream.response_timeout + command_timeout);
+        let (those, which_timeouts) = match over.as_slice() {
+            [(name, timeout)] => (
+                "that response_timeout",
+                format!(
+                    "the response_timeout {} of upstream {name:?}",
+                    text(*timeout)
+                ),
+            ),
+            many => (
+                "those response_timeouts",
+                format!(
+                    "the response_timeouts of upstreams {}",
+                    many.iter()
+                        .map(|(name, timeout)| format!("{name:?} ({})", text(*timeout)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        };
         let lower = match lease.checked_sub(command_timeout).filter(|d| !d.is_zero()) {
-            Some(most) => format!("lower that response_timeout to at most {}, or ", text(most)),
+            Some(most) => format!("lower {those} to at most {}, or ", text(most)),
             None => String::new(),
         };
         let why = format!(
-            "is shorter than the response_timeout {timeout} of upstream {name:?} plus the command_timeout {} of the forwarded mark (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again",
+            "is shorter than {which_timeouts} plus the command_timeout {} of the forwarded mark (route {:?} dedupes): a claim would end while its instance still forwards, and another instance would forward the same delivery again",
             text(command_timeout),
             route.name,
         );
         let message = match which {
             Lease::File => format!(
-                "claim_lease {lease_text} {why}; {lower}set claim_lease to at least {needed}, or leave claim_lease out (derived per route: the longest response_timeout + {})",
+                "claim_lease {} {why}; {lower}set claim_lease to at least {}, or leave claim_lease out (derived per route: the longest response_timeout + {})",
+                text(lease),
+                text(slowest.saturating_add(command_timeout)),
                 text(crate::dedupe::claim_lease_margin(command_timeout)),
             ),
             Lease::Running => format!(
-                "the running claim_lease {lease_text} {why}; [cluster] is read only at start, so {lower}restart hookgate with a claim_lease of at least {needed} (or none: derived per route)",
+                "the running claim_lease {} {why}; [cluster] is read only at start, so {lower}restart hookgate with a claim_lease of at least {} (or none: derived per route)",
+                text(lease),
+                text(slowest.saturating_add(restart_command_timeout.unwrap_or(command_timeout))),
             ),
         };
         problems.push("cluster.claim_lease", message);
@@ -946,7 +987,10 @@ fn compile_upstream(
         })
         .collect();
     let mut duration = |field: &str, value: &Option<String>, default: Duration| match value {
-        Some(text) => problems.take(&format!("{key}.{field}"), parse_duration(text)),
+        Some(text) => problems.take(
+            &format!("{key}.{field}"),
+            parse_duration_within(text, MAX_UPSTREAM_DURATION),
+        ),
         None => Some(default),
     };
     let connect_timeout = duration(

@@ -339,6 +339,25 @@ async fn send(cluster: Arc<ClusterClient>, mut batch: Pending, counted: usize) -
     batch
 }
 
+/// Whole milliseconds, rounded up: a lease of `5s 1ns` is held 5,001 ms, never
+/// less than the config's check (`config::check_claim_lease`) counted on.
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease goes to Redis in whole milliseconds, never shorter than the
+    /// config's check counted on.
+    #[test]
+    fn millis_round_up() {
+        assert_eq!(millis(Duration::new(5, 1)), 5_001);
+        assert_eq!(millis(Duration::from_millis(250)), 250);
+        assert_eq!(millis(Duration::from_nanos(1)), 1);
+        assert_eq!(millis(Duration::ZERO), 1);
+    }
 }

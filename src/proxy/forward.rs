@@ -20,6 +20,7 @@
 //! request without end.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -141,18 +142,30 @@ where
         interrupted: None,
     };
     let left = || deadline.saturating_duration_since(Instant::now());
-    let relay = relay_response(session, exchange, request_id, connections, pool);
+    let writing = AtomicBool::new(false);
+    let relay = relay_response(session, exchange, request_id, connections, pool, &writing);
     match within(left, relay).await {
         Some(Ok(())) => {}
         Some(Err(Relay::NotStarted(e))) => return Err(ForwardError::Failed(e)),
         Some(Err(Relay::Interrupted(e))) => forwarded.interrupted = Some(e),
         None => {
+            // Whoever the relay was waiting on when the time ran out: a sender
+            // too slow to take the answer is the sender's doing, however
+            // promptly the upstream answered.
+            let by_client = writing.load(Ordering::Relaxed);
+            let waiting_on = if by_client {
+                "writing to the sender"
+            } else {
+                "reading the upstream"
+            };
             forwarded.interrupted = Some(Interruption {
                 error: Error::explain(
                     ErrorType::ReadTimedout,
-                    format!("response not complete within response_timeout {limit:?}"),
+                    format!(
+                        "response not complete within response_timeout {limit:?} ({waiting_on})"
+                    ),
                 ),
-                by_client: false,
+                by_client,
             })
         }
     }
@@ -346,20 +359,25 @@ async fn write_request(
 /// the pool (when it can be reused) as soon as the answer was read to its
 /// end, before its last piece is written to the sender: a sender that sends
 /// its next request as soon as it has the answer finds the connection there.
+/// `writing` is true while a write to the sender is under way, so a deadline
+/// that cuts the relay off can tell whose wait it ended.
 async fn relay_response(
     session: &mut Session,
     exchange: Exchange,
     request_id: &str,
     connections: &UpstreamConnections,
     pool: &UpstreamPool,
+    writing: &AtomicBool,
 ) -> Result<(), Relay> {
     let upstream = &exchange.upstream;
     let response = headers::downstream_response(upstream.status, upstream.fields(), request_id)
         .map_err(Relay::NotStarted)?;
+    writing.store(true, Ordering::Relaxed);
     session
         .write_head(response)
         .await
         .map_err(Interruption::client)?;
+    writing.store(false, Ordering::Relaxed);
     let mut exchange = Some(exchange);
     // Bounded: a response body is finite, and each read is bounded by the pool's timeout.
     while let Some(reading) = exchange.as_mut() {
@@ -376,14 +394,17 @@ async fn relay_response(
                 done.release(connections, pool).await;
             }
         }
+        writing.store(true, Ordering::Relaxed);
         session
             .write_body(chunk, false)
             .await
             .map_err(Interruption::client)?;
+        writing.store(false, Ordering::Relaxed);
     }
     if let Some(done) = exchange.take() {
         done.release(connections, pool).await;
     }
+    writing.store(true, Ordering::Relaxed);
     session
         .write_body(Bytes::new(), true)
         .await

@@ -1245,7 +1245,9 @@ fn claim_lease(cluster: &ClusterClient, snapshot: &Snapshot, route: &Route) -> D
             .map(|upstream| upstream.response_timeout)
             .max()
             .unwrap_or_default();
-        longest + crate::dedupe::claim_lease_margin(cluster.settings().command_timeout)
+        longest.saturating_add(crate::dedupe::claim_lease_margin(
+            cluster.settings().command_timeout,
+        ))
     })
 }
 
