@@ -508,9 +508,13 @@ def round_ratios(groups, scenarios):
     """Ratios within each round: round k of a system against round k of its peer,
     which ran minutes apart in the same invocation. The median-req/s rows above
     pair rounds that may be far apart; this shows how far each ratio moves."""
-    out = ["", "Ratios round by round (req/s ratio / CPU-per-request ratio; median of the rounds last):", "",
-           "| scenario | pair | rounds | median req/s | median CPU/req |",
-           "| --- | --- | --- | ---: | ---: |"]
+    out = ["", "Ratios round by round (req/s ratio / CPU-per-request ratio / the upstream's CPU-per-request "
+           "ratio; median of the rounds last). The upstream does the same work per request behind every "
+           "system, so its ratio is the control: above 1, the same work cost more per request in that "
+           "system's round (fewer requests per wake-up at a lower rate, other processes on its CPU), "
+           "and the last column divides that out:", "",
+           "| scenario | pair | rounds | median req/s | median CPU/req | median upstream CPU/req | median CPU/req ÷ upstream's |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for sc in scenarios:
         for system, peer, label in ROUND_PAIRS:
             a, b = groups.get((sc, system)), groups.get((sc, peer))
@@ -519,8 +523,11 @@ def round_ratios(groups, scenarios):
             pairs = [(derived(x), derived(y)) for x, y in zip(a, b)]
             rps = [ratio(x["rps"], y["rps"]) for x, y in pairs]
             cpu = [ratio(x["cpu_100k"], y["cpu_100k"]) for x, y in pairs]
-            cells = ", ".join(f"{fmt(r)} / {fmt(c)}" for r, c in zip(rps, cpu))
-            out.append(f"| {sc} | {label} | {cells} | {fmt(median(rps))} | {fmt(median(cpu))} |")
+            up = [ratio(x["up_cpu_100k"], y["up_cpu_100k"]) for x, y in pairs]
+            own = [ratio(c, u) if c is not None else None for c, u in zip(cpu, up)]
+            cells = ", ".join(f"{fmt(r)} / {fmt(c)} / {fmt(u)}" for r, c, u in zip(rps, cpu, up))
+            out.append(f"| {sc} | {label} | {cells} | {fmt(median(rps))} | {fmt(median(cpu))} | "
+                       f"{fmt(median(up))} | {fmt(median(own))} |")
     return out
 
 
