@@ -551,7 +551,7 @@ fn theoretical_arrival(state: &InMemoryState) -> Option<Nanos> {
 pub const GRANT_LIFETIME: Duration = Duration::from_millis(10);
 
 /// The most tokens one request to Redis takes from a shared bucket.
-pub const MAX_GRANT: u32 = 64;
+pub const MAX_GRANT: u32 = 256;
 
 impl RateLimit {
     /// How many tokens one `EVALSHA` may take from the shared bucket at most:
@@ -696,11 +696,20 @@ pub async fn check_shared(
         _ => None,
     };
     let mut waits = 0;
+    let mut ticket = None;
     let asking = loop {
-        match limiter.grants.take(local, now, waits < MAX_WAITS) {
+        match (limiter.grants).take_after_wait(local, now, waits < MAX_WAITS, ticket) {
             Take::Spent => return Ok(Ok(())),
+            Take::Ask(mut asking) if asking.is_lead() => {
+                // The requests of this turn of the event loop find the lead on
+                // its way and wait: it asks once they are counted.
+                tokio::task::yield_now().await;
+                asking.count_waiting();
+                break asking;
+            }
             Take::Ask(asking) => break asking,
-            Take::Wait(answered) => {
+            Take::Wait(answered, place) => {
+                ticket = Some(place);
                 // One round trip at most; a lead that never answers ends
                 // within `command_timeout` and wakes this one too.
                 let _ =
@@ -828,17 +837,23 @@ impl SharedKeys {
 /// within its lifetime, halves when tokens were left over, and falls back to 1
 /// whenever Redis grants fewer than asked (the bucket is nearly empty: then
 /// each request asks Redis for one, as without grants). One request on behalf
-/// of a key is on its way at a time; others meanwhile ask for their own token
-/// only.
+/// of a key (the lead) is on its way at a time. Requests that may wait
+/// ([`MAX_WAITS`]) wait for its answer with a [`Ticket`]; the lead asks for one
+/// more token per waiter, and its answer hands the spare tokens to the first
+/// waiters (spent then, within the grant's lifetime, however late they run:
+/// under saturation a woken task may run more than 10 ms later, and found its
+/// token expired). Others ask for their own token only.
 ///
 /// **The bound.** Every request admitted spends a token the shared GCRA granted
 /// at most [`GRANT_LIFETIME`] earlier. So in any window of length `W`, all
 /// instances together admit at most what the GCRA alone admits in `W + 10 ms`:
 /// `burst + (W + 10 ms) × rate`, i.e. at most `⌈rate × 10 ms⌉` more than one
 /// instance would (1% of one second's rate), however many instances there are.
-/// When `max_grant` is 1 (rate under 200/s, or `burst = 1`) nothing is held and
-/// the limit is exact. The other way, an instance holds at most `max_grant − 1`
-/// tokens that another instance might have used, for at most 10 ms.
+/// Handing a token to a waiter spends it at the lead's answer, which is
+/// within that lifetime or hands nothing. When `max_grant` is 1 (rate under
+/// 200/s, or `burst = 1`) nothing is held and the limit is exact. The other
+/// way, an instance holds at most `max_grant − 1` tokens that another instance
+/// might have used, for at most 10 ms.
 ///
 /// Bounded: at most `max_keys` entries (1 per route); a key without an entry
 /// when the table is full asks Redis for one token per request.
@@ -863,6 +878,24 @@ struct Grant {
     asking: bool,
     /// The last such request got all it asked for.
     full: bool,
+    /// Leads asked so far for this entry: the round a waiter's [`Ticket`] is for.
+    round: u64,
+    /// Requests waiting for the answer of this round's lead ([`Take::Wait`]),
+    /// numbered 1.. by their tickets.
+    waiting: u32,
+    /// The round whose waiters were last handed tokens, and how many of them
+    /// (the tickets `1..=handed`).
+    handed: (u64, u32),
+}
+
+/// A waiting request's place: its round and its number in it. A lead's answer
+/// hands its spare tokens to the first of its waiters, so a waiter woken late
+/// (behind a long run queue) is still admitted by the token spent for it while
+/// the grant was valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    round: u64,
+    number: u32,
 }
 
 /// What [`Grants::take`] decided for one request.
@@ -872,8 +905,9 @@ pub enum Take<'g> {
     /// Ask Redis; report the answer with [`Asking::granted`].
     Ask(Asking<'g>),
     /// Another request is asking Redis for this key's tokens: wait for its
-    /// answer (bounded by the caller), then take again.
-    Wait(tokio::sync::futures::Notified<'g>),
+    /// answer (bounded by the caller), then take again with the ticket
+    /// ([`Grants::take_after_wait`]).
+    Wait(tokio::sync::futures::Notified<'g>, Ticket),
 }
 
 /// How many times one request waits for another one's answer
@@ -889,6 +923,8 @@ pub struct Asking<'g> {
     at: std::time::Instant,
     /// Asks on behalf of the key's entry (else for its own token only).
     lead: bool,
+    /// The entry's round this lead asks for (0 for others).
+    round: u64,
     done: bool,
 }
 
@@ -898,11 +934,31 @@ impl Asking<'_> {
         self.tokens
     }
 
+    /// A lead asks, besides its entry's `want`, for one token per request
+    /// waiting for it by now (up to [`RateLimit::max_grant`]), so a burst
+    /// larger than `want` is served by one round trip, not by its requests
+    /// asking one token each. Call it just before sending.
+    pub fn count_waiting(&mut self) {
+        if self.lead {
+            self.tokens = self.grants.with_waiting(self.key, self.tokens);
+        }
+    }
+
+    /// Whether it asks on behalf of its key's entry (else for its own token).
+    pub fn is_lead(&self) -> bool {
+        self.lead
+    }
+
     /// Redis granted `granted` tokens (0: refused): one is this request's, the
     /// rest are kept until the moment of asking plus [`GRANT_LIFETIME`].
-    pub fn granted(mut self, granted: u32) {
+    pub fn granted(self, granted: u32) {
+        self.granted_at(granted, std::time::Instant::now());
+    }
+
+    /// [`Asking::granted`], answered at `now`.
+    pub fn granted_at(mut self, granted: u32, now: std::time::Instant) {
         self.done = true;
-        self.grants.granted(&self, granted);
+        self.grants.granted(&self, granted, now);
     }
 }
 
@@ -910,7 +966,7 @@ impl Drop for Asking<'_> {
     fn drop(&mut self) {
         if !self.done && self.lead {
             // No answer: nothing is kept, and the next request leads.
-            self.grants.granted(self, 1);
+            self.grants.granted(self, 1, std::time::Instant::now());
         }
     }
 }
@@ -941,32 +997,54 @@ impl Grants {
     /// its one token: under concurrency, the requests that arrive during a
     /// round trip then share the lead's grant instead of each costing one.
     pub fn take(&self, key: LimitKey, now: std::time::Instant, may_wait: bool) -> Take<'_> {
-        let ask = |tokens, lead| {
+        self.take_after_wait(key, now, may_wait, None)
+    }
+
+    /// [`Grants::take`] for a request that waited with `ticket`: admitted if
+    /// the lead it waited for handed it a token.
+    pub fn take_after_wait(
+        &self,
+        key: LimitKey,
+        now: std::time::Instant,
+        may_wait: bool,
+        ticket: Option<Ticket>,
+    ) -> Take<'_> {
+        let ask = |tokens, lead, round| {
             Take::Ask(Asking {
                 grants: self,
                 key,
                 tokens,
                 at: now,
                 lead,
+                round,
                 done: false,
             })
         };
         if self.max_grant == 1 {
-            return ask(1, false);
+            return ask(1, false, 0);
         }
         let mut table = self.lock();
         let full = table.len() >= self.max_keys;
         let grant = match table.entry(key) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(_) if full => return ask(1, false),
+            std::collections::hash_map::Entry::Vacant(_) if full => return ask(1, false, 0),
             std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Grant {
                 tokens: 0,
                 until: now,
                 want: 1,
                 asking: false,
                 full: false,
+                round: 0,
+                waiting: 0,
+                handed: (0, 0),
             }),
         };
+        if let Some(ticket) = ticket {
+            let (round, handed) = grant.handed;
+            if ticket.round == round && ticket.number <= handed {
+                return Take::Spent;
+            }
+        }
         let valid = now < grant.until;
         if grant.tokens > 0 && valid {
             grant.tokens -= 1;
@@ -974,11 +1052,16 @@ impl Grants {
         }
         if grant.asking {
             if may_wait {
+                grant.waiting = grant.waiting.saturating_add(1);
+                let ticket = Ticket {
+                    round: grant.round,
+                    number: grant.waiting,
+                };
                 // Created under the lock: `notify_waiters` after the lead's
                 // answer wakes it even before it is first polled.
-                return Take::Wait(self.answered.notified());
+                return Take::Wait(self.answered.notified(), ticket);
             }
-            return ask(1, false);
+            return ask(1, false, 0);
         }
         if grant.tokens > 0 {
             // Tokens ran out of time: this instance asked for more than it needed.
@@ -989,11 +1072,13 @@ impl Grants {
             grant.want = grant.want.saturating_mul(2).min(self.max_grant);
         }
         grant.asking = true;
-        ask(grant.want, true)
+        grant.round += 1;
+        grant.waiting = 0;
+        ask(grant.want, true, grant.round)
     }
 
     /// Records Redis's answer to `asking` (`granted` tokens).
-    fn granted(&self, asking: &Asking<'_>, granted: u32) {
+    fn granted(&self, asking: &Asking<'_>, granted: u32, now: std::time::Instant) {
         if self.max_grant == 1 {
             return;
         }
@@ -1007,11 +1092,26 @@ impl Grants {
         if asking.lead {
             grant.asking = false;
             grant.full = granted >= asking.tokens;
-            grant.tokens = granted.saturating_sub(1);
+            // One token is the lead's; the spare ones go first to the
+            // requests that waited for it, in order, spent now however late
+            // they run: only while the grant is valid, as any spending.
+            let spare = granted.saturating_sub(1);
+            let valid = now < asking.at + GRANT_LIFETIME;
+            let handed = if valid { spare.min(grant.waiting) } else { 0 };
+            grant.handed = (asking.round, handed);
+            grant.waiting = 0;
+            grant.tokens = spare - handed;
             grant.until = asking.at + GRANT_LIFETIME;
             drop(table);
             self.answered.notify_waiters();
         }
+    }
+
+    /// `tokens` raised to one for the lead of `key` plus one per request
+    /// waiting for it, at most `max_grant`.
+    fn with_waiting(&self, key: LimitKey, tokens: u32) -> u32 {
+        let waiting = self.lock().get(&key).map_or(0, |grant| grant.waiting);
+        tokens.max(waiting.saturating_add(1)).min(self.max_grant)
     }
 
     /// Drops the entries whose tokens ran out of time (their `want` with them).

@@ -1510,6 +1510,12 @@ fn cluster_defaults_are_the_documented_values() {
     assert_eq!(cluster.command_timeout, Duration::from_millis(250));
     assert_eq!(cluster.claim_lease, None);
     assert_eq!(hookgate::dedupe::CLAIM_LEASE_MARGIN, Duration::from_secs(5));
+    // "one call to Redis may take up to `min(256, burst, rate × 10 ms)` tokens",
+    // "up to 255 unspent tokens for 10 ms".
+    assert_eq!(hookgate::ratelimit::MAX_GRANT, 256);
+    assert_eq!(hookgate::ratelimit::GRANT_LIFETIME, Duration::from_millis(10));
+    assert!(readme().contains("min(256, burst, rate × 10 ms)"));
+    assert!(readme().contains("up to 255 unspent tokens for 10 ms"));
 }
 
 // ---------------------------------------------------------------- exit statuses

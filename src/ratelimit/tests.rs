@@ -239,7 +239,7 @@ fn asked(take: Take<'_>) -> Asking<'_> {
     match take {
         Take::Ask(asking) => asking,
         Take::Spent => panic!("expected a request to Redis, a token was spent"),
-        Take::Wait(_) => panic!("expected a request to Redis, got a wait"),
+        Take::Wait(..) => panic!("expected a request to Redis, got a wait"),
     }
 }
 
@@ -454,7 +454,7 @@ fn admissions_stay_within_the_documented_bound() {
                     admitted.push(now_us as f64);
                 }
                 Take::Ask(asking) => pending.push((now_us + random(2000), asking)),
-                Take::Wait(_) => panic!("a take that may not wait waited"),
+                Take::Wait(..) => panic!("a take that may not wait waited"),
             }
         }
         admitted.sort_by(f64::total_cmp);
@@ -494,24 +494,84 @@ fn a_request_meanwhile_waits_for_the_leads_grant_when_it_may() {
     asked(grants.take(key, t0, false)).granted(1);
     let lead = asked(grants.take(key, t0 + MS, false));
     assert_eq!(lead.tokens(), 2);
-    let Take::Wait(answered) = grants.take(key, t0 + MS, true) else {
+    let Take::Wait(answered, ticket) = grants.take(key, t0 + MS, true) else {
         panic!("a request meanwhile that may wait waits");
     };
     // Not yet answered: the wait is pending.
     let mut answered = Box::pin(answered);
     assert!(futures_poll_once(answered.as_mut()).is_none());
-    lead.granted(2);
+    lead.granted_at(2, t0 + 2 * MS);
     // The answer wakes it, and the lead's second token is its.
     assert!(futures_poll_once(answered.as_mut()).is_some());
-    assert!(matches!(grants.take(key, t0 + 2 * MS, true), Take::Spent));
+    assert!(matches!(
+        grants.take_after_wait(key, t0 + 2 * MS, true, Some(ticket)),
+        Take::Spent
+    ));
     // A lead that gets no answer wakes the waiters too.
     let lead = asked(grants.take(key, t0 + 3 * MS, false));
-    let Take::Wait(answered) = grants.take(key, t0 + 3 * MS, true) else {
+    let Take::Wait(answered, _) = grants.take(key, t0 + 3 * MS, true) else {
         panic!("waits");
     };
     let mut answered = Box::pin(answered);
     drop(lead);
     assert!(futures_poll_once(answered.as_mut()).is_some());
+}
+
+/// A lead's spare tokens go to the requests that waited for it, in order, at
+/// the answer: a waiter that runs only after the grant's lifetime (behind a
+/// long run queue) is still admitted, and one past the spare tokens is not
+/// (it asks again). Before, such waiters found the tokens expired, and after
+/// three waits each asked Redis for its own token: at 500 connections one
+/// round trip per request. Guards `handed` in `Grants::granted` and the
+/// ticket check in `Grants::take_after_wait`.
+#[test]
+fn a_leads_spare_tokens_are_handed_to_its_waiters_in_order() {
+    let grants = Grants::new(&limit("1000/s", None, None)); // max_grant 10
+    let key = LimitKey(KeyKind::Route);
+    let t0 = std::time::Instant::now();
+    let mut lead = asked(grants.take(key, t0, false));
+    let tickets: Vec<Ticket> = (0..4)
+        .map(|_| match grants.take(key, t0, true) {
+            Take::Wait(_, ticket) => ticket,
+            _ => panic!("waits for the lead"),
+        })
+        .collect();
+    lead.count_waiting();
+    assert_eq!(lead.tokens(), 5, "its own and one per waiter");
+    lead.granted_at(3, t0 + MS); // the bucket held three: two spare
+    let late = t0 + GRANT_LIFETIME + MS;
+    for ticket in &tickets[..2] {
+        assert!(matches!(
+            grants.take_after_wait(key, late, true, Some(*ticket)),
+            Take::Spent
+        ));
+    }
+    assert!(
+        matches!(
+            grants.take_after_wait(key, late, true, Some(tickets[2])),
+            Take::Ask(_)
+        ),
+        "past the spare tokens: asks again"
+    );
+    assert_eq!(
+        grants.held(key, t0),
+        0,
+        "nothing left besides the handed ones"
+    );
+
+    // An answer that comes after the grant's lifetime hands nothing: a token
+    // is spent only while valid.
+    let grants = Grants::new(&limit("1000/s", None, None));
+    let mut lead = asked(grants.take(key, t0, false));
+    let Take::Wait(_, ticket) = grants.take(key, t0, true) else {
+        panic!("waits for the lead");
+    };
+    lead.count_waiting();
+    lead.granted_at(2, t0 + GRANT_LIFETIME);
+    assert!(matches!(
+        grants.take_after_wait(key, t0 + GRANT_LIFETIME, true, Some(ticket)),
+        Take::Ask(_)
+    ));
 }
 
 /// Polls `future` once with a no-op waker: `Some` when it is ready.
