@@ -243,6 +243,10 @@ async fn drain(cluster: Arc<ClusterClient>) {
     // Bounded: each pass sends a non-empty batch whose operations each belong
     // to a request waiting for it, and every pass ends within command_timeout.
     loop {
+        // Group commit: the tasks already woken in this turn of the event loop
+        // run first and add theirs (a yielded task goes behind them, where a
+        // spawned one would run next), so a batch holds the turn's operations.
+        tokio::task::yield_now().await;
         let batch = PENDING.with(|pending| {
             let mut pending = pending.borrow_mut();
             let i = pending.iter().position(|(id, _)| *id == cluster.id())?;
