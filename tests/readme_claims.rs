@@ -1513,7 +1513,10 @@ fn cluster_defaults_are_the_documented_values() {
     // "one call to Redis may take up to `min(256, burst, rate × 10 ms)` tokens",
     // "up to 255 unspent tokens for 10 ms".
     assert_eq!(hookgate::ratelimit::MAX_GRANT, 256);
-    assert_eq!(hookgate::ratelimit::GRANT_LIFETIME, Duration::from_millis(10));
+    assert_eq!(
+        hookgate::ratelimit::GRANT_LIFETIME,
+        Duration::from_millis(10)
+    );
     assert!(readme().contains("min(256, burst, rate × 10 ms)"));
     assert!(readme().contains("up to 255 unspent tokens for 10 ms"));
 }
