@@ -566,8 +566,13 @@ impl RateLimit {
 }
 
 /// The interval `T` of the shared GCRA in microseconds, at least 1.
+/// Rounded up: a shared bucket refills no faster than the configured rate
+/// (7000/s has an interval of 142.857 µs: 143, not 142, which refilled at
+/// 7042/s).
 fn shared_interval_micros(limit: &RateLimit) -> u64 {
-    (limit.rate.interval().as_micros() as u64).max(1)
+    u64::try_from(limit.rate.interval().as_nanos().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// The GCRA of governor, run atomically in Redis on Redis's clock (`TIME`), so
@@ -695,7 +700,7 @@ pub async fn check_shared(
         }
         _ => None,
     };
-    let mut waits = 0;
+    let (mut waits, mut wakes) = (0, 0);
     let mut ticket = None;
     let asking = loop {
         match (limiter.grants).take_after_wait(local, now, waits < MAX_WAITS, ticket) {
@@ -709,12 +714,18 @@ pub async fn check_shared(
             }
             Take::Ask(asking) => break asking,
             Take::Wait(answered, place) => {
+                // A wake by another key's answer keeps the place and is not
+                // a wait of its own; bounded too (`MAX_WAKES`).
+                if ticket == Some(place) && wakes < MAX_WAKES {
+                    wakes += 1;
+                } else {
+                    waits += 1;
+                }
                 ticket = Some(place);
                 // One round trip at most; a lead that never answers ends
                 // within `command_timeout` and wakes this one too.
                 let _ =
                     pingora::prelude::timeout(cluster.settings().command_timeout, answered).await;
-                waits += 1;
                 now = std::time::Instant::now();
             }
         }
@@ -864,6 +875,9 @@ pub struct Grants {
     /// Woken each time a lead request's answer (or its failure) is recorded:
     /// the requests that found it on its way wait for it ([`Take::Wait`]).
     answered: tokio::sync::Notify,
+    /// The last lead's round, over every key: a ticket never matches a round
+    /// of an entry pruned and made again.
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -878,8 +892,13 @@ struct Grant {
     asking: bool,
     /// The last such request got all it asked for.
     full: bool,
-    /// Leads asked so far for this entry: the round a waiter's [`Ticket`] is for.
+    /// The round of this entry's last lead (unique over all keys): the round
+    /// a waiter's [`Ticket`] is for.
     round: u64,
+    /// The last lead's answer came after its grant's lifetime (the event loop
+    /// lags): the next lead asks for its `want` only, not one per waiter,
+    /// whose tokens would be dropped unspent.
+    late: bool,
     /// Requests waiting for the answer of this round's lead ([`Take::Wait`]),
     /// numbered 1.. by their tickets.
     waiting: u32,
@@ -914,6 +933,11 @@ pub enum Take<'g> {
 /// ([`Take::Wait`]) before it asks Redis for its own token.
 pub const MAX_WAITS: u32 = 3;
 
+/// How many times one request, while waiting, may be woken by the answer of
+/// another key's lead (one `Notify` wakes them all) without it counting as
+/// one of its [`MAX_WAITS`].
+pub const MAX_WAKES: u32 = 16;
+
 /// One request to Redis for tokens of a shared bucket. Dropping it without
 /// [`Asking::granted`] (no answer, cancelled) keeps nothing.
 pub struct Asking<'g> {
@@ -941,6 +965,9 @@ impl Asking<'_> {
     pub fn count_waiting(&mut self) {
         if self.lead {
             self.tokens = self.grants.with_waiting(self.key, self.tokens);
+            // The grant's lifetime counts from the ask, which is now, not
+            // from before the yield.
+            self.at = std::time::Instant::now();
         }
     }
 
@@ -981,6 +1008,7 @@ impl Grants {
             },
             table: std::sync::Mutex::new(std::collections::HashMap::new()),
             answered: tokio::sync::Notify::new(),
+            rounds: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -1035,6 +1063,7 @@ impl Grants {
                 asking: false,
                 full: false,
                 round: 0,
+                late: false,
                 waiting: 0,
                 handed: (0, 0),
             }),
@@ -1051,6 +1080,11 @@ impl Grants {
             return Take::Spent;
         }
         if grant.asking {
+            // Woken by another key's answer (one `Notify` for them all): the
+            // same place in the same round.
+            if let Some(ticket) = ticket.filter(|ticket| ticket.round == grant.round) {
+                return Take::Wait(self.answered.notified(), ticket);
+            }
             if may_wait {
                 grant.waiting = grant.waiting.saturating_add(1);
                 let ticket = Ticket {
@@ -1072,7 +1106,7 @@ impl Grants {
             grant.want = grant.want.saturating_mul(2).min(self.max_grant);
         }
         grant.asking = true;
-        grant.round += 1;
+        grant.round = self.rounds.fetch_add(1, Ordering::Relaxed) + 1;
         grant.waiting = 0;
         ask(grant.want, true, grant.round)
     }
@@ -1097,6 +1131,7 @@ impl Grants {
             // they run: only while the grant is valid, as any spending.
             let spare = granted.saturating_sub(1);
             let valid = now < asking.at + GRANT_LIFETIME;
+            grant.late = !valid;
             let handed = if valid { spare.min(grant.waiting) } else { 0 };
             grant.handed = (asking.round, handed);
             grant.waiting = 0;
@@ -1108,9 +1143,12 @@ impl Grants {
     }
 
     /// `tokens` raised to one for the lead of `key` plus one per request
-    /// waiting for it, at most `max_grant`.
+    /// waiting for it, at most `max_grant`; `tokens` alone after a late answer.
     fn with_waiting(&self, key: LimitKey, tokens: u32) -> u32 {
-        let waiting = self.lock().get(&key).map_or(0, |grant| grant.waiting);
+        let waiting = match self.lock().get(&key) {
+            Some(grant) if !grant.late => grant.waiting,
+            _ => 0,
+        };
         tokens.max(waiting.saturating_add(1)).min(self.max_grant)
     }
 

@@ -246,27 +246,49 @@ fn connections_and_requests_per_connection_are_capped() {
     .is_ok_and(|answer| answer.status == 200)));
 }
 
-#[test]
-fn a_sender_that_stops_reading_is_cut_off() {
-    let big = vec![b'x'; 32 * 1024 * 1024];
+/// A gateway (`server` lines) whose upstream `app` (`extra` lines) answers
+/// 32 MiB at once, and a sender that sends one request to route `hooks` and
+/// never reads: the gateway's writes stall once the socket buffers are full.
+/// The upstream and the sender are returned to be kept open.
+fn a_sender_that_never_reads(server: &str, extra: &str) -> (Gateway, Upstream, TcpStream) {
     let upstream = Upstream::with(
         "app",
         Behavior {
-            body: big,
+            body: vec![b'x'; 32 * 1024 * 1024],
             ..Behavior::default()
         },
     );
     let gateway = Setup::new()
-        .server("send_timeout = \"1s\"")
-        .upstream(&upstream)
+        .server(server)
+        .upstream_named("app", &[upstream.addr], extra)
         .route("hooks", "/hooks/*", "app", "")
         .start();
     let mut stream = connect(gateway.proxy);
     stream
         .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
         .unwrap();
-    // Never read: the gateway's writes stall once the socket buffers are full.
-    // Breaks without `set_write_timeout` in `client::apply`.
+    (gateway, upstream, stream)
+}
+
+/// The upstream answered whole: the cut-off answer is the sender's doing, not
+/// an upstream failure that would fire the upstream-errors alert.
+#[track_caller]
+fn assert_client_interrupted(gateway: &Gateway) {
+    assert!(
+        wait_until(Duration::from_secs(10), || gateway.metric(
+            "hookgate_requests_total",
+            &[("route", "hooks"), ("outcome", "client_interrupted")]
+        ) == Some(1.0)),
+        "the cut-off answer is counted as client_interrupted"
+    );
+    gateway.assert_requests("hooks", "upstream_error", 0.0);
+}
+
+/// Breaks without `set_write_timeout` in `client::apply`; the outcome guards
+/// `Interruption::client` in `forward::relay_response`.
+#[test]
+fn a_sender_that_stops_reading_is_cut_off() {
+    let (gateway, _upstream, _stream) = a_sender_that_never_reads("send_timeout = \"1s\"", "");
     // Polled without panicking: a failed scrape is "not yet".
     assert!(
         wait_until(Duration::from_secs(10), || gateway
@@ -277,17 +299,7 @@ fn a_sender_that_stops_reading_is_cut_off() {
             .is_ok_and(|hits| hits.is_some_and(|hits| hits >= 1.0))),
         "no send timeout counted"
     );
-    // The upstream answered whole: the cut-off answer is the sender's doing,
-    // not an upstream failure that would fire the upstream-errors alert.
-    // Guards `Interruption::client` in `forward::relay_response`.
-    assert!(
-        wait_until(Duration::from_secs(5), || gateway.metric(
-            "hookgate_requests_total",
-            &[("route", "hooks"), ("outcome", "client_interrupted")]
-        ) == Some(1.0)),
-        "the interrupted answer is counted as client_interrupted"
-    );
-    gateway.assert_requests("hooks", "upstream_error", 0.0);
+    assert_client_interrupted(&gateway);
 }
 
 /// A sender that takes the answer too slowly for the upstream's
@@ -298,32 +310,9 @@ fn a_sender_that_stops_reading_is_cut_off() {
 /// `forward::relay_response`, read when the deadline cuts the relay off.
 #[test]
 fn a_sender_too_slow_for_the_response_timeout_is_client_interrupted() {
-    let big = vec![b'x'; 32 * 1024 * 1024];
-    let upstream = Upstream::with(
-        "app",
-        Behavior {
-            body: big,
-            ..Behavior::default()
-        },
-    );
-    let gateway = Setup::new()
-        .server("send_timeout = \"30s\"")
-        .upstream_named("app", &[upstream.addr], "response_timeout = \"1s\"")
-        .route("hooks", "/hooks/*", "app", "")
-        .start();
-    let mut stream = connect(gateway.proxy);
-    stream
-        .write_all(b"POST /hooks/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || gateway.metric(
-            "hookgate_requests_total",
-            &[("route", "hooks"), ("outcome", "client_interrupted")]
-        ) == Some(1.0)),
-        "the cut-off answer is counted as client_interrupted"
-    );
-    gateway.assert_requests("hooks", "upstream_error", 0.0);
-    drop(stream);
+    let (gateway, _upstream, _stream) =
+        a_sender_that_never_reads("send_timeout = \"30s\"", "response_timeout = \"1s\"");
+    assert_client_interrupted(&gateway);
 }
 
 #[test]

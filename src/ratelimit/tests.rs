@@ -567,11 +567,120 @@ fn a_leads_spare_tokens_are_handed_to_its_waiters_in_order() {
         panic!("waits for the lead");
     };
     lead.count_waiting();
-    lead.granted_at(2, t0 + GRANT_LIFETIME);
+    let late = lead.at + GRANT_LIFETIME;
+    lead.granted_at(2, late);
     assert!(matches!(
-        grants.take_after_wait(key, t0 + GRANT_LIFETIME, true, Some(ticket)),
+        grants.take_after_wait(key, late, true, Some(ticket)),
         Take::Ask(_)
     ));
+}
+
+/// One `Notify` wakes the waiters of every key. A waiter woken by another
+/// key's answer keeps its place in its own key's round (the same ticket, not
+/// counted again in the lead's ask). A hostile pass saw each such wake-up
+/// inflate the lead's count, and use up one of the waiter's three waits.
+/// Guards the same-round check in `Grants::take_after_wait`.
+#[test]
+fn a_waiter_woken_by_another_keys_answer_keeps_its_place() {
+    let grants = Grants::new(&limit("1000/s", None, Some("ip")));
+    let (a, b) = (
+        LimitKey(KeyKind::Bucket([1; 16])),
+        LimitKey(KeyKind::Bucket([2; 16])),
+    );
+    let t0 = std::time::Instant::now();
+    let mut lead_a = asked(grants.take(a, t0, false));
+    let Take::Wait(_, ticket) = grants.take(a, t0, true) else {
+        panic!("waits for a's lead");
+    };
+    let lead_b = asked(grants.take(b, t0, false));
+    lead_b.granted_at(1, t0 + MS); // wakes a's waiter too
+    let Take::Wait(_, again) = grants.take_after_wait(a, t0 + MS, true, Some(ticket)) else {
+        panic!("a's lead is still on its way");
+    };
+    assert_eq!(again, ticket, "the same place");
+    lead_a.count_waiting();
+    assert_eq!(lead_a.tokens(), 2, "its own and one waiter, not two");
+}
+
+/// A lead whose answer came after its grant's lifetime (the event loop lags)
+/// hands nothing, and the next lead asks for its `want` only: tokens asked for
+/// its waiters would again be dropped unspent, and taken from the shared
+/// bucket for nothing (a hostile pass saw 31% of the granted tokens wasted).
+/// Guards `late` in `Grants::granted` and `Grants::with_waiting`.
+#[test]
+fn after_a_late_answer_a_lead_does_not_ask_for_its_waiters() {
+    let grants = Grants::new(&limit("1000/s", None, None));
+    let key = LimitKey(KeyKind::Route);
+    let t0 = std::time::Instant::now();
+    let mut lead = asked(grants.take(key, t0, false));
+    let Take::Wait(..) = grants.take(key, t0, true) else {
+        panic!("waits");
+    };
+    lead.count_waiting();
+    let at = lead.at;
+    assert_eq!(lead.tokens(), 2);
+    lead.granted_at(2, at + GRANT_LIFETIME); // late
+    let late = at + GRANT_LIFETIME;
+    let mut next = asked(grants.take(key, late, false));
+    for _ in 0..3 {
+        let Take::Wait(..) = grants.take(key, late, true) else {
+            panic!("waits");
+        };
+    }
+    next.count_waiting();
+    assert_eq!(next.tokens(), 1, "its want only");
+    let at = next.at;
+    next.granted_at(1, at + MS); // in time again
+    let mut third = asked(grants.take(key, late + MS, false));
+    let Take::Wait(..) = grants.take(key, late + MS, true) else {
+        panic!("waits");
+    };
+    third.count_waiting();
+    assert_eq!(third.tokens(), 2, "one per waiter again once in time");
+}
+
+/// Rounds are unique over the whole table: a ticket of an entry that was
+/// pruned and made again never matches the new entry's round (it would spend
+/// a token handed to another waiter). Guards `Grants::rounds`.
+#[test]
+fn a_ticket_of_a_pruned_entry_matches_no_later_round() {
+    let grants = Grants::new(&limit("1000/s", None, None));
+    let key = LimitKey(KeyKind::Route);
+    let t0 = std::time::Instant::now();
+    let lead = asked(grants.take(key, t0, false));
+    let Take::Wait(_, stale) = grants.take(key, t0, true) else {
+        panic!("waits");
+    };
+    lead.granted_at(1, t0 + MS);
+    grants.prune(t0 + 2 * GRANT_LIFETIME);
+    assert_eq!(grants.lock().len(), 0, "pruned");
+    let mut lead = asked(grants.take(key, t0 + 2 * GRANT_LIFETIME, false));
+    let Take::Wait(..) = grants.take(key, t0 + 2 * GRANT_LIFETIME, true) else {
+        panic!("waits");
+    };
+    lead.count_waiting();
+    let at = lead.at;
+    lead.granted_at(2, at + MS); // hands one token to the new round's waiter
+    assert!(
+        matches!(
+            grants.take_after_wait(key, at + MS, true, Some(stale)),
+            Take::Ask(_)
+        ),
+        "the stale ticket is not the new waiter's"
+    );
+}
+
+/// The shared bucket's interval is rounded up to whole microseconds, so it
+/// refills no faster than the rate: 7000/s is 142.857 µs, sent as 143 (142
+/// refilled at 7042/s, found by a hostile pass).
+#[test]
+fn the_shared_interval_rounds_up() {
+    assert_eq!(shared_interval_micros(&limit("7000/s", None, None)), 143);
+    assert_eq!(shared_interval_micros(&limit("1000/s", None, None)), 1000);
+    assert_eq!(
+        shared_interval_micros(&limit("1000000000/s", None, None)),
+        1
+    );
 }
 
 /// Polls `future` once with a no-op waker: `Some` when it is ready.
