@@ -1082,7 +1082,7 @@ impl Grants {
         if grant.asking {
             // Woken by another key's answer (one `Notify` for them all): the
             // same place in the same round.
-            if let Some(ticket) = ticket.filter(|ticket| ticket.round == grant.round) {
+            if let Some(ticket) = ticket.filter(|ticket| may_wait && ticket.round == grant.round) {
                 return Take::Wait(self.answered.notified(), ticket);
             }
             if may_wait {
