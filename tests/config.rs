@@ -420,6 +420,17 @@ fn a_queued_route_open_to_anyone_loads_with_a_warning() {
     }
 }
 
+/// The problems, as `(key, message)`, of a config `text` that must be refused
+/// (loaded as `/nonexistent/hookgate.toml`).
+#[track_caller]
+fn refusal(text: &str) -> Vec<(String, String)> {
+    let error = Config::from_toml(text, Path::new("/nonexistent/hookgate.toml"))
+        .expect_err("the config is refused");
+    (error.problems.iter())
+        .map(|p| (p.problem.key.clone(), p.problem.message.clone()))
+        .collect()
+}
+
 /// The lease a claim needs covers the whole forward (`response_timeout`) and
 /// the forwarded mark written after it (`command_timeout`): a lease equal to
 /// the `response_timeout` could end just before the mark lands, and another
@@ -451,18 +462,14 @@ dedupe = {{ key = "header:X-Delivery" }}
     let at = Path::new("/nonexistent/hookgate.toml");
     Config::from_toml(&file("11s"), at).expect("a lease of response_timeout + command_timeout");
     for lease in ["10s", "10s 999ms"] {
-        let error = Config::from_toml(&file(lease), at).expect_err(lease);
-        let problems: Vec<_> = error.problems.iter().map(|p| &p.problem).collect();
-        assert_eq!(problems.len(), 1, "{error}");
-        assert_eq!(problems[0].key, "cluster.claim_lease", "{error}");
+        let problems = refusal(&file(lease));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let (key, message) = &problems[0];
+        assert_eq!(key, "cluster.claim_lease", "{problems:?}");
         assert!(
-            problems[0]
-                .message
-                .contains("set claim_lease to at least 11s")
-                && problems[0]
-                    .message
-                    .contains("derived per route: the longest response_timeout + 5s"),
-            "{error}"
+            message.contains("set claim_lease to at least 11s")
+                && message.contains("derived per route: the longest response_timeout + 5s"),
+            "{problems:?}"
         );
     }
 }
@@ -505,16 +512,14 @@ event = {{ header = "X-Event" }}
         )
     };
     let at = Path::new("/nonexistent/hookgate.toml");
-    let error = Config::from_toml(&file("60s", "50s", "40s"), at).expect_err("three over");
-    let problems: Vec<_> = error.problems.iter().map(|p| &p.problem).collect();
-    assert_eq!(problems.len(), 1, "{error}");
+    let problems = refusal(&file("60s", "50s", "40s"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let message = &problems[0].1;
     assert!(
-        problems[0].message.contains(
+        message.contains(
             "the response_timeouts of upstreams \"app\" (1m), \"b\" (50s), \"c\" (40s) plus"
-        ) && problems[0]
-            .message
-            .contains("lower those response_timeouts to at most 29s 750ms"),
-        "{error}"
+        ) && message.contains("lower those response_timeouts to at most 29s 750ms"),
+        "{problems:?}"
     );
     Config::from_toml(&file("29s 750ms", "29s 750ms", "29s 750ms"), at)
         .expect("the remedy, followed once");
@@ -580,14 +585,10 @@ dedupe = {{ key = "header:X-Delivery" }}
             "more than the most allowed, 1h",
         ),
     ] {
-        let error = Config::from_toml(&file(timeout, cluster), at)
-            .expect_err(&format!("{timeout} {cluster}"));
+        let problems = refusal(&file(timeout, cluster));
         assert!(
-            error
-                .problems
-                .iter()
-                .any(|p| p.problem.key == key && p.problem.message.contains(said)),
-            "{timeout} {cluster}: {error}"
+            (problems.iter()).any(|(k, message)| k == key && message.contains(said)),
+            "{timeout} {cluster}: {problems:?}"
         );
     }
     Config::from_toml(&file("24h", "claim_lease = \"168h\""), at).expect("at the bounds");
@@ -684,23 +685,19 @@ delivery = "queued"
 [storage]
 path = "data"
 "#;
-    let error = Config::from_toml(text, Path::new("/nonexistent/hookgate.toml"))
-        .expect_err("a lease shorter than the forwards");
-    let leases: Vec<String> = error
-        .problems
-        .iter()
-        .filter(|p| p.problem.key == "cluster.claim_lease")
-        .map(|p| p.problem.message.clone())
+    let leases: Vec<String> = (refusal(text).into_iter())
+        .filter(|(key, _)| key == "cluster.claim_lease")
+        .map(|(_, message)| message)
         .collect();
-    assert_eq!(leases.len(), 2, "{error}");
+    assert_eq!(leases.len(), 2, "{leases:?}");
     assert!(
         leases[0].contains("response_timeout 10s of upstream \"slow\" plus the command_timeout 250ms of the forwarded mark (route \"one\" dedupes)")
             && leases[0].contains("lower that response_timeout to at most 2s 750ms, or set claim_lease to at least 10s 250ms"),
-        "{error}"
+        "{leases:?}"
     );
     assert!(
         leases[1].contains("response_timeout 20s of upstream \"slower\" plus the command_timeout 250ms of the forwarded mark (route \"two\" dedupes)")
             && leases[1].contains("set claim_lease to at least 20s 250ms"),
-        "{error}"
+        "{leases:?}"
     );
 }
