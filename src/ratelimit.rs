@@ -705,6 +705,7 @@ pub async fn check_shared(
     let asking = loop {
         match (limiter.grants).take_after_wait(local, now, waits < MAX_WAITS, ticket) {
             Take::Spent => return Ok(Ok(())),
+            Take::Refused(wait) => return Ok(Err(RateLimited { wait })),
             Take::Ask(mut asking) if asking.is_lead() => {
                 // The requests of this turn of the event loop find the lead on
                 // its way and wait: it asks once they are counted.
@@ -747,16 +748,19 @@ pub async fn check_shared(
             },
         )
         .await?;
-    asking.granted(u32::try_from(granted.max(0)).unwrap_or(u32::MAX));
+    let wait = Duration::from_micros(wait.max(1) as u64);
+    if granted >= 1 {
+        asking.granted(u32::try_from(granted).unwrap_or(u32::MAX));
+    } else {
+        asking.refused(wait);
+    }
     if let (Some(shared), KeyKind::Bucket(bucket)) = (shared, local.0) {
         shared.lives_until(bucket, now + Duration::from_micros(life.max(0) as u64));
     }
     Ok(if granted >= 1 {
         Ok(())
     } else {
-        Err(RateLimited {
-            wait: Duration::from_micros(wait.max(1) as u64),
-        })
+        Err(RateLimited { wait })
     })
 }
 
@@ -855,6 +859,18 @@ impl SharedKeys {
 /// under saturation a woken task may run more than 10 ms later, and found its
 /// token expired). Others ask for their own token only.
 ///
+/// **Refusals are remembered.** When Redis refuses a key (not one token is
+/// there), the GCRA also says when the next one will be: `wait` after the
+/// script ran, which is no earlier than `wait` after this instance asked.
+/// Until then every request of the key on this instance is refused here,
+/// with the rest of that wait as its `Retry-After`, and Redis is not asked:
+/// it would refuse them too, since a bucket's TAT only moves forward (other
+/// instances can only spend tokens, never add them). The waiters of a refused
+/// lead are refused the same way. So a flood above the limit costs one round
+/// trip per refill of the bucket, not one per request, and nothing is admitted
+/// or refused that Redis would have decided otherwise. This holds for
+/// `max_grant` 1 too.
+///
 /// **The bound.** Every request admitted spends a token the shared GCRA granted
 /// at most [`GRANT_LIFETIME`] earlier. So in any window of length `W`, all
 /// instances together admit at most what the GCRA alone admits in `W + 10 ms`:
@@ -902,9 +918,39 @@ struct Grant {
     /// Requests waiting for the answer of this round's lead ([`Take::Wait`]),
     /// numbered 1.. by their tickets.
     waiting: u32,
+    /// Redis refused the key, and will until then (see [`Grants`]).
+    refused_until: Option<std::time::Instant>,
     /// The round whose waiters were last handed tokens, and how many of them
     /// (the tickets `1..=handed`).
     handed: (u64, u32),
+}
+
+impl Grant {
+    /// A key's entry with nothing held, asked or refused.
+    fn new(now: std::time::Instant) -> Grant {
+        Grant {
+            tokens: 0,
+            until: now,
+            want: 1,
+            asking: false,
+            full: false,
+            round: 0,
+            late: false,
+            waiting: 0,
+            handed: (0, 0),
+            refused_until: None,
+        }
+    }
+
+    /// How much longer Redis refuses the key, if it still does at `now`.
+    fn refused(&mut self, now: std::time::Instant) -> Option<Duration> {
+        let until = self.refused_until?;
+        if now < until {
+            return Some(until - now);
+        }
+        self.refused_until = None;
+        None
+    }
 }
 
 /// A waiting request's place: its round and its number in it. A lead's answer
@@ -921,6 +967,9 @@ pub struct Ticket {
 pub enum Take<'g> {
     /// A granted token was spent: admitted.
     Spent,
+    /// Redis refused this key's last request for tokens and will until `wait`
+    /// from now: refused without asking it again (see [`Grants`]).
+    Refused(Duration),
     /// Ask Redis; report the answer with [`Asking::granted`].
     Ask(Asking<'g>),
     /// Another request is asking Redis for this key's tokens: wait for its
@@ -985,7 +1034,20 @@ impl Asking<'_> {
     /// [`Asking::granted`], answered at `now`.
     pub fn granted_at(mut self, granted: u32, now: std::time::Instant) {
         self.done = true;
-        self.grants.granted(&self, granted, now);
+        self.grants.granted(&self, granted, None, now);
+    }
+
+    /// Redis refused: not one token is there, and the next one is `wait`
+    /// after the script ran. The key is refused here until `wait` after this
+    /// request asked (see [`Grants`]).
+    pub fn refused(self, wait: Duration) {
+        self.refused_at(wait, std::time::Instant::now());
+    }
+
+    /// [`Asking::refused`], answered at `now`.
+    pub fn refused_at(mut self, wait: Duration, now: std::time::Instant) {
+        self.done = true;
+        self.grants.granted(&self, 0, Some(wait), now);
     }
 }
 
@@ -993,7 +1055,8 @@ impl Drop for Asking<'_> {
     fn drop(&mut self) {
         if !self.done && self.lead {
             // No answer: nothing is kept, and the next request leads.
-            self.grants.granted(self, 1, std::time::Instant::now());
+            self.grants
+                .granted(self, 1, None, std::time::Instant::now());
         }
     }
 }
@@ -1048,31 +1111,28 @@ impl Grants {
                 done: false,
             })
         };
-        if self.max_grant == 1 {
-            return ask(1, false, 0);
-        }
         let mut table = self.lock();
+        if self.max_grant == 1 {
+            // Nothing is held or waited for: an entry only remembers a refusal.
+            return match table.get_mut(&key).and_then(|grant| grant.refused(now)) {
+                Some(wait) => Take::Refused(wait),
+                None => ask(1, false, 0),
+            };
+        }
         let full = table.len() >= self.max_keys;
         let grant = match table.entry(key) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(_) if full => return ask(1, false, 0),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Grant {
-                tokens: 0,
-                until: now,
-                want: 1,
-                asking: false,
-                full: false,
-                round: 0,
-                late: false,
-                waiting: 0,
-                handed: (0, 0),
-            }),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Grant::new(now)),
         };
         if let Some(ticket) = ticket {
             let (round, handed) = grant.handed;
             if ticket.round == round && ticket.number <= handed {
                 return Take::Spent;
             }
+        }
+        if let Some(wait) = grant.refused(now) {
+            return Take::Refused(wait);
         }
         let valid = now < grant.until;
         if grant.tokens > 0 && valid {
@@ -1111,12 +1171,33 @@ impl Grants {
         ask(grant.want, true, grant.round)
     }
 
-    /// Records Redis's answer to `asking` (`granted` tokens).
-    fn granted(&self, asking: &Asking<'_>, granted: u32, now: std::time::Instant) {
+    /// Records Redis's answer to `asking` (`granted` tokens; when none, the
+    /// `refused` wait Redis gave, if any).
+    fn granted(
+        &self,
+        asking: &Asking<'_>,
+        granted: u32,
+        refused: Option<Duration>,
+        now: std::time::Instant,
+    ) {
+        let mut table = self.lock();
+        if let Some(wait) = refused.filter(|_| granted == 0) {
+            let until = asking.at + wait;
+            let full = table.len() >= self.max_keys;
+            let grant = match table.entry(asking.key) {
+                std::collections::hash_map::Entry::Occupied(entry) => Some(entry.into_mut()),
+                std::collections::hash_map::Entry::Vacant(_) if full => None,
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    Some(entry.insert(Grant::new(now)))
+                }
+            };
+            if let Some(grant) = grant {
+                grant.refused_until = grant.refused_until.max(Some(until));
+            }
+        }
         if self.max_grant == 1 {
             return;
         }
-        let mut table = self.lock();
         let Some(grant) = table.get_mut(&asking.key) else {
             return;
         };
@@ -1152,13 +1233,14 @@ impl Grants {
         tokens.max(waiting.saturating_add(1)).min(self.max_grant)
     }
 
-    /// Drops the entries whose tokens ran out of time (their `want` with them).
+    /// Drops the entries whose tokens ran out of time (their `want` with them)
+    /// and whose refusal ended.
     fn prune(&self, now: std::time::Instant) {
-        if self.max_grant == 1 {
-            return;
-        }
-        self.lock()
-            .retain(|_, grant| grant.asking || now < grant.until);
+        self.lock().retain(|_, grant| {
+            grant.asking
+                || now < grant.until
+                || grant.refused_until.is_some_and(|until| now < until)
+        });
     }
 
     /// Tokens held for `key` and still valid at `now`.

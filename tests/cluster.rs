@@ -227,6 +227,23 @@ impl KeepAlive {
 
 // ---------------------------------------------------------------- rate limits
 
+/// A route `hooks` on `/hooks` to `app` limited to `10/h` (burst 10), shared in `redis`.
+fn ten_per_hour(redis: &Redis, app: &Upstream) -> Setup {
+    Setup::new()
+        .table(&cluster_table(redis, ""))
+        .upstream(app)
+        .route("hooks", "/hooks", "app", "rate_limit = { rate = \"10/h\" }")
+}
+
+/// The `Retry-After` seconds of a `rate_limited` refusal.
+fn retry_after_of_refusal(answer: &Response) -> u64 {
+    assert_eq!(answer.json()["error"], "rate_limited");
+    answer
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds")
+}
+
 /// Two instances, one limit: of 30 deliveries spread over both, exactly the
 /// burst of 10 gets through (the rate refills one per 6 minutes), and every
 /// refusal carries `Retry-After`. Guards the `check_shared` call in the
@@ -236,10 +253,7 @@ impl KeepAlive {
 fn the_combined_rate_of_two_instances_is_the_configured_limit() {
     let redis = Redis::start();
     let app = Upstream::start("app");
-    let setup = Setup::new()
-        .table(&cluster_table(&redis, ""))
-        .upstream(&app)
-        .route("hooks", "/hooks", "app", "rate_limit = { rate = \"10/h\" }");
+    let setup = ten_per_hour(&redis, &app);
     let gateways = [setup.start(), setup.start()];
     let mut passed = 0;
     let mut limited = 0;
@@ -255,11 +269,7 @@ fn the_combined_rate_of_two_instances_is_the_configured_limit() {
             200 => passed += 1,
             429 => {
                 limited += 1;
-                assert_eq!(answer.json()["error"], "rate_limited");
-                let retry_after: u64 = answer
-                    .header("retry-after")
-                    .and_then(|v| v.parse().ok())
-                    .expect("Retry-After in seconds");
+                let retry_after = retry_after_of_refusal(&answer);
                 assert!((1..=360).contains(&retry_after), "{retry_after}");
             }
             other => panic!("unexpected status {other}: {:?}", answer.json()),
@@ -275,6 +285,50 @@ fn the_combined_rate_of_two_instances_is_the_configured_limit() {
             0.0,
         );
     }
+}
+
+/// A flood above the limit asks Redis once per refill, not once per request:
+/// after the burst of 10 (`10/h`: one token per 6 minutes), 50 more
+/// deliveries to one instance are all refused with `Retry-After` and cost one
+/// script call, and a second instance sharing the bucket learns it with one
+/// call of its own. Guards the remembered refusal of `Grants`
+/// (`src/ratelimit.rs`): without it each refused delivery is one `EVALSHA`.
+#[test]
+fn a_flood_above_the_limit_asks_redis_once_per_refill() {
+    let redis = Redis::start();
+    let app = Upstream::start("app");
+    let setup = ten_per_hour(&redis, &app);
+    let first = setup.start();
+    let second = setup.start();
+    for i in 0..10 {
+        let answer = post(
+            first.proxy,
+            "/hooks",
+            &[],
+            format!("{{\"n\":{i}}}").as_bytes(),
+        );
+        assert_eq!(answer.status, 200, "{:?}", answer.json());
+    }
+    for (gateway, floods) in [(&first, 50), (&second, 20)] {
+        let before = redis.evalsha_calls().expect("INFO commandstats");
+        for i in 0..floods {
+            let answer = post(
+                gateway.proxy,
+                "/hooks",
+                &[],
+                format!("{{\"f\":{i}}}").as_bytes(),
+            );
+            assert_eq!(answer.status, 429, "{:?}", answer.json());
+            let retry_after = retry_after_of_refusal(&answer);
+            assert!((350..=360).contains(&retry_after), "{retry_after}");
+        }
+        let calls = redis.evalsha_calls().expect("INFO commandstats") - before;
+        assert_eq!(
+            calls, 1,
+            "{floods} refused deliveries cost {calls} script calls"
+        );
+    }
+    assert_eq!(app.count(), 10, "the upstream got exactly the allowed ones");
 }
 
 /// At a rate where each instance may hold granted tokens ("500/s", burst 5:

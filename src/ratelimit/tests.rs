@@ -240,6 +240,16 @@ fn asked(take: Take<'_>) -> Asking<'_> {
         Take::Ask(asking) => asking,
         Take::Spent => panic!("expected a request to Redis, a token was spent"),
         Take::Wait(..) => panic!("expected a request to Redis, got a wait"),
+        Take::Refused(wait) => panic!("expected a request to Redis, refused for {wait:?}"),
+    }
+}
+
+fn refused(take: Take<'_>) -> Duration {
+    match take {
+        Take::Refused(wait) => wait,
+        Take::Spent => panic!("expected a refusal, a token was spent"),
+        Take::Ask(_) => panic!("expected a refusal, got a request to Redis"),
+        Take::Wait(..) => panic!("expected a refusal, got a wait"),
     }
 }
 
@@ -388,9 +398,12 @@ fn exact_limits_and_full_tables_hold_nothing() {
 /// The documented bound, on a simulated timeline: several instances with
 /// random arrivals and random Redis round trips share one GCRA (the script's
 /// arithmetic); in every window of length W, the admitted requests number at
-/// most `burst + ⌊(W + GRANT_LIFETIME) / T⌋ + 1`.
+/// most `burst + ⌊(W + GRANT_LIFETIME) / T⌋ + 1`. Every refusal made without
+/// asking Redis (a remembered one) is one the script would make at that
+/// moment too.
 #[test]
 fn admissions_stay_within_the_documented_bound() {
+    let mut all_remembered = 0;
     for (rate, burst, instances, seed) in [
         ("1000/s", Some(10), 2, 1u64),
         ("1000/s", Some(10), 4, 2),
@@ -401,15 +414,10 @@ fn admissions_stay_within_the_documented_bound() {
         let interval = shared_interval_micros(&limit) as f64;
         let tau = interval * f64::from(limit.burst.get() - 1);
         let mut tat = 0.0f64; // the shared bucket, microseconds
-        let mut script = |now: f64, want: u32| -> u32 {
+                              // How many tokens are there at `now`, and the wait for one if none.
+        let there = |tat: f64, now: f64| -> (f64, f64) {
             let t = tat.max(now);
-            let there = ((tau - (t - now)) / interval).floor() + 1.0;
-            if there < 1.0 {
-                return 0;
-            }
-            let granted = f64::from(want).min(there);
-            tat = t + granted * interval;
-            granted as u32
+            (((tau - (t - now)) / interval).floor() + 1.0, t - tau - now)
         };
         let mut rng = seed;
         let mut random = move |below: u64| {
@@ -429,6 +437,7 @@ fn admissions_stay_within_the_documented_bound() {
         // and its answer arrives at once.
         let mut pending: Vec<(u64, Asking<'_>)> = Vec::new();
         let mut spent = 0;
+        let (mut refusals, mut remembered) = (0, 0);
         let mut now_us = 0u64;
         while now_us < 500_000 {
             let gap = (interval as u64).max(1);
@@ -440,11 +449,17 @@ fn admissions_stay_within_the_documented_bound() {
             pending.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
             while pending.last().is_some_and(|(at, _)| *at <= now_us) {
                 let (at, asking) = pending.pop().unwrap();
-                let granted = script(at as f64, asking.tokens());
-                asking.granted(granted);
-                if granted >= 1 {
-                    admitted.push(at as f64);
+                let answered = origin + Duration::from_micros(at);
+                let (there, wait) = there(tat, at as f64);
+                if there < 1.0 {
+                    asking.refused_at(Duration::from_micros(wait.max(1.0) as u64), answered);
+                    refusals += 1;
+                    continue;
                 }
+                let granted = f64::from(asking.tokens()).min(there);
+                tat = tat.max(at as f64) + granted * interval;
+                asking.granted_at(granted as u32, answered);
+                admitted.push(at as f64);
             }
             let instance = random(instances) as usize;
             let now = origin + Duration::from_micros(now_us);
@@ -455,6 +470,13 @@ fn admissions_stay_within_the_documented_bound() {
                 }
                 Take::Ask(asking) => pending.push((now_us + random(2000), asking)),
                 Take::Wait(..) => panic!("a take that may not wait waited"),
+                Take::Refused(_) => {
+                    remembered += 1;
+                    assert!(
+                        there(tat, now_us as f64).0 < 1.0,
+                        "{rate}: refused at {now_us} µs what the script would grant"
+                    );
+                }
             }
         }
         admitted.sort_by(f64::total_cmp);
@@ -475,12 +497,15 @@ fn admissions_stay_within_the_documented_bound() {
             }
         }
         assert!(admitted.len() > 100, "{rate}: {}", admitted.len());
+        eprintln!("{rate}: {refusals} refusals by the script, {remembered} remembered");
+        all_remembered += remembered;
         assert!(
             spent > admitted.len() / 10,
             "{rate}: {spent} of {} spent locally",
             admitted.len()
         );
     }
+    assert!(all_remembered > 0, "no refusal was remembered");
 }
 
 #[test]
@@ -690,4 +715,89 @@ fn futures_poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> O
         std::task::Poll::Ready(value) => Some(value),
         std::task::Poll::Pending => None,
     }
+}
+
+/// A refusal is remembered until the next token: the lead's waiters and every
+/// later request of the key are refused here, with the rest of the wait, and
+/// the first request after it asks Redis again. Before, each waiter of a
+/// refused lead, and each request of a flood above the limit, asked Redis
+/// for its own token. Guards `refused_until` in `Grants::granted` and the
+/// refusal check in `Grants::take_after_wait`.
+#[test]
+fn a_refusal_is_remembered_until_the_next_token() {
+    let grants = Grants::new(&limit("1000/s", None, Some("ip"))); // max_grant 10
+    let key = LimitKey(KeyKind::Bucket([0; 16]));
+    let t0 = std::time::Instant::now();
+    let lead = asked(grants.take(key, t0, false));
+    let Take::Wait(_, ticket) = grants.take(key, t0, true) else {
+        panic!("a request meanwhile waits");
+    };
+    lead.refused_at(5 * MS, t0 + MS);
+    assert_eq!(
+        refused(grants.take_after_wait(key, t0 + MS, true, Some(ticket))),
+        4 * MS,
+        "the waiter is refused with the rest of the wait"
+    );
+    assert_eq!(refused(grants.take(key, t0 + 2 * MS, true)), 3 * MS);
+    assert_eq!(refused(grants.take(key, t0 + 2 * MS, false)), 3 * MS);
+    // Another key is not refused.
+    let other = LimitKey(KeyKind::Bucket([1; 16]));
+    assert!(asked(grants.take(other, t0 + 2 * MS, false)).is_lead());
+    // Once the token is there, Redis is asked again.
+    let next = asked(grants.take(key, t0 + 5 * MS, true));
+    assert!(next.is_lead());
+    // Each refusal counts from its own request.
+    next.refused_at(MS, t0 + 6 * MS);
+    assert_eq!(refused(grants.take(key, t0 + 5 * MS, true)), MS);
+    assert!(asked(grants.take(key, t0 + 6 * MS, true)).is_lead());
+}
+
+/// With `max_grant` 1 (a rate under 200/s) nothing is held, but a refusal is
+/// remembered all the same: a flood against `10/h` asks Redis once per
+/// refill (6 minutes), not once per request.
+#[test]
+fn a_refusal_is_remembered_when_nothing_is_held() {
+    let grants = Grants::new(&limit("10/h", None, Some("ip")));
+    assert_eq!(grants.max_grant, 1);
+    let key = LimitKey(KeyKind::Bucket([7; 16]));
+    let t0 = std::time::Instant::now();
+    asked(grants.take(key, t0, true)).granted(1);
+    assert!(
+        asked(grants.take(key, t0, true)).tokens() == 1,
+        "granted: nothing kept"
+    );
+    let six_minutes = Duration::from_secs(360);
+    asked(grants.take(key, t0, true)).refused_at(six_minutes, t0 + MS);
+    let second = Duration::from_secs(1);
+    assert_eq!(
+        refused(grants.take(key, t0 + second, true)),
+        six_minutes - second
+    );
+    grants.prune(t0 + second);
+    assert_eq!(
+        refused(grants.take(key, t0 + second, true)),
+        six_minutes - second,
+        "kept by prune"
+    );
+    assert_eq!(asked(grants.take(key, t0 + six_minutes, true)).tokens(), 1);
+    grants.prune(t0 + six_minutes);
+    assert_eq!(grants.lock().len(), 0, "pruned once the refusal ended");
+}
+
+/// The refusals remembered are bounded by `max_keys` like the grants: a key
+/// refused while the table is full is not remembered (it asks Redis again).
+#[test]
+fn remembered_refusals_are_bounded_by_max_keys() {
+    let mut spec = spec("10/h", None, Some("ip"));
+    spec.max_keys = Some(2);
+    let grants = Grants::new(&spec.compile().unwrap());
+    let t0 = std::time::Instant::now();
+    let wait = Duration::from_secs(360);
+    for n in 0..3u8 {
+        let key = LimitKey(KeyKind::Bucket([n; 16]));
+        asked(grants.take(key, t0, true)).refused_at(wait, t0);
+    }
+    assert_eq!(grants.lock().len(), 2);
+    refused(grants.take(LimitKey(KeyKind::Bucket([1; 16])), t0 + MS, true));
+    asked(grants.take(LimitKey(KeyKind::Bucket([2; 16])), t0 + MS, true));
 }
