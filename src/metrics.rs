@@ -62,6 +62,7 @@ pub const CLUSTER_UP: &str = "hookgate_cluster_up";
 pub const CLUSTER_ERRORS_TOTAL: &str = "hookgate_cluster_errors_total";
 pub const CLUSTER_FALLBACKS_TOTAL: &str = "hookgate_cluster_fallbacks_total";
 pub const CLUSTER_MARKS_LOST_TOTAL: &str = "hookgate_cluster_marks_lost_total";
+pub const CLUSTER_COMMANDS_TOTAL: &str = "hookgate_cluster_commands_total";
 
 /// `hookgate_queue_attempts_total{result}`: a 2xx, a retryable failure, a final answer.
 pub const QUEUE_ATTEMPT_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
@@ -308,6 +309,9 @@ pub struct Metrics {
     /// `[cluster]`: forwarded dedupe marks that never reached Redis (retried
     /// until their claim's lease ended, or dropped past the pending bound).
     pub cluster_marks_lost: IntCounterVec,
+    /// `[cluster]`: commands (round trips) sent to Redis for requests, by
+    /// `operation` (`rate_limit`, `dedupe`; a dedupe batch is one).
+    pub cluster_commands: IntCounterVec,
 }
 
 impl Metrics {
@@ -544,6 +548,14 @@ impl Metrics {
             &[],
         )
         .expect("valid metric");
+        let cluster_commands = IntCounterVec::new(
+            Opts::new(
+                CLUSTER_COMMANDS_TOTAL,
+                "Commands (round trips) sent to the [cluster] Redis for requests, by operation (rate_limit, dedupe); a dedupe batch counts once, a command sent again on a fresh connection twice",
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
         for outcome in Outcome::UNMATCHED {
             requests.with_label_values(&[UNMATCHED_ROUTE, outcome.as_str()]);
         }
@@ -581,6 +593,7 @@ impl Metrics {
             Box::new(cluster_errors.clone()),
             Box::new(cluster_fallbacks.clone()),
             Box::new(cluster_marks_lost.clone()),
+            Box::new(cluster_commands.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -621,6 +634,7 @@ impl Metrics {
             cluster_errors,
             cluster_fallbacks,
             cluster_marks_lost,
+            cluster_commands,
         }
     }
 

@@ -291,7 +291,8 @@ fn the_combined_rate_of_two_instances_is_the_configured_limit() {
 /// after the burst of 10 (`10/h`: one token per 6 minutes), 50 more
 /// deliveries to one instance are all refused with `Retry-After` and cost one
 /// script call, and a second instance sharing the bucket learns it with one
-/// call of its own. Guards the remembered refusal of `Grants`
+/// call of its own (`hookgate_cluster_commands_total` counts each). Guards
+/// the remembered refusal of `Grants`
 /// (`src/ratelimit.rs`): without it each refused delivery is one `EVALSHA`.
 #[test]
 fn a_flood_above_the_limit_asks_redis_once_per_refill() {
@@ -311,6 +312,10 @@ fn a_flood_above_the_limit_asks_redis_once_per_refill() {
     }
     for (gateway, floods) in [(&first, 50), (&second, 20)] {
         let before = redis.evalsha_calls().expect("INFO commandstats");
+        let counted_before = gateway.metric_required(
+            "hookgate_cluster_commands_total",
+            &[("operation", "rate_limit")],
+        );
         for i in 0..floods {
             let answer = post(
                 gateway.proxy,
@@ -326,6 +331,15 @@ fn a_flood_above_the_limit_asks_redis_once_per_refill() {
         assert_eq!(
             calls, 1,
             "{floods} refused deliveries cost {calls} script calls"
+        );
+        let counted = gateway.metric_required(
+            "hookgate_cluster_commands_total",
+            &[("operation", "rate_limit")],
+        );
+        assert_eq!(
+            counted,
+            counted_before + 1.0,
+            "the instance counted its call"
         );
     }
     assert_eq!(app.count(), 10, "the upstream got exactly the allowed ones");

@@ -266,6 +266,11 @@ impl ClusterClient {
         }
         metrics.cluster_up.with_label_values::<&str>(&[]).set(0);
         metrics.cluster_marks_lost.with_label_values::<&str>(&[]);
+        for operation in Operation::FALLBACKS {
+            metrics
+                .cluster_commands
+                .with_label_values(&[operation.as_str()]);
+        }
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let client = Arc::new(ClusterClient {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -396,12 +401,18 @@ impl ClusterClient {
             return Err(ClusterError::Down);
         }
         let timeout = self.settings.command_timeout;
+        let commands = self
+            .metrics
+            .cluster_commands
+            .with_label_values(&[operation.as_str()]);
         let attempts = async {
             let connection = self.worker_connection().ok_or(ClusterError::Down)?;
+            commands.inc();
             match command(connection).await {
                 Err(e) if is_dropped(&e) => {
                     self.forget_worker_connection();
                     let connection = self.worker_connection().ok_or(ClusterError::Down)?;
+                    commands.inc();
                     command(connection).await.map_err(|e| {
                         // Also on a fresh connection: Redis itself is unreachable.
                         if is_dropped(&e) {
@@ -460,6 +471,10 @@ impl ClusterClient {
                 .inc();
             return;
         };
+        metrics
+            .cluster_commands
+            .with_label_values(&[operation.as_str()])
+            .inc();
         let sent = command(connection);
         self.runtime.spawn(async move {
             if !matches!(tokio::time::timeout(bound, sent).await, Ok(Ok(_))) {
