@@ -121,7 +121,8 @@ fn a_replay_by_filter_refuses_a_limit_instead_of_replaying_every_match() {
     assert!(wait_until(Duration::from_secs(10), || app.count() == 6));
 }
 
-/// RFC 9110 §15.5.6: a 405 under `/events` says what the path takes. Guards
+/// RFC 9110 §15.5.6: a 405 under `/events` says what the path takes, also
+/// for a GET of `/events/replay` (before: 404 `event_not_found`). Guards
 /// `events_api::allowed` and the `Allow` the admin adds to the events API's
 /// 405 (admin.rs `response`): without them the 405 has no `Allow`. A path
 /// that names no endpoint is 404, not a 405 that allows nothing.
@@ -141,7 +142,9 @@ fn events_api_405s_allow_what_the_path_takes() {
         ("DELETE", "/events", "GET"),
         ("POST", "/events/00ab", "GET"),
         ("GET", "/events/00ab/replay", "POST"),
-        ("PUT", "/events/replay", "GET, POST"),
+        ("PUT", "/events/replay", "POST"),
+        // Never an event id (ids are 20 hex digits): not "no such event".
+        ("GET", "/events/replay", "POST"),
     ] {
         let answer = exchange(method, target);
         answer.expect_status(405);

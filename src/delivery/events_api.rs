@@ -352,10 +352,10 @@ fn endpoint<'p>(
     match *segments {
         [] if get => Ok(Endpoint::List),
         ["replay"] if post => Ok(Endpoint::ReplayMatching),
-        // `GET /events/replay` shows the event of that id.
+        // Never an event's id (20 hex digits): only POST.
+        ["replay"] => Err(Some("POST")),
         [id] if get => Ok(Endpoint::Show(id)),
         [id, "replay"] if post => Ok(Endpoint::ReplayOne(id)),
-        ["replay"] => Err(Some("GET, POST")),
         [] | [_] => Err(Some("GET")),
         [_, "replay"] => Err(Some("POST")),
         _ => Err(None),
