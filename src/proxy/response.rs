@@ -152,12 +152,15 @@ impl UpstreamResponse {
             .map(|(_, value)| value)
     }
 
-    /// The header fields, in order: each name as received, and its value as a
-    /// shared slice of the head (no copy), for the relay's header map.
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> + Clone {
-        self.fields
-            .iter()
-            .map(|(name, value)| (&self.head[name.clone()], self.head.slice(value.clone())))
+    /// The header fields, in order: name and value as received, each a shared
+    /// slice of the head (no copy), for the relay's answer head.
+    pub fn fields(&self) -> impl Iterator<Item = (Bytes, Bytes)> + Clone + '_ {
+        self.fields.iter().map(|(name, value)| {
+            (
+                self.head.slice(name.clone()),
+                self.head.slice(value.clone()),
+            )
+        })
     }
 
     /// Whether the whole body has been read.
