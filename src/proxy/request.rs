@@ -332,8 +332,26 @@ impl Http1Session {
                 Error::because(ErrorType::InvalidHTTPHeader, "too many header fields", e)
             })?;
         }
+        // An origin-form target (`/path?query`, valid UTF-8, no fragment)
+        // becomes the URI as a shared slice of the head, which is what
+        // Pingora's `set_raw_path` makes of it, less its copy. Any other
+        // target, and one the URI parser refuses, goes through `set_raw_path`
+        // (fragment, absolute form, lossy UTF-8, the error it gives).
+        let target = &raw[parsed.path.clone()];
+        let origin_form = target.first() == Some(&b'/')
+            && memchr::memchr(b'#', target).is_none()
+            && std::str::from_utf8(target).is_ok();
+        let shared = origin_form
+            .then(|| http::uri::PathAndQuery::from_maybe_shared(raw.slice(parsed.path.clone())))
+            .and_then(Result::ok);
+        let from_uri = shared.is_some();
+        if let Some(path_and_query) = shared {
+            parts.uri = http::Uri::from(path_and_query);
+        }
         let mut head = RequestHeader::from(parts);
-        head.set_raw_path(&raw[parsed.path])?;
+        if !from_uri {
+            head.set_raw_path(&raw[parsed.path])?;
+        }
         self.body = body_framing(&head)?;
         if let Err(refused) = validate_request_authority(&head) {
             return Err(if only_host_differs(&head) {
