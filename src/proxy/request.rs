@@ -563,8 +563,7 @@ impl Http1Session {
             return Ok(());
         }
         self.continued = true;
-        self.write_out(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"))
-            .await
+        self.write_out(b"HTTP/1.1 100 Continue\r\n\r\n").await
     }
 
     /// Writes a whole answer: `head`, the gateway's `Date` and `Connection`,
@@ -583,7 +582,7 @@ impl Http1Session {
             wire.put_slice(&body);
         }
         self.complete = true;
-        self.write_out(wire.freeze()).await
+        self.write_out(&wire).await
     }
 
     /// Writes the head of an answer whose body follows in pieces
@@ -595,7 +594,7 @@ impl Http1Session {
             self.pending = wire;
             return Ok(());
         }
-        self.write_out(wire.freeze()).await
+        self.write_out(&wire).await
     }
 
     /// Writes a piece of the answer's body in its framing; `end`: the last one.
@@ -632,7 +631,7 @@ impl Http1Session {
         if wire.is_empty() && !end {
             return Ok(());
         }
-        self.write_out(wire.freeze()).await
+        self.write_out(&wire).await
     }
 
     /// `status` with an empty body, when an error left no other answer.
@@ -722,13 +721,15 @@ impl Http1Session {
     }
 
     /// Writes and flushes `wire`, within the write timeout (`WriteTimedout`).
-    async fn write_out(&mut self, wire: Bytes) -> Result<()> {
+    /// Borrowed: freezing the buffer into `Bytes` would allocate its shared
+    /// header, for bytes that are only written.
+    async fn write_out(&mut self, wire: &[u8]) -> Result<()> {
         let stream = &mut self.stream;
         // `write_all`, not `write_all_buf`: one contiguous buffer goes out with
         // `send`, where the vectored path would take `writev`'s longer way
         // through the kernel for a single slice.
         let write = async {
-            stream.write_all(&wire).await?;
+            stream.write_all(wire).await?;
             stream.flush().await
         };
         let written = match self.write_timeout {
