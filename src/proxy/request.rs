@@ -228,12 +228,12 @@ impl Http1Session {
             let idle = self.persistent.keepalive.filter(|_| already == 0);
             let read = match idle {
                 Some(0) => Ok(read.await),
-                Some(idle) => pingora::prelude::timeout(Duration::from_secs(idle), read)
+                Some(idle) => super::within::timeout(Duration::from_secs(idle), read)
                     .await
-                    .map_err(|_| ()),
-                None => match pingora::prelude::timeout(self.read_timeout, read).await {
-                    Ok(read) => Ok(read),
-                    Err(_) => {
+                    .ok_or(()),
+                None => match super::within::timeout(self.read_timeout, read).await {
+                    Some(read) => Ok(read),
+                    None => {
                         return Error::e_explain(
                             ErrorType::ReadTimedout,
                             "reading the request head",

@@ -449,11 +449,11 @@ impl UpstreamResponse {
             None => self.read_timeout,
         };
         // Pingora's coarse timer, registered only if the read has to wait.
-        match pingora::prelude::timeout(limit, read).await {
-            Ok(read) => {
+        match super::within::timeout(limit, read).await {
+            Some(read) => {
                 read.map_err(|e| Error::because(ErrorType::ReadError, "reading the response", e))
             }
-            Err(_) => Error::e_explain(
+            None => Error::e_explain(
                 ErrorType::ReadTimedout,
                 format!("reading the response: nothing within {limit:?} (timeout, or what was left of response_timeout)"),
             ),
