@@ -122,15 +122,20 @@ where
         request_id,
     } = request;
     let limit = pool.settings().response_timeout;
-    let deadline = Instant::now() + limit;
+    // One clock read: the deadline counts from the exchange's start.
+    let started = Instant::now();
+    let deadline = started + limit;
     // The deadline bounds each write and read of the exchange (one timer at a
     // time, never a second one around them).
     let sent = send_within(
         connections,
         pool,
-        head,
-        body.bytes(),
+        Outbound {
+            head,
+            body: body.bytes(),
+        },
         last_target,
+        started,
         Some(deadline),
     )
     .await;
@@ -239,21 +244,37 @@ pub async fn send(
     body: &Bytes,
     last_target: &mut LastTarget,
 ) -> Result<Exchange, ForwardError> {
-    send_within(connections, pool, head, body, last_target, None).await
+    let request = Outbound { head, body };
+    send_within(
+        connections,
+        pool,
+        request,
+        last_target,
+        Instant::now(),
+        None,
+    )
+    .await
+}
+
+/// A request on its way to an upstream: the serialized head and the body.
+struct Outbound<'a> {
+    head: &'a UpstreamHead,
+    body: &'a Bytes,
 }
 
 /// [`send`], with every write and read after the connect also ending by
 /// `deadline` (the primary request's `response_timeout`), and so does the
-/// reading of the body later.
+/// reading of the body later. `started`: now, when the exchange starts (the
+/// start of its `upstream_time`).
 async fn send_within(
     connections: &UpstreamConnections,
     pool: &UpstreamPool,
-    head: &UpstreamHead,
-    body: &Bytes,
+    request: Outbound<'_>,
     last_target: &mut LastTarget,
+    started: Instant,
     deadline: Option<Instant>,
 ) -> Result<Exchange, ForwardError> {
-    let started = Instant::now();
+    let Outbound { head, body } = request;
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut last_error: Option<Box<Error>> = None;
     // Each target once, plus one fresh retry per target whose pooled connection was stale.

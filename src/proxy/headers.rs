@@ -295,9 +295,9 @@ fn valid_header_value(value: &[u8]) -> bool {
 /// # Errors
 /// `InvalidHTTPHeader` for a value with a control character (the upstream's
 /// parser refuses those already; checked again as the head is re-sent).
-pub fn downstream_response<'a, F>(status: u16, fields: F, request_id: &str) -> Result<AnswerHead>
+pub fn downstream_response<F>(status: u16, fields: F, request_id: &str) -> Result<AnswerHead>
 where
-    F: Iterator<Item = (&'a [u8], Bytes)> + Clone,
+    F: Iterator<Item = (Bytes, Bytes)> + Clone,
 {
     let listed: Vec<String> = fields
         .clone()
@@ -333,7 +333,7 @@ where
             );
         }
         has_request_id |= name.eq_ignore_ascii_case(X_REQUEST_ID.as_bytes());
-        response.push(Bytes::copy_from_slice(name), value);
+        response.push(name, value);
     }
     if !has_request_id {
         response.field(X_REQUEST_ID, Bytes::copy_from_slice(request_id.as_bytes()));

@@ -41,6 +41,7 @@ use tokio::io::AsyncReadExt;
 
 use super::downstream::Downstream;
 use super::request::{Http1Session, Persistent, HEAD_BUFFER};
+use super::within;
 use super::Gateway;
 
 /// Pingora's default keep-alive for a connection's first request (`apps`:
@@ -156,11 +157,11 @@ async fn first_byte(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatc
         // biased: a request already sent is served rather than dropped.
         biased;
         // Pingora's coarse timer, registered only if the read has to wait.
-        read = pingora::prelude::timeout(idle, stream.read(&mut byte)) => read,
+        read = within::timeout(idle, stream.read(&mut byte)) => read,
         _ = stopping.wait_for(|stop| *stop) => return None,
     };
     match read {
-        Ok(Ok(1)) => Some(byte[0]),
+        Some(Ok(1)) => Some(byte[0]),
         // Closed by the client (0), broken, or idle too long.
         _ => None,
     }

@@ -165,17 +165,31 @@ pub fn json_body(
     request_id: &str,
     reason: Option<&str>,
 ) -> Bytes {
-    let mut body = String::with_capacity(96);
-    body.push_str(if reply.is_error {
+    let open = if reply.is_error {
         "{\"error\":\""
     } else {
         "{\"status\":\""
-    });
+    };
+    let reason = reason.map(|reason| serde_json::Value::from(reason).to_string());
+    // Sized exactly: `Bytes` takes a full buffer over as it is, where one with
+    // room to spare costs a second allocation (its shared header).
+    let length = open.len()
+        + reply.error.len()
+        + 1
+        + reason
+            .as_ref()
+            .map_or(0, |reason| ",\"reason\":".len() + reason.len())
+        + route.map_or(0, |route| ",\"route\":\"".len() + route.len() + 1)
+        + ",\"request_id\":\"".len()
+        + request_id.len()
+        + 2;
+    let mut body = String::with_capacity(length);
+    body.push_str(open);
     body.push_str(reply.error);
     body.push('"');
     if let Some(reason) = reason {
         body.push_str(",\"reason\":");
-        body.push_str(&serde_json::Value::from(reason).to_string());
+        body.push_str(&reason);
     }
     if let Some(route) = route {
         body.push_str(",\"route\":\"");
@@ -185,6 +199,7 @@ pub fn json_body(
     body.push_str(",\"request_id\":\"");
     body.push_str(request_id);
     body.push_str("\"}");
+    debug_assert_eq!(body.len(), length, "json_body sized exactly");
     Bytes::from(body)
 }
 

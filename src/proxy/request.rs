@@ -228,12 +228,12 @@ impl Http1Session {
             let idle = self.persistent.keepalive.filter(|_| already == 0);
             let read = match idle {
                 Some(0) => Ok(read.await),
-                Some(idle) => pingora::prelude::timeout(Duration::from_secs(idle), read)
+                Some(idle) => super::within::timeout(Duration::from_secs(idle), read)
                     .await
-                    .map_err(|_| ()),
-                None => match pingora::prelude::timeout(self.read_timeout, read).await {
-                    Ok(read) => Ok(read),
-                    Err(_) => {
+                    .ok_or(()),
+                None => match super::within::timeout(self.read_timeout, read).await {
+                    Some(read) => Ok(read),
+                    None => {
                         return Error::e_explain(
                             ErrorType::ReadTimedout,
                             "reading the request head",
@@ -332,8 +332,26 @@ impl Http1Session {
                 Error::because(ErrorType::InvalidHTTPHeader, "too many header fields", e)
             })?;
         }
+        // An origin-form target (`/path?query`, valid UTF-8, no fragment)
+        // becomes the URI as a shared slice of the head, which is what
+        // Pingora's `set_raw_path` makes of it, less its copy. Any other
+        // target, and one the URI parser refuses, goes through `set_raw_path`
+        // (fragment, absolute form, lossy UTF-8, the error it gives).
+        let target = &raw[parsed.path.clone()];
+        let origin_form = target.first() == Some(&b'/')
+            && memchr::memchr(b'#', target).is_none()
+            && std::str::from_utf8(target).is_ok();
+        let shared = origin_form
+            .then(|| http::uri::PathAndQuery::from_maybe_shared(raw.slice(parsed.path.clone())))
+            .and_then(Result::ok);
+        let from_uri = shared.is_some();
+        if let Some(path_and_query) = shared {
+            parts.uri = http::Uri::from(path_and_query);
+        }
         let mut head = RequestHeader::from(parts);
-        head.set_raw_path(&raw[parsed.path])?;
+        if !from_uri {
+            head.set_raw_path(&raw[parsed.path])?;
+        }
         self.body = body_framing(&head)?;
         if let Err(refused) = validate_request_authority(&head) {
             return Err(if only_host_differs(&head) {
@@ -545,8 +563,7 @@ impl Http1Session {
             return Ok(());
         }
         self.continued = true;
-        self.write_out(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"))
-            .await
+        self.write_out(b"HTTP/1.1 100 Continue\r\n\r\n").await
     }
 
     /// Writes a whole answer: `head`, the gateway's `Date` and `Connection`,
@@ -565,7 +582,7 @@ impl Http1Session {
             wire.put_slice(&body);
         }
         self.complete = true;
-        self.write_out(wire.freeze()).await
+        self.write_out(&wire).await
     }
 
     /// Writes the head of an answer whose body follows in pieces
@@ -577,7 +594,7 @@ impl Http1Session {
             self.pending = wire;
             return Ok(());
         }
-        self.write_out(wire.freeze()).await
+        self.write_out(&wire).await
     }
 
     /// Writes a piece of the answer's body in its framing; `end`: the last one.
@@ -614,7 +631,7 @@ impl Http1Session {
         if wire.is_empty() && !end {
             return Ok(());
         }
-        self.write_out(wire.freeze()).await
+        self.write_out(&wire).await
     }
 
     /// `status` with an empty body, when an error left no other answer.
@@ -704,13 +721,15 @@ impl Http1Session {
     }
 
     /// Writes and flushes `wire`, within the write timeout (`WriteTimedout`).
-    async fn write_out(&mut self, wire: Bytes) -> Result<()> {
+    /// Borrowed: freezing the buffer into `Bytes` would allocate its shared
+    /// header, for bytes that are only written.
+    async fn write_out(&mut self, wire: &[u8]) -> Result<()> {
         let stream = &mut self.stream;
         // `write_all`, not `write_all_buf`: one contiguous buffer goes out with
         // `send`, where the vectored path would take `writev`'s longer way
         // through the kernel for a single slice.
         let write = async {
-            stream.write_all(&wire).await?;
+            stream.write_all(wire).await?;
             stream.flush().await
         };
         let written = match self.write_timeout {

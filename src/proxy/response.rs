@@ -152,12 +152,15 @@ impl UpstreamResponse {
             .map(|(_, value)| value)
     }
 
-    /// The header fields, in order: each name as received, and its value as a
-    /// shared slice of the head (no copy), for the relay's header map.
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> + Clone {
-        self.fields
-            .iter()
-            .map(|(name, value)| (&self.head[name.clone()], self.head.slice(value.clone())))
+    /// The header fields, in order: name and value as received, each a shared
+    /// slice of the head (no copy), for the relay's answer head.
+    pub fn fields(&self) -> impl Iterator<Item = (Bytes, Bytes)> + Clone + '_ {
+        self.fields.iter().map(|(name, value)| {
+            (
+                self.head.slice(name.clone()),
+                self.head.slice(value.clone()),
+            )
+        })
     }
 
     /// Whether the whole body has been read.
@@ -446,11 +449,11 @@ impl UpstreamResponse {
             None => self.read_timeout,
         };
         // Pingora's coarse timer, registered only if the read has to wait.
-        match pingora::prelude::timeout(limit, read).await {
-            Ok(read) => {
+        match super::within::timeout(limit, read).await {
+            Some(read) => {
                 read.map_err(|e| Error::because(ErrorType::ReadError, "reading the response", e))
             }
-            Err(_) => Error::e_explain(
+            None => Error::e_explain(
                 ErrorType::ReadTimedout,
                 format!("reading the response: nothing within {limit:?} (timeout, or what was left of response_timeout)"),
             ),

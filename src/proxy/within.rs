@@ -8,8 +8,15 @@
 //! answer already read. [`within`] polls the future once first, and makes the
 //! timeout (and computes its limit) only when the future has to wait.
 //!
-//! Owns: that first poll. Does not own the limits themselves (`[server]` and
-//! `[upstreams]` settings, read by the callers).
+//! [`timeout`] is `pingora::prelude::timeout` for the waits that usually do
+//! wait (the next request on a kept-alive connection, the upstream's answer):
+//! the same timer (Pingora's fast one, Tokio's above Pingora's threshold),
+//! made at the same moment, but in one allocation where Pingora's boxes its
+//! boxed timer future again, and with no clock read when the future is ready
+//! at once (Pingora's checks its clock thread as the timeout is made).
+//!
+//! Owns: that first poll and the choice of timer. Does not own the limits
+//! themselves (`[server]` and `[upstreams]` settings, read by the callers).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +34,17 @@ pin_project_lite::pin_project! {
         future: F,
         limit: Option<L>,
         delay: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+        timer: Timer,
     }
+}
+
+/// Which timer a [`Within`] arms once its future has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Pingora's fast timer, whatever the limit ([`within`]).
+    Fast,
+    /// As `pingora::prelude::timeout` chooses ([`timeout`]).
+    AsPingoraTimeout,
 }
 
 /// Runs `future` to completion unless it is still waiting `limit()` after it
@@ -42,7 +59,28 @@ where
         future,
         limit: Some(limit),
         delay: None,
+        timer: Timer::Fast,
     }
+}
+
+/// `pingora::prelude::timeout(limit, future)`, as an `Option` (`None`: the
+/// limit passed): the future alone while it completes on its first poll,
+/// then Pingora's fast timer, or Tokio's when `limit` is above Pingora's
+/// threshold (`fast_timeout_to_tokio_threshold`), registered from that poll.
+pub fn timeout<F: Future>(limit: Duration, future: F) -> Within<F, impl FnOnce() -> Duration> {
+    Within {
+        future,
+        limit: Some(move || limit),
+        delay: None,
+        timer: Timer::AsPingoraTimeout,
+    }
+}
+
+/// Whether `pingora::prelude::timeout` would use Tokio's timer for `limit`
+/// (its `should_use_tokio_timeout`).
+fn tokio_timer(limit: Duration) -> bool {
+    pingora::prelude::fast_timeout::fast_timeout_to_tokio_threshold()
+        .is_some_and(|threshold| limit.as_secs() > threshold.as_secs())
 }
 
 impl<F, L> Future for Within<F, L>
@@ -61,7 +99,11 @@ where
             Some(delay) => delay,
             None => {
                 let limit = this.limit.take().map_or(Duration::ZERO, |limit| limit());
-                this.delay.insert(Box::pin(pingora::prelude::sleep(limit)))
+                if *this.timer == Timer::AsPingoraTimeout && tokio_timer(limit) {
+                    this.delay.insert(Box::pin(tokio::time::sleep(limit)))
+                } else {
+                    this.delay.insert(Box::pin(pingora::prelude::sleep(limit)))
+                }
             }
         };
         delay.as_mut().poll(cx).map(|()| None)
@@ -89,5 +131,27 @@ mod tests {
         let waiting = within(|| Duration::from_secs(30), receiver);
         sender.send(3).unwrap();
         assert_eq!(waiting.await, Some(Ok(3)));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_ends_a_wait_as_pingoras_does() {
+        assert_eq!(timeout(Duration::from_secs(30), async { 7 }).await, Some(7));
+        let slow = timeout(
+            Duration::from_millis(20),
+            tokio::time::sleep(Duration::from_secs(30)),
+        );
+        assert_eq!(slow.await, None);
+    }
+
+    /// Tokio's timer exactly where Pingora's `timeout` takes it (change the
+    /// comparison in `tokio_timer` and this fails).
+    #[test]
+    fn tokio_takes_over_above_pingoras_threshold() {
+        let threshold = pingora::prelude::fast_timeout::fast_timeout_to_tokio_threshold()
+            .expect("Pingora's default threshold");
+        assert!(!tokio_timer(threshold));
+        assert!(!tokio_timer(threshold + Duration::from_millis(999)));
+        assert!(tokio_timer(threshold + Duration::from_secs(1)));
+        assert!(!tokio_timer(Duration::from_secs(5)));
     }
 }

@@ -244,7 +244,7 @@ fn values_that_could_split_the_head_are_not_written() {
 
 #[test]
 fn responses_lose_their_connection_headers_only() {
-    let mut fields: Vec<(&[u8], Bytes)> = [
+    let mut fields: Vec<(Bytes, Bytes)> = [
         ("Connection", "keep-alive, X-Hop"),
         ("X-Hop", "1"),
         ("Keep-Alive", "timeout=5"),
@@ -255,9 +255,14 @@ fn responses_lose_their_connection_headers_only() {
         ("Set-Cookie", "b=2"),
     ]
     .into_iter()
-    .map(|(name, value)| (name.as_bytes(), Bytes::from_static(value.as_bytes())))
+    .map(|(name, value)| {
+        (
+            Bytes::from_static(name.as_bytes()),
+            Bytes::from_static(value.as_bytes()),
+        )
+    })
     .collect();
-    let relay = |fields: &Vec<(&'static [u8], Bytes)>| {
+    let relay = |fields: &Vec<(Bytes, Bytes)>| {
         downstream_response(201, fields.iter().cloned(), "req-1").unwrap()
     };
     let response = relay(&fields);
@@ -280,7 +285,10 @@ fn responses_lose_their_connection_headers_only() {
     assert_eq!(one(&response, "content-length"), ["2"]);
     assert_eq!(one(&response, "set-cookie"), ["a=1", "b=2"]);
     assert_eq!(one(&response, "x-request-id"), ["req-1"]);
-    fields.push((b"X-Request-Id", Bytes::from_static(b"theirs")));
+    fields.push((
+        Bytes::from_static(b"X-Request-Id"),
+        Bytes::from_static(b"theirs"),
+    ));
     let response = relay(&fields);
     assert_eq!(one(&response, "x-request-id"), ["theirs"]);
 }

@@ -534,3 +534,44 @@ fn known_header_names_are_static() {
     assert_eq!(read.head.headers["x-other"], "1");
     assert_eq!(read.head.raw_path(), b"/h");
 }
+
+/// An origin-form target is made the URI without `set_raw_path`'s copy; every
+/// target, of that form or not, reads back as `set_raw_path` makes it: the
+/// same `uri`, `raw_path` and UTF-8 verdict. (The guards on the shortcut in
+/// `build_head` are belt and braces: `httparse` and the URI parser already
+/// refuse what they exclude, so dropping one alone does not turn this red.)
+#[test]
+fn targets_read_as_set_raw_path_reads_them() {
+    let mut compared = 0;
+    for target in [
+        &b"/"[..],
+        b"/h",
+        b"/h?a=1&b=%20",
+        b"/h#frag",
+        b"/h?a#f",
+        b"//double/slash",
+        b"/caf\xc3\xa9",
+        b"/caf\xe9",
+        b"http://a/h?x=1",
+        b"*",
+    ] {
+        let mut wire = b"OPTIONS ".to_vec();
+        wire.extend_from_slice(target);
+        wire.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        let Ok(read) = rt().block_on(read_async(&wire, false)) else {
+            continue;
+        };
+        let mut expected = RequestHeader::build("OPTIONS", b"/", None).unwrap();
+        expected.set_raw_path(target).unwrap();
+        let shown = target.escape_ascii().to_string();
+        assert_eq!(read.head.uri, expected.uri, "{shown}");
+        assert_eq!(read.head.raw_path(), expected.raw_path(), "{shown}");
+        assert_eq!(
+            read.head.raw_path_is_utf8(),
+            expected.raw_path_is_utf8(),
+            "{shown}"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 7, "only {compared} targets were read");
+}
