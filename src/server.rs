@@ -228,7 +228,11 @@ pub fn run(config: Config, mut options: RunOptions) -> Result<(), StartError> {
         ),
     );
     for listener in &listen {
-        proxy.add_listener(listener.endpoint().l4_buffer(client_buffers().write(0)));
+        proxy.add_listener(
+            listener
+                .endpoint()
+                .l4_buffer(L4BufferSettings::unbuffered()),
+        );
     }
     if let (Some(tls), Some(listener)) = (&tls, &tls_listener) {
         let mut settings =
@@ -239,7 +243,7 @@ pub fn run(config: Config, mut options: RunOptions) -> Result<(), StartError> {
             listener
                 .endpoint()
                 .tls(settings)
-                .l4_buffer(client_buffers()),
+                .l4_buffer(tls_client_buffers()),
         );
     }
     server.add_service(proxy);
@@ -663,23 +667,25 @@ pub fn no_transparent_huge_pages() {
     }
 }
 
-/// Bytes read ahead from a client socket, held for as long as the connection
-/// lives (Pingora's default is 64 KiB). 4 KiB is the size of Pingora's head
-/// buffer: the one-byte read of `keepalive`'s idle wait fills it in one
-/// syscall and the head buffer takes the rest in one copy, and body reads of
-/// 4 KiB or more bypass it. Measured with `bench/run`: an idle keep-alive
-/// connection holds 14.8 kB with 4 KiB, 19.0 kB with 8 KiB, at the same CPU
-/// per delivery at 1 KiB and 1 MiB (docs/performance.md).
-const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// Bytes read ahead from a client socket of a TLS listener, held for as long
+/// as the connection lives (Pingora's default is 64 KiB): the TLS layer reads
+/// records in small pieces. 4 KiB measured as 14.8 kB per idle keep-alive
+/// connection against 19.0 kB with 8 KiB, at the same CPU per delivery
+/// (docs/performance.md).
+const TLS_CLIENT_READ_BUFFER: usize = 4 * 1024;
 
-/// The client socket's buffers. Plain listeners get no write buffer (`.write(0)`
-/// where this is used): hookgate's HTTP/1 session writes every answer, and the
-/// `100 Continue`, as one contiguous buffer followed by a flush, so Pingora's
-/// 1,460-byte write buffer only added a copy of each answer and 1.4 kB to every
-/// connection for its whole life. TLS listeners keep it: the TLS stream and
-/// Pingora's HTTP/2 write records and frames piecewise and flush once.
-fn client_buffers() -> L4BufferSettings {
-    L4BufferSettings::default().read(CLIENT_READ_BUFFER)
+/// The client socket's buffers. Plain listeners get none
+/// ([`L4BufferSettings::unbuffered`] where this is used): hookgate's HTTP/1
+/// session reads each head straight into the buffer it parses (the idle wait
+/// of `proxy::keepalive` reads into the next head's buffer), and writes every
+/// answer, and the `100 Continue`, as one contiguous buffer followed by a
+/// flush. A read buffer of Pingora's only added a copy of each request out of
+/// a buffer held by every connection (at 500 connections, cold in the cache),
+/// and the write buffer a copy of each answer and 1.4 kB per connection. TLS
+/// listeners keep both: the TLS stream and Pingora's HTTP/2 read and write
+/// records and frames piecewise.
+fn tls_client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(TLS_CLIENT_READ_BUFFER)
 }
 
 #[cfg(test)]

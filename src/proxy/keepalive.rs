@@ -8,13 +8,15 @@
 //! connection (docs/performance.md, "Memory per idle keep-alive connection").
 //! This loop runs in a task of its own (`ConnectionLimit` spawns it and lets
 //! Pingora's per-connection task end, whose future is sized for a TLS
-//! handshake), and waits with a one-byte read on the bare [`Stream`] and
-//! builds hookgate's HTTP/1 session (`request::Http1Session`) only once the
-//! first byte of the next head is in; that byte becomes the start of the
-//! session's head buffer, so nothing read is lost or read twice. Bytes the
-//! client sent ahead (a pipelined request still in the stream's read buffer
-//! or in the TLS layer) satisfy the read at once: the wait is a read through
-//! every layer of the stream, never a socket readiness check. A session that
+//! handshake), and waits with a read into the next head's buffer on the bare
+//! [`Stream`] (one `recv` of whatever arrived, up to 4 KiB, straight into the
+//! buffer the session parses: a plain listener has no read buffer of
+//! Pingora's in between, see `server::tls_client_buffers`), and builds hookgate's
+//! HTTP/1 session (`request::Http1Session`) only once the first bytes of the
+//! next head are in; nothing read is lost or read twice. Bytes the client
+//! sent ahead (a pipelined request still in the TLS layer or its read buffer)
+//! satisfy the read at once: the wait is a read through every layer of the
+//! stream, never a socket readiness check. A session that
 //! read past the end of its request is not reused (the connection is closed:
 //! `Http1Session::into_reusable`), so bytes are never dropped or reordered.
 //!
@@ -28,12 +30,10 @@
 //! HTTP/2 connections, which keep Pingora's own loop, session and task (its
 //! HTTP/2 connection state, not measured here).
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pingora::apps::HttpServerApp;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -112,10 +112,8 @@ async fn next_session(
     shutdown: &ShutdownWatch,
 ) -> Option<Http1Session> {
     let idle = idle_timeout(gateway)?;
-    let first = first_byte(&mut stream, idle, shutdown).await?;
     let mut head = BytesMut::with_capacity(HEAD_BUFFER);
-    head.put_u8(first);
-    take_arrived(&mut stream, &mut head);
+    first_bytes(&mut stream, &mut head, idle, shutdown).await?;
     let persistent = Persistent {
         reuses_remaining: persistent
             .reuses_remaining
@@ -123,19 +121,6 @@ async fn next_session(
         ..persistent
     };
     Some(Http1Session::new(stream, head, persistent))
-}
-
-/// Moves what the client has already sent after the first byte into `head`,
-/// without waiting: the one-byte read above filled the stream's read buffer
-/// with the rest of a small request, and the session then parses the head at
-/// once instead of asking the stream again (one parse attempt and one read
-/// with its keep-alive timer fewer per request). Whatever is not there yet is
-/// read by the session as usual; an error or the end of the stream is met
-/// again by that read.
-fn take_arrived(stream: &mut Stream, head: &mut BytesMut) {
-    let mut context = Context::from_waker(Waker::noop());
-    let read = std::pin::pin!(stream.read_buf(head));
-    let _ = read.poll(&mut context);
 }
 
 /// How long a kept-alive connection may idle: `[server] keepalive_timeout` in
@@ -148,21 +133,26 @@ fn idle_timeout(gateway: &Gateway) -> Option<Duration> {
         .map(|idle| Duration::from_secs(idle.as_secs().max(1)))
 }
 
-/// Reads the first byte of the next request, waiting at most `idle`, and
-/// not at all once shutting down (unless the byte is already there).
-async fn first_byte(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> Option<u8> {
-    let mut byte = [0u8; 1];
+/// Reads the first bytes of the next request into `head` (what has arrived,
+/// up to its capacity: one read), waiting at most `idle`, and not at all once
+/// shutting down (unless the bytes are already there). `None`: closed by the
+/// client, broken, or idle too long.
+async fn first_bytes(
+    stream: &mut Stream,
+    head: &mut BytesMut,
+    idle: Duration,
+    shutdown: &ShutdownWatch,
+) -> Option<()> {
     let mut stopping = shutdown.clone();
     let read = tokio::select! {
         // biased: a request already sent is served rather than dropped.
         biased;
         // Pingora's coarse timer, registered only if the read has to wait.
-        read = within::timeout(idle, stream.read(&mut byte)) => read,
+        read = within::timeout(idle, stream.read_buf(head)) => read,
         _ = stopping.wait_for(|stop| *stop) => return None,
     };
     match read {
-        Some(Ok(1)) => Some(byte[0]),
-        // Closed by the client (0), broken, or idle too long.
+        Some(Ok(read)) if read > 0 => Some(()),
         _ => None,
     }
 }
