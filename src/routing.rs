@@ -12,8 +12,11 @@
 //! handler is held to that route's checks:
 //! - letters match without regard to ASCII case (Express and ASP.NET route that way);
 //! - a trailing slash is ignored (Express, Rails and Spring ignore it too);
-//! - an exact path also matches its format suffixes, `/hooks/github.json`
-//!   (Rails' optional `(.:format)`, Spring's suffix patterns);
+//! - a route's own path also matches its format suffixes, `/hooks/github.json`
+//!   (Rails' optional `(.:format)`, Spring's suffix patterns), for an exact
+//!   route and for a prefix route's base path alike (`/hooks/github/*` takes
+//!   `/hooks/github.json`: an app routing `/hooks/github(.:format)` hands it to
+//!   the same handler as `/hooks/github`);
 //! - a route without `methods` takes the methods a webhook may use (GET, POST,
 //!   PUT, PATCH, DELETE, HEAD, OPTIONS); others (CONNECT, TRACE, extension
 //!   methods) are `MethodNotAllowed`.
@@ -240,7 +243,13 @@ fn path_matches(pattern: &PathPattern, path: &str) -> bool {
             None => false,
         },
         PathPattern::Prefix(prefix) => match target::strip_prefix_ignore_case(path, prefix) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+            // Below the prefix, the prefix itself, or `prefix.json`.
+            Some(rest) => {
+                rest.is_empty()
+                    || rest.starts_with('/')
+                    || prefix.ends_with('/')
+                    || (rest.starts_with('.') && !rest.contains('/'))
+            }
             None => false,
         },
     }

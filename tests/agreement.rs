@@ -171,6 +171,62 @@ fn every_spelling_of_a_verified_path_is_held_to_its_checks() {
     assert_eq!(upstream.received()[1].target, "/webhooks/other/x/y");
 }
 
+/// A prefix route's own path is held to its checks with a format suffix too,
+/// as an exact route's is: `/plain/admin.json` is what Rails' `/plain/admin(.:format)`
+/// or Spring's suffix patterns hand to the `/plain/admin` handler, so it must
+/// not reach the app through the weaker catch-all `/plain/*`. Guards the
+/// format-suffix arm of `routing::path_matches` for `PathPattern::Prefix`
+/// (helper-43's finding: these were forwarded through the catch-all).
+#[test]
+fn a_prefix_routes_own_path_with_a_format_suffix_is_held_to_its_checks() {
+    let upstream = Upstream::start("app");
+    let gateway = Setup::new()
+        .upstream(&upstream)
+        .route("plain", "/plain/*", "app", "")
+        .route(
+            "admin",
+            "/plain/admin/*",
+            "app",
+            "allow = [\"10.9.9.9/32\"]",
+        )
+        .start();
+    for path in [
+        "/plain/admin",
+        "/plain/admin/",
+        "/plain/admin/x",
+        "/plain/admin.json",
+        "/plain/ADMIN.json",
+        "/plain/admin.xml",
+        "/plain/admin.",
+    ] {
+        let answer = post(gateway.proxy, path, &[], b"{}");
+        assert_refused(&answer, 403, "ip_not_allowed", "", path);
+        assert_eq!(answer.json()["route"], "admin", "{path}");
+    }
+    assert_eq!(upstream.count(), 0, "nothing reached the app");
+    // Other paths beside it stay with the catch-all.
+    for path in [
+        "/plain/administrator",
+        "/plain/admins.json",
+        "/plain/other.json",
+    ] {
+        let answer = post(gateway.proxy, path, &[], b"{}");
+        assert_eq!(answer.status, 200, "{path}: {:?}", answer.json());
+    }
+    let received: Vec<String> = upstream.received().into_iter().map(|r| r.target).collect();
+    assert_eq!(
+        received,
+        [
+            "/plain/administrator",
+            "/plain/admins.json",
+            "/plain/other.json"
+        ]
+    );
+    assert!(received
+        .iter()
+        .all(|target| !target.starts_with("/plain/admin.")));
+}
+
 #[test]
 fn paths_that_cannot_be_made_unambiguous_are_refused() {
     let (upstream, gateway, _secrets) = start();
