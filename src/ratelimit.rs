@@ -862,14 +862,17 @@ impl SharedKeys {
 /// **Refusals are remembered.** When Redis refuses a key (not one token is
 /// there), the GCRA also says when the next one will be: `wait` after the
 /// script ran, which is no earlier than `wait` after this instance asked.
-/// Until then every request of the key on this instance is refused here,
-/// with the rest of that wait as its `Retry-After`, and Redis is not asked:
-/// it would refuse them too, since a bucket's TAT only moves forward (other
-/// instances can only spend tokens, never add them). The waiters of a refused
-/// lead are refused the same way. So a flood above the limit costs one round
-/// trip per refill of the bucket, not one per request, and nothing is admitted
-/// or refused that Redis would have decided otherwise. This holds for
-/// `max_grant` 1 too.
+/// Until then, for at most [`REFUSAL_MEMORY`], every request of the key on
+/// this instance is refused here, with the rest of that wait as its
+/// `Retry-After`, and Redis is not asked: it would refuse them too, since a
+/// bucket's TAT only moves forward (other instances can only spend tokens,
+/// never add them). The waiters of a refused lead are refused the same way.
+/// So a flood above the limit costs one round trip per key and refill, or per
+/// second when the refill is slower, not one per request, and nothing is
+/// admitted or refused that Redis would have decided otherwise, unless Redis
+/// lost the bucket (a restart without persistence, a failover to a replica
+/// behind it): then the key stays refused here for at most a second more.
+/// This holds for `max_grant` 1 too.
 ///
 /// **The bound.** Every request admitted spends a token the shared GCRA granted
 /// at most [`GRANT_LIFETIME`] earlier. So in any window of length `W`, all
@@ -882,8 +885,9 @@ impl SharedKeys {
 /// way, an instance holds at most `max_grant − 1` tokens that another instance
 /// might have used, for at most 10 ms.
 ///
-/// Bounded: at most `max_keys` entries (1 per route); a key without an entry
-/// when the table is full asks Redis for one token per request.
+/// Bounded: at most `max_keys` entries (1 per route), plus the route's
+/// overflow bucket; a key without an entry when the table is full asks Redis
+/// for one token per request, and its refusals are not remembered.
 pub struct Grants {
     max_grant: u32,
     max_keys: usize,
@@ -918,8 +922,11 @@ struct Grant {
     /// Requests waiting for the answer of this round's lead ([`Take::Wait`]),
     /// numbered 1.. by their tickets.
     waiting: u32,
-    /// Redis refused the key, and will until then (see [`Grants`]).
+    /// Redis refused the key: refused here until then (see [`Grants`]).
     refused_until: Option<std::time::Instant>,
+    /// When Redis said the key's next token is due: the `Retry-After` of a
+    /// refusal remembered here.
+    next_token: std::time::Instant,
     /// The round whose waiters were last handed tokens, and how many of them
     /// (the tickets `1..=handed`).
     handed: (u64, u32),
@@ -939,14 +946,15 @@ impl Grant {
             waiting: 0,
             handed: (0, 0),
             refused_until: None,
+            next_token: now,
         }
     }
 
-    /// How much longer Redis refuses the key, if it still does at `now`.
+    /// The wait for the key's next token, if a refusal is remembered at `now`.
     fn refused(&mut self, now: std::time::Instant) -> Option<Duration> {
         let until = self.refused_until?;
         if now < until {
-            return Some(until - now);
+            return Some(self.next_token.saturating_duration_since(now));
         }
         self.refused_until = None;
         None
@@ -977,6 +985,15 @@ pub enum Take<'g> {
     /// ([`Grants::take_after_wait`]).
     Wait(tokio::sync::futures::Notified<'g>, Ticket),
 }
+
+/// How long a refusal is remembered at most ([`Grants`]): a bucket Redis lost
+/// (restarted without persistence, a failover to a replica behind it) is
+/// asked again within this, whatever wait the lost bucket gave.
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(1);
+
+/// The route's one overflow bucket: always has an entry in [`Grants`], beside
+/// its `max_keys`.
+const OVERFLOW_KEY: LimitKey = LimitKey(KeyKind::Overflow);
 
 /// How many times one request waits for another one's answer
 /// ([`Take::Wait`]) before it asks Redis for its own token.
@@ -1119,7 +1136,7 @@ impl Grants {
                 None => ask(1, false, 0),
             };
         }
-        let full = table.len() >= self.max_keys;
+        let full = table.len() >= self.max_keys && key != OVERFLOW_KEY;
         let grant = match table.entry(key) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(_) if full => return ask(1, false, 0),
@@ -1182,8 +1199,9 @@ impl Grants {
     ) {
         let mut table = self.lock();
         if let Some(wait) = refused.filter(|_| granted == 0) {
-            let until = asking.at + wait;
-            let full = table.len() >= self.max_keys;
+            let next_token = asking.at + wait;
+            let until = asking.at + wait.min(REFUSAL_MEMORY);
+            let full = table.len() >= self.max_keys && asking.key != OVERFLOW_KEY;
             let grant = match table.entry(asking.key) {
                 std::collections::hash_map::Entry::Occupied(entry) => Some(entry.into_mut()),
                 std::collections::hash_map::Entry::Vacant(_) if full => None,
@@ -1193,6 +1211,7 @@ impl Grants {
             };
             if let Some(grant) = grant {
                 grant.refused_until = grant.refused_until.max(Some(until));
+                grant.next_token = grant.next_token.max(next_token);
             }
         }
         if self.max_grant == 1 {

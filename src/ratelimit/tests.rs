@@ -753,8 +753,9 @@ fn a_refusal_is_remembered_until_the_next_token() {
 }
 
 /// With `max_grant` 1 (a rate under 200/s) nothing is held, but a refusal is
-/// remembered all the same: a flood against `10/h` asks Redis once per
-/// refill (6 minutes), not once per request.
+/// remembered all the same, for at most `REFUSAL_MEMORY` (a bucket Redis lost
+/// is asked again within it), with the whole wait as `Retry-After`: a flood
+/// against `10/h` asks Redis once a second, not once per request.
 #[test]
 fn a_refusal_is_remembered_when_nothing_is_held() {
     let grants = Grants::new(&limit("10/h", None, Some("ip")));
@@ -768,24 +769,31 @@ fn a_refusal_is_remembered_when_nothing_is_held() {
     );
     let six_minutes = Duration::from_secs(360);
     asked(grants.take(key, t0, true)).refused_at(six_minutes, t0 + MS);
-    let second = Duration::from_secs(1);
+    let half = Duration::from_millis(500);
     assert_eq!(
-        refused(grants.take(key, t0 + second, true)),
-        six_minutes - second
+        refused(grants.take(key, t0 + half, true)),
+        six_minutes - half
     );
-    grants.prune(t0 + second);
+    grants.prune(t0 + half);
     assert_eq!(
-        refused(grants.take(key, t0 + second, true)),
-        six_minutes - second,
+        refused(grants.take(key, t0 + half, true)),
+        six_minutes - half,
         "kept by prune"
     );
-    assert_eq!(asked(grants.take(key, t0 + six_minutes, true)).tokens(), 1);
-    grants.prune(t0 + six_minutes);
+    // Remembered for a second at most, then Redis is asked again.
+    assert_eq!(
+        asked(grants.take(key, t0 + REFUSAL_MEMORY, true)).tokens(),
+        1
+    );
+    grants.prune(t0 + REFUSAL_MEMORY);
     assert_eq!(grants.lock().len(), 0, "pruned once the refusal ended");
 }
 
 /// The refusals remembered are bounded by `max_keys` like the grants: a key
 /// refused while the table is full is not remembered (it asks Redis again).
+/// The route's overflow bucket always has room: a flood of distinct keys is
+/// what fills the table and sends them there (helper-43's finding: its
+/// refusals were not remembered then, one round trip per request).
 #[test]
 fn remembered_refusals_are_bounded_by_max_keys() {
     let mut spec = spec("10/h", None, Some("ip"));
@@ -800,4 +808,7 @@ fn remembered_refusals_are_bounded_by_max_keys() {
     assert_eq!(grants.lock().len(), 2);
     refused(grants.take(LimitKey(KeyKind::Bucket([1; 16])), t0 + MS, true));
     asked(grants.take(LimitKey(KeyKind::Bucket([2; 16])), t0 + MS, true));
+    asked(grants.take(OVERFLOW_KEY, t0, true)).refused_at(wait, t0);
+    assert_eq!(grants.lock().len(), 3, "max_keys + the overflow bucket");
+    assert_eq!(refused(grants.take(OVERFLOW_KEY, t0 + MS, true)), wait - MS);
 }
