@@ -52,6 +52,32 @@ fn an_answer_framed_two_ways_is_a_502_and_its_connection_is_dropped() {
     );
 }
 
+/// RFC 9110 §8.6: a `Content-Length` list of one repeated value, or repeated
+/// fields that agree, reach the sender as one field with one value, the
+/// framing the gateway relayed by; values that differ stay a 502. Guards the
+/// `content-length` arm of `headers::downstream_response` (helper-43's
+/// finding: `Content-Length: 2, 2` was relayed as is, which strict senders
+/// such as llhttp refuse).
+#[test]
+fn agreeing_content_length_values_reach_the_sender_as_one() {
+    for wire in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length:  2 ,2\r\nCONTENT-LENGTH: 2,2\r\n\r\nok",
+    ] {
+        for answered in passes_on_one_connection(wire.to_vec()) {
+            let lengths: Vec<&str> = answered
+                .headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .map(|(_, value)| value.as_str())
+                .collect();
+            assert_eq!(lengths, ["2"], "{}", String::from_utf8_lossy(wire));
+        }
+    }
+    refused_before_the_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok".to_vec());
+}
+
 #[test]
 fn bytes_after_an_answer_are_never_taken_for_the_next_answer() {
     // An upstream that writes a second answer unasked would have it read as the

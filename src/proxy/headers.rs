@@ -289,7 +289,11 @@ fn valid_header_value(value: &[u8]) -> bool {
 
 /// The upstream's response head without its connection-level headers, for the
 /// sender, names as the upstream wrote them. `Content-Length` and
-/// `Transfer-Encoding` stay: the downstream writer frames by them. `Date` is
+/// `Transfer-Encoding` stay: the downstream writer frames by them.
+/// `Content-Length` goes once, with one value: a list (`2, 2`) or repeated
+/// fields the response reader found to agree (it refuses any that differ)
+/// become the single field RFC 9110 §8.6 lets a recipient replace them with,
+/// so the sender cannot read a framing other than the one relayed. `Date` is
 /// dropped: the writer sends its own in every answer.
 ///
 /// # Errors
@@ -307,7 +311,8 @@ where
         .collect();
     let mut response = AnswerHead::new(status, fields.size_hint().0 + 1);
     let mut has_request_id = false;
-    for (name, value) in fields {
+    let mut has_length = false;
+    for (name, mut value) in fields {
         let dropped = [
             "connection",
             "upgrade",
@@ -331,6 +336,14 @@ where
                 ErrorType::InvalidHTTPHeader,
                 "invalid response header value",
             );
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if has_length {
+                continue;
+            }
+            has_length = true;
+            let first = value.split(|b| *b == b',').next().unwrap_or_default();
+            value = value.slice_ref(first.trim_ascii());
         }
         has_request_id |= name.eq_ignore_ascii_case(X_REQUEST_ID.as_bytes());
         response.push(name, value);
