@@ -579,8 +579,10 @@ def cmd_report(args):
                 f"{d['cpu_100k']:.2f} | {d['sys_pct']:.0f}% | {up_cpu} | {d['rss_mib']:.1f} | {d['up_conns']} | "
                 f"{d['mbps']:.0f} | {check} |")
     out.append("")
-    out.append("\\* hookgate and HAProxy do the same job: signature, allowlist, rate limit and routing "
-               "on the body's `$.action`. nginx and the direct upstream do no verification at all.")
+    out.append("\\* hookgate and HAProxy do the same job: signature, allowlist, rate limit, routing "
+               "on the body's `$.action`, and the same seven forwarded fields (`X-Forwarded-*`, "
+               "`X-Request-Id`, `X-Hookgate-Route`, `X-Hookgate-Event`). nginx and the direct upstream "
+               "do no verification at all.")
     out.append("")
     out.append("Ratios hookgate / peer (req/s: below 1 = hookgate slower; CPU and RSS: above 1 = hookgate costs more):")
     out.append("")
