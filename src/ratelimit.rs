@@ -1136,11 +1136,8 @@ impl Grants {
                 None => ask(1, false, 0),
             };
         }
-        let full = table.len() >= self.max_keys && key != OVERFLOW_KEY;
-        let grant = match table.entry(key) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(_) if full => return ask(1, false, 0),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Grant::new(now)),
+        let Some(grant) = self.entry(&mut table, key, now) else {
+            return ask(1, false, 0);
         };
         if let Some(ticket) = ticket {
             let (round, handed) = grant.handed;
@@ -1188,8 +1185,24 @@ impl Grants {
         ask(grant.want, true, grant.round)
     }
 
-    /// Records Redis's answer to `asking` (`granted` tokens; when none, the
-    /// `refused` wait Redis gave, if any).
+    /// `key`'s entry, made now if the table has room (`max_keys`; the route's
+    /// overflow bucket always has room). `None`: full.
+    fn entry<'t>(
+        &self,
+        table: &'t mut std::collections::HashMap<LimitKey, Grant>,
+        key: LimitKey,
+        now: std::time::Instant,
+    ) -> Option<&'t mut Grant> {
+        let full = table.len() >= self.max_keys && key != OVERFLOW_KEY;
+        match table.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => Some(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(_) if full => None,
+            std::collections::hash_map::Entry::Vacant(entry) => Some(entry.insert(Grant::new(now))),
+        }
+    }
+
+    /// Records Redis's answer to `asking`: `granted` tokens, or the `refused`
+    /// wait Redis gave when it granted none.
     fn granted(
         &self,
         asking: &Asking<'_>,
@@ -1198,18 +1211,10 @@ impl Grants {
         now: std::time::Instant,
     ) {
         let mut table = self.lock();
-        if let Some(wait) = refused.filter(|_| granted == 0) {
+        if let Some(wait) = refused {
             let next_token = asking.at + wait;
             let until = asking.at + wait.min(REFUSAL_MEMORY);
-            let full = table.len() >= self.max_keys && asking.key != OVERFLOW_KEY;
-            let grant = match table.entry(asking.key) {
-                std::collections::hash_map::Entry::Occupied(entry) => Some(entry.into_mut()),
-                std::collections::hash_map::Entry::Vacant(_) if full => None,
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    Some(entry.insert(Grant::new(now)))
-                }
-            };
-            if let Some(grant) = grant {
+            if let Some(grant) = self.entry(&mut table, asking.key, now) {
                 grant.refused_until = grant.refused_until.max(Some(until));
                 grant.next_token = grant.next_token.max(next_token);
             }

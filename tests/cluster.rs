@@ -235,6 +235,14 @@ fn ten_per_hour(redis: &Redis, app: &Upstream) -> Setup {
         .route("hooks", "/hooks", "app", "rate_limit = { rate = \"10/h\" }")
 }
 
+/// `hookgate_cluster_commands_total{operation="rate_limit"}` of `gateway`.
+fn rate_limit_commands(gateway: &Gateway) -> f64 {
+    gateway.metric_required(
+        "hookgate_cluster_commands_total",
+        &[("operation", "rate_limit")],
+    )
+}
+
 /// The `Retry-After` seconds of a `rate_limited` refusal.
 fn retry_after_of_refusal(answer: &Response) -> u64 {
     assert_eq!(answer.json()["error"], "rate_limited");
@@ -312,10 +320,7 @@ fn a_flood_above_the_limit_does_not_ask_redis_per_request() {
     }
     for (gateway, floods) in [(&first, 50), (&second, 20)] {
         let before = redis.evalsha_calls().expect("INFO commandstats");
-        let counted_before = gateway.metric_required(
-            "hookgate_cluster_commands_total",
-            &[("operation", "rate_limit")],
-        );
+        let counted_before = rate_limit_commands(gateway);
         let started = Instant::now();
         for i in 0..floods {
             let answer = post(
@@ -336,10 +341,7 @@ fn a_flood_above_the_limit_does_not_ask_redis_per_request() {
             (1..=1 + seconds).contains(&calls),
             "{floods} refused deliveries in {seconds} s cost {calls} script calls"
         );
-        let counted = gateway.metric_required(
-            "hookgate_cluster_commands_total",
-            &[("operation", "rate_limit")],
-        );
+        let counted = rate_limit_commands(gateway);
         assert_eq!(
             counted,
             counted_before + calls as f64,
