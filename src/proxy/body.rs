@@ -3,12 +3,13 @@
 //! A declared `Content-Length` over the limit is refused before a byte is read;
 //! a chunked body is counted while reading and refused as soon as it crosses the
 //! limit. `Expect: 100-continue` is answered only once the body is acceptable.
-//! The whole body must arrive by a deadline (`[server] body_timeout`), so a
-//! sender trickling bytes cannot hold an in-flight slot for longer.
+//! The whole body must arrive by a deadline (`[server] body_timeout` from the
+//! first read that has to wait), so a sender trickling bytes cannot hold an
+//! in-flight slot for longer. A body that came in with the head reads no clock.
 
 use super::downstream::Downstream as Session;
 use bytes::{Bytes, BytesMut};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why a body could not be read.
 #[derive(Debug)]
@@ -23,12 +24,14 @@ pub enum BodyError {
     Late,
 }
 
-/// Reads the whole request body by `deadline`, refusing more than `limit` bytes.
+/// Reads the whole request body within `timeout` of the first read that has
+/// to wait, refusing more than `limit` bytes.
 pub async fn read_bounded(
     session: &mut Session,
     limit: u64,
-    deadline: Instant,
+    timeout: Duration,
 ) -> Result<Bytes, BodyError> {
+    let mut deadline = Deadline { timeout, at: None };
     let declared = declared_length(session)?;
     if declared.is_some_and(|length| length > limit) {
         return Err(BodyError::TooLarge);
@@ -43,7 +46,7 @@ pub async fn read_bounded(
     let mut first: Option<Bytes> = None;
     let mut buffer: Option<BytesMut> = None;
     let mut total: u64 = 0;
-    while let Some(chunk) = read_chunk(session, deadline).await? {
+    while let Some(chunk) = read_chunk(session, &mut deadline).await? {
         total += chunk.len() as u64;
         if total > limit {
             return Err(BodyError::TooLarge);
@@ -66,9 +69,28 @@ pub async fn read_bounded(
     })
 }
 
+/// When the whole body must be in: `timeout` after the first read that had to
+/// wait (the clock is read only then).
+struct Deadline {
+    timeout: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    /// The time left, starting the deadline now when it has not started.
+    fn left(&mut self) -> Duration {
+        let now = Instant::now();
+        let at = *self.at.get_or_insert_with(|| now + self.timeout);
+        at.saturating_duration_since(now)
+    }
+}
+
 /// The next piece of the body, unless the deadline passes first.
-async fn read_chunk(session: &mut Session, deadline: Instant) -> Result<Option<Bytes>, BodyError> {
-    let left = || deadline.saturating_duration_since(Instant::now());
+async fn read_chunk(
+    session: &mut Session,
+    deadline: &mut Deadline,
+) -> Result<Option<Bytes>, BodyError> {
+    let left = || deadline.left();
     match super::within::within(left, session.read_request_body()).await {
         Some(read) => read.map_err(BodyError::Read),
         None => Err(BodyError::Late),

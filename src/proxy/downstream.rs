@@ -23,7 +23,46 @@ use super::request::{HeadLimits, Http1Session};
 #[derive(Debug, Clone)]
 pub struct AnswerHead {
     pub status: u16,
-    fields: Vec<(Bytes, Bytes)>,
+    fields: Vec<(Bytes, Value)>,
+}
+
+/// Longest value an [`AnswerHead`] keeps in place (a request id is 36 bytes).
+const INLINE: usize = 46;
+
+/// A field value: shared bytes (a static text, a slice of an upstream's
+/// head), or a short one copied in place (a number, a request id), which
+/// costs no allocation.
+#[derive(Debug, Clone)]
+enum Value {
+    Shared(Bytes),
+    Inline { bytes: [u8; INLINE], len: u8 },
+}
+
+impl Value {
+    fn copied(value: &[u8]) -> Self {
+        match u8::try_from(value.len()) {
+            Ok(len) if value.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..value.len()].copy_from_slice(value);
+                Value::Inline { bytes, len }
+            }
+            _ => Value::Shared(Bytes::copy_from_slice(value)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Value::Shared(bytes) => bytes,
+            Value::Inline { bytes, len } => &bytes[..usize::from(*len)],
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Value::Shared(bytes) => bytes.clone(),
+            Value::Inline { .. } => Bytes::copy_from_slice(self.as_bytes()),
+        }
+    }
 }
 
 impl AnswerHead {
@@ -37,19 +76,27 @@ impl AnswerHead {
 
     /// Adds a field the gateway names.
     pub fn field(&mut self, name: &'static str, value: impl Into<Bytes>) {
+        self.fields.push((
+            Bytes::from_static(name.as_bytes()),
+            Value::Shared(value.into()),
+        ));
+    }
+
+    /// Adds a field the gateway names with a copy of `value` (kept in place
+    /// when it is short: a request id).
+    pub fn copied(&mut self, name: &'static str, value: &[u8]) {
         self.fields
-            .push((Bytes::from_static(name.as_bytes()), value.into()));
+            .push((Bytes::from_static(name.as_bytes()), Value::copied(value)));
     }
 
     /// Adds a field whose name and value were received (an upstream's answer).
     pub fn push(&mut self, name: Bytes, value: Bytes) {
-        self.fields.push((name, value));
+        self.fields.push((name, Value::Shared(value)));
     }
 
     /// Adds a number field (`Content-Length`).
     pub fn number(&mut self, name: &'static str, value: impl itoa::Integer) {
-        let digits = Bytes::copy_from_slice(itoa::Buffer::new().format(value).as_bytes());
-        self.field(name, digits);
+        self.copied(name, itoa::Buffer::new().format(value).as_bytes());
     }
 
     /// Removes every field `name` (ASCII case-insensitive).
@@ -71,7 +118,7 @@ impl AnswerHead {
         self.fields
             .iter()
             .filter(move |(field, _)| field.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| value.as_ref())
+            .map(|(_, value)| value.as_bytes())
     }
 
     /// The value of `Content-Length`, when it is one number.
@@ -80,14 +127,18 @@ impl AnswerHead {
             .fields
             .iter()
             .find(|(field, _)| field.eq_ignore_ascii_case(b"content-length"))?;
-        std::str::from_utf8(value).ok()?.trim().parse().ok()
+        std::str::from_utf8(value.as_bytes())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The bytes the fields take on the wire.
     pub fn wire_len(&self) -> usize {
         self.fields
             .iter()
-            .map(|(name, value)| name.len() + value.len() + 4)
+            .map(|(name, value)| name.len() + value.as_bytes().len() + 4)
             .sum::<usize>()
             + 32
     }
@@ -97,7 +148,7 @@ impl AnswerHead {
         for (name, value) in &self.fields {
             wire.put_slice(name);
             wire.put_slice(b": ");
-            wire.put_slice(value);
+            wire.put_slice(value.as_bytes());
             wire.put_slice(b"\r\n");
         }
     }
@@ -106,7 +157,7 @@ impl AnswerHead {
     fn to_response_header(&self) -> Result<ResponseHeader> {
         let mut header = ResponseHeader::build_no_case(self.status, Some(self.fields.len() + 2))?;
         for (name, value) in &self.fields {
-            let value = http::HeaderValue::from_maybe_shared(value.clone()).map_err(|e| {
+            let value = http::HeaderValue::from_maybe_shared(value.to_bytes()).map_err(|e| {
                 pingora::Error::because(
                     pingora::ErrorType::InvalidHTTPHeader,
                     "invalid response header value",

@@ -128,7 +128,7 @@ pub(super) async fn answer(
                 "a handshake answer header value cannot be sent",
             );
         }
-        header.field(name, Bytes::copy_from_slice(value.as_bytes()));
+        header.copied(name, value.as_bytes());
     }
     session.write_answer(header, answer.body, close).await
 }

@@ -349,7 +349,7 @@ where
         response.push(name, value);
     }
     if !has_request_id {
-        response.field(X_REQUEST_ID, Bytes::copy_from_slice(request_id.as_bytes()));
+        response.copied(X_REQUEST_ID, request_id.as_bytes());
     }
     Ok(response)
 }

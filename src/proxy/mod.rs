@@ -526,8 +526,7 @@ impl Gateway {
     ) -> Result<bytes::Bytes, Refusal> {
         let server = &snapshot.config.server;
         session.set_read_timeout(Some(server.client_timeout));
-        let deadline = Instant::now() + server.limits.body_timeout;
-        let body = body::read_bounded(session, route.settings.max_body, deadline)
+        let body = body::read_bounded(session, route.settings.max_body, server.limits.body_timeout)
             .await
             .map_err(|error| self.body_refusal(route, error))?;
         ctx.body_bytes = body.len();

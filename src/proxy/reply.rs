@@ -221,10 +221,7 @@ pub async fn send(
     let mut header = AnswerHead::new(reply.status, 6);
     header.field("Content-Type", Bytes::from_static(b"application/json"));
     header.number("Content-Length", body.len());
-    header.field(
-        "x-request-id",
-        Bytes::copy_from_slice(request_id.as_bytes()),
-    );
+    header.copied("x-request-id", request_id.as_bytes());
     if reply.status == 415 {
         // The codings a request may use (RFC 9110 §12.5.3, §15.5.16).
         header.field(

@@ -969,10 +969,23 @@ fn invalid_chunk<T>(why: &'static str) -> Result<T> {
     Error::e_explain(INVALID_CHUNK, why)
 }
 
-/// Header names webhook senders and the proxies in front of hookgate send,
-/// outside the `http` crate's standard ones: parsed from the wire, a name
-/// outside that list is a new allocation per request (`HeaderName::from_bytes`).
-const KNOWN_NAMES: [&str; 30] = [
+/// Header names webhook senders and the proxies in front of hookgate send.
+/// Parsed from the wire, a name outside the `http` crate's standard ones is a
+/// new allocation per request (`HeaderName::from_bytes`), and a standard one
+/// is lower-cased into a scratch buffer and matched again: a name in this list
+/// is a comparison in any case and a static name.
+const KNOWN_NAMES: [&str; 41] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "connection",
+    "expect",
+    "authorization",
     "x-github-event",
     "x-github-delivery",
     "x-hub-signature",

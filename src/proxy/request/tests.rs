@@ -517,8 +517,9 @@ fn a_length_body_in_several_reads_is_one_chunk() {
     });
 }
 
-/// Webhook header names are found in any case (static, no allocation); other
-/// names are parsed as before, and both read back the same.
+/// Webhook header names and the standard ones senders send are found in any
+/// case (static, no allocation); other names are parsed as before, and both
+/// read back the same.
 #[test]
 fn known_header_names_are_static() {
     assert_eq!(
@@ -526,7 +527,11 @@ fn known_header_names_are_static() {
         Some(http::HeaderName::from_static("x-hub-signature-256"))
     );
     assert_eq!(known_name(b"X-Hub-Signature-257"), None);
-    assert_eq!(known_name(b"content-type"), None);
+    assert_eq!(
+        known_name(b"Content-Type"),
+        Some(http::header::CONTENT_TYPE)
+    );
+    assert_eq!(known_name(b"x-other"), None);
     let read = read(
         b"POST /h HTTP/1.1\r\nHost: a\r\nX-GitHub-Event: push\r\nX-Other: 1\r\nContent-Length: 0\r\n\r\n",
     );
