@@ -78,8 +78,10 @@ pub(super) fn compile(cx: &mut Cx) -> Option<Discord> {
         reference.trim().to_string()
     };
     let mut bytes = [0u8; 32];
-    let key = hex::decode_to_slice(&text, &mut bytes)
-        .ok()
+    // The length first: the decoder would also take a `0x` prefix.
+    let key = (text.len() == 64)
+        .then(|| hex::decode_to_slice(&text, &mut bytes).ok())
+        .flatten()
         .and_then(|()| VerifyingKey::from_bytes(&bytes).ok());
     match key {
         Some(key) if !key.is_weak() => Some(Discord { key, tolerance }),

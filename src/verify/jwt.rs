@@ -235,7 +235,10 @@ impl Jwt {
             Some(claim) => {
                 let mut digest = [0u8; 32];
                 match claims.get(claim) {
-                    Some(Value::String(hex)) if hex::decode_to_slice(hex, &mut digest).is_ok() => {
+                    // The length first: the decoder would also take a `0x` prefix.
+                    Some(Value::String(hex))
+                        if hex.len() == 64 && hex::decode_to_slice(hex, &mut digest).is_ok() =>
+                    {
                         Some(digest)
                     }
                     _ => {

@@ -73,6 +73,7 @@ impl Encoding {
             return false;
         }
         match self {
+            // The length first: the decoder would also take a `0x` prefix.
             Encoding::Hex => {
                 text.len() == 2 * len && hex::decode_to_slice(text, &mut out[..len]).is_ok()
             }
@@ -180,6 +181,13 @@ mod tests {
             (Encoding::Hex, "00f", 2, false),
             (Encoding::Hex, "00fg", 2, false),
             (Encoding::Hex, "00ff00", 2, false),
+            // A `0x` prefix is not hex digits, at either length.
+            (Encoding::Hex, "0x00ff", 2, false),
+            (Encoding::Hex, "0x00", 1, false),
+            (Encoding::Hex, "0x00ff", 3, false),
+            // Longer than the SIMD decoder's blocks, with an error in the last one.
+            (Encoding::Hex, &"ab".repeat(32), 32, true),
+            (Encoding::Hex, &format!("{}g", "a".repeat(63)), 32, false),
             (Encoding::Base64, "AP8=", 2, true),
             (Encoding::Base64, "AP8", 2, false),
             (Encoding::Base64, "AP9=", 2, false), // non-canonical trailing bits
