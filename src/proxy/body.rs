@@ -37,6 +37,8 @@ pub async fn read_bounded(
         return Err(BodyError::TooLarge);
     }
     if expects_continue(session) && declared != Some(0) {
+        // The deadline covers writing `100 Continue` (its first read waits anyway).
+        deadline.start();
         session
             .write_continue_response()
             .await
@@ -70,18 +72,21 @@ pub async fn read_bounded(
 }
 
 /// When the whole body must be in: `timeout` after the first read that had to
-/// wait (the clock is read only then).
+/// wait, or after the `100 Continue` was written (the clock is read only then).
 struct Deadline {
     timeout: Duration,
     at: Option<Instant>,
 }
 
 impl Deadline {
+    /// Starts the deadline now, unless it has started.
+    fn start(&mut self) -> Instant {
+        *self.at.get_or_insert_with(|| Instant::now() + self.timeout)
+    }
+
     /// The time left, starting the deadline now when it has not started.
     fn left(&mut self) -> Duration {
-        let now = Instant::now();
-        let at = *self.at.get_or_insert_with(|| now + self.timeout);
-        at.saturating_duration_since(now)
+        self.start().saturating_duration_since(Instant::now())
     }
 }
 
