@@ -78,6 +78,45 @@ fn agreeing_content_length_values_reach_the_sender_as_one() {
     refused_before_the_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok".to_vec());
 }
 
+/// The README: the request id is "echoed back to the sender". An upstream
+/// that answers with ids of its own (one, or two that differ) does not
+/// replace it: the sender gets the id the upstream received, once. Guards the
+/// `x-request-id` arm of `headers::downstream_response` (it used to relay the
+/// upstream's fields instead).
+#[test]
+fn the_sender_gets_its_request_id_whatever_the_upstream_answers() {
+    let upstream = Upstream::with(
+        "app",
+        Behavior::raw(
+            b"HTTP/1.1 200 OK\r\nX-Request-Id: app-1\r\nx-request-id: app-2\r\nContent-Length: 2\r\n\r\nok",
+        ),
+    );
+    let gateway = gateway_for(&upstream);
+    let own = post(
+        gateway.proxy,
+        "/hooks/a",
+        &[("X-Request-Id", "sender-7")],
+        b"{}",
+    );
+    let fresh = post(gateway.proxy, "/hooks/a", &[], b"{}");
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    for (answered, sent) in [(&own, &received[0]), (&fresh, &received[1])] {
+        answered.expect_status(200);
+        assert_eq!(answered.body, b"ok");
+        let ids: Vec<&str> = answered
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))
+            .map(|(_, value)| value.as_str())
+            .collect();
+        let forwarded = sent.header("x-request-id").expect("an id was forwarded");
+        assert_eq!(ids, [forwarded]);
+    }
+    assert_eq!(received[0].header("x-request-id"), Some("sender-7"));
+    assert_ne!(received[1].header("x-request-id"), Some("sender-7"));
+}
+
 #[test]
 fn bytes_after_an_answer_are_never_taken_for_the_next_answer() {
     // An upstream that writes a second answer unasked would have it read as the

@@ -294,7 +294,9 @@ fn valid_header_value(value: &[u8]) -> bool {
 /// fields the response reader found to agree (it refuses any that differ)
 /// become the single field RFC 9110 §8.6 lets a recipient replace them with,
 /// so the sender cannot read a framing other than the one relayed. `Date` is
-/// dropped: the writer sends its own in every answer.
+/// dropped: the writer sends its own in every answer. `X-Request-Id` is the
+/// request's own, once: an upstream's value (another id, or several) is
+/// replaced, so the sender can find the access-log line by it.
 ///
 /// # Errors
 /// `InvalidHTTPHeader` for a value with a control character (the upstream's
@@ -310,7 +312,6 @@ where
         .flat_map(|value| connection_tokens(&value))
         .collect();
     let mut response = AnswerHead::new(status, fields.size_hint().0 + 1);
-    let mut has_request_id = false;
     let mut has_length = false;
     for (name, mut value) in fields {
         let dropped = [
@@ -345,12 +346,14 @@ where
             let first = value.split(|b| *b == b',').next().unwrap_or_default();
             value = value.slice_ref(first.trim_ascii());
         }
-        has_request_id |= name.eq_ignore_ascii_case(X_REQUEST_ID.as_bytes());
+        if name.eq_ignore_ascii_case(X_REQUEST_ID.as_bytes()) {
+            // The sender gets the id the access log and the upstream have,
+            // once, whatever the upstream answered with.
+            continue;
+        }
         response.push(name, value);
     }
-    if !has_request_id {
-        response.copied(X_REQUEST_ID, request_id.as_bytes());
-    }
+    response.copied(X_REQUEST_ID, request_id.as_bytes());
     Ok(response)
 }
 
