@@ -105,18 +105,12 @@ pub(super) async fn answer(
     let close = ctx.close || !session.is_body_done();
     let mut header = AnswerHead::new(answer.status, 6 + answer.headers.len());
     if let Some(content_type) = answer.content_type {
-        header.field(
-            "Content-Type",
-            Bytes::copy_from_slice(content_type.as_bytes()),
-        );
+        header.copied("Content-Type", content_type.as_bytes());
     }
     header.number("Content-Length", answer.body.len());
     header.field("X-Content-Type-Options", Bytes::from_static(b"nosniff"));
     header.field("Cache-Control", Bytes::from_static(b"no-store"));
-    header.field(
-        "X-Request-Id",
-        Bytes::copy_from_slice(ctx.request_id.as_bytes()),
-    );
+    header.copied("X-Request-Id", ctx.request_id.as_bytes());
     for (name, value) in &answer.headers {
         // Written as they are: one that could split the head is not sent.
         if !value

@@ -112,13 +112,7 @@ async fn answer_accepted(
     let mut answer = AnswerHead::new(202, 4);
     answer.field("Content-Type", Bytes::from_static(b"application/json"));
     answer.number("Content-Length", body.len());
-    answer.field(
-        "x-request-id",
-        Bytes::copy_from_slice(ctx.request_id.as_bytes()),
-    );
-    answer.field(
-        "x-hookgate-event-id",
-        Bytes::copy_from_slice(event_id.as_bytes()),
-    );
+    answer.copied("x-request-id", ctx.request_id.as_bytes());
+    answer.copied("x-hookgate-event-id", event_id.as_bytes());
     session.write_answer(answer, body.into(), ctx.close).await
 }
