@@ -369,6 +369,11 @@ pub fn read_authority(
         // `Host`, an absolute-form target included.
         (Some(_), None, _) if version == Version::HTTP_11 => return Err(TargetError::HostMissing),
         (Some(authority), _, _) => authority,
+        // RFC 9110 §4.2.1: an `http` URI with an empty host is invalid; only
+        // HTTP/1.0 may leave the authority out (an empty `Host`, as none).
+        (None, Some(value), _) if value.is_empty() && version == Version::HTTP_11 => {
+            return Err(TargetError::HostInvalid)
+        }
         (None, Some(value), _) => value.to_str().map_err(|_| TargetError::HostInvalid)?,
         (None, None, Some(authority)) => authority,
         (None, None, None) if version == Version::HTTP_11 => return Err(TargetError::HostMissing),

@@ -631,8 +631,11 @@ fn headers_a_backend_reads_differently_are_refused() {
     assert_refused(&answer.unwrap(), 400, "bad_request", "fragment", "fragment");
     // Numeric host spellings every URL parser reads as 127.0.0.1, and a name
     // with two trailing dots (Breaks without the numeric-host rule in
-    // `target::parse_authority`.)
+    // `target::parse_authority`.) And an empty `Host` on HTTP/1.1: an `http`
+    // URI with an empty host is invalid (RFC 9110 §4.2.1; breaks without the
+    // empty-Host arm of `target::read_authority`).
     for host in [
+        "",
         "127.1",
         "2130706433",
         "0x7f.0.0.1",

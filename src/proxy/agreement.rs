@@ -95,6 +95,7 @@ pub fn check(
                         | header::UPGRADE
                         | header::PROXY_AUTHORIZATION
                         | header::PROXY_AUTHENTICATE
+                        | header::EXPECT
                 ) || matches!(name.as_str(), "keep-alive" | "close" | "proxy-connection");
             if !hop_by_hop && head.headers.contains_key(&name) {
                 return Err("Connection lists an end-to-end header of the request");
@@ -210,7 +211,12 @@ mod tests {
             Ok(())
         );
         assert!(check(&head(&[("X-Original-URL", "/p")]), None, true).is_err());
-        let accepted: [Case; 5] = [
+        let accepted: [Case; 6] = [
+            // `Expect` is not forwarded either (README: hop-by-hop headers).
+            (
+                &[("Connection", "Expect"), ("Expect", "100-continue")],
+                None,
+            ),
             (
                 &[
                     ("X-Real-IP", "1.2.3.4"),

@@ -264,7 +264,9 @@ fn authority_rule() {
             Version::HTTP_2,
             some("h2.example", "h2.example"),
         ),
-        (b"/x", &[""], None, v11, Ok(None)),
+        // An empty Host: none on HTTP/1.0, invalid on HTTP/1.1 (RFC 9110 §4.2.1).
+        (b"/x", &[""], None, Version::HTTP_10, Ok(None)),
+        (b"/x", &[""], None, v11, Err(TargetError::HostInvalid)),
         (b"/x", &[], None, Version::HTTP_10, Ok(None)),
         (b"/x", &[], None, v11, Err(TargetError::HostMissing)),
         (
